@@ -1,0 +1,24 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef HA_HIST_H
+#define HA_HIST_H
+
+#include <stdint.h>
+
+/*
+ * Log-linear histogram: 8 sub-buckets per power of two, so a percentile is
+ * within 12.5% of the true value, in fixed memory and O(1) per sample.
+ */
+#define HA_HIST_BUCKETS 512
+
+typedef struct HaHist {
+        uint64_t count;
+        uint64_t max;
+        uint64_t b[HA_HIST_BUCKETS];
+} HaHist;
+
+void ha_hist_add(HaHist *h, uint64_t v);
+/* The upper bound of the bucket holding the p-quantile (0 < p <= 1),
+ * clamped to the maximum seen; 0 when empty. */
+uint64_t ha_hist_quantile(const HaHist *h, double p);
+
+#endif

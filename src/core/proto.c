@@ -1,0 +1,167 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <math.h>
+#include <string.h>
+
+#include "proto.h"
+
+static const char *const error_names[] = {
+#define HA_ERR_NAME(name, text) #name,
+        HA_ERRORS(HA_ERR_NAME)
+#undef HA_ERR_NAME
+};
+
+static const char *const error_texts[] = {
+#define HA_ERR_TEXT(name, text) text,
+        HA_ERRORS(HA_ERR_TEXT)
+#undef HA_ERR_TEXT
+};
+
+const char *ha_error_name(enum ha_error e)
+{
+        return (unsigned)e < _HA_ERROR_MAX ? error_names[e] : "E_INTERNAL";
+}
+
+const char *ha_error_text(enum ha_error e)
+{
+        return (unsigned)e < _HA_ERROR_MAX ? error_texts[e] : "internal error";
+}
+
+static void put_be32(uint8_t *p, uint32_t v)
+{
+        p[0] = (uint8_t)(v >> 24);
+        p[1] = (uint8_t)(v >> 16);
+        p[2] = (uint8_t)(v >> 8);
+        p[3] = (uint8_t)v;
+}
+
+static uint32_t get_be32(const uint8_t *p)
+{
+        return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+void ha_frame_hdr_write(uint8_t hdr[HA_PROTO_HDR_SIZE], uint32_t json_len, uint32_t data_len)
+{
+        put_be32(hdr, json_len);
+        put_be32(hdr + 4, data_len);
+}
+
+int ha_frame_hdr_parse(const uint8_t hdr[HA_PROTO_HDR_SIZE], uint32_t max_data,
+                       uint32_t *json_len, uint32_t *data_len, enum ha_error *err)
+{
+        uint32_t j = get_be32(hdr), d = get_be32(hdr + 4);
+
+        *json_len = j;
+        *data_len = d;
+        if (j < 2) {
+                *err = HA_E_PROTO;
+                return -EBADMSG;
+        }
+        if (j > HA_PROTO_MAX_JSON || d > max_data) {
+                *err = HA_E_TOO_BIG;
+                return -EMSGSIZE;
+        }
+        return 0;
+}
+
+/* Ids are integers that a double holds exactly, so any JSON library agrees. */
+static bool json_get_id(const cJSON *o, uint64_t *ret)
+{
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(o, "id");
+        double v;
+
+        if (!cJSON_IsNumber(id))
+                return false;
+        v = id->valuedouble;
+        if (!(v >= 0 && v <= HA_PROTO_MAX_ID) || floor(v) != v)
+                return false;
+        *ret = (uint64_t)v;
+        return true;
+}
+
+static int fail(enum ha_error *err, const char **msg, enum ha_error e, const char *m)
+{
+        *err = e;
+        *msg = m;
+        return -EBADMSG;
+}
+
+int ha_request_parse(const char *json, size_t len, HaRequest *req,
+                     enum ha_error *err, const char **msg)
+{
+        const cJSON *v, *method, *params;
+
+        memset(req, 0, sizeof(*req));
+        req->root = cJSON_ParseWithLength(json, len);
+        if (!req->root)
+                return fail(err, msg, HA_E_PROTO, "request is not valid JSON");
+        if (!cJSON_IsObject(req->root))
+                return fail(err, msg, HA_E_PROTO, "request is not a JSON object");
+
+        if (cJSON_GetObjectItemCaseSensitive(req->root, "id")) {
+                if (!json_get_id(req->root, &req->id))
+                        return fail(err, msg, HA_E_PROTO,
+                                    "\"id\" must be an integer from 0 to 2^53-1");
+                req->has_id = true;
+        }
+
+        v = cJSON_GetObjectItemCaseSensitive(req->root, "v");
+        if (!cJSON_IsNumber(v))
+                return fail(err, msg, HA_E_PROTO, "\"v\" (protocol version) is missing");
+        if (v->valuedouble != HA_PROTO_VERSION)
+                return fail(err, msg, HA_E_VERSION, "this daemon speaks protocol version 1");
+
+        method = cJSON_GetObjectItemCaseSensitive(req->root, "method");
+        if (!cJSON_IsString(method) || !method->valuestring)
+                return fail(err, msg, HA_E_PROTO, "\"method\" must be a string");
+        req->method = method->valuestring;
+
+        params = cJSON_GetObjectItemCaseSensitive(req->root, "params");
+        if (params && !cJSON_IsObject(params))
+                return fail(err, msg, HA_E_INVALID, "\"params\" must be an object");
+        req->params = params;
+        return 0;
+}
+
+void ha_request_done(HaRequest *req)
+{
+        cJSON_Delete(req->root);
+        memset(req, 0, sizeof(*req));
+}
+
+int ha_reply_parse(const char *json, size_t len, HaReply *rep)
+{
+        const cJSON *v, *err;
+
+        memset(rep, 0, sizeof(*rep));
+        rep->root = cJSON_ParseWithLength(json, len);
+        if (!cJSON_IsObject(rep->root))
+                goto bad;
+        v = cJSON_GetObjectItemCaseSensitive(rep->root, "v");
+        if (!cJSON_IsNumber(v) || v->valuedouble != HA_PROTO_VERSION)
+                goto bad;
+        rep->has_id = json_get_id(rep->root, &rep->id);
+        rep->result = cJSON_GetObjectItemCaseSensitive(rep->root, "result");
+        err = cJSON_GetObjectItemCaseSensitive(rep->root, "error");
+        if (err) {
+                const cJSON *code = cJSON_GetObjectItemCaseSensitive(err, "code");
+                const cJSON *m = cJSON_GetObjectItemCaseSensitive(err, "message");
+                if (!cJSON_IsString(code))
+                        goto bad;
+                rep->error_code = code->valuestring;
+                rep->error_message = cJSON_IsString(m) ? m->valuestring : "";
+                rep->result = NULL;
+        } else if (!cJSON_IsObject(rep->result)) {
+                goto bad;
+        }
+        return 0;
+bad:
+        ha_reply_done(rep);
+        return -EBADMSG;
+}
+
+void ha_reply_done(HaReply *rep)
+{
+        cJSON_Delete(rep->root);
+        memset(rep, 0, sizeof(*rep));
+}

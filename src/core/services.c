@@ -1,0 +1,106 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hyperamp/cleanup.h"
+#include "services.h"
+
+/* The original Linux service: the AES-128 test key, then 0x55. */
+static const uint8_t xor_key[16] = {
+        0x2b, 0x7e, 0x15, 0x16, 0x28, 0xae, 0xd2, 0xa6,
+        0xab, 0xf7, 0x15, 0x88, 0x09, 0xcf, 0x4f, 0x3c,
+};
+
+static enum ha_result svc_xor(uint8_t *buf, size_t len)
+{
+        /* XOR is its own inverse, so encrypt and decrypt share this. */
+        for (size_t i = 0; i < len; i++)
+                buf[i] ^= xor_key[i & 15] ^ 0x55;
+        return HA_RESULT_SUCCESS;
+}
+
+static enum ha_result svc_echo(uint8_t *buf, size_t len)
+{
+        (void)buf;
+        (void)len;
+        return HA_RESULT_SUCCESS;
+}
+
+static const HaService table[] = {
+        { 1, "encrypt", "XOR with the 16-byte HyperAMP key, then 0x55", svc_xor },
+        { 2, "decrypt", "inverse of encrypt", svc_xor },
+        { 66, "echo", "returns the payload unchanged", svc_echo },
+};
+
+const HaService *ha_services(size_t *ret_n)
+{
+        *ret_n = ELEMENTSOF(table);
+        return table;
+}
+
+const HaService *ha_service_by_id(uint16_t id)
+{
+        for (size_t i = 0; i < ELEMENTSOF(table); i++)
+                if (table[i].id == id)
+                        return &table[i];
+        return NULL;
+}
+
+const HaService *ha_service_by_name(const char *name)
+{
+        for (size_t i = 0; i < ELEMENTSOF(table); i++)
+                if (strcmp(table[i].name, name) == 0)
+                        return &table[i];
+        return NULL;
+}
+
+enum ha_result ha_service_run(uint16_t id, uint8_t *buf, size_t len)
+{
+        const HaService *s = ha_service_by_id(id);
+
+        if (!s)
+                return HA_RESULT_NOT_EXITS;
+        if (len == 0)
+                return HA_RESULT_FAIL;
+        return s->fn(buf, len);
+}
+
+int ha_service_parse(const char *s, uint16_t *ret_id)
+{
+        const HaService *svc;
+
+        if (!s || !*s)
+                return -EINVAL;
+        if (s[0] >= '0' && s[0] <= '9') {
+                char *end;
+                unsigned long v;
+
+                errno = 0;
+                v = strtoul(s, &end, 10);
+                if (errno || *end || v > UINT16_MAX)
+                        return -EINVAL;
+                *ret_id = (uint16_t)v;
+                return 0;
+        }
+        svc = ha_service_by_name(s);
+        if (!svc)
+                return -ENOENT;
+        *ret_id = svc->id;
+        return 0;
+}
+
+const char *ha_result_name(enum ha_result r)
+{
+        switch (r) {
+        case HA_RESULT_NONE:
+                return "NONE";
+        case HA_RESULT_SUCCESS:
+                return "SUCCESS";
+        case HA_RESULT_FAIL:
+                return "FAIL";
+        case HA_RESULT_NOT_EXITS:
+                return "NOT_EXITS";
+        }
+        return "INVALID";
+}

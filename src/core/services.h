@@ -1,0 +1,36 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef HA_SERVICES_H
+#define HA_SERVICES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hyperamp/wire.h"
+
+/* A service transforms len bytes in place; it never sees len == 0. */
+typedef enum ha_result (*ha_service_fn)(uint8_t *buf, size_t len);
+
+typedef struct HaService {
+        uint16_t id;
+        const char *name;
+        const char *summary;
+        ha_service_fn fn;
+} HaService;
+
+/* The service table, in id order. */
+const HaService *ha_services(size_t *ret_n);
+const HaService *ha_service_by_id(uint16_t id);
+const HaService *ha_service_by_name(const char *name);
+
+/*
+ * Run service id over buf.  Unknown id -> NOT_EXITS, len 0 -> FAIL (as the
+ * original), otherwise the service's own result.
+ */
+enum ha_result ha_service_run(uint16_t id, uint8_t *buf, size_t len);
+
+/* Parse "encrypt" or "1" (0..65535).  -EINVAL or -ENOENT (unknown name). */
+int ha_service_parse(const char *s, uint16_t *ret_id);
+
+const char *ha_result_name(enum ha_result r);
+
+#endif

@@ -1,0 +1,381 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * hyperampctl bench: keep C requests in flight over K connections from one
+ * thread (poll), verify every response against the reference service, and
+ * report throughput and latency percentiles.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ctl.h"
+#include "hyperamp/cleanup.h"
+#include "services.h"
+
+typedef struct BConn {
+        HaClient cl;
+        uint8_t *out;
+        size_t out_len, out_off, out_cap;
+        uint8_t *in;
+        size_t in_len, in_cap;
+} BConn;
+
+typedef struct Bench {
+        uint16_t service;
+        unsigned long conc, total, size, nconns;
+        unsigned long variants; /* distinct payloads; request i uses i % variants */
+        uint8_t *payload;       /* variants * size bytes */
+        uint8_t *expect;        /* each payload run through the reference service */
+        uint64_t *t_sent;       /* per request id, ns */
+        uint64_t *lat;          /* completed latencies, ns */
+        unsigned char *answered;
+        unsigned long sent, done, failures, busy, nlat;
+        char first_error[256];
+} Bench;
+
+static uint64_t now_ns(void)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int buf_reserve(uint8_t **buf, size_t *cap, size_t need)
+{
+        size_t ncap = *cap ? *cap : 4096;
+        uint8_t *nb;
+
+        if (need <= *cap)
+                return 0;
+        while (ncap < need)
+                ncap *= 2;
+        nb = realloc(*buf, ncap);
+        if (!nb)
+                return -ENOMEM;
+        *buf = nb;
+        *cap = ncap;
+        return 0;
+}
+
+static int queue_request(Bench *b, BConn *bc, unsigned long id)
+{
+        char json[128];
+        uint8_t hdr[HA_PROTO_HDR_SIZE];
+        int n = snprintf(json, sizeof(json),
+                         "{\"v\":%d,\"id\":%lu,\"method\":\"submit\",\"params\":{\"service\":%u}}",
+                         HA_PROTO_VERSION, id, b->service);
+        size_t need = bc->out_len + sizeof(hdr) + (size_t)n + b->size;
+
+        if (buf_reserve(&bc->out, &bc->out_cap, need) < 0)
+                return -ENOMEM;
+        ha_frame_hdr_write(hdr, (uint32_t)n, (uint32_t)b->size);
+        memcpy(bc->out + bc->out_len, hdr, sizeof(hdr));
+        memcpy(bc->out + bc->out_len + sizeof(hdr), json, (size_t)n);
+        memcpy(bc->out + bc->out_len + sizeof(hdr) + n, b->payload + (id % b->variants) * b->size, b->size);
+        bc->out_len = need;
+        b->t_sent[id] = now_ns();
+        return 0;
+}
+
+static void fail(Bench *b, unsigned long id, const char *what, const char *detail)
+{
+        b->failures++;
+        if (!b->first_error[0])
+                snprintf(b->first_error, sizeof(b->first_error), "request %lu: %s%s", id, what,
+                         detail);
+}
+
+/* Check one reply frame; returns -EBADMSG for a stream we cannot follow. */
+static int handle_reply(Bench *b, const char *json, uint32_t jlen, const uint8_t *data, uint32_t dlen)
+{
+        HaReply rep;
+        const cJSON *st;
+        unsigned long id;
+
+        if (ha_reply_parse(json, jlen, &rep) < 0 || !rep.has_id || rep.id >= b->total ||
+            b->answered[rep.id]) {
+                if (rep.root)
+                        ha_reply_done(&rep);
+                snprintf(b->first_error, sizeof(b->first_error),
+                         "reply with a missing, unknown or repeated id");
+                return -EBADMSG;
+        }
+        id = (unsigned long)rep.id;
+        b->answered[id] = 1;
+        b->done++;
+        if (rep.error_code) {
+                if (strcmp(rep.error_code, "E_BUSY") == 0)
+                        b->busy++;
+                fail(b, id, "error ", rep.error_code);
+        } else {
+                st = cJSON_GetObjectItemCaseSensitive(rep.result, "status");
+                if (!cJSON_IsString(st) || strcmp(st->valuestring, "SUCCESS") != 0)
+                        fail(b, id, "status ",
+                             cJSON_IsString(st) ? st->valuestring : "missing");
+                else if (dlen != b->size || memcmp(data, b->expect + (id % b->variants) * b->size, b->size) != 0)
+                        fail(b, id, "result bytes differ from the reference", "");
+                else
+                        b->lat[b->nlat++] = now_ns() - b->t_sent[id];
+        }
+        ha_reply_done(&rep);
+        return 0;
+}
+
+static int drain_input(Bench *b, BConn *bc)
+{
+        size_t off = 0;
+
+        for (;;) {
+                uint32_t jlen, dlen;
+                enum ha_error err;
+
+                if (bc->in_len - off < HA_PROTO_HDR_SIZE)
+                        break;
+                if (ha_frame_hdr_parse(bc->in + off, UINT32_MAX, &jlen, &dlen, &err) < 0)
+                        return -EBADMSG;
+                if (bc->in_len - off < HA_PROTO_HDR_SIZE + (size_t)jlen + dlen)
+                        break;
+                if (handle_reply(b, (const char *)bc->in + off + HA_PROTO_HDR_SIZE, jlen,
+                                 bc->in + off + HA_PROTO_HDR_SIZE + jlen, dlen) < 0)
+                        return -EBADMSG;
+                off += HA_PROTO_HDR_SIZE + (size_t)jlen + dlen;
+        }
+        memmove(bc->in, bc->in + off, bc->in_len - off);
+        bc->in_len -= off;
+        return 0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+        uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+        return x < y ? -1 : x > y;
+}
+
+static double pct_us(const Bench *b, double p)
+{
+        size_t i;
+
+        if (b->nlat == 0)
+                return 0;
+        i = (size_t)(p * (double)b->nlat);
+        if (i >= b->nlat)
+                i = b->nlat - 1;
+        return (double)b->lat[i] / 1000.0;
+}
+
+static void progress(const Bench *b, bool final)
+{
+        int width = 40, filled = (int)((double)b->done / (double)b->total * width);
+
+        fprintf(stderr, "\r[%.*s%*s] %lu/%lu", filled,
+                "########################################", width - filled, "", b->done, b->total);
+        if (final)
+                fputc('\n', stderr);
+}
+
+static int run(Bench *b, Ctx *ctx, BConn *conns, double *ret_secs)
+{
+        _cleanup_free_ struct pollfd *pfd = calloc(b->nconns, sizeof(*pfd));
+        bool tty = isatty(STDERR_FILENO) == 1;
+        unsigned long next_conn = 0, shown = 0;
+        int64_t idle_deadline;
+        uint64_t start;
+
+        if (!pfd)
+                return -ENOMEM;
+        start = now_ns();
+        idle_deadline = ha_mono_ms() + ctx->timeout_ms;
+        while (b->done < b->total) {
+                int r;
+
+                while (b->sent < b->total && b->sent - b->done < b->conc) {
+                        if (queue_request(b, &conns[next_conn], b->sent) < 0)
+                                return -ENOMEM;
+                        b->sent++;
+                        next_conn = (next_conn + 1) % b->nconns;
+                }
+                for (unsigned long i = 0; i < b->nconns; i++) {
+                        pfd[i].fd = conns[i].cl.fd;
+                        pfd[i].events = POLLIN | (conns[i].out_len > conns[i].out_off ? POLLOUT : 0);
+                }
+                int64_t left = idle_deadline - ha_mono_ms();
+                if (left <= 0)
+                        return -ETIMEDOUT;
+                r = poll(pfd, b->nconns, (int)(left > INT32_MAX ? INT32_MAX : left));
+                if (r < 0 && errno != EINTR)
+                        return -errno;
+                for (unsigned long i = 0; r > 0 && i < b->nconns; i++) {
+                        BConn *bc = &conns[i];
+                        if (pfd[i].revents & POLLOUT) {
+                                ssize_t n = send(bc->cl.fd, bc->out + bc->out_off,
+                                                 bc->out_len - bc->out_off, MSG_NOSIGNAL);
+                                if (n < 0 && errno != EAGAIN && errno != EINTR)
+                                        return -ECONNRESET;
+                                if (n > 0)
+                                        bc->out_off += (size_t)n;
+                                if (bc->out_off == bc->out_len)
+                                        bc->out_off = bc->out_len = 0;
+                        }
+                        if (pfd[i].revents & (POLLIN | POLLHUP | POLLERR)) {
+                                ssize_t n;
+                                if (buf_reserve(&bc->in, &bc->in_cap, bc->in_len + 65536) < 0)
+                                        return -ENOMEM;
+                                n = recv(bc->cl.fd, bc->in + bc->in_len, bc->in_cap - bc->in_len, 0);
+                                if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+                                        return -ECONNRESET;
+                                if (n > 0) {
+                                        bc->in_len += (size_t)n;
+                                        if (drain_input(b, bc) < 0)
+                                                return -EBADMSG;
+                                        idle_deadline = ha_mono_ms() + ctx->timeout_ms;
+                                }
+                        }
+                }
+                if (tty && !ctx->json && b->done * 100 / b->total != shown) {
+                        shown = b->done * 100 / b->total;
+                        progress(b, false);
+                }
+        }
+        *ret_secs = (double)(now_ns() - start) / 1e9;
+        if (tty && !ctx->json)
+                progress(b, true);
+        return 0;
+}
+
+int cmd_bench(Ctx *ctx, int argc, char **argv)
+{
+        static const struct option own[] = {
+                { "service", required_argument, NULL, 's' },
+                { "concurrency", required_argument, NULL, 'c' },
+                { "requests", required_argument, NULL, 'n' },
+                { "size", required_argument, NULL, OPT_SIZE },
+                { "connections", required_argument, NULL, OPT_CONNECTIONS },
+        };
+        const struct option *opts = ctl_options(own, ELEMENTSOF(own));
+        Bench b = { .service = 66, .conc = 64, .total = 10000, .size = 64, .nconns = 1 };
+        const char *service = "echo";
+        BConn *conns = NULL;
+        double secs = 0;
+        int c, r, ret = EXIT_FAILED;
+
+        optind = 1;
+        while ((c = getopt_long(argc, argv, "+s:c:n:jt:hV", opts, NULL)) >= 0) {
+                unsigned long *dst = NULL, min = 1, max = 0;
+                const char *what = NULL;
+
+                switch (c) {
+                case 's':
+                        service = optarg;
+                        continue;
+                case 'c':
+                        dst = &b.conc, max = 65535, what = "-c: not a concurrency from 1 to 65535";
+                        break;
+                case 'n':
+                        dst = &b.total, max = 100000000, what = "-n: not a request count from 1 to 100000000";
+                        break;
+                case OPT_SIZE:
+                        dst = &b.size, max = 1u << 30, what = "--size: not a size in bytes from 1 to 2^30";
+                        break;
+                case OPT_CONNECTIONS:
+                        dst = &b.nconns, max = 1024, what = "--connections: not a number from 1 to 1024";
+                        break;
+                default:
+                        r = ctl_global_opt(ctx, c, argv[0]);
+                        if (r < 0)
+                                return r;
+                        continue;
+                }
+                if (ctl_parse_uint(optarg, min, max, dst) < 0)
+                        return ctl_usage_error("%s ('%s')", what, optarg);
+        }
+        if (optind < argc)
+                return ctl_usage_error("bench: unexpected argument '%s'", argv[optind]);
+        r = ha_service_parse(service, &b.service);
+        if (r < 0)
+                return ctl_usage_error("-s: '%s' is not a known service name or an id", service);
+        if (b.nconns > b.conc)
+                b.nconns = b.conc;
+
+        /* Distinct payloads catch a reply that carries another request's
+         * bytes; bounded to 32 MiB of buffers in all. */
+        b.variants = (16ul << 20) / b.size;
+        b.variants = b.variants < 1 ? 1 : b.variants > 64 ? 64 : b.variants;
+        b.payload = malloc(b.variants * b.size);
+        b.expect = malloc(b.variants * b.size);
+        b.t_sent = calloc(b.total, sizeof(uint64_t));
+        b.lat = calloc(b.total, sizeof(uint64_t));
+        b.answered = calloc(b.total, 1);
+        conns = calloc(b.nconns, sizeof(*conns));
+        if (!b.payload || !b.expect || !b.t_sent || !b.lat || !b.answered || !conns) {
+                fprintf(stderr, "hyperampctl: out of memory\n");
+                goto out;
+        }
+        for (size_t i = 0; i < b.variants * b.size; i++)
+                b.payload[i] = (uint8_t)(i * 131u + i / b.size * 29u + 7u);
+        memcpy(b.expect, b.payload, b.variants * b.size);
+        for (unsigned long k = 0; k < b.variants; k++)
+                if (ha_service_run(b.service, b.expect + k * b.size, b.size) != HA_RESULT_SUCCESS) {
+                        ret = ctl_usage_error("bench: service '%s' has no reference "
+                                              "implementation here to verify against", service);
+                        ret = -ret;
+                        goto out;
+                }
+        for (unsigned long i = 0; i < b.nconns; i++)
+                conns[i].cl.fd = -1;
+        for (unsigned long i = 0; i < b.nconns; i++) {
+                r = ctl_connect(ctx, &conns[i].cl);
+                if (r) {
+                        ret = r;
+                        goto out;
+                }
+        }
+
+        r = run(&b, ctx, conns, &secs);
+        if (r < 0) {
+                ret = ctl_call_error(ctx, r);
+                if (r == -EBADMSG && b.first_error[0])
+                        fprintf(stderr, "hyperampctl: %s\n", b.first_error);
+                goto out;
+        }
+        qsort(b.lat, b.nlat, sizeof(uint64_t), cmp_u64);
+        if (ctx->json) {
+                printf("{\"service\":%u,\"concurrency\":%lu,\"connections\":%lu,\"size\":%lu,"
+                       "\"requests\":%lu,\"failures\":%lu,\"busy\":%lu,\"seconds\":%.6f,"
+                       "\"req_per_s\":%.1f,\"latency_us\":{\"p50\":%.1f,\"p90\":%.1f,"
+                       "\"p99\":%.1f,\"max\":%.1f}}\n",
+                       b.service, b.conc, b.nconns, b.size, b.total, b.failures, b.busy, secs,
+                       (double)b.total / secs, pct_us(&b, 0.50), pct_us(&b, 0.90),
+                       pct_us(&b, 0.99), b.nlat ? (double)b.lat[b.nlat - 1] / 1000.0 : 0.0);
+        } else {
+                printf("service %u, %lu bytes, concurrency %lu over %lu connection%s\n",
+                       b.service, b.size, b.conc, b.nconns, b.nconns == 1 ? "" : "s");
+                printf("requests  %lu, failures %lu (busy %lu), %.3f s\n", b.total, b.failures,
+                       b.busy, secs);
+                printf("throughput %.1f req/s\n", (double)b.total / secs);
+                printf("latency us  p50 %.1f  p90 %.1f  p99 %.1f  max %.1f\n", pct_us(&b, 0.50),
+                       pct_us(&b, 0.90), pct_us(&b, 0.99),
+                       b.nlat ? (double)b.lat[b.nlat - 1] / 1000.0 : 0.0);
+        }
+        if (b.failures)
+                fprintf(stderr, "hyperampctl: %lu of %lu responses failed verification; first: %s\n",
+                        b.failures, b.total, b.first_error);
+        ret = b.failures ? EXIT_FAILED : EXIT_OK;
+out:
+        for (unsigned long i = 0; conns && i < b.nconns; i++) {
+                ha_client_close(&conns[i].cl);
+                free(conns[i].out);
+                free(conns[i].in);
+        }
+        free(conns);
+        free(b.payload);
+        free(b.expect);
+        free(b.t_sent);
+        free(b.lat);
+        free(b.answered);
+        return ret;
+}

@@ -1,0 +1,42 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef HACTL_CTL_H
+#define HACTL_CTL_H
+
+#include <stdbool.h>
+#include <getopt.h>
+#include <stdio.h>
+
+#include "client.h"
+
+/* Exit status, documented in --help and the README. */
+enum {
+        EXIT_OK = 0,
+        EXIT_FAILED = 1,        /* the daemon answered with an error, or the service failed */
+        EXIT_USAGE = 2,
+        EXIT_UNAVAILABLE = 69,  /* cannot reach the daemon, or it went away */
+        EXIT_TIMEOUT = 75,      /* no answer within --timeout */
+};
+
+typedef struct Ctx {
+        char socket_path[108];
+        bool json;
+        int timeout_ms;
+} Ctx;
+
+/* Connects, or prints why not and returns the exit status to use. */
+int ctl_connect(Ctx *ctx, HaClient *c);
+/* Maps a ha_client_call failure to a message and an exit status. */
+int ctl_call_error(const Ctx *ctx, int r);
+
+int cmd_bench(Ctx *ctx, int argc, char **argv);
+
+/* Shared by the commands (main.c). */
+enum { OPT_SOCKET = 0x100, OPT_SIZE, OPT_CONNECTIONS };
+#define CTL_STOP_OK (-1000)     /* --help or --version printed: exit 0 */
+int ctl_parse_uint(const char *s, unsigned long min, unsigned long max, unsigned long *ret);
+int ctl_global_opt(Ctx *ctx, int c, const char *cmd);
+const struct option *ctl_options(const struct option *own, size_t n);
+/* Prints the message and a hint; returns -EXIT_USAGE. */
+int ctl_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif

@@ -1,0 +1,277 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "config.h"
+#include "hyperamp/cleanup.h"
+#include "log.h"
+
+#define MAX_CONFIG_BYTES (1u << 20)
+
+void ha_config_defaults(HaConfig *c)
+{
+        memset(c, 0, sizeof(*c));
+        c->workers = 0;
+        if (geteuid() == 0)
+                snprintf(c->shm_name, sizeof(c->shm_name), "/hyperampd");
+        else
+                snprintf(c->shm_name, sizeof(c->shm_name), "/hyperampd-%u", (unsigned)geteuid());
+        c->shm_mode = 0600;
+        c->shm_persist = false;
+        c->queue_entries = 255;         /* one 4 KiB page, as the original */
+        c->pool_size = 4u << 20;        /* 4 MiB, as the original buf region */
+        c->max_payload = 1u << 20;
+        c->max_connections = 256;
+        c->max_inflight_per_conn = 256;
+        c->log_level = LOG_INFO;
+}
+
+unsigned ha_config_workers(const HaConfig *c)
+{
+        long n;
+
+        if (c->workers)
+                return c->workers;
+        n = sysconf(_SC_NPROCESSORS_ONLN);
+        return n > 0 ? (unsigned)n : 1;
+}
+
+enum key_type { K_UINT, K_U64, K_BOOL, K_SHM_NAME, K_MODE, K_LOGLEVEL };
+
+static const struct config_key {
+        const char *name;
+        enum key_type type;
+        size_t off;
+        uint64_t min, max;
+} keys[] = {
+        { "workers", K_UINT, offsetof(HaConfig, workers), 0, 256 },
+        { "shm_name", K_SHM_NAME, offsetof(HaConfig, shm_name), 0, 0 },
+        { "shm_mode", K_MODE, offsetof(HaConfig, shm_mode), 0, 0 },
+        { "shm_persist", K_BOOL, offsetof(HaConfig, shm_persist), 0, 0 },
+        { "queue_entries", K_UINT, offsetof(HaConfig, queue_entries), 1, 65535 },
+        { "pool_size", K_U64, offsetof(HaConfig, pool_size), 4096, 1u << 30 },
+        { "max_payload", K_U64, offsetof(HaConfig, max_payload), 1, 1u << 30 },
+        { "max_connections", K_UINT, offsetof(HaConfig, max_connections), 1, 65536 },
+        { "max_inflight_per_conn", K_UINT, offsetof(HaConfig, max_inflight_per_conn), 1, 65535 },
+        { "log_level", K_LOGLEVEL, offsetof(HaConfig, log_level), 0, 0 },
+};
+
+static bool shm_name_ok(const char *s)
+{
+        size_t len = strlen(s);
+
+        if (len < 2 || len >= HA_SHM_NAME_MAX || s[0] != '/')
+                return false;
+        for (size_t i = 1; i < len; i++) {
+                char ch = s[i];
+                if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                      (ch >= '0' && ch <= '9') || ch == '-' || ch == '_' || ch == '.'))
+                        return false;
+        }
+        return true;
+}
+
+static int set_key(HaConfig *c, const struct config_key *k, const cJSON *v,
+                   char *err, size_t errlen)
+{
+        char *field = (char *)c + k->off;
+        double d;
+
+        switch (k->type) {
+        case K_UINT:
+        case K_U64:
+                if (!cJSON_IsNumber(v))
+                        goto type;
+                d = v->valuedouble;
+                if (d != (double)(uint64_t)d || d < (double)k->min || d > (double)k->max) {
+                        snprintf(err, errlen, "\"%s\": must be an integer from %llu to %llu",
+                                 k->name, (unsigned long long)k->min, (unsigned long long)k->max);
+                        return -ERANGE;
+                }
+                if (k->type == K_UINT)
+                        *(unsigned *)field = (unsigned)d;
+                else
+                        *(uint64_t *)field = (uint64_t)d;
+                return 0;
+        case K_BOOL:
+                if (!cJSON_IsBool(v))
+                        goto type;
+                *(bool *)field = cJSON_IsTrue(v);
+                return 0;
+        case K_SHM_NAME:
+                if (!cJSON_IsString(v))
+                        goto type;
+                if (!shm_name_ok(v->valuestring)) {
+                        snprintf(err, errlen, "\"%s\": must be \"/\" then 1-126 of [A-Za-z0-9._-]",
+                                 k->name);
+                        return -EINVAL;
+                }
+                snprintf(field, HA_SHM_NAME_MAX, "%s", v->valuestring);
+                return 0;
+        case K_MODE:
+                if (!cJSON_IsString(v))
+                        goto type;
+                if (strcmp(v->valuestring, "0600") == 0)
+                        *(unsigned *)field = 0600;
+                else if (strcmp(v->valuestring, "0660") == 0)
+                        *(unsigned *)field = 0660;
+                else {
+                        snprintf(err, errlen, "\"%s\": must be \"0600\" or \"0660\" "
+                                 "(the queue is never world-accessible)", k->name);
+                        return -EINVAL;
+                }
+                return 0;
+        case K_LOGLEVEL: {
+                int l;
+                if (!cJSON_IsString(v))
+                        goto type;
+                l = ha_log_level_parse(v->valuestring);
+                if (l < 0) {
+                        snprintf(err, errlen, "\"%s\": must be one of err, warning, notice, info, debug",
+                                 k->name);
+                        return -EINVAL;
+                }
+                *(int *)field = l;
+                return 0;
+        }
+        }
+type:
+        snprintf(err, errlen, "\"%s\": wrong type (%s expected)", k->name,
+                 k->type == K_BOOL ? "true or false" :
+                 (k->type == K_UINT || k->type == K_U64) ? "a number" : "a string");
+        return -EINVAL;
+}
+
+int ha_config_validate(const HaConfig *c, char *err, size_t errlen)
+{
+        if (c->pool_size % 64) {
+                snprintf(err, errlen, "\"pool_size\": must be a multiple of 64");
+                return -EINVAL;
+        }
+        if (c->max_payload > c->pool_size) {
+                snprintf(err, errlen, "\"max_payload\" (%llu) exceeds \"pool_size\" (%llu)",
+                         (unsigned long long)c->max_payload, (unsigned long long)c->pool_size);
+                return -EINVAL;
+        }
+        if (!shm_name_ok(c->shm_name)) {
+                snprintf(err, errlen, "\"shm_name\": invalid");
+                return -EINVAL;
+        }
+        return 0;
+}
+
+static char *read_file(const char *path, size_t *ret_len, int *ret_err)
+{
+        _cleanup_fclose_ FILE *f = fopen(path, "re");
+        _cleanup_free_ char *buf = NULL;
+        size_t len;
+
+        if (!f) {
+                *ret_err = -errno;
+                return NULL;
+        }
+        buf = malloc(MAX_CONFIG_BYTES + 1);
+        if (!buf) {
+                *ret_err = -ENOMEM;
+                return NULL;
+        }
+        len = fread(buf, 1, MAX_CONFIG_BYTES + 1, f);
+        if (ferror(f)) {
+                *ret_err = -EIO;
+                return NULL;
+        }
+        if (len > MAX_CONFIG_BYTES) {
+                *ret_err = -EFBIG;
+                return NULL;
+        }
+        buf[len] = '\0';
+        *ret_len = len;
+        return TAKE_PTR(buf);
+}
+
+int ha_config_load(HaConfig *c, const char *path, char *err, size_t errlen)
+{
+        _cleanup_free_ char *text = NULL;
+        HaConfig n = *c;
+        cJSON *root, *item;
+        size_t len = 0;
+        int r = 0;
+
+        text = read_file(path, &len, &r);
+        if (!text) {
+                snprintf(err, errlen, "%s: %s", path,
+                         r == -EFBIG ? "larger than 1 MiB" : strerror(-r));
+                return r;
+        }
+        root = cJSON_ParseWithLength(text, len);
+        if (!root) {
+                const char *at = cJSON_GetErrorPtr();
+                size_t off = at && at >= text && at <= text + len ? (size_t)(at - text) : 0;
+                unsigned line = 1;
+                for (size_t i = 0; i < off; i++)
+                        line += text[i] == '\n';
+                snprintf(err, errlen, "%s:%u: not valid JSON", path, line);
+                return -EINVAL;
+        }
+        if (!cJSON_IsObject(root)) {
+                snprintf(err, errlen, "%s: the top level must be a JSON object", path);
+                r = -EINVAL;
+                goto out;
+        }
+        cJSON_ArrayForEach(item, root) {
+                const struct config_key *k = NULL;
+                char kerr[256];
+
+                if (!item->string || item->string[0] == '#')
+                        continue;       /* "#key": documentation */
+                for (size_t i = 0; i < ELEMENTSOF(keys); i++)
+                        if (strcmp(keys[i].name, item->string) == 0)
+                                k = &keys[i];
+                if (!k) {
+                        snprintf(err, errlen, "%s: unknown key \"%s\"", path, item->string);
+                        r = -EINVAL;
+                        goto out;
+                }
+                r = set_key(&n, k, item, kerr, sizeof(kerr));
+                if (r < 0) {
+                        snprintf(err, errlen, "%s: %s", path, kerr);
+                        goto out;
+                }
+        }
+        r = ha_config_validate(&n, err, errlen);
+        if (r == 0)
+                *c = n;
+out:
+        cJSON_Delete(root);
+        return r;
+}
+
+char *ha_config_to_json(const HaConfig *c, const char *socket_path)
+{
+        cJSON *o = cJSON_CreateObject();
+        char *s;
+
+        if (!o)
+                return NULL;
+        if (socket_path)
+                cJSON_AddStringToObject(o, "socket", socket_path);
+        cJSON_AddNumberToObject(o, "workers", ha_config_workers(c));
+        cJSON_AddStringToObject(o, "shm_name", c->shm_name);
+        cJSON_AddStringToObject(o, "shm_mode", c->shm_mode == 0660 ? "0660" : "0600");
+        cJSON_AddBoolToObject(o, "shm_persist", c->shm_persist);
+        cJSON_AddNumberToObject(o, "queue_entries", c->queue_entries);
+        cJSON_AddNumberToObject(o, "pool_size", (double)c->pool_size);
+        cJSON_AddNumberToObject(o, "max_payload", (double)c->max_payload);
+        cJSON_AddNumberToObject(o, "max_connections", c->max_connections);
+        cJSON_AddNumberToObject(o, "max_inflight_per_conn", c->max_inflight_per_conn);
+        cJSON_AddStringToObject(o, "log_level", ha_log_level_name(c->log_level));
+        s = cJSON_Print(o);
+        cJSON_Delete(o);
+        return s;
+}

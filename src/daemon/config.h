@@ -1,0 +1,42 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef HA_CONFIG_H
+#define HA_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define HA_SHM_NAME_MAX 128
+
+typedef struct HaConfig {
+        unsigned workers;               /* 0: one per online CPU */
+        char shm_name[HA_SHM_NAME_MAX]; /* POSIX shm object, "/name" */
+        unsigned shm_mode;              /* 0600 or 0660 */
+        bool shm_persist;               /* keep the object after exit */
+        unsigned queue_entries;         /* 1..65535 */
+        uint64_t pool_size;             /* data buffer pool bytes */
+        uint64_t max_payload;           /* largest request payload */
+        unsigned max_connections;
+        unsigned max_inflight_per_conn;
+        int log_level;
+} HaConfig;
+
+/* The embedded default: what hyperampd runs with and no config file. */
+void ha_config_defaults(HaConfig *c);
+
+/*
+ * Read a JSON config file over the defaults already in *c.  On error returns
+ * a negative errno and writes a one-line reason, naming the key, into err.
+ */
+int ha_config_load(HaConfig *c, const char *path, char *err, size_t errlen);
+
+/* Cross-key checks; also run by ha_config_load. */
+int ha_config_validate(const HaConfig *c, char *err, size_t errlen);
+
+/* The effective config as JSON (malloc'd), workers resolved; socket_path
+ * (resolved elsewhere) is included when not NULL. */
+char *ha_config_to_json(const HaConfig *c, const char *socket_path);
+
+unsigned ha_config_workers(const HaConfig *c);
+
+#endif

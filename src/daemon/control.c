@@ -1,0 +1,669 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/listener.h>
+
+#include "control.h"
+#include "hyperamp-config.h"
+#include "hyperamp/cleanup.h"
+#include "log.h"
+#include "proto.h"
+#include "services.h"
+#include "sockpath.h"
+
+#define NO_ID UINT64_MAX
+#define OUTPUT_HIGH (4u << 20)  /* stop reading a client that does not read replies */
+
+typedef struct Conn Conn;
+
+struct Conn {
+        HaControl *ctl;
+        struct bufferevent *bev;
+        LIST_ENTRY(Conn) link;
+        unsigned pending;       /* requests in the engine */
+        bool have_hdr;
+        bool closing;           /* close once the output is written */
+        bool paused;            /* reading stopped: output backlog or shutdown */
+        bool in_read;           /* conn_read_cb is on the stack: do not free */
+        uint32_t jlen, dlen;
+        pid_t pid;
+        uid_t uid;
+};
+
+struct HaControl {
+        struct event_base *base;
+        HaEngine *engine;
+        HaConfig cfg;
+        char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+        struct evconnlistener *listener;
+        struct event *retry_ev;
+        LIST_HEAD(, Conn) conns;
+        LIST_HEAD(, Conn) orphans;      /* closed, waiting for their requests */
+        unsigned nconns;
+        uint64_t started_ns;
+        bool quiesced;
+        void (*closed_cb)(void *);
+        void *closed_userdata;
+        HaRatelimit rl;
+        struct {
+                uint64_t accepted, rejected_conns, protocol_errors, rejected_requests,
+                        orphaned_replies;
+        } st;
+};
+
+/* ===== connections ===== */
+
+static void conn_free(Conn *c)
+{
+        free(c);
+}
+
+static void maybe_all_closed(HaControl *ctl)
+{
+        if (ctl->closed_cb && ctl->nconns == 0) {
+                void (*cb)(void *) = ctl->closed_cb;
+                ctl->closed_cb = NULL;
+                cb(ctl->closed_userdata);
+        }
+}
+
+/* Drop the socket now; the struct lives on until its requests come back. */
+static void conn_close(Conn *c)
+{
+        HaControl *ctl = c->ctl;
+
+        if (!c->bev)
+                return;
+        bufferevent_free(c->bev);
+        c->bev = NULL;
+        LIST_REMOVE(c, link);
+        ctl->nconns--;
+        if (c->pending > 0)
+                LIST_INSERT_HEAD(&ctl->orphans, c, link);
+        else if (!c->in_read)
+                conn_free(c);
+        if (ctl->listener && ctl->quiesced == false && ctl->retry_ev &&
+            evtimer_pending(ctl->retry_ev, NULL)) {
+                /* A descriptor came free: accept again right away. */
+                evtimer_del(ctl->retry_ev);
+                evconnlistener_enable(ctl->listener);
+        }
+        maybe_all_closed(ctl);
+}
+
+static void conn_close_after_flush(Conn *c)
+{
+        if (!c->bev)
+                return;
+        c->closing = true;
+        bufferevent_disable(c->bev, EV_READ);
+        if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+                conn_close(c);
+}
+
+static void send_frame(Conn *c, const char *json, size_t jlen, const void *data, size_t dlen)
+{
+        struct evbuffer *out = bufferevent_get_output(c->bev);
+        uint8_t hdr[HA_PROTO_HDR_SIZE];
+
+        ha_frame_hdr_write(hdr, (uint32_t)jlen, (uint32_t)dlen);
+        if (evbuffer_add(out, hdr, sizeof(hdr)) < 0 || evbuffer_add(out, json, jlen) < 0 ||
+            (dlen && evbuffer_add(out, data, dlen) < 0)) {
+                log_warning("Out of memory queueing a reply, closing the connection");
+                conn_close(c);
+        }
+}
+
+static void send_json(Conn *c, cJSON *o)
+{
+        char *s = cJSON_PrintUnformatted(o);
+
+        if (!s) {
+                log_warning("Out of memory building a reply, closing the connection");
+                conn_close(c);
+                return;
+        }
+        send_frame(c, s, strlen(s), NULL, 0);
+        free(s);
+}
+
+static cJSON *reply_new(uint64_t id)
+{
+        cJSON *o = cJSON_CreateObject();
+
+        cJSON_AddNumberToObject(o, "v", HA_PROTO_VERSION);
+        if (id != NO_ID)
+                cJSON_AddNumberToObject(o, "id", (double)id);
+        return o;
+}
+
+static void send_error(Conn *c, uint64_t id, enum ha_error code, const char *message)
+{
+        cJSON *o = reply_new(id), *e = cJSON_AddObjectToObject(o, "error");
+
+        cJSON_AddStringToObject(e, "code", ha_error_name(code));
+        cJSON_AddStringToObject(e, "message", message ? message : ha_error_text(code));
+        send_json(c, o);
+        cJSON_Delete(o);
+}
+
+static void send_result(Conn *c, uint64_t id, cJSON *result)
+{
+        cJSON *o = reply_new(id);
+
+        cJSON_AddItemToObject(o, "result", result);
+        send_json(c, o);
+        cJSON_Delete(o);
+}
+
+/* ===== methods ===== */
+
+static int parse_service(const cJSON *v, uint16_t *ret, char *err, size_t errlen)
+{
+        int r;
+
+        if (cJSON_IsNumber(v)) {
+                double d = v->valuedouble;
+                if (d >= 0 && d <= UINT16_MAX && d == (double)(uint16_t)d) {
+                        *ret = (uint16_t)d;
+                        return 0;
+                }
+                snprintf(err, errlen, "\"service\" must be an id from 0 to 65535 or a name");
+                return -EINVAL;
+        }
+        if (!cJSON_IsString(v)) {
+                snprintf(err, errlen, "\"service\" (a name or an id) is required");
+                return -EINVAL;
+        }
+        r = ha_service_parse(v->valuestring, ret);
+        if (r < 0)
+                snprintf(err, errlen, "unknown service \"%.64s\" (see the services method)",
+                         v->valuestring);
+        return r;
+}
+
+static void m_submit(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer *in, uint32_t dlen)
+{
+        HaControl *ctl = c->ctl;
+        char err[128];
+        uint16_t sid;
+        int r;
+
+        if (parse_service(cJSON_GetObjectItemCaseSensitive(req->params, "service"), &sid,
+                          err, sizeof(err)) < 0) {
+                ctl->st.rejected_requests++;
+                send_error(c, id, HA_E_INVALID, err);
+                return;
+        }
+        if (dlen == 0) {
+                ctl->st.rejected_requests++;
+                send_error(c, id, HA_E_INVALID, "the payload is empty");
+                return;
+        }
+        if (c->pending >= ctl->cfg.max_inflight_per_conn) {
+                ctl->st.rejected_requests++;
+                send_error(c, id, HA_E_BUSY, "too many requests in flight on this connection");
+                return;
+        }
+        r = ha_engine_submit(ctl->engine, sid, in, dlen, c, id);
+        if (r < 0) {
+                ctl->st.rejected_requests++;
+                send_error(c, id, r == -EAGAIN ? HA_E_BUSY : HA_E_INVALID,
+                           r == -EAGAIN ? "queue or buffer pool full, try again" : NULL);
+                return;
+        }
+        c->pending++;
+}
+
+static void m_ping(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer *in, uint32_t dlen)
+{
+        cJSON *r = cJSON_CreateObject();
+        (void)req, (void)in, (void)dlen;
+
+        cJSON_AddBoolToObject(r, "pong", true);
+        cJSON_AddStringToObject(r, "version", HA_VERSION);
+        cJSON_AddNumberToObject(r, "protocol", HA_PROTO_VERSION);
+        cJSON_AddNumberToObject(r, "pid", getpid());
+        cJSON_AddNumberToObject(r, "max_payload", (double)c->ctl->cfg.max_payload);
+        send_result(c, id, r);
+}
+
+static void m_services(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer *in, uint32_t dlen)
+{
+        cJSON *r = cJSON_CreateObject(), *a = cJSON_AddArrayToObject(r, "services");
+        const HaService *t;
+        size_t n;
+        (void)req, (void)in, (void)dlen;
+
+        t = ha_services(&n);
+        for (size_t i = 0; i < n; i++) {
+                cJSON *s = cJSON_CreateObject();
+                cJSON_AddNumberToObject(s, "id", t[i].id);
+                cJSON_AddStringToObject(s, "name", t[i].name);
+                cJSON_AddStringToObject(s, "summary", t[i].summary);
+                cJSON_AddItemToArray(a, s);
+        }
+        send_result(c, id, r);
+}
+
+static void m_stats(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer *in, uint32_t dlen)
+{
+        HaControl *ctl = c->ctl;
+        cJSON *r = cJSON_CreateObject(), *conns, *reqs;
+        (void)req, (void)in, (void)dlen;
+
+        cJSON_AddStringToObject(r, "version", HA_VERSION);
+        cJSON_AddNumberToObject(r, "pid", getpid());
+        cJSON_AddNumberToObject(r, "uptime_s",
+                                (double)((ha_now_ns() - ctl->started_ns) / 1000000) / 1000.0);
+        ha_engine_stats_json(ctl->engine, r);
+        reqs = cJSON_GetObjectItemCaseSensitive(r, "requests");
+        cJSON_AddNumberToObject(reqs, "rejected", (double)ctl->st.rejected_requests);
+        cJSON_AddNumberToObject(reqs, "orphaned", (double)ctl->st.orphaned_replies);
+        conns = cJSON_AddObjectToObject(r, "connections");
+        cJSON_AddNumberToObject(conns, "current", ctl->nconns);
+        cJSON_AddNumberToObject(conns, "total", (double)ctl->st.accepted);
+        cJSON_AddNumberToObject(conns, "rejected", (double)ctl->st.rejected_conns);
+        cJSON_AddNumberToObject(conns, "max", ctl->cfg.max_connections);
+        cJSON_AddNumberToObject(conns, "protocol_errors", (double)ctl->st.protocol_errors);
+        send_result(c, id, r);
+}
+
+static const struct method {
+        const char *name;
+        void (*fn)(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer *in, uint32_t dlen);
+} methods[] = {
+        { HA_METHOD_SUBMIT, m_submit },
+        { HA_METHOD_STATS, m_stats },
+        { HA_METHOD_SERVICES, m_services },
+        { HA_METHOD_PING, m_ping },
+};
+
+/* ===== frame decoding ===== */
+
+static void handle_frame(Conn *c, struct evbuffer *in)
+{
+        HaControl *ctl = c->ctl;
+        uint32_t jlen = c->jlen, dlen = c->dlen;
+        const char *json = (const char *)evbuffer_pullup(in, jlen);
+        const struct method *m = NULL;
+        enum ha_error err;
+        const char *msg;
+        HaRequest req;
+        size_t before;
+        uint64_t id;
+
+        if (!json) {
+                log_warning("Out of memory reading a request, closing the connection");
+                conn_close(c);
+                return;
+        }
+        if (ha_request_parse(json, jlen, &req, &err, &msg) < 0) {
+                ctl->st.protocol_errors++;
+                send_error(c, req.has_id ? req.id : NO_ID, err, msg);
+                goto out;
+        }
+        id = req.has_id ? req.id : NO_ID;
+        for (size_t i = 0; i < ELEMENTSOF(methods); i++)
+                if (strcmp(methods[i].name, req.method) == 0)
+                        m = &methods[i];
+        if (!m) {
+                ctl->st.protocol_errors++;
+                send_error(c, id, HA_E_METHOD, "unknown method (try ping, services, stats, submit)");
+                goto out;
+        }
+        evbuffer_drain(in, jlen);
+        jlen = 0;
+        before = evbuffer_get_length(in);
+        m->fn(c, &req, id, in, dlen);
+        /* The method took the payload or not; either way it is consumed. */
+        dlen -= (uint32_t)(before - evbuffer_get_length(in));
+out:
+        evbuffer_drain(in, (size_t)jlen + dlen);
+        ha_request_done(&req);
+}
+
+static void conn_read_cb(struct bufferevent *bev, void *userdata)
+{
+        Conn *c = userdata;
+        HaControl *ctl = c->ctl;
+        struct evbuffer *in = bufferevent_get_input(bev);
+
+        c->in_read = true;
+        while (c->bev && !c->closing && !c->paused) {
+                if (!c->have_hdr) {
+                        uint8_t hdr[HA_PROTO_HDR_SIZE];
+                        enum ha_error err;
+
+                        if (evbuffer_get_length(in) < sizeof(hdr))
+                                break;
+                        evbuffer_remove(in, hdr, sizeof(hdr));
+                        if (ha_frame_hdr_parse(hdr, (uint32_t)ctl->cfg.max_payload, &c->jlen,
+                                               &c->dlen, &err) < 0) {
+                                char m[128];
+                                ctl->st.protocol_errors++;
+                                snprintf(m, sizeof(m), "frame of %u+%u bytes refused "
+                                         "(JSON at most %u, payload at most %llu)",
+                                         c->jlen, c->dlen, HA_PROTO_MAX_JSON,
+                                         (unsigned long long)ctl->cfg.max_payload);
+                                send_error(c, NO_ID, err, err == HA_E_TOO_BIG ? m : NULL);
+                                /* The stream cannot be trusted to re-sync. */
+                                conn_close_after_flush(c);
+                                break;
+                        }
+                        c->have_hdr = true;
+                }
+                if (evbuffer_get_length(in) < (size_t)c->jlen + c->dlen)
+                        break;
+                c->have_hdr = false;
+                handle_frame(c, in);
+        }
+        if (c->bev && !c->paused &&
+            evbuffer_get_length(bufferevent_get_output(c->bev)) > OUTPUT_HIGH) {
+                c->paused = true;
+                bufferevent_disable(c->bev, EV_READ);
+        }
+        c->in_read = false;
+        if (!c->bev && c->pending == 0)
+                conn_free(c);   /* closed during the callback */
+}
+
+static void conn_write_cb(struct bufferevent *bev, void *userdata)
+{
+        Conn *c = userdata;
+        (void)bev;
+
+        /* Called when the output has been fully written. */
+        if (c->closing) {
+                conn_close(c);
+                return;
+        }
+        if (c->paused && !c->ctl->quiesced) {
+                c->paused = false;
+                bufferevent_enable(c->bev, EV_READ);
+                conn_read_cb(c->bev, c);
+        }
+}
+
+static void conn_event_cb(struct bufferevent *bev, short what, void *userdata)
+{
+        Conn *c = userdata;
+        (void)bev;
+
+        if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+                if (c->pending)
+                        log_debug("Client pid %d went away with %u requests in flight",
+                                  (int)c->pid, c->pending);
+                conn_close(c);
+        }
+}
+
+void ha_control_complete(void *owner, uint64_t req_id, uint16_t service, enum ha_result r,
+                         const uint8_t *data, size_t len, uint64_t latency_ns)
+{
+        Conn *c = owner;
+        char json[256];
+        int n;
+
+        c->pending--;
+        if (!c->bev) {
+                c->ctl->st.orphaned_replies++;
+                if (c->pending == 0) {
+                        LIST_REMOVE(c, link);
+                        conn_free(c);
+                }
+                return;
+        }
+        /* The hot path: formatted directly, no JSON tree. */
+        if (req_id != NO_ID)
+                n = snprintf(json, sizeof(json),
+                             "{\"v\":%d,\"id\":%llu,\"result\":{\"service\":%u,\"status\":\"%s\","
+                             "\"code\":%d,\"latency_us\":%.1f}}",
+                             HA_PROTO_VERSION, (unsigned long long)req_id, service,
+                             ha_result_name(r), (int)r, (double)latency_ns / 1000.0);
+        else
+                n = snprintf(json, sizeof(json),
+                             "{\"v\":%d,\"result\":{\"service\":%u,\"status\":\"%s\","
+                             "\"code\":%d,\"latency_us\":%.1f}}",
+                             HA_PROTO_VERSION, service, ha_result_name(r), (int)r,
+                             (double)latency_ns / 1000.0);
+        send_frame(c, json, (size_t)n, data, r == HA_RESULT_SUCCESS ? len : 0);
+}
+
+/* ===== listening ===== */
+
+static void reject_conn(HaControl *ctl, int fd)
+{
+        char json[160];
+        uint8_t hdr[HA_PROTO_HDR_SIZE];
+        int n = snprintf(json, sizeof(json),
+                         "{\"v\":%d,\"error\":{\"code\":\"%s\",\"message\":\"connection limit "
+                         "(%u) reached\"}}", HA_PROTO_VERSION, ha_error_name(HA_E_LIMIT),
+                         ctl->cfg.max_connections);
+        struct iovec iov[2] = { { hdr, sizeof(hdr) }, { json, (size_t)n } };
+        struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
+        uint64_t suppressed;
+
+        ha_frame_hdr_write(hdr, (uint32_t)n, 0);
+        (void)sendmsg(fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+        close(fd);
+        ctl->st.rejected_conns++;
+        if (ha_ratelimit_ok(&ctl->rl, &suppressed))
+                log_warning("Connection limit (%u) reached, refusing a client, ignoring",
+                            ctl->cfg.max_connections);
+}
+
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+                      int salen, void *userdata)
+{
+        HaControl *ctl = userdata;
+        struct ucred cred = { .pid = 0, .uid = (uid_t)-1 };
+        socklen_t clen = sizeof(cred);
+        Conn *c;
+        (void)l, (void)sa, (void)salen;
+
+        if (ctl->nconns >= ctl->cfg.max_connections) {
+                reject_conn(ctl, fd);
+                return;
+        }
+        c = calloc(1, sizeof(*c));
+        if (c)
+                c->bev = bufferevent_socket_new(ctl->base, fd, BEV_OPT_CLOSE_ON_FREE);
+        if (!c || !c->bev) {
+                log_warning("Out of memory accepting a client, ignoring");
+                free(c);
+                close(fd);
+                return;
+        }
+        (void)getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen);
+        c->ctl = ctl;
+        c->pid = cred.pid;
+        c->uid = cred.uid;
+        bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+        bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+        LIST_INSERT_HEAD(&ctl->conns, c, link);
+        ctl->nconns++;
+        ctl->st.accepted++;
+}
+
+static void retry_cb(evutil_socket_t fd, short what, void *userdata)
+{
+        HaControl *ctl = userdata;
+        (void)fd, (void)what;
+
+        if (ctl->listener && !ctl->quiesced)
+                evconnlistener_enable(ctl->listener);
+}
+
+static void accept_error_cb(struct evconnlistener *l, void *userdata)
+{
+        HaControl *ctl = userdata;
+        int err = EVUTIL_SOCKET_ERROR();
+        struct timeval tv = { 0, 100000 };
+        uint64_t suppressed;
+
+        if (ha_ratelimit_ok(&ctl->rl, &suppressed))
+                log_warning_errno(-err, "Failed to accept a client: %m, pausing accepts");
+        /* Out of descriptors: retry when one is freed, or after a bounded back-off. */
+        evconnlistener_disable(l);
+        evtimer_add(ctl->retry_ev, &tv);
+}
+
+static int bind_socket(const char *path)
+{
+        _cleanup_close_ int fd = -1;
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        struct stat st;
+        mode_t old;
+        int r;
+
+        if (strlen(path) >= sizeof(sa.sun_path))
+                return -ENAMETOOLONG;
+        strcpy(sa.sun_path, path);
+
+        r = ha_socket_dir_prepare(path);
+        if (r < 0)
+                return r;
+
+        if (lstat(path, &st) == 0) {
+                _cleanup_close_ int probe = -1;
+
+                if (!S_ISSOCK(st.st_mode))
+                        return -EEXIST;
+                probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                if (probe < 0)
+                        return -errno;
+                if (connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+                        return -EADDRINUSE;     /* a live daemon answers there */
+                (void)unlink(path);             /* stale, from a daemon that died */
+        }
+
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0)
+                return -errno;
+        old = umask(0117);      /* born 0660: no window with wider access */
+        r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+        umask(old);
+        if (r < 0)
+                return -errno;
+        if (listen(fd, SOMAXCONN) < 0) {
+                r = -errno;
+                (void)unlink(path);
+                return r;
+        }
+        return TAKE_FD(fd);
+}
+
+int ha_control_new(struct event_base *base, HaEngine *engine, const HaConfig *cfg,
+                   const char *path, HaControl **ret)
+{
+        HaControl *ctl;
+        int fd;
+
+        ctl = calloc(1, sizeof(*ctl));
+        if (!ctl)
+                return -ENOMEM;
+        ctl->base = base;
+        ctl->engine = engine;
+        ctl->cfg = *cfg;
+        ctl->started_ns = ha_now_ns();
+        ctl->rl = (HaRatelimit)HA_RATELIMIT_INIT(10000, 5);
+        LIST_INIT(&ctl->conns);
+        LIST_INIT(&ctl->orphans);
+        snprintf(ctl->path, sizeof(ctl->path), "%s", path);
+
+        fd = bind_socket(path);
+        if (fd < 0) {
+                if (fd == -EADDRINUSE)
+                        log_error("Another hyperampd is already listening on %s", path);
+                else if (fd == -EEXIST)
+                        log_error("%s exists and is not a socket, refusing to replace it", path);
+                else if (fd == -EPERM)
+                        log_error("%s: the directory must be ours and closed to others", path);
+                else
+                        log_error_errno(fd, "Failed to listen on %s: %m", path);
+                ctl->path[0] = '\0';    /* not ours to unlink */
+                ha_control_free(ctl);
+                return fd;
+        }
+        ctl->retry_ev = evtimer_new(base, retry_cb, ctl);
+        ctl->listener = evconnlistener_new(base, accept_cb, ctl,
+                                           LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
+        if (!ctl->retry_ev || !ctl->listener) {
+                if (!ctl->listener)
+                        close(fd);
+                ha_control_free(ctl);
+                return log_error_errno(-ENOMEM, "Failed to set up the listener: %m");
+        }
+        evconnlistener_set_error_cb(ctl->listener, accept_error_cb);
+        log_info("Listening on %s", path);
+        *ret = ctl;
+        return 0;
+}
+
+void ha_control_quiesce(HaControl *ctl)
+{
+        Conn *c;
+
+        if (ctl->quiesced)
+                return;
+        ctl->quiesced = true;
+        if (ctl->listener) {
+                evconnlistener_free(ctl->listener);
+                ctl->listener = NULL;
+        }
+        if (ctl->path[0]) {
+                (void)unlink(ctl->path);
+                ctl->path[0] = '\0';
+        }
+        LIST_FOREACH(c, &ctl->conns, link) {
+                c->paused = true;
+                bufferevent_disable(c->bev, EV_READ);
+        }
+}
+
+void ha_control_close_all(HaControl *ctl, void (*done)(void *), void *userdata)
+{
+        Conn *c, *next;
+
+        ctl->closed_cb = done;
+        ctl->closed_userdata = userdata;
+        for (c = LIST_FIRST(&ctl->conns); c; c = next) {
+                next = LIST_NEXT(c, link);
+                conn_close_after_flush(c);
+        }
+        maybe_all_closed(ctl);
+}
+
+HaControl *ha_control_free(HaControl *ctl)
+{
+        Conn *c;
+
+        if (!ctl)
+                return NULL;
+        ctl->closed_cb = NULL;
+        ha_control_quiesce(ctl);
+        while ((c = LIST_FIRST(&ctl->conns)))
+                conn_close(c);
+        /* The engine is gone by now: these replies will never come. */
+        while ((c = LIST_FIRST(&ctl->orphans))) {
+                LIST_REMOVE(c, link);
+                conn_free(c);
+        }
+        if (ctl->retry_ev)
+                event_free(ctl->retry_ev);
+        free(ctl);
+        return NULL;
+}

@@ -1,0 +1,401 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "engine.h"
+#include "hist.h"
+#include "hyperamp/cleanup.h"
+#include "log.h"
+#include "queue.h"
+#include "region.h"
+#include "services.h"
+#include "workers.h"
+
+/* What the daemon itself knows about each entry it put on the queue; the
+ * shared copy is checked against it, since another zone may rewrite it. */
+typedef struct ReqCtx {
+        void *owner;
+        uint64_t req_id;
+        uint64_t t_submit;
+        uint32_t off;
+        uint32_t len;
+        uint16_t service;
+        bool live;
+} ReqCtx;
+
+typedef struct SvcStats {
+        uint64_t requests;
+        uint64_t failed;
+        HaHist latency;
+} SvcStats;
+
+struct HaEngine {
+        struct event_base *base;
+        HaConfig cfg;
+        HaRegion region;
+        HaQueue queue;
+        HaAlloc *alloc;
+        HaPool *pool;
+        ReqCtx *ctx;
+        uint16_t *batch;
+        struct event *collect_ev;
+        struct event *complete_ev;
+        bool collect_pending;
+        ha_complete_fn complete;
+        unsigned in_flight;
+
+        struct {
+                uint64_t submitted, completed, failed, busy;
+        } st;
+        uint64_t tampered;              /* atomic: workers count too */
+
+        size_t nsvc;
+        const HaService *svc_table;
+        SvcStats *svc;                  /* nsvc + 1: the last is "unknown id" */
+
+        HaQueueStats reported;
+        HaRatelimit rl;
+
+        void (*drained_cb)(void *);
+        void *drained_userdata;
+};
+
+static SvcStats *svc_stats(HaEngine *e, uint16_t id)
+{
+        for (size_t i = 0; i < e->nsvc; i++)
+                if (e->svc_table[i].id == id)
+                        return &e->svc[i];
+        return &e->svc[e->nsvc];
+}
+
+/* Worker thread: run the services of a batch in place. */
+static void run_jobs(void *userdata, const uint16_t *jobs, size_t n, unsigned worker)
+{
+        HaEngine *e = userdata;
+        (void)worker;
+
+        for (size_t i = 0; i < n; i++) {
+                HaMsgEntry *en = &e->queue.q->entries[jobs[i]];
+                const ReqCtx *c = &e->ctx[jobs[i]];
+                uint16_t sid = __atomic_load_n(&en->msg.service_id, __ATOMIC_RELAXED);
+                uint32_t off = __atomic_load_n(&en->msg.offset, __ATOMIC_RELAXED);
+                uint32_t len = __atomic_load_n(&en->msg.length, __ATOMIC_RELAXED);
+                enum ha_result r;
+
+                if (sid != c->service || off != c->off || len != c->len) {
+                        __atomic_fetch_add(&e->tampered, 1, __ATOMIC_RELAXED);
+                        r = HA_RESULT_FAIL;
+                } else
+                        r = ha_service_run(sid, e->region.pool + off, len);
+                /* Result and done bit in one store, after the payload. */
+                __atomic_store_n(&en->msg.flag, ha_flag_make(r), __ATOMIC_RELEASE);
+        }
+}
+
+static void report_queue_anomalies(HaEngine *e)
+{
+        const HaQueueStats *s = &e->queue.st;
+        uint64_t suppressed;
+
+        if (memcmp(s, &e->reported, sizeof(*s)) == 0)
+                return;
+        if (ha_ratelimit_ok(&e->rl, &suppressed))
+                log_warning("Shared queue corrupted by a peer (bad index %llu, cycles %llu, "
+                            "bad state %llu, repairs %llu so far%s), lists rebuilt from own "
+                            "records, no request lost",
+                            (unsigned long long)s->bad_index, (unsigned long long)s->cycles,
+                            (unsigned long long)s->bad_state, (unsigned long long)s->repairs,
+                            suppressed ? "; earlier reports suppressed" : "");
+        e->reported = *s;
+}
+
+static void collect_cb(evutil_socket_t fd, short what, void *userdata)
+{
+        HaEngine *e = userdata;
+        size_t n;
+        (void)fd;
+        (void)what;
+
+        e->collect_pending = false;
+        n = ha_queue_collect(&e->queue, e->batch);
+        report_queue_anomalies(e);
+        /* Cannot fail: in_flight never exceeds the queue size, which is the
+         * pool's capacity. */
+        if (ha_pool_submit(e->pool, e->batch, n) < 0)
+                abort();
+}
+
+static void release_entry(HaEngine *e, uint16_t idx)
+{
+        ReqCtx *c = &e->ctx[idx];
+
+        if (ha_alloc_put(e->alloc, c->off) < 0)
+                abort();        /* our own record: a failure here is a bug */
+        ha_queue_release(&e->queue, idx);
+        c->live = false;
+        e->in_flight--;
+}
+
+static void complete_cb(evutil_socket_t fd, short what, void *userdata)
+{
+        HaEngine *e = userdata;
+        uint64_t now = ha_now_ns();
+        size_t n;
+        (void)fd;
+        (void)what;
+
+        n = ha_pool_take_completed(e->pool, e->batch, e->queue.n);
+        for (size_t i = 0; i < n; i++) {
+                uint16_t idx = e->batch[i];
+                ReqCtx *c = &e->ctx[idx];
+                uint16_t flag = __atomic_load_n(&e->queue.q->entries[idx].msg.flag,
+                                                __ATOMIC_ACQUIRE);
+                enum ha_result r = ha_flag_result(flag);
+                SvcStats *ss = svc_stats(e, c->service);
+                uint64_t lat = now - c->t_submit;
+
+                if (!(flag & HA_FLAG_DEAL_STATE) || (flag & HA_FLAG_RESERVED)) {
+                        __atomic_fetch_add(&e->tampered, 1, __ATOMIC_RELAXED);
+                        r = HA_RESULT_FAIL;
+                }
+                e->st.completed++;
+                ss->requests++;
+                if (r != HA_RESULT_SUCCESS) {
+                        e->st.failed++;
+                        ss->failed++;
+                }
+                ha_hist_add(&ss->latency, lat);
+                e->complete(c->owner, c->req_id, c->service, r,
+                            e->region.pool + c->off, c->len, lat);
+                release_entry(e, idx);
+        }
+        if (e->in_flight == 0 && e->drained_cb) {
+                void (*cb)(void *) = e->drained_cb;
+                e->drained_cb = NULL;
+                cb(e->drained_userdata);
+        }
+}
+
+int ha_engine_new(struct event_base *base, const HaConfig *cfg, ha_complete_fn complete,
+                  HaEngine **ret)
+{
+        HaEngine *e;
+        int r;
+
+        e = calloc(1, sizeof(*e));
+        if (!e)
+                return -ENOMEM;
+        e->base = base;
+        e->cfg = *cfg;
+        e->complete = complete;
+        e->region.fd = -1;
+        e->rl = (HaRatelimit)HA_RATELIMIT_INIT(10000, 5);
+        e->svc_table = ha_services(&e->nsvc);
+
+        r = ha_region_open(&e->region, cfg->shm_name, cfg->shm_mode, cfg->queue_entries,
+                           cfg->pool_size, cfg->shm_persist);
+        if (r == -EBUSY)
+                log_error("Shared memory '%s' is in use by another hyperampd", cfg->shm_name);
+        else if (r == -EPERM)
+                log_error("Shared memory '%s' belongs to another user", cfg->shm_name);
+        else if (r < 0)
+                log_error_errno(r, "Failed to set up shared memory '%s': %m", cfg->shm_name);
+        if (r < 0)
+                goto fail;
+        r = ha_queue_init(&e->queue, e->region.queue_mem, e->region.queue_len,
+                          cfg->queue_entries);
+        if (r < 0)
+                goto fail_log;
+        r = ha_alloc_new(cfg->pool_size, &e->alloc);
+        if (r < 0)
+                goto fail_log;
+        e->ctx = calloc(cfg->queue_entries, sizeof(*e->ctx));
+        e->batch = calloc(cfg->queue_entries, sizeof(*e->batch));
+        e->svc = calloc(e->nsvc + 1, sizeof(*e->svc));
+        if (!e->ctx || !e->batch || !e->svc) {
+                r = -ENOMEM;
+                goto fail_log;
+        }
+        r = ha_pool_new(ha_config_workers(cfg), cfg->queue_entries, run_jobs, e, &e->pool);
+        if (r < 0) {
+                log_error_errno(r, "Failed to start %u workers: %m", ha_config_workers(cfg));
+                goto fail;
+        }
+        e->collect_ev = event_new(base, -1, 0, collect_cb, e);
+        e->complete_ev = event_new(base, ha_pool_fd(e->pool), EV_READ | EV_PERSIST,
+                                   complete_cb, e);
+        if (!e->collect_ev || !e->complete_ev || event_add(e->complete_ev, NULL) < 0) {
+                r = -ENOMEM;
+                goto fail_log;
+        }
+        log_info("Queue '%s' ready: %u entries, %llu byte pool, %u workers",
+                 cfg->shm_name, cfg->queue_entries, (unsigned long long)cfg->pool_size,
+                 ha_pool_size(e->pool));
+        *ret = e;
+        return 0;
+
+fail_log:
+        log_error_errno(r, "Failed to set up the request queue: %m");
+fail:
+        ha_engine_free(e);
+        return r;
+}
+
+HaEngine *ha_engine_free(HaEngine *e)
+{
+        if (!e)
+                return NULL;
+        /* Join the workers first: nothing may touch the pool after this. */
+        e->pool = ha_pool_free(e->pool);
+        if (e->ctx && e->alloc && e->queue.q) {
+                unsigned released = 0;
+                for (unsigned i = 0; i < e->queue.n; i++)
+                        if (e->ctx[i].live) {
+                                release_entry(e, (uint16_t)i);
+                                released++;
+                        }
+                if (released)
+                        log_warning("Dropped %u requests still queued at shutdown", released);
+        }
+        if (e->collect_ev)
+                event_free(e->collect_ev);
+        if (e->complete_ev)
+                event_free(e->complete_ev);
+        if (e->queue.q)
+                __atomic_store_n(&e->queue.q->working_mark, HA_MARK_DESTROYED, __ATOMIC_RELEASE);
+        ha_queue_fini(&e->queue);
+        e->alloc = ha_alloc_free(e->alloc);
+        ha_region_close(&e->region);
+        free(e->ctx);
+        free(e->batch);
+        free(e->svc);
+        free(e);
+        return NULL;
+}
+
+int ha_engine_submit(HaEngine *e, uint16_t service, struct evbuffer *src, size_t len,
+                     void *owner, uint64_t req_id)
+{
+        HaMsgEntry *en;
+        ReqCtx *c;
+        uint16_t idx;
+        uint32_t off;
+
+        if (len == 0 || len > e->cfg.max_payload)
+                return -EINVAL;
+        if (ha_queue_acquire(&e->queue, &idx) < 0) {
+                e->st.busy++;
+                return -EAGAIN;
+        }
+        if (ha_alloc_get(e->alloc, len, &off) < 0) {
+                ha_queue_release(&e->queue, idx);
+                e->st.busy++;
+                return -EAGAIN;
+        }
+        if (evbuffer_remove(src, e->region.pool + off, len) != (int)len)
+                abort();        /* caller guarantees len bytes are buffered */
+
+        en = ha_queue_entry(&e->queue, idx);
+        en->msg.service_id = service;
+        en->msg.offset = off;
+        en->msg.length = (uint32_t)len;
+        en->msg.flag = 0;
+
+        c = &e->ctx[idx];
+        *c = (ReqCtx){ .owner = owner, .req_id = req_id, .t_submit = ha_now_ns(),
+                       .off = off, .len = (uint32_t)len, .service = service, .live = true };
+        ha_queue_enqueue(&e->queue, idx);
+        e->in_flight++;
+        e->st.submitted++;
+        if (!e->collect_pending) {
+                /* One collector pass per loop iteration takes the whole burst. */
+                e->collect_pending = true;
+                event_active(e->collect_ev, 0, 0);
+        }
+        return 0;
+}
+
+unsigned ha_engine_in_flight(const HaEngine *e)
+{
+        return e->in_flight;
+}
+
+void ha_engine_on_drained(HaEngine *e, void (*cb)(void *), void *userdata)
+{
+        if (e->in_flight == 0) {
+                cb(userdata);
+                return;
+        }
+        e->drained_cb = cb;
+        e->drained_userdata = userdata;
+}
+
+static void add_latency(cJSON *o, const HaHist *h)
+{
+        cJSON *l = cJSON_AddObjectToObject(o, "latency_us");
+
+        cJSON_AddNumberToObject(l, "p50", (double)ha_hist_quantile(h, 0.50) / 1000.0);
+        cJSON_AddNumberToObject(l, "p99", (double)ha_hist_quantile(h, 0.99) / 1000.0);
+        cJSON_AddNumberToObject(l, "max", (double)h->max / 1000.0);
+}
+
+void ha_engine_stats_json(HaEngine *e, cJSON *o)
+{
+        HaAllocStats as;
+        cJSON *q, *p, *r, *svcs, *w, *jobs;
+
+        q = cJSON_AddObjectToObject(o, "queue");
+        cJSON_AddStringToObject(q, "shm_name", e->cfg.shm_name);
+        cJSON_AddNumberToObject(q, "capacity", e->queue.n);
+        cJSON_AddNumberToObject(q, "depth", e->queue.nwaiting + ha_pool_queued(e->pool));
+        cJSON_AddNumberToObject(q, "in_flight", e->in_flight);
+        cJSON_AddNumberToObject(q, "free", e->queue.nfree);
+        cJSON_AddNumberToObject(q, "bad_index", (double)e->queue.st.bad_index);
+        cJSON_AddNumberToObject(q, "cycles", (double)e->queue.st.cycles);
+        cJSON_AddNumberToObject(q, "bad_state", (double)e->queue.st.bad_state);
+        cJSON_AddNumberToObject(q, "repairs", (double)e->queue.st.repairs);
+
+        ha_alloc_stats(e->alloc, &as);
+        p = cJSON_AddObjectToObject(o, "pool");
+        cJSON_AddNumberToObject(p, "size", (double)as.pool_bytes);
+        cJSON_AddNumberToObject(p, "bytes_in_use", (double)as.bytes_in_use);
+        cJSON_AddNumberToObject(p, "buffers_in_use", (double)as.buffers_in_use);
+        cJSON_AddNumberToObject(p, "largest_free", (double)as.largest_free);
+        cJSON_AddNumberToObject(p, "alloc_failures", (double)as.alloc_failures);
+
+        r = cJSON_AddObjectToObject(o, "requests");
+        cJSON_AddNumberToObject(r, "submitted", (double)e->st.submitted);
+        cJSON_AddNumberToObject(r, "completed", (double)e->st.completed);
+        cJSON_AddNumberToObject(r, "failed", (double)e->st.failed);
+        cJSON_AddNumberToObject(r, "busy", (double)e->st.busy);
+        cJSON_AddNumberToObject(r, "tampered",
+                                (double)__atomic_load_n(&e->tampered, __ATOMIC_RELAXED));
+
+        svcs = cJSON_AddArrayToObject(o, "services");
+        for (size_t i = 0; i <= e->nsvc; i++) {
+                cJSON *s;
+                if (i == e->nsvc && e->svc[i].requests == 0)
+                        break;
+                s = cJSON_CreateObject();
+                if (i < e->nsvc) {
+                        cJSON_AddNumberToObject(s, "id", e->svc_table[i].id);
+                        cJSON_AddStringToObject(s, "name", e->svc_table[i].name);
+                } else {
+                        cJSON_AddNullToObject(s, "id");
+                        cJSON_AddStringToObject(s, "name", "(unknown id)");
+                }
+                cJSON_AddNumberToObject(s, "requests", (double)e->svc[i].requests);
+                cJSON_AddNumberToObject(s, "failed", (double)e->svc[i].failed);
+                add_latency(s, &e->svc[i].latency);
+                cJSON_AddItemToArray(svcs, s);
+        }
+
+        w = cJSON_AddObjectToObject(o, "workers");
+        cJSON_AddNumberToObject(w, "count", ha_pool_size(e->pool));
+        jobs = cJSON_AddArrayToObject(w, "jobs");
+        for (unsigned i = 0; i < ha_pool_size(e->pool); i++)
+                cJSON_AddItemToArray(jobs, cJSON_CreateNumber((double)ha_pool_worker_jobs(e->pool, i)));
+}

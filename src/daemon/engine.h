@@ -1,0 +1,53 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef HA_ENGINE_H
+#define HA_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+#include <event2/event.h>
+#include <event2/buffer.h>
+
+#include "config.h"
+#include "hyperamp/wire.h"
+
+/*
+ * The request pipeline: the shm region with its HyperAMP queue and buffer
+ * pool, the collector on the event loop and the worker pool.  Every request,
+ * whatever its source, takes the same path:
+ *   acquire a free entry + a pool buffer -> write the Msg -> wait list
+ *   -> collector (one batch per loop pass) -> workers run the service in
+ *   place and set the flag -> eventfd -> completion on the loop -> the
+ *   owner's callback -> buffer and entry released.
+ * All functions run on the loop thread.
+ */
+typedef struct HaEngine HaEngine;
+
+/* Called on the loop for every finished request; data is valid only during
+ * the call (it points into the pool). */
+typedef void (*ha_complete_fn)(void *owner, uint64_t req_id, uint16_t service,
+                               enum ha_result r, const uint8_t *data, size_t len,
+                               uint64_t latency_ns);
+
+int ha_engine_new(struct event_base *base, const HaConfig *cfg, ha_complete_fn complete,
+                  HaEngine **ret);
+/* Waits for running jobs, then unmaps (and unlinks) the region. */
+HaEngine *ha_engine_free(HaEngine *e);
+
+/*
+ * Take len bytes from the front of src as the payload of a request to
+ * service.  0 once queued; -EAGAIN when no entry or buffer is free (src is
+ * left untouched); -EINVAL for an empty or oversized payload.
+ */
+int ha_engine_submit(HaEngine *e, uint16_t service, struct evbuffer *src, size_t len,
+                     void *owner, uint64_t req_id);
+
+unsigned ha_engine_in_flight(const HaEngine *e);
+/* cb runs (once) when nothing is in flight any more; now if already so. */
+void ha_engine_on_drained(HaEngine *e, void (*cb)(void *), void *userdata);
+
+/* Adds queue, pool, request, service and worker sections to o. */
+void ha_engine_stats_json(HaEngine *e, cJSON *o);
+
+#endif

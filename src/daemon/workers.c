@@ -1,0 +1,253 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "workers.h"
+
+#define BATCH_MAX 64
+
+typedef struct Worker {
+        HaPool *pool;
+        pthread_t thread;
+        unsigned id;
+        bool started;
+        uint64_t jobs;          /* relaxed atomic */
+} Worker;
+
+struct HaPool {
+        pthread_mutex_t lock;
+        pthread_cond_t work;    /* jobs queued, or stop */
+        pthread_cond_t idle;    /* nothing queued or running */
+        uint16_t *ring;
+        unsigned capacity, head, count, running, idle_workers, outstanding;
+        bool stop;
+
+        pthread_mutex_t done_lock;
+        uint16_t *done;
+        unsigned ndone;
+        int efd;
+
+        ha_job_fn fn;
+        void *userdata;
+        unsigned nworkers;
+        Worker *workers;
+};
+
+static void *worker_main(void *arg)
+{
+        Worker *w = arg;
+        HaPool *p = w->pool;
+        uint16_t batch[BATCH_MAX];
+
+        pthread_mutex_lock(&p->lock);
+        for (;;) {
+                unsigned take;
+
+                while (p->count == 0 && !p->stop) {
+                        p->idle_workers++;
+                        pthread_cond_wait(&p->work, &p->lock);
+                        p->idle_workers--;
+                }
+                if (p->count == 0)
+                        break;          /* stopping, and nothing left to run */
+
+                /* A fair share, so one worker does not hog a burst. */
+                take = (p->count + p->nworkers - 1) / p->nworkers;
+                if (take > BATCH_MAX)
+                        take = BATCH_MAX;
+                for (unsigned i = 0; i < take; i++) {
+                        batch[i] = p->ring[p->head];
+                        p->head = (p->head + 1) % p->capacity;
+                }
+                p->count -= take;
+                p->running += take;
+                pthread_mutex_unlock(&p->lock);
+
+                p->fn(p->userdata, batch, take, w->id);
+                __atomic_fetch_add(&w->jobs, take, __ATOMIC_RELAXED);
+
+                pthread_mutex_lock(&p->done_lock);
+                bool was_empty = p->ndone == 0;
+                memcpy(p->done + p->ndone, batch, take * sizeof(batch[0]));
+                p->ndone += take;
+                pthread_mutex_unlock(&p->done_lock);
+                if (was_empty) {
+                        uint64_t one = 1;
+                        /* Cannot fail short of a bug: the counter cannot overflow here. */
+                        (void)!write(p->efd, &one, sizeof(one));
+                }
+
+                pthread_mutex_lock(&p->lock);
+                p->running -= take;
+                if (p->count == 0 && p->running == 0)
+                        pthread_cond_broadcast(&p->idle);
+        }
+        pthread_mutex_unlock(&p->lock);
+        return NULL;
+}
+
+int ha_pool_new(unsigned nworkers, unsigned capacity, ha_job_fn fn, void *userdata,
+                HaPool **ret)
+{
+        HaPool *p;
+        int r;
+
+        if (nworkers == 0 || capacity == 0)
+                return -EINVAL;
+        p = calloc(1, sizeof(*p));
+        if (!p)
+                return -ENOMEM;
+        pthread_mutex_init(&p->lock, NULL);
+        pthread_mutex_init(&p->done_lock, NULL);
+        pthread_cond_init(&p->work, NULL);
+        pthread_cond_init(&p->idle, NULL);
+        p->efd = -1;
+        p->capacity = capacity;
+        p->fn = fn;
+        p->userdata = userdata;
+        p->ring = calloc(capacity, sizeof(uint16_t));
+        p->done = calloc(capacity, sizeof(uint16_t));
+        p->workers = calloc(nworkers, sizeof(Worker));
+        if (!p->ring || !p->done || !p->workers) {
+                ha_pool_free(p);
+                return -ENOMEM;
+        }
+        p->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (p->efd < 0) {
+                r = -errno;
+                ha_pool_free(p);
+                return r;
+        }
+        for (unsigned i = 0; i < nworkers; i++) {
+                Worker *w = &p->workers[i];
+                char name[16];
+
+                w->pool = p;
+                w->id = i;
+                r = -pthread_create(&w->thread, NULL, worker_main, w);
+                if (r < 0) {
+                        ha_pool_free(p);
+                        return r;
+                }
+                w->started = true;
+                p->nworkers++;
+                snprintf(name, sizeof(name), "ha-worker-%u", i % 1000u);
+                (void)pthread_setname_np(w->thread, name);
+        }
+        *ret = p;
+        return 0;
+}
+
+HaPool *ha_pool_free(HaPool *p)
+{
+        if (!p)
+                return NULL;
+        pthread_mutex_lock(&p->lock);
+        p->stop = true;
+        pthread_cond_broadcast(&p->work);
+        pthread_mutex_unlock(&p->lock);
+        for (unsigned i = 0; p->workers && i < p->nworkers; i++)
+                if (p->workers[i].started)
+                        pthread_join(p->workers[i].thread, NULL);
+        if (p->efd >= 0)
+                close(p->efd);
+        pthread_cond_destroy(&p->work);
+        pthread_cond_destroy(&p->idle);
+        pthread_mutex_destroy(&p->lock);
+        pthread_mutex_destroy(&p->done_lock);
+        free(p->ring);
+        free(p->done);
+        free(p->workers);
+        free(p);
+        return NULL;
+}
+
+int ha_pool_submit(HaPool *p, const uint16_t *jobs, size_t n)
+{
+        if (n == 0)
+                return 0;
+        pthread_mutex_lock(&p->lock);
+        if (p->outstanding + n > p->capacity) {
+                pthread_mutex_unlock(&p->lock);
+                return -ENOSPC;
+        }
+        for (size_t i = 0; i < n; i++)
+                p->ring[(p->head + p->count + i) % p->capacity] = jobs[i];
+        p->count += (unsigned)n;
+        p->outstanding += (unsigned)n;
+        if (p->idle_workers > 0) {
+                if (n >= p->idle_workers)
+                        pthread_cond_broadcast(&p->work);
+                else
+                        for (size_t i = 0; i < n; i++)
+                                pthread_cond_signal(&p->work);
+        }
+        pthread_mutex_unlock(&p->lock);
+        return 0;
+}
+
+int ha_pool_fd(HaPool *p)
+{
+        return p->efd;
+}
+
+size_t ha_pool_take_completed(HaPool *p, uint16_t *out, size_t max)
+{
+        uint64_t v;
+        size_t n;
+
+        /* Reset the eventfd before looking at the list: a worker that
+         * appends after our look will write it again, so no wake-up is lost. */
+        (void)!read(p->efd, &v, sizeof(v));
+
+        pthread_mutex_lock(&p->done_lock);
+        n = p->ndone < max ? p->ndone : max;
+        memcpy(out, p->done, n * sizeof(out[0]));
+        memmove(p->done, p->done + n, (p->ndone - n) * sizeof(out[0]));
+        p->ndone -= (unsigned)n;
+        if (p->ndone > 0) {
+                /* Left some behind: keep the loop awake for them. */
+                v = 1;
+                (void)!write(p->efd, &v, sizeof(v));
+        }
+        pthread_mutex_unlock(&p->done_lock);
+
+        pthread_mutex_lock(&p->lock);
+        p->outstanding -= (unsigned)n;
+        pthread_mutex_unlock(&p->lock);
+        return n;
+}
+
+void ha_pool_wait_idle(HaPool *p)
+{
+        pthread_mutex_lock(&p->lock);
+        while (p->count > 0 || p->running > 0)
+                pthread_cond_wait(&p->idle, &p->lock);
+        pthread_mutex_unlock(&p->lock);
+}
+
+unsigned ha_pool_size(const HaPool *p)
+{
+        return p->nworkers;
+}
+
+uint64_t ha_pool_worker_jobs(const HaPool *p, unsigned worker)
+{
+        return __atomic_load_n(&p->workers[worker].jobs, __ATOMIC_RELAXED);
+}
+
+unsigned ha_pool_queued(HaPool *p)
+{
+        unsigned n;
+
+        pthread_mutex_lock(&p->lock);
+        n = p->count;
+        pthread_mutex_unlock(&p->lock);
+        return n;
+}

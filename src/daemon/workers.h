@@ -1,0 +1,42 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef HA_WORKERS_H
+#define HA_WORKERS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * The worker pool.  Jobs are queue-entry indices.  The loop thread submits
+ * them in batches; each worker takes a share of the queued jobs per wake-up,
+ * runs them, and hands the finished indices back through a completion list
+ * and an eventfd that the loop watches.  The eventfd is written only when the
+ * completion list goes from empty to non-empty, so a burst costs one wake-up.
+ */
+typedef struct HaPool HaPool;
+
+/* Runs on a worker thread. */
+typedef void (*ha_job_fn)(void *userdata, const uint16_t *jobs, size_t n, unsigned worker);
+
+int ha_pool_new(unsigned nworkers, unsigned capacity, ha_job_fn fn, void *userdata,
+                HaPool **ret);
+/* Finishes every queued and running job, then joins the workers. */
+HaPool *ha_pool_free(HaPool *p);
+
+/* -ENOSPC when more than capacity jobs would be outstanding. */
+int ha_pool_submit(HaPool *p, const uint16_t *jobs, size_t n);
+
+/* Readable when completions are waiting. */
+int ha_pool_fd(HaPool *p);
+
+/* Take up to max finished jobs (reads the eventfd first, then the list). */
+size_t ha_pool_take_completed(HaPool *p, uint16_t *out, size_t max);
+
+/* Block until no job is queued or running (condition variable, no polling). */
+void ha_pool_wait_idle(HaPool *p);
+
+unsigned ha_pool_size(const HaPool *p);
+uint64_t ha_pool_worker_jobs(const HaPool *p, unsigned worker);
+/* Jobs queued for the workers but not yet picked up. */
+unsigned ha_pool_queued(HaPool *p);
+
+#endif
