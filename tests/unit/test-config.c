@@ -1,0 +1,106 @@
+/* SPDX-License-Identifier: MIT */
+/* Config files: defaults, every key, and the errors a user will make. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "config.h"
+#include "log.h"
+
+static char path[] = "/tmp/hyperamp-test-config-XXXXXX";
+
+static int load(const char *text, HaConfig *c, char *err, size_t errlen)
+{
+        FILE *f = fopen(path, "w");
+
+        fputs(text, f);
+        fclose(f);
+        ha_config_defaults(c);
+        return ha_config_load(c, path, err, errlen);
+}
+
+static void expect_error(const char *text, const char *needle)
+{
+        HaConfig c;
+        char err[512] = "";
+
+        CHECK(load(text, &c, err, sizeof(err)) < 0);
+        if (!strstr(err, needle)) {
+                fprintf(stderr, "error '%s' does not mention '%s'\n", err, needle);
+                CHECK(!"error message names the problem");
+        }
+}
+
+int main(void)
+{
+        HaConfig c;
+        char err[512];
+        char *json;
+        int fd = mkstemp(path);
+
+        CHECK(fd >= 0);
+        close(fd);
+
+        ha_config_defaults(&c);
+        CHECK_EQ(c.queue_entries, 255);
+        CHECK_EQ(c.pool_size, 4u << 20);
+        CHECK_EQ(c.shm_mode, 0600);
+        CHECK(!c.shm_persist);
+        CHECK(ha_config_workers(&c) >= 1);
+        CHECK_EQ(ha_config_validate(&c, err, sizeof(err)), 0);
+
+        CHECK_EQ(load("{\"#workers\":\"a comment\",\"workers\":3,\"shm_name\":\"/x-y.z\","
+                      "\"shm_mode\":\"0660\",\"shm_persist\":true,\"queue_entries\":1000,"
+                      "\"pool_size\":1048576,\"max_payload\":4096,\"max_connections\":10,"
+                      "\"max_inflight_per_conn\":5,\"log_level\":\"debug\"}", &c, err, sizeof(err)), 0);
+        CHECK_EQ(c.workers, 3);
+        CHECK(strcmp(c.shm_name, "/x-y.z") == 0);
+        CHECK_EQ(c.shm_mode, 0660);
+        CHECK(c.shm_persist);
+        CHECK_EQ(c.queue_entries, 1000);
+        CHECK_EQ(c.pool_size, 1048576);
+        CHECK_EQ(c.max_payload, 4096);
+        CHECK_EQ(c.max_connections, 10);
+        CHECK_EQ(c.max_inflight_per_conn, 5);
+        CHECK_EQ(c.log_level, LOG_DEBUG);
+        json = ha_config_to_json(&c, "/run/x.sock");
+        CHECK(json && strstr(json, "\"queue_entries\":\t1000") && strstr(json, "/run/x.sock"));
+        free(json);
+
+        expect_error("{\"wokers\":2}", "unknown key \"wokers\"");
+        expect_error("{\"workers\":-1}", "\"workers\"");
+        expect_error("{\"workers\":1.5}", "\"workers\"");
+        expect_error("{\"workers\":\"2\"}", "wrong type");
+        expect_error("{\"queue_entries\":65536}", "\"queue_entries\"");
+        expect_error("{\"queue_entries\":0}", "\"queue_entries\"");
+        expect_error("{\"shm_mode\":\"0666\"}", "never world-accessible");
+        expect_error("{\"shm_name\":\"no-slash\"}", "\"shm_name\"");
+        expect_error("{\"shm_name\":\"/a/b\"}", "\"shm_name\"");
+        expect_error("{\"shm_persist\":1}", "true or false");
+        expect_error("{\"log_level\":\"loud\"}", "\"log_level\"");
+        expect_error("{\"pool_size\":100000}", "multiple of 64");
+        expect_error("{\"pool_size\":65536,\"max_payload\":65537}", "exceeds");
+        expect_error("{\"workers\":2,}", ":1: not valid JSON");
+        expect_error("{\n\"workers\":\n2\n,,}", ":4: not valid JSON");
+        expect_error("[]", "top level must be a JSON object");
+        expect_error("", "not valid JSON");
+
+        /* A failed load leaves the old config untouched. */
+        ha_config_defaults(&c);
+        c.workers = 7;
+        {
+                FILE *f = fopen(path, "w");
+                fputs("{\"workers\":2,\"bogus\":1}", f);
+                fclose(f);
+        }
+        CHECK(ha_config_load(&c, path, err, sizeof(err)) < 0);
+        CHECK_EQ(c.workers, 7);
+        CHECK(ha_config_load(&c, "/nonexistent/hyperampd.json", err, sizeof(err)) == -ENOENT);
+        CHECK(strstr(err, "No such file") != NULL);
+
+        unlink(path);
+        return check_done("test-config");
+}
