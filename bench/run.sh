@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Reproduce the figures in docs/PERFORMANCE.md: start a private hyperampd,
+# run hyperampctl bench over a matrix, print a Markdown table.
+#   bench/run.sh [BUILD_DIR] [REQUESTS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${1:-build}
+n=${2:-100000}
+d=$(mktemp -d)
+trap 'kill $pid 2>/dev/null || true; rm -rf "$d"' EXIT
+
+printf '{"shm_name":"/hyperamp-bench-%s"}\n' $$ > "$d/cfg.json"
+# Readiness: wait for READY=1 on our own notify socket, with a bound.
+python3 - "$d" "$build" <<'PY' &
+import os, socket, subprocess, sys
+d, build = sys.argv[1], sys.argv[2]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(f"{d}/notify")
+s.settimeout(10)
+env = dict(os.environ, NOTIFY_SOCKET=f"{d}/notify")
+p = subprocess.Popen([f"{build}/src/daemon/hyperampd", "--config", f"{d}/cfg.json",
+                      "--socket", f"{d}/ctl.sock", "--log-level", "warning"], env=env)
+open(f"{d}/pid", "w").write(str(p.pid))
+while b"READY=1" not in s.recv(4096):
+    pass
+with open(f"{d}/ready", "w") as f:
+    f.write("ready\n")
+p.wait()
+PY
+pid=$!
+mkfifo "$d/ready"
+exec 3<>"$d/ready"
+read -r -t 15 -u 3 _ || { echo "daemon did not become ready" >&2; exit 1; }
+
+ctl="$build/src/ctl/hyperampctl --socket $d/ctl.sock"
+echo "| service | size | concurrency | connections | req/s | p50 us | p90 us | p99 us | max us |"
+echo "|---|---|---|---|---|---|---|---|---|"
+for spec in "echo 64" "encrypt 4096"; do
+        set -- $spec
+        # concurrency:connections
+        for ck in 1:1 8:1 64:1 64:64; do
+                c=${ck%:*} k=${ck#*:} reqs=$n
+                [ "$c" -eq 1 ] && reqs=$((n / 5))
+                $ctl bench -s "$1" --size "$2" -c "$c" --connections "$k" -n "$reqs" --json |
+                        python3 bench/row.py "$1"
+        done
+done
+kill -TERM "$(cat "$d/pid")"
+wait $pid

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Set up, build and run the whole test suite.
+#   scripts/test.sh [BUILD_DIR [MESON_OPTION...]]
+# e.g. scripts/test.sh build-asan -Db_sanitize=address,undefined
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+build=${1:-build}
+scripts/setup.sh "$@"
+
+status=0
+meson test -C "$build" --print-errorlogs --num-processes 2 || status=$?
+
+# One plain summary line from meson's own log, for people and for CI.
+python3 - "$build/meson-logs/testlog.json" <<'PY'
+import json, sys
+ok = bad = skip = 0
+for line in open(sys.argv[1]):
+    r = json.loads(line)["result"]
+    if r in ("OK", "EXPECTEDFAIL"):
+        ok += 1
+    elif r == "SKIP":
+        skip += 1
+    else:
+        bad += 1
+print(f"tests: {ok} passed, {bad} failed, {skip} skipped")
+PY
+exit $status
