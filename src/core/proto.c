@@ -91,10 +91,16 @@ int ha_request_parse(const char *json, size_t len, HaRequest *req,
 {
         const cJSON *v, *method, *params;
 
+        const char *end = NULL;
+
         memset(req, 0, sizeof(*req));
-        req->root = cJSON_ParseWithLength(json, len);
+        req->root = cJSON_ParseWithLengthOpts(json, len, &end, false);
         if (!req->root)
                 return fail(err, msg, HA_E_PROTO, "request is not valid JSON");
+        while (end < json + len && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r'))
+                end++;
+        if (end != json + len)
+                return fail(err, msg, HA_E_PROTO, "junk after the JSON object");
         if (!cJSON_IsObject(req->root))
                 return fail(err, msg, HA_E_PROTO, "request is not a JSON object");
 

@@ -153,7 +153,9 @@ int ha_client_call(HaClient *c, const char *method, cJSON *params,
                 r = ha_write_all(c->fd, json, strlen(json), deadline);
         if (r == 0 && plen)
                 r = ha_write_all(c->fd, payload, plen, deadline);
-        if (r < 0)
+        /* A daemon that refuses a frame (E_TOO_BIG) answers and hangs up
+         * without reading the rest: its answer is still ours to read. */
+        if (r < 0 && r != -ECONNRESET)
                 return r;
 
         r = read_all(c->fd, hdr, sizeof(hdr), deadline);

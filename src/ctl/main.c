@@ -228,13 +228,14 @@ static int simple_call(Ctx *ctx, const char *method, cJSON *params, const void *
         if (r < 0)
                 return ctl_call_error(ctx, r);
         if (rep->error_code) {
+                /* Refused at the door: as unreachable as a missing daemon. */
+                r = strcmp(rep->error_code, "E_LIMIT") == 0 ? EXIT_UNAVAILABLE : EXIT_FAILED;
                 fprintf(stderr, "hyperampctl: %s failed: %s (%s)\n", method, rep->error_message,
                         rep->error_code);
                 ha_reply_done(rep);
                 free(*data);
                 *data = NULL;
-                return rep->error_code && strcmp(rep->error_code, "E_LIMIT") == 0 ?
-                        EXIT_UNAVAILABLE : EXIT_FAILED;
+                return r;
         }
         return 0;
 }
@@ -309,7 +310,8 @@ static int cmd_submit(Ctx *ctx, int argc, char **argv)
         _cleanup_free_ uint8_t *payload = NULL;
         _cleanup_free_ uint8_t *data = NULL;
         size_t plen = 0, dlen = 0;
-        uint16_t sid;
+        uint16_t sid = 0;
+        bool by_name;
         HaReply rep;
         cJSON *params;
         int c, r;
@@ -331,6 +333,7 @@ static int cmd_submit(Ctx *ctx, int argc, char **argv)
         if (r == -EINVAL)
                 return ctl_usage_error("-s: '%s' is not a service name or an id from 0 to 65535", service);
         /* An unknown name is left to the daemon, which knows its own table. */
+        by_name = r == -ENOENT;
 
         if (argc - optind == 1) {
                 plen = strlen(argv[optind]);
@@ -357,10 +360,10 @@ static int cmd_submit(Ctx *ctx, int argc, char **argv)
                 return ctl_usage_error("%s", "nothing to submit: the payload is empty");
 
         params = cJSON_CreateObject();
-        if (r == 0)
-                cJSON_AddNumberToObject(params, "service", sid);
-        else
+        if (by_name)
                 cJSON_AddStringToObject(params, "service", service);
+        else
+                cJSON_AddNumberToObject(params, "service", sid);
         r = simple_call(ctx, "submit", params, payload, plen, &rep, &data, &dlen);
         if (r)
                 return r;

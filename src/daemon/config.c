@@ -154,9 +154,14 @@ int ha_config_validate(const HaConfig *c, char *err, size_t errlen)
                 snprintf(err, errlen, "\"pool_size\": must be a multiple of 64");
                 return -EINVAL;
         }
-        if (c->max_payload > c->pool_size) {
-                snprintf(err, errlen, "\"max_payload\" (%llu) exceeds \"pool_size\" (%llu)",
-                         (unsigned long long)c->max_payload, (unsigned long long)c->pool_size);
+        /* The pool hands out power-of-two blocks: the largest is the
+         * biggest power of two that fits in pool_size. */
+        uint64_t largest = UINT64_C(1) << (63 - __builtin_clzll(c->pool_size));
+        if (c->max_payload > largest) {
+                snprintf(err, errlen, "\"max_payload\" (%llu) exceeds the largest buffer "
+                         "\"pool_size\" (%llu) can hold (%llu)",
+                         (unsigned long long)c->max_payload, (unsigned long long)c->pool_size,
+                         (unsigned long long)largest);
                 return -EINVAL;
         }
         if (!shm_name_ok(c->shm_name)) {

@@ -144,8 +144,13 @@ static cJSON *reply_new(uint64_t id)
         cJSON *o = cJSON_CreateObject();
 
         cJSON_AddNumberToObject(o, "v", HA_PROTO_VERSION);
-        if (id != NO_ID)
-                cJSON_AddNumberToObject(o, "id", (double)id);
+        if (id != NO_ID) {
+                /* cJSON prints doubles with 15 significant digits; ids go up
+                 * to 2^53-1 and must come back exact. */
+                char buf[24];
+                snprintf(buf, sizeof(buf), "%llu", (unsigned long long)id);
+                cJSON_AddRawToObject(o, "id", buf);
+        }
         return o;
 }
 
@@ -220,8 +225,9 @@ static void m_submit(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer
         r = ha_engine_submit(ctl->engine, sid, in, dlen, c, id);
         if (r < 0) {
                 ctl->st.rejected_requests++;
-                send_error(c, id, r == -EAGAIN ? HA_E_BUSY : HA_E_INVALID,
-                           r == -EAGAIN ? "queue or buffer pool full, try again" : NULL);
+                send_error(c, id, r == -EAGAIN ? HA_E_BUSY : HA_E_TOO_BIG,
+                           r == -EAGAIN ? "queue or buffer pool full, try again" :
+                           "payload larger than the pool can hold");
                 return;
         }
         c->pending++;

@@ -283,6 +283,7 @@ int ha_engine_submit(HaEngine *e, uint16_t service, struct evbuffer *src, size_t
         ReqCtx *c;
         uint16_t idx;
         uint32_t off;
+        int r;
 
         if (len == 0 || len > e->cfg.max_payload)
                 return -EINVAL;
@@ -290,8 +291,11 @@ int ha_engine_submit(HaEngine *e, uint16_t service, struct evbuffer *src, size_t
                 e->st.busy++;
                 return -EAGAIN;
         }
-        if (ha_alloc_get(e->alloc, len, &off) < 0) {
+        r = ha_alloc_get(e->alloc, len, &off);
+        if (r < 0) {
                 ha_queue_release(&e->queue, idx);
+                if (r != -ENOMEM)
+                        return r;       /* can never fit: not worth a retry */
                 e->st.busy++;
                 return -EAGAIN;
         }

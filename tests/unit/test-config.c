@@ -83,6 +83,9 @@ int main(void)
         expect_error("{\"log_level\":\"loud\"}", "\"log_level\"");
         expect_error("{\"pool_size\":100000}", "multiple of 64");
         expect_error("{\"pool_size\":65536,\"max_payload\":65537}", "exceeds");
+        /* 12288 = 8192 + 4096: the largest buffer is 8192 */
+        expect_error("{\"pool_size\":12288,\"max_payload\":12288}", "can hold (8192)");
+        CHECK_EQ(load("{\"pool_size\":12288,\"max_payload\":8192}", &c, err, sizeof(err)), 0);
         expect_error("{\"workers\":2,}", ":1: not valid JSON");
         expect_error("{\n\"workers\":\n2\n,,}", ":4: not valid JSON");
         expect_error("[]", "top level must be a JSON object");

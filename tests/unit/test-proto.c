@@ -97,6 +97,12 @@ static void test_requests(void)
         ha_request_done(&req);
         CHECK_EQ(parse_err("", &req), HA_E_PROTO);
         ha_request_done(&req);
+        CHECK_EQ(parse_err("{\"v\":1,\"method\":\"ping\"} junk", &req), HA_E_PROTO);
+        ha_request_done(&req);
+        CHECK_EQ(parse_err("{\"v\":1,\"method\":\"ping\"}{}", &req), HA_E_PROTO);
+        ha_request_done(&req);
+        CHECK_EQ(parse_err("{\"v\":1,\"method\":\"ping\"} \r\n", &req), _HA_ERROR_MAX);
+        ha_request_done(&req);
 }
 
 static void test_replies(void)
