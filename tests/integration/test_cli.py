@@ -1,0 +1,493 @@
+# SPDX-License-Identifier: MIT
+"""hyperampctl against a live hyperampd: output bytes, --json, exit codes."""
+import json
+import os
+import random
+import socket
+import tempfile
+import threading
+import unittest
+
+import harness
+from harness import Daemon, run_ctl, xor_service, service_entry
+
+HELLO_ENCRYPTED = bytes([0x16, 0x4e, 0x2c, 0x2f, 0x12])
+ALL_BYTES = bytes(range(256)) * 4 + b'\0' * 64 + bytes(range(255, -1, -1))
+
+
+class SharedDaemonTest(unittest.TestCase):
+    """One daemon for the whole class; its clean shutdown is checked at the end."""
+
+    daemon_config = {'workers': 2}
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = Daemon(cls.daemon_config)
+        cls.d.__enter__()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.__exit__(None, None, None)
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory(prefix='hyperamp-cli-')
+        self.addCleanup(self.tmp.cleanup)
+
+    def write_file(self, name, data):
+        path = os.path.join(self.tmp.name, name)
+        with open(path, 'wb') as f:
+            f.write(data)
+        return path
+
+    def ok(self, *args, input=None):
+        rc, out, err = self.d.ctl(*args, input=input)
+        self.assertEqual(rc, 0, 'hyperampctl %s: exit %d, stderr: %s' % (args, rc, err))
+        return out, err
+
+
+class SubmitTest(SharedDaemonTest):
+
+    def test_encrypt_hello_exact_bytes(self):
+        out, err = self.ok('submit', '-s', 'encrypt', 'hello')
+        self.assertEqual(out, HELLO_ENCRYPTED)
+        self.assertEqual(err, '')
+
+    def test_encrypt_by_id(self):
+        out, _ = self.ok('submit', '-s', '1', 'hello')
+        self.assertEqual(out, HELLO_ENCRYPTED)
+
+    def test_encrypt_matches_reference_over_key_wrap(self):
+        data = random.Random(1).randbytes(1000)
+        out, _ = self.ok('submit', '-s', 'encrypt', input=data)
+        self.assertEqual(out, xor_service(data))
+        self.assertNotEqual(out, data)
+
+    def test_decrypt_round_trip(self):
+        plain = b'The quick brown fox jumps over the lazy dog \x00\xff' * 3
+        enc, _ = self.ok('submit', '-s', 'encrypt', '-f', self.write_file('plain', plain))
+        self.assertEqual(len(enc), len(plain))
+        self.assertNotEqual(enc, plain)
+        # by file and by name
+        dec, _ = self.ok('submit', '-s', 'decrypt', '-f', self.write_file('enc', enc))
+        self.assertEqual(dec, plain)
+        # by stdin and by id
+        dec, _ = self.ok('submit', '-s', '2', input=enc)
+        self.assertEqual(dec, plain)
+
+    def test_decrypt_hello(self):
+        out, _ = self.ok('submit', '-s', 'decrypt', input=HELLO_ENCRYPTED)
+        self.assertEqual(out, b'hello')
+
+    def test_echo_binary_safe_file(self):
+        out, _ = self.ok('submit', '-s', 'echo', '-f', self.write_file('bin', ALL_BYTES))
+        self.assertEqual(out, ALL_BYTES)
+
+    def test_echo_binary_safe_stdin(self):
+        out, _ = self.ok('submit', '-s', 'echo', input=ALL_BYTES)
+        self.assertEqual(out, ALL_BYTES)
+
+    def test_echo_only_nuls(self):
+        data = b'\0' * 4097
+        out, _ = self.ok('submit', '-s', 'echo', input=data)
+        self.assertEqual(out, data)
+
+    def test_echo_is_the_default_service(self):
+        out, _ = self.ok('submit', input=ALL_BYTES)
+        self.assertEqual(out, ALL_BYTES)
+
+    def test_echo_large_payload(self):
+        data = random.Random(2).randbytes(1 << 20)     # the default max_payload
+        out, _ = self.ok('submit', '-s', 'echo', input=data)
+        self.assertEqual(out, data)
+
+    def test_submit_json(self):
+        for argv in (('--json', 'submit', '-s', 'encrypt', 'hello'),
+                     ('submit', '-s', 'encrypt', '--json', 'hello'),
+                     ('submit', '-j', '-s', 'encrypt', 'hello')):
+            with self.subTest(argv=argv):
+                out, _ = self.ok(*argv)
+                o = json.loads(out)
+                self.assertEqual(o['service'], 1)
+                self.assertEqual(o['status'], 'SUCCESS')
+                self.assertEqual(o['code'], 1)
+                self.assertEqual(o['length'], 5)
+                self.assertEqual(o['data_hex'], HELLO_ENCRYPTED.hex())
+                self.assertIsInstance(o['latency_us'], (int, float))
+                self.assertGreaterEqual(o['latency_us'], 0)
+
+    def test_unknown_service_id(self):
+        rc, out, err = self.d.ctl('submit', '-s', '99', 'hello')
+        self.assertEqual(rc, 1, err)
+        self.assertIn('NOT_EXITS', err)
+        self.assertEqual(out, b'')
+
+    def test_unknown_service_id_json(self):
+        rc, out, err = self.d.ctl('--json', 'submit', '-s', '99', 'hello')
+        self.assertEqual(rc, 1, err)
+        o = json.loads(out)
+        self.assertEqual(o['status'], 'NOT_EXITS')
+        self.assertEqual(o['code'], 3)
+        self.assertEqual(o['service'], 99)
+        self.assertEqual(o['length'], 0)
+
+    def test_unknown_service_name(self):
+        rc, out, err = self.d.ctl('submit', '-s', 'nosuchservice', 'hello')
+        self.assertEqual(rc, 1, err)
+        self.assertIn('nosuchservice', err)
+        self.assertIn('E_INVALID', err)
+        self.assertEqual(out, b'')
+
+
+class OutputTest(SharedDaemonTest):
+
+    def test_services_json(self):
+        o = self.d.ctl_json('services')
+        byname = {s['name']: s for s in o['services']}
+        self.assertEqual({n: s['id'] for n, s in byname.items()}, harness.SERVICES)
+        for s in o['services']:
+            self.assertIsInstance(s['summary'], str)
+            self.assertTrue(s['summary'])
+
+    def test_services_plain(self):
+        out, _ = self.ok('services')
+        text = out.decode()
+        for name in harness.SERVICES:
+            self.assertIn(name, text)
+
+    def test_ping_json(self):
+        o = self.d.ctl_json('ping')
+        self.assertIs(o['pong'], True)
+        self.assertEqual(o['protocol'], 1)
+        self.assertEqual(o['pid'], self.d.proc.pid)
+        self.assertEqual(o['max_payload'], 1 << 20)
+        out, _ = self.ok('--version')
+        self.assertEqual(out.decode().split(), ['hyperampctl', o['version']])
+
+    def test_ping_plain(self):
+        out, _ = self.ok('ping')
+        self.assertIn('pong from hyperampd', out.decode())
+        self.assertIn('pid %d' % self.d.proc.pid, out.decode())
+
+    def test_stats_json_fields(self):
+        o = self.d.ctl_json('stats')
+        self.assertEqual(o['pid'], self.d.proc.pid)
+        self.assertGreaterEqual(o['uptime_s'], 0)
+        self.assertEqual(o['queue']['shm_name'], self.d.shm_name)
+        self.assertEqual(o['queue']['capacity'], 255)
+        for k in ('depth', 'in_flight', 'free', 'bad_index', 'cycles', 'bad_state', 'repairs'):
+            self.assertIsInstance(o['queue'][k], (int, float), k)
+        self.assertEqual(o['pool']['size'], 4 << 20)
+        for k in ('bytes_in_use', 'buffers_in_use', 'largest_free', 'alloc_failures'):
+            self.assertIsInstance(o['pool'][k], (int, float), k)
+        for k in ('submitted', 'completed', 'failed', 'busy', 'tampered', 'rejected', 'orphaned'):
+            self.assertIsInstance(o['requests'][k], (int, float), k)
+        self.assertEqual(o['workers']['count'], 2)
+        self.assertEqual(len(o['workers']['jobs']), 2)
+        self.assertEqual(o['connections']['max'], 256)
+        self.assertGreaterEqual(o['connections']['current'], 1)   # this one
+        for name in harness.SERVICES:
+            s = service_entry(o, name)
+            self.assertIsNotNone(s, name)
+            self.assertEqual(s['id'], harness.SERVICES[name])
+            self.assertEqual(set(s['latency_us']), {'p50', 'p99', 'max'})
+
+    def test_stats_plain(self):
+        out, _ = self.ok('stats')
+        text = out.decode()
+        self.assertIn('pid %d' % self.d.proc.pid, text)
+        for word in ('queue', 'pool', 'requests', 'connections', 'encrypt', 'echo'):
+            self.assertIn(word, text)
+
+
+class UsageTest(SharedDaemonTest):
+    """Usage errors exit 2 before ever talking to the daemon."""
+
+    def connections_total(self):
+        return self.d.stats()['connections']['total']
+
+    def assert_usage_error(self, *args, input=None):
+        before = self.connections_total()
+        rc, out, err = self.d.ctl(*args, input=input)
+        self.assertEqual(rc, 2, 'hyperampctl %s: exit %d, stderr: %s' % (args, rc, err))
+        self.assertEqual(out, b'')
+        self.assertTrue(err.strip(), 'no message on stderr')
+        # Only our own stats connection since: hyperampctl never connected.
+        self.assertEqual(self.connections_total(), before + 1,
+                         'hyperampctl %s connected despite the usage error' % (args,))
+        return err
+
+    def test_bad_concurrency(self):
+        for c in ('0', 'abc', '-1', '70000', ''):
+            with self.subTest(c=c):
+                err = self.assert_usage_error('bench', '-c', c, '-n', '10')
+                self.assertIn('-c', err)
+
+    def test_bad_bench_options(self):
+        for argv in (('bench', '-n', '0'), ('bench', '--size', '0'),
+                     ('bench', '--connections', '0'), ('bench', 'extra'),
+                     ('bench', '-s', 'nosuchservice'), ('bench', '--nosuchoption')):
+            with self.subTest(argv=argv):
+                self.assert_usage_error(*argv)
+
+    def test_unknown_command(self):
+        err = self.assert_usage_error('frobnicate')
+        self.assertIn('frobnicate', err)
+
+    def test_no_command(self):
+        self.assert_usage_error()
+
+    def test_extra_arguments(self):
+        for argv in (('submit', 'a', 'b'), ('stats', 'extra'), ('ping', 'extra'),
+                     ('services', 'extra')):
+            with self.subTest(argv=argv):
+                err = self.assert_usage_error(*argv)
+                self.assertIn(argv[-1], err)
+
+    def test_data_and_file(self):
+        path = self.write_file('x', b'x')
+        self.assert_usage_error('submit', '-f', path, 'hello')
+
+    def test_bad_service_id(self):
+        for s in ('70000', '1x', ''):
+            with self.subTest(s=s):
+                self.assert_usage_error('submit', '-s', s, 'hello')
+
+    def test_bad_timeout(self):
+        for t in ('0', 'x', '86401'):
+            with self.subTest(t=t):
+                self.assert_usage_error('--timeout', t, 'ping')
+
+    def test_unknown_option(self):
+        self.assert_usage_error('--nosuchoption', 'ping')
+        self.assert_usage_error('ping', '--nosuchoption')
+
+    def test_empty_payload(self):
+        self.assert_usage_error('submit', '')
+        self.assert_usage_error('submit', '-s', 'encrypt', input=b'')
+        self.assert_usage_error('submit', '-f', self.write_file('empty', b''))
+
+    def test_missing_file(self):
+        path = os.path.join(self.tmp.name, 'does-not-exist')
+        rc, out, err = self.d.ctl('submit', '-f', path)
+        self.assertNotEqual(rc, 0)
+        self.assertIn(path, err)
+        self.assertEqual(out, b'')
+
+    def test_help_and_version(self):
+        for argv in (('--help',), ('-h',), ('submit', '--help'), ('bench', '--help')):
+            with self.subTest(argv=argv):
+                rc, out, err = run_ctl(argv)
+                self.assertEqual(rc, 0, err)
+                self.assertIn(b'Usage: hyperampctl', out)
+                if len(argv) == 2:
+                    self.assertIn(argv[0].encode(), out)
+        rc, out, err = run_ctl(['--version'])
+        self.assertEqual(rc, 0, err)
+        self.assertRegex(out.decode(), r'^hyperampctl \d+\.\d+\.\d+\n$')
+
+
+class StatsCountTest(unittest.TestCase):
+    """stats counts exactly the requests made (a fresh daemon)."""
+
+    def test_counts(self):
+        with Daemon({'workers': 2}) as d:
+            plan = [('encrypt', 3), ('decrypt', 2), ('echo', 4), ('99', 1)]
+            for svc, n in plan:
+                for i in range(n):
+                    rc, _, err = d.ctl('submit', '-s', svc, 'payload-%d' % i)
+                    self.assertEqual(rc, 1 if svc == '99' else 0, err)
+            rc, _, err = d.ctl('submit', '-s', 'nosuchservice', 'x')    # rejected
+            self.assertEqual(rc, 1, err)
+            s = d.ctl_json('stats')
+            r = s['requests']
+            self.assertEqual(r['submitted'], 10)
+            self.assertEqual(r['completed'], 10)
+            self.assertEqual(r['failed'], 1)
+            self.assertEqual(r['rejected'], 1)
+            self.assertEqual(r['busy'], 0)
+            self.assertEqual(r['tampered'], 0)
+            self.assertEqual(service_entry(s, 'encrypt')['requests'], 3)
+            self.assertEqual(service_entry(s, 'decrypt')['requests'], 2)
+            self.assertEqual(service_entry(s, 'echo')['requests'], 4)
+            for name in ('encrypt', 'decrypt', 'echo'):
+                self.assertEqual(service_entry(s, name)['failed'], 0, name)
+            unknown = service_entry(s, '(unknown id)')
+            self.assertIsNotNone(unknown)
+            self.assertIsNone(unknown['id'])
+            self.assertEqual(unknown['requests'], 1)
+            self.assertEqual(unknown['failed'], 1)
+            self.assertEqual(s['queue']['in_flight'], 0)
+            self.assertEqual(s['queue']['free'], s['queue']['capacity'])
+            self.assertEqual(s['pool']['buffers_in_use'], 0)
+            self.assertEqual(s['pool']['bytes_in_use'], 0)
+            self.assertEqual(sum(s['workers']['jobs']), 10)
+            # 11 submits + this stats, one connection each
+            self.assertEqual(s['connections']['total'], 12)
+            self.assertEqual(s['connections']['protocol_errors'], 0)
+
+    def test_unknown_name_with_file_or_stdin_is_sent_by_name(self):
+        """Regression: 'submit -s NAME' with an unknown NAME and the payload from -f
+        or stdin sends an uninitialised service id instead of the name
+        (src/ctl/main.c cmd_submit: r is overwritten by read_stream()).  The
+        daemon must see and reject the name (E_INVALID), never run a
+        service for it."""
+        with Daemon({'workers': 2}) as d, tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, 'payload')
+            with open(path, 'wb') as f:
+                f.write(b'hello')
+            for how, args, inp in (('stdin', (), b'hello'), ('file', ('-f', path), None)):
+                with self.subTest(how=how):
+                    rc, out, err = d.ctl('submit', '-s', 'nosuchservice', *args, input=inp)
+                    self.assertEqual(rc, 1, err)
+                    self.assertEqual(out, b'')
+                    self.assertIn('E_INVALID', err)
+                    self.assertIn('nosuchservice', err)
+            r = d.stats()['requests']
+            self.assertEqual(r['submitted'], 0, 'a service ran for an unknown name')
+            self.assertEqual(r['rejected'], 2)
+
+
+class NoDaemonTest(unittest.TestCase):
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory(prefix='hyperamp-cli-')
+        self.addCleanup(self.tmp.cleanup)
+
+    def test_daemon_not_running(self):
+        path = os.path.join(self.tmp.name, 'nobody.sock')
+        for argv in (('ping',), ('stats',), ('services',), ('submit', 'hello'),
+                     ('submit', '-s', 'encrypt', 'hello'), ('bench', '-n', '10')):
+            with self.subTest(argv=argv):
+                rc, out, err = run_ctl(argv, socket_path=path)
+                self.assertEqual(rc, 69, err)
+                self.assertIn(path, err)
+                self.assertEqual(out, b'')
+
+    def test_stale_socket(self):
+        path = os.path.join(self.tmp.name, 'stale.sock')
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(path)
+        s.close()                   # the file stays, nobody listens
+        rc, out, err = run_ctl(['ping'], socket_path=path)
+        self.assertEqual(rc, 69, err)
+
+    def test_socket_from_environment(self):
+        path = os.path.join(self.tmp.name, 'env.sock')
+        rc, _, err = run_ctl(['ping'], env={'HYPERAMP_SOCKET': path})
+        self.assertEqual(rc, 69, err)
+        self.assertIn(path, err)
+
+
+class FakeServer:
+    """A Unix socket server that accepts and then answers with canned bytes
+    (or nothing), to test the client's timeout and bad-reply handling."""
+
+    def __init__(self, path, reply=None):
+        self.path = path
+        self.reply = reply
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        self.sock.listen(4)
+        self.conns = []
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        try:
+            c, _ = self.sock.accept()
+        except OSError:
+            return
+        self.conns.append(c)
+        if self.reply is not None:
+            c.recv(65536)
+            c.sendall(self.reply)
+
+    def close(self):
+        self.sock.close()
+        self.thread.join(timeout=5)
+        for c in self.conns:
+            c.close()
+
+
+class BadServerTest(unittest.TestCase):
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory(prefix='hyperamp-cli-')
+        self.addCleanup(self.tmp.cleanup)
+
+    def test_timeout_exit_75(self):
+        srv = FakeServer(os.path.join(self.tmp.name, 'mute.sock'))
+        self.addCleanup(srv.close)
+        rc, out, err = run_ctl(['--timeout', '1', 'ping'], socket_path=srv.path, timeout=20)
+        self.assertEqual(rc, 75, err)
+        self.assertIn('within 1 s', err)
+
+    def test_garbage_reply_exit_1(self):
+        srv = FakeServer(os.path.join(self.tmp.name, 'garbage.sock'),
+                         reply=harness.encode_frame(b'not json at all'))
+        self.addCleanup(srv.close)
+        rc, out, err = run_ctl(['ping'], socket_path=srv.path)
+        self.assertEqual(rc, 1, err)
+        self.assertIn('did not answer with a hyperampd reply', err)
+
+
+    def error_server(self, code):
+        srv = FakeServer(os.path.join(self.tmp.name, code + '.sock'),
+                         reply=harness.encode_frame({'v': 1, 'error': {
+                             'code': code, 'message': 'canned ' + code}}))
+        self.addCleanup(srv.close)
+        return srv
+
+    def test_daemon_error_exit_1(self):
+        srv = self.error_server('E_BUSY')
+        rc, out, err = run_ctl(['ping'], socket_path=srv.path)
+        self.assertEqual(rc, 1, err)
+        self.assertIn('canned E_BUSY (E_BUSY)', err)
+
+    def test_limit_reply_exit_69(self):
+        """Regression: E_LIMIT must map to exit 69 ("daemon unreachable"), but
+        simple_call() in src/ctl/main.c tests rep->error_code after
+        ha_reply_done(rep) has cleared it, so it always exits 1."""
+        srv = self.error_server('E_LIMIT')
+        rc, out, err = run_ctl(['ping'], socket_path=srv.path)
+        self.assertIn('canned E_LIMIT', err)
+        self.assertEqual(rc, 69, err)
+
+
+class ConnectionLimitCliTest(unittest.TestCase):
+
+    def test_limit_reached_exit_69(self):
+        """Intermittent while the E_LIMIT exit-status bug is there (see
+        BadServerTest.test_limit_reply_exit_69): exit 69 when the daemon
+        closed before hyperampctl wrote, 1 when it read the E_LIMIT reply."""
+        with Daemon({'max_connections': 1}) as d, d.client() as holder:
+            holder.ping()                   # the one slot is taken
+            rc, out, err = d.ctl('ping')
+            self.assertEqual(rc, 69, err)
+            self.assertEqual(out, b'')
+            self.assertEqual(holder.stats()['connections']['rejected'], 1)
+
+
+class OversizeCliTest(unittest.TestCase):
+
+    def test_oversize_payload_reports_too_big(self):
+        """A payload over max_payload is refused with E_TOO_BIG, and
+        hyperampctl must say so (exit 1, "the daemon reported an error").
+        Regression, for payloads larger than the socket buffer: the daemon answers
+        E_TOO_BIG after the header and closes, hyperampctl is still writing
+        the payload, gets EPIPE/ECONNRESET and reports "connection to
+        hyperampd lost" with exit 69 as if the daemon were gone
+        (src/ctl/client.c ha_client_call never reads the reply once a
+        write fails)."""
+        with Daemon({'max_payload': 4096}) as d:
+            for size in (4097, 1 << 20):
+                with self.subTest(size=size):
+                    rc, out, err = d.ctl('submit', '-s', 'echo', input=b'x' * size)
+                    self.assertEqual(out, b'')
+                    self.assertIn('E_TOO_BIG', err)
+                    self.assertEqual(rc, 1, err)
+            self.assertEqual(d.stats()['requests']['submitted'], 0)
+
+
+if __name__ == '__main__':
+    unittest.main()

@@ -1,0 +1,586 @@
+# SPDX-License-Identifier: MIT
+"""The control protocol on a raw socket: framing, errors, pipelining,
+misbehaving clients, limits."""
+import json
+import os
+import random
+import socket
+import struct
+import tempfile
+import threading
+import unittest
+
+import harness
+from harness import (Daemon, RawClient, Closed, encode_frame, request, expected_result,
+                     wait_until)
+
+MAX_PAYLOAD = 4096
+
+
+def error_code(rep):
+    return rep.get('error', {}).get('code')
+
+
+class ProtocolTest(unittest.TestCase):
+    """A daemon with a small max_payload, shared by the class."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = Daemon({'max_payload': MAX_PAYLOAD, 'workers': 2})
+        cls.d.__enter__()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.__exit__(None, None, None)
+
+    def client(self):
+        c = self.d.client()
+        self.addCleanup(c.close)
+        return c
+
+    def assert_usable(self, c):
+        """The connection still answers, in order, after an error."""
+        res = c.ping()
+        self.assertIs(res['pong'], True)
+        rep, data = c.submit('encrypt', b'hello')
+        self.assertEqual(rep['result']['status'], 'SUCCESS')
+        self.assertEqual(data, bytes.fromhex('164e2c2f12'))
+
+    # --- errors that keep the connection ---
+
+    def test_malformed_json(self):
+        c = self.client()
+        for bad in (b'{not json', b'{"v":1,"id":1,"method":"ping"', b'\x00\xff\xfe garbage',
+                    b'[1,2,3]', b'"a string"', b'42', b'null'):
+            with self.subTest(json=bad):
+                c.send(bad)
+                rep, data = c.recv_frame()
+                self.assertEqual(rep['v'], 1)
+                self.assertEqual(error_code(rep), 'E_PROTO', rep)
+                self.assertIsInstance(rep['error']['message'], str)
+                self.assertNotIn('id', rep)
+                self.assertNotIn('result', rep)
+                self.assertEqual(data, b'')
+                self.assert_usable(c)
+
+    def test_malformed_json_payload_skipped(self):
+        """A bad request's payload is skipped, not parsed as the next frame."""
+        c = self.client()
+        # The payload looks like a frame header + ping; it must not be run.
+        trap = encode_frame(request('ping', 666))
+        c.send_raw(encode_frame(b'{oops', trap) + encode_frame(request('ping', 7)))
+        rep, _ = c.recv_frame()
+        self.assertEqual(error_code(rep), 'E_PROTO')
+        rep, _ = c.recv_frame()
+        self.assertEqual(rep['id'], 7)
+        self.assertIs(rep['result']['pong'], True)
+
+    def test_bad_fields(self):
+        c = self.client()
+        cases = [
+            ({'id': 1, 'method': 'ping'}, 'E_PROTO'),                       # no v
+            ({'v': '1', 'id': 1, 'method': 'ping'}, 'E_PROTO'),             # v not a number
+            ({'v': 1, 'id': 'one', 'method': 'ping'}, 'E_PROTO'),           # id not a number
+            ({'v': 1, 'id': -1, 'method': 'ping'}, 'E_PROTO'),
+            ({'v': 1, 'id': 1.5, 'method': 'ping'}, 'E_PROTO'),
+            ({'v': 1, 'id': 2 ** 53, 'method': 'ping'}, 'E_PROTO'),
+            ({'v': 1, 'id': 1}, 'E_PROTO'),                                 # no method
+            ({'v': 1, 'id': 1, 'method': 5}, 'E_PROTO'),
+            ({'v': 1, 'id': 1, 'method': 'ping', 'params': [1]}, 'E_INVALID'),
+        ]
+        for obj, code in cases:
+            with self.subTest(req=obj):
+                c.send(obj)
+                rep, _ = c.recv_frame()
+                self.assertEqual(error_code(rep), code, rep)
+        self.assert_usable(c)
+
+    def test_wrong_version(self):
+        c = self.client()
+        for v in (0, 2, 1.5, 100):
+            with self.subTest(v=v):
+                c.send(request('ping', 41, v=v))
+                rep, _ = c.recv_frame()
+                self.assertEqual(error_code(rep), 'E_VERSION', rep)
+                self.assertEqual(rep['id'], 41)
+                self.assertEqual(rep['v'], 1)
+        self.assert_usable(c)
+
+    def test_unknown_method(self):
+        c = self.client()
+        for m in ('frobnicate', '', 'PING', 'submit ', 'stats\u00e9'):
+            with self.subTest(method=m):
+                c.send(request(m, 42))
+                rep, _ = c.recv_frame()
+                self.assertEqual(error_code(rep), 'E_METHOD', rep)
+                self.assertEqual(rep['id'], 42)
+        # with a payload attached, which must be skipped
+        c.send(request('frobnicate', 43), b'\x00' * 100)
+        rep, _ = c.recv_frame()
+        self.assertEqual(error_code(rep), 'E_METHOD')
+        self.assert_usable(c)
+
+    def test_submit_invalid_params(self):
+        c = self.client()
+        for params, payload in (({}, b'x'), (None, b'x'), ({'service': 70000}, b'x'),
+                                ({'service': -1}, b'x'), ({'service': 1.5}, b'x'),
+                                ({'service': True}, b'x'), ({'service': 'nosuch'}, b'x'),
+                                ({'service': 'encrypt'}, b''), ({'service': 1}, b'')):
+            with self.subTest(params=params, payload=payload):
+                c.send(request('submit', 50, params), payload)
+                rep, data = c.recv_frame()
+                self.assertEqual(error_code(rep), 'E_INVALID', rep)
+                self.assertEqual(rep['id'], 50)
+                self.assertEqual(data, b'')
+        self.assert_usable(c)
+
+    def test_submit_unknown_service_id(self):
+        c = self.client()
+        rep, data = c.submit(99, b'hello')
+        self.assertEqual(rep['result']['status'], 'NOT_EXITS')
+        self.assertEqual(rep['result']['code'], 3)
+        self.assertEqual(rep['result']['service'], 99)
+        self.assertEqual(data, b'')
+
+    def test_services_by_name_and_id(self):
+        c = self.client()
+        data = bytes(range(200))
+        for name, sid in harness.SERVICES.items():
+            for svc in (name, sid):
+                with self.subTest(service=svc):
+                    rep, out = c.submit(svc, data)
+                    self.assertEqual(rep['result']['status'], 'SUCCESS')
+                    self.assertEqual(rep['result']['service'], sid)
+                    self.assertEqual(out, expected_result(sid, data))
+
+    def assert_id_round_trips(self, c, rid):
+        for what, frame in (('ping', encode_frame(request('ping', rid))),
+                            ('submit', encode_frame(request('submit', rid, {'service': 'echo'}),
+                                                    b'abc')),
+                            ('error', encode_frame(request('ping', rid, v=2)))):
+            with self.subTest(id=rid, reply=what):
+                c.send_raw(frame)
+                rep, _ = c.recv_frame()
+                self.assertIs(type(rep['id']), int, rep)
+                self.assertEqual(rep['id'], rid)
+
+    def test_service_as_decimal_string(self):
+        c = self.client()
+        for svc, sid in (('1', 1), ('66', 66), ('99', 99)):
+            with self.subTest(service=svc):
+                rep, out = c.submit(svc, b'hello')
+                self.assertEqual(rep['result']['service'], sid, rep)
+                self.assertEqual(rep['result']['status'], 'NOT_EXITS' if sid == 99 else 'SUCCESS')
+        rep, _ = c.submit('70000', b'hello')
+        self.assertEqual(error_code(rep), 'E_INVALID')
+
+    def test_encrypt_every_length_and_tail(self):
+        """Lengths 1..80 cover every tail after whole 16-byte blocks."""
+        c = self.client()
+        rng = random.Random(12)
+        reqs = {n: rng.randbytes(n) for n in range(1, 81)}
+        c.send_raw(b''.join(encode_frame(request('submit', n, {'service': 'encrypt'}), v)
+                            for n, v in reqs.items()))
+        for _ in range(len(reqs)):
+            rep, out = c.recv_frame()
+            n = rep['id']
+            self.assertEqual(out, harness.xor_service(reqs.pop(n)), 'length %d' % n)
+        self.assertEqual(reqs, {})
+
+    def test_payload_on_methods_without_one(self):
+        """ping, stats and services ignore (skip) a payload."""
+        c = self.client()
+        for m in ('ping', 'stats', 'services'):
+            with self.subTest(method=m):
+                c.send(request(m, 5), encode_frame(request('ping', 666)))
+                rep, data = c.recv_frame()
+                self.assertEqual(rep['id'], 5)
+                self.assertIn('result', rep)
+                self.assertEqual(data, b'')
+        self.assert_usable(c)
+
+    def test_ids_round_trip(self):
+        c = self.client()
+        for rid in (0, 1, 2 ** 32 + 1, 10 ** 15 + 1, 2 ** 52 + 1):
+            self.assert_id_round_trips(c, rid)
+
+    def test_large_ids_round_trip(self):
+        """Regression: protocol.h promises ids up to 2^53-1 exactly, but replies
+        built with cJSON (ping, stats, services, every error) print the id
+        with cJSON's number printer, whose "%1.15g" round-trip check has a
+        relative tolerance: 2^53-1 comes back as 9.00719925474099e+15
+        (= 9007199254740990), 5000000000000001 as 5e+15.  Submit replies
+        (formatted with %llu) are right.  src/daemon/control.c reply_new()."""
+        c = self.client()
+        for rid in (5 * 10 ** 15 + 1, 2 ** 53 - 2, 2 ** 53 - 1):
+            self.assert_id_round_trips(c, rid)
+
+    def test_no_id_no_id_in_reply(self):
+        c = self.client()
+        c.send(request('ping'))
+        rep, _ = c.recv_frame()
+        self.assertNotIn('id', rep)
+        self.assertIs(rep['result']['pong'], True)
+        c.send(request('submit', None, {'service': 'echo'}), b'xyz')
+        rep, data = c.recv_frame()
+        self.assertNotIn('id', rep)
+        self.assertEqual(data, b'xyz')
+
+    def test_frame_split_into_single_bytes(self):
+        c = self.client()
+        frame = encode_frame(request('submit', 9, {'service': 'encrypt'}), b'hello')
+        for i in range(len(frame)):
+            c.send_raw(frame[i:i + 1])
+        rep, data = c.recv_frame()
+        self.assertEqual(rep['id'], 9)
+        self.assertEqual(data, bytes.fromhex('164e2c2f12'))
+
+    # --- size limits ---
+
+    def test_payload_exactly_max_payload(self):
+        c = self.client()
+        data = random.Random(3).randbytes(MAX_PAYLOAD)
+        for svc in ('echo', 'encrypt'):
+            with self.subTest(service=svc):
+                rep, out = c.submit(svc, data)
+                self.assertEqual(rep['result']['status'], 'SUCCESS', rep)
+                self.assertEqual(out, expected_result(svc, data))
+        self.assertEqual(c.ping()['max_payload'], MAX_PAYLOAD)
+
+    def assert_refused_and_closed(self, c, code):
+        rep, _ = c.recv_frame()
+        self.assertEqual(error_code(rep), code, rep)
+        self.assertNotIn('id', rep)
+        c.expect_closed()
+
+    def test_oversize_payload(self):
+        c = self.client()
+        frame = encode_frame(request('submit', 1, {'service': 'echo'}), b'x' * (MAX_PAYLOAD + 1))
+        try:
+            c.send_raw(frame)
+        except (BrokenPipeError, ConnectionResetError):
+            pass                    # the daemon may close before reading it all
+        self.assert_refused_and_closed(c, 'E_TOO_BIG')
+
+    def test_oversize_payload_header_only(self):
+        c = self.client()
+        c.send_raw(struct.pack('>II', 30, 0xFFFFFFFF))
+        rep, _ = c.recv_frame()
+        self.assertEqual(error_code(rep), 'E_TOO_BIG')
+        self.assertIn(str(MAX_PAYLOAD), rep['error']['message'])
+        c.expect_closed()
+
+    def test_oversize_json(self):
+        c = self.client()
+        c.send_raw(struct.pack('>II', harness.MAX_JSON + 1, 0))
+        self.assert_refused_and_closed(c, 'E_TOO_BIG')
+
+    def test_json_length_too_small(self):
+        for jlen in (0, 1):
+            with self.subTest(jlen=jlen):
+                c = self.client()
+                c.send_raw(struct.pack('>II', jlen, 0) + b'{' * jlen)
+                self.assert_refused_and_closed(c, 'E_PROTO')
+
+    def test_max_size_json_accepted(self):
+        c = self.client()
+        obj = request('ping', 77)
+        base = json.dumps(obj, separators=(',', ':')).encode()
+        pad = harness.MAX_JSON - len(base) - len(b',"pad":""')
+        j = base[:-1] + b',"pad":"' + b'p' * pad + b'"}'
+        self.assertEqual(len(j), harness.MAX_JSON)
+        c.send(j)
+        rep, _ = c.recv_frame()
+        self.assertEqual(rep['id'], 77)
+        self.assertIs(rep['result']['pong'], True)
+
+    # --- pipelining and concurrency ---
+
+    def test_pipelining(self):
+        c = self.client()
+        rng = random.Random(4)
+        reqs = {}
+        blob = bytearray()
+        services = ['encrypt', 'decrypt', 'echo', 1, 2, 66]
+        for i in range(50):
+            rid = 1000 + i * 7
+            svc = services[i % len(services)]
+            data = rng.randbytes(rng.randint(1, MAX_PAYLOAD))
+            reqs[rid] = (svc, data)
+            blob += encode_frame(request('submit', rid, {'service': svc}), data)
+        c.send_raw(bytes(blob))             # one write
+        seen = set()
+        for _ in range(50):
+            rep, out = c.recv_frame()
+            rid = rep.get('id')
+            self.assertIn(rid, reqs, rep)
+            self.assertNotIn(rid, seen, 'id %s answered twice' % rid)
+            seen.add(rid)
+            svc, data = reqs[rid]
+            self.assertEqual(rep['result']['status'], 'SUCCESS', rep)
+            self.assertEqual(out, expected_result(svc, data), 'wrong bytes for id %d' % rid)
+        self.assertEqual(seen, set(reqs))
+        # nothing more is coming: the next reply is for the next request
+        self.assertEqual(c.call('ping')[0]['result']['pong'], True)
+
+    def test_bad_client_does_not_disturb_good_client(self):
+        errors = []
+        answered = []
+        stop = threading.Event()
+
+        def bad_clients():
+            rng = random.Random(5)
+            garbage = [
+                struct.pack('>II', 0, 0),
+                struct.pack('>II', 0xFFFFFFFF, 0xFFFFFFFF),
+                struct.pack('>II', 10, MAX_PAYLOAD + 1),
+                encode_frame(b'{broken json', b'payload'),
+                encode_frame(request('nosuchmethod', 1)),
+                encode_frame(request('ping', 1, v=9)),
+                struct.pack('>II', 100, 100) + b'{"v":1',          # half a frame, then gone
+                encode_frame(request('submit', 1, {'service': 'encrypt'}), b'x' * 1000)[:500],
+            ]
+            n = 0
+            while n < 300 and not stop.is_set():
+                try:
+                    with RawClient(self.d.socket_path) as b:
+                        k = n % len(garbage)
+                        b.send_raw(garbage[k] + rng.randbytes(rng.randint(0, 64)))
+                        if k < 6 and n % 3 == 0:    # these get an error reply
+                            try:
+                                b.recv_frame()
+                                answered.append(k)
+                            except (Closed, OSError, ValueError):
+                                pass
+                except OSError:
+                    pass
+                n += 1
+
+        def good_client():
+            try:
+                rng = random.Random(6)
+                with RawClient(self.d.socket_path) as g:
+                    rid = 0
+                    for _ in range(40):
+                        batch = {}
+                        blob = bytearray()
+                        for _ in range(10):
+                            rid += 1
+                            data = rng.randbytes(rng.randint(1, 2048))
+                            batch[rid] = data
+                            blob += encode_frame(request('submit', rid, {'service': 'encrypt'}),
+                                                 data)
+                        g.send_raw(bytes(blob))
+                        for _ in range(10):
+                            rep, out = g.recv_frame()
+                            data = batch.pop(rep.get('id'))
+                            if rep.get('result', {}).get('status') != 'SUCCESS':
+                                errors.append('bad reply %r' % rep)
+                            elif out != harness.xor_service(data):
+                                errors.append('wrong bytes for id %d' % rep['id'])
+            except Exception as e:      # noqa: BLE001 - report everything
+                errors.append('good client failed: %r' % e)
+
+        before = self.d.stats()['connections']['protocol_errors']
+        bad = threading.Thread(target=bad_clients)
+        good = threading.Thread(target=good_client)
+        bad.start()
+        good.start()
+        good.join(timeout=harness.scaled(30))
+        bad.join(timeout=harness.scaled(30))
+        stop.set()
+        self.assertFalse(good.is_alive() or bad.is_alive(), 'clients hung')
+        self.assertEqual(errors, [])
+        self.assertTrue(answered, 'no bad client got an error reply')
+        s = self.d.wait_idle()
+        self.assertGreater(s['connections']['protocol_errors'], before)
+        self.assertEqual(s['requests']['tampered'], 0)
+
+    def test_disconnect_with_requests_in_flight(self):
+        rng = random.Random(7)
+        for round in range(10):
+            c = RawClient(self.d.socket_path)
+            blob = b''.join(encode_frame(request('submit', i, {'service': 'encrypt'}),
+                                         rng.randbytes(MAX_PAYLOAD)) for i in range(40))
+            c.send_raw(blob)
+            if round % 2:
+                c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+            c.close()                           # without reading a single reply
+        s = self.d.wait_idle()
+        self.assertEqual(s['queue']['in_flight'], 0)
+        self.assertEqual(s['queue']['depth'], 0)
+        self.assertEqual(s['queue']['free'], s['queue']['capacity'])
+        self.assertEqual(s['pool']['buffers_in_use'], 0)
+        self.assertEqual(s['pool']['bytes_in_use'], 0)
+        self.assertEqual(s['requests']['submitted'], s['requests']['completed'])
+        c = self.client()
+        self.assert_usable(c)
+        # Connections are really gone: only ours (and maybe a stats one).
+        wait_until(lambda: c.stats()['connections']['current'] == 1, 10,
+                   'closed connections to be dropped')
+
+
+class QueueFullTest(unittest.TestCase):
+
+    def assert_each_id_once(self, c, reqs):
+        seen, ok, busy = set(), 0, 0
+        for _ in range(len(reqs)):
+            rep, out = c.recv_frame()
+            rid = rep.get('id')
+            self.assertIn(rid, reqs)
+            self.assertNotIn(rid, seen)
+            seen.add(rid)
+            if 'error' in rep:
+                self.assertEqual(error_code(rep), 'E_BUSY', rep)
+                self.assertEqual(out, b'')
+                busy += 1
+            else:
+                self.assertEqual(rep['result']['status'], 'SUCCESS')
+                self.assertEqual(out, harness.xor_service(reqs[rid]))
+                ok += 1
+        return ok, busy
+
+    def test_pipelining_beyond_queue_capacity(self):
+        with Daemon({'queue_entries': 8, 'workers': 1}) as d, d.client() as c:
+            rng = random.Random(8)
+            reqs = {i: rng.randbytes(256) for i in range(200)}
+            c.send_raw(b''.join(encode_frame(request('submit', i, {'service': 'encrypt'}), v)
+                                for i, v in reqs.items()))
+            ok, busy = self.assert_each_id_once(c, reqs)
+            self.assertGreater(ok, 0)
+            s = d.wait_idle()
+            self.assertEqual(s['queue']['capacity'], 8)
+            self.assertEqual(s['requests']['submitted'], ok)
+            self.assertEqual(s['requests']['completed'], ok)
+            self.assertEqual(s['requests']['rejected'], busy)
+            self.assertEqual(s['requests']['busy'], busy)
+            self.assertEqual(s['queue']['free'], 8)
+
+    def test_max_inflight_per_conn(self):
+        with Daemon({'max_inflight_per_conn': 2, 'workers': 1}) as d, d.client() as c:
+            rng = random.Random(9)
+            reqs = {i: rng.randbytes(64) for i in range(100)}
+            c.send_raw(b''.join(encode_frame(request('submit', i, {'service': 'encrypt'}), v)
+                                for i, v in reqs.items()))
+            ok, busy = self.assert_each_id_once(c, reqs)
+            self.assertGreaterEqual(ok, 2)
+            s = d.wait_idle()
+            self.assertEqual(s['requests']['submitted'], ok)
+            self.assertEqual(s['requests']['rejected'], busy)
+
+
+class BackpressureTest(unittest.TestCase):
+
+    def test_slow_reader(self):
+        """A client that reads its replies late: the daemon stops reading it
+        when its output backs up (4 MiB) and resumes once it is drained."""
+        size, n = 65536, 120                                    # 7.5 MiB of replies
+        with Daemon({'pool_size': 16 << 20, 'workers': 2}) as d, d.client(timeout=30) as c:
+            rng = random.Random(10)
+            reqs = {i: rng.randbytes(size) for i in range(n)}
+            sent = threading.Event()
+            failure = []
+
+            def writer():
+                try:
+                    for i, v in reqs.items():
+                        c.send(request('submit', i, {'service': 'echo'}), v)
+                    sent.set()
+                except OSError as e:
+                    failure.append(e)
+
+            t = threading.Thread(target=writer)
+            t.start()
+            # Read nothing until the daemon has a backlog of replies for us
+            # (or, if it buffers everything, until all were sent).
+            wait_until(lambda: sent.is_set() or failure or
+                       d.stats()['requests']['completed'] >= 56, 30, 'a reply backlog')
+            seen = set()
+            for _ in range(n):
+                rep, out = c.recv_frame()
+                rid = rep['id']
+                self.assertNotIn(rid, seen)
+                seen.add(rid)
+                self.assertEqual(rep['result']['status'], 'SUCCESS', rep)
+                self.assertEqual(out, reqs[rid])
+            t.join(timeout=harness.scaled(30))
+            self.assertFalse(t.is_alive())
+            self.assertEqual(failure, [])
+            self.assertEqual(len(seen), n)
+            s = d.wait_idle()
+            self.assertEqual(s['requests']['submitted'], n)
+
+
+class ConnectionLimitTest(unittest.TestCase):
+
+    def test_connection_limit(self):
+        with Daemon({'max_connections': 4}) as d:
+            clients = [d.client() for _ in range(4)]
+            try:
+                for c in clients:
+                    self.assertIs(c.ping()['pong'], True)      # accepted and served
+                with d.client() as fifth:
+                    rep, _ = fifth.recv_frame()                 # unsolicited refusal
+                    self.assertEqual(error_code(rep), 'E_LIMIT', rep)
+                    self.assertIn('4', rep['error']['message'])
+                    fifth.expect_closed()
+                s = clients[0].stats()
+                self.assertEqual(s['connections']['current'], 4)
+                self.assertEqual(s['connections']['rejected'], 1)
+                self.assertEqual(s['connections']['max'], 4)
+                # the first four are unaffected
+                for c in clients:
+                    rep, out = c.submit('echo', b'still here')
+                    self.assertEqual(out, b'still here')
+                # a slot comes free when one leaves
+                clients.pop().close()
+
+                def reconnect():
+                    c = d.client()
+                    try:
+                        rep, _ = c.call('ping')
+                    except Closed:
+                        c.close()
+                        return None
+                    if 'error' in rep:
+                        self.assertEqual(error_code(rep), 'E_LIMIT')
+                        c.close()
+                        return None
+                    return c
+                clients.append(wait_until(reconnect, 10, 'a free connection slot'))
+                self.assertEqual(clients[0].stats()['connections']['current'], 4)
+            finally:
+                for c in clients:
+                    c.close()
+
+
+class AllocatorLimitTest(unittest.TestCase):
+
+    def test_max_payload_on_non_power_of_two_pool(self):
+        """Regression: with a pool that is not a power of two (here 3 pages), the
+        buddy allocator's largest block is smaller than the pool, so a
+        payload of max_payload bytes can never be allocated: the daemon
+        answers E_BUSY ("try again") forever.  Either the config must be
+        refused or a max_payload request must work."""
+        cfg = {'pool_size': 12288, 'max_payload': 12288}
+        rc, _, err = harness.run_daemon_cmd(['--check-config', '--config',
+                                             self._write(cfg)])
+        if rc != 0:
+            self.assertIn('max_payload', err)
+            return
+        with Daemon(cfg) as d, d.client() as c:
+            data = random.Random(11).randbytes(12288)
+            rep, out = c.submit('echo', data)
+            self.assertNotIn('error', rep, 'a max_payload request on an idle daemon failed')
+            self.assertEqual(out, data)
+
+    def _write(self, cfg):
+        fd, path = tempfile.mkstemp(prefix='hyperamp-cfg-', suffix='.json')
+        with os.fdopen(fd, 'w') as f:
+            json.dump(dict(cfg, shm_name=harness.unique_shm_name()), f)
+        self.addCleanup(os.unlink, path)
+        return path
+
+
+if __name__ == '__main__':
+    unittest.main()
