@@ -175,11 +175,12 @@ void ha_queue_enqueue(HaQueue *hq, uint16_t idx)
         ha_st16(&e->nxt_idx, hq->n);
         /* Append through our private tail; the shared list stays a valid
          * original-format list that a peer can walk from wait_h. */
+        /* Release: a peer that follows the link sees the filled-in Msg. */
         if (hq->wait_tail < hq->n && hq->state[hq->wait_tail] == HA_ENTRY_WAITING &&
             ha_ld16(&hq->q->wait_h) != hq->n)
-                ha_st16(&hq->q->entries[hq->wait_tail].nxt_idx, idx);
+                __atomic_store_n(&hq->q->entries[hq->wait_tail].nxt_idx, idx, __ATOMIC_RELEASE);
         else
-                ha_st16(&hq->q->wait_h, idx);
+                __atomic_store_n(&hq->q->wait_h, idx, __ATOMIC_RELEASE);
         hq->wait_tail = idx;
         hq->state[idx] = HA_ENTRY_WAITING;
         hq->nwaiting++;

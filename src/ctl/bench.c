@@ -27,6 +27,7 @@ typedef struct BConn {
 typedef struct Bench {
         uint16_t service;
         unsigned long conc, total, size, nconns;
+        bool overload;          /* --overload: past the queue on purpose */
         unsigned long variants; /* distinct payloads; request i uses i % variants */
         uint8_t *payload;       /* variants * size bytes */
         uint8_t *expect;        /* each payload run through the reference service */
@@ -69,8 +70,16 @@ static int queue_request(Bench *b, BConn *bc, unsigned long id)
         int n = snprintf(json, sizeof(json),
                          "{\"v\":%d,\"id\":%lu,\"method\":\"submit\",\"params\":{\"service\":%u}}",
                          HA_PROTO_VERSION, id, b->service);
-        size_t need = bc->out_len + sizeof(hdr) + (size_t)n + b->size;
+        size_t need;
 
+        if (bc->out_off > 0) {
+                /* Drop what was already sent, so the buffer stays as small
+                 * as what is pending. */
+                memmove(bc->out, bc->out + bc->out_off, bc->out_len - bc->out_off);
+                bc->out_len -= bc->out_off;
+                bc->out_off = 0;
+        }
+        need = bc->out_len + sizeof(hdr) + (size_t)n + b->size;
         if (buf_reserve(&bc->out, &bc->out_cap, need) < 0)
                 return -ENOMEM;
         ha_frame_hdr_write(hdr, (uint32_t)n, (uint32_t)b->size);
@@ -97,12 +106,21 @@ static int handle_reply(Bench *b, const char *json, uint32_t jlen, const uint8_t
         const cJSON *st;
         unsigned long id;
 
-        if (ha_reply_parse(json, jlen, &rep) < 0 || !rep.has_id || rep.id >= b->total ||
-            b->answered[rep.id]) {
-                if (rep.root)
-                        ha_reply_done(&rep);
+        if (ha_reply_parse(json, jlen, &rep) < 0) {
+                snprintf(b->first_error, sizeof(b->first_error), "a reply that is not hyperampd's");
+                return -EBADMSG;
+        }
+        if (!rep.has_id && rep.error_code) {
+                /* A refusal of the connection or the stream, not of one request. */
+                snprintf(b->first_error, sizeof(b->first_error), "the daemon refused: %s (%s)",
+                         rep.error_message, rep.error_code);
+                ha_reply_done(&rep);
+                return -EBADMSG;
+        }
+        if (!rep.has_id || rep.id >= b->sent || b->answered[rep.id]) {
                 snprintf(b->first_error, sizeof(b->first_error),
-                         "reply with a missing, unknown or repeated id");
+                         "reply with a missing, unsent or repeated id");
+                ha_reply_done(&rep);
                 return -EBADMSG;
         }
         id = (unsigned long)rep.id;
@@ -113,8 +131,12 @@ static int handle_reply(Bench *b, const char *json, uint32_t jlen, const uint8_t
                         b->busy++;
                 fail(b, id, "error ", rep.error_code);
         } else {
+                const cJSON *svc = cJSON_GetObjectItemCaseSensitive(rep.result, "service");
+
                 st = cJSON_GetObjectItemCaseSensitive(rep.result, "status");
-                if (!cJSON_IsString(st) || strcmp(st->valuestring, "SUCCESS") != 0)
+                if (!cJSON_IsNumber(svc) || svc->valuedouble != b->service)
+                        fail(b, id, "answered by another service", "");
+                else if (!cJSON_IsString(st) || strcmp(st->valuestring, "SUCCESS") != 0)
                         fail(b, id, "status ",
                              cJSON_IsString(st) ? st->valuestring : "missing");
                 else if (dlen != b->size || memcmp(data, b->expect + (id % b->variants) * b->size, b->size) != 0)
@@ -214,8 +236,10 @@ static int run(Bench *b, Ctx *ctx, BConn *conns, double *ret_secs)
                         if (pfd[i].revents & POLLOUT) {
                                 ssize_t n = send(bc->cl.fd, bc->out + bc->out_off,
                                                  bc->out_len - bc->out_off, MSG_NOSIGNAL);
-                                if (n < 0 && errno != EAGAIN && errno != EINTR)
-                                        return -ECONNRESET;
+                                if (n < 0 && errno != EAGAIN && errno != EINTR) {
+                                        pfd[i].revents |= POLLIN;  /* read its last words */
+                                        bc->out_off = bc->out_len = 0;
+                                }
                                 if (n > 0)
                                         bc->out_off += (size_t)n;
                                 if (bc->out_off == bc->out_len)
@@ -247,6 +271,47 @@ static int run(Bench *b, Ctx *ctx, BConn *conns, double *ret_secs)
         return 0;
 }
 
+/* Check the run against the daemon's limits before sending anything. */
+static int preflight(Bench *b, Ctx *ctx, HaClient *cl)
+{
+        _cleanup_free_ uint8_t *data = NULL;
+        double max_payload, capacity, per_conn;
+        size_t dlen;
+        HaReply rep;
+        int r;
+
+        r = ha_client_call(cl, "ping", NULL, NULL, 0, &rep, &data, &dlen);
+        if (r < 0)
+                return ctl_call_error(ctx, r);
+        if (rep.error_code) {
+                fprintf(stderr, "hyperampctl: ping failed: %s (%s)\n", rep.error_message,
+                        rep.error_code);
+                ha_reply_done(&rep);
+                return EXIT_FAILED;
+        }
+        max_payload = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(rep.result, "max_payload"));
+        capacity = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(rep.result, "queue_capacity"));
+        per_conn = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(rep.result, "max_inflight_per_conn"));
+        ha_reply_done(&rep);
+        if ((double)b->size > max_payload) {
+                fprintf(stderr, "hyperampctl: --size %lu is over the daemon's max_payload (%.0f)\n",
+                        b->size, max_payload);
+                return EXIT_USAGE;
+        }
+        if ((double)b->conc > capacity && !b->overload) {
+                fprintf(stderr, "hyperampctl: -c %lu is over the daemon's queue capacity (%.0f): "
+                        "requests past it would be refused with E_BUSY (--overload to do that on purpose)\n", b->conc, capacity);
+                return EXIT_USAGE;
+        }
+        if ((double)((b->conc + b->nconns - 1) / b->nconns) > per_conn && !b->overload) {
+                fprintf(stderr, "hyperampctl: %lu in flight per connection is over the daemon's "
+                        "max_inflight_per_conn (%.0f): use more --connections\n",
+                        (b->conc + b->nconns - 1) / b->nconns, per_conn);
+                return EXIT_USAGE;
+        }
+        return 0;
+}
+
 int cmd_bench(Ctx *ctx, int argc, char **argv)
 {
         static const struct option own[] = {
@@ -255,6 +320,7 @@ int cmd_bench(Ctx *ctx, int argc, char **argv)
                 { "requests", required_argument, NULL, 'n' },
                 { "size", required_argument, NULL, OPT_SIZE },
                 { "connections", required_argument, NULL, OPT_CONNECTIONS },
+                { "overload", no_argument, NULL, OPT_OVERLOAD },
         };
         const struct option *opts = ctl_options(own, ELEMENTSOF(own));
         Bench b = { .service = 66, .conc = 64, .total = 10000, .size = 64, .nconns = 1 };
@@ -271,6 +337,9 @@ int cmd_bench(Ctx *ctx, int argc, char **argv)
                 switch (c) {
                 case 's':
                         service = optarg;
+                        continue;
+                case OPT_OVERLOAD:
+                        b.overload = true;
                         continue;
                 case 'c':
                         dst = &b.conc, max = 65535, what = "-c: not a concurrency from 1 to 65535";
@@ -335,6 +404,11 @@ int cmd_bench(Ctx *ctx, int argc, char **argv)
                 }
         }
 
+        r = preflight(&b, ctx, &conns[0].cl);
+        if (r) {
+                ret = r;
+                goto out;
+        }
         r = run(&b, ctx, conns, &secs);
         if (r < 0) {
                 ret = ctl_call_error(ctx, r);

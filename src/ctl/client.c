@@ -1,6 +1,5 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
-#include <fcntl.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +40,7 @@ int ha_client_connect(HaClient *c, const char *path, int timeout_ms)
 {
         _cleanup_close_ int fd = -1;
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        int64_t deadline;
 
         c->fd = -1;
         c->timeout_ms = timeout_ms;
@@ -48,15 +48,21 @@ int ha_client_connect(HaClient *c, const char *path, int timeout_ms)
         if (strlen(path) >= sizeof(sa.sun_path))
                 return -ENAMETOOLONG;
         strcpy(sa.sun_path, path);
-        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (fd < 0)
                 return -errno;
-        /* A Unix-socket connect never blocks on the network; it either
-         * completes or fails at once (EAGAIN when the backlog is full). */
-        if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-                return -errno;
-        if (fcntl(fd, F_SETFL, O_NONBLOCK) < 0)
-                return -errno;
+        /* A full backlog (a hung daemon, or one out of descriptors) makes a
+         * non-blocking connect fail with EAGAIN: retry with a bounded
+         * back-off until the deadline rather than block without one. */
+        deadline = ha_mono_ms() + timeout_ms;
+        for (int delay_ms = 1; connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0;) {
+                if (errno != EAGAIN && errno != EINTR)
+                        return -errno;
+                if (ha_mono_ms() + delay_ms > deadline)
+                        return -ETIMEDOUT;
+                (void)poll(NULL, 0, delay_ms);
+                delay_ms = delay_ms < 64 ? delay_ms * 2 : 64;
+        }
         c->fd = TAKE_FD(fd);
         return 0;
 }

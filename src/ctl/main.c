@@ -35,9 +35,11 @@ static const CtlCommand commands[] = {
         { "stats", "", "Show the daemon's counters, queue and latency per service", cmd_stats },
         { "services", "", "List the services the daemon offers", cmd_services },
         { "ping", "", "Check that the daemon answers, and how fast", cmd_ping },
-        { "bench", "[-s SERVICE] [-c CONCURRENCY] [-n REQUESTS] [--size BYTES] [--connections K]",
-          "Keep CONCURRENCY requests in flight, verify every response,\n"
-          "            report req/s and latency percentiles", cmd_bench },
+        { "bench", "[-s SERVICE] [-c CONCURRENCY] [-n REQUESTS] [--size BYTES] [--connections K] [--overload]",
+          "Keep CONCURRENCY requests in flight over K connections, verify every\n"
+          "            response, report req/s and latency percentiles (defaults: echo,\n"
+          "            -c 64, -n 10000, 64 bytes, 1 connection); --overload allows more\n"
+          "            in flight than the queue holds, counting E_BUSY replies", cmd_bench },
 };
 
 static void usage(FILE *f)
@@ -167,6 +169,12 @@ int ctl_connect(Ctx *ctx, HaClient *c)
         r = ha_client_connect(c, ctx->socket_path, ctx->timeout_ms);
         if (r == 0)
                 return 0;
+        if (r == -ETIMEDOUT) {
+                fprintf(stderr, "hyperampctl: %s accepts no connection within %d s "
+                                "(daemon hung or overloaded?)\n", ctx->socket_path,
+                        ctx->timeout_ms / 1000);
+                return EXIT_TIMEOUT;
+        }
         if (r == -ENOENT || r == -ECONNREFUSED)
                 fprintf(stderr, "hyperampctl: cannot reach hyperampd at %s: %s\n"
                                 "Is it running? (start it with 'hyperampd', or pass --socket)\n",
@@ -189,8 +197,12 @@ int ctl_call_error(const Ctx *ctx, int r)
                         ctx->socket_path);
                 return EXIT_FAILED;
         }
-        fprintf(stderr, "hyperampctl: connection to hyperampd lost: %s\n", strerror(-r));
-        return EXIT_UNAVAILABLE;
+        if (r == -ECONNRESET || r == -EPIPE) {
+                fprintf(stderr, "hyperampctl: connection to hyperampd lost\n");
+                return EXIT_UNAVAILABLE;
+        }
+        fprintf(stderr, "hyperampctl: %s\n", strerror(-r));
+        return EXIT_FAILED;
 }
 
 /* Parse a command line that takes only the global options; returns

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,7 +29,8 @@ void ha_config_defaults(HaConfig *c)
         c->pool_size = 4u << 20;        /* 4 MiB, as the original buf region */
         c->max_payload = 1u << 20;
         c->max_connections = 256;
-        c->max_inflight_per_conn = 256;
+        c->max_inflight_per_conn = 128;  /* below the queue: no one client takes it all */
+        c->client_timeout_ms = 60000;
         c->log_level = LOG_INFO;
 }
 
@@ -59,6 +61,7 @@ static const struct config_key {
         { "max_payload", K_U64, offsetof(HaConfig, max_payload), 1, 1u << 30 },
         { "max_connections", K_UINT, offsetof(HaConfig, max_connections), 1, 65536 },
         { "max_inflight_per_conn", K_UINT, offsetof(HaConfig, max_inflight_per_conn), 1, 65535 },
+        { "client_timeout_ms", K_UINT, offsetof(HaConfig, client_timeout_ms), 10, 86400000 },
         { "log_level", K_LOGLEVEL, offsetof(HaConfig, log_level), 0, 0 },
 };
 
@@ -89,7 +92,8 @@ static int set_key(HaConfig *c, const struct config_key *k, const cJSON *v,
                 if (!cJSON_IsNumber(v))
                         goto type;
                 d = v->valuedouble;
-                if (d != (double)(uint64_t)d || d < (double)k->min || d > (double)k->max) {
+                /* Range first: casting an out-of-range double is undefined. */
+                if (!(d >= (double)k->min && d <= (double)k->max) || d != floor(d)) {
                         snprintf(err, errlen, "\"%s\": must be an integer from %llu to %llu",
                                  k->name, (unsigned long long)k->min, (unsigned long long)k->max);
                         return -ERANGE;
@@ -275,6 +279,7 @@ char *ha_config_to_json(const HaConfig *c, const char *socket_path)
         cJSON_AddNumberToObject(o, "max_payload", (double)c->max_payload);
         cJSON_AddNumberToObject(o, "max_connections", c->max_connections);
         cJSON_AddNumberToObject(o, "max_inflight_per_conn", c->max_inflight_per_conn);
+        cJSON_AddNumberToObject(o, "client_timeout_ms", c->client_timeout_ms);
         cJSON_AddStringToObject(o, "log_level", ha_log_level_name(c->log_level));
         s = cJSON_Print(o);
         cJSON_Delete(o);

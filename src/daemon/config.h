@@ -18,6 +18,7 @@ typedef struct HaConfig {
         uint64_t max_payload;           /* largest request payload */
         unsigned max_connections;
         unsigned max_inflight_per_conn;
+        unsigned client_timeout_ms;     /* idle or stalled mid-frame */
         int log_level;
 } HaConfig;
 

@@ -37,6 +37,7 @@ struct Conn {
         bool closing;           /* close once the output is written */
         bool paused;            /* reading stopped: output backlog or shutdown */
         bool in_read;           /* conn_read_cb is on the stack: do not free */
+        bool eof;               /* the client half-closed: answer, then close */
         uint32_t jlen, dlen;
         pid_t pid;
         uid_t uid;
@@ -59,7 +60,7 @@ struct HaControl {
         HaRatelimit rl;
         struct {
                 uint64_t accepted, rejected_conns, protocol_errors, rejected_requests,
-                        orphaned_replies;
+                        orphaned_replies, timeouts;
         } st;
 };
 
@@ -111,6 +112,13 @@ static void conn_close_after_flush(Conn *c)
         bufferevent_disable(c->bev, EV_READ);
         if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
                 conn_close(c);
+}
+
+/* A half-closed client is done once every request it sent is answered. */
+static void conn_check_eof(Conn *c)
+{
+        if (c->bev && c->eof && !c->paused && c->pending == 0)
+                conn_close_after_flush(c);
 }
 
 static void send_frame(Conn *c, const char *json, size_t jlen, const void *data, size_t dlen)
@@ -243,6 +251,8 @@ static void m_ping(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer *
         cJSON_AddNumberToObject(r, "protocol", HA_PROTO_VERSION);
         cJSON_AddNumberToObject(r, "pid", getpid());
         cJSON_AddNumberToObject(r, "max_payload", (double)c->ctl->cfg.max_payload);
+        cJSON_AddNumberToObject(r, "queue_capacity", c->ctl->cfg.queue_entries);
+        cJSON_AddNumberToObject(r, "max_inflight_per_conn", c->ctl->cfg.max_inflight_per_conn);
         send_result(c, id, r);
 }
 
@@ -284,6 +294,7 @@ static void m_stats(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer 
         cJSON_AddNumberToObject(conns, "rejected", (double)ctl->st.rejected_conns);
         cJSON_AddNumberToObject(conns, "max", ctl->cfg.max_connections);
         cJSON_AddNumberToObject(conns, "protocol_errors", (double)ctl->st.protocol_errors);
+        cJSON_AddNumberToObject(conns, "timeouts", (double)ctl->st.timeouts);
         send_result(c, id, r);
 }
 
@@ -322,6 +333,11 @@ static void handle_frame(Conn *c, struct evbuffer *in)
                 goto out;
         }
         id = req.has_id ? req.id : NO_ID;
+        if (ctl->quiesced) {
+                ctl->st.rejected_requests++;
+                send_error(c, id, HA_E_SHUTDOWN, "the daemon is shutting down");
+                goto out;
+        }
         for (size_t i = 0; i < ELEMENTSOF(methods); i++)
                 if (strcmp(methods[i].name, req.method) == 0)
                         m = &methods[i];
@@ -382,8 +398,11 @@ static void conn_read_cb(struct bufferevent *bev, void *userdata)
                 bufferevent_disable(c->bev, EV_READ);
         }
         c->in_read = false;
-        if (!c->bev && c->pending == 0)
+        if (!c->bev && c->pending == 0) {
                 conn_free(c);   /* closed during the callback */
+                return;
+        }
+        conn_check_eof(c);
 }
 
 static void conn_write_cb(struct bufferevent *bev, void *userdata)
@@ -398,20 +417,42 @@ static void conn_write_cb(struct bufferevent *bev, void *userdata)
         }
         if (c->paused && !c->ctl->quiesced) {
                 c->paused = false;
-                bufferevent_enable(c->bev, EV_READ);
-                conn_read_cb(c->bev, c);
+                if (!c->eof)
+                        bufferevent_enable(c->bev, EV_READ);
+                conn_read_cb(c->bev, c);        /* frames that waited for room */
         }
 }
 
 static void conn_event_cb(struct bufferevent *bev, short what, void *userdata)
 {
         Conn *c = userdata;
-        (void)bev;
+        HaControl *ctl = c->ctl;
+        struct evbuffer *in = bufferevent_get_input(bev);
 
-        if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+        if (what & BEV_EVENT_ERROR) {
                 if (c->pending)
                         log_debug("Client pid %d went away with %u requests in flight",
                                   (int)c->pid, c->pending);
+                conn_close(c);
+                return;
+        }
+        if (what & BEV_EVENT_EOF) {
+                /* A half-close ("send everything, then read until EOF"):
+                 * what was sent is still answered. */
+                c->eof = true;
+                conn_check_eof(c);
+                return;
+        }
+        if (what & BEV_EVENT_TIMEOUT) {
+                if (c->pending > 0 && !c->have_hdr && evbuffer_get_length(in) == 0) {
+                        /* Quiet because it waits for replies: fine. */
+                        bufferevent_enable(bev, EV_READ);
+                        return;
+                }
+                ctl->st.timeouts++;
+                log_debug("Client pid %d %s for %u ms, closing", (int)c->pid,
+                          c->have_hdr || evbuffer_get_length(in) ? "stalled mid-frame" : "idle",
+                          ctl->cfg.client_timeout_ms);
                 conn_close(c);
         }
 }
@@ -446,6 +487,8 @@ void ha_control_complete(void *owner, uint64_t req_id, uint16_t service, enum ha
                              HA_PROTO_VERSION, service, ha_result_name(r), (int)r,
                              (double)latency_ns / 1000.0);
         send_frame(c, json, (size_t)n, data, r == HA_RESULT_SUCCESS ? len : 0);
+        if (c->bev)
+                conn_check_eof(c);
 }
 
 /* ===== listening ===== */
@@ -498,6 +541,13 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         c->pid = cred.pid;
         c->uid = cred.uid;
         bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+        {
+                /* Bounds how long a stalled half frame or an idle client
+                 * holds a connection slot and its buffers. */
+                struct timeval tv = { ctl->cfg.client_timeout_ms / 1000,
+                                      (ctl->cfg.client_timeout_ms % 1000) * 1000 };
+                bufferevent_set_timeouts(c->bev, &tv, NULL);
+        }
         bufferevent_enable(c->bev, EV_READ | EV_WRITE);
         LIST_INSERT_HEAD(&ctl->conns, c, link);
         ctl->nconns++;
@@ -621,7 +671,7 @@ int ha_control_new(struct event_base *base, HaEngine *engine, const HaConfig *cf
 
 void ha_control_quiesce(HaControl *ctl)
 {
-        Conn *c;
+        Conn *c, *next;
 
         if (ctl->quiesced)
                 return;
@@ -634,9 +684,13 @@ void ha_control_quiesce(HaControl *ctl)
                 (void)unlink(ctl->path);
                 ctl->path[0] = '\0';
         }
-        LIST_FOREACH(c, &ctl->conns, link) {
-                c->paused = true;
+        for (c = LIST_FIRST(&ctl->conns); c; c = next) {
+                next = LIST_NEXT(c, link);
                 bufferevent_disable(c->bev, EV_READ);
+                /* Frames already received get E_SHUTDOWN, not silence. */
+                conn_read_cb(c->bev, c);
+                if (c->bev)
+                        c->paused = true;
         }
 }
 

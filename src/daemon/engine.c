@@ -201,6 +201,9 @@ int ha_engine_new(struct event_base *base, const HaConfig *cfg, ha_complete_fn c
                 log_error("Shared memory '%s' is in use by another hyperampd", cfg->shm_name);
         else if (r == -EPERM)
                 log_error("Shared memory '%s' belongs to another user", cfg->shm_name);
+        else if (r == -ENOSPC)
+                log_error("No room for shared memory '%s' (%zu bytes): lower pool_size or "
+                          "enlarge /dev/shm", cfg->shm_name, (size_t)cfg->pool_size);
         else if (r < 0)
                 log_error_errno(r, "Failed to set up shared memory '%s': %m", cfg->shm_name);
         if (r < 0)
@@ -248,7 +251,12 @@ HaEngine *ha_engine_free(HaEngine *e)
 {
         if (!e)
                 return NULL;
-        /* Join the workers first: nothing may touch the pool after this. */
+        /* The completion event watches the pool's eventfd: drop it first.
+         * Then join the workers: nothing may touch the pool after this. */
+        if (e->collect_ev)
+                event_free(e->collect_ev);
+        if (e->complete_ev)
+                event_free(e->complete_ev);
         e->pool = ha_pool_free(e->pool);
         if (e->ctx && e->alloc && e->queue.q) {
                 unsigned released = 0;
@@ -260,10 +268,6 @@ HaEngine *ha_engine_free(HaEngine *e)
                 if (released)
                         log_warning("Dropped %u requests still queued at shutdown", released);
         }
-        if (e->collect_ev)
-                event_free(e->collect_ev);
-        if (e->complete_ev)
-                event_free(e->complete_ev);
         if (e->queue.q)
                 __atomic_store_n(&e->queue.q->working_mark, HA_MARK_DESTROYED, __ATOMIC_RELEASE);
         ha_queue_fini(&e->queue);

@@ -154,7 +154,6 @@ static int run(const HaConfig *cfg, const char *socket_path)
         r = ha_engine_new(d.base, cfg, ha_control_complete, &d.engine);
         if (r < 0)
                 goto out;
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
 
         r = ha_control_new(d.base, d.engine, cfg, socket_path, &d.control);
         if (r < 0)
@@ -170,6 +169,8 @@ static int run(const HaConfig *cfg, const char *socket_path)
                 r = log_error_errno(-ENOMEM, "Failed to set up signal handling: %m");
                 goto out;
         }
+        /* Only now: a signal before this point waits, blocked, for the loop. */
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
 
         (void)sd_notifyf(0, "READY=1\nSTATUS=Serving on %s, %u queue entries",
                          socket_path, cfg->queue_entries);

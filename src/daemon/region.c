@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
@@ -17,65 +18,88 @@ static size_t round_up(size_t v, size_t to)
         return (v + to - 1) / to * to;
 }
 
-int ha_region_open(HaRegion *r, const char *name, unsigned mode, unsigned entries,
+int ha_region_open(HaRegion *reg, const char *name, unsigned mode, unsigned entries,
                    uint64_t pool_size, bool persist)
 {
         _cleanup_close_ int fd = -1;
         size_t page = (size_t)sysconf(_SC_PAGESIZE);
         size_t queue_off = page, queue_len, pool_off, size;
         struct stat st;
+        bool created;
         void *base;
+        int r;
 
-        memset(r, 0, sizeof(*r));
-        r->fd = -1;
-        if (strlen(name) >= sizeof(r->name))
+        memset(reg, 0, sizeof(*reg));
+        reg->fd = -1;
+        if (strlen(name) >= sizeof(reg->name))
                 return -ENAMETOOLONG;
 
         queue_len = round_up(ha_queue_bytes(entries), page);
         pool_off = queue_off + queue_len;
         size = pool_off + round_up(pool_size, page);
 
-        fd = shm_open(name, O_RDWR | O_CREAT | O_CLOEXEC, mode);
+        fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+        created = fd >= 0;
+        if (!created && errno == EEXIST)
+                fd = shm_open(name, O_RDWR | O_CLOEXEC, mode);
         if (fd < 0)
                 return -errno;
-        if (flock(fd, LOCK_EX | LOCK_NB) < 0)
-                return errno == EWOULDBLOCK ? -EBUSY : -errno;
-        if (fstat(fd, &st) < 0)
-                return -errno;
-        if (st.st_uid != geteuid())
-                return -EPERM;
+        if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+                r = errno == EWOULDBLOCK ? -EBUSY : -errno;
+                goto fail;      /* never unlink another daemon's object */
+        }
+        if (fstat(fd, &st) < 0) {
+                r = -errno;
+                goto fail;
+        }
+        if (st.st_uid != geteuid()) {
+                r = -EPERM;
+                goto fail;
+        }
         /* shm_open's mode is filtered by umask and ignored for an old object. */
-        if (fchmod(fd, mode) < 0)
-                return -errno;
-        if (ftruncate(fd, (off_t)size) < 0)
-                return -errno;
+        if (fchmod(fd, mode) < 0 || ftruncate(fd, (off_t)size) < 0) {
+                r = -errno;
+                goto fail;
+        }
+        /* tmpfs reserves nothing on ftruncate: without this a full /dev/shm
+         * is a SIGBUS on the first write instead of an error now. */
+        r = -posix_fallocate(fd, 0, (off_t)size);
+        if (r < 0)
+                goto fail;
         base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-        if (base == MAP_FAILED)
-                return -errno;
+        if (base == MAP_FAILED) {
+                r = -errno;
+                goto fail;
+        }
 
-        r->base = base;
-        r->size = size;
-        r->unlink_on_close = !persist;
-        snprintf(r->name, sizeof(r->name), "%s", name);
-        r->hdr = base;
-        r->queue_mem = (uint8_t *)base + queue_off;
-        r->queue_len = queue_len;
-        r->pool = (uint8_t *)base + pool_off;
-        r->pool_size = pool_size;
+        reg->base = base;
+        reg->size = size;
+        reg->unlink_on_close = !persist;
+        snprintf(reg->name, sizeof(reg->name), "%s", name);
+        reg->hdr = base;
+        reg->queue_mem = (uint8_t *)base + queue_off;
+        reg->queue_len = queue_len;
+        reg->pool = (uint8_t *)base + pool_off;
+        reg->pool_size = pool_size;
 
-        memset(r->hdr, 0, sizeof(*r->hdr));
-        r->hdr->version = HA_REGION_VERSION;
-        r->hdr->page_size = (uint32_t)page;
-        r->hdr->queue_off = queue_off;
-        r->hdr->queue_entries = entries;
-        r->hdr->owner_pid = (uint32_t)getpid();
-        r->hdr->pool_off = pool_off;
-        r->hdr->pool_size = pool_size;
+        memset(reg->hdr, 0, sizeof(*reg->hdr));
+        reg->hdr->version = HA_REGION_VERSION;
+        reg->hdr->page_size = (uint32_t)page;
+        reg->hdr->queue_off = queue_off;
+        reg->hdr->queue_entries = entries;
+        reg->hdr->owner_pid = (uint32_t)getpid();
+        reg->hdr->pool_off = pool_off;
+        reg->hdr->pool_size = pool_size;
         /* The magic goes last: a peer that sees it sees the rest. */
         __atomic_thread_fence(__ATOMIC_RELEASE);
-        memcpy(r->hdr->magic, HA_REGION_MAGIC, sizeof(r->hdr->magic));
-        r->fd = TAKE_FD(fd);
+        memcpy(reg->hdr->magic, HA_REGION_MAGIC, sizeof(reg->hdr->magic));
+        reg->fd = TAKE_FD(fd);
         return 0;
+
+fail:
+        if (created && r != -EBUSY)
+                (void)shm_unlink(name);
+        return r;
 }
 
 void ha_region_close(HaRegion *r)

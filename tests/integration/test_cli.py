@@ -2,6 +2,7 @@
 """hyperampctl against a live hyperampd: output bytes, --json, exit codes."""
 import json
 import os
+import time
 import random
 import socket
 import tempfile
@@ -421,6 +422,31 @@ class BadServerTest(unittest.TestCase):
         rc, out, err = run_ctl(['--timeout', '1', 'ping'], socket_path=srv.path, timeout=20)
         self.assertEqual(rc, 75, err)
         self.assertIn('within 1 s', err)
+
+    def test_full_backlog_times_out_exit_75(self):
+        """A daemon that accepts nothing (hung, or out of descriptors) must
+        not block hyperampctl past --timeout in connect()."""
+        path = os.path.join(self.tmp.name, 'full.sock')
+        lsn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(lsn.close)
+        lsn.bind(path)
+        lsn.listen(0)
+        fillers = []
+        self.addCleanup(lambda: [f.close() for f in fillers])
+        while True:     # fill the backlog until a connect would block
+            f = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            f.setblocking(False)
+            fillers.append(f)
+            try:
+                f.connect(path)
+            except BlockingIOError:
+                break
+            self.assertLess(len(fillers), 64, 'backlog never filled')
+        t0 = time.monotonic()
+        rc, out, err = run_ctl(['--timeout', '1', 'ping'], socket_path=path, timeout=20)
+        self.assertEqual(rc, 75, err)
+        self.assertIn('accepts no connection within 1 s', err)
+        self.assertLess(time.monotonic() - t0, 10)
 
     def test_garbage_reply_exit_1(self):
         srv = FakeServer(os.path.join(self.tmp.name, 'garbage.sock'),

@@ -132,7 +132,8 @@ class CheckConfigTest(TmpDirTest):
         cfg = {'#': 'a comment key is ignored', 'shm_name': '/hyperamp-test-check',
                'shm_mode': '0660', 'workers': 3, 'queue_entries': 100,
                'pool_size': 1 << 20, 'max_payload': 65536, 'max_connections': 10,
-               'max_inflight_per_conn': 7, 'log_level': 'debug', 'shm_persist': True}
+               'max_inflight_per_conn': 7, 'log_level': 'debug', 'shm_persist': True,
+               'client_timeout_ms': 1500}
         sock = os.path.join(self.tmp, 'x.sock')
         rc, out, err = run_daemon_cmd(['--check-config', '--config', self.write_config(cfg),
                                        '--socket', sock])

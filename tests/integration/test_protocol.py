@@ -582,5 +582,44 @@ class AllocatorLimitTest(unittest.TestCase):
         return path
 
 
+class HalfCloseAndTimeoutTest(unittest.TestCase):
+
+    def test_half_close_still_gets_every_reply(self):
+        """'Send everything, shut down writing, read until EOF' is answered
+        in full, and the daemon closes once it has answered."""
+        with Daemon() as d:
+            with d.client() as c:
+                n = 40
+                for i in range(n):
+                    c.send(request('submit', id=i, params={'service': 'encrypt'}),
+                           payload=b'half-close %d' % i)
+                c.send(request('ping', id=1000))
+                c.sock.shutdown(socket.SHUT_WR)
+                got = {}
+                while True:
+                    try:
+                        obj, data = c.recv_frame()
+                    except Closed:
+                        break
+                    self.assertNotIn(obj['id'], got)
+                    got[obj['id']] = (obj, data)
+                self.assertEqual(len(got), n + 1)
+                for i in range(n):
+                    self.assertEqual(got[i][1], expected_result('encrypt', b'half-close %d' % i))
+            d.wait_idle()
+            self.assertEqual(d.stats()['requests']['orphaned'], 0)
+
+    def test_stalled_half_frame_is_timed_out(self):
+        """A client that sends half a frame and stalls loses its slot after
+        client_timeout_ms; others are unaffected."""
+        with Daemon({'client_timeout_ms': 200, 'max_connections': 2}) as d:
+            with d.client() as stalled:
+                stalled.send_raw(encode_frame(request('ping', id=1))[:5])
+                stalled.expect_closed()
+            with d.client() as c:
+                self.assertTrue(c.ping()['pong'])
+            self.assertGreaterEqual(d.stats()['connections']['timeouts'], 1)
+
+
 if __name__ == '__main__':
     unittest.main()

@@ -99,12 +99,24 @@ class StressTest(unittest.TestCase):
             self.assertEqual(service_entry(s, 'decrypt')['requests'], 4000)
             self.assert_drained(s)
 
+    def test_overload_refused_without_flag(self):
+        """bench checks the daemon's limits first: more in flight than the
+        queue holds is a usage error unless --overload says it is meant."""
+        with Daemon({'queue_entries': 8, 'workers': 1}) as d:
+            rc, out, err = d.ctl('bench', '-c', '64', '--connections', '8', '-n', '10')
+            self.assertEqual(rc, 2, err)
+            self.assertIn('queue capacity (8)', err)
+            rc, out, err = d.ctl('bench', '--size', '2000000', '-n', '10')
+            self.assertEqual(rc, 2, err)
+            self.assertIn('max_payload', err)
+            self.assertEqual(d.ctl_json('stats')['requests']['submitted'], 0)
+
     def test_overload_is_reported_not_lost(self):
         """More in flight than the queue holds: the excess is refused with
         E_BUSY, every request is answered once, and the counters agree."""
         with Daemon({'queue_entries': 8, 'workers': 1}) as d:
             rc, b, err = self.bench(d, '-c', '64', '--connections', '8', '-n', '3000',
-                                    '-s', 'encrypt')
+                                    '-s', 'encrypt', '--overload')
             self.assertEqual(b['requests'], 3000)
             self.assertEqual(b['failures'], b['busy'], err)     # no other kind of failure
             self.assertEqual(rc, 1 if b['busy'] else 0, err)
