@@ -548,6 +548,10 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
                                       (ctl->cfg.client_timeout_ms % 1000) * 1000 };
                 bufferevent_set_timeouts(c->bev, &tv, NULL);
         }
+        /* libevent reads 16 KiB per callback by default: a handful of large
+         * frames.  Larger reads give the collector larger batches. */
+        bufferevent_set_max_single_read(c->bev, 256 * 1024);
+        bufferevent_set_max_single_write(c->bev, 256 * 1024);
         bufferevent_enable(c->bev, EV_READ | EV_WRITE);
         LIST_INSERT_HEAD(&ctl->conns, c, link);
         ctl->nconns++;
