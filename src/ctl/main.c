@@ -413,89 +413,12 @@ static int cmd_submit(Ctx *ctx, int argc, char **argv)
         return ok ? EXIT_OK : EXIT_FAILED;
 }
 
-static int cmd_stats(Ctx *ctx, int argc, char **argv)
-{
-        _cleanup_free_ uint8_t *data = NULL;
-        const cJSON *res, *svcs, *s;
-        size_t dlen;
-        HaReply rep;
-        int r;
-
-        r = parse_plain(ctx, argc, argv);
-        if (r < 0)
-                return r;
-        r = simple_call(ctx, "stats", NULL, NULL, 0, &rep, &data, &dlen);
-        if (r)
-                return r;
-        res = rep.result;
-        if (ctx->json) {
-                print_json(res);
-                ha_reply_done(&rep);
-                return EXIT_OK;
-        }
-        printf("hyperampd %s, pid %.0f, up %.1f s, %.0f workers\n",
-               cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(res, "version")),
-               num(res, "pid"), num(res, "uptime_s"), num(res, "workers.count"));
-        printf("queue        capacity %.0f, depth %.0f, in flight %.0f, free %.0f\n",
-               num(res, "queue.capacity"), num(res, "queue.depth"), num(res, "queue.in_flight"),
-               num(res, "queue.free"));
-        printf("pool         %.0f bytes, %.0f in use in %.0f buffers, largest free %.0f\n",
-               num(res, "pool.size"), num(res, "pool.bytes_in_use"),
-               num(res, "pool.buffers_in_use"), num(res, "pool.largest_free"));
-        printf("requests     submitted %.0f, completed %.0f, failed %.0f, rejected %.0f\n",
-               num(res, "requests.submitted"), num(res, "requests.completed"),
-               num(res, "requests.failed"), num(res, "requests.rejected"));
-        printf("connections  current %.0f, total %.0f, rejected %.0f, protocol errors %.0f\n",
-               num(res, "connections.current"), num(res, "connections.total"),
-               num(res, "connections.rejected"), num(res, "connections.protocol_errors"));
-        printf("shm checks   bad index %.0f, cycles %.0f, bad state %.0f, repairs %.0f, tampered %.0f\n",
-               num(res, "queue.bad_index"), num(res, "queue.cycles"), num(res, "queue.bad_state"),
-               num(res, "queue.repairs"), num(res, "requests.tampered"));
-        printf("\n%-6s %-14s %10s %8s %10s %10s %10s\n", "ID", "SERVICE", "REQUESTS", "FAILED",
-               "P50 us", "P99 us", "MAX us");
-        svcs = cJSON_GetObjectItemCaseSensitive(res, "services");
-        cJSON_ArrayForEach(s, svcs) {
-                const cJSON *id = cJSON_GetObjectItemCaseSensitive(s, "id");
-                char idbuf[16];
-                snprintf(idbuf, sizeof(idbuf), cJSON_IsNumber(id) ? "%.0f" : "-",
-                         cJSON_IsNumber(id) ? id->valuedouble : 0);
-                printf("%-6s %-14s %10.0f %8.0f %10.1f %10.1f %10.1f\n", idbuf,
-                       cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(s, "name")),
-                       num(s, "requests"), num(s, "failed"), num(s, "latency_us.p50"),
-                       num(s, "latency_us.p99"), num(s, "latency_us.max"));
-        }
-        ha_reply_done(&rep);
-        return EXIT_OK;
-}
-
-static int cmd_services(Ctx *ctx, int argc, char **argv)
-{
-        _cleanup_free_ uint8_t *data = NULL;
-        const cJSON *s;
-        size_t dlen;
-        HaReply rep;
-        int r;
-
-        r = parse_plain(ctx, argc, argv);
-        if (r < 0)
-                return r;
-        r = simple_call(ctx, "services", NULL, NULL, 0, &rep, &data, &dlen);
-        if (r)
-                return r;
-        if (ctx->json)
-                print_json(rep.result);
-        else {
-                printf("%-6s %-10s %s\n", "ID", "NAME", "SUMMARY");
-                cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(rep.result, "services"))
-                        printf("%-6.0f %-10s %s\n", num(s, "id"),
-                               cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(s, "name")),
-                               cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(s, "summary")));
-        }
-        ha_reply_done(&rep);
-        return EXIT_OK;
-}
-
-static int cmd_ping(Ctx *ctx, int argc, char **argv)
+/*
+ * A command with no arguments of its own: call method, then print the
+ * result raw with --json, or through human() for people.
+ */
+static int run_plain(Ctx *ctx, int argc, char **argv, const char *method,
+                     void (*human)(const cJSON *res, double elapsed_us))
 {
         _cleanup_free_ uint8_t *data = NULL;
         struct timespec a, b;
@@ -507,19 +430,92 @@ static int cmd_ping(Ctx *ctx, int argc, char **argv)
         if (r < 0)
                 return r;
         clock_gettime(CLOCK_MONOTONIC, &a);
-        r = simple_call(ctx, "ping", NULL, NULL, 0, &rep, &data, &dlen);
+        r = simple_call(ctx, method, NULL, NULL, 0, &rep, &data, &dlen);
         if (r)
                 return r;
         clock_gettime(CLOCK_MONOTONIC, &b);
         if (ctx->json)
                 print_json(rep.result);
         else
-                printf("pong from hyperampd %s (pid %.0f, protocol %.0f) in %.0f us\n",
-                       cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(rep.result, "version")),
-                       num(rep.result, "pid"), num(rep.result, "protocol"),
-                       (double)(b.tv_sec - a.tv_sec) * 1e6 + (double)(b.tv_nsec - a.tv_nsec) / 1e3);
+                human(rep.result, (double)(b.tv_sec - a.tv_sec) * 1e6 +
+                                  (double)(b.tv_nsec - a.tv_nsec) / 1e3);
         ha_reply_done(&rep);
         return EXIT_OK;
+}
+
+static const char *str(const cJSON *o, const char *key)
+{
+        const char *v = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, key));
+        return v ? v : "?";
+}
+
+static void print_stats(const cJSON *res, double elapsed_us)
+{
+        const cJSON *s;
+        (void)elapsed_us;
+
+        printf("hyperampd %s, pid %.0f, up %.1f s, %.0f workers\n", str(res, "version"),
+               num(res, "pid"), num(res, "uptime_s"), num(res, "workers.count"));
+        printf("queue        capacity %.0f, depth %.0f, in flight %.0f, free %.0f\n",
+               num(res, "queue.capacity"), num(res, "queue.depth"), num(res, "queue.in_flight"),
+               num(res, "queue.free"));
+        printf("pool         %.0f bytes, %.0f in use in %.0f buffers, largest free %.0f\n",
+               num(res, "pool.size"), num(res, "pool.bytes_in_use"),
+               num(res, "pool.buffers_in_use"), num(res, "pool.largest_free"));
+        printf("requests     submitted %.0f, completed %.0f, failed %.0f, rejected %.0f\n",
+               num(res, "requests.submitted"), num(res, "requests.completed"),
+               num(res, "requests.failed"), num(res, "requests.rejected"));
+        printf("connections  current %.0f, total %.0f, rejected %.0f, protocol errors %.0f, "
+               "timeouts %.0f\n",
+               num(res, "connections.current"), num(res, "connections.total"),
+               num(res, "connections.rejected"), num(res, "connections.protocol_errors"),
+               num(res, "connections.timeouts"));
+        printf("shm checks   bad index %.0f, cycles %.0f, bad state %.0f, repairs %.0f, tampered %.0f\n",
+               num(res, "queue.bad_index"), num(res, "queue.cycles"), num(res, "queue.bad_state"),
+               num(res, "queue.repairs"), num(res, "requests.tampered"));
+        printf("\n%-6s %-14s %10s %8s %10s %10s %10s\n", "ID", "SERVICE", "REQUESTS", "FAILED",
+               "P50 us", "P99 us", "MAX us");
+        cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(res, "services")) {
+                const cJSON *id = cJSON_GetObjectItemCaseSensitive(s, "id");
+                char idbuf[16] = "-";
+
+                if (cJSON_IsNumber(id))
+                        snprintf(idbuf, sizeof(idbuf), "%.0f", id->valuedouble);
+                printf("%-6s %-14s %10.0f %8.0f %10.1f %10.1f %10.1f\n", idbuf, str(s, "name"),
+                       num(s, "requests"), num(s, "failed"), num(s, "latency_us.p50"),
+                       num(s, "latency_us.p99"), num(s, "latency_us.max"));
+        }
+}
+
+static void print_services(const cJSON *res, double elapsed_us)
+{
+        const cJSON *s;
+        (void)elapsed_us;
+
+        printf("%-6s %-10s %s\n", "ID", "NAME", "SUMMARY");
+        cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(res, "services"))
+                printf("%-6.0f %-10s %s\n", num(s, "id"), str(s, "name"), str(s, "summary"));
+}
+
+static void print_ping(const cJSON *res, double elapsed_us)
+{
+        printf("pong from hyperampd %s (pid %.0f, protocol %.0f) in %.0f us\n",
+               str(res, "version"), num(res, "pid"), num(res, "protocol"), elapsed_us);
+}
+
+static int cmd_stats(Ctx *ctx, int argc, char **argv)
+{
+        return run_plain(ctx, argc, argv, "stats", print_stats);
+}
+
+static int cmd_services(Ctx *ctx, int argc, char **argv)
+{
+        return run_plain(ctx, argc, argv, "services", print_services);
+}
+
+static int cmd_ping(Ctx *ctx, int argc, char **argv)
+{
+        return run_plain(ctx, argc, argv, "ping", print_ping);
 }
 
 int main(int argc, char **argv)
