@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 build=${1:-build}
 shift || true
 
-pkgs=(gcc meson ninja-build pkg-config libevent-dev libcjson-dev libsystemd-dev python3)
+pkgs=(gcc meson ninja-build pkg-config libevent-dev libcjson-dev libsystemd-dev python3
+      systemd man-db util-linux)
 missing=()
 for p in "${pkgs[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
