@@ -24,6 +24,8 @@
 #define HA_METHOD_STATS    "stats"
 #define HA_METHOD_SERVICES "services"
 #define HA_METHOD_PING     "ping"
+#define HA_METHOD_RELOAD   "reload"     /* admin */
+#define HA_METHOD_SHUTDOWN "shutdown"   /* admin */
 
 /*
  * Error codes, sent as their string name.  Append only: clients match on
@@ -38,7 +40,9 @@
         X(E_BUSY,     "queue or buffer pool full, try again")                   \
         X(E_SHUTDOWN, "daemon is shutting down")                                \
         X(E_INTERNAL, "internal error")                                         \
-        X(E_LIMIT,    "connection limit reached")
+        X(E_LIMIT,    "connection limit reached")                              \
+        X(E_DENIED,   "not allowed for this client")                           \
+        X(E_CONFIG,   "configuration refused")
 
 enum ha_error {
 #define HA_ERR_ENUM(name, text) HA_##name,

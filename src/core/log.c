@@ -7,11 +7,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <systemd/sd-journal.h>
+
 #include "log.h"
 
 static const char *log_ident = "hyperamp";
 static int log_level = LOG_INFO;
-static bool log_tty;
+static enum ha_log_target log_target = HA_LOG_STDERR;
 
 static const char *const level_names[] = {
         [LOG_EMERG] = "emerg", [LOG_ALERT] = "alert", [LOG_CRIT] = "crit",
@@ -19,10 +24,49 @@ static const char *const level_names[] = {
         [LOG_INFO] = "info", [LOG_DEBUG] = "debug",
 };
 
+/* $JOURNAL_STREAM names the journal's stream as dev:ino; it counts only
+ * if that is still our stderr (a parent may have redirected it). */
+static bool stderr_is_journal(void)
+{
+        const char *e = getenv("JOURNAL_STREAM");
+        unsigned long long dev, ino;
+        struct stat st;
+
+        if (!e || sscanf(e, "%llu:%llu", &dev, &ino) != 2)
+                return false;
+        if (fstat(STDERR_FILENO, &st) < 0)
+                return false;
+        return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
+
 void ha_log_open(const char *ident)
 {
         log_ident = ident;
-        log_tty = isatty(STDERR_FILENO) == 1;
+        ha_log_set_target(HA_LOG_AUTO);
+}
+
+void ha_log_set_target(enum ha_log_target t)
+{
+        if (t == HA_LOG_AUTO)
+                t = stderr_is_journal() ? HA_LOG_JOURNAL :
+                    isatty(STDERR_FILENO) == 1 ? HA_LOG_CONSOLE : HA_LOG_STDERR;
+        log_target = t;
+}
+
+int ha_log_target_parse(const char *s)
+{
+        static const char *const names[] = { "auto", "journal", "stderr", "console" };
+
+        for (int i = 0; i < 4; i++)
+                if (strcmp(s, names[i]) == 0)
+                        return i;
+        return -EINVAL;
+}
+
+const char *ha_log_target_name(void)
+{
+        return log_target == HA_LOG_JOURNAL ? "journal" :
+               log_target == HA_LOG_CONSOLE ? "console" : "stderr";
 }
 
 void ha_log_set_level(int level)
@@ -50,18 +94,58 @@ const char *ha_log_level_name(int level)
         return level >= 0 && level <= LOG_DEBUG ? level_names[level] : "?";
 }
 
-static void log_va(int level, const char *fmt, va_list ap)
+static void log_journal(int level, const HaLogCtx *ctx, const char *msg)
+{
+        char f[8][80];
+        struct iovec iov[10];
+        int n = 0, k = 0;
+        char *m;
+
+        /* MESSAGE= may be long: build it apart from the fixed-size fields. */
+        if (asprintf(&m, "MESSAGE=%s", msg) < 0)
+                return;
+        iov[n++] = (struct iovec){ m, strlen(m) };
+#define FIELD(...) do { \
+                snprintf(f[k], sizeof(f[k]), __VA_ARGS__); \
+                iov[n++] = (struct iovec){ f[k], strlen(f[k]) }; \
+                k++; \
+        } while (0)
+        FIELD("PRIORITY=%d", level);
+        FIELD("SYSLOG_IDENTIFIER=%s", log_ident);
+        if (ctx && ctx->message_id)
+                FIELD("MESSAGE_ID=%s", ctx->message_id);
+        if (ctx && ctx->service_1 > 0)
+                FIELD("HYPERAMP_SERVICE=%d", ctx->service_1 - 1);
+        if (ctx && ctx->request_1 > 0)
+                FIELD("HYPERAMP_REQUEST=%lld", (long long)ctx->request_1 - 1);
+        if (ctx && ctx->client_pid > 0) {
+                FIELD("HYPERAMP_CLIENT_PID=%d", ctx->client_pid);
+                FIELD("HYPERAMP_CLIENT_UID=%u", ctx->client_uid);
+        }
+#undef FIELD
+        (void)sd_journal_sendv(iov, n);
+        free(m);
+}
+
+static void log_va(int level, const HaLogCtx *ctx, const char *fmt, va_list ap)
 {
         char msg[2048];
 
         vsnprintf(msg, sizeof(msg), fmt, ap);
-        /* One fprintf per line: stdio's lock keeps threads' lines whole. */
-        if (log_tty)
+        /* One call per line: stdio's lock keeps threads' lines whole. */
+        switch (log_target) {
+        case HA_LOG_JOURNAL:
+                log_journal(level, ctx, msg);
+                break;
+        case HA_LOG_CONSOLE:
                 fprintf(stderr, "%s: %s%s\n", log_ident,
                         level <= LOG_ERR ? "error: " : level == LOG_WARNING ? "warning: " : "",
                         msg);
-        else
+                break;
+        default:
                 fprintf(stderr, "<%d>%s\n", level, msg);
+                break;
+        }
 }
 
 void ha_log(int level, const char *fmt, ...)
@@ -72,7 +156,20 @@ void ha_log(int level, const char *fmt, ...)
         if (level > ha_log_get_level())
                 return;
         va_start(ap, fmt);
-        log_va(level, fmt, ap);
+        log_va(level, NULL, fmt, ap);
+        va_end(ap);
+        errno = saved;
+}
+
+void ha_log_ctx(int level, const HaLogCtx *ctx, const char *fmt, ...)
+{
+        va_list ap;
+        int saved = errno;
+
+        if (level > ha_log_get_level())
+                return;
+        va_start(ap, fmt);
+        log_va(level, ctx, fmt, ap);
         va_end(ap);
         errno = saved;
 }
@@ -85,7 +182,7 @@ int ha_log_errno(int level, int r, const char *fmt, ...)
                 return r;
         errno = r < 0 ? -r : r;
         va_start(ap, fmt);
-        log_va(level, fmt, ap);
+        log_va(level, NULL, fmt, ap);
         va_end(ap);
         return r;
 }

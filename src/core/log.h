@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <syslog.h>
 
 /*
@@ -19,6 +20,40 @@ int ha_log_level_parse(const char *s);
 const char *ha_log_level_name(int level);
 
 void ha_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/*
+ * Structured context for one message.  In the journal each set field
+ * becomes a field of the entry; on stderr they are left out.
+ */
+typedef struct HaLogCtx {
+        const char *message_id;         /* MESSAGE_ID=, for lifecycle events */
+        int32_t service_1;              /* HYPERAMP_SERVICE= id + 1; 0: none */
+        int64_t request_1;              /* HYPERAMP_REQUEST= id + 1; 0: none */
+        int client_pid;                 /* > 0: HYPERAMP_CLIENT_PID= and _UID= */
+        uint32_t client_uid;
+} HaLogCtx;
+
+/* Unset fields are zero, which means "absent" (ids are stored + 1). */
+#define HA_LOG_CTX(...) (&(const HaLogCtx){ __VA_ARGS__ })
+
+void ha_log_ctx(int level, const HaLogCtx *ctx, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+
+/* Message ids of lifecycle events (journalctl MESSAGE_ID=...). */
+#define HA_MID_STARTED   "943de71f94bd476f9229d43c551b26fc"
+#define HA_MID_READY     "9bbb1190bd834ad0b98f5477f619002e"
+#define HA_MID_STOPPING  "e00cb3a41ff1451b9f308a2fe3f793d1"
+#define HA_MID_STOPPED   "65e1ff7b5fcb467787bee6c44c354519"
+#define HA_MID_RELOADED  "22b631cccf6542739d5447498e3a856c"
+#define HA_MID_RELOAD_FAILED "0e0fb447bbcb4e2daac4e867d4fa2853"
+#define HA_MID_DENIED    "8cae42a66f8744ba97ecc144a34f2049"
+#define HA_MID_STALLED   "cbb3c8f109a746a0921df596e8a6646c"
+
+/* Where messages go; "auto" picks the journal when stderr is its stream. */
+enum ha_log_target { HA_LOG_AUTO, HA_LOG_JOURNAL, HA_LOG_STDERR, HA_LOG_CONSOLE };
+int ha_log_target_parse(const char *s);
+void ha_log_set_target(enum ha_log_target t);
+const char *ha_log_target_name(void);
 /* Logs with errno = -r, so %m names the error; returns r (negative). */
 int ha_log_errno(int level, int r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "hyperamp/cleanup.h"
 #include "services.h"
@@ -51,6 +52,30 @@ static const HaService table[] = {
         { 66, "echo", "returns the payload unchanged", svc_echo },
 };
 
+static int stall_fd = -1;
+
+static enum ha_result svc_stall(uint8_t *buf, size_t len)
+{
+        char b;
+        ssize_t n;
+        (void)buf;
+        (void)len;
+
+        do
+                n = read(stall_fd, &b, 1);
+        while (n < 0 && errno == EINTR);
+        return n == 1 ? HA_RESULT_SUCCESS : HA_RESULT_FAIL;
+}
+
+static const HaService stall_service = {
+        HA_SERVICE_STALL, "stall", "test seam: waits for a byte per request", svc_stall
+};
+
+void ha_services_enable_stall(int fd)
+{
+        stall_fd = fd;
+}
+
 const HaService *ha_services(size_t *ret_n)
 {
         *ret_n = ELEMENTSOF(table);
@@ -62,6 +87,8 @@ const HaService *ha_service_by_id(uint16_t id)
         for (size_t i = 0; i < ELEMENTSOF(table); i++)
                 if (table[i].id == id)
                         return &table[i];
+        if (id == HA_SERVICE_STALL && stall_fd >= 0)
+                return &stall_service;
         return NULL;
 }
 

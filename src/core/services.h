@@ -33,4 +33,12 @@ int ha_service_parse(const char *s, uint16_t *ret_id);
 
 const char *ha_result_name(enum ha_result r);
 
+/*
+ * Test seam: service HA_SERVICE_STALL, hidden from the table, blocks its
+ * worker until one byte can be read from fd per request.  It lets tests
+ * wedge a worker (watchdog) or slow a service down, without sleeping.
+ */
+#define HA_SERVICE_STALL 65000
+void ha_services_enable_stall(int fd);
+
 #endif

@@ -27,6 +27,8 @@ static int cmd_submit(Ctx *ctx, int argc, char **argv);
 static int cmd_stats(Ctx *ctx, int argc, char **argv);
 static int cmd_services(Ctx *ctx, int argc, char **argv);
 static int cmd_ping(Ctx *ctx, int argc, char **argv);
+static int cmd_reload(Ctx *ctx, int argc, char **argv);
+static int cmd_shutdown(Ctx *ctx, int argc, char **argv);
 
 static const CtlCommand commands[] = {
         { "submit", "[-s SERVICE] [DATA | -f FILE]",
@@ -40,6 +42,9 @@ static const CtlCommand commands[] = {
           "            response, report req/s and latency percentiles (defaults: echo,\n"
           "            -c 64, -n 10000, 64 bytes, 1 connection); --overload allows more\n"
           "            in flight than the queue holds, counting E_BUSY replies", cmd_bench },
+        { "reload", "", "Make the daemon re-read its config; returns once it confirms\n"
+          "            (admin: root, the daemon's user or its admin_group)", cmd_reload },
+        { "shutdown", "", "Stop the daemon gracefully, like SIGTERM (admin)", cmd_shutdown },
 };
 
 static void usage(FILE *f)
@@ -501,6 +506,45 @@ static void print_ping(const cJSON *res, double elapsed_us)
 {
         printf("pong from hyperampd %s (pid %.0f, protocol %.0f) in %.0f us\n",
                str(res, "version"), num(res, "pid"), num(res, "protocol"), elapsed_us);
+}
+
+static void print_list(const char *label, const cJSON *a)
+{
+        const cJSON *v;
+        bool first = true;
+
+        printf("%s", label);
+        cJSON_ArrayForEach(v, a) {
+                printf("%s%s", first ? " " : ", ", cJSON_GetStringValue(v));
+                first = false;
+        }
+        printf("%s\n", first ? " nothing" : "");
+}
+
+static void print_reload(const cJSON *res, double elapsed_us)
+{
+        const cJSON *cfg = cJSON_GetObjectItemCaseSensitive(res, "config");
+        (void)elapsed_us;
+
+        printf("reloaded %s\n", cJSON_IsString(cfg) ? cfg->valuestring : "(built-in defaults)");
+        print_list("applied:", cJSON_GetObjectItemCaseSensitive(res, "applied"));
+        print_list("needs a restart:", cJSON_GetObjectItemCaseSensitive(res, "restart_required"));
+}
+
+static void print_shutdown(const cJSON *res, double elapsed_us)
+{
+        (void)res, (void)elapsed_us;
+        printf("hyperampd is shutting down\n");
+}
+
+static int cmd_reload(Ctx *ctx, int argc, char **argv)
+{
+        return run_plain(ctx, argc, argv, "reload", print_reload);
+}
+
+static int cmd_shutdown(Ctx *ctx, int argc, char **argv)
+{
+        return run_plain(ctx, argc, argv, "shutdown", print_shutdown);
 }
 
 static int cmd_stats(Ctx *ctx, int argc, char **argv)

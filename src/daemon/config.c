@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <grp.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -31,6 +32,10 @@ void ha_config_defaults(HaConfig *c)
         c->max_connections = 256;
         c->max_inflight_per_conn = 128;  /* below the queue: no one client takes it all */
         c->client_timeout_ms = 60000;
+        c->status_interval_ms = 5000;
+        c->worker_stall_ms = 10000;
+        c->admin_group[0] = '\0';
+        c->admin_gid = (gid_t)-1;
         c->log_level = LOG_INFO;
 }
 
@@ -44,25 +49,29 @@ unsigned ha_config_workers(const HaConfig *c)
         return n > 0 ? (unsigned)n : 1;
 }
 
-enum key_type { K_UINT, K_U64, K_BOOL, K_SHM_NAME, K_MODE, K_LOGLEVEL };
+enum key_type { K_UINT, K_U64, K_BOOL, K_SHM_NAME, K_MODE, K_LOGLEVEL, K_GROUP };
 
 static const struct config_key {
         const char *name;
         enum key_type type;
         size_t off;
         uint64_t min, max;
+        bool live;      /* applied by a reload without a restart */
 } keys[] = {
-        { "workers", K_UINT, offsetof(HaConfig, workers), 0, 256 },
-        { "shm_name", K_SHM_NAME, offsetof(HaConfig, shm_name), 0, 0 },
-        { "shm_mode", K_MODE, offsetof(HaConfig, shm_mode), 0, 0 },
-        { "shm_persist", K_BOOL, offsetof(HaConfig, shm_persist), 0, 0 },
-        { "queue_entries", K_UINT, offsetof(HaConfig, queue_entries), 1, 65535 },
-        { "pool_size", K_U64, offsetof(HaConfig, pool_size), 4096, 1u << 30 },
-        { "max_payload", K_U64, offsetof(HaConfig, max_payload), 1, 1u << 30 },
-        { "max_connections", K_UINT, offsetof(HaConfig, max_connections), 1, 65536 },
-        { "max_inflight_per_conn", K_UINT, offsetof(HaConfig, max_inflight_per_conn), 1, 65535 },
-        { "client_timeout_ms", K_UINT, offsetof(HaConfig, client_timeout_ms), 10, 86400000 },
-        { "log_level", K_LOGLEVEL, offsetof(HaConfig, log_level), 0, 0 },
+        { "workers", K_UINT, offsetof(HaConfig, workers), 0, 256, false },
+        { "shm_name", K_SHM_NAME, offsetof(HaConfig, shm_name), 0, 0, false },
+        { "shm_mode", K_MODE, offsetof(HaConfig, shm_mode), 0, 0, false },
+        { "shm_persist", K_BOOL, offsetof(HaConfig, shm_persist), 0, 0, false },
+        { "queue_entries", K_UINT, offsetof(HaConfig, queue_entries), 1, 65535, false },
+        { "pool_size", K_U64, offsetof(HaConfig, pool_size), 4096, 1u << 30, false },
+        { "max_payload", K_U64, offsetof(HaConfig, max_payload), 1, 1u << 30, true },
+        { "max_connections", K_UINT, offsetof(HaConfig, max_connections), 1, 65536, true },
+        { "max_inflight_per_conn", K_UINT, offsetof(HaConfig, max_inflight_per_conn), 1, 65535, true },
+        { "client_timeout_ms", K_UINT, offsetof(HaConfig, client_timeout_ms), 10, 86400000, true },
+        { "status_interval_ms", K_UINT, offsetof(HaConfig, status_interval_ms), 100, 3600000, true },
+        { "worker_stall_ms", K_UINT, offsetof(HaConfig, worker_stall_ms), 10, 3600000, true },
+        { "admin_group", K_GROUP, offsetof(HaConfig, admin_group), 0, 0, true },
+        { "log_level", K_LOGLEVEL, offsetof(HaConfig, log_level), 0, 0, true },
 };
 
 static bool shm_name_ok(const char *s)
@@ -131,6 +140,25 @@ static int set_key(HaConfig *c, const struct config_key *k, const cJSON *v,
                         return -EINVAL;
                 }
                 return 0;
+        case K_GROUP: {
+                struct group *g;
+                if (!cJSON_IsString(v))
+                        goto type;
+                if (v->valuestring[0] == '\0') {
+                        c->admin_group[0] = '\0';
+                        c->admin_gid = (gid_t)-1;
+                        return 0;
+                }
+                g = strlen(v->valuestring) < sizeof(c->admin_group) ? getgrnam(v->valuestring) : NULL;
+                if (!g) {
+                        snprintf(err, errlen, "\"%s\": no group named \"%.64s\"", k->name,
+                                 v->valuestring);
+                        return -EINVAL;
+                }
+                snprintf(c->admin_group, sizeof(c->admin_group), "%s", v->valuestring);
+                c->admin_gid = g->gr_gid;
+                return 0;
+        }
         case K_LOGLEVEL: {
                 int l;
                 if (!cJSON_IsString(v))
@@ -280,8 +308,49 @@ char *ha_config_to_json(const HaConfig *c, const char *socket_path)
         cJSON_AddNumberToObject(o, "max_connections", c->max_connections);
         cJSON_AddNumberToObject(o, "max_inflight_per_conn", c->max_inflight_per_conn);
         cJSON_AddNumberToObject(o, "client_timeout_ms", c->client_timeout_ms);
+        cJSON_AddNumberToObject(o, "status_interval_ms", c->status_interval_ms);
+        cJSON_AddNumberToObject(o, "worker_stall_ms", c->worker_stall_ms);
+        cJSON_AddStringToObject(o, "admin_group", c->admin_group);
         cJSON_AddStringToObject(o, "log_level", ha_log_level_name(c->log_level));
         s = cJSON_Print(o);
         cJSON_Delete(o);
         return s;
+}
+
+static bool key_differs(const struct config_key *k, const HaConfig *a, const HaConfig *b)
+{
+        const char *fa = (const char *)a + k->off, *fb = (const char *)b + k->off;
+
+        switch (k->type) {
+        case K_UINT:
+        case K_MODE:
+                return *(const unsigned *)fa != *(const unsigned *)fb;
+        case K_U64:
+                return *(const uint64_t *)fa != *(const uint64_t *)fb;
+        case K_BOOL:
+                return *(const bool *)fa != *(const bool *)fb;
+        case K_LOGLEVEL:
+                return *(const int *)fa != *(const int *)fb;
+        case K_SHM_NAME:
+        case K_GROUP:
+                return strcmp(fa, fb) != 0;
+        }
+        return false;
+}
+
+static void append(char *buf, size_t len, const char *name)
+{
+        size_t used = strlen(buf);
+
+        snprintf(buf + used, len - used, "%s%s", used ? "," : "", name);
+}
+
+void ha_config_diff(const HaConfig *old, const HaConfig *new, char *live, size_t live_len,
+                    char *restart, size_t restart_len)
+{
+        live[0] = restart[0] = '\0';
+        for (size_t i = 0; i < ELEMENTSOF(keys); i++)
+                if (key_differs(&keys[i], old, new))
+                        append(keys[i].live ? live : restart,
+                               keys[i].live ? live_len : restart_len, keys[i].name);
 }

@@ -19,6 +19,10 @@ typedef struct HaConfig {
         unsigned max_connections;
         unsigned max_inflight_per_conn;
         unsigned client_timeout_ms;     /* idle or stalled mid-frame */
+        unsigned status_interval_ms;    /* STATUS= refresh */
+        unsigned worker_stall_ms;       /* one job longer than this: wedged */
+        char admin_group[64];           /* may reload/shutdown; "" = none */
+        gid_t admin_gid;                /* resolved; (gid_t)-1 when none */
         int log_level;
 } HaConfig;
 
@@ -30,6 +34,11 @@ void ha_config_defaults(HaConfig *c);
  * a negative errno and writes a one-line reason, naming the key, into err.
  */
 int ha_config_load(HaConfig *c, const char *path, char *err, size_t errlen);
+
+/* Keys that differ between two configs: the names of those applied live
+ * and of those that need a restart, comma-separated into the buffers. */
+void ha_config_diff(const HaConfig *old, const HaConfig *new, char *live, size_t live_len,
+                    char *restart, size_t restart_len);
 
 /* Cross-key checks; also run by ha_config_load. */
 int ha_config_validate(const HaConfig *c, char *err, size_t errlen);

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 
 #include <cjson/cJSON.h>
 #include <event2/buffer.h>
+#include <systemd/sd-daemon.h>
 #include <event2/bufferevent.h>
 #include <event2/listener.h>
 
@@ -41,6 +43,7 @@ struct Conn {
         uint32_t jlen, dlen;
         pid_t pid;
         uid_t uid;
+        gid_t gid;
 };
 
 struct HaControl {
@@ -55,12 +58,17 @@ struct HaControl {
         unsigned nconns;
         uint64_t started_ns;
         bool quiesced;
+        bool activated;         /* systemd owns the socket and its path */
+        ha_reload_fn reload;
+        ha_shutdown_fn shutdown;
+        void *hooks_userdata;
         void (*closed_cb)(void *);
         void *closed_userdata;
         HaRatelimit rl;
+        HaRatelimit rl_req;     /* per-request errors: a bad peer cannot flood the log */
         struct {
                 uint64_t accepted, rejected_conns, protocol_errors, rejected_requests,
-                        orphaned_replies, timeouts;
+                        orphaned_replies, timeouts, denied;
         } st;
 };
 
@@ -181,6 +189,22 @@ static void send_result(Conn *c, uint64_t id, cJSON *result)
         cJSON_Delete(o);
 }
 
+/* One failed request, with its context in the journal; rate-limited. */
+static void log_request_error(Conn *c, uint64_t id, int service, const char *what)
+{
+        uint64_t suppressed;
+
+        if (!ha_ratelimit_ok(&c->ctl->rl_req, &suppressed))
+                return;
+        ha_log_ctx(LOG_NOTICE, HA_LOG_CTX(.service_1 = service + 1,
+                                          .request_1 = id == NO_ID ? 0 : (int64_t)id + 1,
+                                          .client_pid = (int)c->pid,
+                                          .client_uid = (uint32_t)c->uid),
+                   "Request %lld (service %d) from pid %d uid %u: %s%s",
+                   id == NO_ID ? -1LL : (long long)id, service, (int)c->pid, (unsigned)c->uid,
+                   what, suppressed ? " (similar messages were suppressed)" : "");
+}
+
 /* ===== methods ===== */
 
 static int parse_service(const cJSON *v, uint16_t *ret, char *err, size_t errlen)
@@ -233,6 +257,8 @@ static void m_submit(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer
         r = ha_engine_submit(ctl->engine, sid, in, dlen, c, id);
         if (r < 0) {
                 ctl->st.rejected_requests++;
+                log_request_error(c, id, sid, r == -EAGAIN ? "refused, queue or pool full" :
+                                  "refused, larger than the pool can hold");
                 send_error(c, id, r == -EAGAIN ? HA_E_BUSY : HA_E_TOO_BIG,
                            r == -EAGAIN ? "queue or buffer pool full, try again" :
                            "payload larger than the pool can hold");
@@ -295,17 +321,78 @@ static void m_stats(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer 
         cJSON_AddNumberToObject(conns, "max", ctl->cfg.max_connections);
         cJSON_AddNumberToObject(conns, "protocol_errors", (double)ctl->st.protocol_errors);
         cJSON_AddNumberToObject(conns, "timeouts", (double)ctl->st.timeouts);
+        cJSON_AddNumberToObject(conns, "denied", (double)ctl->st.denied);
         send_result(c, id, r);
 }
+
+static void m_reload(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer *in, uint32_t dlen)
+{
+        HaControl *ctl = c->ctl;
+        cJSON *result = NULL;
+        char err[512] = "";
+        (void)req, (void)in, (void)dlen;
+
+        if (!ctl->reload) {
+                send_error(c, id, HA_E_INTERNAL, "reload is not available");
+                return;
+        }
+        if (ctl->reload(ctl->hooks_userdata, &result, err, sizeof(err)) < 0) {
+                send_error(c, id, HA_E_CONFIG, err);
+                return;
+        }
+        send_result(c, id, result);
+}
+
+static void m_shutdown(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer *in, uint32_t dlen)
+{
+        HaControl *ctl = c->ctl;
+        cJSON *r = cJSON_CreateObject();
+        (void)req, (void)in, (void)dlen;
+
+        cJSON_AddBoolToObject(r, "stopping", true);
+        send_result(c, id, r);
+        /* The reply is queued first; shutdown flushes it before closing. */
+        if (ctl->shutdown)
+                ctl->shutdown(ctl->hooks_userdata);
+}
+
+/* Admin calls: root, the daemon's own user, or a member of admin_group. */
+static bool peer_is_admin(const Conn *c)
+{
+        const HaControl *ctl = c->ctl;
+        gid_t groups[256];
+        socklen_t len = sizeof(groups);
+        int fd;
+
+        if (c->uid == 0 || c->uid == geteuid())
+                return true;
+        if (ctl->cfg.admin_gid == (gid_t)-1)
+                return false;
+        if (c->gid == ctl->cfg.admin_gid)
+                return true;
+        /* Supplementary groups, as the kernel saw them at connect time. */
+        fd = bufferevent_getfd(c->bev);
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) < 0)
+                return false;
+        for (size_t i = 0; i < len / sizeof(gid_t); i++)
+                if (groups[i] == ctl->cfg.admin_gid)
+                        return true;
+        return false;
+}
+
+enum { M_ADMIN = 1 << 0 };
 
 static const struct method {
         const char *name;
         void (*fn)(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer *in, uint32_t dlen);
+        unsigned flags;
 } methods[] = {
-        { HA_METHOD_SUBMIT, m_submit },
-        { HA_METHOD_STATS, m_stats },
-        { HA_METHOD_SERVICES, m_services },
-        { HA_METHOD_PING, m_ping },
+        { HA_METHOD_SUBMIT, m_submit, 0 },
+        { HA_METHOD_STATS, m_stats, 0 },
+        { HA_METHOD_SERVICES, m_services, 0 },
+        { HA_METHOD_PING, m_ping, 0 },
+        { HA_METHOD_RELOAD, m_reload, M_ADMIN },
+        { HA_METHOD_SHUTDOWN, m_shutdown, M_ADMIN },
 };
 
 /* ===== frame decoding ===== */
@@ -343,7 +430,24 @@ static void handle_frame(Conn *c, struct evbuffer *in)
                         m = &methods[i];
         if (!m) {
                 ctl->st.protocol_errors++;
-                send_error(c, id, HA_E_METHOD, "unknown method (try ping, services, stats, submit)");
+                send_error(c, id, HA_E_METHOD,
+                           "unknown method (try ping, services, stats, submit, reload, shutdown)");
+                goto out;
+        }
+        if ((m->flags & M_ADMIN) && !peer_is_admin(c)) {
+                uint64_t suppressed;
+
+                ctl->st.denied++;
+                if (ha_ratelimit_ok(&ctl->rl, &suppressed))
+                        ha_log_ctx(LOG_WARNING, HA_LOG_CTX(.message_id = HA_MID_DENIED,
+                                                           .client_pid = (int)c->pid,
+                                                           .client_uid = (uint32_t)c->uid),
+                                   "Denied '%s' to pid %d uid %u: admin calls need root, "
+                                   "uid %u or group '%s'", m->name, (int)c->pid,
+                                   (unsigned)c->uid, (unsigned)geteuid(),
+                                   ctl->cfg.admin_group[0] ? ctl->cfg.admin_group : "(none set)");
+                send_error(c, id, HA_E_DENIED, "admin calls need root, the daemon's user "
+                           "or its admin_group");
                 goto out;
         }
         evbuffer_drain(in, jlen);
@@ -465,6 +569,8 @@ void ha_control_complete(void *owner, uint64_t req_id, uint16_t service, enum ha
         int n;
 
         c->pending--;
+        if (r != HA_RESULT_SUCCESS)
+                log_request_error(c, req_id, service, ha_result_name(r));
         if (!c->bev) {
                 c->ctl->st.orphaned_replies++;
                 if (c->pending == 0) {
@@ -518,7 +624,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
                       int salen, void *userdata)
 {
         HaControl *ctl = userdata;
-        struct ucred cred = { .pid = 0, .uid = (uid_t)-1 };
+        struct ucred cred = { .pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1 };
         socklen_t clen = sizeof(cred);
         Conn *c;
         (void)l, (void)sa, (void)salen;
@@ -540,6 +646,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         c->ctl = ctl;
         c->pid = cred.pid;
         c->uid = cred.uid;
+        c->gid = cred.gid;
         bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
         {
                 /* Bounds how long a stalled half frame or an idle client
@@ -626,6 +733,41 @@ static int bind_socket(const char *path)
         return TAKE_FD(fd);
 }
 
+/*
+ * The listening socket systemd passed: the one named "control", or a lone
+ * unnamed one.  -ENOENT when we were not socket-activated.
+ */
+static int inherited_socket(void)
+{
+        char **names = NULL;
+        int n, fd = -ENOENT;
+
+        n = sd_listen_fds_with_names(1, &names);
+        if (n <= 0)
+                return n < 0 ? n : -ENOENT;
+        for (int i = 0; i < n; i++) {
+                int cand = SD_LISTEN_FDS_START + i;
+                bool named = names && names[i] && strcmp(names[i], "control") == 0;
+
+                if (fd < 0 && (named || n == 1) &&
+                    sd_is_socket_unix(cand, SOCK_STREAM, 1, NULL, 0) > 0)
+                        fd = cand;
+                else
+                        close(cand);    /* not ours to keep */
+        }
+        for (int i = 0; names && i < n; i++)
+                free(names[i]);
+        free(names);
+        if (fd < 0) {
+                log_warning("systemd passed %d sockets, none a listening stream socket named "
+                            "'control', ignoring them", n);
+                return -ENOENT;
+        }
+        if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0)
+                return -errno;
+        return fd;
+}
+
 int ha_control_new(struct event_base *base, HaEngine *engine, const HaConfig *cfg,
                    const char *path, HaControl **ret)
 {
@@ -640,11 +782,19 @@ int ha_control_new(struct event_base *base, HaEngine *engine, const HaConfig *cf
         ctl->cfg = *cfg;
         ctl->started_ns = ha_now_ns();
         ctl->rl = (HaRatelimit)HA_RATELIMIT_INIT(10000, 5);
+        ctl->rl_req = (HaRatelimit)HA_RATELIMIT_INIT(10000, 10);
         LIST_INIT(&ctl->conns);
         LIST_INIT(&ctl->orphans);
         snprintf(ctl->path, sizeof(ctl->path), "%s", path);
 
-        fd = bind_socket(path);
+        fd = inherited_socket();
+        if (fd >= 0) {
+                ctl->activated = true;
+                ctl->path[0] = '\0';   /* systemd's: never unlinked by us */
+                log_info("Using the listening socket passed by systemd (fd %d); %s is not "
+                         "bound", fd, path);
+        } else
+                fd = bind_socket(path);
         if (fd < 0) {
                 if (fd == -EADDRINUSE)
                         log_error("Another hyperampd is already listening on %s", path);
@@ -668,7 +818,8 @@ int ha_control_new(struct event_base *base, HaEngine *engine, const HaConfig *cf
                 return log_error_errno(-ENOMEM, "Failed to set up the listener: %m");
         }
         evconnlistener_set_error_cb(ctl->listener, accept_error_cb);
-        log_info("Listening on %s", path);
+        if (!ctl->activated)
+                log_info("Listening on %s", path);
         *ret = ctl;
         return 0;
 }
@@ -730,4 +881,17 @@ HaControl *ha_control_free(HaControl *ctl)
                 event_free(ctl->retry_ev);
         free(ctl);
         return NULL;
+}
+
+void ha_control_set_hooks(HaControl *ctl, ha_reload_fn reload, ha_shutdown_fn shutdown,
+                          void *userdata)
+{
+        ctl->reload = reload;
+        ctl->shutdown = shutdown;
+        ctl->hooks_userdata = userdata;
+}
+
+void ha_control_set_config(HaControl *ctl, const HaConfig *cfg)
+{
+        ctl->cfg = *cfg;
 }

@@ -2,6 +2,7 @@
 #ifndef HA_CONTROL_H
 #define HA_CONTROL_H
 
+#include <cjson/cJSON.h>
 #include <event2/event.h>
 
 #include "config.h"
@@ -18,7 +19,20 @@ int ha_control_new(struct event_base *base, HaEngine *engine, const HaConfig *cf
 /* Closes connections and the listener, removes the socket file. */
 HaControl *ha_control_free(HaControl *c);
 
-/* Stop accepting and stop reading requests; the socket file is removed. */
+/*
+ * What the admin methods do: reload returns 0 and a result object, or a
+ * negative errno and a reason in err; shutdown starts a graceful stop.
+ */
+typedef int (*ha_reload_fn)(void *userdata, cJSON **result, char *err, size_t errlen);
+typedef void (*ha_shutdown_fn)(void *userdata);
+void ha_control_set_hooks(HaControl *c, ha_reload_fn reload, ha_shutdown_fn shutdown,
+                          void *userdata);
+
+/* Take the settings that may change while running. */
+void ha_control_set_config(HaControl *c, const HaConfig *cfg);
+
+/* Stop accepting and stop reading requests; the socket file is removed
+ * (unless systemd passed the socket: then it is systemd's). */
 void ha_control_quiesce(HaControl *c);
 /* Close every connection once its pending replies are written; done runs
  * when the last one is gone. */

@@ -331,6 +331,24 @@ unsigned ha_engine_in_flight(const HaEngine *e)
         return e->in_flight;
 }
 
+void ha_engine_counts(HaEngine *e, HaEngineCounts *ret)
+{
+        ret->completed = e->st.completed;
+        ret->in_flight = e->in_flight;
+        ret->capacity = e->queue.n;
+        ret->workers = ha_pool_size(e->pool);
+}
+
+int ha_engine_stalled_worker(HaEngine *e, uint64_t min_ns, uint64_t *busy_ns)
+{
+        return ha_pool_longest_busy(e->pool, ha_now_ns(), min_ns, busy_ns);
+}
+
+void ha_engine_set_config(HaEngine *e, const HaConfig *cfg)
+{
+        e->cfg.max_payload = cfg->max_payload;
+}
+
 void ha_engine_on_drained(HaEngine *e, void (*cb)(void *), void *userdata)
 {
         if (e->in_flight == 0) {

@@ -47,6 +47,19 @@ unsigned ha_engine_in_flight(const HaEngine *e);
 /* cb runs (once) when nothing is in flight any more; now if already so. */
 void ha_engine_on_drained(HaEngine *e, void (*cb)(void *), void *userdata);
 
+typedef struct HaEngineCounts {
+        uint64_t completed;
+        unsigned in_flight, capacity, workers;
+} HaEngineCounts;
+
+void ha_engine_counts(HaEngine *e, HaEngineCounts *ret);
+
+/* A worker stuck on one batch for more than min_ns, or -1. */
+int ha_engine_stalled_worker(HaEngine *e, uint64_t min_ns, uint64_t *busy_ns);
+
+/* Take the settings that may change while running (max_payload). */
+void ha_engine_set_config(HaEngine *e, const HaConfig *cfg);
+
 /* Adds queue, pool, request, service and worker sections to o. */
 void ha_engine_stats_json(HaEngine *e, cJSON *o);
 

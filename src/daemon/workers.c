@@ -8,6 +8,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "workers.h"
 
 #define BATCH_MAX 64
@@ -18,6 +19,7 @@ typedef struct Worker {
         unsigned id;
         bool started;
         uint64_t jobs;          /* relaxed atomic */
+        uint64_t busy_since;    /* relaxed atomic: ns on CLOCK_MONOTONIC, 0 when idle */
 } Worker;
 
 struct HaPool {
@@ -69,7 +71,9 @@ static void *worker_main(void *arg)
                 p->running += take;
                 pthread_mutex_unlock(&p->lock);
 
+                __atomic_store_n(&w->busy_since, ha_now_ns(), __ATOMIC_RELAXED);
                 p->fn(p->userdata, batch, take, w->id);
+                __atomic_store_n(&w->busy_since, 0, __ATOMIC_RELAXED);
                 __atomic_fetch_add(&w->jobs, take, __ATOMIC_RELAXED);
 
                 pthread_mutex_lock(&p->done_lock);
@@ -250,4 +254,21 @@ unsigned ha_pool_queued(HaPool *p)
         n = p->count;
         pthread_mutex_unlock(&p->lock);
         return n;
+}
+
+int ha_pool_longest_busy(const HaPool *p, uint64_t now_ns, uint64_t min_ns, uint64_t *busy_ns)
+{
+        int worst = -1;
+        uint64_t longest = 0;
+
+        for (unsigned i = 0; i < p->nworkers; i++) {
+                uint64_t since = __atomic_load_n(&p->workers[i].busy_since, __ATOMIC_RELAXED);
+                if (since && now_ns > since && now_ns - since > min_ns &&
+                    now_ns - since > longest) {
+                        longest = now_ns - since;
+                        worst = (int)i;
+                }
+        }
+        *busy_ns = longest;
+        return worst;
 }

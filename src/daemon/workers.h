@@ -39,4 +39,8 @@ uint64_t ha_pool_worker_jobs(const HaPool *p, unsigned worker);
 /* Jobs queued for the workers but not yet picked up. */
 unsigned ha_pool_queued(HaPool *p);
 
+/* The worker that has been on its current batch the longest, if that is
+ * more than min_ns: its index and *busy_ns; otherwise -1. */
+int ha_pool_longest_busy(const HaPool *p, uint64_t now_ns, uint64_t min_ns, uint64_t *busy_ns);
+
 #endif

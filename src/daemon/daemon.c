@@ -1,0 +1,370 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <systemd/sd-daemon.h>
+
+#include "control.h"
+#include "daemon.h"
+#include "engine.h"
+#include "hyperamp-config.h"
+#include "log.h"
+#include "services.h"
+
+#define SHUTDOWN_DEADLINE_S 10
+
+typedef struct Daemon {
+        const HaDaemonOptions *opts;
+        HaConfig cfg;
+        struct event_base *base;
+        HaEngine *engine;
+        HaControl *control;
+        struct event *sig_term, *sig_int, *sig_hup;
+        struct event *deadline, *status_timer, *watchdog_timer;
+        bool stopping;
+        bool wedged;                    /* the watchdog is holding back pings */
+        uint64_t status_completed;      /* for req/s between STATUS= updates */
+        uint64_t status_ns;
+} Daemon;
+
+int ha_daemon_load_config(HaConfig *cfg, const HaDaemonOptions *opts, char *err, size_t errlen)
+{
+        int r;
+
+        ha_config_defaults(cfg);
+        if (opts->config_path) {
+                r = ha_config_load(cfg, opts->config_path, err, errlen);
+                if (r < 0)
+                        return r;
+        }
+        if (opts->workers)
+                cfg->workers = opts->workers;
+        if (opts->log_level >= 0)
+                cfg->log_level = opts->log_level;
+        return 0;
+}
+
+/* ===== systemd status and watchdog ===== */
+
+static void notify_status(Daemon *d, const char *extra)
+{
+        HaEngineCounts n;
+        uint64_t now = ha_now_ns();
+        double rate = 0;
+
+        ha_engine_counts(d->engine, &n);
+        if (d->status_ns && now > d->status_ns)
+                rate = (double)(n.completed - d->status_completed) * 1e9 / (double)(now - d->status_ns);
+        d->status_completed = n.completed;
+        d->status_ns = now;
+        (void)sd_notifyf(0, "%sSTATUS=serving: %.0f req/s, queue %u/%u, %u workers",
+                         extra ? extra : "", rate, n.in_flight, n.capacity, n.workers);
+}
+
+static void status_cb(evutil_socket_t fd, short what, void *userdata)
+{
+        Daemon *d = userdata;
+        (void)fd, (void)what;
+
+        if (!d->stopping && !d->wedged)
+                notify_status(d, NULL);
+}
+
+static void arm_status_timer(Daemon *d)
+{
+        struct timeval tv = { d->cfg.status_interval_ms / 1000,
+                              (d->cfg.status_interval_ms % 1000) * 1000 };
+
+        evtimer_add(d->status_timer, &tv);     /* re-adding moves the deadline */
+}
+
+static void status_timer_cb(evutil_socket_t fd, short what, void *userdata)
+{
+        Daemon *d = userdata;
+
+        status_cb(fd, what, d);
+        arm_status_timer(d);
+}
+
+/* Ping only while the workers make progress: a job stuck for longer than
+ * worker_stall_ms holds the pings back, and systemd's watchdog fires. */
+static void watchdog_cb(evutil_socket_t fd, short what, void *userdata)
+{
+        Daemon *d = userdata;
+        uint64_t busy_ns;
+        int w;
+        (void)fd, (void)what;
+
+        w = ha_engine_stalled_worker(d->engine, (uint64_t)d->cfg.worker_stall_ms * 1000000u,
+                                     &busy_ns);
+        if (w >= 0) {
+                if (!d->wedged)
+                        ha_log_ctx(LOG_ERR, HA_LOG_CTX(.message_id = HA_MID_STALLED),
+                                   "Worker %d stuck on one job for %.1f s, holding back "
+                                   "watchdog pings", w, (double)busy_ns / 1e9);
+                d->wedged = true;
+                (void)sd_notifyf(0, "STATUS=worker %d stuck for %.0f s", w, (double)busy_ns / 1e9);
+                return;
+        }
+        if (d->wedged)
+                log_notice("Workers make progress again, watchdog pings resume");
+        d->wedged = false;
+        (void)sd_notify(0, "WATCHDOG=1");
+}
+
+/* ===== reload ===== */
+
+static int reload(void *userdata, cJSON **ret, char *err, size_t errlen)
+{
+        Daemon *d = userdata;
+        char live[512], restart[512];
+        HaConfig n, eff;
+        cJSON *o, *a;
+        int r;
+
+        (void)sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=Reloading configuration",
+                         (unsigned long long)(ha_now_ns() / 1000));
+        r = ha_daemon_load_config(&n, d->opts, err, errlen);
+        if (r == 0) {
+                /* Take only what can change live; validate that against the
+                 * pool and queue that exist now. */
+                eff = d->cfg;
+                ha_config_diff(&d->cfg, &n, live, sizeof(live), restart, sizeof(restart));
+                eff.max_payload = n.max_payload;
+                eff.max_connections = n.max_connections;
+                eff.max_inflight_per_conn = n.max_inflight_per_conn;
+                eff.client_timeout_ms = n.client_timeout_ms;
+                eff.status_interval_ms = n.status_interval_ms;
+                eff.worker_stall_ms = n.worker_stall_ms;
+                eff.log_level = n.log_level;
+                memcpy(eff.admin_group, n.admin_group, sizeof(eff.admin_group));
+                eff.admin_gid = n.admin_gid;
+                r = ha_config_validate(&eff, err, errlen);
+        }
+        if (r < 0) {
+                ha_log_ctx(LOG_ERR, HA_LOG_CTX(.message_id = HA_MID_RELOAD_FAILED),
+                           "Reload failed, keeping the running configuration: %s", err);
+                notify_status(d, "READY=1\n");
+                return r;
+        }
+
+        d->cfg = eff;
+        ha_log_set_level(eff.log_level);
+        ha_engine_set_config(d->engine, &eff);
+        ha_control_set_config(d->control, &eff);
+        arm_status_timer(d);
+        ha_log_ctx(LOG_INFO, HA_LOG_CTX(.message_id = HA_MID_RELOADED),
+                   "Configuration reloaded from %s; applied: %s; needs a restart: %s",
+                   d->opts->config_path ? d->opts->config_path : "built-in defaults",
+                   live[0] ? live : "nothing", restart[0] ? restart : "nothing");
+        notify_status(d, "READY=1\n");
+
+        o = cJSON_CreateObject();
+        if (d->opts->config_path)
+                cJSON_AddStringToObject(o, "config", d->opts->config_path);
+        else
+                cJSON_AddNullToObject(o, "config");
+        a = cJSON_AddArrayToObject(o, "applied");
+        for (char *save = NULL, *t = strtok_r(live, ",", &save); t; t = strtok_r(NULL, ",", &save))
+                cJSON_AddItemToArray(a, cJSON_CreateString(t));
+        a = cJSON_AddArrayToObject(o, "restart_required");
+        for (char *save = NULL, *t = strtok_r(restart, ",", &save); t; t = strtok_r(NULL, ",", &save))
+                cJSON_AddItemToArray(a, cJSON_CreateString(t));
+        *ret = o;
+        return 0;
+}
+
+/* ===== shutdown ===== */
+
+static void shutdown_closed(void *userdata)
+{
+        Daemon *d = userdata;
+
+        event_base_loopexit(d->base, NULL);
+}
+
+static void shutdown_drained(void *userdata)
+{
+        Daemon *d = userdata;
+
+        ha_control_close_all(d->control, shutdown_closed, d);
+}
+
+static void deadline_cb(evutil_socket_t fd, short what, void *userdata)
+{
+        Daemon *d = userdata;
+        (void)fd, (void)what;
+
+        log_warning("Shutdown deadline (%d s) passed with %u requests in flight, exiting anyway",
+                    SHUTDOWN_DEADLINE_S, ha_engine_in_flight(d->engine));
+        event_base_loopexit(d->base, NULL);
+}
+
+static void begin_shutdown(void *userdata)
+{
+        Daemon *d = userdata;
+        struct timeval tv = { SHUTDOWN_DEADLINE_S, 0 };
+
+        if (d->stopping)
+                return;
+        d->stopping = true;
+        (void)sd_notifyf(0, "STOPPING=1\nSTATUS=Shutting down, finishing %u requests",
+                         ha_engine_in_flight(d->engine));
+        ha_log_ctx(LOG_INFO, HA_LOG_CTX(.message_id = HA_MID_STOPPING),
+                   "Shutting down, finishing %u requests in flight",
+                   ha_engine_in_flight(d->engine));
+        ha_control_quiesce(d->control);
+        evtimer_add(d->deadline, &tv);
+        ha_engine_on_drained(d->engine, shutdown_drained, d);
+}
+
+static void signal_cb(evutil_socket_t sig, short what, void *userdata)
+{
+        Daemon *d = userdata;
+        char err[512];
+        cJSON *res = NULL;
+        (void)what;
+
+        if (sig == SIGHUP) {
+                log_info("SIGHUP received, reloading the configuration");
+                if (reload(d, &res, err, sizeof(err)) == 0)
+                        cJSON_Delete(res);
+                return;
+        }
+        if (d->stopping) {
+                log_notice("Signal %d again, stopping now", (int)sig);
+                event_base_loopbreak(d->base);
+                return;
+        }
+        log_info("Signal %d received", (int)sig);
+        begin_shutdown(d);
+}
+
+/* ===== start-up ===== */
+
+/* $HYPERAMP_TEST_STALL_FIFO turns on the stall service (services.h); the
+ * fd stays open for the life of the process, on purpose. */
+static void enable_test_seams(void)
+{
+        const char *fifo = getenv("HYPERAMP_TEST_STALL_FIFO");
+        int fd;
+
+        if (!fifo || !*fifo)
+                return;
+        fd = open(fifo, O_RDWR | O_CLOEXEC);
+        if (fd < 0) {
+                log_warning_errno(-errno, "HYPERAMP_TEST_STALL_FIFO=%s: %m, ignoring", fifo);
+                return;
+        }
+        ha_services_enable_stall(fd);
+        log_warning("Test seam enabled: service %d blocks on %s", HA_SERVICE_STALL, fifo);
+}
+
+static struct event_base *new_base(void)
+{
+        struct event_config *ec = event_config_new();
+        struct event_base *base;
+
+        if (!ec)
+                return NULL;
+        /* Only the loop thread touches the base. */
+        event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
+        base = event_base_new_with_config(ec);
+        event_config_free(ec);
+        return base;
+}
+
+int ha_daemon_run(const HaConfig *cfg, const HaDaemonOptions *opts)
+{
+        Daemon d = { .opts = opts, .cfg = *cfg };
+        uint64_t wd_usec = 0;
+        sigset_t mask, old;
+        int r = 0;
+
+        /* Workers inherit a mask with our signals blocked, so only the loop
+         * thread ever sees them. */
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGHUP);
+        pthread_sigmask(SIG_BLOCK, &mask, &old);
+        signal(SIGPIPE, SIG_IGN);
+
+        evthread_use_pthreads();
+        d.base = new_base();
+        if (!d.base) {
+                log_error("Failed to create the event loop");
+                r = -ENOMEM;
+                goto out;
+        }
+        ha_log_ctx(LOG_INFO, HA_LOG_CTX(.message_id = HA_MID_STARTED),
+                   "hyperampd %s starting (libevent %s, %s backend; cJSON %s; logging to %s)",
+                   HA_VERSION, event_get_version(), event_base_get_method(d.base),
+                   cJSON_Version(), ha_log_target_name());
+
+        enable_test_seams();
+        r = ha_engine_new(d.base, &d.cfg, ha_control_complete, &d.engine);
+        if (r < 0)
+                goto out;
+        r = ha_control_new(d.base, d.engine, &d.cfg, opts->socket_path, &d.control);
+        if (r < 0)
+                goto out;
+        ha_control_set_hooks(d.control, reload, begin_shutdown, &d);
+
+        d.sig_term = evsignal_new(d.base, SIGTERM, signal_cb, &d);
+        d.sig_int = evsignal_new(d.base, SIGINT, signal_cb, &d);
+        d.sig_hup = evsignal_new(d.base, SIGHUP, signal_cb, &d);
+        d.deadline = evtimer_new(d.base, deadline_cb, &d);
+        d.status_timer = evtimer_new(d.base, status_timer_cb, &d);
+        d.watchdog_timer = event_new(d.base, -1, EV_PERSIST, watchdog_cb, &d);
+        if (!d.sig_term || !d.sig_int || !d.sig_hup || !d.deadline || !d.status_timer ||
+            !d.watchdog_timer || evsignal_add(d.sig_term, NULL) < 0 ||
+            evsignal_add(d.sig_int, NULL) < 0 || evsignal_add(d.sig_hup, NULL) < 0) {
+                r = log_error_errno(-ENOMEM, "Failed to set up signal handling: %m");
+                goto out;
+        }
+        /* Only now: a signal before this point waits, blocked, for the loop. */
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+
+        if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0) {
+                struct timeval tv = { (time_t)(wd_usec / 2 / 1000000),
+                                      (suseconds_t)(wd_usec / 2 % 1000000) };
+                event_add(d.watchdog_timer, &tv);
+                log_info("Watchdog enabled: pinging every %.3f s while workers make progress",
+                         (double)wd_usec / 2e6);
+        }
+        arm_status_timer(&d);
+
+        notify_status(&d, "READY=1\n");
+        ha_log_ctx(LOG_INFO, HA_LOG_CTX(.message_id = HA_MID_READY),
+                   "Ready: serving on %s", opts->socket_path);
+        if (event_base_dispatch(d.base) < 0)
+                r = log_error_errno(-EIO, "Event loop failed");
+        else
+                ha_log_ctx(LOG_INFO, HA_LOG_CTX(.message_id = HA_MID_STOPPED), "Stopped cleanly");
+out:
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (r < 0)
+                (void)sd_notifyf(0, "ERRNO=%d\nSTATUS=Failed to start: %s", -r, strerror(-r));
+        /* Reverse order of start-up: the engine joins its workers first, so
+         * no completion can reach a freed connection. */
+        d.engine = ha_engine_free(d.engine);
+        d.control = ha_control_free(d.control);
+        struct event *evs[] = { d.sig_term, d.sig_int, d.sig_hup, d.deadline, d.status_timer,
+                                d.watchdog_timer };
+        for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
+                if (evs[i])
+                        event_free(evs[i]);
+        if (d.base)
+                event_base_free(d.base);
+        libevent_global_shutdown();
+        return r;
+}
