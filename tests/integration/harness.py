@@ -107,7 +107,7 @@ def wait_pid_exit(proc, timeout):
         return None
 
 
-def run_ctl(args, socket_path=None, input=None, timeout=None, env=None):
+def run_ctl(args, socket_path=None, input=None, timeout=None, env=None, preexec_fn=None):
     """Run hyperampctl; returns (rc, stdout bytes, stderr str)."""
     cmd = [HYPERAMPCTL]
     if socket_path is not None:
@@ -119,7 +119,7 @@ def run_ctl(args, socket_path=None, input=None, timeout=None, env=None):
         e.update(env)
     p = subprocess.run(cmd, input=input if input is not None else b'',
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       timeout=timeout or CTL_TIMEOUT, env=e)
+                       timeout=timeout or CTL_TIMEOUT, env=e, preexec_fn=preexec_fn)
     return p.returncode, p.stdout, p.stderr.decode('utf-8', 'replace')
 
 
@@ -168,7 +168,11 @@ class RawClient:
         self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(scaled(timeout))
-        self.sock.connect(path)
+        try:
+            self.sock.connect(path)
+        except OSError:
+            self.sock.close()
+            raise
         self.buf = bytearray()
         self.next_id = 1
 

@@ -133,7 +133,8 @@ class CheckConfigTest(TmpDirTest):
                'shm_mode': '0660', 'workers': 3, 'queue_entries': 100,
                'pool_size': 1 << 20, 'max_payload': 65536, 'max_connections': 10,
                'max_inflight_per_conn': 7, 'log_level': 'debug', 'shm_persist': True,
-               'client_timeout_ms': 1500}
+               'client_timeout_ms': 1500, 'status_interval_ms': 250, 'worker_stall_ms': 700,
+               'admin_group': 'root'}
         sock = os.path.join(self.tmp, 'x.sock')
         rc, out, err = run_daemon_cmd(['--check-config', '--config', self.write_config(cfg),
                                        '--socket', sock])
@@ -197,20 +198,20 @@ class CheckConfigTest(TmpDirTest):
             with self.subTest(what):
                 path = self.write_config(content, 'bad.json')
                 rc, out, err = run_daemon_cmd(['--check-config', '--config', path])
-                self.assertEqual(rc, 1, err)
+                self.assertEqual(rc, 78, err)   # EX_CONFIG: the unit does not restart
                 self.assertEqual(out, '')
                 self.assertIn(needle, err)
 
     def test_missing_config_file(self):
         path = os.path.join(self.tmp, 'nope.json')
         rc, out, err = run_daemon_cmd(['--check-config', '--config', path])
-        self.assertEqual(rc, 1, err)
+        self.assertEqual(rc, 78, err)
         self.assertIn(path, err)
         self.assertIn('No such file', err)
 
     def test_bad_config_does_not_start(self):
         f = start_expect_failure({'shm_mode': '0666'})
-        self.assertEqual(f.rc, 1)
+        self.assertEqual(f.rc, 78)
         self.assertIn('shm_mode', f.log)
         self.assertEqual(f.notifications, [])
         self.assertFalse(os.path.lexists(f.shm_file))
@@ -281,7 +282,7 @@ class ExclusivityTest(unittest.TestCase):
 
     def test_socket_path_too_long(self):
         f = start_expect_failure(socket_path='/tmp/' + 'x' * 120)
-        self.assertEqual(f.rc, 1)
+        self.assertEqual(f.rc, 78)   # a bad setting, like a bad config
         self.assertIn('too long', f.log)
 
 
