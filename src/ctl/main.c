@@ -33,19 +33,29 @@ static int cmd_shutdown(Ctx *ctx, int argc, char **argv);
 static const CtlCommand commands[] = {
         { "submit", "[-s SERVICE] [DATA | -f FILE]",
           "Run SERVICE (name or id, default echo) on DATA, FILE or stdin;\n"
-          "            write the result bytes to stdout", cmd_submit },
+          "write the result bytes to stdout", cmd_submit },
         { "stats", "", "Show the daemon's counters, queue and latency per service", cmd_stats },
         { "services", "", "List the services the daemon offers", cmd_services },
         { "ping", "", "Check that the daemon answers, and how fast", cmd_ping },
         { "bench", "[-s SERVICE] [-c CONCURRENCY] [-n REQUESTS] [--size BYTES] [--connections K] [--overload]",
           "Keep CONCURRENCY requests in flight over K connections, verify every\n"
-          "            response, report req/s and latency percentiles (defaults: echo,\n"
-          "            -c 64, -n 10000, 64 bytes, 1 connection); --overload allows more\n"
-          "            in flight than the queue holds, counting E_BUSY replies", cmd_bench },
+          "response, report req/s and latency percentiles (defaults: echo,\n"
+          "-c 64, -n 10000, 64 bytes, 1 connection); --overload allows more\n"
+          "in flight than the queue holds, counting E_BUSY replies", cmd_bench },
         { "reload", "", "Make the daemon re-read its config; returns once it confirms\n"
-          "            (admin: root, the daemon's user or its admin_group)", cmd_reload },
+          "(admin: root, the daemon's user or its admin_group)", cmd_reload },
         { "shutdown", "", "Stop the daemon gracefully, like SIGTERM (admin)", cmd_shutdown },
 };
+
+/* Print text with every line indented. */
+static void print_indented(FILE *f, const char *text, int indent)
+{
+        for (const char *line = text; *line;) {
+                size_t len = strcspn(line, "\n");
+                fprintf(f, "%*s%.*s\n", indent, "", (int)len, line);
+                line += len + (line[len] == '\n');
+        }
+}
 
 static void usage(FILE *f)
 {
@@ -54,9 +64,11 @@ static void usage(FILE *f)
                    "Talk to hyperampd over its control socket.\n"
                    "\n"
                    "Commands:\n");
-        for (size_t i = 0; i < ELEMENTSOF(commands); i++)
-                fprintf(f, "  %s %s\n            %s\n", commands[i].name, commands[i].args,
-                        commands[i].help);
+        for (size_t i = 0; i < ELEMENTSOF(commands); i++) {
+                fprintf(f, "  %s%s%s\n", commands[i].name, *commands[i].args ? " " : "",
+                        commands[i].args);
+                print_indented(f, commands[i].help, 6);
+        }
         fprintf(f, "\n"
                    "Options (before or after the command):\n"
                    "      --socket PATH   control socket (default: as hyperampd resolves it:\n"
@@ -133,9 +145,12 @@ int ctl_global_opt(Ctx *ctx, int c, const char *cmd)
         case 'h':
                 if (cmd) {
                         for (size_t i = 0; i < ELEMENTSOF(commands); i++)
-                                if (strcmp(commands[i].name, cmd) == 0)
-                                        printf("Usage: hyperampctl %s %s\n  %s\n\nSee 'hyperampctl --help' for the common options.\n",
-                                               cmd, commands[i].args, commands[i].help);
+                                if (strcmp(commands[i].name, cmd) == 0) {
+                                        printf("Usage: hyperampctl %s%s%s\n\n", cmd,
+                                               *commands[i].args ? " " : "", commands[i].args);
+                                        print_indented(stdout, commands[i].help, 2);
+                                        printf("\nSee 'hyperampctl --help' for the common options.\n");
+                                }
                 } else
                         usage(stdout);
                 return CTL_STOP_OK;
