@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,6 +27,15 @@ typedef struct ReqCtx {
         bool live;
 } ReqCtx;
 
+typedef struct Source {
+        const HaSourceOps *ops;
+        void *ctx;
+        char name[64];
+} Source;
+
+/* Room in the worker pool for other sources' entries, on top of ours. */
+#define EXTRA_JOBS 65536u
+
 typedef struct SvcStats {
         uint64_t requests;
         uint64_t failed;
@@ -41,6 +51,9 @@ struct HaEngine {
         HaPool *pool;
         ReqCtx *ctx;
         uint16_t *batch;
+        HaJob *jobs;
+        Source sources[HA_ENGINE_MAX_SOURCES];
+        unsigned nsources;
         struct event *collect_ev;
         struct event *complete_ev;
         bool collect_pending;
@@ -72,14 +85,20 @@ static SvcStats *svc_stats(HaEngine *e, uint16_t id)
 }
 
 /* Worker thread: run the services of a batch in place. */
-static void run_jobs(void *userdata, const uint16_t *jobs, size_t n, unsigned worker)
+static void run_jobs(void *userdata, const HaJob *jobs, size_t n, unsigned worker)
 {
         HaEngine *e = userdata;
-        (void)worker;
 
         for (size_t i = 0; i < n; i++) {
-                HaMsgEntry *en = &e->queue.q->entries[jobs[i]];
-                const ReqCtx *c = &e->ctx[jobs[i]];
+                unsigned src = HA_JOB_SOURCE(jobs[i]);
+                uint16_t idx = HA_JOB_INDEX(jobs[i]);
+
+                if (src != HA_SOURCE_SOCKET) {
+                        e->sources[src].ops->run(e->sources[src].ctx, idx, worker);
+                        continue;
+                }
+                HaMsgEntry *en = &e->queue.q->entries[idx];
+                const ReqCtx *c = &e->ctx[idx];
                 uint16_t sid = __atomic_load_n(&en->msg.service_id, __ATOMIC_RELAXED);
                 uint32_t off = __atomic_load_n(&en->msg.offset, __ATOMIC_RELAXED);
                 uint32_t len = __atomic_load_n(&en->msg.length, __ATOMIC_RELAXED);
@@ -122,10 +141,32 @@ static void collect_cb(evutil_socket_t fd, short what, void *userdata)
         e->collect_pending = false;
         n = ha_queue_collect(&e->queue, e->batch);
         report_queue_anomalies(e);
-        /* Cannot fail: in_flight never exceeds the queue size, which is the
-         * pool's capacity. */
-        if (ha_pool_submit(e->pool, e->batch, n) < 0)
+        /* Cannot fail: in_flight never exceeds the queue size, for which the
+         * pool always has room. */
+        if (ha_engine_dispatch(e, HA_SOURCE_SOCKET, e->batch, n) < 0)
                 abort();
+}
+
+int ha_engine_dispatch(HaEngine *e, unsigned source, const uint16_t *idx, size_t n)
+{
+        for (size_t i = 0; i < n; i++)
+                e->jobs[i] = HA_JOB(source, idx[i]);
+        return ha_pool_submit(e->pool, e->jobs, n);
+}
+
+int ha_engine_add_source(HaEngine *e, const HaSourceOps *ops, void *ctx, const char *name,
+                         unsigned *ret_id)
+{
+        Source *s;
+
+        if (e->nsources >= HA_ENGINE_MAX_SOURCES)
+                return -ENOSPC;
+        s = &e->sources[e->nsources];
+        s->ops = ops;
+        s->ctx = ctx;
+        snprintf(s->name, sizeof(s->name), "%s", name);
+        *ret_id = e->nsources++;
+        return 0;
 }
 
 static void release_entry(HaEngine *e, uint16_t idx)
@@ -147,9 +188,15 @@ static void complete_cb(evutil_socket_t fd, short what, void *userdata)
         (void)fd;
         (void)what;
 
-        n = ha_pool_take_completed(e->pool, e->batch, e->queue.n);
+        n = ha_pool_take_completed(e->pool, e->jobs, e->queue.n + EXTRA_JOBS);
         for (size_t i = 0; i < n; i++) {
-                uint16_t idx = e->batch[i];
+                unsigned src = HA_JOB_SOURCE(e->jobs[i]);
+                uint16_t idx = HA_JOB_INDEX(e->jobs[i]);
+
+                if (src != HA_SOURCE_SOCKET) {
+                        e->sources[src].ops->complete(e->sources[src].ctx, idx);
+                        continue;
+                }
                 ReqCtx *c = &e->ctx[idx];
                 uint16_t flag = __atomic_load_n(&e->queue.q->entries[idx].msg.flag,
                                                 __ATOMIC_ACQUIRE);
@@ -217,12 +264,17 @@ int ha_engine_new(struct event_base *base, const HaConfig *cfg, ha_complete_fn c
                 goto fail_log;
         e->ctx = calloc(cfg->queue_entries, sizeof(*e->ctx));
         e->batch = calloc(cfg->queue_entries, sizeof(*e->batch));
+        e->jobs = calloc(cfg->queue_entries + EXTRA_JOBS, sizeof(*e->jobs));
         e->svc = calloc(e->nsvc + 1, sizeof(*e->svc));
-        if (!e->ctx || !e->batch || !e->svc) {
+        if (!e->ctx || !e->batch || !e->jobs || !e->svc) {
                 r = -ENOMEM;
                 goto fail_log;
         }
-        r = ha_pool_new(ha_config_workers(cfg), cfg->queue_entries, run_jobs, e, &e->pool);
+        /* Source 0 is our own queue, fed by the control socket. */
+        e->nsources = 1;
+        snprintf(e->sources[0].name, sizeof(e->sources[0].name), "socket");
+        r = ha_pool_new(ha_config_workers(cfg), cfg->queue_entries + EXTRA_JOBS, run_jobs, e,
+                        &e->pool);
         if (r < 0) {
                 log_error_errno(r, "Failed to start %u workers: %m", ha_config_workers(cfg));
                 goto fail;
@@ -275,6 +327,7 @@ HaEngine *ha_engine_free(HaEngine *e)
         ha_region_close(&e->region);
         free(e->ctx);
         free(e->batch);
+        free(e->jobs);
         free(e->svc);
         free(e);
         return NULL;
@@ -417,6 +470,22 @@ void ha_engine_stats_json(HaEngine *e, cJSON *o)
                 cJSON_AddNumberToObject(s, "failed", (double)e->svc[i].failed);
                 add_latency(s, &e->svc[i].latency);
                 cJSON_AddItemToArray(svcs, s);
+        }
+
+        cJSON *srcs = cJSON_AddArrayToObject(o, "sources");
+        for (unsigned i = 0; i < e->nsources; i++) {
+                cJSON *so = cJSON_CreateObject();
+                cJSON_AddStringToObject(so, "name", e->sources[i].name);
+                if (i == HA_SOURCE_SOCKET) {
+                        cJSON_AddStringToObject(so, "kind", "socket");
+                        cJSON_AddNumberToObject(so, "submitted", (double)e->st.submitted);
+                        cJSON_AddNumberToObject(so, "completed", (double)e->st.completed);
+                        cJSON_AddNumberToObject(so, "failed", (double)e->st.failed);
+                } else {
+                        cJSON_AddStringToObject(so, "kind", e->sources[i].ops->kind);
+                        e->sources[i].ops->stats_json(e->sources[i].ctx, so);
+                }
+                cJSON_AddItemToArray(srcs, so);
         }
 
         w = cJSON_AddObjectToObject(o, "workers");

@@ -47,6 +47,27 @@ unsigned ha_engine_in_flight(const HaEngine *e);
 /* cb runs (once) when nothing is in flight any more; now if already so. */
 void ha_engine_on_drained(HaEngine *e, void (*cb)(void *), void *userdata);
 
+/*
+ * Another queue whose entries the workers run: a zone channel.  Its entries
+ * reach the workers as jobs tagged with the source id; the source says how
+ * to run one (worker thread) and what to do once it ran (loop thread).
+ */
+typedef struct HaSourceOps {
+        const char *kind;
+        void (*run)(void *ctx, uint16_t idx, unsigned worker);
+        void (*complete)(void *ctx, uint16_t idx);
+        void (*stats_json)(void *ctx, cJSON *o);
+} HaSourceOps;
+
+#define HA_ENGINE_MAX_SOURCES 64
+#define HA_SOURCE_SOCKET 0
+
+/* Register a source; *ret_id tags its jobs.  -ENOSPC past the limit. */
+int ha_engine_add_source(HaEngine *e, const HaSourceOps *ops, void *ctx, const char *name,
+                         unsigned *ret_id);
+/* Hand entries of a source to the workers, in one batch. */
+int ha_engine_dispatch(HaEngine *e, unsigned source, const uint16_t *idx, size_t n);
+
 typedef struct HaEngineCounts {
         uint64_t completed;
         unsigned in_flight, capacity, workers;

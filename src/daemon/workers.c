@@ -26,12 +26,12 @@ struct HaPool {
         pthread_mutex_t lock;
         pthread_cond_t work;    /* jobs queued, or stop */
         pthread_cond_t idle;    /* nothing queued or running */
-        uint16_t *ring;
+        HaJob *ring;
         unsigned capacity, head, count, running, idle_workers, outstanding;
         bool stop;
 
         pthread_mutex_t done_lock;
-        uint16_t *done;
+        HaJob *done;
         unsigned ndone;
         int efd;
 
@@ -45,7 +45,7 @@ static void *worker_main(void *arg)
 {
         Worker *w = arg;
         HaPool *p = w->pool;
-        uint16_t batch[BATCH_MAX];
+        HaJob batch[BATCH_MAX];
 
         pthread_mutex_lock(&p->lock);
         for (;;) {
@@ -115,8 +115,8 @@ int ha_pool_new(unsigned nworkers, unsigned capacity, ha_job_fn fn, void *userda
         p->capacity = capacity;
         p->fn = fn;
         p->userdata = userdata;
-        p->ring = calloc(capacity, sizeof(uint16_t));
-        p->done = calloc(capacity, sizeof(uint16_t));
+        p->ring = calloc(capacity, sizeof(HaJob));
+        p->done = calloc(capacity, sizeof(HaJob));
         p->workers = calloc(nworkers, sizeof(Worker));
         if (!p->ring || !p->done || !p->workers) {
                 ha_pool_free(p);
@@ -172,7 +172,7 @@ HaPool *ha_pool_free(HaPool *p)
         return NULL;
 }
 
-int ha_pool_submit(HaPool *p, const uint16_t *jobs, size_t n)
+int ha_pool_submit(HaPool *p, const HaJob *jobs, size_t n)
 {
         if (n == 0)
                 return 0;
@@ -201,7 +201,7 @@ int ha_pool_fd(HaPool *p)
         return p->efd;
 }
 
-size_t ha_pool_take_completed(HaPool *p, uint16_t *out, size_t max)
+size_t ha_pool_take_completed(HaPool *p, HaJob *out, size_t max)
 {
         uint64_t v;
         size_t n;

@@ -14,8 +14,15 @@
  */
 typedef struct HaPool HaPool;
 
+/* A job names a queue entry: the source (which queue) in the high half,
+ * the entry index in the low half. */
+typedef uint32_t HaJob;
+#define HA_JOB(source, idx) ((HaJob)(source) << 16 | (uint16_t)(idx))
+#define HA_JOB_SOURCE(j)    ((unsigned)((j) >> 16))
+#define HA_JOB_INDEX(j)     ((uint16_t)((j) & 0xffff))
+
 /* Runs on a worker thread. */
-typedef void (*ha_job_fn)(void *userdata, const uint16_t *jobs, size_t n, unsigned worker);
+typedef void (*ha_job_fn)(void *userdata, const HaJob *jobs, size_t n, unsigned worker);
 
 int ha_pool_new(unsigned nworkers, unsigned capacity, ha_job_fn fn, void *userdata,
                 HaPool **ret);
@@ -23,13 +30,13 @@ int ha_pool_new(unsigned nworkers, unsigned capacity, ha_job_fn fn, void *userda
 HaPool *ha_pool_free(HaPool *p);
 
 /* -ENOSPC when more than capacity jobs would be outstanding. */
-int ha_pool_submit(HaPool *p, const uint16_t *jobs, size_t n);
+int ha_pool_submit(HaPool *p, const HaJob *jobs, size_t n);
 
 /* Readable when completions are waiting. */
 int ha_pool_fd(HaPool *p);
 
 /* Take up to max finished jobs (reads the eventfd first, then the list). */
-size_t ha_pool_take_completed(HaPool *p, uint16_t *out, size_t max);
+size_t ha_pool_take_completed(HaPool *p, HaJob *out, size_t max);
 
 /* Block until no job is queued or running (condition variable, no polling). */
 void ha_pool_wait_idle(HaPool *p);

@@ -12,18 +12,18 @@
 
 static unsigned runs[CAP];
 
-static void job(void *userdata, const uint16_t *jobs, size_t n, unsigned worker)
+static void job(void *userdata, const HaJob *jobs, size_t n, unsigned worker)
 {
         (void)userdata;
         (void)worker;
         for (size_t i = 0; i < n; i++)
-                __atomic_fetch_add(&runs[jobs[i]], 1, __ATOMIC_RELAXED);
+                __atomic_fetch_add(&runs[HA_JOB_INDEX(jobs[i])], 1, __ATOMIC_RELAXED);
 }
 
 int main(void)
 {
         HaPool *p;
-        uint16_t jobs[CAP], done[CAP];
+        HaJob jobs[CAP], done[CAP];
         unsigned got[CAP] = { 0 };
         size_t total = 0;
         uint64_t sum = 0;
@@ -37,7 +37,7 @@ int main(void)
                 size_t have = 0;
 
                 for (unsigned i = 0; i < n; i++)
-                        jobs[i] = (uint16_t)i;
+                        jobs[i] = HA_JOB(round % 3, i);
                 CHECK_EQ(ha_pool_submit(p, jobs, n), 0);
                 while (have < n) {
                         struct pollfd pfd = { .fd = ha_pool_fd(p), .events = POLLIN };
@@ -49,7 +49,7 @@ int main(void)
                         }
                         k = ha_pool_take_completed(p, done, CAP);
                         for (size_t i = 0; i < k; i++)
-                                got[done[i]]++;
+                                got[HA_JOB_INDEX(done[i])]++;
                         have += k;
                 }
                 CHECK_EQ(have, n);
@@ -64,12 +64,13 @@ int main(void)
 
         /* More outstanding than the capacity is refused, not queued. */
         for (unsigned i = 0; i < CAP; i++)
-                jobs[i] = (uint16_t)i;
+                jobs[i] = HA_JOB(7, i);
         CHECK_EQ(ha_pool_submit(p, jobs, CAP), 0);
         CHECK_EQ(ha_pool_submit(p, jobs, 1), -ENOSPC);
         ha_pool_wait_idle(p);
         CHECK_EQ(ha_pool_queued(p), 0);
         CHECK_EQ(ha_pool_take_completed(p, done, CAP), CAP);
+        CHECK_EQ(HA_JOB_SOURCE(done[0]), 7);    /* the source survives the trip */
 
         /* Freeing a pool with queued work runs it first. */
         memset(runs, 0, sizeof(runs));
