@@ -37,6 +37,7 @@ static void help(void)
                "                         (default auto: the journal when stderr is its stream)\n"
                "      --check-config     validate the config, print the effective settings\n"
                "                         as JSON and exit (non-zero on error)\n"
+               "  -q, --quiet            with --check-config: print only errors\n"
                "  -h, --help             show this help and exit\n"
                "  -V, --version          show the version and exit\n"
                "\n"
@@ -71,6 +72,7 @@ int main(int argc, char **argv)
                 { "log-level", required_argument, NULL, 'l' },
                 { "check-config", no_argument, NULL, OPT_CHECK_CONFIG },
                 { "log-target", required_argument, NULL, OPT_LOG_TARGET },
+                { "quiet", no_argument, NULL, 'q' },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, 'V' },
                 {},
@@ -79,12 +81,12 @@ int main(int argc, char **argv)
         char socket_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
         HaDaemonOptions opts = { .log_level = -1 };
         char err[512];
-        bool check = false;
+        bool check = false, quiet = false;
         HaConfig cfg;
         int c, r;
 
         ha_log_open("hyperampd");
-        while ((c = getopt_long(argc, argv, "c:w:l:hV", longopts, NULL)) >= 0) {
+        while ((c = getopt_long(argc, argv, "c:w:l:qhV", longopts, NULL)) >= 0) {
                 switch (c) {
                 case 'c':
                         opts.config_path = optarg;
@@ -107,6 +109,9 @@ int main(int argc, char **argv)
                         break;
                 case OPT_CHECK_CONFIG:
                         check = true;
+                        break;
+                case 'q':
+                        quiet = true;
                         break;
                 case OPT_LOG_TARGET:
                         r = ha_log_target_parse(optarg);
@@ -147,6 +152,8 @@ int main(int argc, char **argv)
         }
         opts.socket_path = socket_path;
 
+        if (check && quiet)
+                return 0;
         if (check) {
                 _cleanup_free_ char *json = ha_config_to_json(&cfg, socket_path);
                 if (!json) {

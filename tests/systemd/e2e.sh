@@ -1,0 +1,461 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+#
+# systemd-e2e: hyperampd under a real systemd, end to end.
+#
+#   bash e2e.sh BUILD_ROOT SOURCE_ROOT [MESON]
+#
+# 1. Builds the tree with --prefix=/usr in a scratch build directory and
+#    `meson install --destdir`s it, as a package would.
+# 2. Boots /lib/systemd/systemd as PID 1 of private PID, mount, UTS and
+#    cgroup namespaces (ns-init.sh; recipe: /work/shared/systemd.md section 9).
+#    Inside, the DESTDIR is overlaid on /usr and /etc, so the installed units
+#    run byte-for-byte as installed, and /run, /dev, /tmp, /var and the cgroup
+#    tree are private: nothing of the host is written to.
+# 3. Through nsenter: systemctl start hyperampd.socket hyperampd.service,
+#    hyperampctl submit, systemctl reload, journalctl -u hyperampd (native
+#    structured entries), systemctl stop; each step checked.
+# 4. Kills that systemd (the namespaces go with it) and checks that nothing
+#    is left: no process, mount, cgroup, /dev/shm object or /tmp change.
+#
+# Exit status: 0 pass, 1 fail, 77 skip (only when namespaces cannot be
+# created, i.e. not root or not allowed).  HYPERAMP_E2E_KEEP=1 keeps the
+# scratch directory (it is kept anyway, minus the build, on failure).
+set -euo pipefail
+
+if [ $# -lt 2 ]; then
+        echo "usage: $0 BUILD_ROOT SOURCE_ROOT [MESON]" >&2
+        exit 2
+fi
+BUILD_ROOT=$(realpath "$1")
+SRC=$(realpath "$2")
+MESON=${3:-meson}
+HERE=$SRC/tests/systemd
+
+# The installed names this test relies on (units/meson.build, configs/).
+SOCK=/run/hyperamp/hyperampd.sock
+SHM=/dev/shm/hyperampd                  # shm_name of configs/hyperampd.json
+MID_READY=9bbb1190bd834ad0b98f5477f619002e
+MID_RELOADED=22b631cccf6542739d5447498e3a856c
+MID_STOPPED=65e1ff7b5fcb467787bee6c44c354519
+MID_DENIED=8cae42a66f8744ba97ecc144a34f2049
+
+T0=$(date +%s)
+log() { printf '[%3ds] %s\n' "$(($(date +%s) - T0))" "$*"; }
+
+skip() {
+        echo "SKIP: $*"
+        exit 77
+}
+
+# ---- can we make the namespaces at all? (the only reason to skip) ----
+if [ "$(id -u)" != 0 ]; then
+        skip "systemd-e2e boots systemd in private PID + mount namespaces, which needs root (running as uid $(id -u))"
+fi
+if ! err=$(unshare --pid --fork --mount --uts --cgroup true 2>&1); then
+        skip "cannot create PID + mount + UTS + cgroup namespaces here: ${err:-unshare failed}"
+fi
+
+# ---- everything else is a failure from here on ----
+for t in /lib/systemd/systemd systemctl journalctl systemd-sysusers systemd-tmpfiles nsenter python3 "$MESON" ninja; do
+        if ! command -v "$t" >/dev/null; then
+                echo "FAIL: '$t' is not installed; the systemd end-to-end test needs it" >&2
+                exit 1
+        fi
+done
+
+mkdir -p "$BUILD_ROOT/tests/systemd"
+# Not under /tmp (see systemd.md section 9) and not under /run (ns-init.sh
+# mounts a tmpfs there before it reads the scratch directory).
+S=$(mktemp -d "$BUILD_ROOT/tests/systemd/e2e.XXXXXX")
+case "$S" in
+/run/* | *:* | *,*)
+        echo "FAIL: scratch path '$S' is under /run or has ':' or ',' (overlayfs options)" >&2
+        exit 1
+        ;;
+esac
+
+NSPID=                  # host pid of the namespace's systemd
+LAUNCHER=               # host pid of unshare
+PIDNS=                  # its pid namespace, to look for leftovers
+CG_DIRS=()              # the cgroups made for it, one per hierarchy
+CANARY=
+RESULT=1
+
+snapshot() {            # what the host looks like, for the residue check
+        {
+                echo "## mounts"
+                cut -d' ' -f5- /proc/self/mountinfo | sort
+                echo "## private tmp dirs"
+                ls -d /tmp/systemd-private-* /var/tmp/systemd-private-* 2>/dev/null || true
+                echo "## /dev"
+                ls -A /dev/log "$SHM" 2>/dev/null || true
+        } >"$1"
+}
+
+ns() {                  # run a command inside the namespaces, with a clean environment
+        timeout 60 nsenter --target "$NSPID" --mount --pid --uts -- \
+                env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 SYSTEMD_PAGER=cat \
+                SYSTEMD_COLORS=0 TERM=dumb "$@"
+}
+
+diagnostics() {
+        echo "---------------- diagnostics ----------------"
+        if [ -n "$NSPID" ] && [ -d "/proc/$NSPID" ]; then
+                echo "## systemctl status hyperampd.service hyperampd.socket"
+                ns systemctl status --no-pager --full --lines=0 hyperampd.service hyperampd.socket 2>&1 || true
+                echo "## systemctl list-units --failed"
+                ns systemctl list-units --failed --no-pager 2>&1 || true
+                echo "## journalctl -u hyperampd.service -u hyperampd.socket"
+                ns journalctl --no-pager -o short-precise -u hyperampd.service -u hyperampd.socket 2>&1 || true
+                echo "## journalctl _PID=1 (the namespace's systemd, last 40 lines)"
+                ns journalctl --no-pager -o short-precise -n 40 _PID=1 2>&1 || true
+        fi
+        for f in "$S/ns-init.log" "$S/console.log"; do
+                if [ -s "$f" ]; then
+                        echo "## $f (last 40 lines)"
+                        tail -n 40 "$f"
+                fi
+        done
+        echo "---------------------------------------------"
+}
+
+fail() {
+        echo "FAIL: $*" >&2
+        diagnostics >&2
+        exit 1
+}
+
+teardown() {
+        local rc=$? p=
+        trap - EXIT INT TERM HUP
+        set +e                  # clean up as much as possible, whatever fails
+        [ "$RESULT" = 0 ] || rc=1
+        if [ -n "$LAUNCHER" ]; then
+                # SIGKILL to a PID namespace's init ends every process in it;
+                # the mount and cgroup namespaces go with the last of them.
+                # unshare then reaps it and exits; it is only killed if it
+                # does not (--kill-child takes the namespace with it).
+                [ -n "$NSPID" ] && kill -KILL "$NSPID" 2>/dev/null
+                for _ in $(seq 50); do
+                        kill -0 "$LAUNCHER" 2>/dev/null || break
+                        sleep 0.1
+                done
+                kill -KILL "$LAUNCHER" 2>/dev/null
+                wait "$LAUNCHER" 2>/dev/null
+        fi
+        if [ -n "$PIDNS" ]; then
+                for _ in $(seq 50); do
+                        p=$(find /proc -maxdepth 3 -path '/proc/[0-9]*/ns/pid' -lname "$PIDNS" 2>/dev/null | head -n1)
+                        [ -z "$p" ] && break
+                        sleep 0.1
+                done
+                if [ -n "$p" ]; then
+                        echo "FAIL: processes of the test's PID namespace are still running:" >&2
+                        find /proc -maxdepth 3 -path '/proc/[0-9]*/ns/pid' -lname "$PIDNS" 2>/dev/null >&2
+                        rc=1
+                fi
+        fi
+        for d in "${CG_DIRS[@]}"; do
+                for _ in $(seq 50); do
+                        [ -d "$d" ] || break
+                        find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
+                        [ -d "$d" ] && sleep 0.1
+                done
+                if [ -d "$d" ]; then
+                        echo "FAIL: could not remove the test's cgroup $d" >&2
+                        rc=1
+                fi
+        done
+        if [ -n "$CANARY" ]; then
+                if [ ! -e "$CANARY" ]; then
+                        echo "FAIL: $CANARY is gone: something wiped the host's /tmp" >&2
+                        rc=1
+                fi
+                rm -f "$CANARY"
+        fi
+        if [ -f "$S/host-before" ]; then
+                snapshot "$S/host-after"
+                if ! diff -u "$S/host-before" "$S/host-after" >"$S/host-diff"; then
+                        echo "FAIL: the host changed during the test (mounts, /tmp, /dev):" >&2
+                        cat "$S/host-diff" >&2
+                        rc=1
+                fi
+        fi
+        if [ "${HYPERAMP_E2E_KEEP:-0}" != 0 ]; then
+                echo "scratch directory kept: $S" >&2
+        elif [ "$rc" = 0 ]; then
+                rm -rf "$S"
+        else
+                rm -rf "$S/build" "$S/root"
+                echo "scratch directory kept (logs only): $S" >&2
+        fi
+        [ "$rc" = 0 ] && log "PASS"
+        exit "$rc"
+}
+trap teardown EXIT
+trap 'exit 1' INT TERM HUP
+
+snapshot "$S/host-before"
+CANARY=$(mktemp /tmp/hyperamp-e2e-canary.XXXXXX)
+
+# ---- 1. build and install, as a package would ----
+log "building with --prefix=/usr in $S/build"
+"$MESON" setup "$S/build" "$SRC" --prefix=/usr -Dbuildtype=debugoptimized -Db_sanitize=none \
+        >"$S/build.log" 2>&1 || { tail -n 30 "$S/build.log"; fail "meson setup failed"; }
+ninja -C "$S/build" >>"$S/build.log" 2>&1 || { tail -n 30 "$S/build.log"; fail "build failed"; }
+"$MESON" install -C "$S/build" --no-rebuild --destdir "$S/root" >>"$S/build.log" 2>&1 ||
+        { tail -n 30 "$S/build.log"; fail "meson install failed"; }
+R=$S/root
+for f in usr/sbin/hyperampd usr/bin/hyperampctl etc/hyperamp/hyperampd.json \
+        usr/lib/sysusers.d/hyperamp.conf usr/lib/tmpfiles.d/hyperamp.conf; do
+        [ -e "$R/$f" ] || fail "meson install did not install /$f"
+done
+UNITDIR=$(dirname "$(find "$R" -path '*/systemd/system/hyperampd.service' | head -n1)")
+[ -f "$UNITDIR/hyperampd.service" ] && [ -f "$UNITDIR/hyperampd.socket" ] ||
+        fail "meson install did not install hyperampd.service and hyperampd.socket"
+log "installed units from ${UNITDIR#"$R"}"
+
+# ---- 2. the unit folder: journald, empty stub targets, the installed units ----
+mkdir "$S/units"
+for u in systemd-journald.service systemd-journald.socket systemd-journald-dev-log.socket; do
+        cp "/lib/systemd/system/$u" "$S/units/"
+done
+for t in sysinit basic sockets paths timers slices shutdown multi-user local-fs \
+        network network-online remote-fs nss-user-lookup; do
+        printf '[Unit]\nDescription=Stub %s.target of the hyperamp end-to-end test\n' "$t" \
+                >"$S/units/$t.target"
+done
+cat >"$S/units/ci.target" <<'EOF'
+[Unit]
+Description=hyperamp end-to-end test
+Wants=systemd-journald.socket systemd-journald-dev-log.socket systemd-journald.service
+After=systemd-journald.service
+EOF
+cp "$UNITDIR/hyperampd.service" "$UNITDIR/hyperampd.socket" "$S/units/"
+
+# ---- 3. a fresh cgroup in each hierarchy, below our own ----
+# The namespace's systemd takes it as its root cgroup (via a cgroup
+# namespace) and builds init.scope and system.slice under it; the whole
+# tree is removed after the test.
+CGID=hyperamp-$(basename "$S")
+: >"$S/cgroup-mounts"
+while IFS=: read -r _ ctrls path; do
+        # fields of mountinfo: ... 4=root 5=mountpoint ... - fstype source superopts
+        line=$(awk -v want="$ctrls" '
+                {
+                        for (i = 7; $i != "-"; i++) ;
+                        fstype = $(i + 1); opts = $(i + 3)
+                        if (want == "" && fstype == "cgroup2") { print $4, $5, fstype, opts; exit }
+                        if (want != "" && fstype == "cgroup") {
+                                n = split(want, w, ","); ok = 1
+                                for (j = 1; j <= n; j++)
+                                        if (("," opts ",") !~ ("," w[j] ",")) ok = 0
+                                if (ok) { print $4, $5, fstype, opts; exit }
+                        }
+                }' /proc/self/mountinfo)
+        [ -n "$line" ] || continue              # hierarchy not mounted
+        read -r mroot mp fstype opts <<<"$line"
+        case "$mp" in /sys/fs/cgroup | /sys/fs/cgroup/*) ;; *) continue ;; esac
+        [ "$mroot" = / ] || case "$path" in "$mroot" | "$mroot"/*) path=${path#"$mroot"} ;; *)
+                fail "cannot place the test in cgroup $path of $mp (mounted from $mroot)" ;; esac
+        # Leftovers of a run that was SIGKILLed (no trap ran): a tree of
+        # ours older than the test's timeout with no process in it.
+        find "$mp${path%/}" -mindepth 1 -maxdepth 1 -type d -name 'hyperamp-e2e.??????' -mmin +10 |
+                while read -r old; do
+                        if ! find "$old" -name cgroup.procs -exec cat {} + | grep -q .; then
+                                find "$old" -depth -type d -exec rmdir {} + 2>/dev/null || true
+                        fi
+                done
+        d=$mp${path%/}/$CGID
+        mkdir "$d" || fail "cannot create cgroup $d"
+        CG_DIRS+=("$d")
+        # cgroup v1 cpuset: a new cgroup starts with no CPUs and no memory
+        # nodes, and takes no process until it is given some.
+        for f in cpuset.cpus cpuset.mems; do
+                if [ -f "$d/$f" ] && [ -z "$(cat "$d/$f")" ]; then
+                        cat "$(dirname "$d")/$f" >"$d/$f"
+                fi
+        done
+        # Mount options for the copy in the namespace: the hierarchy's
+        # identity (controllers, name=, xattr), nothing that needs the
+        # initial cgroup namespace (release_agent).
+        opts=$(tr ',' '\n' <<<"$opts" | { grep -Ev '^(rw|ro|release_agent=.*)$' || true; } | paste -sd, -)
+        [ "$mp" = /sys/fs/cgroup ] || echo "$fstype $mp ${opts:-none}" >>"$S/cgroup-mounts"
+done </proc/self/cgroup
+[ ${#CG_DIRS[@]} -gt 0 ] || fail "found no cgroup hierarchy mounted under /sys/fs/cgroup"
+
+# ---- 4. boot systemd as PID 1 of the namespaces ----
+log "booting systemd in private PID/mount/UTS/cgroup namespaces"
+(
+        for d in "${CG_DIRS[@]}"; do echo "$BASHPID" >"$d/cgroup.procs"; done
+        exec unshare --pid --fork --kill-child --mount --mount-proc --uts --cgroup \
+                bash "$HERE/ns-init.sh" "$S" "$S/cgroup-mounts"
+) </dev/null >"$S/ns-init.log" 2>&1 &
+LAUNCHER=$!
+
+for _ in $(seq 100); do
+        NSPID=$(awk '{ print $1 }' "/proc/$LAUNCHER/task/$LAUNCHER/children" 2>/dev/null) || true
+        [ -n "$NSPID" ] && break
+        kill -0 "$LAUNCHER" 2>/dev/null || break
+        sleep 0.1
+done
+[ -n "$NSPID" ] || fail "unshare did not start the namespace's init"
+PIDNS=$(readlink "/proc/$NSPID/ns/pid")
+for _ in $(seq 300); do
+        [ "$(cat "/proc/$NSPID/comm" 2>/dev/null)" = systemd ] && break
+        kill -0 "$NSPID" 2>/dev/null || fail "ns-init.sh exited before it started systemd"
+        sleep 0.1
+done
+[ "$(cat "/proc/$NSPID/comm" 2>/dev/null)" = systemd ] || fail "ns-init.sh did not exec systemd within 30 s"
+state=
+for _ in $(seq 120); do
+        state=$(ns systemctl is-system-running 2>/dev/null) || true
+        case "$state" in running | degraded | maintenance | stopping | offline) break ;; esac
+        sleep 0.25
+done
+[ "$state" = running ] || fail "the namespace's systemd did not reach 'running' within 30 s (state: '${state:-no answer}')"
+log "systemd is running as host pid $NSPID ($PIDNS)"
+
+# The units systemd runs must be the installed ones, unmodified.
+for u in hyperampd.service hyperampd.socket; do
+        p=$(ns systemctl show -p FragmentPath --value "$u")
+        [ "$p" = "/run/ci-units/$u" ] || fail "$u was loaded from '$p', not the test's unit folder"
+        ns cat "$p" | cmp -s - "$UNITDIR/$u" || fail "$u in the namespace differs from the installed one"
+done
+
+# ---- 5. start ----
+log "systemctl start hyperampd.socket hyperampd.service"
+out=$(ns systemctl start hyperampd.socket hyperampd.service 2>&1) || fail "systemctl start failed: $out"
+for u in hyperampd.socket hyperampd.service; do
+        s=$(ns systemctl is-active "$u") || true
+        [ "$s" = active ] || fail "$u is '$s' after systemctl start, not active"
+done
+status=$(ns systemctl show -p StatusText --value hyperampd.service)
+[[ "$status" == *serving* ]] || fail "StatusText is '$status', expected it to contain 'serving'"
+log "StatusText: $status"
+
+sock=$(ns stat -c '%A %G' "$SOCK") || fail "$SOCK does not exist"
+[ "$sock" = "srw-rw---- hyperamp" ] || fail "$SOCK is '$sock', expected mode srw-rw---- and group hyperamp"
+
+ha_uid=$(ns id -u hyperamp) || fail "systemd-sysusers did not create the hyperamp user"
+ha_gid=$(ns id -g hyperamp)
+mainpid=$(ns systemctl show -p MainPID --value hyperampd.service)
+[ -n "$mainpid" ] && [ "$mainpid" != 0 ] || fail "hyperampd.service has no MainPID"
+comm=$(ns cat "/proc/$mainpid/comm")
+[ "$comm" = hyperampd ] || fail "MainPID $mainpid is '$comm', not hyperampd"
+uids=$(ns awk '/^Uid:/ { print $2, $3, $4, $5 }' "/proc/$mainpid/status")
+gids=$(ns awk '/^Gid:/ { print $2, $3, $4, $5 }' "/proc/$mainpid/status")
+[ "$uids" = "$ha_uid $ha_uid $ha_uid $ha_uid" ] ||
+        fail "hyperampd (pid $mainpid) runs with uids '$uids', expected hyperamp ($ha_uid) for all"
+[ "$gids" = "$ha_gid $ha_gid $ha_gid $ha_gid" ] ||
+        fail "hyperampd (pid $mainpid) runs with gids '$gids', expected hyperamp ($ha_gid) for all"
+shm=$(ns stat -c '%a %U' "$SHM") || fail "the queue $SHM does not exist while hyperampd runs"
+[ "$shm" = "600 hyperamp" ] || fail "$SHM is '$shm', expected mode 600 and owner hyperamp"
+log "hyperampd runs as hyperamp ($ha_uid:$ha_gid), pid $mainpid in the namespace"
+
+# ---- 6. submit, as root and as a member of the hyperamp group ----
+want="16 4e 2c 2f 12"
+got=$(ns sh -c 'hyperampctl submit -s encrypt hello | od -An -tx1' | xargs) ||
+        fail "hyperampctl submit -s encrypt hello failed"
+[ "$got" = "$want" ] || fail "hyperampctl submit -s encrypt hello gave '$got', expected '$want'"
+log "submit -s encrypt hello -> $got"
+
+out=$(ns systemd-sysusers --inline 'u ha-e2e-peer - "hyperamp e2e test peer" - -' 'm ha-e2e-peer hyperamp' 2>&1) ||
+        fail "could not create the test peer user: $out"
+peer() {
+        ns setpriv --reuid=ha-e2e-peer --regid=ha-e2e-peer --init-groups \
+                hyperampctl --socket "$SOCK" "$@"
+}
+got=$(peer submit -s encrypt hello | od -An -tx1 | xargs) || true
+[ "$got" = "$want" ] || fail "a member of the hyperamp group got '$got' from submit, expected '$want'"
+if out=$(peer reload 2>&1); then
+        fail "a mere member of the hyperamp group was allowed to reload: $out"
+fi
+[[ "$out" == *E_DENIED* ]] || fail "reload by a hyperamp group member failed, but not with E_DENIED: $out"
+log "hyperamp group member: submit allowed, reload denied ($out)"
+
+# ---- 7. reload (ExecReload= runs hyperampctl reload as user hyperamp) ----
+log "systemctl reload hyperampd"
+out=$(ns systemctl reload hyperampd.service 2>&1) || fail "systemctl reload hyperampd failed: $out"
+s=$(ns systemctl is-active hyperampd.service) || true
+[ "$s" = active ] || fail "hyperampd.service is '$s' after reload"
+
+# ---- 8. the journal: native entries with their structured fields ----
+# PY_CHECK FIELD=VALUE|FIELD=PREFIX*|FIELD ... < journalctl -o json lines:
+# checks the last entry's fields, prints its MESSAGE.
+PY_CHECK='
+import json, sys
+e = json.loads(sys.stdin.read().splitlines()[-1])
+bad = []
+for want in sys.argv[1:]:
+    k, eq, v = want.partition("=")
+    got = e.get(k)
+    if got is None:
+        bad.append(f"no {k} field")
+    elif eq and not (got == v or (v.endswith("*") and str(got).startswith(v[:-1]))):
+        bad.append(f"{k}={got!r}, expected {v!r}")
+if bad:
+    sys.exit("; ".join(bad))
+print(e["MESSAGE"])
+'
+# check_entry MESSAGE_ID WHAT [FIELD=VALUE|FIELD ...]: wait (bounded) for an
+# entry of hyperampd.service with that MESSAGE_ID, then check its fields.
+check_entry() {
+        local mid=$1 what=$2 json=
+        shift 2
+        for _ in $(seq 40); do
+                ns journalctl --sync 2>/dev/null || true
+                json=$(ns journalctl --no-pager -o json -u hyperampd.service "MESSAGE_ID=$mid") || true
+                [ -n "$json" ] && break
+                sleep 0.25
+        done
+        [ -n "$json" ] || fail "no $what entry (MESSAGE_ID=$mid) from hyperampd.service in the journal"
+        out=$(python3 -c "$PY_CHECK" "$@" <<<"$json" 2>&1) || fail "the $what entry: $out"$'\n'"$json"
+        log "journal $what: $out"
+}
+# _TRANSPORT=journal: logged natively with sd_journal_send (JOURNAL_STREAM
+# matched), not as text on stdout/stderr.
+common=(_TRANSPORT=journal SYSLOG_IDENTIFIER=hyperampd _SYSTEMD_UNIT=hyperampd.service "_UID=$ha_uid")
+check_entry "$MID_READY" READY "${common[@]}" PRIORITY=6 "MESSAGE=Ready: serving on $SOCK"
+check_entry "$MID_RELOADED" RELOADED "${common[@]}" PRIORITY=6 "MESSAGE=Configuration reloaded from /etc/hyperamp/hyperampd.json*"
+check_entry "$MID_DENIED" DENIED "${common[@]}" PRIORITY=4 HYPERAMP_CLIENT_PID HYPERAMP_CLIENT_UID
+
+# ---- 9. stop ----
+log "systemctl stop hyperampd"
+out=$(ns systemctl stop hyperampd.service 2>&1) || fail "systemctl stop hyperampd failed: $out"
+s=$(ns systemctl is-active hyperampd.service) || true
+[ "$s" = inactive ] || fail "hyperampd.service is '$s' after systemctl stop, expected inactive"
+show=$(ns systemctl show -p Result -p ExecMainCode -p ExecMainStatus hyperampd.service | sort | xargs)
+[ "$show" = "ExecMainCode=1 ExecMainStatus=0 Result=success" ] ||
+        fail "after stop: '$show', expected a clean exit (ExecMainCode=1 ExecMainStatus=0 Result=success)"
+check_entry "$MID_STOPPED" STOPPED "${common[@]}" PRIORITY=6
+if ns test -e "$SHM"; then
+        fail "the queue $SHM is still there after hyperampd stopped (shm_persist is false)"
+fi
+log "stopped cleanly: $show; $SHM removed"
+
+# ---- 10. socket activation: the socket unit still listens; a client starts
+# the service again, and its request is served ----
+log "hyperampctl submit with only hyperampd.socket active (socket activation)"
+got=$(ns sh -c 'hyperampctl submit -s encrypt hello | od -An -tx1' | xargs) || true
+[ "$got" = "$want" ] || fail "submit to the idle socket (activation) gave '$got', expected '$want'"
+s=$(ns systemctl is-active hyperampd.service) || true
+[ "$s" = active ] || fail "hyperampd.service is '$s' after a client connected to its socket, expected active"
+newpid=$(ns systemctl show -p MainPID --value hyperampd.service)
+[ "$newpid" != "$mainpid" ] && [ "$newpid" != 0 ] || fail "no new hyperampd after activation (MainPID $newpid)"
+out=$(ns systemctl stop hyperampd.service 2>&1) || fail "the second systemctl stop hyperampd failed: $out"
+show=$(ns systemctl show -p Result -p ExecMainCode -p ExecMainStatus hyperampd.service | sort | xargs)
+[ "$show" = "ExecMainCode=1 ExecMainStatus=0 Result=success" ] ||
+        fail "after the second stop: '$show', expected a clean exit"
+check_entry "$MID_STOPPED" STOPPED "${common[@]}" "_PID=$newpid"
+out=$(ns systemctl stop hyperampd.socket 2>&1) || fail "systemctl stop hyperampd.socket failed: $out"
+for u in hyperampd.socket hyperampd.service; do
+        s=$(ns systemctl is-active "$u") || true
+        [ "$s" = inactive ] || fail "$u is '$s' after systemctl stop, expected inactive"
+done
+log "activated by a connection as pid $newpid, served, stopped cleanly again"
+
+ns journalctl --no-pager -o short-precise >"$S/journal.txt" 2>&1 || true
+RESULT=0
+log "all checks passed; tearing down"
