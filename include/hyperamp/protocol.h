@@ -24,6 +24,7 @@
 #define HA_METHOD_STATS    "stats"
 #define HA_METHOD_SERVICES "services"
 #define HA_METHOD_PING     "ping"
+#define HA_METHOD_ATTACH   "attach"     /* zone lease: see zone.h */
 #define HA_METHOD_RELOAD   "reload"     /* admin */
 #define HA_METHOD_SHUTDOWN "shutdown"   /* admin */
 

@@ -63,6 +63,23 @@ size_t ha_list_take(HaMsgQueue *q, uint16_t n, uint16_t *headp, HaWalkSet *w,
         return k;
 }
 
+void ha_queue_format(HaMsgQueue *q, uint16_t n)
+{
+        __atomic_store_n(&q->working_mark, HA_MARK_INITIALIZING, __ATOMIC_RELAXED);
+        for (unsigned i = 0; i < n; i++) {
+                HaMsgEntry *e = &q->entries[i];
+                memset(&e->msg, 0, sizeof(e->msg));
+                e->cur_idx = (uint16_t)i;
+                e->nxt_idx = (uint16_t)(i + 1);
+        }
+        q->buf_size = n;
+        q->empty_h = 0;
+        q->wait_h = n;
+        q->proc_ing_h = n;
+        /* Publish the formatted queue before anyone may see it as ready. */
+        __atomic_store_n(&q->working_mark, HA_MARK_IDLE, __ATOMIC_RELEASE);
+}
+
 int ha_queue_init(HaQueue *hq, void *mem, size_t mem_len, unsigned n)
 {
         HaMsgQueue *q = mem;
@@ -81,20 +98,7 @@ int ha_queue_init(HaQueue *hq, void *mem, size_t mem_len, unsigned n)
                 return r;
         }
 
-        __atomic_store_n(&q->working_mark, HA_MARK_INITIALIZING, __ATOMIC_RELAXED);
-        for (unsigned i = 0; i < n; i++) {
-                HaMsgEntry *e = &q->entries[i];
-                memset(&e->msg, 0, sizeof(e->msg));
-                e->cur_idx = (uint16_t)i;
-                e->nxt_idx = (uint16_t)(i + 1);
-        }
-        q->buf_size = (uint16_t)n;
-        q->empty_h = 0;
-        q->wait_h = (uint16_t)n;
-        q->proc_ing_h = (uint16_t)n;
-        /* Publish the formatted queue before anyone may see it as ready. */
-        __atomic_store_n(&q->working_mark, HA_MARK_IDLE, __ATOMIC_RELEASE);
-
+        ha_queue_format(q, (uint16_t)n);
         hq->q = q;
         hq->n = (uint16_t)n;
         hq->nfree = (uint16_t)n;

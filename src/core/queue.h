@@ -90,6 +90,10 @@ typedef struct HaQueue {
         HaQueueStats st;
 } HaQueue;
 
+/* Format a queue in the original layout: every entry on the free list,
+ * wait and proc_ing empty, working_mark IDLE (published last). */
+void ha_queue_format(HaMsgQueue *q, uint16_t n);
+
 /* mem must hold ha_queue_bytes(n) bytes; n in 1..0xFFFF. */
 int ha_queue_init(HaQueue *hq, void *mem, size_t mem_len, unsigned n);
 void ha_queue_fini(HaQueue *hq);

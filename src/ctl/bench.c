@@ -5,6 +5,9 @@
  * report throughput and latency percentiles.
  */
 #include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <sched.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +17,9 @@
 
 #include "ctl.h"
 #include "hyperamp/cleanup.h"
+#include "hyperamp/hyperamp.h"
 #include "services.h"
+#include "sockpath.h"
 
 typedef struct BConn {
         HaClient cl;
@@ -28,6 +33,8 @@ typedef struct Bench {
         uint16_t service;
         unsigned long conc, total, size, nconns;
         bool overload;          /* --overload: past the queue on purpose */
+        bool shm;               /* --transport shm: through libhyperamp */
+        unsigned long threads;
         unsigned long variants; /* distinct payloads; request i uses i % variants */
         uint8_t *payload;       /* variants * size bytes */
         uint8_t *expect;        /* each payload run through the reference service */
@@ -94,10 +101,15 @@ static int queue_request(Bench *b, BConn *bc, unsigned long id)
 
 static void fail(Bench *b, unsigned long id, const char *what, const char *detail)
 {
+        static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+
+        /* shm threads report too */
+        pthread_mutex_lock(&lock);
         b->failures++;
         if (!b->first_error[0])
                 snprintf(b->first_error, sizeof(b->first_error), "request %lu: %s%s", id, what,
                          detail);
+        pthread_mutex_unlock(&lock);
 }
 
 /* Check one reply frame; returns -EBADMSG for a stream we cannot follow. */
@@ -272,6 +284,137 @@ static int run(Bench *b, Ctx *ctx, BConn *conns, double *ret_secs)
         return 0;
 }
 
+/* ===== --transport shm: zone channel through libhyperamp ===== */
+
+typedef struct ShmThread {
+        Bench *b;
+        hyperamp_t *h;
+        unsigned long first, count;     /* request ids [first, first + count) */
+        unsigned long window;
+        pthread_t thread;
+        int error;
+} ShmThread;
+
+static void *shm_thread(void *arg)
+{
+        ShmThread *t = arg;
+        Bench *b = t->b;
+        hyperamp_req_t **reqs = calloc(t->window, sizeof(*reqs));
+        unsigned long *ids = calloc(t->window, sizeof(*ids));
+        unsigned long next = 0, done = 0;
+        int e;
+
+        if (!reqs || !ids) {
+                t->error = -ENOMEM;
+                goto out;
+        }
+        for (unsigned long w = 0; w < t->window && w < t->count; w++) {
+                while ((e = hyperamp_alloc(t->h, b->size, &reqs[w])) == -EAGAIN)
+                        sched_yield();  /* other threads hold every entry: let them run */
+                if (e < 0) {
+                        t->error = e;
+                        goto out;
+                }
+        }
+        /* Keep the window full; wait for requests oldest first. */
+        for (unsigned long w = 0; next < t->count && w < t->window; w++, next++) {
+                ids[w] = t->first + next;
+                memcpy(hyperamp_req_data(reqs[w]), b->payload + (ids[w] % b->variants) * b->size, b->size);
+                b->t_sent[ids[w]] = now_ns();
+                if ((e = hyperamp_submit(reqs[w], b->service, b->size)) < 0) {
+                        t->error = e;
+                        goto out;
+                }
+        }
+        for (unsigned long w = 0; done < t->count; w = (w + 1) % t->window) {
+                unsigned long id = ids[w];
+
+                if (!reqs[w] || id == ULONG_MAX)
+                        continue;
+                e = hyperamp_wait(reqs[w], 10000);
+                if (e < 0) {
+                        t->error = e;
+                        goto out;
+                }
+                if (e != HYPERAMP_SUCCESS)
+                        fail(b, id, "status ", ha_result_name((enum ha_result)e));
+                else if (memcmp(hyperamp_req_data(reqs[w]), b->expect + (id % b->variants) * b->size,
+                                b->size) != 0)
+                        fail(b, id, "result bytes differ from the reference", "");
+                else
+                        b->lat[id] = now_ns() - b->t_sent[id];
+                done++;
+                if (next < t->count) {
+                        ids[w] = t->first + next++;
+                        memcpy(hyperamp_req_data(reqs[w]),
+                               b->payload + (ids[w] % b->variants) * b->size, b->size);
+                        b->t_sent[ids[w]] = now_ns();
+                        if ((e = hyperamp_submit(reqs[w], b->service, b->size)) < 0) {
+                                t->error = e;
+                                goto out;
+                        }
+                } else
+                        ids[w] = ULONG_MAX;
+        }
+out:
+        for (unsigned long w = 0; reqs && w < t->window; w++)
+                if (reqs[w])
+                        hyperamp_release(reqs[w]);
+        free(reqs);
+        free(ids);
+        return NULL;
+}
+
+static int run_shm(Bench *b, Ctx *ctx, double *ret_secs)
+{
+        ShmThread *ts = calloc(b->threads, sizeof(*ts));
+        hyperamp_t *h = NULL;
+        unsigned long per = b->total / b->threads, extra = b->total % b->threads, first = 0;
+        uint64_t start;
+        int e, ret = 0;
+
+        if (!ts)
+                return EXIT_FAILED;
+        if (ha_socket_path(ctl_socket_opt(), ctx->socket_path, sizeof(ctx->socket_path)) < 0) {
+                free(ts);
+                return EXIT_USAGE;
+        }
+        e = hyperamp_attach(ctx->socket_path, &h);
+        if (e < 0) {
+                fprintf(stderr, "hyperampctl: cannot attach to hyperampd at %s: %s\n",
+                        ctx->socket_path, e == -EBUSY ? "every zone slot is taken" : strerror(-e));
+                free(ts);
+                return e == -ENOENT || e == -ECONNREFUSED || e == -EBUSY ? EXIT_UNAVAILABLE : EXIT_FAILED;
+        }
+        start = now_ns();
+        for (unsigned long i = 0; i < b->threads; i++) {
+                ts[i] = (ShmThread){ .b = b, .h = h, .first = first,
+                                     .count = per + (i < extra), .window = b->conc / b->threads +
+                                     (i < b->conc % b->threads) };
+                first += ts[i].count;
+                pthread_create(&ts[i].thread, NULL, shm_thread, &ts[i]);
+        }
+        for (unsigned long i = 0; i < b->threads; i++) {
+                pthread_join(ts[i].thread, NULL);
+                if (ts[i].error && !ret) {
+                        fprintf(stderr, "hyperampctl: shared-memory request failed: %s\n",
+                                strerror(-ts[i].error));
+                        ret = ts[i].error == -ECONNRESET ? EXIT_UNAVAILABLE :
+                              ts[i].error == -ETIMEDOUT ? EXIT_TIMEOUT : EXIT_FAILED;
+                }
+        }
+        *ret_secs = (double)(now_ns() - start) / 1e9;
+        hyperamp_detach(h);
+        free(ts);
+        /* Latencies are per id; pack the measured ones. */
+        b->nlat = 0;
+        for (unsigned long i = 0; i < b->total; i++)
+                if (b->lat[i])
+                        b->lat[b->nlat++] = b->lat[i];
+        b->done = b->total;
+        return ret;
+}
+
 /* Check the run against the daemon's limits before sending anything. */
 static int preflight(Bench *b, Ctx *ctx, HaClient *cl)
 {
@@ -322,9 +465,12 @@ int cmd_bench(Ctx *ctx, int argc, char **argv)
                 { "size", required_argument, NULL, OPT_SIZE },
                 { "connections", required_argument, NULL, OPT_CONNECTIONS },
                 { "overload", no_argument, NULL, OPT_OVERLOAD },
+                { "transport", required_argument, NULL, OPT_TRANSPORT },
+                { "threads", required_argument, NULL, OPT_THREADS },
         };
         const struct option *opts = ctl_options(own, ELEMENTSOF(own));
-        Bench b = { .service = 66, .conc = 64, .total = 10000, .size = 64, .nconns = 1 };
+        Bench b = { .service = 66, .conc = 64, .total = 10000, .size = 64, .nconns = 1,
+                    .threads = 1 };
         const char *service = "echo";
         BConn *conns = NULL;
         double secs = 0;
@@ -342,6 +488,14 @@ int cmd_bench(Ctx *ctx, int argc, char **argv)
                 case OPT_OVERLOAD:
                         b.overload = true;
                         continue;
+                case OPT_TRANSPORT:
+                        if (strcmp(optarg, "shm") != 0 && strcmp(optarg, "socket") != 0)
+                                return ctl_usage_error("--transport: '%s' is not socket or shm", optarg);
+                        b.shm = strcmp(optarg, "shm") == 0;
+                        continue;
+                case OPT_THREADS:
+                        dst = &b.threads, max = 64, what = "--threads: not a number from 1 to 64";
+                        break;
                 case 'c':
                         dst = &b.conc, max = 65535, what = "-c: not a concurrency from 1 to 65535";
                         break;
@@ -370,6 +524,8 @@ int cmd_bench(Ctx *ctx, int argc, char **argv)
                 return ctl_usage_error("-s: '%s' is not a known service name or an id", service);
         if (b.nconns > b.conc)
                 b.nconns = b.conc;
+        if (b.threads > b.conc)
+                b.threads = b.conc;
 
         /* Distinct payloads catch a reply that carries another request's
          * bytes; bounded to 32 MiB of buffers in all. */
@@ -397,6 +553,14 @@ int cmd_bench(Ctx *ctx, int argc, char **argv)
                 }
         for (unsigned long i = 0; i < b.nconns; i++)
                 conns[i].cl.fd = -1;
+        if (b.shm) {
+                r = run_shm(&b, ctx, &secs);
+                if (r > 0) {
+                        ret = r;
+                        goto out;
+                }
+                goto report;
+        }
         for (unsigned long i = 0; i < b.nconns; i++) {
                 r = ctl_connect(ctx, &conns[i].cl);
                 if (r) {
@@ -417,9 +581,12 @@ int cmd_bench(Ctx *ctx, int argc, char **argv)
                         fprintf(stderr, "hyperampctl: %s\n", b.first_error);
                 goto out;
         }
+report:
         qsort(b.lat, b.nlat, sizeof(uint64_t), cmp_u64);
         if (ctx->json) {
-                printf("{\"service\":%u,\"concurrency\":%lu,\"connections\":%lu,\"size\":%lu,"
+                printf("{\"transport\":\"%s\",\"threads\":%lu,", b.shm ? "shm" : "socket",
+                       b.shm ? b.threads : 1ul);
+                printf("\"service\":%u,\"concurrency\":%lu,\"connections\":%lu,\"size\":%lu,"
                        "\"requests\":%lu,\"failures\":%lu,\"busy\":%lu,\"seconds\":%.6f,"
                        "\"req_per_s\":%.1f,\"latency_us\":{\"p50\":%.1f,\"p90\":%.1f,"
                        "\"p99\":%.1f,\"max\":%.1f}}\n",
@@ -427,8 +594,12 @@ int cmd_bench(Ctx *ctx, int argc, char **argv)
                        (double)b.total / secs, pct_us(&b, 0.50), pct_us(&b, 0.90),
                        pct_us(&b, 0.99), b.nlat ? (double)b.lat[b.nlat - 1] / 1000.0 : 0.0);
         } else {
-                printf("service %u, %lu bytes, concurrency %lu over %lu connection%s\n",
-                       b.service, b.size, b.conc, b.nconns, b.nconns == 1 ? "" : "s");
+                if (b.shm)
+                        printf("service %u, %lu bytes, concurrency %lu over %lu thread%s, shared memory\n",
+                               b.service, b.size, b.conc, b.threads, b.threads == 1 ? "" : "s");
+                else
+                        printf("service %u, %lu bytes, concurrency %lu over %lu connection%s\n",
+                               b.service, b.size, b.conc, b.nconns, b.nconns == 1 ? "" : "s");
                 printf("requests  %lu, failures %lu (busy %lu), %.3f s\n", b.total, b.failures,
                        b.busy, secs);
                 printf("throughput %.1f req/s\n", (double)b.total / secs);

@@ -37,11 +37,13 @@ static const CtlCommand commands[] = {
         { "stats", "", "Show the daemon's counters, queue and latency per service", cmd_stats },
         { "services", "", "List the services the daemon offers", cmd_services },
         { "ping", "", "Check that the daemon answers, and how fast", cmd_ping },
-        { "bench", "[-s SERVICE] [-c CONCURRENCY] [-n REQUESTS] [--size BYTES] [--connections K] [--overload]",
+        { "bench", "[-s SERVICE] [-c CONCURRENCY] [-n REQUESTS] [--size BYTES] [--connections K] [--overload]\n"
+          "        [--transport socket|shm] [--threads T]",
           "Keep CONCURRENCY requests in flight over K connections, verify every\n"
           "response, report req/s and latency percentiles (defaults: echo,\n"
           "-c 64, -n 10000, 64 bytes, 1 connection); --overload allows more\n"
-          "in flight than the queue holds, counting E_BUSY replies", cmd_bench },
+          "in flight than the queue holds, counting E_BUSY replies; --transport shm\n"
+          "submits through shared memory (libhyperamp) from T threads", cmd_bench },
         { "reload", "", "Make the daemon re-read its config; returns once it confirms\n"
           "(admin: root, the daemon's user or its admin_group)", cmd_reload },
         { "shutdown", "", "Stop the daemon gracefully, like SIGTERM (admin)", cmd_shutdown },
@@ -176,6 +178,11 @@ const struct option *ctl_options(const struct option *own, size_t n)
                 all[k++] = global_opts[i];
         memset(&all[k], 0, sizeof(all[k]));
         return all;
+}
+
+const char *ctl_socket_opt(void)
+{
+        return socket_opt;
 }
 
 int ctl_connect(Ctx *ctx, HaClient *c)
@@ -493,6 +500,20 @@ static void print_stats(const cJSON *res, double elapsed_us)
         printf("shm checks   bad index %.0f, cycles %.0f, bad state %.0f, repairs %.0f, tampered %.0f\n",
                num(res, "queue.bad_index"), num(res, "queue.cycles"), num(res, "queue.bad_state"),
                num(res, "queue.repairs"), num(res, "requests.tampered"));
+        printf("\n%-10s %-6s %-9s %8s %10s %10s %8s %8s\n", "SOURCE", "KIND", "STATE", "PID",
+               "SUBMITTED", "COMPLETED", "FAILED", "REJECTS");
+        cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(res, "sources")) {
+                const char *state = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(s, "state"));
+                double bad = num(s, "bad_index") + num(s, "bad_state") + num(s, "bad_ring") +
+                             num(s, "bad_range") + num(s, "cycles");
+
+                /* Idle zone slots that never served anyone are noise. */
+                if (state && strcmp(state, "free") == 0 && num(s, "submitted") == 0 && bad == 0)
+                        continue;
+                printf("%-10s %-6s %-9s %8.0f %10.0f %10.0f %8.0f %8.0f\n", str(s, "name"),
+                       str(s, "kind"), state ? state : "-", num(s, "pid"), num(s, "submitted"),
+                       num(s, "completed"), num(s, "failed"), bad);
+        }
         printf("\n%-6s %-14s %10s %8s %10s %10s %10s\n", "ID", "SERVICE", "REQUESTS", "FAILED",
                "P50 us", "P99 us", "MAX us");
         cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(res, "services")) {

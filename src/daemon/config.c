@@ -11,6 +11,7 @@
 #include <cjson/cJSON.h>
 
 #include "config.h"
+#include "hvcfg.h"
 #include "hyperamp/cleanup.h"
 #include "log.h"
 
@@ -34,6 +35,8 @@ void ha_config_defaults(HaConfig *c)
         c->client_timeout_ms = 60000;
         c->status_interval_ms = 5000;
         c->worker_stall_ms = 10000;
+        c->zone_clients = 16;
+        c->zone_pool_size = 1u << 20;
         c->admin_group[0] = '\0';
         c->admin_gid = (gid_t)-1;
         c->log_level = LOG_INFO;
@@ -49,7 +52,7 @@ unsigned ha_config_workers(const HaConfig *c)
         return n > 0 ? (unsigned)n : 1;
 }
 
-enum key_type { K_UINT, K_U64, K_BOOL, K_SHM_NAME, K_MODE, K_LOGLEVEL, K_GROUP };
+enum key_type { K_UINT, K_U64, K_BOOL, K_SHM_NAME, K_MODE, K_LOGLEVEL, K_GROUP, K_V1CHANNELS };
 
 static const struct config_key {
         const char *name;
@@ -70,8 +73,11 @@ static const struct config_key {
         { "client_timeout_ms", K_UINT, offsetof(HaConfig, client_timeout_ms), 10, 86400000, true },
         { "status_interval_ms", K_UINT, offsetof(HaConfig, status_interval_ms), 100, 3600000, true },
         { "worker_stall_ms", K_UINT, offsetof(HaConfig, worker_stall_ms), 10, 3600000, true },
+        { "zone_clients", K_UINT, offsetof(HaConfig, zone_clients), 0, 1024, false },
+        { "zone_pool_size", K_U64, offsetof(HaConfig, zone_pool_size), 4096, 1u << 30, false },
         { "admin_group", K_GROUP, offsetof(HaConfig, admin_group), 0, 0, true },
         { "log_level", K_LOGLEVEL, offsetof(HaConfig, log_level), 0, 0, true },
+        { "v1_channels", K_V1CHANNELS, offsetof(HaConfig, v1_channels), 0, 0, false },
 };
 
 static bool shm_name_ok(const char *s)
@@ -87,6 +93,117 @@ static bool shm_name_ok(const char *s)
                         return false;
         }
         return true;
+}
+
+/* ===== v1_channels: [{"name", "shm_config", "mem", "doorbell", "base"}] ===== */
+
+static int v1_path(const cJSON *o, unsigned i, const char *field, const char *def, char *dst,
+                   char *err, size_t errlen)
+{
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, field);
+
+        if (!v && def) {
+                snprintf(dst, HA_V1_PATH_MAX, "%s", def);
+                return 0;
+        }
+        if (!v || !cJSON_IsString(v) || v->valuestring[0] != '/' ||
+            strlen(v->valuestring) >= HA_V1_PATH_MAX) {
+                snprintf(err, errlen, "\"v1_channels[%u].%s\": %s", i, field,
+                         !v ? "missing" : "must be an absolute path (a string, under 256 bytes)");
+                return -EINVAL;
+        }
+        snprintf(dst, HA_V1_PATH_MAX, "%s", v->valuestring);
+        return 0;
+}
+
+static int set_v1_channel(HaV1ChannelConfig *ch, const cJSON *o, unsigned i, char *err,
+                          size_t errlen)
+{
+        static const char *const fields[] = { "name", "shm_config", "mem", "doorbell", "base" };
+        const cJSON *item, *name, *base;
+        int r;
+
+        if (!cJSON_IsObject(o)) {
+                snprintf(err, errlen, "\"v1_channels[%u]\": must be an object", i);
+                return -EINVAL;
+        }
+        cJSON_ArrayForEach(item, o) {
+                bool known = false;
+                if (!item->string || item->string[0] == '#')
+                        continue;
+                for (size_t f = 0; f < ELEMENTSOF(fields); f++)
+                        known = known || strcmp(item->string, fields[f]) == 0;
+                if (!known) {
+                        snprintf(err, errlen, "\"v1_channels[%u]\": unknown key \"%.64s\"", i,
+                                 item->string);
+                        return -EINVAL;
+                }
+        }
+        name = cJSON_GetObjectItemCaseSensitive(o, "name");
+        if (!cJSON_IsString(name) || !name->valuestring[0] ||
+            strlen(name->valuestring) >= sizeof(ch->name) ||
+            strspn(name->valuestring, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                   "0123456789._-") != strlen(name->valuestring)) {
+                snprintf(err, errlen, "\"v1_channels[%u].name\": %s", i, !name ? "missing" :
+                         "must be 1-63 of [A-Za-z0-9._-]");
+                return -EINVAL;
+        }
+        snprintf(ch->name, sizeof(ch->name), "%s", name->valuestring);
+        r = v1_path(o, i, "shm_config", NULL, ch->shm_config, err, errlen);
+        if (r == 0)
+                r = v1_path(o, i, "mem", "/dev/mem", ch->mem, err, errlen);
+        if (r == 0)
+                r = v1_path(o, i, "doorbell", "/dev/hshm0", ch->doorbell, err, errlen);
+        if (r < 0)
+                return r;
+        base = cJSON_GetObjectItemCaseSensitive(o, "base");
+        ch->base = 0;
+        if (base && (!cJSON_IsString(base) || ha_hvcfg_parse_hex(base->valuestring, &ch->base) < 0)) {
+                snprintf(err, errlen, "\"v1_channels[%u].base\": must be a hex string such as "
+                         "\"0x7e000000\"", i);
+                return -EINVAL;
+        }
+        return 0;
+}
+
+static int set_v1_channels(HaConfig *c, const cJSON *v, char *err, size_t errlen)
+{
+        const cJSON *o;
+        unsigned n = 0;
+        int r;
+
+        if (!cJSON_IsArray(v)) {
+                snprintf(err, errlen, "\"v1_channels\": wrong type (an array expected)");
+                return -EINVAL;
+        }
+        /* Zeroed first, so that ha_config_diff can compare the array bytes. */
+        memset(c->v1_channels, 0, sizeof(c->v1_channels));
+        c->n_v1_channels = 0;
+        cJSON_ArrayForEach(o, v) {
+                HaV1ChannelConfig *ch = &c->v1_channels[n];
+
+                if (n == HA_V1_MAX_CHANNELS) {
+                        snprintf(err, errlen, "\"v1_channels\": at most %d channels",
+                                 HA_V1_MAX_CHANNELS);
+                        return -EINVAL;
+                }
+                r = set_v1_channel(ch, o, n, err, errlen);
+                if (r < 0)
+                        return r;
+                /* Two channels on one doorbell would steal each other's wake-ups. */
+                for (unsigned j = 0; j < n; j++)
+                        if (strcmp(c->v1_channels[j].name, ch->name) == 0 ||
+                            strcmp(c->v1_channels[j].doorbell, ch->doorbell) == 0) {
+                                snprintf(err, errlen, "\"v1_channels[%u]\": same %s as "
+                                         "v1_channels[%u]", n,
+                                         strcmp(c->v1_channels[j].name, ch->name) == 0 ?
+                                         "name" : "doorbell", j);
+                                return -EINVAL;
+                        }
+                n++;
+        }
+        c->n_v1_channels = n;
+        return 0;
 }
 
 static int set_key(HaConfig *c, const struct config_key *k, const cJSON *v,
@@ -172,6 +289,8 @@ static int set_key(HaConfig *c, const struct config_key *k, const cJSON *v,
                 *(int *)field = l;
                 return 0;
         }
+        case K_V1CHANNELS:
+                return set_v1_channels(c, v, err, errlen);
         }
 type:
         snprintf(err, errlen, "\"%s\": wrong type (%s expected)", k->name,
@@ -194,6 +313,10 @@ int ha_config_validate(const HaConfig *c, char *err, size_t errlen)
                          "\"pool_size\" (%llu) can hold (%llu)",
                          (unsigned long long)c->max_payload, (unsigned long long)c->pool_size,
                          (unsigned long long)largest);
+                return -EINVAL;
+        }
+        if (c->zone_pool_size % 64) {
+                snprintf(err, errlen, "\"zone_pool_size\": must be a multiple of 64");
                 return -EINVAL;
         }
         if (!shm_name_ok(c->shm_name)) {
@@ -310,8 +433,26 @@ char *ha_config_to_json(const HaConfig *c, const char *socket_path)
         cJSON_AddNumberToObject(o, "client_timeout_ms", c->client_timeout_ms);
         cJSON_AddNumberToObject(o, "status_interval_ms", c->status_interval_ms);
         cJSON_AddNumberToObject(o, "worker_stall_ms", c->worker_stall_ms);
+        cJSON_AddNumberToObject(o, "zone_clients", c->zone_clients);
+        cJSON_AddNumberToObject(o, "zone_pool_size", (double)c->zone_pool_size);
         cJSON_AddStringToObject(o, "admin_group", c->admin_group);
         cJSON_AddStringToObject(o, "log_level", ha_log_level_name(c->log_level));
+        if (c->n_v1_channels) {
+                cJSON *a = cJSON_AddArrayToObject(o, "v1_channels");
+                for (unsigned i = 0; i < c->n_v1_channels; i++) {
+                        const HaV1ChannelConfig *ch = &c->v1_channels[i];
+                        cJSON *co = cJSON_CreateObject();
+                        char base[24];
+
+                        snprintf(base, sizeof(base), "0x%llx", (unsigned long long)ch->base);
+                        cJSON_AddStringToObject(co, "name", ch->name);
+                        cJSON_AddStringToObject(co, "shm_config", ch->shm_config);
+                        cJSON_AddStringToObject(co, "mem", ch->mem);
+                        cJSON_AddStringToObject(co, "doorbell", ch->doorbell);
+                        cJSON_AddStringToObject(co, "base", base);
+                        cJSON_AddItemToArray(a, co);
+                }
+        }
         s = cJSON_Print(o);
         cJSON_Delete(o);
         return s;
@@ -334,6 +475,9 @@ static bool key_differs(const struct config_key *k, const HaConfig *a, const HaC
         case K_SHM_NAME:
         case K_GROUP:
                 return strcmp(fa, fb) != 0;
+        case K_V1CHANNELS:
+                return a->n_v1_channels != b->n_v1_channels ||
+                       memcmp(a->v1_channels, b->v1_channels, sizeof(a->v1_channels)) != 0;
         }
         return false;
 }

@@ -8,6 +8,18 @@
 
 #define HA_SHM_NAME_MAX 128
 
+/* One HyperAMP v1 compatibility channel (v1chan.h): hyperampd as the
+ * service zone of an unmodified original client. */
+#define HA_V1_MAX_CHANNELS 8
+#define HA_V1_PATH_MAX 256
+typedef struct HaV1ChannelConfig {
+        char name[64];
+        char shm_config[HA_V1_PATH_MAX];        /* original shm_config.json */
+        char mem[HA_V1_PATH_MAX];               /* /dev/mem, or a file in tests */
+        char doorbell[HA_V1_PATH_MAX];          /* /dev/hshm0, or a FIFO in tests */
+        uint64_t base;                          /* subtracted from addresses */
+} HaV1ChannelConfig;
+
 typedef struct HaConfig {
         unsigned workers;               /* 0: one per online CPU */
         char shm_name[HA_SHM_NAME_MAX]; /* POSIX shm object, "/name" */
@@ -21,9 +33,13 @@ typedef struct HaConfig {
         unsigned client_timeout_ms;     /* idle or stalled mid-frame */
         unsigned status_interval_ms;    /* STATUS= refresh */
         unsigned worker_stall_ms;       /* one job longer than this: wedged */
+        unsigned zone_clients;          /* zone channel leases at once; 0: none */
+        uint64_t zone_pool_size;        /* data pool bytes per lease */
         char admin_group[64];           /* may reload/shutdown; "" = none */
         gid_t admin_gid;                /* resolved; (gid_t)-1 when none */
         int log_level;
+        unsigned n_v1_channels;         /* restart to change */
+        HaV1ChannelConfig v1_channels[HA_V1_MAX_CHANNELS];
 } HaConfig;
 
 /* The embedded default: what hyperampd runs with and no config file. */

@@ -40,6 +40,7 @@ struct Conn {
         bool paused;            /* reading stopped: output backlog or shutdown */
         bool in_read;           /* conn_read_cb is on the stack: do not free */
         bool eof;               /* the client half-closed: answer, then close */
+        void *lease;            /* a zone lease held by this connection */
         uint32_t jlen, dlen;
         pid_t pid;
         uid_t uid;
@@ -62,6 +63,9 @@ struct HaControl {
         ha_reload_fn reload;
         ha_shutdown_fn shutdown;
         void *hooks_userdata;
+        ha_attach_fn attach;
+        ha_detach_fn detach;
+        void *zone_userdata;
         void (*closed_cb)(void *);
         void *closed_userdata;
         HaRatelimit rl;
@@ -95,6 +99,9 @@ static void conn_close(Conn *c)
 
         if (!c->bev)
                 return;
+        if (c->lease && ctl->detach)
+                ctl->detach(ctl->zone_userdata, c->lease);
+        c->lease = NULL;
         bufferevent_free(c->bev);
         c->bev = NULL;
         LIST_REMOVE(c, link);
@@ -356,6 +363,34 @@ static void m_shutdown(Conn *c, const HaRequest *req, uint64_t id, struct evbuff
                 ctl->shutdown(ctl->hooks_userdata);
 }
 
+static void m_attach(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer *in, uint32_t dlen)
+{
+        HaControl *ctl = c->ctl;
+        int r;
+        (void)req, (void)in, (void)dlen;
+
+        if (!ctl->attach) {
+                send_error(c, id, HA_E_INTERNAL, "zone channels are not available");
+                return;
+        }
+        if (c->lease) {
+                send_error(c, id, HA_E_INVALID, "this connection already holds a lease");
+                return;
+        }
+        /* The reply goes straight out with its fds: nothing may be queued
+         * before it. */
+        if (evbuffer_get_length(bufferevent_get_output(c->bev)) > 0) {
+                send_error(c, id, HA_E_BUSY, "attach must wait for earlier replies");
+                return;
+        }
+        r = ctl->attach(ctl->zone_userdata, bufferevent_getfd(c->bev), id, id != NO_ID,
+                        c->pid, c->uid, &c->lease);
+        if (r == -EBUSY)
+                send_error(c, id, HA_E_LIMIT, "every zone slot is taken (zone_clients)");
+        else if (r < 0)
+                send_error(c, id, HA_E_INTERNAL, "could not set up the zone channel");
+}
+
 /* Admin calls: root, the daemon's own user, or a member of admin_group. */
 static bool peer_is_admin(const Conn *c)
 {
@@ -391,6 +426,7 @@ static const struct method {
         { HA_METHOD_STATS, m_stats, 0 },
         { HA_METHOD_SERVICES, m_services, 0 },
         { HA_METHOD_PING, m_ping, 0 },
+        { HA_METHOD_ATTACH, m_attach, 0 },
         { HA_METHOD_RELOAD, m_reload, M_ADMIN },
         { HA_METHOD_SHUTDOWN, m_shutdown, M_ADMIN },
 };
@@ -431,7 +467,7 @@ static void handle_frame(Conn *c, struct evbuffer *in)
         if (!m) {
                 ctl->st.protocol_errors++;
                 send_error(c, id, HA_E_METHOD,
-                           "unknown method (try ping, services, stats, submit, reload, shutdown)");
+                           "unknown method (try ping, services, stats, submit, attach, reload, shutdown)");
                 goto out;
         }
         if ((m->flags & M_ADMIN) && !peer_is_admin(c)) {
@@ -889,6 +925,14 @@ void ha_control_set_hooks(HaControl *ctl, ha_reload_fn reload, ha_shutdown_fn sh
         ctl->reload = reload;
         ctl->shutdown = shutdown;
         ctl->hooks_userdata = userdata;
+}
+
+void ha_control_set_zone_hooks(HaControl *ctl, ha_attach_fn attach, ha_detach_fn detach,
+                               void *userdata)
+{
+        ctl->attach = attach;
+        ctl->detach = detach;
+        ctl->zone_userdata = userdata;
 }
 
 void ha_control_set_config(HaControl *ctl, const HaConfig *cfg)

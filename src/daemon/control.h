@@ -2,6 +2,9 @@
 #ifndef HA_CONTROL_H
 #define HA_CONTROL_H
 
+#include <stdbool.h>
+#include <sys/types.h>
+
 #include <cjson/cJSON.h>
 #include <event2/event.h>
 
@@ -27,6 +30,16 @@ typedef int (*ha_reload_fn)(void *userdata, cJSON **result, char *err, size_t er
 typedef void (*ha_shutdown_fn)(void *userdata);
 void ha_control_set_hooks(HaControl *c, ha_reload_fn reload, ha_shutdown_fn shutdown,
                           void *userdata);
+
+/*
+ * Zone leases: attach grants one and sends the reply itself on fd (it
+ * carries file descriptors); detach runs when that connection closes.
+ */
+typedef int (*ha_attach_fn)(void *userdata, int fd, uint64_t id, bool has_id, pid_t pid,
+                            uid_t uid, void **lease);
+typedef void (*ha_detach_fn)(void *userdata, void *lease);
+void ha_control_set_zone_hooks(HaControl *c, ha_attach_fn attach, ha_detach_fn detach,
+                               void *userdata);
 
 /* Take the settings that may change while running. */
 void ha_control_set_config(HaControl *c, const HaConfig *cfg);

@@ -18,6 +18,8 @@
 #include "hyperamp-config.h"
 #include "log.h"
 #include "services.h"
+#include "v1chan.h"
+#include "zones.h"
 
 #define SHUTDOWN_DEADLINE_S 10
 
@@ -27,6 +29,8 @@ typedef struct Daemon {
         struct event_base *base;
         HaEngine *engine;
         HaControl *control;
+        HaV1Chan *v1[HA_V1_MAX_CHANNELS];       /* v1 compatibility channels */
+        HaZones *zones;
         struct event *sig_term, *sig_int, *sig_hup;
         struct event *deadline, *status_timer, *watchdog_timer;
         bool stopping;
@@ -191,11 +195,18 @@ static void shutdown_closed(void *userdata)
         event_base_loopexit(d->base, NULL);
 }
 
-static void shutdown_drained(void *userdata)
+static void shutdown_zones_idle(void *userdata)
 {
         Daemon *d = userdata;
 
         ha_control_close_all(d->control, shutdown_closed, d);
+}
+
+static void shutdown_drained(void *userdata)
+{
+        Daemon *d = userdata;
+
+        ha_zones_quiesce(d->zones, shutdown_zones_idle, d);
 }
 
 static void deadline_cb(evutil_socket_t fd, short what, void *userdata)
@@ -246,6 +257,20 @@ static void signal_cb(evutil_socket_t sig, short what, void *userdata)
         }
         log_info("Signal %d received", (int)sig);
         begin_shutdown(d);
+}
+
+/* ===== zone channels ===== */
+
+static int zone_attach(void *userdata, int fd, uint64_t id, bool has_id, pid_t pid, uid_t uid,
+                       void **lease)
+{
+        return ha_zones_attach(userdata, fd, id, has_id, pid, uid, (HaZone **)lease);
+}
+
+static void zone_detach(void *userdata, void *lease)
+{
+        (void)userdata;
+        ha_zones_detach(lease);
 }
 
 /* ===== start-up ===== */
@@ -318,6 +343,17 @@ int ha_daemon_run(const HaConfig *cfg, const HaDaemonOptions *opts)
         if (r < 0)
                 goto out;
         ha_control_set_hooks(d.control, reload, begin_shutdown, &d);
+        r = ha_zones_new(d.base, d.engine, &d.cfg, &d.zones);
+        if (r < 0) {
+                log_error_errno(r, "Failed to set up zone channels: %m");
+                goto out;
+        }
+        ha_control_set_zone_hooks(d.control, zone_attach, zone_detach, d.zones);
+        for (unsigned i = 0; i < d.cfg.n_v1_channels; i++) {
+                r = ha_v1chan_start(d.base, d.engine, &d.cfg.v1_channels[i], &d.v1[i]);
+                if (r < 0)
+                        goto out;
+        }
 
         d.sig_term = evsignal_new(d.base, SIGTERM, signal_cb, &d);
         d.sig_int = evsignal_new(d.base, SIGINT, signal_cb, &d);
@@ -351,13 +387,18 @@ int ha_daemon_run(const HaConfig *cfg, const HaDaemonOptions *opts)
         else
                 ha_log_ctx(LOG_INFO, HA_LOG_CTX(.message_id = HA_MID_STOPPED), "Stopped cleanly");
 out:
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        /* Stopping already: a late SIGTERM must not kill the teardown. */
+        pthread_sigmask(SIG_BLOCK, &mask, NULL);
         if (r < 0)
                 (void)sd_notifyf(0, "ERRNO=%d\nSTATUS=Failed to start: %s", -r, strerror(-r));
         /* Reverse order of start-up: the engine joins its workers first, so
          * no completion can reach a freed connection. */
         d.engine = ha_engine_free(d.engine);
         d.control = ha_control_free(d.control);
+        d.zones = ha_zones_free(d.zones);
+        /* After the engine: its workers may run v1 entries until joined. */
+        for (unsigned i = 0; i < HA_V1_MAX_CHANNELS; i++)
+                d.v1[i] = ha_v1chan_free(d.v1[i]);
         struct event *evs[] = { d.sig_term, d.sig_int, d.sig_hup, d.deadline, d.status_timer,
                                 d.watchdog_timer };
         for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)

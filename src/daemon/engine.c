@@ -51,7 +51,8 @@ struct HaEngine {
         HaPool *pool;
         ReqCtx *ctx;
         uint16_t *batch;
-        HaJob *jobs;
+        HaJob *jobs;            /* completions being handed back */
+        HaJob *djobs;           /* a batch being dispatched (may happen during the above) */
         Source sources[HA_ENGINE_MAX_SOURCES];
         unsigned nsources;
         struct event *collect_ev;
@@ -149,9 +150,11 @@ static void collect_cb(evutil_socket_t fd, short what, void *userdata)
 
 int ha_engine_dispatch(HaEngine *e, unsigned source, const uint16_t *idx, size_t n)
 {
+        if (n > e->queue.n + EXTRA_JOBS)
+                return -ENOSPC;
         for (size_t i = 0; i < n; i++)
-                e->jobs[i] = HA_JOB(source, idx[i]);
-        return ha_pool_submit(e->pool, e->jobs, n);
+                e->djobs[i] = HA_JOB(source, idx[i]);
+        return ha_pool_submit(e->pool, e->djobs, n);
 }
 
 int ha_engine_add_source(HaEngine *e, const HaSourceOps *ops, void *ctx, const char *name,
@@ -265,8 +268,9 @@ int ha_engine_new(struct event_base *base, const HaConfig *cfg, ha_complete_fn c
         e->ctx = calloc(cfg->queue_entries, sizeof(*e->ctx));
         e->batch = calloc(cfg->queue_entries, sizeof(*e->batch));
         e->jobs = calloc(cfg->queue_entries + EXTRA_JOBS, sizeof(*e->jobs));
+        e->djobs = calloc(cfg->queue_entries + EXTRA_JOBS, sizeof(*e->djobs));
         e->svc = calloc(e->nsvc + 1, sizeof(*e->svc));
-        if (!e->ctx || !e->batch || !e->jobs || !e->svc) {
+        if (!e->ctx || !e->batch || !e->jobs || !e->djobs || !e->svc) {
                 r = -ENOMEM;
                 goto fail_log;
         }
@@ -328,6 +332,7 @@ HaEngine *ha_engine_free(HaEngine *e)
         free(e->ctx);
         free(e->batch);
         free(e->jobs);
+        free(e->djobs);
         free(e->svc);
         free(e);
         return NULL;

@@ -268,6 +268,8 @@ class AccessControlTest(unittest.TestCase):
             self.assertEqual(rc, 0, err)
             rc, out, err = self.as_nobody(d, 'shutdown')
             self.assertEqual(rc, 0, err)
+            # it stops by itself: no signal needed
+            self.assertEqual(harness.wait_pid_exit(d.proc, harness.STOP_TIMEOUT), 0)
             self.assertEqual(d.terminate_and_wait(), 0)
 
     def test_outsider_cannot_connect(self):

@@ -1,0 +1,29 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef HA_DEVMEM_H
+#define HA_DEVMEM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * Copies to and from a mapping of another zone's memory through /dev/mem.
+ * With O_SYNC that is Device memory on arm64, where memcpy's unaligned and
+ * SIMD accesses fault (SIGBUS): the original team hit exactly this.  These
+ * touch the mapping only with aligned 32-bit or single-byte volatile
+ * accesses, never wider and never merged; the private side is plain memory.
+ * No ordering is implied: publish with a barrier after them.
+ */
+void ha_devmem_read(void *dst, const volatile void *src, size_t len);
+void ha_devmem_write(volatile void *dst, const void *src, size_t len);
+
+static inline uint32_t ha_ld32(const uint32_t *p)
+{
+        return __atomic_load_n(p, __ATOMIC_RELAXED);
+}
+
+static inline void ha_st32(uint32_t *p, uint32_t v)
+{
+        __atomic_store_n(p, v, __ATOMIC_RELAXED);
+}
+
+#endif

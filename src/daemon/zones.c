@@ -1,0 +1,488 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "hyperamp/cleanup.h"
+#include "hyperamp/protocol.h"
+#include "hyperamp/zone.h"
+#include "log.h"
+#include "proto.h"
+#include "queue.h"
+#include "services.h"
+#include "zones.h"
+
+#define CTL_OFF   0u
+#define QUEUE_OFF 4096u
+#define POOL_OFF  8192u
+
+enum { SLOT_FREE, SLOT_ACTIVE, SLOT_DRAINING };
+
+struct HaZone {
+        HaZones *zs;
+        unsigned slot;
+        unsigned source;        /* engine source id */
+        int state;
+        uint32_t epoch;
+        pid_t pid;
+        uid_t uid;
+
+        int memfd, bell_fd, done_fd;
+        void *base;
+        size_t size;
+        ZoneCtl *ctl;
+        HaMsgQueue *q;
+        uint8_t *pool;
+        uint64_t pool_size;
+        struct event *bell_ev;
+
+        /* Dispatched and not yet run: set by the loop, cleared by the worker
+         * before the client can see the result, so an honest client may
+         * reuse the entry at once while a second submit of a pending one is
+         * caught. */
+        uint8_t running_entry[HA_ZONE_ENTRIES];
+        unsigned running;
+        uint16_t batch[HA_ZONE_RING];
+        HaRatelimit rl;
+
+        /* loop thread */
+        uint64_t requests, completed, wakeups, bad_index, bad_state, bad_ring, grants;
+        /* workers: atomics */
+        uint64_t failed, bad_range;
+};
+
+struct HaZones {
+        struct event_base *base;
+        HaEngine *engine;
+        uint64_t pool_size;
+        unsigned nslots;
+        unsigned active;
+        uint32_t next_epoch;
+        HaZone *slots;
+        void (*idle_cb)(void *);
+        void *idle_userdata;
+};
+
+static unsigned zones_running(const HaZones *zs)
+{
+        unsigned n = 0;
+
+        for (unsigned i = 0; i < zs->nslots; i++)
+                n += zs->slots[i].running;
+        return n;
+}
+
+static void maybe_idle(HaZones *zs)
+{
+        if (zs->idle_cb && zones_running(zs) == 0) {
+                void (*cb)(void *) = zs->idle_cb;
+                zs->idle_cb = NULL;
+                cb(zs->idle_userdata);
+        }
+}
+
+/* ===== the worker side ===== */
+
+static void futex_wake_all(uint32_t *addr)
+{
+        (void)syscall(SYS_futex, addr, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
+static void zone_run(void *ctx, uint16_t idx, unsigned worker)
+{
+        HaZone *z = ctx;
+        HaMsgEntry *en = &z->q->entries[idx];
+        uint16_t sid = __atomic_load_n(&en->msg.service_id, __ATOMIC_RELAXED);
+        uint32_t off = __atomic_load_n(&en->msg.offset, __ATOMIC_RELAXED);
+        uint32_t len = __atomic_load_n(&en->msg.length, __ATOMIC_RELAXED);
+        uint32_t *done = &z->ctl->done[idx];
+        uint32_t old, new;
+        enum ha_result r;
+        (void)worker;
+
+        /* The client wrote these: check them against its own pool slice. */
+        if (len == 0 || off > z->pool_size || len > z->pool_size - off) {
+                __atomic_fetch_add(&z->bad_range, 1, __ATOMIC_RELAXED);
+                r = HA_RESULT_FAIL;
+        } else
+                r = ha_service_run(sid, z->pool + off, len);
+        if (r != HA_RESULT_SUCCESS)
+                __atomic_fetch_add(&z->failed, 1, __ATOMIC_RELAXED);
+        __atomic_store_n(&en->msg.flag, ha_flag_make(r), __ATOMIC_RELEASE);
+        /* Reusable from here; the client learns it only from the word below. */
+        __atomic_store_n(&z->running_entry[idx], 0, __ATOMIC_RELEASE);
+
+        /* Bump the completion word; a futex syscall only if someone sleeps. */
+        old = __atomic_load_n(done, __ATOMIC_RELAXED);
+        do
+                new = ((old & ~HA_ZONE_WAITER) + 1) & ~HA_ZONE_WAITER;
+        while (!__atomic_compare_exchange_n(done, &old, new, true, __ATOMIC_RELEASE,
+                                            __ATOMIC_RELAXED));
+        if (old & HA_ZONE_WAITER)
+                futex_wake_all(done);
+        if (__atomic_load_n(&z->ctl->fd_armed, __ATOMIC_ACQUIRE) &&
+            __atomic_exchange_n(&z->ctl->fd_armed, 0, __ATOMIC_ACQ_REL)) {
+                uint64_t one = 1;
+                (void)!write(z->done_fd, &one, sizeof(one));
+        }
+}
+
+/* ===== the loop side ===== */
+
+static void zone_reset(HaZone *z)
+{
+        if (z->bell_ev) {
+                event_free(z->bell_ev);
+                z->bell_ev = NULL;
+        }
+        if (z->base)
+                (void)munmap(z->base, z->size);
+        z->base = NULL;
+        z->ctl = NULL;
+        z->q = NULL;
+        z->pool = NULL;
+        if (z->memfd >= 0)
+                close(z->memfd);
+        if (z->bell_fd >= 0)
+                close(z->bell_fd);
+        if (z->done_fd >= 0)
+                close(z->done_fd);
+        z->memfd = z->bell_fd = z->done_fd = -1;
+        if (z->state != SLOT_FREE)
+                z->zs->active--;
+        z->state = SLOT_FREE;
+}
+
+static void zone_complete(void *ctx, uint16_t idx)
+{
+        HaZone *z = ctx;
+        (void)idx;
+
+        z->running--;
+        z->completed++;
+        if (z->state == SLOT_DRAINING && z->running == 0) {
+                log_debug("Zone slot %u (pid %d) released", z->slot, (int)z->pid);
+                zone_reset(z);
+        }
+        maybe_idle(z->zs);
+}
+
+static void zone_stats(void *ctx, cJSON *o)
+{
+        HaZone *z = ctx;
+
+        cJSON_AddStringToObject(o, "state", z->state == SLOT_ACTIVE ? "attached" :
+                                z->state == SLOT_DRAINING ? "draining" : "free");
+        cJSON_AddNumberToObject(o, "pid", z->state == SLOT_FREE ? 0 : z->pid);
+        cJSON_AddNumberToObject(o, "grants", (double)z->grants);
+        cJSON_AddNumberToObject(o, "submitted", (double)z->requests);
+        cJSON_AddNumberToObject(o, "completed", (double)z->completed);
+        cJSON_AddNumberToObject(o, "failed", (double)__atomic_load_n(&z->failed, __ATOMIC_RELAXED));
+        cJSON_AddNumberToObject(o, "in_flight", z->running);
+        cJSON_AddNumberToObject(o, "wakeups", (double)z->wakeups);
+        cJSON_AddNumberToObject(o, "bad_index", (double)z->bad_index);
+        cJSON_AddNumberToObject(o, "bad_state", (double)z->bad_state);
+        cJSON_AddNumberToObject(o, "bad_ring", (double)z->bad_ring);
+        cJSON_AddNumberToObject(o, "bad_range",
+                                (double)__atomic_load_n(&z->bad_range, __ATOMIC_RELAXED));
+}
+
+static const HaSourceOps zone_ops = {
+        .kind = "shm",
+        .run = zone_run,
+        .complete = zone_complete,
+        .stats_json = zone_stats,
+};
+
+static void report(HaZone *z, const char *what, unsigned long long value)
+{
+        uint64_t suppressed;
+
+        if (ha_ratelimit_ok(&z->rl, &suppressed))
+                ha_log_ctx(LOG_WARNING, HA_LOG_CTX(.client_pid = (int)z->pid,
+                                                   .client_uid = (uint32_t)z->uid),
+                           "Zone client pid %d: %s (%llu), skipped%s", (int)z->pid, what, value,
+                           suppressed ? "; similar reports were suppressed" : "");
+}
+
+/* Take everything on the ring, check each index, hand the batch over. */
+static void zone_drain(HaZone *z)
+{
+        ZoneCtl *c = z->ctl;
+
+        for (;;) {
+                uint32_t head = z->ctl->sq_head, tail;
+                size_t k = 0;
+
+                __atomic_store_n(&c->sleeping, 0, __ATOMIC_RELAXED);
+                __atomic_store_n(&c->bell, 0, __ATOMIC_SEQ_CST);
+                tail = __atomic_load_n(&c->sq_tail, __ATOMIC_SEQ_CST);
+                if (tail - head > HA_ZONE_RING) {
+                        /* A tail no honest client can write: drop the lot. */
+                        z->bad_ring++;
+                        report(z, "submission ring tail out of range", tail - head);
+                        head = tail;
+                }
+                for (; head != tail; head++) {
+                        uint16_t idx = __atomic_load_n(&c->sq[head & (HA_ZONE_RING - 1)],
+                                                       __ATOMIC_RELAXED);
+                        if (idx >= HA_ZONE_ENTRIES) {
+                                z->bad_index++;
+                                report(z, "entry index out of range", idx);
+                                continue;
+                        }
+                        if (__atomic_load_n(&z->running_entry[idx], __ATOMIC_ACQUIRE)) {
+                                z->bad_state++;
+                                report(z, "entry submitted twice", idx);
+                                continue;
+                        }
+                        __atomic_store_n(&z->running_entry[idx], 1, __ATOMIC_RELAXED);
+                        z->batch[k++] = idx;
+                }
+                __atomic_store_n(&c->sq_head, tail, __ATOMIC_RELEASE);
+                if (k) {
+                        z->running += (unsigned)k;
+                        z->requests += k;
+                        /* Cannot fail: the pool has room for every entry. */
+                        if (ha_engine_dispatch(z->zs->engine, z->source, z->batch, k) < 0)
+                                abort();
+                }
+                /* Announce sleep, then look once more (pairs with the
+                 * client's tail store and sleeping load: no lost wake-up). */
+                __atomic_store_n(&c->sleeping, 1, __ATOMIC_SEQ_CST);
+                if (__atomic_load_n(&c->sq_tail, __ATOMIC_SEQ_CST) == tail)
+                        return;
+        }
+}
+
+static void bell_cb(evutil_socket_t fd, short what, void *userdata)
+{
+        HaZone *z = userdata;
+        uint64_t v;
+        (void)what;
+
+        (void)!read(fd, &v, sizeof(v));
+        z->wakeups++;
+        if (z->state == SLOT_ACTIVE)
+                zone_drain(z);
+}
+
+static int zone_map(HaZone *z, uint64_t pool_size)
+{
+        size_t size = POOL_OFF + pool_size;
+        void *base;
+        int r;
+
+        z->memfd = memfd_create("hyperamp-zone", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+        if (z->memfd < 0)
+                return -errno;
+        if (ftruncate(z->memfd, (off_t)size) < 0)
+                return -errno;
+        r = -posix_fallocate(z->memfd, 0, (off_t)size);
+        if (r < 0)
+                return r;
+        /* The client gets this fd: it must not be able to shrink the memory
+         * under the workers (SIGBUS) or grow it. */
+        if (fcntl(z->memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
+                return -errno;
+        base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, z->memfd, 0);
+        if (base == MAP_FAILED)
+                return -errno;
+        z->base = base;
+        z->size = size;
+        z->ctl = (ZoneCtl *)((uint8_t *)base + CTL_OFF);
+        z->q = (HaMsgQueue *)((uint8_t *)base + QUEUE_OFF);
+        z->pool = (uint8_t *)base + POOL_OFF;
+        z->pool_size = pool_size;
+
+        z->bell_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        z->done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (z->bell_fd < 0 || z->done_fd < 0)
+                return -errno;
+
+        ha_queue_format(z->q, HA_ZONE_ENTRIES);
+        z->ctl->entries = HA_ZONE_ENTRIES;
+        z->ctl->owner_pid = (uint32_t)z->pid;
+        z->ctl->epoch = z->epoch;
+        z->ctl->sleeping = 1;
+        __atomic_store_n(&z->ctl->magic, HA_ZONE_CTL_MAGIC, __ATOMIC_RELEASE);
+        return 0;
+}
+
+static int send_reply(HaZone *z, int fd, uint64_t id, bool has_id)
+{
+        char json[512];
+        uint8_t hdr[HA_PROTO_HDR_SIZE];
+        int fds[3] = { z->memfd, z->bell_fd, z->done_fd };
+        union {
+                char buf[CMSG_SPACE(sizeof(fds))];
+                struct cmsghdr align;
+        } u;
+        struct iovec iov[2];
+        struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2, .msg_control = u.buf,
+                             .msg_controllen = sizeof(u.buf) };
+        struct cmsghdr *cm;
+        char idbuf[32] = "";
+        ssize_t n;
+        int len;
+
+        if (has_id)
+                snprintf(idbuf, sizeof(idbuf), "\"id\":%llu,", (unsigned long long)id);
+        len = snprintf(json, sizeof(json),
+                       "{\"v\":%d,%s\"result\":{\"slot\":%u,\"epoch\":%u,\"size\":%zu,"
+                       "\"ctl_off\":%u,\"queue_off\":%u,\"pool_off\":%u,\"pool_size\":%llu,"
+                       "\"entries\":%u,\"ring\":%u}}",
+                       HA_PROTO_VERSION, idbuf, z->slot, z->epoch, z->size, CTL_OFF, QUEUE_OFF,
+                       POOL_OFF, (unsigned long long)z->pool_size, HA_ZONE_ENTRIES, HA_ZONE_RING);
+        ha_frame_hdr_write(hdr, (uint32_t)len, 0);
+        iov[0] = (struct iovec){ hdr, sizeof(hdr) };
+        iov[1] = (struct iovec){ json, (size_t)len };
+        memset(u.buf, 0, sizeof(u.buf));
+        cm = CMSG_FIRSTHDR(&mh);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(fds));
+        memcpy(CMSG_DATA(cm), fds, sizeof(fds));
+        n = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0)
+                return -errno;
+        return (size_t)n == sizeof(hdr) + (size_t)len ? 0 : -EIO;
+}
+
+int ha_zones_attach(HaZones *zs, int fd, uint64_t id, bool has_id, pid_t pid, uid_t uid,
+                    HaZone **ret)
+{
+        HaZone *z = NULL;
+        int r;
+
+        for (unsigned i = 0; i < zs->nslots && !z; i++)
+                if (zs->slots[i].state == SLOT_FREE)
+                        z = &zs->slots[i];
+        if (!z)
+                return -EBUSY;
+
+        z->state = SLOT_ACTIVE;
+        zs->active++;
+        z->pid = pid;
+        z->uid = uid;
+        z->epoch = ++zs->next_epoch;
+        z->grants++;
+        z->running = 0;
+        memset(z->running_entry, 0, sizeof(z->running_entry));
+        /* Counters stay: stats show each slot's totals since start. */
+
+        r = zone_map(z, zs->pool_size);
+        if (r == 0) {
+                z->bell_ev = event_new(zs->base, z->bell_fd, EV_READ | EV_PERSIST, bell_cb, z);
+                if (!z->bell_ev || event_add(z->bell_ev, NULL) < 0)
+                        r = -ENOMEM;
+        }
+        if (r == 0)
+                r = send_reply(z, fd, id, has_id);
+        if (r < 0) {
+                zone_reset(z);
+                return r;
+        }
+        ha_log_ctx(LOG_INFO, HA_LOG_CTX(.client_pid = (int)pid, .client_uid = (uint32_t)uid),
+                   "Zone client pid %d uid %u attached to slot %u (epoch %u)", (int)pid,
+                   (unsigned)uid, z->slot, z->epoch);
+        *ret = z;
+        return 0;
+}
+
+void ha_zones_detach(HaZone *z)
+{
+        if (z->state != SLOT_ACTIVE)
+                return;
+        ha_log_ctx(LOG_INFO, HA_LOG_CTX(.client_pid = (int)z->pid, .client_uid = (uint32_t)z->uid),
+                   "Zone client pid %d detached from slot %u with %u requests running",
+                   (int)z->pid, z->slot, z->running);
+        /* Stop taking its submissions; reclaim once the running ones finish. */
+        if (z->bell_ev) {
+                event_free(z->bell_ev);
+                z->bell_ev = NULL;
+        }
+        z->state = SLOT_DRAINING;
+        if (z->running == 0)
+                zone_reset(z);
+}
+
+unsigned ha_zones_active(const HaZones *zs)
+{
+        return zs->active;
+}
+
+void ha_zones_quiesce(HaZones *zs, void (*cb)(void *), void *userdata)
+{
+        for (unsigned i = 0; i < zs->nslots; i++) {
+                HaZone *z = &zs->slots[i];
+
+                if (z->state != SLOT_ACTIVE)
+                        continue;
+                /* Accepted means on the ring: those still get served. */
+                zone_drain(z);
+                if (z->bell_ev) {
+                        event_free(z->bell_ev);
+                        z->bell_ev = NULL;
+                }
+        }
+        zs->idle_cb = cb;
+        zs->idle_userdata = userdata;
+        maybe_idle(zs);
+}
+
+int ha_zones_new(struct event_base *base, HaEngine *engine, const HaConfig *cfg, HaZones **ret)
+{
+        HaZones *zs = calloc(1, sizeof(*zs));
+        int r;
+
+        if (!zs)
+                return -ENOMEM;
+        zs->base = base;
+        zs->engine = engine;
+        zs->pool_size = cfg->zone_pool_size;
+        zs->nslots = cfg->zone_clients;
+        zs->slots = calloc(zs->nslots ? zs->nslots : 1, sizeof(*zs->slots));
+        if (!zs->slots) {
+                free(zs);
+                return -ENOMEM;
+        }
+        for (unsigned i = 0; i < zs->nslots; i++) {
+                HaZone *z = &zs->slots[i];
+                char name[32];
+
+                z->zs = zs;
+                z->slot = i;
+                z->memfd = z->bell_fd = z->done_fd = -1;
+                z->rl = (HaRatelimit)HA_RATELIMIT_INIT(10000, 5);
+                snprintf(name, sizeof(name), "zone-%u", i);
+                r = ha_engine_add_source(engine, &zone_ops, z, name, &z->source);
+                if (r < 0) {
+                        ha_zones_free(zs);
+                        return r;
+                }
+        }
+        *ret = zs;
+        return 0;
+}
+
+HaZones *ha_zones_free(HaZones *zs)
+{
+        if (!zs)
+                return NULL;
+        for (unsigned i = 0; i < zs->nslots; i++)
+                zone_reset(&zs->slots[i]);
+        free(zs->slots);
+        free(zs);
+        return NULL;
+}

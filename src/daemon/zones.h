@@ -1,0 +1,45 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef HA_ZONES_H
+#define HA_ZONES_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <cjson/cJSON.h>
+#include <event2/event.h>
+
+#include "config.h"
+#include "engine.h"
+
+/*
+ * Zone channels (include/hyperamp/zone.h): leases of shared memory through
+ * which attached clients submit without the socket.  Loop thread only,
+ * except the source callbacks the workers call.
+ */
+typedef struct HaZones HaZones;
+typedef struct HaZone HaZone;
+
+int ha_zones_new(struct event_base *base, HaEngine *engine, const HaConfig *cfg, HaZones **ret);
+/* Waits for nothing: call after the engine stopped its workers. */
+HaZones *ha_zones_free(HaZones *zs);
+
+/*
+ * Grant a lease to the client on socket fd and send it the attach reply
+ * frame (with id) and the lease's fds in one sendmsg.  0 and *ret, or
+ * -EBUSY (no free slot), or another negative errno.
+ */
+int ha_zones_attach(HaZones *zs, int fd, uint64_t id, bool has_id, pid_t pid, uid_t uid,
+                    HaZone **ret);
+/* The client's connection closed: take the lease back once its running
+ * entries are done. */
+void ha_zones_detach(HaZone *z);
+
+unsigned ha_zones_active(const HaZones *zs);
+
+/* Shutdown: take what is already on every ring one last time and stop
+ * listening to doorbells; cb runs once no zone request is running (now, if
+ * none is). */
+void ha_zones_quiesce(HaZones *zs, void (*cb)(void *), void *userdata);
+
+#endif

@@ -1,0 +1,389 @@
+/* SPDX-License-Identifier: MIT */
+/* libhyperamp: the client side of zone channels (include/hyperamp/zone.h). */
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "alloc.h"
+#include "hyperamp/cleanup.h"
+#include "hyperamp/hyperamp.h"
+#include "hyperamp/zone.h"
+#include "proto.h"
+#include "sockpath.h"
+
+#define EXPORT __attribute__((visibility("default")))
+#define SPIN_MIN 64u
+#define SPIN_MAX 16384u
+#define LIVENESS_MS 100         /* how often a sleeping waiter checks the daemon is there */
+
+struct hyperamp_req {
+        hyperamp_t *h;
+        uint16_t idx;
+        uint32_t off, cap;
+        uint32_t seq;           /* completion word when submitted */
+        bool submitted;
+};
+
+struct hyperamp {
+        int sock, memfd, bell_fd, done_fd;
+        void *base;
+        size_t size;
+        ZoneCtl *ctl;
+        HaMsgQueue *q;
+        uint8_t *pool;
+        uint64_t pool_size;
+        HaAlloc *alloc;
+        pthread_mutex_t lock;   /* free entries and the ring's producer side */
+        uint16_t free_idx[HA_ZONE_ENTRIES];
+        unsigned nfree;
+        unsigned spin;          /* adaptive spin budget, relaxed atomic */
+        hyperamp_req_t reqs[HA_ZONE_ENTRIES];
+};
+
+static int64_t now_ms(void)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ===== attach ===== */
+
+static int call_attach(int fd, int fds[3], cJSON **ret)
+{
+        static const char req[] = "{\"v\":1,\"id\":1,\"method\":\"attach\"}";
+        uint8_t hdr[HA_PROTO_HDR_SIZE], buf[1024];
+        union {
+                char c[CMSG_SPACE(3 * sizeof(int))];
+                struct cmsghdr align;
+        } u;
+        struct iovec iov = { buf, sizeof(buf) };
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.c,
+                             .msg_controllen = sizeof(u.c) };
+        struct cmsghdr *cm;
+        uint32_t jlen, dlen;
+        enum ha_error err;
+        HaReply rep;
+        ssize_t n;
+        int nfds = 0;
+
+        ha_frame_hdr_write(hdr, sizeof(req) - 1, 0);
+        if (send(fd, hdr, sizeof(hdr), MSG_NOSIGNAL) != sizeof(hdr) ||
+            send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL) != (ssize_t)sizeof(req) - 1)
+                return -ECONNRESET;
+        /* The daemon sends the whole reply, with the fds, in one message. */
+        n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
+        if (n < 0)
+                return errno == EAGAIN ? -ETIMEDOUT : -errno;
+        for (cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
+                if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+                        nfds = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+                        memcpy(fds, CMSG_DATA(cm), (size_t)(nfds < 3 ? nfds : 3) * sizeof(int));
+                }
+        if ((size_t)n < sizeof(hdr) ||
+            ha_frame_hdr_parse(buf, 0, &jlen, &dlen, &err) < 0 ||
+            (size_t)n != sizeof(hdr) + jlen) {
+                for (int i = 0; i < nfds && i < 3; i++)
+                        close(fds[i]);
+                return -EBADMSG;
+        }
+        if (ha_reply_parse((const char *)buf + sizeof(hdr), jlen, &rep) < 0)
+                goto bad;
+        if (rep.error_code) {
+                int r = strcmp(rep.error_code, "E_LIMIT") == 0 ? -EBUSY : -EPROTO;
+                ha_reply_done(&rep);
+                for (int i = 0; i < nfds && i < 3; i++)
+                        close(fds[i]);
+                return r;
+        }
+        if (nfds != 3) {
+                ha_reply_done(&rep);
+                goto bad;
+        }
+        *ret = cJSON_Duplicate(rep.result, true);
+        ha_reply_done(&rep);
+        return *ret ? 0 : -ENOMEM;
+bad:
+        for (int i = 0; i < nfds && i < 3; i++)
+                close(fds[i]);
+        return -EBADMSG;
+}
+
+static double num(const cJSON *o, const char *key)
+{
+        return cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(o, key));
+}
+
+EXPORT void hyperamp_detach(hyperamp_t *h)
+{
+        if (!h)
+                return;
+        if (h->base)
+                munmap(h->base, h->size);
+        int fds[] = { h->sock, h->memfd, h->bell_fd, h->done_fd };
+        for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
+                if (fds[i] >= 0)
+                        close(fds[i]);
+        ha_alloc_free(h->alloc);
+        pthread_mutex_destroy(&h->lock);
+        free(h);
+}
+
+EXPORT int hyperamp_attach(const char *socket_path, hyperamp_t **ret)
+{
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        struct timeval tv = { 10, 0 };
+        int fds[3] = { -1, -1, -1 };
+        cJSON *res = NULL;
+        hyperamp_t *h;
+        int r;
+
+        h = calloc(1, sizeof(*h));
+        if (!h)
+                return -ENOMEM;
+        pthread_mutex_init(&h->lock, NULL);
+        h->sock = h->memfd = h->bell_fd = h->done_fd = -1;
+        h->spin = SPIN_MIN * 4;
+
+        r = ha_socket_path(socket_path, sa.sun_path, sizeof(sa.sun_path));
+        if (r < 0)
+                goto fail;
+        h->sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (h->sock < 0 || setsockopt(h->sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
+            connect(h->sock, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+                r = -errno;
+                goto fail;
+        }
+        r = call_attach(h->sock, fds, &res);
+        if (r < 0)
+                goto fail;
+        h->memfd = fds[0];
+        h->bell_fd = fds[1];
+        h->done_fd = fds[2];
+        h->size = (size_t)num(res, "size");
+        h->pool_size = (uint64_t)num(res, "pool_size");
+        if (num(res, "entries") != HA_ZONE_ENTRIES || num(res, "ring") != HA_ZONE_RING ||
+            num(res, "pool_off") + (double)h->pool_size > (double)h->size) {
+                r = -EPROTO;
+                goto fail;
+        }
+        h->base = mmap(NULL, h->size, PROT_READ | PROT_WRITE, MAP_SHARED, h->memfd, 0);
+        if (h->base == MAP_FAILED) {
+                h->base = NULL;
+                r = -errno;
+                goto fail;
+        }
+        h->ctl = (ZoneCtl *)((uint8_t *)h->base + (size_t)num(res, "ctl_off"));
+        h->q = (HaMsgQueue *)((uint8_t *)h->base + (size_t)num(res, "queue_off"));
+        h->pool = (uint8_t *)h->base + (size_t)num(res, "pool_off");
+        if (__atomic_load_n(&h->ctl->magic, __ATOMIC_ACQUIRE) != HA_ZONE_CTL_MAGIC) {
+                r = -EPROTO;
+                goto fail;
+        }
+        r = ha_alloc_new(h->pool_size, &h->alloc);
+        if (r < 0)
+                goto fail;
+        for (unsigned i = 0; i < HA_ZONE_ENTRIES; i++) {
+                h->free_idx[i] = (uint16_t)(HA_ZONE_ENTRIES - 1 - i);
+                h->reqs[i] = (hyperamp_req_t){ .h = h, .idx = (uint16_t)i };
+        }
+        h->nfree = HA_ZONE_ENTRIES;
+        cJSON_Delete(res);
+        *ret = h;
+        return 0;
+fail:
+        cJSON_Delete(res);
+        hyperamp_detach(h);
+        return r;
+}
+
+/* ===== requests ===== */
+
+EXPORT int hyperamp_alloc(hyperamp_t *h, size_t size, hyperamp_req_t **ret)
+{
+        hyperamp_req_t *r;
+        uint32_t off;
+        int e;
+
+        if (size == 0 || size > h->pool_size)
+                return size == 0 ? -EINVAL : -E2BIG;
+        e = ha_alloc_get(h->alloc, size, &off);
+        if (e < 0)
+                return e == -ENOMEM ? -EAGAIN : e;
+        pthread_mutex_lock(&h->lock);
+        if (h->nfree == 0) {
+                pthread_mutex_unlock(&h->lock);
+                ha_alloc_put(h->alloc, off);
+                return -EAGAIN;
+        }
+        r = &h->reqs[h->free_idx[--h->nfree]];
+        pthread_mutex_unlock(&h->lock);
+        r->off = off;
+        r->cap = (uint32_t)size;
+        r->submitted = false;
+        *ret = r;
+        return 0;
+}
+
+EXPORT void *hyperamp_req_data(hyperamp_req_t *r)
+{
+        return r->h->pool + r->off;
+}
+
+EXPORT size_t hyperamp_req_capacity(const hyperamp_req_t *r)
+{
+        return r->cap;
+}
+
+EXPORT int hyperamp_submit(hyperamp_req_t *r, uint16_t service, size_t len)
+{
+        hyperamp_t *h = r->h;
+        ZoneCtl *c = h->ctl;
+        HaMsgEntry *en = &h->q->entries[r->idx];
+        uint32_t t;
+
+        if (len == 0 || len > r->cap)
+                return -EINVAL;
+        if (r->submitted)
+                return -EBUSY;
+        en->msg.service_id = service;
+        en->msg.offset = r->off;
+        en->msg.length = (uint32_t)len;
+        en->msg.flag = 0;
+        r->seq = __atomic_load_n(&c->done[r->idx], __ATOMIC_ACQUIRE) & ~HA_ZONE_WAITER;
+        r->submitted = true;
+
+        pthread_mutex_lock(&h->lock);
+        t = c->sq_tail;
+        __atomic_store_n(&c->sq[t & (HA_ZONE_RING - 1)], r->idx, __ATOMIC_RELAXED);
+        /* seq_cst pairs with the daemon's "sleeping" store and tail load. */
+        __atomic_store_n(&c->sq_tail, t + 1, __ATOMIC_SEQ_CST);
+        pthread_mutex_unlock(&h->lock);
+
+        /* Ring only if the daemon sleeps and nobody rang since it woke. */
+        if (__atomic_load_n(&c->sleeping, __ATOMIC_SEQ_CST) &&
+            !__atomic_exchange_n(&c->bell, 1, __ATOMIC_SEQ_CST)) {
+                uint64_t one = 1;
+                if (write(h->bell_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+                        return -errno;
+        }
+        return 0;
+}
+
+static int result_of(hyperamp_req_t *r)
+{
+        uint16_t flag = __atomic_load_n(&r->h->q->entries[r->idx].msg.flag, __ATOMIC_ACQUIRE);
+
+        r->submitted = false;
+        if (!(flag & HA_FLAG_DEAL_STATE) || (flag & HA_FLAG_RESERVED))
+                return HYPERAMP_FAIL;
+        return (flag & HA_FLAG_RESULT_MASK) >> HA_FLAG_RESULT_SHIFT;
+}
+
+static bool is_done(const hyperamp_req_t *r, uint32_t *word)
+{
+        *word = __atomic_load_n(&r->h->ctl->done[r->idx], __ATOMIC_ACQUIRE);
+        return (*word & ~HA_ZONE_WAITER) != r->seq;
+}
+
+EXPORT int hyperamp_poll(hyperamp_req_t *r)
+{
+        uint32_t w;
+
+        if (!r->submitted)
+                return -EINVAL;
+        return is_done(r, &w) ? result_of(r) : -EAGAIN;
+}
+
+/* Has the daemon closed our connection? */
+static bool daemon_gone(hyperamp_t *h)
+{
+        struct pollfd p = { .fd = h->sock, .events = POLLIN | POLLRDHUP };
+
+        return poll(&p, 1, 0) > 0;
+}
+
+EXPORT int hyperamp_wait(hyperamp_req_t *r, int timeout_ms)
+{
+        hyperamp_t *h = r->h;
+        uint32_t *word = &h->ctl->done[r->idx];
+        unsigned spin = __atomic_load_n(&h->spin, __ATOMIC_RELAXED);
+        int64_t deadline = timeout_ms < 0 ? INT64_MAX : now_ms() + timeout_ms;
+        uint32_t v;
+
+        if (!r->submitted)
+                return -EINVAL;
+        /* Spin first: a cross-core futex wake-up costs tens of microseconds
+         * here, a busy daemon answers faster than that.  The budget adapts
+         * to whether spinning has been paying off. */
+        for (unsigned i = 0; i < spin; i++) {
+                if (is_done(r, &v)) {
+                        if (spin < SPIN_MAX)
+                                __atomic_store_n(&h->spin, spin * 2, __ATOMIC_RELAXED);
+                        return result_of(r);
+                }
+                __builtin_ia32_pause();
+        }
+        if (spin > SPIN_MIN)
+                __atomic_store_n(&h->spin, spin / 2, __ATOMIC_RELAXED);
+
+        for (;;) {
+                struct timespec ts;
+                int64_t left;
+
+                if (is_done(r, &v))
+                        return result_of(r);
+                if (!(v & HA_ZONE_WAITER) &&
+                    !__atomic_compare_exchange_n(word, &v, v | HA_ZONE_WAITER, false,
+                                                 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+                        continue;       /* it changed under us: look again */
+                left = deadline - now_ms();
+                if (left <= 0)
+                        return -ETIMEDOUT;
+                /* Sleep on the word; wake at least every LIVENESS_MS to
+                 * notice a daemon that died. */
+                if (left > LIVENESS_MS)
+                        left = LIVENESS_MS;
+                ts = (struct timespec){ left / 1000, (left % 1000) * 1000000 };
+                (void)syscall(SYS_futex, word, FUTEX_WAIT, v | HA_ZONE_WAITER, &ts, NULL, 0);
+                if (!is_done(r, &v) && daemon_gone(h))
+                        return -ECONNRESET;
+        }
+}
+
+EXPORT int hyperamp_fd(hyperamp_t *h)
+{
+        return h->done_fd;
+}
+
+EXPORT void hyperamp_arm(hyperamp_t *h)
+{
+        __atomic_store_n(&h->ctl->fd_armed, 1, __ATOMIC_SEQ_CST);
+}
+
+EXPORT void hyperamp_release(hyperamp_req_t *r)
+{
+        hyperamp_t *h = r->h;
+
+        /* A request still in the daemon's hands keeps its buffer. */
+        if (r->submitted && hyperamp_poll(r) == -EAGAIN)
+                return;
+        ha_alloc_put(h->alloc, r->off);
+        pthread_mutex_lock(&h->lock);
+        h->free_idx[h->nfree++] = r->idx;
+        pthread_mutex_unlock(&h->lock);
+}

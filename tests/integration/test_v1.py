@@ -1,0 +1,442 @@
+# SPDX-License-Identifier: MIT
+"""The HyperAMP v1 compatibility channel: hyperampd as the service zone of an
+original-protocol client (tests/v1/v1client.c).
+
+The hardware is stood in for the way docs/hyperamp-v1.md describes: a
+regular file plays /dev/mem (the QEMU addresses 0x7e000000.., with "base"
+so that the file starts at the buf region) and a FIFO plays /dev/hshm0.
+The daemon runs the same code path as on hvisor: mmap of the "memory" at
+the physical addresses as offsets, and poll() on the doorbell."""
+import json
+import os
+import shutil
+import struct
+import subprocess
+import tempfile
+import unittest
+
+import harness
+from harness import Daemon, run_daemon_cmd, scaled, start_expect_failure, wait_until
+
+V1CLIENT = os.environ.get('V1CLIENT') or os.path.join(harness.BUILD, 'tests', 'integration',
+                                                      'v1client')
+
+# QEMU layout of the original (reference §1.1, §4.1).
+BASE = 0x7E000000
+BUF, BUF_SIZE = 0x7E000000, 0x400000
+QUEUE, QUEUE_SIZE = 0x7E400000, 0x1000
+READY = 0x7E410000
+MEM_SIZE = READY + 0x1000 - BASE        # buf 4 MiB + the gap + two pages
+
+MARK_INITIALIZED = 0xEEEEEEEE
+MARK_BUSY = 0xFFFFFFFF
+MARK_IDLE = 0xBBBBBBBB
+HEADER = struct.Struct('<IHHHH')        # working_mark, buf_size, empty_h, wait_h, proc_ing_h
+ENTRY = struct.Struct('<HHIIHH')        # flag, service_id, offset, length, cur_idx, nxt_idx
+
+HELLO_ENC = '164e2c2f12'
+
+
+def shm_config(flag_buf='linux-2-npucore-buf', msg_size='0x1000'):
+    return {'shm_regions': [
+        {'region_flag': flag_buf, 'zone0_ram_ipa': '0x7e000000',
+         'zonex_ram_ipa': '0x7e000000', 'mem_size': '0x400000'},
+        {'region_flag': 'linux-2-npucore-msg', 'zone0_ram_ipa': '0x7e400000',
+         'zonex_ram_ipa': '0x7e410000', 'mem_size': msg_size}]}
+
+
+class Rig:
+    """The stand-in hardware for one channel: memory file, FIFO, config."""
+
+    def __init__(self, tmp, name='npu', mem_size=MEM_SIZE, hv=None):
+        self.name = name
+        self.mem = os.path.join(tmp, name + '.mem')
+        self.bell = os.path.join(tmp, name + '.bell')
+        self.cfg = os.path.join(tmp, name + '.shm_config.json')
+        with open(self.mem, 'wb') as f:
+            f.truncate(mem_size)
+        os.mkfifo(self.bell)
+        with open(self.cfg, 'w') as f:
+            json.dump(hv or shm_config(), f)
+
+    def channel(self):
+        return {'name': self.name, 'shm_config': self.cfg, 'mem': self.mem,
+                'doorbell': self.bell, 'base': hex(BASE)}
+
+    def daemon(self, **config):
+        cfg = {'workers': 2, 'v1_channels': [self.channel()]}
+        cfg.update(config)
+        return Daemon(cfg)
+
+    def client(self, *args, init=False, check=True):
+        cmd = [V1CLIENT, '--shm-config', self.cfg, '--mem', self.mem, '--doorbell', self.bell,
+               '--base', hex(BASE), '--timeout-ms', str(int(scaled(10000)))]
+        cmd += ['--init'] if init else ['--no-init']
+        cmd += list(args)
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=scaled(120))
+        out, err = p.stdout.decode('utf-8', 'replace'), p.stderr.decode('utf-8', 'replace')
+        if check and p.returncode != 0:
+            raise AssertionError('v1client %s: exit %d\n%s%s' % (' '.join(map(repr, args)),
+                                                                 p.returncode, out, err))
+        return p.returncode, out, err
+
+    def send(self, service, text, init=False):
+        """One request; returns {'result':..., 'flag':..., 'data':..., 'nul':...}."""
+        if isinstance(text, str):
+            text = text.encode()
+        _, out, _ = self.client('send', str(service), text, init=init)   # bytes: argv as is
+        return dict(kv.split('=', 1) for kv in out.split())
+
+    # raw access to the "physical memory", as a third zone would see it
+    def read(self, addr, n):
+        with open(self.mem, 'rb') as f:
+            return os.pread(f.fileno(), n, addr - BASE)
+
+    def write(self, addr, data):
+        with open(self.mem, 'r+b') as f:
+            os.pwrite(f.fileno(), data, addr - BASE)
+
+    def header(self):
+        return HEADER.unpack(self.read(QUEUE, HEADER.size))
+
+    def entry_addr(self, idx):
+        return QUEUE + HEADER.size + ENTRY.size * idx
+
+    def ready_mark(self):
+        return struct.unpack('<I', self.read(READY, 4))[0]
+
+    def ring(self):
+        fd = os.open(self.bell, os.O_WRONLY | os.O_NONBLOCK)
+        try:
+            os.write(fd, b'!')
+        finally:
+            os.close(fd)
+
+
+def source(d, name='npu'):
+    for s in d.stats()['sources']:
+        if s['name'] == name:
+            return s
+    raise AssertionError('no source %r in stats' % name)
+
+
+class RigTest(unittest.TestCase):
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix='hyperamp-v1-')
+        self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
+
+
+class ServiceTest(unittest.TestCase):
+    """One daemon and one client-formatted queue for the whole class."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix='hyperamp-v1-')
+        cls.rig = Rig(cls.tmp)
+        cls.d = cls.rig.daemon()
+        cls.d.__enter__()
+        try:
+            # The client formats the queue once, waits for the ready mark, IDLE.
+            cls.rig.client('send', '66', 'first', init=True)
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.__exit__(None, None, None)
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def test_ready_mark(self):
+        self.assertEqual(self.rig.ready_mark(), MARK_INITIALIZED)
+
+    def test_encrypt_vector(self):
+        r = self.rig.send(1, 'hello')
+        self.assertEqual(r['result'], 'SUCCESS')
+        self.assertEqual(r['flag'], '0x0003')       # done + SUCCESS in one word
+        self.assertEqual(r['data'], HELLO_ENC)      # the trailing NUL is excluded...
+        self.assertEqual(r['nul'], 'kept')          # ...and left as it was
+
+    def test_decrypt_round_trip(self):
+        r = self.rig.send(2, bytes.fromhex(HELLO_ENC))
+        self.assertEqual(r['result'], 'SUCCESS')
+        self.assertEqual(bytes.fromhex(r['data']), b'hello')
+        text = 'The quick brown fox jumps over the lazy dog, 0123456789'
+        enc = bytes.fromhex(self.rig.send(1, text)['data'])
+        self.assertEqual(enc, harness.xor_service(text.encode()))
+        if b'\0' not in enc:
+            self.assertEqual(bytes.fromhex(self.rig.send(2, enc)['data']),
+                             text.encode())
+
+    def test_echo(self):
+        r = self.rig.send(66, 'echo me')
+        self.assertEqual((r['result'], bytes.fromhex(r['data'])), ('SUCCESS', b'echo me'))
+
+    def test_unknown_service(self):
+        r = self.rig.send(9999, 'x')
+        self.assertEqual((r['result'], r['flag']), ('NOT_EXITS', '0x0007'))
+        self.assertEqual(bytes.fromhex(r['data']), b'x')
+
+    def test_empty_string(self):
+        # strlen + 1 = 1: nothing to transform; the original's encrypt fails,
+        # echo succeeds.
+        self.assertEqual(self.rig.send(1, '')['result'], 'FAIL')
+        self.assertEqual(self.rig.send(2, '')['result'], 'FAIL')
+        self.assertEqual(self.rig.send(66, '')['result'], 'SUCCESS')
+
+    def test_batch_one_notify(self):
+        before = source(self.d)
+        _, out, _ = self.rig.client('batch', '8')
+        self.assertIn('batch 8: 8 ok, 0 bad', out)
+        after = source(self.d)
+        # The whole list in one wake-up: 8 requests, one batch.
+        self.assertEqual(after['requests'] - before['requests'], 8)
+        self.assertEqual(after['batches'] - before['batches'], 1)
+        self.assertEqual(after['in_flight'], 0)
+
+    def test_sequential_500(self):
+        before = source(self.d)
+        _, out, _ = self.rig.client('seq', '500')
+        self.assertIn('seq 500: 500 ok, 0 bad', out)
+        # the client sees the last done bit before the daemon counts it
+        after = wait_until(lambda: (lambda s: s if s['completed'] - before['completed'] >= 500
+                                    else None)(source(self.d)), 5, '500 completed')
+        self.assertEqual(after['completed'] - before['completed'], 500)
+        self.assertEqual(after['failed'], before['failed'])
+
+    def test_stats_source(self):
+        self.rig.send(66, 'count me')
+        s = source(self.d)
+        self.assertEqual(s['kind'], 'v1')
+        self.assertEqual(s['buf_size'], 255)
+        self.assertGreaterEqual(s['wakeups'], 1)
+        for k in ('requests', 'completed', 'failed', 'bad_index', 'cycles', 'bad_range',
+                  'bad_length', 'bad_flag', 'wakeups'):
+            self.assertIsInstance(s[k], int, k)
+        # the ctl command shows the same numbers
+        ss = [x for x in self.d.ctl_json('stats')['sources'] if x['name'] == 'npu']
+        self.assertEqual(ss[0]['kind'], 'v1')
+
+    def test_spurious_wakeup(self):
+        # A doorbell with the queue IDLE: counted, nothing touched.
+        before = source(self.d)
+        header = self.rig.header()
+        self.rig.ring()
+        wait_until(lambda: source(self.d)['spurious'] > before['spurious'], 5, 'spurious')
+        self.assertEqual(self.rig.header(), header)
+        self.assertEqual(source(self.d)['requests'], before['requests'])
+
+    def test_socket_path_unaffected(self):
+        with self.d.client() as c:
+            rep, data = c.submit('encrypt', b'hello')
+            self.assertEqual(rep['result']['status'], 'SUCCESS')
+            self.assertEqual(data, bytes.fromhex(HELLO_ENC))
+
+
+class HostileTest(RigTest):
+    """Each hostile mode on a fresh daemon: logged, counted, that entry
+    failed or skipped, and the next normal request still served."""
+
+    CASES = [
+        # mode, counter, log text, what happens to the requests involved
+        ('bad-head', 'bad_index', 'link past buf_size', None),
+        ('bad-link', 'bad_index', 'link past buf_size', 'served'),
+        ('cycle', 'cycles', 'loops back after 2 entries', 'served'),
+        ('self-cycle', 'cycles', 'loops back after 1 entries', 'served'),
+        ('bad-range', 'bad_range', 'past the 4194304-byte buf region', 'FAIL'),
+        ('wrap-range', 'bad_range', 'offset 0xfffffff0 + length 0x20', 'FAIL'),
+        ('zero-length', 'bad_length', 'has length 0', 'FAIL'),
+        ('bad-flag', 'bad_flag', 'flag 0x8000 (expected 0)', 'FAIL'),
+    ]
+
+    def test_modes(self):
+        for mode, counter, text, outcome in self.CASES:
+            with self.subTest(mode):
+                rig = Rig(self.tmp, name=mode)
+                with rig.daemon() as d:
+                    rig.send(66, 'warm-up', init=True)
+                    _, out, _ = rig.client('hostile', mode)
+                    if outcome == 'served':
+                        self.assertIn('%s: served' % mode, out)
+                    elif outcome == 'FAIL':
+                        self.assertIn('%s: result=FAIL flag=0x0005' % mode, out)
+                    else:
+                        self.assertIn('%s: idle' % mode, out)
+                    s = wait_until(lambda: (lambda s: s if s[counter] == 1 else None)(
+                        source(d, mode)), 5, counter)
+                    others = {'bad_index', 'cycles', 'bad_range', 'bad_length', 'bad_flag',
+                              'bad_header'} - {counter}
+                    self.assertEqual({k: s[k] for k in others}, {k: 0 for k in others})
+                    if outcome == 'FAIL':
+                        self.assertEqual(s['failed'], 1)
+                    wait_until(lambda: text in d.log(), 5, 'the log to mention %r' % text)
+                    self.assertIn("v1 channel '%s'" % mode, d.log())
+                    # still serving, and the queue is consistent
+                    r = rig.send(1, 'hello')
+                    self.assertEqual((r['result'], r['data']), ('SUCCESS', HELLO_ENC))
+                    # done bits come first, IDLE once the batch completed
+                    wait_until(lambda: rig.header()[0] == MARK_IDLE, 5, 'IDLE')
+                    mark, buf_size, _, wait_h, proc_ing_h = rig.header()
+                    self.assertEqual((mark, buf_size, wait_h, proc_ing_h),
+                                     (MARK_IDLE, 255, 255, 255))
+
+    def test_log_is_rate_limited(self):
+        rig = Rig(self.tmp)
+        with rig.daemon() as d:
+            rig.send(66, 'warm-up', init=True)
+            for _ in range(12):
+                rig.client('hostile', 'zero-length')
+            wait_until(lambda: source(d)['bad_length'] == 12, 5, '12 counted')
+            self.assertLessEqual(d.log().count('has length 0'), 6)
+            self.assertEqual(rig.send(66, 'after')['result'], 'SUCCESS')
+
+    def test_bad_buf_size(self):
+        """A header whose buf_size does not fit the mapping is not served
+        and not repaired."""
+        rig = Rig(self.tmp)
+        with rig.daemon() as d:
+            rig.send(66, 'warm-up', init=True)
+            rig.write(QUEUE + 4, struct.pack('<H', 300))        # 255 fit in 0x1000
+            rig.write(QUEUE, struct.pack('<I', MARK_BUSY))
+            rig.ring()
+            wait_until(lambda: source(d)['bad_header'] >= 1, 5, 'bad_header counted')
+            self.assertEqual(rig.header()[:2], (MARK_BUSY, 300))   # left alone
+            wait_until(lambda: 'buf_size 300 is not 1..255' in d.log(), 5, 'logged')
+            # The client formats it again: served again.
+            self.assertEqual(rig.send(1, 'hello', init=True)['data'], HELLO_ENC)
+
+
+class CompatTest(RigTest):
+
+    def raw_request(self, rig, idx, service, payload, offset):
+        """Hand one entry over the way a client does, by hand."""
+        buf_size = rig.header()[1]
+        rig.write(BUF + offset, payload)
+        rig.write(rig.entry_addr(idx), ENTRY.pack(0, service, offset, len(payload), idx,
+                                                  buf_size))
+        rig.write(QUEUE + 10, struct.pack('<H', idx))           # proc_ing_h
+        rig.write(QUEUE, struct.pack('<I', MARK_BUSY))
+
+    def format_queue(self, rig, n, order):
+        """Format like the original client, with the free list in a given order."""
+        entries = b''
+        nxt = {order[i]: order[i + 1] for i in range(len(order) - 1)}
+        nxt[order[-1]] = n
+        for i in range(n):
+            entries += ENTRY.pack(0, 0, 0, 0, i, nxt.get(i, n))
+        rig.write(QUEUE, HEADER.pack(MARK_IDLE, n, order[0], n, n) + entries)
+
+    def test_queue_never_reformatted(self):
+        """Only the client formats: the daemon adopts buf_size 100 (less than
+        the 255 that fit) and writes only flag, nxt_idx, proc_ing_h and
+        working_mark of what it served, and nothing at start or stop."""
+        rig = Rig(self.tmp)
+        order = [i for i in range(99, -1, -1) if i != 42]
+        self.format_queue(rig, 100, order)
+        page = rig.read(QUEUE, QUEUE_SIZE)
+        with rig.daemon() as d:
+            self.assertEqual(source(d)['buf_size'], 100)
+            self.assertEqual(rig.read(QUEUE, QUEUE_SIZE), page)    # start wrote nothing
+            self.assertEqual(rig.ready_mark(), MARK_INITIALIZED)
+            # one request by hand, on entry 42
+            self.raw_request(rig, 42, 1, b'hello\0', 0x1000)
+            rig.ring()
+            wait_until(lambda: rig.header()[0] == MARK_IDLE, 5, 'IDLE')
+            flag, svc, off, length, cur, nxt = ENTRY.unpack(rig.read(rig.entry_addr(42),
+                                                                     ENTRY.size))
+            self.assertEqual((flag, svc, off, length, cur, nxt), (3, 1, 0x1000, 6, 42, 100))
+            self.assertEqual(rig.read(BUF + 0x1000, 6), bytes.fromhex(HELLO_ENC) + b'\0')
+            self.assertEqual(rig.header(), (MARK_IDLE, 100, 99, 100, 100))
+            after = rig.read(QUEUE, QUEUE_SIZE)
+            e42 = rig.entry_addr(42) - QUEUE
+            self.assertEqual(after[12:e42], page[12:e42])                  # other entries
+            self.assertEqual(after[e42 + 16:], page[e42 + 16:])
+            page = after
+        self.assertEqual(rig.read(QUEUE, QUEUE_SIZE), page)        # stop wrote nothing
+
+    def test_served_after_restart(self):
+        """A request handed over while the daemon was down is served when it
+        starts (one pass as if the doorbell rang)."""
+        rig = Rig(self.tmp)
+        self.format_queue(rig, 255, list(range(255)))
+        self.raw_request(rig, 0, 66, b'while down\0', 0)
+        with rig.daemon() as d:
+            wait_until(lambda: rig.header()[0] == MARK_IDLE, 5, 'IDLE')
+            self.assertEqual(ENTRY.unpack(rig.read(rig.entry_addr(0), ENTRY.size))[0], 3)
+            self.assertEqual(source(d)['completed'], 1)
+
+    def test_client_before_daemon_is_formatted(self):
+        """Daemon first on an unformatted queue: it waits for the client."""
+        rig = Rig(self.tmp)
+        with rig.daemon() as d:
+            self.assertEqual(source(d)['buf_size'], 0)
+            self.assertIn('not formatted yet', d.log())
+            self.assertEqual(rig.header()[:2], (0, 0))
+            self.assertEqual(rig.send(1, 'hello', init=True)['data'], HELLO_ENC)
+            self.assertEqual(source(d)['buf_size'], 255)
+
+    def test_two_channels(self):
+        a, b = Rig(self.tmp, 'zone-a'), Rig(self.tmp, 'zone-b')
+        with Daemon({'workers': 2, 'v1_channels': [a.channel(), b.channel()]}) as d:
+            self.assertEqual(a.send(1, 'hello', init=True)['data'], HELLO_ENC)
+            self.assertEqual(b.send(66, 'bee', init=True)['data'], b'bee'.hex())
+            for name in ('zone-a', 'zone-b'):
+                wait_until(lambda: source(d, name)['completed'] == 1, 5, name + ' completed')
+
+    def test_reload_needs_restart(self):
+        rig = Rig(self.tmp)
+        with rig.daemon() as d:
+            cfg = dict(d.config, v1_channels=[dict(rig.channel(), name='renamed')])
+            with open(d.config_path, 'w') as f:
+                json.dump(cfg, f)
+            r = d.ctl_json('reload')
+            self.assertEqual(r['restart_required'], ['v1_channels'])
+            self.assertEqual(source(d)['kind'], 'v1')           # still the old channel
+            self.assertEqual(rig.send(1, 'hello', init=True)['data'], HELLO_ENC)
+
+
+class ConfigTest(RigTest):
+
+    def expect_start_failure(self, rig, needle, **chan):
+        f = start_expect_failure({'v1_channels': [dict(rig.channel(), **chan)]})
+        self.assertEqual(f.rc, 1, f.log)
+        self.assertIn(needle, f.log)
+        self.assertFalse(f.notifications and any('READY=1' in m for m in f.notifications))
+
+    def test_start_failures(self):
+        rig = Rig(self.tmp)
+        self.expect_start_failure(rig, 'No such file', shm_config=os.path.join(self.tmp, 'no'))
+        self.expect_start_failure(rig, 'must be a character device', doorbell=rig.mem)
+        self.expect_start_failure(rig, 'not a multiple of the page size', base='0x7e000001')
+        self.expect_start_failure(rig, 'below base', base='0x7f000000')
+        small = Rig(self.tmp, 'small', mem_size=0x400000)
+        self.expect_start_failure(small, 'past the end of')
+        bad = Rig(self.tmp, 'bad', hv=shm_config(flag_buf='linux-2-npucore-xxx'))
+        self.expect_start_failure(bad, 'unknown "region_flag"')
+        # no ready mark after a failed start
+        self.assertEqual(rig.ready_mark(), 0)
+
+    def test_check_config(self):
+        rig = Rig(self.tmp)
+        path = os.path.join(self.tmp, 'c.json')
+        for chan, needle in [({'name': 'x'}, 'shm_config'),
+                             (dict(rig.channel(), mem='relative'), 'absolute path'),
+                             (dict(rig.channel(), extra=1), 'unknown key "extra"'),
+                             (dict(rig.channel(), base=5), 'hex string')]:
+            with self.subTest(needle):
+                with open(path, 'w') as f:
+                    json.dump({'v1_channels': [chan]}, f)
+                rc, out, err = run_daemon_cmd(['--check-config', '--config', path])
+                self.assertEqual(rc, 78, err)
+                self.assertIn(needle, err)
+        with open(path, 'w') as f:
+            json.dump({'v1_channels': [rig.channel()]}, f)
+        rc, out, err = run_daemon_cmd(['--check-config', '--config', path])
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(json.loads(out)['v1_channels'], [rig.channel()])
+
+
+if __name__ == '__main__':
+    unittest.main()

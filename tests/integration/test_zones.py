@@ -1,0 +1,198 @@
+# SPDX-License-Identifier: MIT
+"""Zone channels: clients that submit through shared memory with libhyperamp.
+The original report's race test (4 processes x 8 threads x 500), killed
+clients, hostile clients, the slot limit, bench --transport shm, and a
+program built against the installed library through pkg-config."""
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import textwrap
+import unittest
+
+import harness
+from harness import Daemon, run_ctl, scaled, wait_until
+
+BUILD_ROOT = os.environ.get('HYPERAMP_BUILD_ROOT') or harness.BUILD
+ZCLIENT = os.environ.get('ZCLIENT') or os.path.join(BUILD_ROOT, 'tests', 'zone', 'zclient')
+
+
+def zones(stats):
+    return [s for s in stats['sources'] if s['kind'] == 'shm']
+
+
+def zclient(d, *args, timeout=60):
+    p = subprocess.run([ZCLIENT, d.socket_path] + [str(a) for a in args], capture_output=True,
+                       text=True, timeout=scaled(timeout))
+    return p.returncode, p.stdout, p.stderr
+
+
+class ZoneTest(unittest.TestCase):
+
+    def assert_all_free(self, d):
+        def free():
+            zs = zones(d.stats())
+            return all(z['state'] == 'free' and z['in_flight'] == 0 for z in zs) and zs
+        zs = wait_until(free, 10, 'every zone slot to be free again')
+        s = d.stats()
+        self.assertEqual(s['pool']['buffers_in_use'], 0)
+        self.assertEqual(s['queue']['in_flight'], 0)
+        return zs
+
+    def test_race_4_processes_8_threads_500(self):
+        """The original report's race test, automated: every response is
+        verified, none is lost or answered twice, and afterwards nothing is
+        in use."""
+        with Daemon() as d:
+            procs = [subprocess.Popen([ZCLIENT, d.socket_path, 'race', '8', '500'],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                     for _ in range(4)]
+            for p in procs:
+                out, err = p.communicate(timeout=scaled(120))
+                self.assertEqual(p.returncode, 0, err)
+                self.assertIn('8 threads x 500 requests, 0 failures', out)
+            zs = self.assert_all_free(d)
+            used = [z for z in zs if z['grants']]
+            self.assertEqual(len(used), 4)
+            self.assertEqual(sum(z['submitted'] for z in zs), 4 * 8 * 500)
+            self.assertEqual(sum(z['completed'] for z in zs), 4 * 8 * 500)
+            self.assertEqual(sum(z['failed'] for z in zs), 0)
+            self.assertEqual(sum(z['bad_state'] + z['bad_index'] for z in zs), 0)
+
+    def test_killed_client_is_reclaimed(self):
+        tmp = tempfile.mkdtemp(prefix='hyperamp-kill-')
+        self.addCleanup(shutil.rmtree, tmp)
+        fifo = os.path.join(tmp, 'stall')
+        os.mkfifo(fifo)
+        with Daemon({'zone_clients': 1, 'workers': 4},
+                    env={'HYPERAMP_TEST_STALL_FIFO': fifo}) as d:
+            p = subprocess.Popen([ZCLIENT, d.socket_path, 'hold', '3'], stdout=subprocess.PIPE,
+                                 text=True)
+            self.assertEqual(p.stdout.readline().strip(), 'holding')
+            z = zones(d.stats())[0]
+            self.assertEqual((z['state'], z['in_flight']), ('attached', 3))
+            p.kill()
+            p.wait()
+            # its three requests are still running: the slot waits for them
+            wait_until(lambda: zones(d.stats())[0]['state'] == 'draining', 10, 'draining')
+            rc, out, err = zclient(d, 'race', '1', '5')
+            self.assertEqual(rc, 3, 'a second client got the only slot early')
+            fd = os.open(fifo, os.O_WRONLY)
+            os.write(fd, b'xyz')
+            os.close(fd)
+            self.assert_all_free(d)
+            # and the slot serves a new client
+            rc, out, err = zclient(d, 'race', '2', '50')
+            self.assertEqual(rc, 0, err)
+            self.assertEqual(zones(d.stats())[0]['grants'], 2)
+
+    def test_hostile_clients(self):
+        """Out-of-range index, a garbage ring tail, offset+length past the
+        pool, length 0, an entry submitted twice: logged, counted, skipped
+        or failed, and the daemon keeps serving."""
+        with Daemon({'zone_clients': 2}) as d:
+            expect = {'index': 'bad_index', 'tail': 'bad_ring', 'range': 'bad_range',
+                      'zero': 'bad_range', 'twice': 'bad_state'}
+            for mode, counter in expect.items():
+                with self.subTest(mode):
+                    before = sum(z[counter] for z in zones(d.stats()))
+                    rc, out, err = zclient(d, 'hostile', mode)
+                    self.assertEqual(rc, 0, err)
+                    after = wait_until(
+                        lambda: sum(z[counter] for z in zones(d.stats())) > before and
+                        sum(z[counter] for z in zones(d.stats())), 10, counter)
+                    self.assertGreater(after, before)
+                    rc, out, err = zclient(d, 'race', '2', '20')
+                    self.assertEqual(rc, 0, err)
+            self.assert_all_free(d)
+            self.assertIn('entry index out of range', d.log())
+            self.assertIn('submission ring tail out of range', d.log())
+
+    def test_slot_limit(self):
+        with Daemon({'zone_clients': 1}) as d:
+            p = subprocess.Popen([ZCLIENT, d.socket_path, 'hold', '0'], stdout=subprocess.PIPE,
+                                 text=True)
+            self.assertEqual(p.stdout.readline().strip(), 'holding')
+            rc, out, err = zclient(d, 'race', '1', '1')
+            self.assertEqual(rc, 3)
+            self.assertIn('busy', err.lower())
+            p.kill()
+            p.wait()
+            self.assert_all_free(d)
+
+    def test_bench_shm(self):
+        with Daemon() as d:
+            for args in (['-c', '64', '--threads', '4', '-n', '10000', '-s', 'encrypt'],
+                         ['-c', '1', '-n', '500', '-s', 'echo', '--size', '65536']):
+                rc, out, err = d.ctl('--json', 'bench', '--transport', 'shm', *args)
+                self.assertEqual(rc, 0, err)
+                b = harness.json.loads(out)
+                self.assertEqual((b['transport'], b['failures']), ('shm', 0))
+            zs = self.assert_all_free(d)
+            self.assertEqual(sum(z['completed'] for z in zs), 10500)
+            s = d.stats()
+            self.assertEqual(s['requests']['submitted'], 0)     # none went through the socket
+
+
+class PkgConfigTest(unittest.TestCase):
+
+    def test_program_built_with_pkg_config(self):
+        """Install into a scratch prefix, build a program with
+        `pkg-config --cflags --libs hyperamp`, run it against the daemon."""
+        cc = shutil.which('cc')
+        if not cc or not shutil.which('pkg-config'):
+            self.skipTest('no C compiler or pkg-config')
+        opts = harness.json.loads(subprocess.run(
+            ['meson', 'introspect', '--buildoptions', BUILD_ROOT], capture_output=True,
+            text=True, check=True).stdout)
+        if [o for o in opts if o['name'] == 'b_sanitize'][0]['value'] != 'none':
+            self.skipTest('a sanitizer build: the plain build runs this test')
+        tmp = tempfile.mkdtemp(prefix='hyperamp-pc-')
+        self.addCleanup(shutil.rmtree, tmp)
+        dest = os.path.join(tmp, 'root')
+        subprocess.run(['meson', 'install', '-C', BUILD_ROOT, '--destdir', dest, '--quiet'],
+                       check=True, capture_output=True, timeout=120)
+        prefix = subprocess.run(['meson', 'introspect', '--buildoptions', BUILD_ROOT],
+                                capture_output=True, text=True, check=True).stdout
+        prefix = [o for o in harness.json.loads(prefix) if o['name'] == 'prefix'][0]['value']
+        pcdirs = [os.path.join(dirpath) for dirpath, _, files in os.walk(dest)
+                  if 'hyperamp.pc' in files]
+        self.assertTrue(pcdirs, 'hyperamp.pc was not installed')
+        env = dict(os.environ, PKG_CONFIG_PATH=pcdirs[0], PKG_CONFIG_SYSROOT_DIR=dest)
+        flags = subprocess.run(['pkg-config', '--cflags', '--libs', 'hyperamp'], env=env,
+                               capture_output=True, text=True, check=True).stdout.split()
+        src = os.path.join(tmp, 'hello.c')
+        with open(src, 'w') as f:
+            f.write(textwrap.dedent('''\
+                #include <hyperamp/hyperamp.h>
+                #include <stdio.h>
+                #include <string.h>
+                int main(int argc, char **argv) {
+                        static const unsigned char want[] = { 0x16, 0x4e, 0x2c, 0x2f, 0x12 };
+                        hyperamp_t *h; hyperamp_req_t *r;
+                        if (hyperamp_attach(argv[1], &h) < 0) return 3;
+                        if (hyperamp_alloc(h, 5, &r) < 0) return 4;
+                        memcpy(hyperamp_req_data(r), "hello", 5);
+                        if (hyperamp_submit(r, HYPERAMP_SERVICE_ENCRYPT, 5) < 0) return 5;
+                        if (hyperamp_wait(r, 5000) != HYPERAMP_SUCCESS) return 6;
+                        int ok = memcmp(hyperamp_req_data(r), want, 5) == 0;
+                        hyperamp_release(r);
+                        hyperamp_detach(h);
+                        puts(ok ? "verified" : "wrong bytes");
+                        return ok ? 0 : 1;
+                }
+                '''))
+        exe = os.path.join(tmp, 'hello')
+        subprocess.run([cc, src, '-o', exe] + flags, check=True, timeout=60)
+        libdir = [f[2:] for f in flags if f.startswith('-L')]
+        with Daemon() as d:
+            p = subprocess.run([exe, d.socket_path], capture_output=True, text=True,
+                               env=dict(os.environ, LD_LIBRARY_PATH=':'.join(libdir)),
+                               timeout=scaled(30))
+            self.assertEqual((p.returncode, p.stdout.strip()), (0, 'verified'), p.stderr)
+        self.assertTrue(prefix)
+
+
+if __name__ == '__main__':
+    unittest.main()

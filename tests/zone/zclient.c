@@ -1,0 +1,211 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Test client for zone channels, built on libhyperamp.
+ *   zclient SOCKET race THREADS REQUESTS   every response verified
+ *   zclient SOCKET hold STALLED            attach, leave STALLED requests on the
+ *                                          stall service and more buffers taken,
+ *                                          print "holding", wait to be killed
+ *   zclient SOCKET hostile MODE            scribble on the lease (ring index out
+ *                                          of range, an entry twice, offset past
+ *                                          the pool, length 0, garbage ring tail),
+ *                                          then check a normal request still works
+ * Exit 0 when every check passed.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "hyperamp/hyperamp.h"
+#include "hyperamp/zone.h"
+#include "services.h"
+
+static const char *sock;
+static hyperamp_t *h;
+static unsigned per_thread;
+static unsigned long failures;
+
+static uint32_t rnd(uint32_t *s)
+{
+        *s ^= *s << 13;
+        *s ^= *s >> 17;
+        *s ^= *s << 5;
+        return *s;
+}
+
+static int one_request(uint16_t svc, const uint8_t *in, size_t len, uint8_t *expect)
+{
+        hyperamp_req_t *r;
+        int e;
+
+        while ((e = hyperamp_alloc(h, len, &r)) == -EAGAIN)
+                sched_yield();  /* every entry in use by other threads: let them finish */
+        if (e < 0)
+                return e;
+        memcpy(hyperamp_req_data(r), in, len);
+        e = hyperamp_submit(r, svc, len);
+        if (e == 0)
+                e = hyperamp_wait(r, 10000);
+        if (e == HYPERAMP_SUCCESS)
+                e = memcmp(hyperamp_req_data(r), expect, len) == 0 ? 0 : -EBADMSG;
+        else if (e >= 0)
+                e = -EPROTO;
+        hyperamp_release(r);
+        return e;
+}
+
+static void *race_thread(void *arg)
+{
+        uint32_t seed = 0x9e3779b9u * ((unsigned)(uintptr_t)arg + 1) ^ (uint32_t)getpid();
+        uint8_t in[4096], expect[4096];
+
+        for (unsigned i = 0; i < per_thread; i++) {
+                static const uint16_t svcs[] = { 1, 2, 66 };
+                uint16_t svc = svcs[rnd(&seed) % 3];
+                size_t len = 1 + rnd(&seed) % sizeof(in);
+                int e;
+
+                for (size_t k = 0; k < len; k++)
+                        in[k] = (uint8_t)rnd(&seed);
+                memcpy(expect, in, len);
+                ha_service_run(svc, expect, len);
+                e = one_request(svc, in, len, expect);
+                if (e < 0) {
+                        __atomic_fetch_add(&failures, 1, __ATOMIC_RELAXED);
+                        fprintf(stderr, "zclient: request failed: %s\n", strerror(-e));
+                }
+        }
+        return NULL;
+}
+
+static int race(unsigned threads, unsigned total)
+{
+        pthread_t t[64];
+
+        per_thread = total;
+        for (unsigned i = 0; i < threads; i++)
+                pthread_create(&t[i], NULL, race_thread, (void *)(uintptr_t)i);
+        for (unsigned i = 0; i < threads; i++)
+                pthread_join(t[i], NULL);
+        printf("race: %u threads x %u requests, %lu failures\n", threads, total, failures);
+        return failures ? 1 : 0;
+}
+
+static int hold(unsigned stalled)
+{
+        hyperamp_req_t *r;
+
+        for (unsigned i = 0; i < stalled; i++) {
+                if (hyperamp_alloc(h, 100, &r) < 0 || hyperamp_submit(r, HA_SERVICE_STALL, 100) < 0)
+                        return 1;
+        }
+        for (unsigned i = 0; i < 10; i++)       /* buffers taken, never submitted */
+                if (hyperamp_alloc(h, 1000, &r) < 0)
+                        return 1;
+        printf("holding\n");
+        fflush(stdout);
+        for (;;)
+                pause();
+}
+
+/*
+ * The lease is ours to scribble on: reach behind the library.  A fresh
+ * lease's first buffer sits at the pool's start, and the attach reply put
+ * the control page two pages and the queue one page before it.
+ */
+static int hostile(const char *mode)
+{
+        uint8_t in[16] = "still served?", expect[16];
+        hyperamp_req_t *r;
+        ZoneCtl *ctl;
+        HaMsgQueue *q;
+        uint16_t idx = HA_ZONE_ENTRIES - 1;     /* the library hands it out last */
+        uint32_t t;
+        int e;
+
+        if (hyperamp_alloc(h, 16, &r) < 0)
+                return 1;
+        ctl = (ZoneCtl *)((uint8_t *)hyperamp_req_data(r) - 8192);
+        q = (HaMsgQueue *)((uint8_t *)hyperamp_req_data(r) - 4096);
+        if (ctl->magic != HA_ZONE_CTL_MAGIC) {
+                fprintf(stderr, "zclient: cannot find the control page\n");
+                return 1;
+        }
+        t = ctl->sq_tail;
+        if (strcmp(mode, "index") == 0) {
+                ctl->sq[t & (HA_ZONE_RING - 1)] = 40000;
+                __atomic_store_n(&ctl->sq_tail, t + 1, __ATOMIC_SEQ_CST);
+        } else if (strcmp(mode, "tail") == 0) {
+                __atomic_store_n(&ctl->sq_tail, t + 100000, __ATOMIC_SEQ_CST);
+        } else if (strcmp(mode, "range") == 0 || strcmp(mode, "zero") == 0) {
+                q->entries[idx].msg.service_id = 66;
+                q->entries[idx].msg.offset = strcmp(mode, "range") == 0 ? 0xfffffff0u : 0;
+                q->entries[idx].msg.length = strcmp(mode, "zero") == 0 ? 0 : 64;
+                ctl->sq[t & (HA_ZONE_RING - 1)] = idx;
+                __atomic_store_n(&ctl->sq_tail, t + 1, __ATOMIC_SEQ_CST);
+        } else if (strcmp(mode, "twice") == 0) {
+                /* the same entry twice in one batch, on a service that holds it */
+                q->entries[idx].msg.service_id = 66;
+                q->entries[idx].msg.offset = 0;
+                q->entries[idx].msg.length = 8;
+                ctl->sq[t & (HA_ZONE_RING - 1)] = idx;
+                ctl->sq[(t + 1) & (HA_ZONE_RING - 1)] = idx;
+                __atomic_store_n(&ctl->sq_tail, t + 2, __ATOMIC_SEQ_CST);
+        } else {
+                fprintf(stderr, "zclient: unknown hostile mode %s\n", mode);
+                return 2;
+        }
+        if (strcmp(mode, "tail") == 0) {
+                /* Our own ring is garbage now: what was on it is lost to us,
+                 * by our own doing.  Ring once so the daemon looks. */
+                hyperamp_submit(r, 1, sizeof(in));
+                (void)hyperamp_wait(r, 200);
+                printf("hostile %s: done\n", mode);
+                return 0;
+        }
+        /* Now an honest request, which also rings the doorbell. */
+        memcpy(hyperamp_req_data(r), in, sizeof(in));
+        memcpy(expect, in, sizeof(in));
+        ha_service_run(1, expect, sizeof(expect));
+        e = hyperamp_submit(r, 1, sizeof(in));
+        if (e == 0)
+                e = hyperamp_wait(r, 10000);
+        if (e != HYPERAMP_SUCCESS || memcmp(hyperamp_req_data(r), expect, sizeof(expect))) {
+                fprintf(stderr, "zclient: honest request after '%s' failed (%d)\n", mode, e);
+                return 1;
+        }
+        hyperamp_release(r);
+        printf("hostile %s: honest request served\n", mode);
+        return 0;
+}
+
+int main(int argc, char **argv)
+{
+        int e;
+
+        if (argc < 3) {
+                fprintf(stderr, "usage: zclient SOCKET race THREADS REQUESTS | hold N | hostile MODE\n");
+                return 2;
+        }
+        sock = argv[1];
+        e = hyperamp_attach(sock, &h);
+        if (e < 0) {
+                fprintf(stderr, "zclient: attach: %s\n", strerror(-e));
+                return 3;
+        }
+        if (strcmp(argv[2], "race") == 0 && argc == 5)
+                e = race((unsigned)atoi(argv[3]) > 64 ? 64 : (unsigned)atoi(argv[3]),
+                         (unsigned)atoi(argv[4]));
+        else if (strcmp(argv[2], "hold") == 0 && argc == 4)
+                e = hold((unsigned)atoi(argv[3]));
+        else if (strcmp(argv[2], "hostile") == 0 && argc == 4)
+                e = hostile(argv[3]);
+        else {
+                fprintf(stderr, "zclient: bad arguments\n");
+                e = 2;
+        }
+        hyperamp_detach(h);
+        return e;
+}
