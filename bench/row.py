@@ -1,4 +1,6 @@
-"""One Markdown table row from `hyperampctl bench --json` on stdin."""
+"""One Markdown table row from `hyperampctl bench --json` on stdin.
+
+    row.py TRANSPORT SERVICE [THREADS]   (THREADS: an shm row)"""
 import json
 import sys
 
@@ -6,6 +8,7 @@ r = json.load(sys.stdin)
 if r["failures"]:
     sys.exit(f"bench reported {r['failures']} failures: {r}")
 lat = r["latency_us"]
-print(f"| {sys.argv[1]} | {r['size']} | {r['concurrency']} | {r['connections']} "
+third = sys.argv[3] if len(sys.argv) > 3 else r["connections"]
+print(f"| {sys.argv[1]} | {sys.argv[2]} | {r['size']} | {r['concurrency']} | {third} "
       f"| {r['req_per_s']:,.0f} | {lat['p50']:.0f} | {lat['p90']:.0f} | {lat['p99']:.0f} "
       f"| {lat['max']:.0f} |")

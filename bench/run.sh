@@ -33,8 +33,8 @@ exec 3<>"$d/ready"
 read -r -t 15 -u 3 _ || { echo "daemon did not become ready" >&2; exit 1; }
 
 ctl="$build/src/ctl/hyperampctl --socket $d/ctl.sock"
-echo "| service | size | concurrency | connections | req/s | p50 us | p90 us | p99 us | max us |"
-echo "|---|---|---|---|---|---|---|---|---|"
+echo "| transport | service | size | concurrency | connections | req/s | p50 us | p90 us | p99 us | max us |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 for spec in "echo 64" "encrypt 4096"; do
         set -- $spec
         # concurrency:connections
@@ -42,8 +42,26 @@ for spec in "echo 64" "encrypt 4096"; do
                 c=${ck%:*} k=${ck#*:} reqs=$n
                 [ "$c" -eq 1 ] && reqs=$((n / 5))
                 $ctl bench -s "$1" --size "$2" -c "$c" --connections "$k" -n "$reqs" --json |
-                        python3 bench/row.py "$1"
+                        python3 bench/row.py socket "$1"
         done
 done
+
+echo
+echo "| transport | service | size | concurrency | threads | req/s | p50 us | p90 us | p99 us | max us |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
+for spec in "echo 64 64 1" "echo 64 64 2" "echo 64 64 4" "encrypt 4096 64 1" "echo 64 1 1"; do
+        set -- $spec
+        reqs=$n
+        [ "$3" -eq 1 ] && reqs=$((n / 10))
+        $ctl bench --transport shm -s "$1" --size "$2" -c "$3" --threads "$4" -n "$reqs" --json |
+                python3 bench/row.py "shm" "$1" "$4"
+done
+# One request in flight while another client keeps the daemon busy.
+$ctl bench --transport shm -c 64 -n $((n * 20)) --json > "$d/busy.json" &
+busy=$!
+$ctl bench --transport shm -s echo --size 64 -c 1 -n $((n / 10)) --json |
+        python3 bench/row.py "shm, daemon busy" echo 1
+wait $busy
+
 kill -TERM "$(cat "$d/pid")"
 wait $pid
