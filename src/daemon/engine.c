@@ -157,6 +157,29 @@ int ha_engine_dispatch(HaEngine *e, unsigned source, const uint16_t *idx, size_t
         return ha_pool_submit(e->pool, e->djobs, n);
 }
 
+/* Worker thread, idle: let the sources that can poll do so. */
+static size_t poll_sources(void *userdata, unsigned worker)
+{
+        HaEngine *e = userdata;
+        unsigned n = __atomic_load_n(&e->nsources, __ATOMIC_ACQUIRE);
+        size_t done = 0;
+
+        for (unsigned i = 1; i < n; i++)
+                if (e->sources[i].ops->poll)
+                        done += e->sources[i].ops->poll(e->sources[i].ctx, worker);
+        return done;
+}
+
+static void poll_sources_end(void *userdata, unsigned worker)
+{
+        HaEngine *e = userdata;
+        unsigned n = __atomic_load_n(&e->nsources, __ATOMIC_ACQUIRE);
+
+        for (unsigned i = 1; i < n; i++)
+                if (e->sources[i].ops->poll_end)
+                        e->sources[i].ops->poll_end(e->sources[i].ctx, worker);
+}
+
 int ha_engine_add_source(HaEngine *e, const HaSourceOps *ops, void *ctx, const char *name,
                          unsigned *ret_id)
 {
@@ -168,7 +191,11 @@ int ha_engine_add_source(HaEngine *e, const HaSourceOps *ops, void *ctx, const c
         s->ops = ops;
         s->ctx = ctx;
         snprintf(s->name, sizeof(s->name), "%s", name);
-        *ret_id = e->nsources++;
+        *ret_id = e->nsources;
+        /* Published after the entry is filled: polling workers read it. */
+        __atomic_store_n(&e->nsources, e->nsources + 1, __ATOMIC_RELEASE);
+        if (ops->poll && e->cfg.poll_us)
+                ha_pool_set_poll(e->pool, poll_sources, poll_sources_end, e, e->cfg.poll_us);
         return 0;
 }
 

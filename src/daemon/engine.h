@@ -57,6 +57,11 @@ typedef struct HaSourceOps {
         void (*run)(void *ctx, uint16_t idx, unsigned worker);
         void (*complete)(void *ctx, uint16_t idx);
         void (*stats_json)(void *ctx, cJSON *o);
+        /* Optional, on a worker with nothing queued: take and run whatever
+         * waits, inline; returns how many it ran. */
+        size_t (*poll)(void *ctx, unsigned worker);
+        /* The worker stops polling: whatever poll set aside, restore. */
+        void (*poll_end)(void *ctx, unsigned worker);
 } HaSourceOps;
 
 #define HA_ENGINE_MAX_SOURCES 64

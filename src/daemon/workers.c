@@ -37,9 +37,39 @@ struct HaPool {
 
         ha_job_fn fn;
         void *userdata;
+        ha_poll_fn poll;
+        ha_poll_end_fn poll_end;
+        void *poll_userdata;
+        uint64_t spin_ns;
+        unsigned polling;       /* atomic: a worker is polling */
+        unsigned count_hint;    /* atomic copy of count, for the poller */
+        bool stop_hint;         /* atomic copy of stop */
         unsigned nworkers;
         Worker *workers;
 };
+
+/* Poll until nothing has turned up for spin_ns, or jobs arrive. */
+static void poll_while_busy(HaPool *p, Worker *w)
+{
+        uint64_t quiet_since = ha_now_ns();
+
+        while (!__atomic_load_n(&p->stop_hint, __ATOMIC_RELAXED) &&
+               __atomic_load_n(&p->count_hint, __ATOMIC_RELAXED) == 0) {
+                size_t n;
+
+                __atomic_store_n(&w->busy_since, ha_now_ns(), __ATOMIC_RELAXED);
+                n = p->poll(p->poll_userdata, w->id);
+                __atomic_store_n(&w->busy_since, 0, __ATOMIC_RELAXED);
+                if (n) {
+                        __atomic_fetch_add(&w->jobs, n, __ATOMIC_RELAXED);
+                        quiet_since = ha_now_ns();
+                } else if (ha_now_ns() - quiet_since > p->spin_ns)
+                        break;
+                else
+                        __builtin_ia32_pause();
+        }
+        p->poll_end(p->poll_userdata, w->id);
+}
 
 static void *worker_main(void *arg)
 {
@@ -52,6 +82,13 @@ static void *worker_main(void *arg)
                 unsigned take;
 
                 while (p->count == 0 && !p->stop) {
+                        if (p->poll && !__atomic_exchange_n(&p->polling, 1, __ATOMIC_ACQUIRE)) {
+                                pthread_mutex_unlock(&p->lock);
+                                poll_while_busy(p, w);
+                                __atomic_store_n(&p->polling, 0, __ATOMIC_RELEASE);
+                                pthread_mutex_lock(&p->lock);
+                                continue;
+                        }
                         p->idle_workers++;
                         pthread_cond_wait(&p->work, &p->lock);
                         p->idle_workers--;
@@ -68,6 +105,7 @@ static void *worker_main(void *arg)
                         p->head = (p->head + 1) % p->capacity;
                 }
                 p->count -= take;
+                __atomic_store_n(&p->count_hint, p->count, __ATOMIC_RELAXED);
                 p->running += take;
                 pthread_mutex_unlock(&p->lock);
 
@@ -154,6 +192,7 @@ HaPool *ha_pool_free(HaPool *p)
                 return NULL;
         pthread_mutex_lock(&p->lock);
         p->stop = true;
+        __atomic_store_n(&p->stop_hint, true, __ATOMIC_RELAXED);
         pthread_cond_broadcast(&p->work);
         pthread_mutex_unlock(&p->lock);
         for (unsigned i = 0; p->workers && i < p->nworkers; i++)
@@ -184,6 +223,7 @@ int ha_pool_submit(HaPool *p, const HaJob *jobs, size_t n)
         for (size_t i = 0; i < n; i++)
                 p->ring[(p->head + p->count + i) % p->capacity] = jobs[i];
         p->count += (unsigned)n;
+        __atomic_store_n(&p->count_hint, p->count, __ATOMIC_RELAXED);
         p->outstanding += (unsigned)n;
         if (p->idle_workers > 0) {
                 if (n >= p->idle_workers)
@@ -194,6 +234,17 @@ int ha_pool_submit(HaPool *p, const HaJob *jobs, size_t n)
         }
         pthread_mutex_unlock(&p->lock);
         return 0;
+}
+
+void ha_pool_set_poll(HaPool *p, ha_poll_fn poll, ha_poll_end_fn poll_end, void *userdata,
+                      unsigned spin_us)
+{
+        pthread_mutex_lock(&p->lock);
+        p->poll = poll;
+        p->poll_end = poll_end;
+        p->poll_userdata = userdata;
+        p->spin_ns = (uint64_t)spin_us * 1000u;
+        pthread_mutex_unlock(&p->lock);
 }
 
 int ha_pool_fd(HaPool *p)

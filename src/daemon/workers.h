@@ -26,6 +26,17 @@ typedef void (*ha_job_fn)(void *userdata, const HaJob *jobs, size_t n, unsigned 
 
 int ha_pool_new(unsigned nworkers, unsigned capacity, ha_job_fn fn, void *userdata,
                 HaPool **ret);
+
+/*
+ * Busy polling: a worker that runs out of jobs first calls poll (for at
+ * most one worker at a time) until poll has found nothing for spin_us,
+ * and only then sleeps.  poll returns how much work it did.  While the
+ * daemon is busy this takes cross-core wake-ups off the request path.
+ */
+typedef size_t (*ha_poll_fn)(void *userdata, unsigned worker);
+typedef void (*ha_poll_end_fn)(void *userdata, unsigned worker);
+void ha_pool_set_poll(HaPool *p, ha_poll_fn poll, ha_poll_end_fn poll_end, void *userdata,
+                      unsigned spin_us);
 /* Finishes every queued and running job, then joins the workers. */
 HaPool *ha_pool_free(HaPool *p);
 

@@ -51,15 +51,27 @@ struct HaZone {
          * reuse the entry at once while a second submit of a pending one is
          * caught. */
         uint8_t running_entry[HA_ZONE_ENTRIES];
-        unsigned running;
-        uint16_t batch[HA_ZONE_RING];
-        HaRatelimit rl;
+        unsigned running;               /* loop: handed to the pool, not back */
+        uint16_t batch[HA_ZONE_RING];   /* under drain_lock */
+        HaRatelimit rl;                 /* under drain_lock */
 
-        /* loop thread */
+        /*
+         * Polling workers may drain the ring and run entries inline.  They
+         * enter only while `live`, and hold `guard` while they touch the
+         * memory; zone_reset() clears `live`, sets GUARD_CLOSING and waits
+         * for the guard to empty before it unmaps.  One drainer at a time:
+         * drain_lock.
+         */
+        bool live;
+        uint32_t guard;
+        uint32_t drain_lock;
+
+        /* counters: atomics (loop and workers) */
         uint64_t requests, completed, wakeups, bad_index, bad_state, bad_ring, grants;
-        /* workers: atomics */
-        uint64_t failed, bad_range;
+        uint64_t failed, bad_range, inline_runs;
 };
+
+#define GUARD_CLOSING 0x80000000u
 
 struct HaZones {
         struct event_base *base;
@@ -141,6 +153,11 @@ static void zone_run(void *ctx, uint16_t idx, unsigned worker)
 
 static void zone_reset(HaZone *z)
 {
+        __atomic_store_n(&z->live, false, __ATOMIC_SEQ_CST);
+        __atomic_fetch_or(&z->guard, GUARD_CLOSING, __ATOMIC_SEQ_CST);
+        /* A polling worker inside finishes one batch at most. */
+        while (__atomic_load_n(&z->guard, __ATOMIC_ACQUIRE) & ~GUARD_CLOSING)
+                __builtin_ia32_pause();
         if (z->bell_ev) {
                 event_free(z->bell_ev);
                 z->bell_ev = NULL;
@@ -161,6 +178,7 @@ static void zone_reset(HaZone *z)
         if (z->state != SLOT_FREE)
                 z->zs->active--;
         z->state = SLOT_FREE;
+        __atomic_store_n(&z->guard, 0, __ATOMIC_RELEASE);
 }
 
 static void zone_complete(void *ctx, uint16_t idx)
@@ -169,7 +187,7 @@ static void zone_complete(void *ctx, uint16_t idx)
         (void)idx;
 
         z->running--;
-        z->completed++;
+        __atomic_fetch_add(&z->completed, 1, __ATOMIC_RELAXED);
         if (z->state == SLOT_DRAINING && z->running == 0) {
                 log_debug("Zone slot %u (pid %d) released", z->slot, (int)z->pid);
                 zone_reset(z);
@@ -185,23 +203,30 @@ static void zone_stats(void *ctx, cJSON *o)
                                 z->state == SLOT_DRAINING ? "draining" : "free");
         cJSON_AddNumberToObject(o, "pid", z->state == SLOT_FREE ? 0 : z->pid);
         cJSON_AddNumberToObject(o, "grants", (double)z->grants);
-        cJSON_AddNumberToObject(o, "submitted", (double)z->requests);
-        cJSON_AddNumberToObject(o, "completed", (double)z->completed);
+        cJSON_AddNumberToObject(o, "submitted", (double)__atomic_load_n(&z->requests, __ATOMIC_RELAXED));
+        cJSON_AddNumberToObject(o, "completed", (double)__atomic_load_n(&z->completed, __ATOMIC_RELAXED));
+        cJSON_AddNumberToObject(o, "run_by_poller",
+                                (double)__atomic_load_n(&z->inline_runs, __ATOMIC_RELAXED));
         cJSON_AddNumberToObject(o, "failed", (double)__atomic_load_n(&z->failed, __ATOMIC_RELAXED));
         cJSON_AddNumberToObject(o, "in_flight", z->running);
-        cJSON_AddNumberToObject(o, "wakeups", (double)z->wakeups);
-        cJSON_AddNumberToObject(o, "bad_index", (double)z->bad_index);
-        cJSON_AddNumberToObject(o, "bad_state", (double)z->bad_state);
-        cJSON_AddNumberToObject(o, "bad_ring", (double)z->bad_ring);
+        cJSON_AddNumberToObject(o, "wakeups", (double)__atomic_load_n(&z->wakeups, __ATOMIC_RELAXED));
+        cJSON_AddNumberToObject(o, "bad_index", (double)__atomic_load_n(&z->bad_index, __ATOMIC_RELAXED));
+        cJSON_AddNumberToObject(o, "bad_state", (double)__atomic_load_n(&z->bad_state, __ATOMIC_RELAXED));
+        cJSON_AddNumberToObject(o, "bad_ring", (double)__atomic_load_n(&z->bad_ring, __ATOMIC_RELAXED));
         cJSON_AddNumberToObject(o, "bad_range",
                                 (double)__atomic_load_n(&z->bad_range, __ATOMIC_RELAXED));
 }
+
+static size_t zone_poll(void *ctx, unsigned worker);
+static void zone_poll_end(void *ctx, unsigned worker);
 
 static const HaSourceOps zone_ops = {
         .kind = "shm",
         .run = zone_run,
         .complete = zone_complete,
         .stats_json = zone_stats,
+        .poll = zone_poll,
+        .poll_end = zone_poll_end,
 };
 
 static void report(HaZone *z, const char *what, unsigned long long value)
@@ -215,13 +240,25 @@ static void report(HaZone *z, const char *what, unsigned long long value)
                            suppressed ? "; similar reports were suppressed" : "");
 }
 
-/* Take everything on the ring, check each index, hand the batch over. */
-static void zone_drain(HaZone *z)
+/*
+ * Take everything on the ring and check each index.  From the loop
+ * (worker < 0) the batch goes to the pool; from a polling worker it runs
+ * right there.  The drainer ends by announcing sleep and looking once more
+ * (pairs with the client's tail store and sleeping load: no lost wake-up),
+ * except a poller (keep_awake): while it polls, clients need not ring, and
+ * zone_poll_end() announces sleep when it stops.  Returns how many entries
+ * it took; 0 also when another drainer holds the lock (that one will do the
+ * final look).
+ */
+static size_t zone_drain(HaZone *z, int worker, bool keep_awake)
 {
         ZoneCtl *c = z->ctl;
+        size_t total = 0;
 
+        if (__atomic_exchange_n(&z->drain_lock, 1, __ATOMIC_ACQUIRE))
+                return 0;
         for (;;) {
-                uint32_t head = z->ctl->sq_head, tail;
+                uint32_t head = c->sq_head, tail;
                 size_t k = 0;
 
                 __atomic_store_n(&c->sleeping, 0, __ATOMIC_RELAXED);
@@ -229,7 +266,7 @@ static void zone_drain(HaZone *z)
                 tail = __atomic_load_n(&c->sq_tail, __ATOMIC_SEQ_CST);
                 if (tail - head > HA_ZONE_RING) {
                         /* A tail no honest client can write: drop the lot. */
-                        z->bad_ring++;
+                        __atomic_fetch_add(&z->bad_ring, 1, __ATOMIC_RELAXED);
                         report(z, "submission ring tail out of range", tail - head);
                         head = tail;
                 }
@@ -237,12 +274,12 @@ static void zone_drain(HaZone *z)
                         uint16_t idx = __atomic_load_n(&c->sq[head & (HA_ZONE_RING - 1)],
                                                        __ATOMIC_RELAXED);
                         if (idx >= HA_ZONE_ENTRIES) {
-                                z->bad_index++;
+                                __atomic_fetch_add(&z->bad_index, 1, __ATOMIC_RELAXED);
                                 report(z, "entry index out of range", idx);
                                 continue;
                         }
                         if (__atomic_load_n(&z->running_entry[idx], __ATOMIC_ACQUIRE)) {
-                                z->bad_state++;
+                                __atomic_fetch_add(&z->bad_state, 1, __ATOMIC_RELAXED);
                                 report(z, "entry submitted twice", idx);
                                 continue;
                         }
@@ -251,18 +288,62 @@ static void zone_drain(HaZone *z)
                 }
                 __atomic_store_n(&c->sq_head, tail, __ATOMIC_RELEASE);
                 if (k) {
-                        z->running += (unsigned)k;
-                        z->requests += k;
-                        /* Cannot fail: the pool has room for every entry. */
-                        if (ha_engine_dispatch(z->zs->engine, z->source, z->batch, k) < 0)
-                                abort();
+                        __atomic_fetch_add(&z->requests, k, __ATOMIC_RELAXED);
+                        total += k;
+                        if (worker >= 0) {
+                                for (size_t i = 0; i < k; i++)
+                                        zone_run(z, z->batch[i], (unsigned)worker);
+                                __atomic_fetch_add(&z->completed, k, __ATOMIC_RELAXED);
+                                __atomic_fetch_add(&z->inline_runs, k, __ATOMIC_RELAXED);
+                        } else {
+                                z->running += (unsigned)k;
+                                /* Cannot fail: the pool has room for every entry. */
+                                if (ha_engine_dispatch(z->zs->engine, z->source, z->batch, k) < 0)
+                                        abort();
+                        }
                 }
-                /* Announce sleep, then look once more (pairs with the
-                 * client's tail store and sleeping load: no lost wake-up). */
+                if (keep_awake)
+                        break;  /* a poller looks again soon; zone_poll_end() ends it */
                 __atomic_store_n(&c->sleeping, 1, __ATOMIC_SEQ_CST);
                 if (__atomic_load_n(&c->sq_tail, __ATOMIC_SEQ_CST) == tail)
-                        return;
+                        break;
         }
+        __atomic_store_n(&z->drain_lock, 0, __ATOMIC_RELEASE);
+        return total;
+}
+
+/* Worker thread, idle and polling. */
+static size_t zone_poll(void *ctx, unsigned worker)
+{
+        HaZone *z = ctx;
+        size_t n = 0;
+
+        if (!__atomic_load_n(&z->live, __ATOMIC_ACQUIRE))
+                return 0;
+        if (__atomic_fetch_add(&z->guard, 1, __ATOMIC_ACQUIRE) & GUARD_CLOSING ||
+            !__atomic_load_n(&z->live, __ATOMIC_ACQUIRE)) {
+                __atomic_fetch_sub(&z->guard, 1, __ATOMIC_RELEASE);
+                return 0;
+        }
+        if (__atomic_load_n(&z->ctl->sq_tail, __ATOMIC_ACQUIRE) !=
+            __atomic_load_n(&z->ctl->sq_head, __ATOMIC_RELAXED))
+                n = zone_drain(z, (int)worker, true);
+        __atomic_fetch_sub(&z->guard, 1, __ATOMIC_RELEASE);
+        return n;
+}
+
+/* The poller stops: doorbells are needed again, with the final look. */
+static void zone_poll_end(void *ctx, unsigned worker)
+{
+        HaZone *z = ctx;
+
+        if (!__atomic_load_n(&z->live, __ATOMIC_ACQUIRE))
+                return;
+        if (!(__atomic_fetch_add(&z->guard, 1, __ATOMIC_ACQUIRE) & GUARD_CLOSING) &&
+            __atomic_load_n(&z->live, __ATOMIC_ACQUIRE) &&
+            !__atomic_load_n(&z->ctl->sleeping, __ATOMIC_SEQ_CST))
+                (void)zone_drain(z, (int)worker, false);
+        __atomic_fetch_sub(&z->guard, 1, __ATOMIC_RELEASE);
 }
 
 static void bell_cb(evutil_socket_t fd, short what, void *userdata)
@@ -272,9 +353,9 @@ static void bell_cb(evutil_socket_t fd, short what, void *userdata)
         (void)what;
 
         (void)!read(fd, &v, sizeof(v));
-        z->wakeups++;
+        __atomic_fetch_add(&z->wakeups, 1, __ATOMIC_RELAXED);
         if (z->state == SLOT_ACTIVE)
-                zone_drain(z);
+                zone_drain(z, -1, false);
 }
 
 static int zone_map(HaZone *z, uint64_t pool_size)
@@ -393,6 +474,8 @@ int ha_zones_attach(HaZones *zs, int fd, uint64_t id, bool has_id, pid_t pid, ui
                 zone_reset(z);
                 return r;
         }
+        /* Polling workers may come in now. */
+        __atomic_store_n(&z->live, true, __ATOMIC_RELEASE);
         ha_log_ctx(LOG_INFO, HA_LOG_CTX(.client_pid = (int)pid, .client_uid = (uint32_t)uid),
                    "Zone client pid %d uid %u attached to slot %u (epoch %u)", (int)pid,
                    (unsigned)uid, z->slot, z->epoch);
@@ -408,6 +491,7 @@ void ha_zones_detach(HaZone *z)
                    "Zone client pid %d detached from slot %u with %u requests running",
                    (int)z->pid, z->slot, z->running);
         /* Stop taking its submissions; reclaim once the running ones finish. */
+        __atomic_store_n(&z->live, false, __ATOMIC_SEQ_CST);
         if (z->bell_ev) {
                 event_free(z->bell_ev);
                 z->bell_ev = NULL;
@@ -430,7 +514,8 @@ void ha_zones_quiesce(HaZones *zs, void (*cb)(void *), void *userdata)
                 if (z->state != SLOT_ACTIVE)
                         continue;
                 /* Accepted means on the ring: those still get served. */
-                zone_drain(z);
+                zone_drain(z, -1, false);
+                __atomic_store_n(&z->live, false, __ATOMIC_SEQ_CST);
                 if (z->bell_ev) {
                         event_free(z->bell_ev);
                         z->bell_ev = NULL;

@@ -134,7 +134,8 @@ class CheckConfigTest(TmpDirTest):
                'pool_size': 1 << 20, 'max_payload': 65536, 'max_connections': 10,
                'max_inflight_per_conn': 7, 'log_level': 'debug', 'shm_persist': True,
                'client_timeout_ms': 1500, 'status_interval_ms': 250, 'worker_stall_ms': 700,
-               'admin_group': 'root', 'zone_clients': 3, 'zone_pool_size': 65536}
+               'admin_group': 'root', 'zone_clients': 3, 'zone_pool_size': 65536,
+               'poll_us': 20}
         sock = os.path.join(self.tmp, 'x.sock')
         rc, out, err = run_daemon_cmd(['--check-config', '--config', self.write_config(cfg),
                                        '--socket', sock])
