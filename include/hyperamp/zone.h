@@ -6,8 +6,9 @@
  * A client attaches over the control socket ("attach") and is granted a
  * lease: one slot of the region, for as long as that connection stays open.
  * A slot holds
- *   - a control page (ZoneCtl): the submission ring and per-entry
- *     completion words,
+ *   - a control page (ZoneCtl): the submission ring,
+ *   - per-entry completion words, one cache line each (a client spinning on
+ *     one must not slow the worker writing the next),
  *   - an AmpMsgQueue page in the original wire layout (wire.h): the Msg of
  *     each entry says service, offset and length, and its flag the result,
  *   - a data pool slice the client allocates from on its own.
@@ -47,10 +48,22 @@ typedef struct ZoneCtl {
         uint32_t fd_armed;              /* 1: the client wants the completion eventfd */
         uint8_t pad2[52];
         uint16_t sq[HA_ZONE_RING];
-
-        /* daemon -> client: a counter per entry, + HA_ZONE_WAITER */
-        uint32_t done[HA_ZONE_ENTRIES];
 } ZoneCtl;
+
+/* daemon -> client: a counter per entry, + HA_ZONE_WAITER */
+typedef struct ZoneDone {
+        uint32_t word;
+        uint8_t pad[60];
+} ZoneDone;
+
+/* The slot's layout (the attach reply repeats it). */
+#define HA_ZONE_CTL_OFF   0u
+#define HA_ZONE_QUEUE_OFF 4096u
+#define HA_ZONE_DONE_OFF  8192u
+#define HA_ZONE_POOL_OFF  (HA_ZONE_DONE_OFF + 16384u)
+
+_Static_assert(sizeof(ZoneDone) == 64, "a completion word per cache line");
+_Static_assert(HA_ZONE_ENTRIES * sizeof(ZoneDone) <= 16384, "completion words fit");
 
 _Static_assert(sizeof(ZoneCtl) <= 4096, "ZoneCtl fits one page");
 _Static_assert((HA_ZONE_RING & (HA_ZONE_RING - 1)) == 0, "ring size is a power of two");

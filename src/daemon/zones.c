@@ -22,9 +22,10 @@
 #include "services.h"
 #include "zones.h"
 
-#define CTL_OFF   0u
-#define QUEUE_OFF 4096u
-#define POOL_OFF  8192u
+#define CTL_OFF   HA_ZONE_CTL_OFF
+#define QUEUE_OFF HA_ZONE_QUEUE_OFF
+#define DONE_OFF  HA_ZONE_DONE_OFF
+#define POOL_OFF  HA_ZONE_POOL_OFF
 
 enum { SLOT_FREE, SLOT_ACTIVE, SLOT_DRAINING };
 
@@ -41,6 +42,7 @@ struct HaZone {
         void *base;
         size_t size;
         ZoneCtl *ctl;
+        ZoneDone *done;
         HaMsgQueue *q;
         uint8_t *pool;
         uint64_t pool_size;
@@ -117,7 +119,7 @@ static void zone_run(void *ctx, uint16_t idx, unsigned worker)
         uint16_t sid = __atomic_load_n(&en->msg.service_id, __ATOMIC_RELAXED);
         uint32_t off = __atomic_load_n(&en->msg.offset, __ATOMIC_RELAXED);
         uint32_t len = __atomic_load_n(&en->msg.length, __ATOMIC_RELAXED);
-        uint32_t *done = &z->ctl->done[idx];
+        uint32_t *done = &z->done[idx].word;
         uint32_t old, new;
         enum ha_result r;
         (void)worker;
@@ -166,6 +168,7 @@ static void zone_reset(HaZone *z)
                 (void)munmap(z->base, z->size);
         z->base = NULL;
         z->ctl = NULL;
+        z->done = NULL;
         z->q = NULL;
         z->pool = NULL;
         if (z->memfd >= 0)
@@ -383,6 +386,7 @@ static int zone_map(HaZone *z, uint64_t pool_size)
         z->size = size;
         z->ctl = (ZoneCtl *)((uint8_t *)base + CTL_OFF);
         z->q = (HaMsgQueue *)((uint8_t *)base + QUEUE_OFF);
+        z->done = (ZoneDone *)((uint8_t *)base + DONE_OFF);
         z->pool = (uint8_t *)base + POOL_OFF;
         z->pool_size = pool_size;
 
@@ -421,10 +425,10 @@ static int send_reply(HaZone *z, int fd, uint64_t id, bool has_id)
                 snprintf(idbuf, sizeof(idbuf), "\"id\":%llu,", (unsigned long long)id);
         len = snprintf(json, sizeof(json),
                        "{\"v\":%d,%s\"result\":{\"slot\":%u,\"epoch\":%u,\"size\":%zu,"
-                       "\"ctl_off\":%u,\"queue_off\":%u,\"pool_off\":%u,\"pool_size\":%llu,"
+                       "\"ctl_off\":%u,\"queue_off\":%u,\"done_off\":%u,\"pool_off\":%u,\"pool_size\":%llu,"
                        "\"entries\":%u,\"ring\":%u}}",
                        HA_PROTO_VERSION, idbuf, z->slot, z->epoch, z->size, CTL_OFF, QUEUE_OFF,
-                       POOL_OFF, (unsigned long long)z->pool_size, HA_ZONE_ENTRIES, HA_ZONE_RING);
+                       DONE_OFF, POOL_OFF, (unsigned long long)z->pool_size, HA_ZONE_ENTRIES, HA_ZONE_RING);
         ha_frame_hdr_write(hdr, (uint32_t)len, 0);
         iov[0] = (struct iovec){ hdr, sizeof(hdr) };
         iov[1] = (struct iovec){ json, (size_t)len };

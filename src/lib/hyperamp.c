@@ -42,6 +42,7 @@ struct hyperamp {
         void *base;
         size_t size;
         ZoneCtl *ctl;
+        ZoneDone *done;
         HaMsgQueue *q;
         uint8_t *pool;
         uint64_t pool_size;
@@ -177,7 +178,8 @@ EXPORT int hyperamp_attach(const char *socket_path, hyperamp_t **ret)
         h->size = (size_t)num(res, "size");
         h->pool_size = (uint64_t)num(res, "pool_size");
         if (num(res, "entries") != HA_ZONE_ENTRIES || num(res, "ring") != HA_ZONE_RING ||
-            num(res, "pool_off") + (double)h->pool_size > (double)h->size) {
+            num(res, "pool_off") + (double)h->pool_size > (double)h->size ||
+            num(res, "done_off") + HA_ZONE_ENTRIES * sizeof(ZoneDone) > (double)h->size) {
                 r = -EPROTO;
                 goto fail;
         }
@@ -189,6 +191,7 @@ EXPORT int hyperamp_attach(const char *socket_path, hyperamp_t **ret)
         }
         h->ctl = (ZoneCtl *)((uint8_t *)h->base + (size_t)num(res, "ctl_off"));
         h->q = (HaMsgQueue *)((uint8_t *)h->base + (size_t)num(res, "queue_off"));
+        h->done = (ZoneDone *)((uint8_t *)h->base + (size_t)num(res, "done_off"));
         h->pool = (uint8_t *)h->base + (size_t)num(res, "pool_off");
         if (__atomic_load_n(&h->ctl->magic, __ATOMIC_ACQUIRE) != HA_ZONE_CTL_MAGIC) {
                 r = -EPROTO;
@@ -264,7 +267,7 @@ EXPORT int hyperamp_submit(hyperamp_req_t *r, uint16_t service, size_t len)
         en->msg.offset = r->off;
         en->msg.length = (uint32_t)len;
         en->msg.flag = 0;
-        r->seq = __atomic_load_n(&c->done[r->idx], __ATOMIC_ACQUIRE) & ~HA_ZONE_WAITER;
+        r->seq = __atomic_load_n(&h->done[r->idx].word, __ATOMIC_ACQUIRE) & ~HA_ZONE_WAITER;
         r->submitted = true;
 
         pthread_mutex_lock(&h->lock);
@@ -296,7 +299,7 @@ static int result_of(hyperamp_req_t *r)
 
 static bool is_done(const hyperamp_req_t *r, uint32_t *word)
 {
-        *word = __atomic_load_n(&r->h->ctl->done[r->idx], __ATOMIC_ACQUIRE);
+        *word = __atomic_load_n(&r->h->done[r->idx].word, __ATOMIC_ACQUIRE);
         return (*word & ~HA_ZONE_WAITER) != r->seq;
 }
 
@@ -320,7 +323,7 @@ static bool daemon_gone(hyperamp_t *h)
 EXPORT int hyperamp_wait(hyperamp_req_t *r, int timeout_ms)
 {
         hyperamp_t *h = r->h;
-        uint32_t *word = &h->ctl->done[r->idx];
+        uint32_t *word = &h->done[r->idx].word;
         unsigned spin = __atomic_load_n(&h->spin, __ATOMIC_RELAXED);
         int64_t deadline = timeout_ms < 0 ? INT64_MAX : now_ms() + timeout_ms;
         uint32_t v;

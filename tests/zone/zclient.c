@@ -112,8 +112,8 @@ static int hold(unsigned stalled)
 
 /*
  * The lease is ours to scribble on: reach behind the library.  A fresh
- * lease's first buffer sits at the pool's start, and the attach reply put
- * the control page two pages and the queue one page before it.
+ * lease's first buffer sits at the pool's start, and the slot's fixed
+ * layout (zone.h) says where the control and queue pages are.
  */
 static int hostile(const char *mode)
 {
@@ -127,8 +127,8 @@ static int hostile(const char *mode)
 
         if (hyperamp_alloc(h, 16, &r) < 0)
                 return 1;
-        ctl = (ZoneCtl *)((uint8_t *)hyperamp_req_data(r) - 8192);
-        q = (HaMsgQueue *)((uint8_t *)hyperamp_req_data(r) - 4096);
+        ctl = (ZoneCtl *)((uint8_t *)hyperamp_req_data(r) - HA_ZONE_POOL_OFF + HA_ZONE_CTL_OFF);
+        q = (HaMsgQueue *)((uint8_t *)hyperamp_req_data(r) - HA_ZONE_POOL_OFF + HA_ZONE_QUEUE_OFF);
         if (ctl->magic != HA_ZONE_CTL_MAGIC) {
                 fprintf(stderr, "zclient: cannot find the control page\n");
                 return 1;
