@@ -157,17 +157,24 @@ int ha_engine_dispatch(HaEngine *e, unsigned source, const uint16_t *idx, size_t
         return ha_pool_submit(e->pool, e->djobs, n);
 }
 
-/* Worker thread, idle: let the sources that can poll do so. */
-static size_t poll_sources(void *userdata, unsigned worker)
+/* Worker thread, idle: let the sources that can poll do so.  -1 when
+ * none has anything to poll, so the worker does not spin for nothing. */
+static long poll_sources(void *userdata, unsigned worker)
 {
         HaEngine *e = userdata;
         unsigned n = __atomic_load_n(&e->nsources, __ATOMIC_ACQUIRE);
-        size_t done = 0;
+        long done = 0;
+        bool any = false;
 
         for (unsigned i = 1; i < n; i++)
-                if (e->sources[i].ops->poll)
-                        done += e->sources[i].ops->poll(e->sources[i].ctx, worker);
-        return done;
+                if (e->sources[i].ops->poll) {
+                        long r = e->sources[i].ops->poll(e->sources[i].ctx, worker);
+                        if (r >= 0) {
+                                any = true;
+                                done += r;
+                        }
+                }
+        return any ? done : -1;
 }
 
 static void poll_sources_end(void *userdata, unsigned worker)

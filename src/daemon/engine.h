@@ -58,8 +58,9 @@ typedef struct HaSourceOps {
         void (*complete)(void *ctx, uint16_t idx);
         void (*stats_json)(void *ctx, cJSON *o);
         /* Optional, on a worker with nothing queued: take and run whatever
-         * waits, inline; returns how many it ran. */
-        size_t (*poll)(void *ctx, unsigned worker);
+         * waits, inline; returns how many it ran, or -1 when there is
+         * nothing to poll at all (no client attached). */
+        long (*poll)(void *ctx, unsigned worker);
         /* The worker stops polling: whatever poll set aside, restore. */
         void (*poll_end)(void *ctx, unsigned worker);
 } HaSourceOps;

@@ -55,13 +55,15 @@ static void poll_while_busy(HaPool *p, Worker *w)
 
         while (!__atomic_load_n(&p->stop_hint, __ATOMIC_RELAXED) &&
                __atomic_load_n(&p->count_hint, __ATOMIC_RELAXED) == 0) {
-                size_t n;
+                long n;
 
                 __atomic_store_n(&w->busy_since, ha_now_ns(), __ATOMIC_RELAXED);
                 n = p->poll(p->poll_userdata, w->id);
                 __atomic_store_n(&w->busy_since, 0, __ATOMIC_RELAXED);
-                if (n) {
-                        __atomic_fetch_add(&w->jobs, n, __ATOMIC_RELAXED);
+                if (n < 0)
+                        break;          /* nobody to poll for */
+                if (n > 0) {
+                        __atomic_fetch_add(&w->jobs, (uint64_t)n, __ATOMIC_RELAXED);
                         quiet_since = ha_now_ns();
                 } else if (ha_now_ns() - quiet_since > p->spin_ns)
                         break;

@@ -33,7 +33,7 @@ int ha_pool_new(unsigned nworkers, unsigned capacity, ha_job_fn fn, void *userda
  * and only then sleeps.  poll returns how much work it did.  While the
  * daemon is busy this takes cross-core wake-ups off the request path.
  */
-typedef size_t (*ha_poll_fn)(void *userdata, unsigned worker);
+typedef long (*ha_poll_fn)(void *userdata, unsigned worker);   /* -1: nothing to poll */
 typedef void (*ha_poll_end_fn)(void *userdata, unsigned worker);
 void ha_pool_set_poll(HaPool *p, ha_poll_fn poll, ha_poll_end_fn poll_end, void *userdata,
                       unsigned spin_us);

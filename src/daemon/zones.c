@@ -220,7 +220,7 @@ static void zone_stats(void *ctx, cJSON *o)
                                 (double)__atomic_load_n(&z->bad_range, __ATOMIC_RELAXED));
 }
 
-static size_t zone_poll(void *ctx, unsigned worker);
+static long zone_poll(void *ctx, unsigned worker);
 static void zone_poll_end(void *ctx, unsigned worker);
 
 static const HaSourceOps zone_ops = {
@@ -316,13 +316,13 @@ static size_t zone_drain(HaZone *z, int worker, bool keep_awake)
 }
 
 /* Worker thread, idle and polling. */
-static size_t zone_poll(void *ctx, unsigned worker)
+static long zone_poll(void *ctx, unsigned worker)
 {
         HaZone *z = ctx;
-        size_t n = 0;
+        long n = 0;
 
         if (!__atomic_load_n(&z->live, __ATOMIC_ACQUIRE))
-                return 0;
+                return -1;
         if (__atomic_fetch_add(&z->guard, 1, __ATOMIC_ACQUIRE) & GUARD_CLOSING ||
             !__atomic_load_n(&z->live, __ATOMIC_ACQUIRE)) {
                 __atomic_fetch_sub(&z->guard, 1, __ATOMIC_RELEASE);
@@ -330,7 +330,7 @@ static size_t zone_poll(void *ctx, unsigned worker)
         }
         if (__atomic_load_n(&z->ctl->sq_tail, __ATOMIC_ACQUIRE) !=
             __atomic_load_n(&z->ctl->sq_head, __ATOMIC_RELAXED))
-                n = zone_drain(z, (int)worker, true);
+                n = (long)zone_drain(z, (int)worker, true);
         __atomic_fetch_sub(&z->guard, 1, __ATOMIC_RELEASE);
         return n;
 }
