@@ -83,17 +83,23 @@ static void *worker_main(void *arg)
         for (;;) {
                 unsigned take;
 
+                /* Poll once per idle spell, then sleep: a poll that found
+                 * nothing must not turn into spinning on the lock. */
+                bool polled = false;
                 while (p->count == 0 && !p->stop) {
-                        if (p->poll && !__atomic_exchange_n(&p->polling, 1, __ATOMIC_ACQUIRE)) {
+                        if (!polled && p->poll &&
+                            !__atomic_exchange_n(&p->polling, 1, __ATOMIC_ACQUIRE)) {
                                 pthread_mutex_unlock(&p->lock);
                                 poll_while_busy(p, w);
                                 __atomic_store_n(&p->polling, 0, __ATOMIC_RELEASE);
                                 pthread_mutex_lock(&p->lock);
+                                polled = true;
                                 continue;
                         }
                         p->idle_workers++;
                         pthread_cond_wait(&p->work, &p->lock);
                         p->idle_workers--;
+                        polled = false;
                 }
                 if (p->count == 0)
                         break;          /* stopping, and nothing left to run */
