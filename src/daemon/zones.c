@@ -140,11 +140,13 @@ static void zone_run(void *ctx, uint16_t idx, unsigned worker)
         old = __atomic_load_n(done, __ATOMIC_RELAXED);
         do
                 new = ((old & ~HA_ZONE_WAITER) + 1) & ~HA_ZONE_WAITER;
-        while (!__atomic_compare_exchange_n(done, &old, new, true, __ATOMIC_RELEASE,
+        /* seq_cst: the client arms the fd, then looks at this word; we
+         * bump it, then look at fd_armed.  One of us sees the other. */
+        while (!__atomic_compare_exchange_n(done, &old, new, true, __ATOMIC_SEQ_CST,
                                             __ATOMIC_RELAXED));
         if (old & HA_ZONE_WAITER)
                 futex_wake_all(done);
-        if (__atomic_load_n(&z->ctl->fd_armed, __ATOMIC_ACQUIRE) &&
+        if (__atomic_load_n(&z->ctl->fd_armed, __ATOMIC_SEQ_CST) &&
             __atomic_exchange_n(&z->ctl->fd_armed, 0, __ATOMIC_ACQ_REL)) {
                 uint64_t one = 1;
                 (void)!write(z->done_fd, &one, sizeof(one));

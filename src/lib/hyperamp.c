@@ -299,7 +299,7 @@ static int result_of(hyperamp_req_t *r)
 
 static bool is_done(const hyperamp_req_t *r, uint32_t *word)
 {
-        *word = __atomic_load_n(&r->h->done[r->idx].word, __ATOMIC_ACQUIRE);
+        *word = __atomic_load_n(&r->h->done[r->idx].word, __ATOMIC_SEQ_CST);
         return (*word & ~HA_ZONE_WAITER) != r->seq;
 }
 

@@ -109,6 +109,17 @@ class ZoneTest(unittest.TestCase):
             self.assertIn('entry index out of range', d.log())
             self.assertIn('submission ring tail out of range', d.log())
 
+    def test_completion_fd(self):
+        """The non-blocking way: the completion eventfd becomes readable,
+        with polling on (a worker may answer first) and off (the pool does)."""
+        for poll_us in (50, 0):
+            with self.subTest(poll_us=poll_us):
+                with Daemon({'poll_us': poll_us}) as d:
+                    rc, out, err = zclient(d, 'fd', '200')
+                    self.assertEqual(rc, 0, err)
+                    self.assertIn('fd: 200 requests, 0 failures', out)
+                    self.assert_all_free(d)
+
     def test_slot_limit(self):
         with Daemon({'zone_clients': 1}) as d:
             p = subprocess.Popen([ZCLIENT, d.socket_path, 'hold', '0'], stdout=subprocess.PIPE,

@@ -5,6 +5,8 @@
  *   zclient SOCKET hold STALLED            attach, leave STALLED requests on the
  *                                          stall service and more buffers taken,
  *                                          print "holding", wait to be killed
+ *   zclient SOCKET fd N                    N requests waited for through
+ *                                          hyperamp_fd() + poll(), not hyperamp_wait()
  *   zclient SOCKET hostile MODE            scribble on the lease (ring index out
  *                                          of range, an entry twice, offset past
  *                                          the pool, length 0, garbage ring tail),
@@ -12,6 +14,7 @@
  * Exit 0 when every check passed.
  */
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,6 +94,43 @@ static int race(unsigned threads, unsigned total)
                 pthread_join(t[i], NULL);
         printf("race: %u threads x %u requests, %lu failures\n", threads, total, failures);
         return failures ? 1 : 0;
+}
+
+/* The event-loop way: arm, submit, poll() the fd, then hyperamp_poll(). */
+static int via_fd(unsigned n)
+{
+        uint8_t expect[32];
+
+        for (unsigned i = 0; i < n; i++) {
+                struct pollfd pfd = { .fd = hyperamp_fd(h), .events = POLLIN };
+                hyperamp_req_t *r;
+                uint64_t v;
+                int e;
+
+                if (hyperamp_alloc(h, sizeof(expect), &r) < 0)
+                        return 1;
+                memset(hyperamp_req_data(r), (int)i, sizeof(expect));
+                memset(expect, (int)i, sizeof(expect));
+                ha_service_run(1, expect, sizeof(expect));
+                hyperamp_arm(h);
+                if (hyperamp_submit(r, 1, sizeof(expect)) < 0)
+                        return 1;
+                while ((e = hyperamp_poll(r)) == -EAGAIN) {
+                        if (poll(&pfd, 1, 10000) != 1) {
+                                fprintf(stderr, "zclient: the completion fd never became readable\n");
+                                return 1;
+                        }
+                        (void)!read(pfd.fd, &v, sizeof(v));
+                        hyperamp_arm(h);
+                }
+                if (e != HYPERAMP_SUCCESS || memcmp(hyperamp_req_data(r), expect, sizeof(expect))) {
+                        fprintf(stderr, "zclient: fd request %u failed (%d)\n", i, e);
+                        return 1;
+                }
+                hyperamp_release(r);
+        }
+        printf("fd: %u requests, 0 failures\n", n);
+        return 0;
 }
 
 static int hold(unsigned stalled)
@@ -198,6 +238,8 @@ int main(int argc, char **argv)
         if (strcmp(argv[2], "race") == 0 && argc == 5)
                 e = race((unsigned)atoi(argv[3]) > 64 ? 64 : (unsigned)atoi(argv[3]),
                          (unsigned)atoi(argv[4]));
+        else if (strcmp(argv[2], "fd") == 0 && argc == 4)
+                e = via_fd((unsigned)atoi(argv[3]));
         else if (strcmp(argv[2], "hold") == 0 && argc == 4)
                 e = hold((unsigned)atoi(argv[3]));
         else if (strcmp(argv[2], "hostile") == 0 && argc == 4)
