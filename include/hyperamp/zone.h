@@ -63,6 +63,22 @@ typedef struct ZoneDone {
 #define HA_ZONE_POOL_OFF  (HA_ZONE_DONE_OFF + 16384u)
 
 _Static_assert(sizeof(ZoneDone) == 64, "a completion word per cache line");
+
+/* Where the parts of a mapped slot are. */
+typedef struct ZoneView {
+        ZoneCtl *ctl;
+        HaMsgQueue *q;
+        ZoneDone *done;
+        uint8_t *pool;
+} ZoneView;
+
+static inline ZoneView ha_zone_view(void *base)
+{
+        uint8_t *b = (uint8_t *)base;
+
+        return (ZoneView){ (ZoneCtl *)(b + HA_ZONE_CTL_OFF), (HaMsgQueue *)(b + HA_ZONE_QUEUE_OFF),
+                           (ZoneDone *)(b + HA_ZONE_DONE_OFF), b + HA_ZONE_POOL_OFF };
+}
 _Static_assert(HA_ZONE_ENTRIES * sizeof(ZoneDone) <= 16384, "completion words fit");
 
 _Static_assert(sizeof(ZoneCtl) <= 4096, "ZoneCtl fits one page");

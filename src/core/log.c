@@ -148,30 +148,32 @@ static void log_va(int level, const HaLogCtx *ctx, const char *fmt, va_list ap)
         }
 }
 
+/* Level filter, and errno kept for the caller. */
+static void log_filtered(int level, const HaLogCtx *ctx, const char *fmt, va_list ap)
+{
+        int saved = errno;
+
+        if (level <= ha_log_get_level())
+                log_va(level, ctx, fmt, ap);
+        errno = saved;
+}
+
 void ha_log(int level, const char *fmt, ...)
 {
         va_list ap;
-        int saved = errno;
 
-        if (level > ha_log_get_level())
-                return;
         va_start(ap, fmt);
-        log_va(level, NULL, fmt, ap);
+        log_filtered(level, NULL, fmt, ap);
         va_end(ap);
-        errno = saved;
 }
 
 void ha_log_ctx(int level, const HaLogCtx *ctx, const char *fmt, ...)
 {
         va_list ap;
-        int saved = errno;
 
-        if (level > ha_log_get_level())
-                return;
         va_start(ap, fmt);
-        log_va(level, ctx, fmt, ap);
+        log_filtered(level, ctx, fmt, ap);
         va_end(ap);
-        errno = saved;
 }
 
 int ha_log_errno(int level, int r, const char *fmt, ...)

@@ -41,10 +41,7 @@ struct HaZone {
         int memfd, bell_fd, done_fd;
         void *base;
         size_t size;
-        ZoneCtl *ctl;
-        ZoneDone *done;
-        HaMsgQueue *q;
-        uint8_t *pool;
+        ZoneView v;             /* the mapped slot's parts */
         uint64_t pool_size;
         struct event *bell_ev;
 
@@ -115,11 +112,11 @@ static void futex_wake_all(uint32_t *addr)
 static void zone_run(void *ctx, uint16_t idx, unsigned worker)
 {
         HaZone *z = ctx;
-        HaMsgEntry *en = &z->q->entries[idx];
+        HaMsgEntry *en = &z->v.q->entries[idx];
         uint16_t sid = __atomic_load_n(&en->msg.service_id, __ATOMIC_RELAXED);
         uint32_t off = __atomic_load_n(&en->msg.offset, __ATOMIC_RELAXED);
         uint32_t len = __atomic_load_n(&en->msg.length, __ATOMIC_RELAXED);
-        uint32_t *done = &z->done[idx].word;
+        uint32_t *done = &z->v.done[idx].word;
         uint32_t old, new;
         enum ha_result r;
         (void)worker;
@@ -129,7 +126,7 @@ static void zone_run(void *ctx, uint16_t idx, unsigned worker)
                 __atomic_fetch_add(&z->bad_range, 1, __ATOMIC_RELAXED);
                 r = HA_RESULT_FAIL;
         } else
-                r = ha_service_run(sid, z->pool + off, len);
+                r = ha_service_run(sid, z->v.pool + off, len);
         if (r != HA_RESULT_SUCCESS)
                 __atomic_fetch_add(&z->failed, 1, __ATOMIC_RELAXED);
         __atomic_store_n(&en->msg.flag, ha_flag_make(r), __ATOMIC_RELEASE);
@@ -146,8 +143,8 @@ static void zone_run(void *ctx, uint16_t idx, unsigned worker)
                                             __ATOMIC_RELAXED));
         if (old & HA_ZONE_WAITER)
                 futex_wake_all(done);
-        if (__atomic_load_n(&z->ctl->fd_armed, __ATOMIC_SEQ_CST) &&
-            __atomic_exchange_n(&z->ctl->fd_armed, 0, __ATOMIC_ACQ_REL)) {
+        if (__atomic_load_n(&z->v.ctl->fd_armed, __ATOMIC_SEQ_CST) &&
+            __atomic_exchange_n(&z->v.ctl->fd_armed, 0, __ATOMIC_ACQ_REL)) {
                 uint64_t one = 1;
                 (void)!write(z->done_fd, &one, sizeof(one));
         }
@@ -169,10 +166,7 @@ static void zone_reset(HaZone *z)
         if (z->base)
                 (void)munmap(z->base, z->size);
         z->base = NULL;
-        z->ctl = NULL;
-        z->done = NULL;
-        z->q = NULL;
-        z->pool = NULL;
+        z->v = (ZoneView){ 0 };
         if (z->memfd >= 0)
                 close(z->memfd);
         if (z->bell_fd >= 0)
@@ -257,7 +251,7 @@ static void report(HaZone *z, const char *what, unsigned long long value)
  */
 static size_t zone_drain(HaZone *z, int worker, bool keep_awake)
 {
-        ZoneCtl *c = z->ctl;
+        ZoneCtl *c = z->v.ctl;
         size_t total = 0;
 
         if (__atomic_exchange_n(&z->drain_lock, 1, __ATOMIC_ACQUIRE))
@@ -330,8 +324,8 @@ static long zone_poll(void *ctx, unsigned worker)
                 __atomic_fetch_sub(&z->guard, 1, __ATOMIC_RELEASE);
                 return 0;
         }
-        if (__atomic_load_n(&z->ctl->sq_tail, __ATOMIC_ACQUIRE) !=
-            __atomic_load_n(&z->ctl->sq_head, __ATOMIC_RELAXED))
+        if (__atomic_load_n(&z->v.ctl->sq_tail, __ATOMIC_ACQUIRE) !=
+            __atomic_load_n(&z->v.ctl->sq_head, __ATOMIC_RELAXED))
                 n = (long)zone_drain(z, (int)worker, true);
         __atomic_fetch_sub(&z->guard, 1, __ATOMIC_RELEASE);
         return n;
@@ -346,7 +340,7 @@ static void zone_poll_end(void *ctx, unsigned worker)
                 return;
         if (!(__atomic_fetch_add(&z->guard, 1, __ATOMIC_ACQUIRE) & GUARD_CLOSING) &&
             __atomic_load_n(&z->live, __ATOMIC_ACQUIRE) &&
-            !__atomic_load_n(&z->ctl->sleeping, __ATOMIC_SEQ_CST))
+            !__atomic_load_n(&z->v.ctl->sleeping, __ATOMIC_SEQ_CST))
                 (void)zone_drain(z, (int)worker, false);
         __atomic_fetch_sub(&z->guard, 1, __ATOMIC_RELEASE);
 }
@@ -386,10 +380,7 @@ static int zone_map(HaZone *z, uint64_t pool_size)
                 return -errno;
         z->base = base;
         z->size = size;
-        z->ctl = (ZoneCtl *)((uint8_t *)base + CTL_OFF);
-        z->q = (HaMsgQueue *)((uint8_t *)base + QUEUE_OFF);
-        z->done = (ZoneDone *)((uint8_t *)base + DONE_OFF);
-        z->pool = (uint8_t *)base + POOL_OFF;
+        z->v = ha_zone_view(base);
         z->pool_size = pool_size;
 
         z->bell_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -397,12 +388,12 @@ static int zone_map(HaZone *z, uint64_t pool_size)
         if (z->bell_fd < 0 || z->done_fd < 0)
                 return -errno;
 
-        ha_queue_format(z->q, HA_ZONE_ENTRIES);
-        z->ctl->entries = HA_ZONE_ENTRIES;
-        z->ctl->owner_pid = (uint32_t)z->pid;
-        z->ctl->epoch = z->epoch;
-        z->ctl->sleeping = 1;
-        __atomic_store_n(&z->ctl->magic, HA_ZONE_CTL_MAGIC, __ATOMIC_RELEASE);
+        ha_queue_format(z->v.q, HA_ZONE_ENTRIES);
+        z->v.ctl->entries = HA_ZONE_ENTRIES;
+        z->v.ctl->owner_pid = (uint32_t)z->pid;
+        z->v.ctl->epoch = z->epoch;
+        z->v.ctl->sleeping = 1;
+        __atomic_store_n(&z->v.ctl->magic, HA_ZONE_CTL_MAGIC, __ATOMIC_RELEASE);
         return 0;
 }
 

@@ -41,10 +41,7 @@ struct hyperamp {
         int sock, memfd, bell_fd, done_fd;
         void *base;
         size_t size;
-        ZoneCtl *ctl;
-        ZoneDone *done;
-        HaMsgQueue *q;
-        uint8_t *pool;
+        ZoneView v;             /* the mapped slot's parts */
         uint64_t pool_size;
         HaAlloc *alloc;
         pthread_mutex_t lock;   /* free entries and the ring's producer side */
@@ -177,9 +174,12 @@ EXPORT int hyperamp_attach(const char *socket_path, hyperamp_t **ret)
         h->done_fd = fds[2];
         h->size = (size_t)num(res, "size");
         h->pool_size = (uint64_t)num(res, "pool_size");
+        /* The layout is fixed by zone.h: a daemon that says otherwise speaks
+         * another version. */
         if (num(res, "entries") != HA_ZONE_ENTRIES || num(res, "ring") != HA_ZONE_RING ||
-            num(res, "pool_off") + (double)h->pool_size > (double)h->size ||
-            num(res, "done_off") + HA_ZONE_ENTRIES * sizeof(ZoneDone) > (double)h->size) {
+            num(res, "ctl_off") != HA_ZONE_CTL_OFF || num(res, "queue_off") != HA_ZONE_QUEUE_OFF ||
+            num(res, "done_off") != HA_ZONE_DONE_OFF || num(res, "pool_off") != HA_ZONE_POOL_OFF ||
+            (double)HA_ZONE_POOL_OFF + (double)h->pool_size > (double)h->size) {
                 r = -EPROTO;
                 goto fail;
         }
@@ -189,11 +189,8 @@ EXPORT int hyperamp_attach(const char *socket_path, hyperamp_t **ret)
                 r = -errno;
                 goto fail;
         }
-        h->ctl = (ZoneCtl *)((uint8_t *)h->base + (size_t)num(res, "ctl_off"));
-        h->q = (HaMsgQueue *)((uint8_t *)h->base + (size_t)num(res, "queue_off"));
-        h->done = (ZoneDone *)((uint8_t *)h->base + (size_t)num(res, "done_off"));
-        h->pool = (uint8_t *)h->base + (size_t)num(res, "pool_off");
-        if (__atomic_load_n(&h->ctl->magic, __ATOMIC_ACQUIRE) != HA_ZONE_CTL_MAGIC) {
+        h->v = ha_zone_view(h->base);
+        if (__atomic_load_n(&h->v.ctl->magic, __ATOMIC_ACQUIRE) != HA_ZONE_CTL_MAGIC) {
                 r = -EPROTO;
                 goto fail;
         }
@@ -244,7 +241,7 @@ EXPORT int hyperamp_alloc(hyperamp_t *h, size_t size, hyperamp_req_t **ret)
 
 EXPORT void *hyperamp_req_data(hyperamp_req_t *r)
 {
-        return r->h->pool + r->off;
+        return r->h->v.pool + r->off;
 }
 
 EXPORT size_t hyperamp_req_capacity(const hyperamp_req_t *r)
@@ -255,8 +252,8 @@ EXPORT size_t hyperamp_req_capacity(const hyperamp_req_t *r)
 EXPORT int hyperamp_submit(hyperamp_req_t *r, uint16_t service, size_t len)
 {
         hyperamp_t *h = r->h;
-        ZoneCtl *c = h->ctl;
-        HaMsgEntry *en = &h->q->entries[r->idx];
+        ZoneCtl *c = h->v.ctl;
+        HaMsgEntry *en = &h->v.q->entries[r->idx];
         uint32_t t;
 
         if (len == 0 || len > r->cap)
@@ -267,7 +264,7 @@ EXPORT int hyperamp_submit(hyperamp_req_t *r, uint16_t service, size_t len)
         en->msg.offset = r->off;
         en->msg.length = (uint32_t)len;
         en->msg.flag = 0;
-        r->seq = __atomic_load_n(&h->done[r->idx].word, __ATOMIC_ACQUIRE) & ~HA_ZONE_WAITER;
+        r->seq = __atomic_load_n(&h->v.done[r->idx].word, __ATOMIC_ACQUIRE) & ~HA_ZONE_WAITER;
         r->submitted = true;
 
         pthread_mutex_lock(&h->lock);
@@ -289,7 +286,7 @@ EXPORT int hyperamp_submit(hyperamp_req_t *r, uint16_t service, size_t len)
 
 static int result_of(hyperamp_req_t *r)
 {
-        uint16_t flag = __atomic_load_n(&r->h->q->entries[r->idx].msg.flag, __ATOMIC_ACQUIRE);
+        uint16_t flag = __atomic_load_n(&r->h->v.q->entries[r->idx].msg.flag, __ATOMIC_ACQUIRE);
 
         r->submitted = false;
         if (!(flag & HA_FLAG_DEAL_STATE) || (flag & HA_FLAG_RESERVED))
@@ -299,7 +296,7 @@ static int result_of(hyperamp_req_t *r)
 
 static bool is_done(const hyperamp_req_t *r, uint32_t *word)
 {
-        *word = __atomic_load_n(&r->h->done[r->idx].word, __ATOMIC_SEQ_CST);
+        *word = __atomic_load_n(&r->h->v.done[r->idx].word, __ATOMIC_SEQ_CST);
         return (*word & ~HA_ZONE_WAITER) != r->seq;
 }
 
@@ -323,7 +320,7 @@ static bool daemon_gone(hyperamp_t *h)
 EXPORT int hyperamp_wait(hyperamp_req_t *r, int timeout_ms)
 {
         hyperamp_t *h = r->h;
-        uint32_t *word = &h->done[r->idx].word;
+        uint32_t *word = &h->v.done[r->idx].word;
         unsigned spin = __atomic_load_n(&h->spin, __ATOMIC_RELAXED);
         int64_t deadline = timeout_ms < 0 ? INT64_MAX : now_ms() + timeout_ms;
         uint32_t v;
@@ -375,7 +372,7 @@ EXPORT int hyperamp_fd(hyperamp_t *h)
 
 EXPORT void hyperamp_arm(hyperamp_t *h)
 {
-        __atomic_store_n(&h->ctl->fd_armed, 1, __ATOMIC_SEQ_CST);
+        __atomic_store_n(&h->v.ctl->fd_armed, 1, __ATOMIC_SEQ_CST);
 }
 
 EXPORT void hyperamp_release(hyperamp_req_t *r)

@@ -10,29 +10,7 @@
 #include "config.h"
 #include "log.h"
 
-static char path[] = "/tmp/hyperamp-test-config-XXXXXX";
-
-static int load(const char *text, HaConfig *c, char *err, size_t errlen)
-{
-        FILE *f = fopen(path, "w");
-
-        fputs(text, f);
-        fclose(f);
-        ha_config_defaults(c);
-        return ha_config_load(c, path, err, errlen);
-}
-
-static void expect_error(const char *text, const char *needle)
-{
-        HaConfig c;
-        char err[512] = "";
-
-        CHECK(load(text, &c, err, sizeof(err)) < 0);
-        if (!strstr(err, needle)) {
-                fprintf(stderr, "error '%s' does not mention '%s'\n", err, needle);
-                CHECK(!"error message names the problem");
-        }
-}
+#include "config-check.h"
 
 int main(void)
 {
