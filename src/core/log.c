@@ -127,6 +127,7 @@ static void log_journal(int level, const HaLogCtx *ctx, const char *msg)
         free(m);
 }
 
+__attribute__((format(printf, 3, 0)))
 static void log_va(int level, const HaLogCtx *ctx, const char *fmt, va_list ap)
 {
         char msg[2048];
@@ -149,6 +150,7 @@ static void log_va(int level, const HaLogCtx *ctx, const char *fmt, va_list ap)
 }
 
 /* Level filter, and errno kept for the caller. */
+__attribute__((format(printf, 3, 0)))
 static void log_filtered(int level, const HaLogCtx *ctx, const char *fmt, va_list ap)
 {
         int saved = errno;

@@ -360,8 +360,6 @@ static char *read_file(const char *path, size_t *ret_len, int *ret_err)
 int ha_config_load(HaConfig *c, const char *path, char *err, size_t errlen)
 {
         _cleanup_free_ char *text = NULL;
-        HaConfig n = *c;
-        cJSON *root, *item;
         size_t len = 0;
         int r = 0;
 
@@ -371,6 +369,16 @@ int ha_config_load(HaConfig *c, const char *path, char *err, size_t errlen)
                          r == -EFBIG ? "larger than 1 MiB" : strerror(-r));
                 return r;
         }
+        return ha_config_parse(c, path, text, len, err, errlen);
+}
+
+int ha_config_parse(HaConfig *c, const char *path, const char *text, size_t len, char *err,
+                    size_t errlen)
+{
+        HaConfig n = *c;
+        cJSON *root, *item;
+        int r = 0;
+
         root = cJSON_ParseWithLength(text, len);
         if (!root) {
                 const char *at = cJSON_GetErrorPtr();

@@ -57,6 +57,10 @@ int ha_config_load(HaConfig *c, const char *path, char *err, size_t errlen);
 void ha_config_diff(const HaConfig *old, const HaConfig *new, char *live, size_t live_len,
                     char *restart, size_t restart_len);
 
+/* The same, from text already in memory; path only names it in errors. */
+int ha_config_parse(HaConfig *c, const char *path, const char *text, size_t len, char *err,
+                    size_t errlen);
+
 /* Cross-key checks; also run by ha_config_load. */
 int ha_config_validate(const HaConfig *c, char *err, size_t errlen);
 
