@@ -59,7 +59,8 @@ int hyperamp_alloc(hyperamp_t *h, size_t size, hyperamp_req_t **ret);
 void *hyperamp_req_data(hyperamp_req_t *r);
 size_t hyperamp_req_capacity(const hyperamp_req_t *r);
 
-/* Run service on the first len bytes of the buffer.  Returns at once. */
+/* Run service on the first len bytes of the buffer.  Returns at once;
+ * 0 means queued. */
 int hyperamp_submit(hyperamp_req_t *r, uint16_t service, size_t len);
 
 /*
@@ -73,14 +74,18 @@ int hyperamp_poll(hyperamp_req_t *r);
 
 /*
  * For event loops: an fd that becomes readable after a completion that
- * follows hyperamp_arm().  Read (and discard) 8 bytes from it, then check
- * requests with hyperamp_poll() and arm again.
+ * follows hyperamp_arm().  When it is readable, drain it (read() until
+ * EAGAIN), call hyperamp_arm() FIRST, and only then check requests with
+ * hyperamp_poll(): a completion between a check and a later arm would not
+ * make the fd readable.
  */
 int hyperamp_fd(hyperamp_t *h);
 void hyperamp_arm(hyperamp_t *h);
 
-/* Hand the entry and buffer back (after the result was read). */
-void hyperamp_release(hyperamp_req_t *r);
+/* Hand the entry and buffer back (after the result was read).  -EBUSY:
+ * the request is still running (wait for it, then release); -EINVAL:
+ * already released. */
+int hyperamp_release(hyperamp_req_t *r);
 
 #ifdef __cplusplus
 }

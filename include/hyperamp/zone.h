@@ -13,8 +13,8 @@
  *     each entry says service, offset and length, and its flag the result,
  *   - a data pool slice the client allocates from on its own.
  * The client writes an entry, pushes its index on the ring and rings the
- * doorbell (an eventfd) only if the daemon sleeps and nobody rang yet, so a
- * burst costs one wake-up.  A worker runs the service in place, publishes
+ * doorbell (a datagram socket) only if the daemon sleeps and nobody rang
+ * yet, so a burst costs one wake-up.  A worker runs the service in place, publishes
  * the result in the entry's flag, bumps the entry's completion word and
  * wakes a futex waiter only if one sleeps there.  When the connection
  * closes, for whatever reason, the daemon waits for the lease's running
@@ -45,7 +45,7 @@ typedef struct ZoneCtl {
         uint8_t pad1[56];
         uint32_t sq_head;               /* written by the daemon */
         uint32_t sleeping;              /* 1: the daemon waits for the doorbell */
-        uint32_t fd_armed;              /* 1: the client wants the completion eventfd */
+        uint32_t fd_armed;              /* 1: the client wants a completion message */
         uint8_t pad2[52];
         uint16_t sq[HA_ZONE_RING];
 } ZoneCtl;

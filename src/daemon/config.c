@@ -74,7 +74,7 @@ static const struct config_key {
         { "client_timeout_ms", K_UINT, offsetof(HaConfig, client_timeout_ms), 10, 86400000, true },
         { "status_interval_ms", K_UINT, offsetof(HaConfig, status_interval_ms), 100, 3600000, true },
         { "worker_stall_ms", K_UINT, offsetof(HaConfig, worker_stall_ms), 10, 3600000, true },
-        { "zone_clients", K_UINT, offsetof(HaConfig, zone_clients), 0, 1024, false },
+        { "zone_clients", K_UINT, offsetof(HaConfig, zone_clients), 0, 32, false },
         { "poll_us", K_UINT, offsetof(HaConfig, poll_us), 0, 100000, false },
         { "zone_pool_size", K_U64, offsetof(HaConfig, zone_pool_size), 4096, 1u << 30, false },
         { "admin_group", K_GROUP, offsetof(HaConfig, admin_group), 0, 0, true },

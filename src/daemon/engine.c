@@ -177,14 +177,16 @@ static long poll_sources(void *userdata, unsigned worker)
         return any ? done : -1;
 }
 
-static void poll_sources_end(void *userdata, unsigned worker)
+static long poll_sources_end(void *userdata, unsigned worker)
 {
         HaEngine *e = userdata;
         unsigned n = __atomic_load_n(&e->nsources, __ATOMIC_ACQUIRE);
+        long more = 0;
 
         for (unsigned i = 1; i < n; i++)
                 if (e->sources[i].ops->poll_end)
-                        e->sources[i].ops->poll_end(e->sources[i].ctx, worker);
+                        more |= e->sources[i].ops->poll_end(e->sources[i].ctx, worker);
+        return more;
 }
 
 int ha_engine_add_source(HaEngine *e, const HaSourceOps *ops, void *ctx, const char *name,

@@ -61,8 +61,9 @@ typedef struct HaSourceOps {
          * waits, inline; returns how many it ran, or -1 when there is
          * nothing to poll at all (no client attached). */
         long (*poll)(void *ctx, unsigned worker);
-        /* The worker stops polling: whatever poll set aside, restore. */
-        void (*poll_end)(void *ctx, unsigned worker);
+        /* The worker stops polling: whatever poll set aside, restore.
+         * Non-zero when work turned up meanwhile (the worker polls on). */
+        long (*poll_end)(void *ctx, unsigned worker);
 } HaSourceOps;
 
 #define HA_ENGINE_MAX_SOURCES 64

@@ -65,12 +65,15 @@ static void poll_while_busy(HaPool *p, Worker *w)
                 if (n > 0) {
                         __atomic_fetch_add(&w->jobs, (uint64_t)n, __ATOMIC_RELAXED);
                         quiet_since = ha_now_ns();
-                } else if (ha_now_ns() - quiet_since > p->spin_ns)
-                        break;
-                else
+                } else if (ha_now_ns() - quiet_since > p->spin_ns) {
+                        /* Going to sleep: the final look may find work. */
+                        if (!p->poll_end(p->poll_userdata, w->id))
+                                return;
+                        quiet_since = ha_now_ns();
+                } else
                         __builtin_ia32_pause();
         }
-        p->poll_end(p->poll_userdata, w->id);
+        (void)p->poll_end(p->poll_userdata, w->id);
 }
 
 static void *worker_main(void *arg)

@@ -34,7 +34,7 @@ int ha_pool_new(unsigned nworkers, unsigned capacity, ha_job_fn fn, void *userda
  * daemon is busy this takes cross-core wake-ups off the request path.
  */
 typedef long (*ha_poll_fn)(void *userdata, unsigned worker);   /* -1: nothing to poll */
-typedef void (*ha_poll_end_fn)(void *userdata, unsigned worker);
+typedef long (*ha_poll_end_fn)(void *userdata, unsigned worker);  /* non-zero: poll on */
 void ha_pool_set_poll(HaPool *p, ha_poll_fn poll, ha_poll_end_fn poll_end, void *userdata,
                       unsigned spin_us);
 /* Finishes every queued and running job, then joins the workers. */

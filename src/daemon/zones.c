@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -38,7 +37,11 @@ struct HaZone {
         pid_t pid;
         uid_t uid;
 
-        int memfd, bell_fd, done_fd;
+        int memfd;
+        /* Datagram socket pairs, not eventfds: the client's ends are its
+         * own file descriptions, so it cannot make ours blocking. */
+        int bell_fd, bell_peer;         /* client -> daemon doorbell */
+        int done_fd, done_peer;         /* daemon -> client completions */
         void *base;
         size_t size;
         ZoneView v;             /* the mapped slot's parts */
@@ -64,10 +67,13 @@ struct HaZone {
         bool live;
         uint32_t guard;
         uint32_t drain_lock;
+        uint32_t again;                 /* a drain was asked for while locked */
+        uint32_t head;                  /* ring head, under drain_lock */
+        bool throttled;                 /* entries left on the ring for lack of room */
 
         /* counters: atomics (loop and workers) */
         uint64_t requests, completed, wakeups, bad_index, bad_state, bad_ring, grants;
-        uint64_t failed, bad_range, inline_runs;
+        uint64_t failed, bad_range, inline_runs, dispatch_failed;
 };
 
 #define GUARD_CLOSING 0x80000000u
@@ -109,6 +115,8 @@ static void futex_wake_all(uint32_t *addr)
         (void)syscall(SYS_futex, addr, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 }
 
+static void publish(HaZone *z, uint16_t idx, enum ha_result r);
+
 static void zone_run(void *ctx, uint16_t idx, unsigned worker)
 {
         HaZone *z = ctx;
@@ -116,8 +124,6 @@ static void zone_run(void *ctx, uint16_t idx, unsigned worker)
         uint16_t sid = __atomic_load_n(&en->msg.service_id, __ATOMIC_RELAXED);
         uint32_t off = __atomic_load_n(&en->msg.offset, __ATOMIC_RELAXED);
         uint32_t len = __atomic_load_n(&en->msg.length, __ATOMIC_RELAXED);
-        uint32_t *done = &z->v.done[idx].word;
-        uint32_t old, new;
         enum ha_result r;
         (void)worker;
 
@@ -129,7 +135,16 @@ static void zone_run(void *ctx, uint16_t idx, unsigned worker)
                 r = ha_service_run(sid, z->v.pool + off, len);
         if (r != HA_RESULT_SUCCESS)
                 __atomic_fetch_add(&z->failed, 1, __ATOMIC_RELAXED);
-        __atomic_store_n(&en->msg.flag, ha_flag_make(r), __ATOMIC_RELEASE);
+        publish(z, idx, r);
+}
+
+/* Result and done bit in one store, then the completion word. */
+static void publish(HaZone *z, uint16_t idx, enum ha_result r)
+{
+        uint32_t *done = &z->v.done[idx].word;
+        uint32_t old, new;
+
+        __atomic_store_n(&z->v.q->entries[idx].msg.flag, ha_flag_make(r), __ATOMIC_RELEASE);
         /* Reusable from here; the client learns it only from the word below. */
         __atomic_store_n(&z->running_entry[idx], 0, __ATOMIC_RELEASE);
 
@@ -144,10 +159,8 @@ static void zone_run(void *ctx, uint16_t idx, unsigned worker)
         if (old & HA_ZONE_WAITER)
                 futex_wake_all(done);
         if (__atomic_load_n(&z->v.ctl->fd_armed, __ATOMIC_SEQ_CST) &&
-            __atomic_exchange_n(&z->v.ctl->fd_armed, 0, __ATOMIC_ACQ_REL)) {
-                uint64_t one = 1;
-                (void)!write(z->done_fd, &one, sizeof(one));
-        }
+            __atomic_exchange_n(&z->v.ctl->fd_armed, 0, __ATOMIC_ACQ_REL))
+                (void)send(z->done_fd, "!", 1, MSG_DONTWAIT | MSG_NOSIGNAL);
 }
 
 /* ===== the loop side ===== */
@@ -167,17 +180,19 @@ static void zone_reset(HaZone *z)
                 (void)munmap(z->base, z->size);
         z->base = NULL;
         z->v = (ZoneView){ 0 };
-        if (z->memfd >= 0)
-                close(z->memfd);
-        if (z->bell_fd >= 0)
-                close(z->bell_fd);
-        if (z->done_fd >= 0)
-                close(z->done_fd);
-        z->memfd = z->bell_fd = z->done_fd = -1;
+        int *fds[] = { &z->memfd, &z->bell_fd, &z->bell_peer, &z->done_fd, &z->done_peer };
+        for (size_t i = 0; i < ELEMENTSOF(fds); i++) {
+                if (*fds[i] >= 0)
+                        close(*fds[i]);
+                *fds[i] = -1;
+        }
         if (z->state != SLOT_FREE)
                 z->zs->active--;
         z->state = SLOT_FREE;
-        __atomic_store_n(&z->guard, 0, __ATOMIC_RELEASE);
+        z->throttled = false;
+        /* Clear only our bit: a late poller's increment and decrement may
+         * still be on their way and must balance. */
+        __atomic_fetch_and(&z->guard, ~GUARD_CLOSING, __ATOMIC_RELEASE);
 }
 
 static void zone_complete(void *ctx, uint16_t idx)
@@ -187,6 +202,10 @@ static void zone_complete(void *ctx, uint16_t idx)
 
         z->running--;
         __atomic_fetch_add(&z->completed, 1, __ATOMIC_RELAXED);
+        if (z->throttled && z->state == SLOT_ACTIVE && z->bell_ev) {
+                z->throttled = false;   /* room again: take what was left */
+                event_active(z->bell_ev, EV_READ, 0);
+        }
         if (z->state == SLOT_DRAINING && z->running == 0) {
                 log_debug("Zone slot %u (pid %d) released", z->slot, (int)z->pid);
                 zone_reset(z);
@@ -212,12 +231,14 @@ static void zone_stats(void *ctx, cJSON *o)
         cJSON_AddNumberToObject(o, "bad_index", (double)__atomic_load_n(&z->bad_index, __ATOMIC_RELAXED));
         cJSON_AddNumberToObject(o, "bad_state", (double)__atomic_load_n(&z->bad_state, __ATOMIC_RELAXED));
         cJSON_AddNumberToObject(o, "bad_ring", (double)__atomic_load_n(&z->bad_ring, __ATOMIC_RELAXED));
+        cJSON_AddNumberToObject(o, "dispatch_failed",
+                                (double)__atomic_load_n(&z->dispatch_failed, __ATOMIC_RELAXED));
         cJSON_AddNumberToObject(o, "bad_range",
                                 (double)__atomic_load_n(&z->bad_range, __ATOMIC_RELAXED));
 }
 
 static long zone_poll(void *ctx, unsigned worker);
-static void zone_poll_end(void *ctx, unsigned worker);
+static long zone_poll_end(void *ctx, unsigned worker);
 
 static const HaSourceOps zone_ops = {
         .kind = "shm",
@@ -239,75 +260,121 @@ static void report(HaZone *z, const char *what, unsigned long long value)
                            suppressed ? "; similar reports were suppressed" : "");
 }
 
+enum drain_mode {
+        DRAIN_LOOP,             /* the loop: hand the batch to the pool */
+        DRAIN_POLL,             /* a polling worker: run inline, stay awake */
+        DRAIN_POLL_END,         /* a worker that stops polling: run inline, then sleep */
+};
+
+/* Answer an entry FAIL at once (no worker could take it). */
+static void fail_now(HaZone *z, uint16_t idx)
+{
+        __atomic_fetch_add(&z->failed, 1, __ATOMIC_RELAXED);
+        publish(z, idx, HA_RESULT_FAIL);
+}
+
 /*
- * Take everything on the ring and check each index.  From the loop
- * (worker < 0) the batch goes to the pool; from a polling worker it runs
- * right there.  The drainer ends by announcing sleep and looking once more
- * (pairs with the client's tail store and sleeping load: no lost wake-up),
- * except a poller (keep_awake): while it polls, clients need not ring, and
- * zone_poll_end() announces sleep when it stops.  Returns how many entries
- * it took; 0 also when another drainer holds the lock (that one will do the
- * final look).
+ * One pass over the ring: take what is there, check each index, run it
+ * (a worker) or hand it to the pool (the loop, at most HA_ZONE_ENTRIES
+ * outstanding per slot, so one client cannot fill the pool).  The ring
+ * head is ours: the copy in shared memory is only published, never read.
+ * *left: entries were left on the ring for lack of room.
  */
-static size_t zone_drain(HaZone *z, int worker, bool keep_awake)
+static size_t drain_pass(HaZone *z, int worker, bool *left)
 {
         ZoneCtl *c = z->v.ctl;
+        uint32_t head = z->head, tail;
+        size_t k = 0, room = worker >= 0 ? HA_ZONE_RING : HA_ZONE_ENTRIES - z->running;
+
+        __atomic_store_n(&c->sleeping, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&c->bell, 0, __ATOMIC_SEQ_CST);
+        tail = __atomic_load_n(&c->sq_tail, __ATOMIC_SEQ_CST);
+        if (tail - head > HA_ZONE_RING) {
+                /* A tail no honest client can write: drop the lot. */
+                __atomic_fetch_add(&z->bad_ring, 1, __ATOMIC_RELAXED);
+                report(z, "submission ring tail out of range", tail - head);
+                head = tail;
+        }
+        for (; head != tail && k < room; head++) {
+                uint16_t idx = __atomic_load_n(&c->sq[head & (HA_ZONE_RING - 1)], __ATOMIC_RELAXED);
+
+                if (idx >= HA_ZONE_ENTRIES) {
+                        __atomic_fetch_add(&z->bad_index, 1, __ATOMIC_RELAXED);
+                        report(z, "entry index out of range", idx);
+                        continue;
+                }
+                if (__atomic_load_n(&z->running_entry[idx], __ATOMIC_ACQUIRE)) {
+                        __atomic_fetch_add(&z->bad_state, 1, __ATOMIC_RELAXED);
+                        report(z, "entry submitted twice", idx);
+                        continue;
+                }
+                __atomic_store_n(&z->running_entry[idx], 1, __ATOMIC_RELAXED);
+                z->batch[k++] = idx;
+        }
+        z->head = head;
+        __atomic_store_n(&c->sq_head, head, __ATOMIC_RELEASE);
+        *left = head != tail;
+        if (k == 0)
+                return 0;
+        __atomic_fetch_add(&z->requests, k, __ATOMIC_RELAXED);
+        if (worker >= 0) {
+                for (size_t i = 0; i < k; i++)
+                        zone_run(z, z->batch[i], (unsigned)worker);
+                __atomic_fetch_add(&z->completed, k, __ATOMIC_RELAXED);
+                __atomic_fetch_add(&z->inline_runs, k, __ATOMIC_RELAXED);
+        } else if (ha_engine_dispatch(z->zs->engine, z->source, z->batch, k) < 0) {
+                /* The pool is full of other sources' work: answer, don't wait. */
+                for (size_t i = 0; i < k; i++)
+                        fail_now(z, z->batch[i]);
+                __atomic_fetch_add(&z->completed, k, __ATOMIC_RELAXED);
+                __atomic_fetch_add(&z->dispatch_failed, k, __ATOMIC_RELAXED);
+        } else
+                z->running += (unsigned)k;
+        return k;
+}
+
+/*
+ * Drain the ring, one drainer at a time.  A caller that finds the lock
+ * taken leaves a note (`again`) and goes: the holder looks again before it
+ * lets go, so no request to drain is ever dropped.  Except for a polling
+ * worker, the drainer ends by announcing sleep and looking at the tail once
+ * more (pairs with the client's tail store and sleeping load); a bounded
+ * number of passes keeps a client that never stops submitting from holding
+ * the drainer.  Returns the entries taken; *busy: stopped with work left
+ * (the caller comes back: the loop by re-arming, a worker by polling on).
+ */
+static size_t zone_drain(HaZone *z, int worker, enum drain_mode mode, bool *busy)
+{
         size_t total = 0;
 
-        if (__atomic_exchange_n(&z->drain_lock, 1, __ATOMIC_ACQUIRE))
-                return 0;
-        for (;;) {
-                uint32_t head = c->sq_head, tail;
-                size_t k = 0;
+        *busy = false;
+        __atomic_store_n(&z->again, 1, __ATOMIC_SEQ_CST);
+        while (__atomic_load_n(&z->again, __ATOMIC_SEQ_CST)) {
+                if (__atomic_exchange_n(&z->drain_lock, 1, __ATOMIC_ACQUIRE))
+                        return total;   /* the holder will see `again` */
+                __atomic_store_n(&z->again, 0, __ATOMIC_SEQ_CST);
+                *busy = true;
+                for (int pass = 0; pass < 4; pass++) {
+                        bool left;
 
-                __atomic_store_n(&c->sleeping, 0, __ATOMIC_RELAXED);
-                __atomic_store_n(&c->bell, 0, __ATOMIC_SEQ_CST);
-                tail = __atomic_load_n(&c->sq_tail, __ATOMIC_SEQ_CST);
-                if (tail - head > HA_ZONE_RING) {
-                        /* A tail no honest client can write: drop the lot. */
-                        __atomic_fetch_add(&z->bad_ring, 1, __ATOMIC_RELAXED);
-                        report(z, "submission ring tail out of range", tail - head);
-                        head = tail;
-                }
-                for (; head != tail; head++) {
-                        uint16_t idx = __atomic_load_n(&c->sq[head & (HA_ZONE_RING - 1)],
-                                                       __ATOMIC_RELAXED);
-                        if (idx >= HA_ZONE_ENTRIES) {
-                                __atomic_fetch_add(&z->bad_index, 1, __ATOMIC_RELAXED);
-                                report(z, "entry index out of range", idx);
-                                continue;
+                        total += drain_pass(z, worker, &left);
+                        if (left) {
+                                z->throttled = true;    /* zone_complete() re-arms */
+                                *busy = false;
+                                break;
                         }
-                        if (__atomic_load_n(&z->running_entry[idx], __ATOMIC_ACQUIRE)) {
-                                __atomic_fetch_add(&z->bad_state, 1, __ATOMIC_RELAXED);
-                                report(z, "entry submitted twice", idx);
-                                continue;
+                        if (mode == DRAIN_POLL) {
+                                *busy = false;  /* still polling: awake on purpose */
+                                break;
                         }
-                        __atomic_store_n(&z->running_entry[idx], 1, __ATOMIC_RELAXED);
-                        z->batch[k++] = idx;
-                }
-                __atomic_store_n(&c->sq_head, tail, __ATOMIC_RELEASE);
-                if (k) {
-                        __atomic_fetch_add(&z->requests, k, __ATOMIC_RELAXED);
-                        total += k;
-                        if (worker >= 0) {
-                                for (size_t i = 0; i < k; i++)
-                                        zone_run(z, z->batch[i], (unsigned)worker);
-                                __atomic_fetch_add(&z->completed, k, __ATOMIC_RELAXED);
-                                __atomic_fetch_add(&z->inline_runs, k, __ATOMIC_RELAXED);
-                        } else {
-                                z->running += (unsigned)k;
-                                /* Cannot fail: the pool has room for every entry. */
-                                if (ha_engine_dispatch(z->zs->engine, z->source, z->batch, k) < 0)
-                                        abort();
+                        __atomic_store_n(&z->v.ctl->sleeping, 1, __ATOMIC_SEQ_CST);
+                        if (__atomic_load_n(&z->v.ctl->sq_tail, __ATOMIC_SEQ_CST) == z->head) {
+                                *busy = false;
+                                break;
                         }
                 }
-                if (keep_awake)
-                        break;  /* a poller looks again soon; zone_poll_end() ends it */
-                __atomic_store_n(&c->sleeping, 1, __ATOMIC_SEQ_CST);
-                if (__atomic_load_n(&c->sq_tail, __ATOMIC_SEQ_CST) == tail)
-                        break;
+                __atomic_store_n(&z->drain_lock, 0, __ATOMIC_RELEASE);
         }
-        __atomic_store_n(&z->drain_lock, 0, __ATOMIC_RELEASE);
         return total;
 }
 
@@ -316,6 +383,7 @@ static long zone_poll(void *ctx, unsigned worker)
 {
         HaZone *z = ctx;
         long n = 0;
+        bool busy;
 
         if (!__atomic_load_n(&z->live, __ATOMIC_ACQUIRE))
                 return -1;
@@ -324,37 +392,54 @@ static long zone_poll(void *ctx, unsigned worker)
                 __atomic_fetch_sub(&z->guard, 1, __ATOMIC_RELEASE);
                 return 0;
         }
+        /* sq_head is only a hint here: the drain uses its own copy. */
         if (__atomic_load_n(&z->v.ctl->sq_tail, __ATOMIC_ACQUIRE) !=
             __atomic_load_n(&z->v.ctl->sq_head, __ATOMIC_RELAXED))
-                n = (long)zone_drain(z, (int)worker, true);
+                n = (long)zone_drain(z, (int)worker, DRAIN_POLL, &busy);
         __atomic_fetch_sub(&z->guard, 1, __ATOMIC_RELEASE);
         return n;
 }
 
-/* The poller stops: doorbells are needed again, with the final look. */
-static void zone_poll_end(void *ctx, unsigned worker)
+/* The poller stops: doorbells are needed again, with the final look.
+ * Returns 1 when work turned up meanwhile, so the worker polls on. */
+static long zone_poll_end(void *ctx, unsigned worker)
 {
         HaZone *z = ctx;
+        bool busy = false;
+        size_t n = 0;
 
         if (!__atomic_load_n(&z->live, __ATOMIC_ACQUIRE))
-                return;
+                return 0;
         if (!(__atomic_fetch_add(&z->guard, 1, __ATOMIC_ACQUIRE) & GUARD_CLOSING) &&
             __atomic_load_n(&z->live, __ATOMIC_ACQUIRE) &&
             !__atomic_load_n(&z->v.ctl->sleeping, __ATOMIC_SEQ_CST))
-                (void)zone_drain(z, (int)worker, false);
+                n = zone_drain(z, (int)worker, DRAIN_POLL_END, &busy);
         __atomic_fetch_sub(&z->guard, 1, __ATOMIC_RELEASE);
+        return busy || n ? 1 : 0;
+}
+
+/* Loop thread: drain; if work was left for later, come back next pass. */
+static void loop_drain(HaZone *z)
+{
+        bool busy;
+
+        (void)zone_drain(z, -1, DRAIN_LOOP, &busy);
+        if (busy && z->bell_ev)
+                event_active(z->bell_ev, EV_READ, 0);
 }
 
 static void bell_cb(evutil_socket_t fd, short what, void *userdata)
 {
         HaZone *z = userdata;
-        uint64_t v;
+        char buf[64];
         (void)what;
 
-        (void)!read(fd, &v, sizeof(v));
+        /* Rings coalesce: take them all; a full queue of them is fine too. */
+        for (int i = 0; i < 1024 && recv(fd, buf, sizeof(buf), MSG_DONTWAIT) >= 0; i++)
+                ;
         __atomic_fetch_add(&z->wakeups, 1, __ATOMIC_RELAXED);
         if (z->state == SLOT_ACTIVE)
-                zone_drain(z, -1, false);
+                loop_drain(z);
 }
 
 static int zone_map(HaZone *z, uint64_t pool_size)
@@ -383,10 +468,18 @@ static int zone_map(HaZone *z, uint64_t pool_size)
         z->v = ha_zone_view(base);
         z->pool_size = pool_size;
 
-        z->bell_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        z->done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        if (z->bell_fd < 0 || z->done_fd < 0)
-                return -errno;
+        {
+                int bell[2], done[2];
+
+                if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, bell) < 0)
+                        return -errno;
+                z->bell_fd = bell[0];
+                z->bell_peer = bell[1];
+                if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, done) < 0)
+                        return -errno;
+                z->done_fd = done[0];
+                z->done_peer = done[1];
+        }
 
         ha_queue_format(z->v.q, HA_ZONE_ENTRIES);
         z->v.ctl->entries = HA_ZONE_ENTRIES;
@@ -401,7 +494,7 @@ static int send_reply(HaZone *z, int fd, uint64_t id, bool has_id)
 {
         char json[512];
         uint8_t hdr[HA_PROTO_HDR_SIZE];
-        int fds[3] = { z->memfd, z->bell_fd, z->done_fd };
+        int fds[3] = { z->memfd, z->bell_peer, z->done_peer };
         union {
                 char buf[CMSG_SPACE(sizeof(fds))];
                 struct cmsghdr align;
@@ -456,6 +549,8 @@ int ha_zones_attach(HaZones *zs, int fd, uint64_t id, bool has_id, pid_t pid, ui
         z->epoch = ++zs->next_epoch;
         z->grants++;
         z->running = 0;
+        z->head = 0;
+        z->throttled = false;
         memset(z->running_entry, 0, sizeof(z->running_entry));
         /* Counters stay: stats show each slot's totals since start. */
 
@@ -471,6 +566,10 @@ int ha_zones_attach(HaZones *zs, int fd, uint64_t id, bool has_id, pid_t pid, ui
                 zone_reset(z);
                 return r;
         }
+        /* The client has its ends now. */
+        close(z->bell_peer);
+        close(z->done_peer);
+        z->bell_peer = z->done_peer = -1;
         /* Polling workers may come in now. */
         __atomic_store_n(&z->live, true, __ATOMIC_RELEASE);
         ha_log_ctx(LOG_INFO, HA_LOG_CTX(.client_pid = (int)pid, .client_uid = (uint32_t)uid),
@@ -511,7 +610,7 @@ void ha_zones_quiesce(HaZones *zs, void (*cb)(void *), void *userdata)
                 if (z->state != SLOT_ACTIVE)
                         continue;
                 /* Accepted means on the ring: those still get served. */
-                zone_drain(z, -1, false);
+                loop_drain(z);
                 __atomic_store_n(&z->live, false, __ATOMIC_SEQ_CST);
                 if (z->bell_ev) {
                         event_free(z->bell_ev);
@@ -539,13 +638,16 @@ int ha_zones_new(struct event_base *base, HaEngine *engine, const HaConfig *cfg,
                 free(zs);
                 return -ENOMEM;
         }
+        /* Every slot closed first, so a failure below frees only what is set. */
+        for (unsigned i = 0; i < zs->nslots; i++)
+                zs->slots[i].memfd = zs->slots[i].bell_fd = zs->slots[i].bell_peer =
+                        zs->slots[i].done_fd = zs->slots[i].done_peer = -1;
         for (unsigned i = 0; i < zs->nslots; i++) {
                 HaZone *z = &zs->slots[i];
                 char name[32];
 
                 z->zs = zs;
                 z->slot = i;
-                z->memfd = z->bell_fd = z->done_fd = -1;
                 z->rl = (HaRatelimit)HA_RATELIMIT_INIT(10000, 5);
                 snprintf(name, sizeof(name), "zone-%u", i);
                 r = ha_engine_add_source(engine, &zone_ops, z, name, &z->source);

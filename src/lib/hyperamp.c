@@ -29,12 +29,14 @@
 #define SPIN_MAX 16384u
 #define LIVENESS_MS 100         /* how often a sleeping waiter checks the daemon is there */
 
+enum { REQ_FREE, REQ_ALLOCATED, REQ_SUBMITTED };
+
 struct hyperamp_req {
         hyperamp_t *h;
         uint16_t idx;
         uint32_t off, cap;
         uint32_t seq;           /* completion word when submitted */
-        bool submitted;
+        int state;
 };
 
 struct hyperamp {
@@ -199,7 +201,7 @@ EXPORT int hyperamp_attach(const char *socket_path, hyperamp_t **ret)
                 goto fail;
         for (unsigned i = 0; i < HA_ZONE_ENTRIES; i++) {
                 h->free_idx[i] = (uint16_t)(HA_ZONE_ENTRIES - 1 - i);
-                h->reqs[i] = (hyperamp_req_t){ .h = h, .idx = (uint16_t)i };
+                h->reqs[i] = (hyperamp_req_t){ .h = h, .idx = (uint16_t)i, .state = REQ_FREE };
         }
         h->nfree = HA_ZONE_ENTRIES;
         cJSON_Delete(res);
@@ -234,7 +236,7 @@ EXPORT int hyperamp_alloc(hyperamp_t *h, size_t size, hyperamp_req_t **ret)
         pthread_mutex_unlock(&h->lock);
         r->off = off;
         r->cap = (uint32_t)size;
-        r->submitted = false;
+        r->state = REQ_ALLOCATED;
         *ret = r;
         return 0;
 }
@@ -256,16 +258,14 @@ EXPORT int hyperamp_submit(hyperamp_req_t *r, uint16_t service, size_t len)
         HaMsgEntry *en = &h->v.q->entries[r->idx];
         uint32_t t;
 
-        if (len == 0 || len > r->cap)
-                return -EINVAL;
-        if (r->submitted)
-                return -EBUSY;
+        if (r->state != REQ_ALLOCATED || len == 0 || len > r->cap)
+                return r->state == REQ_SUBMITTED ? -EBUSY : -EINVAL;
         en->msg.service_id = service;
         en->msg.offset = r->off;
         en->msg.length = (uint32_t)len;
         en->msg.flag = 0;
         r->seq = __atomic_load_n(&h->v.done[r->idx].word, __ATOMIC_ACQUIRE) & ~HA_ZONE_WAITER;
-        r->submitted = true;
+        r->state = REQ_SUBMITTED;
 
         pthread_mutex_lock(&h->lock);
         t = c->sq_tail;
@@ -274,13 +274,12 @@ EXPORT int hyperamp_submit(hyperamp_req_t *r, uint16_t service, size_t len)
         __atomic_store_n(&c->sq_tail, t + 1, __ATOMIC_SEQ_CST);
         pthread_mutex_unlock(&h->lock);
 
-        /* Ring only if the daemon sleeps and nobody rang since it woke. */
+        /* Ring only if the daemon sleeps and nobody rang since it woke.  A
+         * failed ring changes nothing: the request is queued either way,
+         * and a daemon that is gone shows in hyperamp_wait(). */
         if (__atomic_load_n(&c->sleeping, __ATOMIC_SEQ_CST) &&
-            !__atomic_exchange_n(&c->bell, 1, __ATOMIC_SEQ_CST)) {
-                uint64_t one = 1;
-                if (write(h->bell_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-                        return -errno;
-        }
+            !__atomic_exchange_n(&c->bell, 1, __ATOMIC_SEQ_CST))
+                (void)send(h->bell_fd, "!", 1, MSG_DONTWAIT | MSG_NOSIGNAL);
         return 0;
 }
 
@@ -288,7 +287,7 @@ static int result_of(hyperamp_req_t *r)
 {
         uint16_t flag = __atomic_load_n(&r->h->v.q->entries[r->idx].msg.flag, __ATOMIC_ACQUIRE);
 
-        r->submitted = false;
+        r->state = REQ_ALLOCATED;
         if (!(flag & HA_FLAG_DEAL_STATE) || (flag & HA_FLAG_RESERVED))
                 return HYPERAMP_FAIL;
         return (flag & HA_FLAG_RESULT_MASK) >> HA_FLAG_RESULT_SHIFT;
@@ -304,7 +303,7 @@ EXPORT int hyperamp_poll(hyperamp_req_t *r)
 {
         uint32_t w;
 
-        if (!r->submitted)
+        if (r->state != REQ_SUBMITTED)
                 return -EINVAL;
         return is_done(r, &w) ? result_of(r) : -EAGAIN;
 }
@@ -325,7 +324,7 @@ EXPORT int hyperamp_wait(hyperamp_req_t *r, int timeout_ms)
         int64_t deadline = timeout_ms < 0 ? INT64_MAX : now_ms() + timeout_ms;
         uint32_t v;
 
-        if (!r->submitted)
+        if (r->state != REQ_SUBMITTED)
                 return -EINVAL;
         /* Spin first: a cross-core futex wake-up costs tens of microseconds
          * here, a busy daemon answers faster than that.  The budget adapts
@@ -375,15 +374,20 @@ EXPORT void hyperamp_arm(hyperamp_t *h)
         __atomic_store_n(&h->v.ctl->fd_armed, 1, __ATOMIC_SEQ_CST);
 }
 
-EXPORT void hyperamp_release(hyperamp_req_t *r)
+EXPORT int hyperamp_release(hyperamp_req_t *r)
 {
         hyperamp_t *h = r->h;
 
-        /* A request still in the daemon's hands keeps its buffer. */
-        if (r->submitted && hyperamp_poll(r) == -EAGAIN)
-                return;
+        if (r->state == REQ_FREE)
+                return -EINVAL;         /* released twice */
+        /* A request still in the daemon's hands keeps its entry and buffer:
+         * wait for it, then release again. */
+        if (r->state == REQ_SUBMITTED && hyperamp_poll(r) == -EAGAIN)
+                return -EBUSY;
+        r->state = REQ_FREE;
         ha_alloc_put(h->alloc, r->off);
         pthread_mutex_lock(&h->lock);
         h->free_idx[h->nfree++] = r->idx;
         pthread_mutex_unlock(&h->lock);
+        return 0;
 }

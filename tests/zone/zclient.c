@@ -120,7 +120,8 @@ static int via_fd(unsigned n)
                                 fprintf(stderr, "zclient: the completion fd never became readable\n");
                                 return 1;
                         }
-                        (void)!read(pfd.fd, &v, sizeof(v));
+                        while (read(pfd.fd, &v, sizeof(v)) > 0)
+                                ;       /* drain, then arm, then look */
                         hyperamp_arm(h);
                 }
                 if (e != HYPERAMP_SUCCESS || memcmp(hyperamp_req_data(r), expect, sizeof(expect))) {
