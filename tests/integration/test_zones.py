@@ -120,6 +120,25 @@ class ZoneTest(unittest.TestCase):
                     self.assertIn('fd: 200 requests, 0 failures', out)
                     self.assert_all_free(d)
 
+    def test_abusive_clients_do_not_stall_others(self):
+        """A client flooding its ring with failing entries, and one that makes
+        its completion channel blocking and never reads it, while an honest
+        client works: with busy polling and without."""
+        for poll_us in (0, 50):
+            with self.subTest(poll_us=poll_us):
+                with Daemon({'poll_us': poll_us, 'workers': 2}) as d:
+                    bad = [subprocess.Popen([ZCLIENT, d.socket_path, 'hostile', m],
+                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                            text=True) for m in ('flood', 'fdblock')]
+                    rc, out, err = zclient(d, 'race', '4', '200')
+                    self.assertEqual(rc, 0, err)
+                    rc, out, err = d.ctl('submit', '-s', 'encrypt', 'hello')
+                    self.assertEqual((rc, out), (0, bytes.fromhex('164e2c2f12')), err)
+                    for p in bad:
+                        out, err = p.communicate(timeout=scaled(60))
+                        self.assertEqual(p.returncode, 0, err)
+                    self.assert_all_free(d)
+
     def test_slot_limit(self):
         with Daemon({'zone_clients': 1}) as d:
             p = subprocess.Popen([ZCLIENT, d.socket_path, 'hold', '0'], stdout=subprocess.PIPE,

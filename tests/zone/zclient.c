@@ -14,6 +14,9 @@
  * Exit 0 when every check passed.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <time.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -26,6 +29,14 @@
 #include "services.h"
 
 static const char *sock;
+
+static int64_t now_ms(void)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 static hyperamp_t *h;
 static unsigned per_thread;
 static unsigned long failures;
@@ -186,6 +197,40 @@ static int hostile(const char *mode)
                 q->entries[idx].msg.length = strcmp(mode, "zero") == 0 ? 0 : 64;
                 ctl->sq[t & (HA_ZONE_RING - 1)] = idx;
                 __atomic_store_n(&ctl->sq_tail, t + 1, __ATOMIC_SEQ_CST);
+        } else if (strcmp(mode, "flood") == 0) {
+                /* Zero-length entries, resubmitted as fast as they come
+                 * back, for a second: the daemon must neither abort nor let
+                 * this client starve the others. */
+                int64_t end = now_ms() + 1000;
+                uint32_t tt = t;
+                while (now_ms() < end) {
+                        for (uint16_t i = 0; i < 200; i++) {
+                                q->entries[i].msg.length = 0;
+                                ctl->sq[tt & (HA_ZONE_RING - 1)] = i;
+                                __atomic_store_n(&ctl->sq_tail, ++tt, __ATOMIC_SEQ_CST);
+                                while (tt - __atomic_load_n(&ctl->sq_head, __ATOMIC_ACQUIRE) > 200 &&
+                                       now_ms() < end)
+                                        sched_yield();
+                        }
+                }
+                printf("hostile %s: done\n", mode);
+                return 0;
+        } else if (strcmp(mode, "fdblock") == 0) {
+                /* Make our end of the completion channel blocking, never
+                 * read it, and arm it for many completions: the daemon's
+                 * workers must not block on it. */
+                int fd = hyperamp_fd(h);
+                fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+                for (int i = 0; i < 5000; i++) {
+                        hyperamp_arm(h);
+                        memcpy(hyperamp_req_data(r), in, sizeof(in));
+                        if (hyperamp_submit(r, 66, sizeof(in)) < 0 || hyperamp_wait(r, 10000) < 0) {
+                                fprintf(stderr, "zclient: fdblock request %d failed\n", i);
+                                return 1;
+                        }
+                }
+                printf("hostile %s: done\n", mode);
+                return 0;
         } else if (strcmp(mode, "twice") == 0) {
                 /* the same entry twice in one batch, on a service that holds it */
                 q->entries[idx].msg.service_id = 66;
