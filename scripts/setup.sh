@@ -30,5 +30,9 @@ if [ -f "$build/build.ninja" ]; then
 else
         meson setup "$build" "${opts[@]}" >/dev/null
 fi
-ninja -C "$build" >/dev/null
+if ! ninja -C "$build" > "$build/ninja.log" 2>&1; then
+        grep -E -B2 -A6 "error|FAILED" "$build/ninja.log" | tail -n 60 >&2
+        echo "setup: the build failed; the full log is $build/ninja.log" >&2
+        exit 1
+fi
 echo "setup: built in $build/ (hyperampd: $build/src/daemon/hyperampd, hyperampctl: $build/src/ctl/hyperampctl)" >&2

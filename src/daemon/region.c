@@ -90,9 +90,13 @@ int ha_region_open(HaRegion *reg, const char *name, unsigned mode, unsigned entr
         reg->hdr->owner_pid = (uint32_t)getpid();
         reg->hdr->pool_off = pool_off;
         reg->hdr->pool_size = pool_size;
-        /* The magic goes last: a peer that sees it sees the rest. */
-        __atomic_thread_fence(__ATOMIC_RELEASE);
-        memcpy(reg->hdr->magic, HA_REGION_MAGIC, sizeof(reg->hdr->magic));
+        /* The magic goes last, with release: a peer that sees it sees the
+         * rest (the header is page-aligned, so this is one 8-byte store). */
+        {
+                uint64_t magic;
+                memcpy(&magic, HA_REGION_MAGIC, sizeof(magic));
+                __atomic_store_n((uint64_t *)(void *)reg->hdr->magic, magic, __ATOMIC_RELEASE);
+        }
         reg->fd = TAKE_FD(fd);
         return 0;
 

@@ -139,8 +139,8 @@ static void init_queue(Client *c, unsigned n)
         c->q->buf_size = (uint16_t)n;
         c->q->empty_h = 0;
         c->q->wait_h = (uint16_t)n;
-        c->q->proc_ing_h = (uint16_t)n;
-        __atomic_thread_fence(__ATOMIC_RELEASE);
+        /* The last field with release: the formatted queue is published. */
+        __atomic_store_n(&c->q->proc_ing_h, (uint16_t)n, __ATOMIC_RELEASE);
 }
 
 /* ===== the three list primitives of the original (head insertion) ===== */
