@@ -7,6 +7,7 @@
 
 #include "alloc.h"
 #include "engine.h"
+#include "fault.h"
 #include "hist.h"
 #include "hyperamp/cleanup.h"
 #include "log.h"
@@ -298,7 +299,9 @@ int ha_engine_new(struct event_base *base, const HaConfig *cfg, ha_complete_fn c
                           cfg->queue_entries);
         if (r < 0)
                 goto fail_log;
-        r = ha_alloc_new(cfg->pool_size, &e->alloc);
+        r = ha_fault("alloc");
+        if (r == 0)
+                r = ha_alloc_new(cfg->pool_size, &e->alloc);
         if (r < 0)
                 goto fail_log;
         e->ctx = calloc(cfg->queue_entries, sizeof(*e->ctx));

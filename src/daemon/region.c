@@ -11,6 +11,7 @@
 
 #include "hyperamp/cleanup.h"
 #include "hyperamp/wire.h"
+#include "fault.h"
 #include "region.h"
 
 static size_t round_up(size_t v, size_t to)
@@ -38,6 +39,9 @@ int ha_region_open(HaRegion *reg, const char *name, unsigned mode, unsigned entr
         pool_off = queue_off + queue_len;
         size = pool_off + round_up(pool_size, page);
 
+        r = ha_fault("shm_open");
+        if (r < 0)
+                return r;
         fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
         created = fd >= 0;
         if (!created && errno == EEXIST)
@@ -61,9 +65,15 @@ int ha_region_open(HaRegion *reg, const char *name, unsigned mode, unsigned entr
                 r = -errno;
                 goto fail;
         }
+        r = ha_fault("ftruncate");
+        if (r < 0)
+                goto fail;
         /* tmpfs reserves nothing on ftruncate: without this a full /dev/shm
          * is a SIGBUS on the first write instead of an error now. */
         r = -posix_fallocate(fd, 0, (off_t)size);
+        if (r < 0)
+                goto fail;
+        r = ha_fault("mmap");
         if (r < 0)
                 goto fail;
         base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);

@@ -518,14 +518,14 @@ class FailedStart:
         self.socket_path = d.socket_path
 
 
-def start_expect_failure(config=None, socket_path=None, args=(), timeout=None):
+def start_expect_failure(config=None, socket_path=None, args=(), timeout=None, env=None):
     """Start hyperampd expecting it to fail before READY=1.
 
     Returns a FailedStart (exit status, log, notifications).  A daemon that
     does become ready is killed and reported as an AssertionError.  The
     shared-memory object named in the config is never removed here: it
     may belong to another daemon."""
-    d = Daemon(config, socket_path=socket_path, args=args)
+    d = Daemon(config, socket_path=socket_path, args=args, env=env)
     d.owns_shm = 'shm_name' not in (config or {})
     d.start()
     try:
