@@ -12,12 +12,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "ctl.h"
 #include "hyperamp/cleanup.h"
 #include "hyperamp/hyperamp.h"
+#include "log.h"
 #include "services.h"
 #include "sockpath.h"
 
@@ -44,14 +44,6 @@ typedef struct Bench {
         unsigned long sent, done, failures, busy, nlat;
         char first_error[256];
 } Bench;
-
-static uint64_t now_ns(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static int buf_reserve(uint8_t **buf, size_t *cap, size_t need)
 {
@@ -95,7 +87,7 @@ static int queue_request(Bench *b, BConn *bc, unsigned long id)
         memcpy(bc->out + bc->out_len + sizeof(hdr), json, (size_t)n);
         memcpy(bc->out + bc->out_len + sizeof(hdr) + n, b->payload + (id % b->variants) * b->size, b->size);
         bc->out_len = need;
-        b->t_sent[id] = now_ns();
+        b->t_sent[id] = ha_now_ns();
         return 0;
 }
 
@@ -155,7 +147,7 @@ static int handle_reply(Bench *b, const char *json, uint32_t jlen, const uint8_t
                 else if (dlen != b->size || memcmp(data, b->expect + (id % b->variants) * b->size, b->size) != 0)
                         fail(b, id, "result bytes differ from the reference", "");
                 else
-                        b->lat[b->nlat++] = now_ns() - b->t_sent[id];
+                        b->lat[b->nlat++] = ha_now_ns() - b->t_sent[id];
         }
         ha_reply_done(&rep);
         return 0;
@@ -223,7 +215,7 @@ static int run(Bench *b, Ctx *ctx, BConn *conns, double *ret_secs)
 
         if (!pfd)
                 return -ENOMEM;
-        start = now_ns();
+        start = ha_now_ns();
         idle_deadline = ha_mono_ms() + ctx->timeout_ms;
         while (b->done < b->total) {
                 int r;
@@ -278,7 +270,7 @@ static int run(Bench *b, Ctx *ctx, BConn *conns, double *ret_secs)
                         progress(b, false);
                 }
         }
-        *ret_secs = (double)(now_ns() - start) / 1e9;
+        *ret_secs = (double)(ha_now_ns() - start) / 1e9;
         if (tty && !ctx->json)
                 progress(b, true);
         return 0;
@@ -320,7 +312,7 @@ static void *shm_thread(void *arg)
         for (unsigned long w = 0; next < t->count && w < t->window; w++, next++) {
                 ids[w] = t->first + next;
                 memcpy(hyperamp_req_data(reqs[w]), b->payload + (ids[w] % b->variants) * b->size, b->size);
-                b->t_sent[ids[w]] = now_ns();
+                b->t_sent[ids[w]] = ha_now_ns();
                 if ((e = hyperamp_submit(reqs[w], b->service, b->size)) < 0) {
                         t->error = e;
                         goto out;
@@ -342,13 +334,13 @@ static void *shm_thread(void *arg)
                                 b->size) != 0)
                         fail(b, id, "result bytes differ from the reference", "");
                 else
-                        b->lat[id] = now_ns() - b->t_sent[id];
+                        b->lat[id] = ha_now_ns() - b->t_sent[id];
                 done++;
                 if (next < t->count) {
                         ids[w] = t->first + next++;
                         memcpy(hyperamp_req_data(reqs[w]),
                                b->payload + (ids[w] % b->variants) * b->size, b->size);
-                        b->t_sent[ids[w]] = now_ns();
+                        b->t_sent[ids[w]] = ha_now_ns();
                         if ((e = hyperamp_submit(reqs[w], b->service, b->size)) < 0) {
                                 t->error = e;
                                 goto out;
@@ -386,7 +378,7 @@ static int run_shm(Bench *b, Ctx *ctx, double *ret_secs)
                 free(ts);
                 return e == -ENOENT || e == -ECONNREFUSED || e == -EBUSY ? EXIT_UNAVAILABLE : EXIT_FAILED;
         }
-        start = now_ns();
+        start = ha_now_ns();
         for (unsigned long i = 0; i < b->threads; i++) {
                 ts[i] = (ShmThread){ .b = b, .h = h, .first = first,
                                      .count = per + (i < extra), .window = b->conc / b->threads +
@@ -403,7 +395,7 @@ static int run_shm(Bench *b, Ctx *ctx, double *ret_secs)
                               ts[i].error == -ETIMEDOUT ? EXIT_TIMEOUT : EXIT_FAILED;
                 }
         }
-        *ret_secs = (double)(now_ns() - start) / 1e9;
+        *ret_secs = (double)(ha_now_ns() - start) / 1e9;
         hyperamp_detach(h);
         free(ts);
         /* Latencies are per id; pack the measured ones. */

@@ -5,18 +5,15 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "client.h"
 #include "hyperamp/cleanup.h"
+#include "log.h"
 
 int64_t ha_mono_ms(void)
 {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+        return (int64_t)(ha_now_ns() / 1000000u);
 }
 
 static int wait_fd(int fd, short events, int64_t deadline_ms)

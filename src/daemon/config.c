@@ -469,6 +469,38 @@ char *ha_config_to_json(const HaConfig *c, const char *socket_path)
         return s;
 }
 
+/* Bytes of a scalar or string key's field; v1_channels never changes live. */
+static size_t key_size(const struct config_key *k)
+{
+        switch (k->type) {
+        case K_UINT:
+        case K_MODE:
+                return sizeof(unsigned);
+        case K_U64:
+                return sizeof(uint64_t);
+        case K_BOOL:
+                return sizeof(bool);
+        case K_LOGLEVEL:
+                return sizeof(int);
+        case K_SHM_NAME:
+                return HA_SHM_NAME_MAX;
+        case K_GROUP:
+                return sizeof(((HaConfig *)0)->admin_group);
+        case K_V1CHANNELS:
+                break;
+        }
+        return 0;
+}
+
+void ha_config_apply_live(HaConfig *dst, const HaConfig *src)
+{
+        for (size_t i = 0; i < ELEMENTSOF(keys); i++)
+                if (keys[i].live)
+                        memcpy((char *)dst + keys[i].off, (const char *)src + keys[i].off,
+                               key_size(&keys[i]));
+        dst->admin_gid = src->admin_gid;        /* resolved with admin_group */
+}
+
 static bool key_differs(const struct config_key *k, const HaConfig *a, const HaConfig *b)
 {
         const char *fa = (const char *)a + k->off, *fb = (const char *)b + k->off;

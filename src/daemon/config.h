@@ -61,6 +61,10 @@ void ha_config_diff(const HaConfig *old, const HaConfig *new, char *live, size_t
 int ha_config_parse(HaConfig *c, const char *path, const char *text, size_t len, char *err,
                     size_t errlen);
 
+/* Copy the keys a reload applies live (the key table says which) from
+ * src into dst; everything else in dst stays. */
+void ha_config_apply_live(HaConfig *dst, const HaConfig *src);
+
 /* Cross-key checks; also run by ha_config_load. */
 int ha_config_validate(const HaConfig *c, char *err, size_t errlen);
 

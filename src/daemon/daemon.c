@@ -142,15 +142,7 @@ static int reload(void *userdata, cJSON **ret, char *err, size_t errlen)
                  * pool and queue that exist now. */
                 eff = d->cfg;
                 ha_config_diff(&d->cfg, &n, live, sizeof(live), restart, sizeof(restart));
-                eff.max_payload = n.max_payload;
-                eff.max_connections = n.max_connections;
-                eff.max_inflight_per_conn = n.max_inflight_per_conn;
-                eff.client_timeout_ms = n.client_timeout_ms;
-                eff.status_interval_ms = n.status_interval_ms;
-                eff.worker_stall_ms = n.worker_stall_ms;
-                eff.log_level = n.log_level;
-                memcpy(eff.admin_group, n.admin_group, sizeof(eff.admin_group));
-                eff.admin_gid = n.admin_gid;
+                ha_config_apply_live(&eff, &n);
                 r = ha_config_validate(&eff, err, errlen);
         }
         if (r < 0) {

@@ -12,6 +12,16 @@
 
 static char path[] = "/tmp/hyperamp-test-config-XXXXXX";  /* mkstemp()ed by main */
 
+/* Create the scratch file load() writes to; remove it with unlink(path). */
+static void config_check_setup(void)
+{
+        int fd = mkstemp(path);
+
+        CHECK(fd >= 0);
+        if (fd >= 0)
+                close(fd);
+}
+
 static int load(const char *text, HaConfig *c, char *err, size_t errlen)
 {
         FILE *f = fopen(path, "w");

@@ -17,11 +17,8 @@ int main(void)
         HaConfig c;
         char err[512];
         char *json;
-        int fd = mkstemp(path);
 
-        CHECK(fd >= 0);
-        close(fd);
-
+        config_check_setup();
         ha_config_defaults(&c);
         CHECK_EQ(c.queue_entries, 255);
         CHECK_EQ(c.pool_size, 4u << 20);

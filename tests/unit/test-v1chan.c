@@ -123,10 +123,8 @@ static void test_config(void)
         HaConfig c, d;
         char err[512], live[512], restart[512];
         char *json;
-        int fd = mkstemp(path);
 
-        CHECK(fd >= 0);
-        close(fd);
+        config_check_setup();
         ha_config_defaults(&c);
         CHECK_EQ(c.n_v1_channels, 0);
         json = ha_config_to_json(&c, NULL);
