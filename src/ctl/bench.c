@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * hyperampctl bench: keep C requests in flight over K connections from one
- * thread (poll), verify every response against the reference service, and
- * report throughput and latency percentiles.
+ * thread (poll), or from T threads through shared memory, verify every
+ * response against the reference service, and report throughput and
+ * latency percentiles.  -n runs a number of requests, --duration a time;
+ * --mix cycles through every service and a ladder of sizes.
  */
 #include <errno.h>
 #include <limits.h>
@@ -15,6 +17,7 @@
 #include <unistd.h>
 
 #include "ctl.h"
+#include "hist.h"
 #include "hyperamp/cleanup.h"
 #include "hyperamp/hyperamp.h"
 #include "log.h"
@@ -29,21 +32,57 @@ typedef struct BConn {
         size_t in_len, in_cap;
 } BConn;
 
+/* One kind of request: request id uses var[id % nvar]. */
+typedef struct Variant {
+        uint16_t service;
+        size_t size;
+        size_t off;             /* into payload and expect */
+} Variant;
+
 typedef struct Bench {
         uint16_t service;
         unsigned long conc, total, size, nconns;
         bool overload;          /* --overload: past the queue on purpose */
         bool shm;               /* --transport shm: through libhyperamp */
+        bool mix;               /* --mix: every service, sizes 16 B .. size */
         unsigned long threads;
-        unsigned long variants; /* distinct payloads; request i uses i % variants */
-        uint8_t *payload;       /* variants * size bytes */
+        unsigned long duration_s;       /* --duration: run this long instead of -n */
+        uint64_t deadline_ns;   /* with --duration: no request starts after it */
+        Variant *var;
+        unsigned long nvar;
+        uint8_t *payload;       /* every variant's bytes */
         uint8_t *expect;        /* each payload run through the reference service */
-        uint64_t *t_sent;       /* per request id, ns */
-        uint64_t *lat;          /* completed latencies, ns */
-        unsigned char *answered;
-        unsigned long sent, done, failures, busy, nlat;
+        /* Socket requests outstanding, at id % ring: id + 1, or 0 when free. */
+        unsigned long ring;
+        unsigned long *owner;
+        uint64_t *t_sent;       /* ns, by the same slot */
+        /* Latencies: each one with -n (exact percentiles); with --duration a
+         * histogram, so memory stays fixed however long it runs. */
+        uint64_t *lat;
+        unsigned long nlat;
+        HaHist hist;
+        unsigned long sent, done, failures, busy;
         char first_error[256];
 } Bench;
+
+static const Variant *variant_of(const Bench *b, unsigned long id)
+{
+        return &b->var[id % b->nvar];
+}
+
+static bool socket_more(const Bench *b)
+{
+        return b->duration_s ? ha_now_ns() < b->deadline_ns : b->sent < b->total;
+}
+
+/* Threads may call this at once (shm): each takes its own lat slot. */
+static void record_latency(Bench *b, HaHist *h, uint64_t ns)
+{
+        if (b->lat)
+                b->lat[__atomic_fetch_add(&b->nlat, 1, __ATOMIC_RELAXED)] = ns;
+        else
+                ha_hist_add(h, ns);
+}
 
 static int buf_reserve(uint8_t **buf, size_t *cap, size_t need)
 {
@@ -62,35 +101,6 @@ static int buf_reserve(uint8_t **buf, size_t *cap, size_t need)
         return 0;
 }
 
-static int queue_request(Bench *b, BConn *bc, unsigned long id)
-{
-        char json[128];
-        uint8_t hdr[HA_PROTO_HDR_SIZE];
-        int n = snprintf(json, sizeof(json),
-                         "{\"v\":%d,\"id\":%lu,\"method\":\"submit\",\"params\":{\"service\":%u}}",
-                         HA_PROTO_VERSION, id, b->service);
-        size_t need;
-
-        if (bc->out_off > 0 && bc->out_off >= bc->out_len / 2) {
-                /* Drop what was already sent, so the buffer stays within
-                 * twice what is pending (amortised: at most one copy of
-                 * each byte). */
-                memmove(bc->out, bc->out + bc->out_off, bc->out_len - bc->out_off);
-                bc->out_len -= bc->out_off;
-                bc->out_off = 0;
-        }
-        need = bc->out_len + sizeof(hdr) + (size_t)n + b->size;
-        if (buf_reserve(&bc->out, &bc->out_cap, need) < 0)
-                return -ENOMEM;
-        ha_frame_hdr_write(hdr, (uint32_t)n, (uint32_t)b->size);
-        memcpy(bc->out + bc->out_len, hdr, sizeof(hdr));
-        memcpy(bc->out + bc->out_len + sizeof(hdr), json, (size_t)n);
-        memcpy(bc->out + bc->out_len + sizeof(hdr) + n, b->payload + (id % b->variants) * b->size, b->size);
-        bc->out_len = need;
-        b->t_sent[id] = ha_now_ns();
-        return 0;
-}
-
 static void fail(Bench *b, unsigned long id, const char *what, const char *detail)
 {
         static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -104,12 +114,52 @@ static void fail(Bench *b, unsigned long id, const char *what, const char *detai
         pthread_mutex_unlock(&lock);
 }
 
+static int queue_request(Bench *b, BConn *bc, unsigned long id)
+{
+        const Variant *v = variant_of(b, id);
+        unsigned long slot = id % b->ring;
+        char json[128];
+        uint8_t hdr[HA_PROTO_HDR_SIZE];
+        int n = snprintf(json, sizeof(json),
+                         "{\"v\":%d,\"id\":%lu,\"method\":\"submit\",\"params\":{\"service\":%u}}",
+                         HA_PROTO_VERSION, id, v->service);
+        size_t need;
+
+        if (b->owner[slot]) {
+                /* Its slot came round again: that request is lost, and a
+                 * late reply to it will be refused as unsent. */
+                fail(b, b->owner[slot] - 1, "no reply", " while a ring of later requests went by");
+                b->owner[slot] = 0;
+                b->done++;
+        }
+        if (bc->out_off > 0 && bc->out_off >= bc->out_len / 2) {
+                /* Drop what was already sent, so the buffer stays within
+                 * twice what is pending (amortised: at most one copy of
+                 * each byte). */
+                memmove(bc->out, bc->out + bc->out_off, bc->out_len - bc->out_off);
+                bc->out_len -= bc->out_off;
+                bc->out_off = 0;
+        }
+        need = bc->out_len + sizeof(hdr) + (size_t)n + v->size;
+        if (buf_reserve(&bc->out, &bc->out_cap, need) < 0)
+                return -ENOMEM;
+        ha_frame_hdr_write(hdr, (uint32_t)n, (uint32_t)v->size);
+        memcpy(bc->out + bc->out_len, hdr, sizeof(hdr));
+        memcpy(bc->out + bc->out_len + sizeof(hdr), json, (size_t)n);
+        memcpy(bc->out + bc->out_len + sizeof(hdr) + n, b->payload + v->off, v->size);
+        bc->out_len = need;
+        b->owner[slot] = id + 1;
+        b->t_sent[slot] = ha_now_ns();
+        return 0;
+}
+
 /* Check one reply frame; returns -EBADMSG for a stream we cannot follow. */
 static int handle_reply(Bench *b, const char *json, uint32_t jlen, const uint8_t *data, uint32_t dlen)
 {
+        const Variant *v;
         HaReply rep;
         const cJSON *st;
-        unsigned long id;
+        unsigned long id, slot;
 
         if (ha_reply_parse(json, jlen, &rep) < 0) {
                 snprintf(b->first_error, sizeof(b->first_error), "a reply that is not hyperampd's");
@@ -122,14 +172,16 @@ static int handle_reply(Bench *b, const char *json, uint32_t jlen, const uint8_t
                 ha_reply_done(&rep);
                 return -EBADMSG;
         }
-        if (!rep.has_id || rep.id >= b->sent || b->answered[rep.id]) {
+        if (!rep.has_id || rep.id >= b->sent || b->owner[rep.id % b->ring] != rep.id + 1) {
                 snprintf(b->first_error, sizeof(b->first_error),
                          "reply with a missing, unsent or repeated id");
                 ha_reply_done(&rep);
                 return -EBADMSG;
         }
         id = (unsigned long)rep.id;
-        b->answered[id] = 1;
+        slot = id % b->ring;
+        v = variant_of(b, id);
+        b->owner[slot] = 0;
         b->done++;
         if (rep.error_code) {
                 if (strcmp(rep.error_code, "E_BUSY") == 0)
@@ -139,15 +191,15 @@ static int handle_reply(Bench *b, const char *json, uint32_t jlen, const uint8_t
                 const cJSON *svc = cJSON_GetObjectItemCaseSensitive(rep.result, "service");
 
                 st = cJSON_GetObjectItemCaseSensitive(rep.result, "status");
-                if (!cJSON_IsNumber(svc) || svc->valuedouble != b->service)
+                if (!cJSON_IsNumber(svc) || svc->valuedouble != v->service)
                         fail(b, id, "answered by another service", "");
                 else if (!cJSON_IsString(st) || strcmp(st->valuestring, "SUCCESS") != 0)
                         fail(b, id, "status ",
                              cJSON_IsString(st) ? st->valuestring : "missing");
-                else if (dlen != b->size || memcmp(data, b->expect + (id % b->variants) * b->size, b->size) != 0)
+                else if (dlen != v->size || memcmp(data, b->expect + v->off, v->size) != 0)
                         fail(b, id, "result bytes differ from the reference", "");
                 else
-                        b->lat[b->nlat++] = ha_now_ns() - b->t_sent[id];
+                        record_latency(b, &b->hist, ha_now_ns() - b->t_sent[slot]);
         }
         ha_reply_done(&rep);
         return 0;
@@ -183,10 +235,13 @@ static int cmp_u64(const void *a, const void *b)
         return x < y ? -1 : x > y;
 }
 
+/* The p-quantile in microseconds (p = 1: the maximum); b->lat sorted. */
 static double pct_us(const Bench *b, double p)
 {
         size_t i;
 
+        if (!b->lat)
+                return (double)ha_hist_quantile(&b->hist, p) / 1000.0;
         if (b->nlat == 0)
                 return 0;
         i = (size_t)(p * (double)b->nlat);
@@ -195,12 +250,24 @@ static double pct_us(const Bench *b, double p)
         return (double)b->lat[i] / 1000.0;
 }
 
-static void progress(const Bench *b, bool final)
+static void progress(const Bench *b, uint64_t start, bool final)
 {
-        int width = 40, filled = (int)((double)b->done / (double)b->total * width);
+        int width = 40, filled;
 
-        fprintf(stderr, "\r[%.*s%*s] %lu/%lu", filled,
-                "########################################", width - filled, "", b->done, b->total);
+        if (b->duration_s) {
+                double secs = (double)(ha_now_ns() - start) / 1e9;
+
+                filled = final ? width : (int)(secs / (double)b->duration_s * width);
+                filled = filled > width ? width : filled;
+                fprintf(stderr, "\r[%.*s%*s] %.0f/%lu s, %lu", filled,
+                        "########################################", width - filled, "",
+                        final ? (double)b->duration_s : secs, b->duration_s, b->done);
+        } else {
+                filled = (int)((double)b->done / (double)b->total * width);
+                fprintf(stderr, "\r[%.*s%*s] %lu/%lu", filled,
+                        "########################################", width - filled, "",
+                        b->done, b->total);
+        }
         if (final)
                 fputc('\n', stderr);
 }
@@ -217,14 +284,18 @@ static int run(Bench *b, Ctx *ctx, BConn *conns, double *ret_secs)
                 return -ENOMEM;
         start = ha_now_ns();
         idle_deadline = ha_mono_ms() + ctx->timeout_ms;
-        while (b->done < b->total) {
+        for (;;) {
+                bool more = socket_more(b);
                 int r;
 
-                while (b->sent < b->total && b->sent - b->done < b->conc) {
+                if (!more && b->done >= b->sent)
+                        break;
+                while (more && b->sent - b->done < b->conc) {
                         if (queue_request(b, &conns[next_conn], b->sent) < 0)
                                 return -ENOMEM;
                         b->sent++;
                         next_conn = (next_conn + 1) % b->nconns;
+                        more = b->duration_s || b->sent < b->total;
                 }
                 for (unsigned long i = 0; i < b->nconns; i++) {
                         pfd[i].fd = conns[i].cl.fd;
@@ -265,95 +336,124 @@ static int run(Bench *b, Ctx *ctx, BConn *conns, double *ret_secs)
                                 }
                         }
                 }
-                if (tty && !ctx->json && b->done * 100 / b->total != shown) {
-                        shown = b->done * 100 / b->total;
-                        progress(b, false);
+                if (tty && !ctx->json) {
+                        unsigned long pct = b->duration_s ?
+                                (unsigned long)((ha_now_ns() - start) / 10000000ull / b->duration_s) :
+                                b->done * 100 / b->total;
+                        if (pct != shown) {
+                                shown = pct;
+                                progress(b, start, false);
+                        }
                 }
         }
         *ret_secs = (double)(ha_now_ns() - start) / 1e9;
+        b->total = b->sent;
         if (tty && !ctx->json)
-                progress(b, true);
+                progress(b, start, true);
         return 0;
 }
 
 /* ===== --transport shm: zone channel through libhyperamp ===== */
 
+typedef struct ShmSlot {
+        hyperamp_req_t *r;
+        unsigned long id;
+        uint64_t t_sent;
+        bool busy;              /* submitted, not collected yet */
+} ShmSlot;
+
 typedef struct ShmThread {
         Bench *b;
         hyperamp_t *h;
-        unsigned long first, count;     /* request ids [first, first + count) */
-        unsigned long window;
+        /* request ids first + k * stride for k < count (unbounded with --duration) */
+        unsigned long first, stride, count;
+        unsigned long window, done;
+        HaHist hist;            /* its own: no sharing between threads */
         pthread_t thread;
         int error;
 } ShmThread;
+
+static bool shm_more(const ShmThread *t, unsigned long next)
+{
+        return t->b->duration_s ? ha_now_ns() < t->b->deadline_ns : next < t->count;
+}
 
 static void *shm_thread(void *arg)
 {
         ShmThread *t = arg;
         Bench *b = t->b;
-        hyperamp_req_t **reqs = calloc(t->window, sizeof(*reqs));
-        unsigned long *ids = calloc(t->window, sizeof(*ids));
-        unsigned long next = 0, done = 0;
+        ShmSlot *s = calloc(t->window, sizeof(*s));
+        unsigned long next = 0, inflight = 0;
         int e;
 
-        if (!reqs || !ids) {
+        if (!s) {
                 t->error = -ENOMEM;
-                goto out;
+                return NULL;
         }
-        for (unsigned long w = 0; w < t->window && w < t->count; w++) {
-                while ((e = hyperamp_alloc(t->h, b->size, &reqs[w])) == -EAGAIN)
-                        sched_yield();  /* other threads hold every entry: let them run */
-                if (e < 0) {
-                        t->error = e;
-                        goto out;
-                }
-        }
-        /* Keep the window full; wait for requests oldest first. */
-        for (unsigned long w = 0; next < t->count && w < t->window; w++, next++) {
-                ids[w] = t->first + next;
-                memcpy(hyperamp_req_data(reqs[w]), b->payload + (ids[w] % b->variants) * b->size, b->size);
-                b->t_sent[ids[w]] = ha_now_ns();
-                if ((e = hyperamp_submit(reqs[w], b->service, b->size)) < 0) {
-                        t->error = e;
-                        goto out;
-                }
-        }
-        for (unsigned long w = 0; done < t->count; w = (w + 1) % t->window) {
-                unsigned long id = ids[w];
+        /* Go round the window oldest first: collect a slot's request, then
+         * refill the slot while there is more to send. */
+        for (unsigned long w = 0;; w = (w + 1) % t->window) {
+                ShmSlot *sl = &s[w];
+                const Variant *v;
 
-                if (!reqs[w] || id == ULONG_MAX)
-                        continue;
-                e = hyperamp_wait(reqs[w], 10000);
-                if (e < 0) {
-                        t->error = e;
-                        goto out;
-                }
-                if (e != HYPERAMP_SUCCESS)
-                        fail(b, id, "status ", ha_result_name((enum ha_result)e));
-                else if (memcmp(hyperamp_req_data(reqs[w]), b->expect + (id % b->variants) * b->size,
-                                b->size) != 0)
-                        fail(b, id, "result bytes differ from the reference", "");
-                else
-                        b->lat[id] = ha_now_ns() - b->t_sent[id];
-                done++;
-                if (next < t->count) {
-                        ids[w] = t->first + next++;
-                        memcpy(hyperamp_req_data(reqs[w]),
-                               b->payload + (ids[w] % b->variants) * b->size, b->size);
-                        b->t_sent[ids[w]] = ha_now_ns();
-                        if ((e = hyperamp_submit(reqs[w], b->service, b->size)) < 0) {
+                if (sl->busy) {
+                        v = variant_of(b, sl->id);
+                        e = hyperamp_wait(sl->r, 10000);
+                        if (e < 0) {
                                 t->error = e;
-                                goto out;
+                                break;
                         }
-                } else
-                        ids[w] = ULONG_MAX;
+                        if (e != HYPERAMP_SUCCESS)
+                                fail(b, sl->id, "status ", ha_result_name((enum ha_result)e));
+                        else if (memcmp(hyperamp_req_data(sl->r), b->expect + v->off, v->size) != 0)
+                                fail(b, sl->id, "result bytes differ from the reference", "");
+                        else
+                                record_latency(b, &t->hist, ha_now_ns() - sl->t_sent);
+                        sl->busy = false;
+                        inflight--;
+                        t->done++;
+                        if (b->mix) {
+                                /* The next request has another size. */
+                                hyperamp_release(sl->r);
+                                sl->r = NULL;
+                        }
+                }
+                if (!shm_more(t, next)) {
+                        if (inflight == 0)
+                                break;
+                        continue;
+                }
+                sl->id = t->first + next * t->stride;
+                v = variant_of(b, sl->id);
+                if (!sl->r) {
+                        e = hyperamp_alloc(t->h, v->size, &sl->r);
+                        if (e == -EAGAIN) {
+                                /* Requests in flight hold the pool or the
+                                 * entries: collect ours first, or let the
+                                 * other threads collect theirs. */
+                                if (inflight == 0)
+                                        sched_yield();
+                                continue;
+                        }
+                        if (e < 0) {
+                                t->error = e;
+                                break;
+                        }
+                }
+                memcpy(hyperamp_req_data(sl->r), b->payload + v->off, v->size);
+                sl->t_sent = ha_now_ns();
+                if ((e = hyperamp_submit(sl->r, v->service, v->size)) < 0) {
+                        t->error = e;
+                        break;
+                }
+                sl->busy = true;
+                inflight++;
+                next++;
         }
-out:
-        for (unsigned long w = 0; reqs && w < t->window; w++)
-                if (reqs[w])
-                        hyperamp_release(reqs[w]);
-        free(reqs);
-        free(ids);
+        for (unsigned long w = 0; w < t->window; w++)
+                if (s[w].r)
+                        hyperamp_release(s[w].r);
+        free(s);
         return NULL;
 }
 
@@ -379,13 +479,20 @@ static int run_shm(Bench *b, Ctx *ctx, double *ret_secs)
                 return e == -ENOENT || e == -ECONNREFUSED || e == -EBUSY ? EXIT_UNAVAILABLE : EXIT_FAILED;
         }
         start = ha_now_ns();
+        b->deadline_ns = start + (uint64_t)b->duration_s * 1000000000ull;
         for (unsigned long i = 0; i < b->threads; i++) {
-                ts[i] = (ShmThread){ .b = b, .h = h, .first = first,
-                                     .count = per + (i < extra), .window = b->conc / b->threads +
+                ts[i] = (ShmThread){ .b = b, .h = h, .window = b->conc / b->threads +
                                      (i < b->conc % b->threads) };
-                first += ts[i].count;
+                if (b->duration_s) {
+                        /* Interleaved ids, so every thread runs the whole mix. */
+                        ts[i].first = i, ts[i].stride = b->threads, ts[i].count = ULONG_MAX;
+                } else {
+                        ts[i].first = first, ts[i].stride = 1, ts[i].count = per + (i < extra);
+                        first += ts[i].count;
+                }
                 pthread_create(&ts[i].thread, NULL, shm_thread, &ts[i]);
         }
+        b->done = 0;
         for (unsigned long i = 0; i < b->threads; i++) {
                 pthread_join(ts[i].thread, NULL);
                 if (ts[i].error && !ret) {
@@ -394,16 +501,18 @@ static int run_shm(Bench *b, Ctx *ctx, double *ret_secs)
                         ret = ts[i].error == -ECONNRESET ? EXIT_UNAVAILABLE :
                               ts[i].error == -ETIMEDOUT ? EXIT_TIMEOUT : EXIT_FAILED;
                 }
+                b->done += ts[i].done;
+                for (unsigned k = 0; k < HA_HIST_BUCKETS; k++)
+                        b->hist.b[k] += ts[i].hist.b[k];
+                b->hist.count += ts[i].hist.count;
+                if (ts[i].hist.max > b->hist.max)
+                        b->hist.max = ts[i].hist.max;
         }
         *ret_secs = (double)(ha_now_ns() - start) / 1e9;
         hyperamp_detach(h);
         free(ts);
-        /* Latencies are per id; pack the measured ones. */
-        b->nlat = 0;
-        for (unsigned long i = 0; i < b->total; i++)
-                if (b->lat[i])
-                        b->lat[b->nlat++] = b->lat[i];
-        b->done = b->total;
+        if (b->duration_s)
+                b->total = b->done;
         return ret;
 }
 
@@ -448,6 +557,57 @@ static int preflight(Bench *b, Ctx *ctx, HaClient *cl)
         return 0;
 }
 
+/*
+ * The kinds of request to cycle through, their payloads and the expected
+ * results.  Without --mix: one service and size, up to 64 distinct payloads
+ * (a reply that carries another request's bytes is caught).  With --mix:
+ * every service in the table (each has its reference here) times sizes
+ * 16, 64, 256, ... up to b->size, twice over with different bytes.
+ */
+static int setup_variants(Bench *b)
+{
+        const HaService *svcs = NULL;
+        size_t nsvc = 1, nsizes = 0, sizes[32], total = 0;
+
+        if (b->mix) {
+                svcs = ha_services(&nsvc);
+                for (size_t s = 16; s < b->size && nsizes < ELEMENTSOF(sizes) - 1; s *= 4)
+                        sizes[nsizes++] = s;
+                sizes[nsizes++] = b->size;
+                b->nvar = nsvc * nsizes * 2;
+        } else {
+                sizes[nsizes++] = b->size;
+                /* bounded to 32 MiB of buffers in all */
+                b->nvar = (16ul << 20) / b->size;
+                b->nvar = b->nvar < 1 ? 1 : b->nvar > 64 ? 64 : b->nvar;
+        }
+        b->var = calloc(b->nvar, sizeof(*b->var));
+        if (!b->var)
+                return -ENOMEM;
+        for (unsigned long k = 0; k < b->nvar; k++) {
+                /* services vary fastest, then sizes */
+                b->var[k].service = svcs ? svcs[k % nsvc].id : b->service;
+                b->var[k].size = sizes[(k / nsvc) % nsizes];
+                b->var[k].off = total;
+                total += b->var[k].size;
+        }
+        b->payload = malloc(total);
+        b->expect = malloc(total);
+        if (!b->payload || !b->expect)
+                return -ENOMEM;
+        for (unsigned long k = 0; k < b->nvar; k++)
+                for (size_t j = 0; j < b->var[k].size; j++) {
+                        size_t i = b->var[k].off + j;
+                        b->payload[i] = (uint8_t)(i * 131u + k * 29u + 7u);
+                }
+        memcpy(b->expect, b->payload, total);
+        for (unsigned long k = 0; k < b->nvar; k++)
+                if (ha_service_run(b->var[k].service, b->expect + b->var[k].off,
+                                   b->var[k].size) != HA_RESULT_SUCCESS)
+                        return -ENOENT;
+        return 0;
+}
+
 int cmd_bench(Ctx *ctx, int argc, char **argv)
 {
         static const struct option own[] = {
@@ -459,11 +619,14 @@ int cmd_bench(Ctx *ctx, int argc, char **argv)
                 { "overload", no_argument, NULL, OPT_OVERLOAD },
                 { "transport", required_argument, NULL, OPT_TRANSPORT },
                 { "threads", required_argument, NULL, OPT_THREADS },
+                { "duration", required_argument, NULL, OPT_DURATION },
+                { "mix", no_argument, NULL, OPT_MIX },
         };
         const struct option *opts = ctl_options(own, ELEMENTSOF(own));
         Bench b = { .service = 66, .conc = 64, .total = 10000, .size = 64, .nconns = 1,
                     .threads = 1 };
         const char *service = "echo";
+        bool have_n = false, have_s = false, have_size = false;
         BConn *conns = NULL;
         double secs = 0;
         int c, r, ret = EXIT_FAILED;
@@ -476,9 +639,13 @@ int cmd_bench(Ctx *ctx, int argc, char **argv)
                 switch (c) {
                 case 's':
                         service = optarg;
+                        have_s = true;
                         continue;
                 case OPT_OVERLOAD:
                         b.overload = true;
+                        continue;
+                case OPT_MIX:
+                        b.mix = true;
                         continue;
                 case OPT_TRANSPORT:
                         if (strcmp(optarg, "shm") != 0 && strcmp(optarg, "socket") != 0)
@@ -488,14 +655,20 @@ int cmd_bench(Ctx *ctx, int argc, char **argv)
                 case OPT_THREADS:
                         dst = &b.threads, max = 64, what = "--threads: not a number from 1 to 64";
                         break;
+                case OPT_DURATION:
+                        dst = &b.duration_s, max = 30ul * 86400,
+                        what = "--duration: not a number of seconds from 1 to 2592000 (30 days)";
+                        break;
                 case 'c':
                         dst = &b.conc, max = 65535, what = "-c: not a concurrency from 1 to 65535";
                         break;
                 case 'n':
                         dst = &b.total, max = 100000000, what = "-n: not a request count from 1 to 100000000";
+                        have_n = true;
                         break;
                 case OPT_SIZE:
                         dst = &b.size, max = 1u << 30, what = "--size: not a size in bytes from 1 to 2^30";
+                        have_size = true;
                         break;
                 case OPT_CONNECTIONS:
                         dst = &b.nconns, max = 1024, what = "--connections: not a number from 1 to 1024";
@@ -511,38 +684,40 @@ int cmd_bench(Ctx *ctx, int argc, char **argv)
         }
         if (optind < argc)
                 return ctl_usage_error("bench: unexpected argument '%s'", argv[optind]);
+        if (have_n && b.duration_s)
+                return ctl_usage_error("%s", "bench: give -n or --duration, not both");
+        if (b.mix && have_s)
+                return ctl_usage_error("%s", "bench: --mix runs every service; it takes no -s");
         r = ha_service_parse(service, &b.service);
         if (r < 0)
                 return ctl_usage_error("-s: '%s' is not a known service name or an id", service);
+        if (b.mix && !have_size)
+                b.size = 65536;         /* the top of the mix's size ladder */
         if (b.nconns > b.conc)
                 b.nconns = b.conc;
         if (b.threads > b.conc)
                 b.threads = b.conc;
 
-        /* Distinct payloads catch a reply that carries another request's
-         * bytes; bounded to 32 MiB of buffers in all. */
-        b.variants = (16ul << 20) / b.size;
-        b.variants = b.variants < 1 ? 1 : b.variants > 64 ? 64 : b.variants;
-        b.payload = malloc(b.variants * b.size);
-        b.expect = malloc(b.variants * b.size);
-        b.t_sent = calloc(b.total, sizeof(uint64_t));
-        b.lat = calloc(b.total, sizeof(uint64_t));
-        b.answered = calloc(b.total, 1);
+        r = setup_variants(&b);
+        if (r == -ENOENT) {
+                ret = -ctl_usage_error("bench: service '%s' has no reference "
+                                       "implementation here to verify against", service);
+                goto out;
+        }
+        /* Socket requests are tracked by id % ring: every one with -n up to
+         * the ring's size, else a window far wider than what is in flight. */
+        b.ring = b.conc * 4 > 65536 ? b.conc * 4 : 65536;
+        if (!b.duration_s && b.total < b.ring)
+                b.ring = b.total;
+        b.owner = calloc(b.ring, sizeof(*b.owner));
+        b.t_sent = calloc(b.ring, sizeof(*b.t_sent));
+        if (!b.duration_s)
+                b.lat = calloc(b.total, sizeof(uint64_t));
         conns = calloc(b.nconns, sizeof(*conns));
-        if (!b.payload || !b.expect || !b.t_sent || !b.lat || !b.answered || !conns) {
+        if (r < 0 || !b.owner || !b.t_sent || (!b.duration_s && !b.lat) || !conns) {
                 fprintf(stderr, "hyperampctl: out of memory\n");
                 goto out;
         }
-        for (size_t i = 0; i < b.variants * b.size; i++)
-                b.payload[i] = (uint8_t)(i * 131u + i / b.size * 29u + 7u);
-        memcpy(b.expect, b.payload, b.variants * b.size);
-        for (unsigned long k = 0; k < b.variants; k++)
-                if (ha_service_run(b.service, b.expect + k * b.size, b.size) != HA_RESULT_SUCCESS) {
-                        ret = ctl_usage_error("bench: service '%s' has no reference "
-                                              "implementation here to verify against", service);
-                        ret = -ret;
-                        goto out;
-                }
         for (unsigned long i = 0; i < b.nconns; i++)
                 conns[i].cl.fd = -1;
         if (b.shm) {
@@ -566,6 +741,7 @@ int cmd_bench(Ctx *ctx, int argc, char **argv)
                 ret = r;
                 goto out;
         }
+        b.deadline_ns = ha_now_ns() + (uint64_t)b.duration_s * 1000000000ull;
         r = run(&b, ctx, conns, &secs);
         if (r < 0) {
                 ret = ctl_call_error(ctx, r);
@@ -574,30 +750,41 @@ int cmd_bench(Ctx *ctx, int argc, char **argv)
                 goto out;
         }
 report:
-        qsort(b.lat, b.nlat, sizeof(uint64_t), cmp_u64);
+        if (b.lat)
+                qsort(b.lat, b.nlat, sizeof(uint64_t), cmp_u64);
         if (ctx->json) {
                 printf("{\"transport\":\"%s\",\"threads\":%lu,", b.shm ? "shm" : "socket",
                        b.shm ? b.threads : 1ul);
-                printf("\"service\":%u,\"concurrency\":%lu,\"connections\":%lu,\"size\":%lu,"
+                if (b.mix)
+                        printf("\"service\":null,\"mix\":true,");
+                else
+                        printf("\"service\":%u,\"mix\":false,", b.service);
+                printf("\"concurrency\":%lu,\"connections\":%lu,\"size\":%lu,"
                        "\"requests\":%lu,\"failures\":%lu,\"busy\":%lu,\"seconds\":%.6f,"
                        "\"req_per_s\":%.1f,\"latency_us\":{\"p50\":%.1f,\"p90\":%.1f,"
                        "\"p99\":%.1f,\"max\":%.1f}}\n",
-                       b.service, b.conc, b.nconns, b.size, b.total, b.failures, b.busy, secs,
+                       b.conc, b.nconns, b.size, b.total, b.failures, b.busy, secs,
                        (double)b.total / secs, pct_us(&b, 0.50), pct_us(&b, 0.90),
-                       pct_us(&b, 0.99), b.nlat ? (double)b.lat[b.nlat - 1] / 1000.0 : 0.0);
+                       pct_us(&b, 0.99), pct_us(&b, 1.0));
         } else {
-                if (b.shm)
-                        printf("service %u, %lu bytes, concurrency %lu over %lu thread%s, shared memory\n",
-                               b.service, b.size, b.conc, b.threads, b.threads == 1 ? "" : "s");
+                char what[64];
+
+                if (b.mix)
+                        snprintf(what, sizeof(what), "every service, %lu to %lu bytes",
+                                 b.size < 16 ? b.size : 16ul, b.size);
                 else
-                        printf("service %u, %lu bytes, concurrency %lu over %lu connection%s\n",
-                               b.service, b.size, b.conc, b.nconns, b.nconns == 1 ? "" : "s");
+                        snprintf(what, sizeof(what), "service %u, %lu bytes", b.service, b.size);
+                if (b.shm)
+                        printf("%s, concurrency %lu over %lu thread%s, shared memory\n",
+                               what, b.conc, b.threads, b.threads == 1 ? "" : "s");
+                else
+                        printf("%s, concurrency %lu over %lu connection%s\n",
+                               what, b.conc, b.nconns, b.nconns == 1 ? "" : "s");
                 printf("requests  %lu, failures %lu (busy %lu), %.3f s\n", b.total, b.failures,
                        b.busy, secs);
                 printf("throughput %.1f req/s\n", (double)b.total / secs);
                 printf("latency us  p50 %.1f  p90 %.1f  p99 %.1f  max %.1f\n", pct_us(&b, 0.50),
-                       pct_us(&b, 0.90), pct_us(&b, 0.99),
-                       b.nlat ? (double)b.lat[b.nlat - 1] / 1000.0 : 0.0);
+                       pct_us(&b, 0.90), pct_us(&b, 0.99), pct_us(&b, 1.0));
         }
         if (b.failures)
                 fprintf(stderr, "hyperampctl: %lu of %lu responses failed verification; first: %s\n",
@@ -610,10 +797,11 @@ out:
                 free(conns[i].in);
         }
         free(conns);
+        free(b.var);
         free(b.payload);
         free(b.expect);
+        free(b.owner);
         free(b.t_sent);
         free(b.lat);
-        free(b.answered);
         return ret;
 }

@@ -33,7 +33,8 @@ int ctl_call_error(const Ctx *ctx, int r);
 int cmd_bench(Ctx *ctx, int argc, char **argv);
 
 /* Shared by the commands (main.c). */
-enum { OPT_SOCKET = 0x100, OPT_SIZE, OPT_CONNECTIONS, OPT_OVERLOAD, OPT_TRANSPORT, OPT_THREADS };
+enum { OPT_SOCKET = 0x100, OPT_SIZE, OPT_CONNECTIONS, OPT_OVERLOAD, OPT_TRANSPORT, OPT_THREADS,
+       OPT_DURATION, OPT_MIX };
 #define CTL_STOP_OK (-1000)     /* --help or --version printed: exit 0 */
 int ctl_parse_uint(const char *s, unsigned long min, unsigned long max, unsigned long *ret);
 int ctl_global_opt(Ctx *ctx, int c, const char *cmd);

@@ -37,13 +37,16 @@ static const CtlCommand commands[] = {
         { "stats", "", "Show the daemon's counters, queue and latency per service", cmd_stats },
         { "services", "", "List the services the daemon offers", cmd_services },
         { "ping", "", "Check that the daemon answers, and how fast", cmd_ping },
-        { "bench", "[-s SERVICE] [-c CONCURRENCY] [-n REQUESTS] [--size BYTES] [--connections K] [--overload]\n"
-          "        [--transport socket|shm] [--threads T]",
+        { "bench", "[-s SERVICE | --mix] [-c CONCURRENCY] [-n REQUESTS | --duration SEC] [--size BYTES]\n"
+          "        [--connections K] [--overload] [--transport socket|shm] [--threads T]",
           "Keep CONCURRENCY requests in flight over K connections, verify every\n"
           "response, report req/s and latency percentiles (defaults: echo,\n"
           "-c 64, -n 10000, 64 bytes, 1 connection); --overload allows more\n"
           "in flight than the queue holds, counting E_BUSY replies; --transport shm\n"
-          "submits through shared memory (libhyperamp) from T threads", cmd_bench },
+          "submits through shared memory (libhyperamp) from T threads;\n"
+          "--duration runs for SEC seconds instead of a number of requests;\n"
+          "--mix cycles through every service and sizes 16, 64, 256, ... up to\n"
+          "--size (default 65536 with --mix)", cmd_bench },
         { "reload", "", "Make the daemon re-read its config; returns once it confirms\n"
           "(admin: root, the daemon's user or its admin_group)", cmd_reload },
         { "shutdown", "", "Stop the daemon gracefully, like SIGTERM (admin)", cmd_shutdown },

@@ -226,7 +226,9 @@ class UsageTest(SharedDaemonTest):
     def test_bad_bench_options(self):
         for argv in (('bench', '-n', '0'), ('bench', '--size', '0'),
                      ('bench', '--connections', '0'), ('bench', 'extra'),
-                     ('bench', '-s', 'nosuchservice'), ('bench', '--nosuchoption')):
+                     ('bench', '-s', 'nosuchservice'), ('bench', '--nosuchoption'),
+                     ('bench', '--duration', '0'), ('bench', '-n', '10', '--duration', '1'),
+                     ('bench', '--mix', '-s', 'echo')):
             with self.subTest(argv=argv):
                 self.assert_usage_error(*argv)
 

@@ -99,6 +99,56 @@ class StressTest(unittest.TestCase):
             self.assertEqual(service_entry(s, 'decrypt')['requests'], 4000)
             self.assert_drained(s)
 
+    def test_mix_over_both_transports(self):
+        """--mix: every service at every size of the ladder, each reply
+        checked against its own service; the daemon counts them per service."""
+        with Daemon() as d:
+            # 3 services x 7 sizes (16 B .. 64 KiB) x 2 payloads: 42 kinds;
+            # 4200 requests run each service 1400 times.
+            for transport in ('socket', 'shm'):
+                rc, b, err = self.bench(d, '--mix', '--transport', transport, '-c', '16',
+                                        '-n', '4200')
+                self.assertEqual(rc, 0, err)
+                self.assertEqual(b['failures'], 0, err)
+                self.assertEqual(b['requests'], 4200)
+                self.assertIsNone(b['service'])
+                self.assertTrue(b['mix'])
+                self.assertEqual(b['size'], 65536)
+            s = d.ctl_json('stats')
+            # The service rows count socket requests (docs/protocol.md);
+            # the zone slots count the shared-memory ones.
+            for name in ('encrypt', 'decrypt', 'echo'):
+                self.assertEqual(service_entry(s, name)['requests'], 1400, name)
+                self.assertEqual(service_entry(s, name)['failed'], 0, name)
+            zones = [x for x in s['sources'] if x['kind'] == 'shm']
+            self.assertEqual(sum(x['completed'] for x in zones), 4200)
+            self.assertEqual(sum(x['failed'] for x in zones), 0)
+            self.assert_drained(s)
+
+    def test_duration(self):
+        """--duration: load for that long, then every request answered."""
+        with Daemon() as d:
+            for transport in ('socket', 'shm'):
+                before = d.ctl_json('stats')['requests']['completed']
+                shm = [s['completed'] for s in d.ctl_json('stats')['sources']
+                       if s['kind'] == 'shm']
+                rc, b, err = self.bench(d, '--mix', '--transport', transport, '-c', '8',
+                                        '--duration', '1')
+                self.assertEqual(rc, 0, err)
+                self.assertEqual(b['failures'], 0, err)
+                self.assertGreater(b['requests'], 0)
+                self.assertGreaterEqual(b['seconds'], 1.0)
+                lat = b['latency_us']
+                self.assertLessEqual(lat['p50'], lat['p99'])
+                self.assertLessEqual(lat['p99'], lat['max'])
+                s = d.ctl_json('stats')
+                if transport == 'socket':
+                    self.assertEqual(s['requests']['completed'] - before, b['requests'])
+                else:
+                    after = [x['completed'] for x in s['sources'] if x['kind'] == 'shm']
+                    self.assertEqual(sum(after) - sum(shm), b['requests'])
+            self.assert_drained(s)
+
     def test_overload_refused_without_flag(self):
         """bench checks the daemon's limits first: more in flight than the
         queue holds is a usage error unless --overload says it is meant."""
