@@ -1,5 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,4 +35,33 @@ int ha_fault(const char *site)
                 p += len + (p[len] == ',');
         }
         return 0;
+}
+
+static struct {
+        pthread_once_t once;
+        char site[32];
+        long left;              /* passes until the kill; 0: not armed */
+} crash = { .once = PTHREAD_ONCE_INIT };
+
+static void crash_parse(void)
+{
+        const char *spec = getenv("HYPERAMP_TEST_CRASH");
+        const char *colon = spec ? strchr(spec, ':') : NULL;
+        size_t len = colon ? (size_t)(colon - spec) : spec ? strlen(spec) : 0;
+
+        if (!spec || len == 0 || len >= sizeof(crash.site))
+                return;
+        memcpy(crash.site, spec, len);
+        crash.left = colon ? atol(colon + 1) : 1;
+}
+
+void ha_crash_point(const char *site)
+{
+        (void)pthread_once(&crash.once, crash_parse);
+        if (__atomic_load_n(&crash.left, __ATOMIC_RELAXED) <= 0 || strcmp(site, crash.site) != 0)
+                return;
+        if (__atomic_sub_fetch(&crash.left, 1, __ATOMIC_RELAXED) == 0) {
+                fprintf(stderr, "HYPERAMP_TEST_CRASH: killed at %s\n", site);
+                (void)raise(SIGKILL);
+        }
 }

@@ -10,4 +10,12 @@
  */
 int ha_fault(const char *site);
 
+/*
+ * Crash points for recovery tests: $HYPERAMP_TEST_CRASH="site[:N]" makes the
+ * Nth pass (default the first) through ha_crash_point("site") SIGKILL the
+ * whole process, at the worst moment a real crash could pick.  Does nothing
+ * when not asked for.
+ */
+void ha_crash_point(const char *site);
+
 #endif

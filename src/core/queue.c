@@ -29,18 +29,16 @@ static void walkset_next(HaWalkSet *w)
         }
 }
 
-size_t ha_list_take(HaMsgQueue *q, uint16_t n, uint16_t *headp, HaWalkSet *w,
+size_t ha_list_walk(const HaMsgQueue *q, uint16_t n, uint16_t head, HaWalkSet *w,
                     ha_walk_accept_fn accept, void *userdata,
-                    uint16_t *out, size_t max, unsigned *why)
+                    uint16_t *out, size_t max, unsigned *why, uint16_t *next)
 {
         size_t k = 0;
-        uint16_t idx = ha_ld16(headp);
+        uint16_t idx = head;
 
         *why = 0;
         walkset_next(w);
         while (k < max && idx != n) {
-                HaMsgEntry *e;
-
                 if (idx > n) {
                         *why = HA_WALK_BAD_INDEX;
                         break;
@@ -54,12 +52,29 @@ size_t ha_list_take(HaMsgQueue *q, uint16_t n, uint16_t *headp, HaWalkSet *w,
                         break;
                 }
                 w->stamp[idx] = w->gen;
-                e = &q->entries[idx];
                 out[k++] = idx;
-                idx = ha_ld16(&e->nxt_idx);
-                ha_st16(&e->nxt_idx, n);
+                idx = ha_ld16(&q->entries[idx].nxt_idx);
         }
-        ha_st16(headp, *why ? n : idx);
+        *next = *why ? n : idx;
+        return k;
+}
+
+void ha_list_cut(HaMsgQueue *q, uint16_t n, uint16_t *headp, const uint16_t *idx, size_t k,
+                 uint16_t next)
+{
+        for (size_t i = 0; i < k; i++)
+                ha_st16(&q->entries[idx[i]].nxt_idx, n);
+        ha_st16(headp, next);
+}
+
+size_t ha_list_take(HaMsgQueue *q, uint16_t n, uint16_t *headp, HaWalkSet *w,
+                    ha_walk_accept_fn accept, void *userdata,
+                    uint16_t *out, size_t max, unsigned *why)
+{
+        uint16_t next;
+        size_t k = ha_list_walk(q, n, ha_ld16(headp), w, accept, userdata, out, max, why, &next);
+
+        ha_list_cut(q, n, headp, out, k, next);
         return k;
 }
 

@@ -57,6 +57,17 @@ size_t ha_list_take(HaMsgQueue *q, uint16_t n, uint16_t *headp, HaWalkSet *w,
                     ha_walk_accept_fn accept, void *userdata,
                     uint16_t *out, size_t max, unsigned *why);
 
+/*
+ * ha_list_take in two steps, for a caller that must record what it takes
+ * before the shared list changes: walk (read only; *next is what the head
+ * becomes) and cut (unlink the walked entries, set the head to next).
+ */
+size_t ha_list_walk(const HaMsgQueue *q, uint16_t n, uint16_t head, HaWalkSet *w,
+                    ha_walk_accept_fn accept, void *userdata,
+                    uint16_t *out, size_t max, unsigned *why, uint16_t *next);
+void ha_list_cut(HaMsgQueue *q, uint16_t n, uint16_t *headp, const uint16_t *idx, size_t k,
+                 uint16_t next);
+
 /* Shadow state the owning daemon keeps for each entry it manages. */
 enum ha_entry_state {
         HA_ENTRY_FREE = 0,

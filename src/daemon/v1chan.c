@@ -6,11 +6,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "devmem.h"
+#include "fault.h"
 #include "hvcfg.h"
 #include "hyperamp/cleanup.h"
 #include "log.h"
@@ -38,6 +40,40 @@ typedef struct Map {
         size_t len;
 } Map;
 
+/*
+ * The journal: what this channel has taken from the client's queue and not
+ * yet answered, in a shm object of its own that outlives a crash.  Taking a
+ * batch marks its entries TAKEN before the list is cut; a worker computes
+ * into its own staging slot, marks the entry COMMIT (with the flag and the
+ * fields it saw), writes the result back, publishes the flag, and marks the
+ * entry FREE.  At start TAKEN entries run again (their bytes are untouched)
+ * and COMMIT entries are finished from the staging slot, not run twice.
+ */
+#define JOURNAL_MAGIC "HAV1JNL1"
+enum { J_FREE = 0, J_TAKEN, J_COMMIT };
+#define J_NO_SLOT 0xffu
+
+typedef struct JHdr {
+        char magic[8];
+        uint64_t queue_addr, buf_addr, buf_len;         /* whose queue this is */
+        uint32_t cap, nslots;
+        uint64_t slot_size, ent_off, slot_off;
+        uint16_t n;                                     /* buf_size when taken */
+        uint16_t batch_head;                            /* proc_ing_h when taken */
+} JHdr;
+
+typedef struct JEnt {
+        uint8_t state, slot;
+        uint16_t flag;                                  /* what COMMIT publishes */
+        uint16_t service, unused;
+        uint32_t offset, length;                        /* as the worker saw them */
+} JEnt;
+_Static_assert(sizeof(JEnt) == 16, "journal entry layout");
+
+/* A crash sees one thread's stores in program order; only the compiler
+ * could reorder them, and this stops it. */
+#define journal_order() __atomic_signal_fence(__ATOMIC_SEQ_CST)
+
 struct HaV1Chan {
         HaV1ChannelConfig cfg;
         HaEngine *engine;
@@ -50,6 +86,13 @@ struct HaV1Chan {
         size_t buf_len;
         HaMsgQueue *q;
         uint32_t *ready;
+        char jname[HA_SHM_NAME_MAX + 80];
+        int jfd;
+        Map jmap;
+        JHdr *jh;
+        JEnt *jent;
+        uint8_t *stage;                 /* nslots staging slots of slot_size */
+        unsigned nslots;
         uint16_t cap;                   /* entries that fit the queue mapping */
         uint16_t n;                     /* trusted buf_size; 0 until adopted */
         HaWalkSet walk;
@@ -62,19 +105,19 @@ struct HaV1Chan {
                 uint64_t requests, completed, failed, batches, wakeups, spurious;
                 uint64_t bad_index, cycles, bad_range, bad_length, bad_flag, bad_header;
                 uint64_t no_memory, dispatch_failed;
+                uint64_t requeued, republished, already_published, abandoned;
         } st;
 };
 
 /* ===== one request (worker thread) ===== */
 
-enum ha_result ha_v1_serve(volatile uint8_t *buf, size_t buf_len, uint16_t flag,
-                           uint16_t service, uint32_t offset, uint32_t length, unsigned *why)
+/* The original's rules for one entry: SUCCESS with *n bytes to transform
+ * (0: nothing to change), or the failure to publish. */
+static enum ha_result v1_check(size_t buf_len, uint16_t flag, uint16_t service,
+                               uint32_t offset, uint32_t length, unsigned *why, size_t *n)
 {
-        uint8_t stack[BOUNCE_STACK], *b;
-        enum ha_result r;
-        size_t n;
-
         *why = HA_V1_OK;
+        *n = 0;
         /* msg_reset cleared the flag before the client sent the entry. */
         if (flag != 0) {
                 *why = HA_V1_BAD_FLAG;
@@ -92,18 +135,36 @@ enum ha_result ha_v1_serve(volatile uint8_t *buf, size_t buf_len, uint16_t flag,
                 return HA_RESULT_NOT_EXITS;
         if (service == V1_SVC_ECHO)
                 return HA_RESULT_SUCCESS;       /* nothing to change, nothing to copy */
-        n = length - 1;                         /* the trailing NUL stays as it is */
-        if (n == 0)
+        if (length == 1)
                 return HA_RESULT_FAIL;          /* the original rejects a non-positive length */
+        *n = length - 1;                        /* the trailing NUL stays as it is */
+        return HA_RESULT_SUCCESS;
+}
 
-        /* The services use wide and unaligned accesses: never on the mapping. */
+/* The services use wide and unaligned accesses: never on the mapping. */
+static enum ha_result v1_transform(volatile uint8_t *buf, uint16_t service, uint32_t offset,
+                                   uint8_t *b, size_t n)
+{
+        ha_devmem_read(b, buf + offset, n);
+        return ha_service_run(service, b, n);
+}
+
+enum ha_result ha_v1_serve(volatile uint8_t *buf, size_t buf_len, uint16_t flag,
+                           uint16_t service, uint32_t offset, uint32_t length, unsigned *why)
+{
+        uint8_t stack[BOUNCE_STACK], *b;
+        enum ha_result r;
+        size_t n;
+
+        r = v1_check(buf_len, flag, service, offset, length, why, &n);
+        if (r != HA_RESULT_SUCCESS || n == 0)
+                return r;
         b = n <= sizeof(stack) ? stack : malloc(n);
         if (!b) {
                 *why = HA_V1_NO_MEMORY;
                 return HA_RESULT_FAIL;
         }
-        ha_devmem_read(b, buf + offset, n);
-        r = ha_service_run(service, b, n);
+        r = v1_transform(buf, service, offset, b, n);
         if (r == HA_RESULT_SUCCESS)
                 ha_devmem_write(buf + offset, b, n);
         if (b != stack)
@@ -111,26 +172,62 @@ enum ha_result ha_v1_serve(volatile uint8_t *buf, size_t buf_len, uint16_t flag,
         return r;
 }
 
+/* Answer one entry: journal, result bytes, flag, journal.  A crash between
+ * any two steps is finished by journal_recover() at the next start. */
+static void publish(HaV1Chan *c, uint16_t idx, uint16_t flag, unsigned slot, uint32_t offset,
+                    size_t n)
+{
+        JEnt *j = &c->jent[idx];
+
+        j->flag = flag;
+        j->slot = (uint8_t)slot;
+        journal_order();
+        __atomic_store_n(&j->state, J_COMMIT, __ATOMIC_RELAXED);
+        journal_order();
+        if (n)
+                ha_devmem_write(c->buf + offset, c->stage + (size_t)slot * c->jh->slot_size, n);
+        ha_crash_point("v1_commit");
+        /* Result and done bit in one store, after the payload: the client
+         * polls deal_state and must never see it before the result. */
+        __atomic_store_n(&c->q->entries[idx].msg.flag, flag, __ATOMIC_RELEASE);
+        ha_crash_point("v1_published");
+        journal_order();
+        __atomic_store_n(&j->state, J_FREE, __ATOMIC_RELAXED);
+}
+
 static void v1_run(void *ctx, uint16_t idx, unsigned worker)
 {
         HaV1Chan *c = ctx;
         HaMsgEntry *en = &c->q->entries[idx];   /* idx < n <= cap: the walk checked it */
+        JEnt *j = &c->jent[idx];
         Slot *s = &c->slots[idx];
-        unsigned why;
         enum ha_result r;
-        (void)worker;
+        unsigned why;
+        size_t n;
 
         /* Each field read once: the peer may rewrite them under us. */
         s->flag = ha_ld16(&en->msg.flag);
         s->service = ha_ld16(&en->msg.service_id);
         s->offset = ha_ld32(&en->msg.offset);
         s->length = ha_ld32(&en->msg.length);
-        r = ha_v1_serve(c->buf, c->buf_len, s->flag, s->service, s->offset, s->length, &why);
+        j->service = s->service;
+        j->offset = s->offset;
+        j->length = s->length;
+        r = v1_check(c->buf_len, s->flag, s->service, s->offset, s->length, &why, &n);
+        if (n && worker >= c->nslots) {
+                why = HA_V1_NO_MEMORY;          /* more workers than slots: cannot happen */
+                r = HA_RESULT_FAIL;
+                n = 0;
+        }
+        if (n) {
+                r = v1_transform(c->buf, s->service, s->offset,
+                                 c->stage + (size_t)worker * c->jh->slot_size, n);
+                if (r != HA_RESULT_SUCCESS)
+                        n = 0;
+        }
         s->why = (uint8_t)why;
         s->result = (uint8_t)r;
-        /* Result and done bit in one store, after the payload: the client
-         * polls deal_state and must never see it before the result. */
-        __atomic_store_n(&en->msg.flag, ha_flag_make(r), __ATOMIC_RELEASE);
+        publish(c, idx, ha_flag_make(r), n ? worker : J_NO_SLOT, s->offset, n);
 }
 
 /* ===== the batch (loop thread) ===== */
@@ -191,9 +288,15 @@ static void batch_done(HaV1Chan *c);
 /* A batch the workers cannot take: fail each entry here. */
 static void fail_batch(HaV1Chan *c, size_t k)
 {
-        for (size_t i = 0; i < k; i++)
-                __atomic_store_n(&c->q->entries[c->batch[i]].msg.flag,
-                                 ha_flag_make(HA_RESULT_FAIL), __ATOMIC_RELEASE);
+        for (size_t i = 0; i < k; i++) {
+                JEnt *j = &c->jent[c->batch[i]];
+                HaMsgEntry *en = &c->q->entries[c->batch[i]];
+
+                j->service = ha_ld16(&en->msg.service_id);
+                j->offset = ha_ld32(&en->msg.offset);
+                j->length = ha_ld32(&en->msg.length);
+                publish(c, c->batch[i], ha_flag_make(HA_RESULT_FAIL), J_NO_SLOT, 0, 0);
+        }
         c->st.completed += k;
         c->st.failed += k;
         c->st.dispatch_failed += k;
@@ -201,12 +304,30 @@ static void fail_batch(HaV1Chan *c, size_t k)
         batch_done(c);
 }
 
+static void journal_take(HaV1Chan *c, size_t k, uint16_t head)
+{
+        for (size_t i = 0; i < k; i++)
+                __atomic_store_n(&c->jent[c->batch[i]].state, J_TAKEN, __ATOMIC_RELAXED);
+        c->jh->n = c->n;
+        c->jh->batch_head = head;
+        journal_order();
+}
+
+static void dispatch(HaV1Chan *c, size_t k)
+{
+        c->pending = k;
+        if (ha_engine_dispatch(c->engine, c->source, c->batch, k) < 0) {
+                report(c, "%zu requests failed: the worker pool is full", k);
+                fail_batch(c, k);
+        }
+}
+
 /* Take and dispatch the proc_ing list; false if the queue was not BUSY. */
 static bool scan(HaV1Chan *c)
 {
+        uint16_t head, next;
         unsigned why;
         size_t k;
-        int r;
 
         if (c->pending)
                 return true;    /* one batch at a time; batch_done looks again */
@@ -214,8 +335,18 @@ static bool scan(HaV1Chan *c)
                 return false;
         if (adopt_buf_size(c) < 0)
                 return true;
-        k = ha_list_take(c->q, c->n, &c->q->proc_ing_h, &c->walk, NULL, NULL, c->batch,
-                         (size_t)c->n + 1, &why);
+        head = ha_ld16(&c->q->proc_ing_h);
+        k = ha_list_walk(c->q, c->n, head, &c->walk, NULL, NULL, c->batch, (size_t)c->n + 1,
+                         &why, &next);
+        /* Recorded before the list changes: a crash from here on loses
+         * nothing (journal_recover). */
+        if (k) {
+                journal_take(c, k, head);
+                ha_crash_point("v1_taken");
+        }
+        ha_list_cut(c->q, c->n, &c->q->proc_ing_h, c->batch, k, next);
+        if (k)
+                ha_crash_point("v1_cut");
         if (why & HA_WALK_BAD_INDEX) {
                 c->st.bad_index++;
                 report(c, "proc_ing list has a link past buf_size %u after %zu entries, "
@@ -231,12 +362,7 @@ static bool scan(HaV1Chan *c)
         }
         c->st.requests += k;
         c->st.batches++;
-        c->pending = k;
-        r = ha_engine_dispatch(c->engine, c->source, c->batch, k);
-        if (r < 0) {
-                report(c, "%zu requests failed: the worker pool is full", k);
-                fail_batch(c, k);
-        }
+        dispatch(c, k);
         return true;
 }
 
@@ -344,6 +470,15 @@ static void v1_stats(void *ctx, cJSON *o)
         cJSON_AddNumberToObject(o, "bad_header", (double)c->st.bad_header);
         cJSON_AddNumberToObject(o, "no_memory", (double)c->st.no_memory);
         cJSON_AddNumberToObject(o, "dispatch_failed", (double)c->st.dispatch_failed);
+        {
+                cJSON *rec = cJSON_AddObjectToObject(o, "recovered");
+
+                cJSON_AddNumberToObject(rec, "requeued", (double)c->st.requeued);
+                cJSON_AddNumberToObject(rec, "republished", (double)c->st.republished);
+                cJSON_AddNumberToObject(rec, "already_published",
+                                        (double)c->st.already_published);
+                cJSON_AddNumberToObject(rec, "abandoned", (double)c->st.abandoned);
+        }
 }
 
 static const HaSourceOps v1_ops = {
@@ -420,6 +555,174 @@ static int open_mem(HaV1Chan *c)
         return 0;
 }
 
+/* ===== the journal (loop thread, at start and stop) ===== */
+
+static size_t round_page(size_t v)
+{
+        size_t page = (size_t)sysconf(_SC_PAGESIZE);
+
+        return (v + page - 1) & ~(page - 1);
+}
+
+static bool journal_matches(const HaV1Chan *c, const JHdr *h, const HaHvConfig *hv,
+                            uint64_t size)
+{
+        return memcmp(h->magic, JOURNAL_MAGIC, sizeof(h->magic)) == 0 &&
+               h->queue_addr == hv->queue_addr && h->buf_addr == hv->buf_addr &&
+               h->buf_len == c->buf_len && h->cap == c->cap &&
+               h->ent_off == round_page(sizeof(JHdr)) &&
+               h->slot_size == round_page(c->buf_len) && h->nslots <= 256 &&
+               h->slot_off == h->ent_off + round_page((size_t)c->cap * sizeof(JEnt)) &&
+               h->slot_off + (uint64_t)h->nslots * h->slot_size <= size;
+}
+
+/*
+ * Finish what a previous run left: COMMIT entries get their staged result
+ * and flag, unless the client has moved on; TAKEN entries go to c->batch to
+ * run again.  Returns how many.  The journal is ours (0600, our uid), but
+ * it is still checked like anything else read back from memory.
+ */
+static size_t journal_recover(HaV1Chan *c, unsigned old_slots)
+{
+        uint16_t n = c->jh->n;
+        size_t k = 0;
+
+        if (n == 0 || n > c->cap || n != ha_ld16(&c->q->buf_size)) {
+                log_warning("v1 channel '%s': journal is for a queue of %u entries, the queue "
+                            "now has %u: the client formatted it again, nothing to recover",
+                            c->cfg.name, n, ha_ld16(&c->q->buf_size));
+                memset(c->jent, 0, (size_t)c->cap * sizeof(JEnt));
+                return 0;
+        }
+        for (uint16_t i = 0; i < n; i++) {
+                JEnt *j = &c->jent[i];
+                HaMsgEntry *en = &c->q->entries[i];
+                uint16_t flag = ha_ld16(&en->msg.flag);
+                size_t len = j->slot == J_NO_SLOT ? 0 : (size_t)j->length - 1;
+
+                if (j->state == J_TAKEN) {
+                        c->batch[k++] = i;
+                        continue;
+                }
+                if (j->state != J_COMMIT)
+                        continue;
+                j->state = J_FREE;
+                if (flag & HA_FLAG_DEAL_STATE) {
+                        c->st.already_published++;
+                } else if (flag == 0 && ha_ld16(&en->msg.service_id) == j->service &&
+                           ha_ld32(&en->msg.offset) == j->offset &&
+                           ha_ld32(&en->msg.length) == j->length &&
+                           (j->slot == J_NO_SLOT ||
+                            (j->slot < old_slots && j->length >= 2 && j->offset <= c->buf_len &&
+                             j->length <= c->buf_len - j->offset))) {
+                        if (len)
+                                ha_devmem_write(c->buf + j->offset,
+                                                c->stage + (size_t)j->slot * c->jh->slot_size,
+                                                len);
+                        __atomic_store_n(&en->msg.flag, j->flag, __ATOMIC_RELEASE);
+                        c->st.republished++;
+                } else {
+                        /* Published, seen and reused by the client: hands off. */
+                        c->st.abandoned++;
+                }
+        }
+        /* The cut may not have happened: make sure the list no longer
+         * leads to entries we are about to run. */
+        if (k && ha_ld16(&c->q->proc_ing_h) == c->jh->batch_head)
+                ha_list_cut(c->q, n, &c->q->proc_ing_h, c->batch, k, n);
+        else
+                for (size_t i = 0; i < k; i++)
+                        ha_st16(&c->q->entries[c->batch[i]].nxt_idx, n);
+        c->n = n;
+        c->st.requeued += k;
+        return k;
+}
+
+/* Open (or create) the journal and finish what it holds; returns the
+ * number of entries left in c->batch to run again. */
+static int journal_open(HaV1Chan *c, const char *shm_name, unsigned workers,
+                        const HaHvConfig *hv, size_t *requeue)
+{
+        size_t ent_off = round_page(sizeof(JHdr));
+        size_t slot_off = ent_off + round_page((size_t)c->cap * sizeof(JEnt));
+        size_t slot_size = round_page(c->buf_len), size;
+        unsigned old_slots = 0;
+        struct stat st;
+        void *p;
+        int r;
+
+        *requeue = 0;
+        snprintf(c->jname, sizeof(c->jname), "%s.v1.%s", shm_name, c->cfg.name);
+        c->jfd = shm_open(c->jname, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (c->jfd < 0)
+                return fail(c, -errno, "cannot open journal %s: %s", c->jname, strerror(errno));
+        if (flock(c->jfd, LOCK_EX | LOCK_NB) < 0)
+                return fail(c, errno == EWOULDBLOCK ? -EBUSY : -errno,
+                            "journal %s is in use by another process", c->jname);
+        if (fstat(c->jfd, &st) < 0)
+                return fail(c, -errno, "cannot stat journal %s: %s", c->jname, strerror(errno));
+        /* It holds copies of the client's data and steers writes into its
+         * memory: only ours, and only for us. */
+        if (st.st_uid != geteuid() || (st.st_mode & 077))
+                return fail(c, -EPERM, "journal /dev/shm%s belongs to uid %u with mode %04o; "
+                            "expected uid %u and mode 0600", c->jname, (unsigned)st.st_uid,
+                            (unsigned)(st.st_mode & 07777), (unsigned)geteuid());
+        /* Never shrink: a previous run's staging slots must survive until
+         * recovered, even if it had more workers. */
+        if ((uint64_t)st.st_size >= sizeof(JHdr)) {
+                JHdr h;
+
+                if (pread(c->jfd, &h, sizeof(h), 0) == (ssize_t)sizeof(h) &&
+                    journal_matches(c, &h, hv, (uint64_t)st.st_size))
+                        old_slots = h.nslots;
+                else
+                        log_warning("v1 channel '%s': journal %s does not match this channel's "
+                                    "layout, starting a new one", c->cfg.name, c->jname);
+        }
+        if (workers > 255)
+                workers = 255;
+        c->nslots = workers > old_slots ? workers : old_slots;
+        size = slot_off + (size_t)c->nslots * slot_size;
+        if (ftruncate(c->jfd, (off_t)size) < 0)
+                return fail(c, -errno, "cannot size journal %s: %s", c->jname, strerror(errno));
+        r = -posix_fallocate(c->jfd, 0, (off_t)size);
+        if (r < 0)
+                return fail(c, r, "cannot allocate %zu bytes for journal %s: %s", size,
+                            c->jname, strerror(-r));
+        p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, c->jfd, 0);
+        if (p == MAP_FAILED)
+                return fail(c, -errno, "cannot map journal %s: %s", c->jname, strerror(errno));
+        c->jmap = (Map){ p, size };
+        c->jh = p;
+        c->jent = (JEnt *)(void *)((uint8_t *)p + ent_off);
+        c->stage = (uint8_t *)p + slot_off;
+
+        if (old_slots) {
+                *requeue = journal_recover(c, old_slots);
+                if (c->st.requeued || c->st.republished || c->st.already_published ||
+                    c->st.abandoned)
+                        log_notice("v1 channel '%s': recovered from the journal: %llu to run "
+                                   "again, %llu results published, %llu already published, "
+                                   "%llu left to the client", c->cfg.name,
+                                   (unsigned long long)c->st.requeued,
+                                   (unsigned long long)c->st.republished,
+                                   (unsigned long long)c->st.already_published,
+                                   (unsigned long long)c->st.abandoned);
+        } else {
+                memset(p, 0, slot_off);
+        }
+        c->jh->queue_addr = hv->queue_addr;
+        c->jh->buf_addr = hv->buf_addr;
+        c->jh->buf_len = c->buf_len;
+        c->jh->cap = c->cap;
+        c->jh->nslots = c->nslots;
+        c->jh->slot_size = slot_size;
+        c->jh->ent_off = ent_off;
+        c->jh->slot_off = slot_off;
+        memcpy(c->jh->magic, JOURNAL_MAGIC, sizeof(c->jh->magic));
+        return 0;
+}
+
 static int open_doorbell(HaV1Chan *c)
 {
         struct stat st;
@@ -447,8 +750,10 @@ static int open_doorbell(HaV1Chan *c)
         return 0;
 }
 
-static int start(HaV1Chan *c, struct event_base *base, HaEngine *e)
+static int start(HaV1Chan *c, struct event_base *base, HaEngine *e, const char *shm_name,
+                 unsigned workers)
 {
+        size_t requeue;
         uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
         HaHvConfig hv;
         char err[512];
@@ -510,6 +815,9 @@ static int start(HaV1Chan *c, struct event_base *base, HaEngine *e)
                             "mem_size holds (%u), waiting for the client to format it",
                             c->cfg.name, bs, c->cap);
 
+        r = journal_open(c, shm_name, workers, &hv, &requeue);
+        if (r < 0)
+                return r;
         r = open_doorbell(c);
         if (r < 0)
                 return r;
@@ -524,6 +832,11 @@ static int start(HaV1Chan *c, struct event_base *base, HaEngine *e)
         if (r < 0)
                 return fail(c, r, "too many queues for the engine (at most %d)",
                             HA_ENGINE_MAX_SOURCES);
+        if (requeue) {
+                c->st.requests += requeue;
+                c->st.batches++;
+                dispatch(c, requeue);
+        }
 
         /* Last: the client may send as soon as it sees this. */
         __atomic_store_n(c->ready, HA_MARK_INITIALIZED, __ATOMIC_RELEASE);
@@ -539,7 +852,7 @@ static int start(HaV1Chan *c, struct event_base *base, HaEngine *e)
 }
 
 int ha_v1chan_start(struct event_base *base, HaEngine *e, const HaV1ChannelConfig *cfg,
-                    HaV1Chan **ret)
+                    const char *shm_name, unsigned workers, HaV1Chan **ret)
 {
         HaV1Chan *c;
         int r;
@@ -548,9 +861,9 @@ int ha_v1chan_start(struct event_base *base, HaEngine *e, const HaV1ChannelConfi
         if (!c)
                 return log_error_errno(-ENOMEM, "v1 channel '%s': %m", cfg->name);
         c->cfg = *cfg;
-        c->mem_fd = c->bell_fd = -1;
+        c->mem_fd = c->bell_fd = c->jfd = -1;
         c->rl = (HaRatelimit)HA_RATELIMIT_INIT(10000, 5);
-        r = start(c, base, e);
+        r = start(c, base, e, shm_name, workers);
         if (r < 0) {
                 /* Not registered: nothing else refers to c. */
                 ha_v1chan_free(c);
@@ -575,6 +888,20 @@ HaV1Chan *ha_v1chan_free(HaV1Chan *c)
                 event_free(c->bell_ev);
         if (c->rescan_ev)
                 event_free(c->rescan_ev);
+        if (c->jent) {
+                size_t open = 0;
+
+                for (unsigned i = 0; i < c->cap; i++)
+                        open += c->jent[i].state != J_FREE;
+                /* A clean stop answered everything: nothing to keep. */
+                if (open)
+                        log_notice("v1 channel '%s': %zu requests not answered, kept in %s "
+                                   "for the next start", c->cfg.name, open, c->jname);
+                else
+                        (void)shm_unlink(c->jname);
+        }
+        unmap(&c->jmap);
+        closep(&c->jfd);
         unmap(&c->buf_map);
         unmap(&c->queue_map);
         unmap(&c->ready_map);

@@ -15,6 +15,7 @@ Environment:
   HYPERAMP_TEST_TIMEOUT_SCALE  multiply every timeout (default 1, or 10
                            when HYPERAMPD_WRAPPER is set)
 """
+import glob
 import itertools
 import json
 import os
@@ -306,8 +307,10 @@ class Daemon:
             return ''
 
     def dump_log(self, why=''):
+        # The pid names the wrapper's log too (valgrind's --log-file=...%p).
         sys.stderr.write('\n===== hyperampd log (%s)%s =====\n%s===== end of log =====\n'
-                         % (' '.join(self.cmd) if self.proc else '-',
+                         % ('pid %d: %s' % (self.proc.pid, ' '.join(self.cmd))
+                            if self.proc else '-',
                             ': ' + why if why else '', self.log()))
         sys.stderr.flush()
 
@@ -439,7 +442,13 @@ class Daemon:
             problems.append('control socket %s left behind' % self.socket_path)
         if not self.config.get('shm_persist') and os.path.lexists(self.shm_file):
             problems.append('shared memory %s left behind' % self.shm_file)
+        # A v1 channel's journal stays only while it holds unanswered requests.
+        for j in self.journal_files():
+            problems.append('v1 journal %s left behind after a clean stop' % j)
         return problems
+
+    def journal_files(self):
+        return sorted(glob.glob(shm_path(self.shm_name) + '.v1.*'))
 
     def _cleanup_files(self):
         if self.notify is not None:

@@ -13,6 +13,9 @@
  *                          prints "result=NAME flag=0xNNNN data=HEX"
  *   seq N                  N sequential requests over services 1, 2, 66, checked
  *   batch K                K requests on the wait list, then one notify, checked
+ *   rounds R K             R batches of K, each entry checked and released as
+ *                          soon as it is done (as the original does); prints
+ *                          progress to stdout; survives service restarts
  *   hostile MODE           bad-head, bad-link, cycle, self-cycle, bad-range,
  *                          wrap-range, zero-length, bad-flag (see usage)
  *   dump                   the queue header and ready mark as JSON
@@ -23,6 +26,7 @@
 #include <getopt.h>
 #include <poll.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -220,8 +224,9 @@ static void ring(Client *c)
         do
                 k = write(c->bell_fd, "!", 1);
         while (k < 0 && errno == EINTR);
-        /* A full FIFO already holds a wake-up. */
-        if (k < 0 && errno != EAGAIN)
+        /* A full FIFO already holds a wake-up; with no reader the service
+         * is not running, and it looks at the queue when it starts. */
+        if (k < 0 && errno != EAGAIN && errno != EPIPE)
                 die("doorbell: %s", strerror(errno));
 }
 
@@ -380,6 +385,40 @@ static int cmd_batch(Client *c, unsigned k)
         return bad ? 1 : 0;
 }
 
+static int cmd_rounds(Client *c, unsigned rounds, unsigned k)
+{
+        static uint8_t texts[256][8192];
+        size_t lens[256];
+        uint16_t idx[256], svc[256];
+        unsigned bad = 0, seen = 0;
+
+        if (k == 0 || k > 256 || k > c->n)
+                die("batch size must be 1..min(256, buf_size)");
+        for (unsigned r = 0; r < rounds; r++) {
+                for (unsigned i = 0; i < k; i++) {
+                        unsigned seed = r * k + i;
+
+                        svc[i] = seq_services[seed % 3];
+                        lens[i] = make_text(seed, texts[i], sizeof(texts[i]));
+                        idx[i] = new_request(c, svc[i], texts[i], lens[i]);
+                        push(c, &c->q->wait_h, idx[i]);
+                }
+                notify(c);
+                for (unsigned i = 0; i < k; i++) {
+                        uint16_t flag = wait_done(c, idx[i]);
+
+                        if (!verify(c, idx[i], flag, svc[i], texts[i], lens[i]))
+                                bad++;
+                        release(c, idx[i]);     /* reusable at once, mid-batch */
+                        seen++;
+                }
+                printf("progress %u\n", seen);
+                fflush(stdout);
+        }
+        printf("rounds %u x %u: %u ok, %u bad\n", rounds, k, seen - bad, bad);
+        return bad ? 1 : 0;
+}
+
 /* Expect one entry to come back FAIL, with a clean flag word. */
 static int expect_fail(Client *c, uint16_t idx, const char *what)
 {
@@ -479,7 +518,7 @@ static void usage(void)
         fputs("usage: v1client --shm-config FILE --mem FILE --doorbell FIFO [--base HEX]\n"
               "                [--init=N | --no-init] [--area OFF:LEN] [--timeout-ms MS]\n"
               "                [--no-ready] COMMAND ...\n"
-              "  send SERVICE TEXT | seq N | batch K | dump\n"
+              "  send SERVICE TEXT | seq N | batch K | rounds R K | dump\n"
               "  hostile bad-head|bad-link|cycle|self-cycle|bad-range|wrap-range|"
               "zero-length|bad-flag\n", stderr);
         exit(2);
@@ -548,7 +587,9 @@ int main(int argc, char **argv)
         if (strcmp(argv[optind], "dump") == 0)
                 return cmd_dump(&c);
 
-        /* The doorbell: the daemon holds the FIFO open for reading. */
+        /* The doorbell: the daemon holds the FIFO open for reading; while
+         * it is down a ring is EPIPE, not a reason to die. */
+        (void)signal(SIGPIPE, SIG_IGN);
         c.bell_fd = open(bell, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
         if (c.bell_fd < 0)
                 die("doorbell %s: %s", bell, strerror(errno));
@@ -575,6 +616,9 @@ int main(int argc, char **argv)
         }
         if (strcmp(argv[optind], "seq") == 0 && argc - optind == 2)
                 return cmd_seq(&c, (unsigned)atoi(argv[optind + 1]));
+        if (strcmp(argv[optind], "rounds") == 0 && argc - optind == 3)
+                return cmd_rounds(&c, (unsigned)atoi(argv[optind + 1]),
+                                  (unsigned)atoi(argv[optind + 2]));
         if (strcmp(argv[optind], "batch") == 0 && argc - optind == 2)
                 return cmd_batch(&c, (unsigned)atoi(argv[optind + 1]));
         if (strcmp(argv[optind], "hostile") == 0 && argc - optind == 2)
