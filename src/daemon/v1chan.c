@@ -594,6 +594,8 @@ static size_t journal_recover(HaV1Chan *c, unsigned old_slots)
                 memset(c->jent, 0, (size_t)c->cap * sizeof(JEnt));
                 return 0;
         }
+        /* Nothing past buf_size can be ours. */
+        memset(&c->jent[n], 0, (size_t)(c->cap - n) * sizeof(JEnt));
         for (uint16_t i = 0; i < n; i++) {
                 JEnt *j = &c->jent[i];
                 HaMsgEntry *en = &c->q->entries[i];
