@@ -298,6 +298,11 @@ class HostileTest(RigTest):
         rig = Rig(self.tmp)
         with rig.daemon() as d:
             rig.send(66, 'warm-up', init=True)
+            # As a client does before it hands anything over: the daemon
+            # publishes IDLE after the warm-up's completion, which a slow
+            # daemon (valgrind) reaches well after the client saw its result;
+            # a BUSY written before that is taken for the warm-up's own.
+            wait_until(lambda: rig.header()[0] == MARK_IDLE, 5, 'IDLE after the warm-up')
             rig.write(QUEUE + 4, struct.pack('<H', 300))        # 255 fit in 0x1000
             rig.write(QUEUE, struct.pack('<I', MARK_BUSY))
             rig.ring()
