@@ -10,7 +10,7 @@ build=${1:-build}
 shift || true
 
 pkgs=(gcc meson ninja-build pkg-config libevent-dev libcjson-dev libsystemd-dev python3
-      systemd man-db util-linux)
+      systemd man-db util-linux valgrind)
 missing=()
 for p in "${pkgs[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
