@@ -584,8 +584,10 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *userdata)
                 return;
         }
         if (what & BEV_EVENT_TIMEOUT) {
-                if (c->pending > 0 && !c->have_hdr && evbuffer_get_length(in) == 0) {
-                        /* Quiet because it waits for replies: fine. */
+                if ((c->pending > 0 || c->lease) && !c->have_hdr && evbuffer_get_length(in) == 0) {
+                        /* Quiet because it waits for replies, or because it
+                         * holds a zone lease and talks through shared memory:
+                         * closing would take its lease away.  Fine. */
                         bufferevent_enable(bev, EV_READ);
                         return;
                 }

@@ -164,6 +164,18 @@ class ZoneTest(unittest.TestCase):
             s = d.stats()
             self.assertEqual(s['requests']['submitted'], 0)     # none went through the socket
 
+    def test_lease_outlives_client_timeout(self):
+        """A zone client talks through shared memory, so its control
+        connection stays quiet: client_timeout_ms must not take its lease
+        away (the soak found that it did, after the default 60 s)."""
+        with Daemon({'client_timeout_ms': 200}) as d:
+            rc, out, err = d.ctl('--json', 'bench', '--transport', 'shm', '-c', '1',
+                                 '--duration', '2')
+            self.assertEqual(rc, 0, err)
+            self.assertEqual(harness.json.loads(out)['failures'], 0)
+            self.assertEqual(d.stats()['connections']['timeouts'], 0)
+            self.assert_all_free(d)
+
 
 class PkgConfigTest(unittest.TestCase):
 
