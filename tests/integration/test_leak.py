@@ -21,9 +21,6 @@ from harness import Daemon, wait_until
 RUNS = 100
 REQUESTS = 100
 WARMUP = 10
-# Under a wrapper (valgrind) the daemon is some 50 times slower: fewer runs,
-# and the test says so.
-WRAPPED_RUNS = 20
 
 # The daemon's private RSS (RssAnon: heap and stacks) may grow by this much
 # from the end of the warm-up to the last run.  Measured first: the heap's
@@ -91,11 +88,9 @@ def instrumented(pid):
 
 class LeakTest(unittest.TestCase):
 
-    def setUp(self):
-        self.runs = WRAPPED_RUNS if harness.WRAPPER else RUNS
-        if self.runs != RUNS:
-            print('\n%s: under HYPERAMPD_WRAPPER: %d runs instead of %d'
-                  % (self.id(), self.runs, RUNS), file=sys.stderr)
+    # The full 100 x 100 under a wrapper too: under valgrind memcheck both
+    # tests take 15 s, under ASan 43 s, under TSan 55 s (2 cores).
+    runs = RUNS
 
     def one_run(self, d, i, transport):
         """Run i: one hyperampctl process, REQUESTS requests mixing every
@@ -190,7 +185,7 @@ class LeakTest(unittest.TestCase):
         with Daemon(env={'GLIBC_TUNABLES': tunables}) as d:
             pid = d.proc.pid
             _, fds0, rss0 = self.settled(d)
-            warmup = min(WARMUP, self.runs // 2)
+            warmup = WARMUP
             for i in range(warmup):
                 self.one_run(d, i, transport)
             _, fds_w, rss_w = self.settled(d)
