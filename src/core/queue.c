@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fault.h"
 #include "queue.h"
 
 int ha_walkset_init(HaWalkSet *w, uint16_t n)
@@ -64,6 +65,8 @@ void ha_list_cut(HaMsgQueue *q, uint16_t n, uint16_t *headp, const uint16_t *idx
 {
         for (size_t i = 0; i < k; i++)
                 ha_st16(&q->entries[idx[i]].nxt_idx, n);
+        if (k)
+                ha_crash_point("list_cut");
         ha_st16(headp, next);
 }
 

@@ -343,7 +343,7 @@ int ha_daemon_run(const HaConfig *cfg, const HaDaemonOptions *opts)
         ha_control_set_zone_hooks(d.control, zone_attach, zone_detach, d.zones);
         for (unsigned i = 0; i < d.cfg.n_v1_channels; i++) {
                 r = ha_v1chan_start(d.base, d.engine, &d.cfg.v1_channels[i], d.cfg.shm_name,
-                                   ha_config_workers(&d.cfg), &d.v1[i]);
+                                   &d.v1[i]);
                 if (r < 0)
                         goto out;
         }

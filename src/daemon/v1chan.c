@@ -42,33 +42,37 @@ typedef struct Map {
 
 /*
  * The journal: what this channel has taken from the client's queue and not
- * yet answered, in a shm object of its own that outlives a crash.  Taking a
- * batch marks its entries TAKEN before the list is cut; a worker computes
- * into its own staging slot, marks the entry COMMIT (with the flag and the
- * fields it saw), writes the result back, publishes the flag, and marks the
- * entry FREE.  At start TAKEN entries run again (their bytes are untouched)
- * and COMMIT entries are finished from the staging slot, not run twice.
+ * yet answered, in a shm object of its own that outlives a crash
+ * (docs/hyperamp-v1.md, "Crashes and restarts").  Taking a batch records
+ * each entry as handed over (TAKEN, with a place in the staging area), then
+ * batch_k as the commit mark, and only then cuts the list.  A worker
+ * computes into the staging area, records COMMIT with the flag to publish,
+ * writes the result back, publishes the flag, and records FREE.  At start
+ * COMMIT entries are finished from the staged bytes, never run twice, and
+ * TAKEN entries that are still ours run again.
  */
-#define JOURNAL_MAGIC "HAV1JNL1"
+#define JOURNAL_MAGIC "HAV1JNL2"
 enum { J_FREE = 0, J_TAKEN, J_COMMIT };
-#define J_NO_SLOT 0xffu
 
 typedef struct JHdr {
         char magic[8];
         uint64_t queue_addr, buf_addr, buf_len;         /* whose queue this is */
-        uint32_t cap, nslots;
-        uint64_t slot_size, ent_off, slot_off;
-        uint16_t n;                                     /* buf_size when taken */
-        uint16_t batch_head;                            /* proc_ing_h when taken */
+        uint64_t ent_off, stage_off, stage_size;
+        uint32_t cap;
+        uint32_t batch_k;               /* entries of the batch; 0: none, or not all recorded */
+        uint16_t n;                     /* buf_size when taken */
+        uint16_t batch_head;            /* proc_ing_h when taken */
 } JHdr;
 
 typedef struct JEnt {
-        uint8_t state, slot;
-        uint16_t flag;                                  /* what COMMIT publishes */
-        uint16_t service, unused;
-        uint32_t offset, length;                        /* as the worker saw them */
+        uint8_t state, unused;
+        uint16_t seen;                  /* the flag word as handed over */
+        uint16_t service;
+        uint16_t flag;                  /* what COMMIT publishes */
+        uint32_t offset, length;        /* as handed over */
+        uint32_t stage_off, stage_len;  /* the result's place in the staging area */
 } JEnt;
-_Static_assert(sizeof(JEnt) == 16, "journal entry layout");
+_Static_assert(sizeof(JEnt) == 24, "journal entry layout");
 
 /* A crash sees one thread's stores in program order; only the compiler
  * could reorder them, and this stops it. */
@@ -88,15 +92,16 @@ struct HaV1Chan {
         uint32_t *ready;
         char jname[HA_SHM_NAME_MAX + 80];
         int jfd;
+        bool jcreated;                  /* we created the journal object */
         Map jmap;
         JHdr *jh;
         JEnt *jent;
-        uint8_t *stage;                 /* nslots staging slots of slot_size */
-        unsigned nslots;
+        uint8_t *stage;                 /* jh->stage_size bytes, one batch's results */
         uint16_t cap;                   /* entries that fit the queue mapping */
         uint16_t n;                     /* trusted buf_size; 0 until adopted */
         HaWalkSet walk;
         uint16_t *batch;
+        uint8_t *held;                  /* recovery: entries on the client's lists */
         Slot *slots;
         size_t pending;                 /* entries of the batch not completed yet */
         struct event *bell_ev, *rescan_ev;
@@ -174,18 +179,18 @@ enum ha_result ha_v1_serve(volatile uint8_t *buf, size_t buf_len, uint16_t flag,
 
 /* Answer one entry: journal, result bytes, flag, journal.  A crash between
  * any two steps is finished by journal_recover() at the next start. */
-static void publish(HaV1Chan *c, uint16_t idx, uint16_t flag, unsigned slot, uint32_t offset,
-                    size_t n)
+static void publish(HaV1Chan *c, uint16_t idx, uint16_t flag, size_t n)
 {
         JEnt *j = &c->jent[idx];
 
         j->flag = flag;
-        j->slot = (uint8_t)slot;
+        if (!n)
+                j->stage_len = 0;
         journal_order();
         __atomic_store_n(&j->state, J_COMMIT, __ATOMIC_RELAXED);
         journal_order();
         if (n)
-                ha_devmem_write(c->buf + offset, c->stage + (size_t)slot * c->jh->slot_size, n);
+                ha_devmem_write(c->buf + j->offset, c->stage + j->stage_off, n);
         ha_crash_point("v1_commit");
         /* Result and done bit in one store, after the payload: the client
          * polls deal_state and must never see it before the result. */
@@ -198,36 +203,33 @@ static void publish(HaV1Chan *c, uint16_t idx, uint16_t flag, unsigned slot, uin
 static void v1_run(void *ctx, uint16_t idx, unsigned worker)
 {
         HaV1Chan *c = ctx;
-        HaMsgEntry *en = &c->q->entries[idx];   /* idx < n <= cap: the walk checked it */
-        JEnt *j = &c->jent[idx];
+        const JEnt *j = &c->jent[idx];          /* idx < n <= cap: the walk checked it */
         Slot *s = &c->slots[idx];
         enum ha_result r;
         unsigned why;
         size_t n;
+        (void)worker;
 
-        /* Each field read once: the peer may rewrite them under us. */
-        s->flag = ha_ld16(&en->msg.flag);
-        s->service = ha_ld16(&en->msg.service_id);
-        s->offset = ha_ld32(&en->msg.offset);
-        s->length = ha_ld32(&en->msg.length);
-        j->service = s->service;
-        j->offset = s->offset;
-        j->length = s->length;
+        /* The fields as read once when the batch was taken: the peer may
+         * rewrite the entry under us. */
+        s->flag = j->seen;
+        s->service = j->service;
+        s->offset = j->offset;
+        s->length = j->length;
         r = v1_check(c->buf_len, s->flag, s->service, s->offset, s->length, &why, &n);
-        if (n && worker >= c->nslots) {
-                why = HA_V1_NO_MEMORY;          /* more workers than slots: cannot happen */
+        if (n && j->stage_len != n) {
+                why = HA_V1_NO_MEMORY;          /* the batch overflowed the staging area */
                 r = HA_RESULT_FAIL;
                 n = 0;
         }
         if (n) {
-                r = v1_transform(c->buf, s->service, s->offset,
-                                 c->stage + (size_t)worker * c->jh->slot_size, n);
+                r = v1_transform(c->buf, s->service, s->offset, c->stage + j->stage_off, n);
                 if (r != HA_RESULT_SUCCESS)
                         n = 0;
         }
         s->why = (uint8_t)why;
         s->result = (uint8_t)r;
-        publish(c, idx, ha_flag_make(r), n ? worker : J_NO_SLOT, s->offset, n);
+        publish(c, idx, ha_flag_make(r), n);
 }
 
 /* ===== the batch (loop thread) ===== */
@@ -288,15 +290,8 @@ static void batch_done(HaV1Chan *c);
 /* A batch the workers cannot take: fail each entry here. */
 static void fail_batch(HaV1Chan *c, size_t k)
 {
-        for (size_t i = 0; i < k; i++) {
-                JEnt *j = &c->jent[c->batch[i]];
-                HaMsgEntry *en = &c->q->entries[c->batch[i]];
-
-                j->service = ha_ld16(&en->msg.service_id);
-                j->offset = ha_ld32(&en->msg.offset);
-                j->length = ha_ld32(&en->msg.length);
-                publish(c, c->batch[i], ha_flag_make(HA_RESULT_FAIL), J_NO_SLOT, 0, 0);
-        }
+        for (size_t i = 0; i < k; i++)
+                publish(c, c->batch[i], ha_flag_make(HA_RESULT_FAIL), 0);
         c->st.completed += k;
         c->st.failed += k;
         c->st.dispatch_failed += k;
@@ -304,12 +299,39 @@ static void fail_batch(HaV1Chan *c, size_t k)
         batch_done(c);
 }
 
+/* Record the batch in c->batch as handed over, before the list changes. */
 static void journal_take(HaV1Chan *c, size_t k, uint16_t head)
 {
-        for (size_t i = 0; i < k; i++)
-                __atomic_store_n(&c->jent[c->batch[i]].state, J_TAKEN, __ATOMIC_RELAXED);
+        uint64_t used = 0;
+
+        c->jh->batch_k = 0;
         c->jh->n = c->n;
         c->jh->batch_head = head;
+        journal_order();
+        for (size_t i = 0; i < k; i++) {
+                const HaMsgEntry *en = &c->q->entries[c->batch[i]];
+                JEnt *j = &c->jent[c->batch[i]];
+                unsigned why;
+                size_t n;
+
+                j->seen = ha_ld16(&en->msg.flag);
+                j->service = ha_ld16(&en->msg.service_id);
+                j->offset = ha_ld32(&en->msg.offset);
+                j->length = ha_ld32(&en->msg.length);
+                (void)v1_check(c->buf_len, j->seen, j->service, j->offset, j->length, &why, &n);
+                /* Honest entries of one batch do not overlap, so their
+                 * results fit a staging area the size of the buf region. */
+                j->stage_off = (uint32_t)used;
+                j->stage_len = n <= c->jh->stage_size - used ? (uint32_t)n : 0;
+                used += (j->stage_len + 7u) & ~(uint64_t)7;
+                if (used > c->jh->stage_size)
+                        used = c->jh->stage_size;
+                journal_order();
+                __atomic_store_n(&j->state, J_TAKEN, __ATOMIC_RELAXED);
+                ha_crash_point("v1_taking");
+        }
+        journal_order();
+        c->jh->batch_k = (uint32_t)k;
         journal_order();
 }
 
@@ -368,6 +390,9 @@ static bool scan(HaV1Chan *c)
 
 static void batch_done(HaV1Chan *c)
 {
+        /* Every entry is FREE: nothing of this batch to recover. */
+        journal_order();
+        c->jh->batch_k = 0;
         /* The original client transfers only when IDLE, so the list is
          * empty now; if a peer added entries anyway, serve them first. */
         if (ha_ld16(&c->q->proc_ing_h) == c->n)
@@ -564,164 +589,218 @@ static size_t round_page(size_t v)
         return (v + page - 1) & ~(page - 1);
 }
 
-static bool journal_matches(const HaV1Chan *c, const JHdr *h, const HaHvConfig *hv,
-                            uint64_t size)
+static void journal_layout(const HaV1Chan *c, JHdr *h, const HaHvConfig *hv)
 {
-        return memcmp(h->magic, JOURNAL_MAGIC, sizeof(h->magic)) == 0 &&
-               h->queue_addr == hv->queue_addr && h->buf_addr == hv->buf_addr &&
-               h->buf_len == c->buf_len && h->cap == c->cap &&
-               h->ent_off == round_page(sizeof(JHdr)) &&
-               h->slot_size == round_page(c->buf_len) && h->nslots <= 256 &&
-               h->slot_off == h->ent_off + round_page((size_t)c->cap * sizeof(JEnt)) &&
-               h->slot_off + (uint64_t)h->nslots * h->slot_size <= size;
+        memset(h, 0, sizeof(*h));
+        memcpy(h->magic, JOURNAL_MAGIC, sizeof(h->magic));
+        h->queue_addr = hv->queue_addr;
+        h->buf_addr = hv->buf_addr;
+        h->buf_len = c->buf_len;
+        h->cap = c->cap;
+        h->ent_off = round_page(sizeof(JHdr));
+        h->stage_off = h->ent_off + round_page((size_t)c->cap * sizeof(JEnt));
+        h->stage_size = round_page(c->buf_len);
+}
+
+static bool journal_valid_flag(uint16_t f)
+{
+        return f == ha_flag_make(HA_RESULT_SUCCESS) || f == ha_flag_make(HA_RESULT_FAIL) ||
+               f == ha_flag_make(HA_RESULT_NOT_EXITS);
+}
+
+/* The entry still holds what was handed over: nobody has reset or reused it. */
+static bool entry_unchanged(const HaMsgEntry *en, const JEnt *j)
+{
+        return ha_ld16(&en->msg.flag) == j->seen && ha_ld16(&en->msg.service_id) == j->service &&
+               ha_ld32(&en->msg.offset) == j->offset && ha_ld32(&en->msg.length) == j->length;
+}
+
+static bool stage_ok(const HaV1Chan *c, const JEnt *j)
+{
+        return j->stage_len <= c->jh->stage_size && j->stage_off <= c->jh->stage_size - j->stage_len &&
+               j->offset <= c->buf_len && j->stage_len <= c->buf_len - j->offset;
+}
+
+/* Mark the entries on the client's lists (free, wait, and proc_ing unless
+ * it is still our uncut batch): not ours, or handed over again.  Walks
+ * into c->batch, which is free until recovery fills it. */
+static void client_held(HaV1Chan *c, uint16_t n)
+{
+        uint16_t *heads[] = { &c->q->empty_h, &c->q->wait_h, &c->q->proc_ing_h }, next;
+        unsigned why, lists = ha_ld16(&c->q->proc_ing_h) == c->jh->batch_head ? 2 : 3;
+
+        memset(c->held, 0, n);
+        for (unsigned h = 0; h < lists; h++) {
+                size_t k = ha_list_walk(c->q, n, ha_ld16(heads[h]), &c->walk, NULL, NULL,
+                                        c->batch, (size_t)n + 1, &why, &next);
+                for (size_t i = 0; i < k; i++)
+                        c->held[c->batch[i]] = 1;
+        }
 }
 
 /*
- * Finish what a previous run left: COMMIT entries get their staged result
- * and flag, unless the client has moved on; TAKEN entries go to c->batch to
- * run again.  Returns how many.  The journal is ours (0600, our uid), but
- * it is still checked like anything else read back from memory.
+ * Finish what a previous run left.  COMMIT entries get their staged result
+ * and flag if the entry is still as handed over.  TAKEN entries run again
+ * if the batch was fully recorded, the queue is still BUSY with it, and the
+ * entry is still as handed over and on none of the client's lists;
+ * otherwise the client has moved on (formatted the queue again, reused the
+ * entry) and they are left alone.  Returns how many are in c->batch.
  */
-static size_t journal_recover(HaV1Chan *c, unsigned old_slots)
+static size_t journal_recover(HaV1Chan *c)
 {
         uint16_t n = c->jh->n;
+        bool busy = __atomic_load_n(&c->q->working_mark, __ATOMIC_ACQUIRE) == HA_MARK_BUSY;
+        bool all_ours = true, check;
         size_t k = 0;
 
         if (n == 0 || n > c->cap || n != ha_ld16(&c->q->buf_size)) {
+                for (unsigned i = 0; i < c->cap; i++)
+                        c->st.abandoned += c->jent[i].state != J_FREE;
                 log_warning("v1 channel '%s': journal is for a queue of %u entries, the queue "
                             "now has %u: the client formatted it again, nothing to recover",
                             c->cfg.name, n, ha_ld16(&c->q->buf_size));
                 memset(c->jent, 0, (size_t)c->cap * sizeof(JEnt));
+                c->jh->batch_k = 0;
                 return 0;
         }
-        /* Nothing past buf_size can be ours. */
-        memset(&c->jent[n], 0, (size_t)(c->cap - n) * sizeof(JEnt));
+        /* Nothing past buf_size can be ours, nor a state we never write. */
+        for (unsigned i = 0; i < c->cap; i++)
+                if (i >= n || c->jent[i].state > J_COMMIT)
+                        c->jent[i].state = J_FREE;
+
+        /* COMMIT first: the staged bytes must be out before anything else
+         * can use the staging area.  The flag goes last, then FREE, so a
+         * crash in here is finished by the next start just the same. */
         for (uint16_t i = 0; i < n; i++) {
                 JEnt *j = &c->jent[i];
                 HaMsgEntry *en = &c->q->entries[i];
-                uint16_t flag = ha_ld16(&en->msg.flag);
-                size_t len = j->slot == J_NO_SLOT ? 0 : (size_t)j->length - 1;
 
-                if (j->state == J_TAKEN) {
-                        c->batch[k++] = i;
-                        continue;
-                }
                 if (j->state != J_COMMIT)
                         continue;
-                j->state = J_FREE;
-                if (flag & HA_FLAG_DEAL_STATE) {
+                if (ha_ld16(&en->msg.flag) & HA_FLAG_DEAL_STATE) {
                         c->st.already_published++;
-                } else if (flag == 0 && ha_ld16(&en->msg.service_id) == j->service &&
-                           ha_ld32(&en->msg.offset) == j->offset &&
-                           ha_ld32(&en->msg.length) == j->length &&
-                           (j->slot == J_NO_SLOT ||
-                            (j->slot < old_slots && j->length >= 2 && j->offset <= c->buf_len &&
-                             j->length <= c->buf_len - j->offset))) {
-                        if (len)
-                                ha_devmem_write(c->buf + j->offset,
-                                                c->stage + (size_t)j->slot * c->jh->slot_size,
-                                                len);
+                } else if (entry_unchanged(en, j) && journal_valid_flag(j->flag) && stage_ok(c, j)) {
+                        if (j->stage_len)
+                                ha_devmem_write(c->buf + j->offset, c->stage + j->stage_off,
+                                                j->stage_len);
+                        ha_crash_point("v1_recover");
                         __atomic_store_n(&en->msg.flag, j->flag, __ATOMIC_RELEASE);
                         c->st.republished++;
                 } else {
-                        /* Published, seen and reused by the client: hands off. */
-                        c->st.abandoned++;
+                        c->st.abandoned++;      /* published, seen and reused */
                 }
+                journal_order();
+                j->state = J_FREE;
         }
-        /* The cut may not have happened: make sure the list no longer
-         * leads to entries we are about to run. */
-        if (k && ha_ld16(&c->q->proc_ing_h) == c->jh->batch_head)
+
+        check = c->jh->batch_k && busy;
+        if (check)
+                client_held(c, n);
+        for (uint16_t i = 0; i < n; i++) {
+                JEnt *j = &c->jent[i];
+
+                if (j->state != J_TAKEN)
+                        continue;
+                if (check && !c->held[i] && entry_unchanged(&c->q->entries[i], j) &&
+                    stage_ok(c, j)) {
+                        c->batch[k++] = i;
+                        continue;
+                }
+                /* Not all recorded (the list was never cut), or not ours. */
+                if (c->jh->batch_k)
+                        c->st.abandoned++;
+                all_ours = false;
+                j->state = J_FREE;
+        }
+        /* The cut may not have finished: redo it, but only on a list that
+         * is still exactly the batch we recorded. */
+        if (k && all_ours && ha_ld16(&c->q->proc_ing_h) == c->jh->batch_head)
                 ha_list_cut(c->q, n, &c->q->proc_ing_h, c->batch, k, n);
-        else
-                for (size_t i = 0; i < k; i++)
-                        ha_st16(&c->q->entries[c->batch[i]].nxt_idx, n);
+        journal_order();
+        c->jh->batch_k = (uint32_t)k;
         c->n = n;
         c->st.requeued += k;
         return k;
 }
 
-/* Open (or create) the journal and finish what it holds; returns the
+/* Open (or create) the journal and finish what it holds; *requeue is the
  * number of entries left in c->batch to run again. */
-static int journal_open(HaV1Chan *c, const char *shm_name, unsigned workers,
-                        const HaHvConfig *hv, size_t *requeue)
+static int journal_open(HaV1Chan *c, const char *shm_name, const HaHvConfig *hv,
+                        size_t *requeue)
 {
-        size_t ent_off = round_page(sizeof(JHdr));
-        size_t slot_off = ent_off + round_page((size_t)c->cap * sizeof(JEnt));
-        size_t slot_size = round_page(c->buf_len), size;
-        unsigned old_slots = 0;
+        JHdr want, h;
+        bool matched = false;
         struct stat st;
+        size_t size;
         void *p;
         int r;
 
         *requeue = 0;
+        journal_layout(c, &want, hv);
+        size = want.stage_off + want.stage_size;
         snprintf(c->jname, sizeof(c->jname), "%s.v1.%s", shm_name, c->cfg.name);
-        c->jfd = shm_open(c->jname, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        c->jfd = shm_open(c->jname, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        c->jcreated = c->jfd >= 0;
+        if (c->jfd < 0 && errno == EEXIST)
+                c->jfd = shm_open(c->jname, O_RDWR | O_CLOEXEC, 0600);
         if (c->jfd < 0)
-                return fail(c, -errno, "cannot open journal %s: %s", c->jname, strerror(errno));
+                return fail(c, -errno, "cannot open journal /dev/shm%s: %s", c->jname,
+                            strerror(errno));
+        if (fstat(c->jfd, &st) < 0)
+                return fail(c, -errno, "cannot stat journal /dev/shm%s: %s", c->jname,
+                            strerror(errno));
+        /* It holds copies of the client's data and steers writes into its
+         * memory: a plain object of ours, linked once, for us alone. */
+        if (!S_ISREG(st.st_mode) || st.st_nlink != 1 || st.st_uid != geteuid() ||
+            (st.st_mode & 077))
+                return fail(c, -EPERM, "journal /dev/shm%s belongs to uid %u with mode %04o "
+                            "and %u links; expected uid %u, mode 0600 and one link: remove it",
+                            c->jname, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777),
+                            (unsigned)st.st_nlink, (unsigned)geteuid());
         if (flock(c->jfd, LOCK_EX | LOCK_NB) < 0)
                 return fail(c, errno == EWOULDBLOCK ? -EBUSY : -errno,
-                            "journal %s is in use by another process", c->jname);
-        if (fstat(c->jfd, &st) < 0)
-                return fail(c, -errno, "cannot stat journal %s: %s", c->jname, strerror(errno));
-        /* It holds copies of the client's data and steers writes into its
-         * memory: only ours, and only for us. */
-        if (st.st_uid != geteuid() || (st.st_mode & 077))
-                return fail(c, -EPERM, "journal /dev/shm%s belongs to uid %u with mode %04o; "
-                            "expected uid %u and mode 0600", c->jname, (unsigned)st.st_uid,
-                            (unsigned)(st.st_mode & 07777), (unsigned)geteuid());
-        /* Never shrink: a previous run's staging slots must survive until
-         * recovered, even if it had more workers. */
-        if ((uint64_t)st.st_size >= sizeof(JHdr)) {
-                JHdr h;
+                            "journal /dev/shm%s is in use by another process", c->jname);
+        if ((uint64_t)st.st_size >= size &&
+            pread(c->jfd, &h, sizeof(h), 0) == (ssize_t)sizeof(h)) {
+                JHdr cmp = h;
 
-                if (pread(c->jfd, &h, sizeof(h), 0) == (ssize_t)sizeof(h) &&
-                    journal_matches(c, &h, hv, (uint64_t)st.st_size))
-                        old_slots = h.nslots;
-                else
-                        log_warning("v1 channel '%s': journal %s does not match this channel's "
-                                    "layout, starting a new one", c->cfg.name, c->jname);
+                cmp.batch_k = want.batch_k;
+                cmp.n = want.n;
+                cmp.batch_head = want.batch_head;
+                matched = memcmp(&cmp, &want, sizeof(want)) == 0;
         }
-        if (workers > 255)
-                workers = 255;
-        c->nslots = workers > old_slots ? workers : old_slots;
-        size = slot_off + (size_t)c->nslots * slot_size;
-        if (ftruncate(c->jfd, (off_t)size) < 0)
-                return fail(c, -errno, "cannot size journal %s: %s", c->jname, strerror(errno));
+        if (!matched && st.st_size > 0)
+                log_warning("v1 channel '%s': journal /dev/shm%s is not for this channel's "
+                            "layout, starting a new one", c->cfg.name, c->jname);
+        if (!matched && ftruncate(c->jfd, (off_t)size) < 0)
+                return fail(c, -errno, "cannot size journal /dev/shm%s: %s", c->jname,
+                            strerror(errno));
+        /* A full /dev/shm is an error now, not a SIGBUS mid-batch. */
         r = -posix_fallocate(c->jfd, 0, (off_t)size);
         if (r < 0)
-                return fail(c, r, "cannot allocate %zu bytes for journal %s: %s", size,
+                return fail(c, r, "cannot allocate %zu bytes for journal /dev/shm%s: %s", size,
                             c->jname, strerror(-r));
         p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, c->jfd, 0);
         if (p == MAP_FAILED)
-                return fail(c, -errno, "cannot map journal %s: %s", c->jname, strerror(errno));
+                return fail(c, -errno, "cannot map journal /dev/shm%s: %s", c->jname,
+                            strerror(errno));
         c->jmap = (Map){ p, size };
         c->jh = p;
-        c->jent = (JEnt *)(void *)((uint8_t *)p + ent_off);
-        c->stage = (uint8_t *)p + slot_off;
-
-        if (old_slots) {
-                *requeue = journal_recover(c, old_slots);
-                if (c->st.requeued || c->st.republished || c->st.already_published ||
-                    c->st.abandoned)
-                        log_notice("v1 channel '%s': recovered from the journal: %llu to run "
-                                   "again, %llu results published, %llu already published, "
-                                   "%llu left to the client", c->cfg.name,
-                                   (unsigned long long)c->st.requeued,
-                                   (unsigned long long)c->st.republished,
-                                   (unsigned long long)c->st.already_published,
-                                   (unsigned long long)c->st.abandoned);
-        } else {
-                memset(p, 0, slot_off);
+        c->jent = (JEnt *)(void *)((uint8_t *)p + want.ent_off);
+        c->stage = (uint8_t *)p + want.stage_off;
+        if (!matched) {
+                memset(p, 0, want.stage_off);
+                memcpy(c->jh, &want, sizeof(want));
+                return 0;
         }
-        c->jh->queue_addr = hv->queue_addr;
-        c->jh->buf_addr = hv->buf_addr;
-        c->jh->buf_len = c->buf_len;
-        c->jh->cap = c->cap;
-        c->jh->nslots = c->nslots;
-        c->jh->slot_size = slot_size;
-        c->jh->ent_off = ent_off;
-        c->jh->slot_off = slot_off;
-        memcpy(c->jh->magic, JOURNAL_MAGIC, sizeof(c->jh->magic));
+        *requeue = journal_recover(c);
+        if (c->st.requeued || c->st.republished || c->st.already_published || c->st.abandoned)
+                log_notice("v1 channel '%s': recovered from the journal: %llu to run again, "
+                           "%llu results published, %llu already published, %llu left to "
+                           "the client", c->cfg.name, (unsigned long long)c->st.requeued,
+                           (unsigned long long)c->st.republished,
+                           (unsigned long long)c->st.already_published,
+                           (unsigned long long)c->st.abandoned);
         return 0;
 }
 
@@ -752,8 +831,7 @@ static int open_doorbell(HaV1Chan *c)
         return 0;
 }
 
-static int start(HaV1Chan *c, struct event_base *base, HaEngine *e, const char *shm_name,
-                 unsigned workers)
+static int start(HaV1Chan *c, struct event_base *base, HaEngine *e, const char *shm_name)
 {
         size_t requeue;
         uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
@@ -802,7 +880,8 @@ static int start(HaV1Chan *c, struct event_base *base, HaEngine *e, const char *
 
         c->batch = calloc((size_t)c->cap + 1, sizeof(*c->batch));
         c->slots = calloc(c->cap, sizeof(*c->slots));
-        if (!c->batch || !c->slots || ha_walkset_init(&c->walk, c->cap) < 0)
+        c->held = calloc(c->cap, 1);
+        if (!c->batch || !c->slots || !c->held || ha_walkset_init(&c->walk, c->cap) < 0)
                 return fail(c, -ENOMEM, "out of memory");
 
         /* The client formats the queue; before it has, buf_size is 0. */
@@ -817,7 +896,7 @@ static int start(HaV1Chan *c, struct event_base *base, HaEngine *e, const char *
                             "mem_size holds (%u), waiting for the client to format it",
                             c->cfg.name, bs, c->cap);
 
-        r = journal_open(c, shm_name, workers, &hv, &requeue);
+        r = journal_open(c, shm_name, &hv, &requeue);
         if (r < 0)
                 return r;
         r = open_doorbell(c);
@@ -854,7 +933,7 @@ static int start(HaV1Chan *c, struct event_base *base, HaEngine *e, const char *
 }
 
 int ha_v1chan_start(struct event_base *base, HaEngine *e, const HaV1ChannelConfig *cfg,
-                    const char *shm_name, unsigned workers, HaV1Chan **ret)
+                    const char *shm_name, HaV1Chan **ret)
 {
         HaV1Chan *c;
         int r;
@@ -865,7 +944,7 @@ int ha_v1chan_start(struct event_base *base, HaEngine *e, const HaV1ChannelConfi
         c->cfg = *cfg;
         c->mem_fd = c->bell_fd = c->jfd = -1;
         c->rl = (HaRatelimit)HA_RATELIMIT_INIT(10000, 5);
-        r = start(c, base, e, shm_name, workers);
+        r = start(c, base, e, shm_name);
         if (r < 0) {
                 /* Not registered: nothing else refers to c. */
                 ha_v1chan_free(c);
@@ -895,12 +974,14 @@ HaV1Chan *ha_v1chan_free(HaV1Chan *c)
 
                 for (unsigned i = 0; i < c->cap; i++)
                         open += c->jent[i].state != J_FREE;
-                /* A clean stop answered everything: nothing to keep. */
+                /* Nothing unanswered: nothing to keep. */
                 if (open)
-                        log_notice("v1 channel '%s': %zu requests not answered, kept in %s "
-                                   "for the next start", c->cfg.name, open, c->jname);
+                        log_notice("v1 channel '%s': %zu requests not answered, kept in "
+                                   "/dev/shm%s for the next start", c->cfg.name, open, c->jname);
                 else
                         (void)shm_unlink(c->jname);
+        } else if (c->jcreated) {
+                (void)shm_unlink(c->jname);     /* ours, and never used */
         }
         unmap(&c->jmap);
         closep(&c->jfd);
@@ -912,6 +993,7 @@ HaV1Chan *ha_v1chan_free(HaV1Chan *c)
         ha_walkset_fini(&c->walk);
         free(c->batch);
         free(c->slots);
+        free(c->held);
         free(c);
         return NULL;
 }

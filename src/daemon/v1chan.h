@@ -28,13 +28,13 @@ typedef struct HaV1Chan HaV1Chan;
 
 /*
  * Map the regions, check the queue, open the journal (the shm object
- * "<shm_name>.v1.<name>", with a staging slot per worker) and finish what a
- * previous run left in it, open the doorbell, register as an engine source,
- * then write the ready mark.  Logs the reason on failure (and
- * leaves nothing registered or mapped).  Runs on the loop thread.
+ * "<shm_name>.v1.<name>", with a staging area the size of the buf region)
+ * and finish what a previous run left in it, open the doorbell, register as
+ * an engine source, then write the ready mark.  Logs the reason on failure
+ * (and leaves nothing registered or mapped).  Runs on the loop thread.
  */
 int ha_v1chan_start(struct event_base *base, HaEngine *e, const HaV1ChannelConfig *cfg,
-                    const char *shm_name, unsigned workers, HaV1Chan **ret);
+                    const char *shm_name, HaV1Chan **ret);
 
 /*
  * Unmap and close; writes nothing to the client's queue.  Removes the

@@ -14,32 +14,40 @@ import selectors
 import shutil
 import subprocess
 import tempfile
+import time
 import unittest
 
 import harness
 from harness import Daemon, scaled, shm_path, unique_shm_name, wait_pid_exit
-from test_v1 import MARK_BUSY, V1CLIENT, Rig, source
+from test_v1 import BASE, MARK_BUSY, V1CLIENT, Rig, source
 
 
 class Client:
-    """v1client `rounds R K` in the background, its progress read as it comes."""
+    """v1client in the background, its progress read as it comes."""
 
-    def __init__(self, rig, rounds, k):
-        self.rounds, self.k = rounds, k
+    def __init__(self, rig, *command, init=True, pace=False):
         cmd = [V1CLIENT, '--shm-config', rig.cfg, '--mem', rig.mem, '--doorbell', rig.bell,
-               '--base', hex(0x7E000000), '--timeout-ms', str(int(scaled(15000))), '--init',
-               'rounds', str(rounds), str(k)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+               '--base', hex(BASE), '--timeout-ms', str(int(scaled(15000)))]
+        cmd += ['--init'] if init else ['--no-init']
+        cmd += ['--pace'] if pace else []
+        cmd += [str(a) for a in command]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE)
         self.sel = selectors.DefaultSelector()
         self.sel.register(self.proc.stdout, selectors.EVENT_READ)
         self.out = b''
         self.done = 0
 
+    def go(self, batches):
+        """--pace: let this many more batches start."""
+        self.proc.stdin.write(b'g' * batches)
+        self.proc.stdin.flush()
+
     def wait_progress(self, at_least, timeout):
         """Block on the client's stdout until it reports at_least answers."""
-        deadline = harness.time.monotonic() + timeout
+        deadline = time.monotonic() + timeout
         while self.done < at_least:
-            left = deadline - harness.time.monotonic()
+            left = deadline - time.monotonic()
             if left <= 0 or not self.sel.select(left):
                 raise AssertionError('client at %d answers, waited for %d' % (self.done,
                                                                               at_least))
@@ -53,10 +61,23 @@ class Client:
                 self.done = int(found[-1])
 
     def finish(self):
+        # communicate() closes stdin: a paced client runs freely to the end.
         out, err = self.proc.communicate(timeout=scaled(120))
         self.out += out
         self.sel.close()
         return self.proc.returncode, self.out.decode(), err.decode()
+
+    def kill(self):
+        self.proc.kill()
+        self.finish()
+
+
+def spin_until(cond, timeout, what):
+    """For states that last microseconds: a bounded spin, no sleeping."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError('never ' + what)
 
 
 class RecoveryTest(unittest.TestCase):
@@ -74,76 +95,123 @@ class RecoveryTest(unittest.TestCase):
         if os.path.lexists(self.journal()):
             os.unlink(self.journal())
 
-    def daemon(self, rig, env=None):
-        return Daemon({'workers': 2, 'shm_name': self.shm, 'v1_channels': [rig.channel()]},
-                      env=env)
+    def rig(self, sub):
+        os.mkdir(os.path.join(self.tmp, sub))
+        return Rig(os.path.join(self.tmp, sub), name='npu')
 
-    def expect_all_ok(self, client):
+    def daemon(self, rig, crash=None):
+        d = Daemon({'workers': 2, 'shm_name': self.shm, 'v1_channels': [rig.channel()]},
+                   env={'HYPERAMP_TEST_CRASH': crash} if crash else None)
+        d.check_clean_exit = crash is None
+        return d
+
+    def crash(self, rig, site):
+        """A daemon that kills itself at site; returns when it has."""
+        with self.daemon(rig, crash=site) as d:
+            yield d
+            self.assertEqual(wait_pid_exit(d.proc, scaled(20)), -9,
+                             'the crash point %s was never reached' % site)
+        self.assertTrue(os.path.exists(self.journal()))
+        self.assertEqual(os.stat(self.journal()).st_mode & 0o777, 0o600)
+
+    def expect_ok(self, client, line):
         rc, out, err = client.finish()
-        total = client.rounds * client.k
         self.assertEqual(rc, 0, out + err)
-        self.assertIn('rounds %d x %d: %d ok, 0 bad' % (client.rounds, client.k, total), out)
+        self.assertIn(line, out)
 
     def test_crash_points(self):
         """The daemon kills itself at each step of taking and answering a
-        batch; the next daemon finishes the batch, and nothing is answered
-        twice.  What the journal did is in the new daemon's stats."""
-        # site -> (what stats['recovered'] must show)
+        batch (the 3rd of four batches of 8); the next daemon finishes it.
+        The client checks every byte, so a lost request (timeout) or one run
+        twice (the XOR undone, or FAIL for a flag already set) fails."""
         cases = {
-            'v1_taken': lambda r: r['requeued'] == 8,       # before the list was cut
-            'v1_cut': lambda r: r['requeued'] == 8,         # before any worker ran
-            'v1_commit': lambda r: r['republished'] >= 1,   # result written, flag not
-            'v1_published': lambda r: r['already_published'] + r['abandoned'] >= 1,
+            # 4th TAKEN record of 8: the list was never cut, the scan retakes it
+            'v1_taking:20': lambda r: r['requeued'] == 0 and r['abandoned'] == 0,
+            # recorded, list half cut (nxt_idx done, head not): cut again, run all
+            'list_cut:3': lambda r: r['requeued'] == 8,
+            # cut, nothing run yet
+            'v1_cut:3': lambda r: r['requeued'] == 8,
+            # a result written back, its flag not: publish the staged bytes
+            'v1_commit:19': lambda r: r['republished'] >= 1,
+            # flag published, FREE not recorded: leave it alone
+            'v1_published:19': lambda r: r['already_published'] + r['abandoned'] >= 1,
         }
         for site, check in cases.items():
             with self.subTest(site=site):
-                os.mkdir(os.path.join(self.tmp, site))
-                rig = Rig(os.path.join(self.tmp, site), name='npu')
-                first = self.daemon(rig, env={'HYPERAMP_TEST_CRASH': site + ':3'})
-                first.check_clean_exit = False
-                with first:
-                    client = Client(rig, 4, 8)
-                    rc = wait_pid_exit(first.proc, scaled(20))
-                    self.assertEqual(rc, -9, 'the crash point was never reached')
-                    self.assertTrue(os.path.exists(self.journal()))
-                    self.assertEqual(os.stat(self.journal()).st_mode & 0o777, 0o600)
+                rig = self.rig(site.split(':')[0])
+                for _ in self.crash(rig, site):
+                    client = Client(rig, 'rounds', 4, 8)
                 with self.daemon(rig) as second:
-                    self.expect_all_ok(client)
+                    self.expect_ok(client, 'rounds 4 x 8: 32 ok, 0 bad')
                     rec = source(second)['recovered']
                     self.assertTrue(check(rec), '%s: %r' % (site, rec))
                     self.assertEqual(source(second)['in_flight'], 0)
                 self.assertFalse(os.path.exists(self.journal()))
 
+    def test_crash_during_recovery(self):
+        """Killed again while finishing a COMMIT: the third start finishes it."""
+        rig = self.rig('twice')
+        for _ in self.crash(rig, 'v1_commit:19'):
+            client = Client(rig, 'rounds', 4, 8)
+        again = harness.start_expect_failure(
+            {'workers': 2, 'shm_name': self.shm, 'v1_channels': [rig.channel()]},
+            env={'HYPERAMP_TEST_CRASH': 'v1_recover:1'})
+        self.assertEqual(again.rc, -9, again.log)
+        with self.daemon(rig) as third:
+            self.expect_ok(client, 'rounds 4 x 8: 32 ok, 0 bad')
+            self.assertGreaterEqual(source(third)['recovered']['republished'], 1)
+
+    def test_client_formats_again(self):
+        """The client restarts (formats its queue again, same size) while the
+        daemon is down: the journalled batch is not the client's any more and
+        is left alone (its entries are on the new client's lists, or handed
+        over again); the new requests are served once."""
+        rig = self.rig('format')
+        for _ in self.crash(rig, 'v1_cut:1'):
+            old = Client(rig, 'batch', 8)
+        old.kill()
+        # Stand in for the interrupt line while no daemon holds the FIFO.
+        line = os.open(rig.bell, os.O_RDONLY | os.O_NONBLOCK)
+        self.addCleanup(os.close, line)
+        new = Client(rig, 'batch', 4)
+        # The original client's init sets IDLE, so the new batch (3->2->1->0)
+        # is handed over at once, into entries the journal also names.
+        spin_until(lambda: rig.header()[4] == 3 or new.proc.poll() is not None, scaled(10),
+                   'the new batch handed over')
+        if new.proc.poll() is not None:
+            self.fail('the new client died: %r' % (new.finish(),))
+        with self.daemon(rig) as d:
+            self.expect_ok(new, 'batch 4: 4 ok, 0 bad')
+            rec = source(d)['recovered']
+            self.assertEqual((rec['requeued'], rec['abandoned']), (0, 8), rec)
+            self.assertEqual(source(d)['bad_flag'], 0)
+
     def test_sigkill_under_load(self):
-        """Five SIGKILLs at random moments, each with a batch handed over, in
-        a run of 32-request batches: every request answered once and right."""
-        rig = Rig(self.tmp, name='npu')
+        """Five SIGKILLs from outside at random moments of a run of 64,000
+        requests in batches of 32: every one answered once and right.  (The
+        crash points above make sure each step of a batch is hit; this is
+        the real thing, wherever the kill lands.)"""
+        rig = self.rig('load')
         rnd = random.Random(os.environ.get('HYPERAMP_TEST_SEED', '5'))
-        kills, totals = 0, {}
+        rounds = 200 if harness.WRAPPER else 2000
         client = None
-        for i in range(5):
-            d = self.daemon(rig)
-            d.check_clean_exit = False
-            with d:
+        totals = {}
+        for _ in range(5):
+            with self.daemon(rig) as d:
+                d.check_clean_exit = False
                 if client is None:
-                    # Fewer under valgrind; the kills come in the first 5,000.
-                    client = Client(rig, 400 if harness.WRAPPER else 2000, 32)
+                    client = Client(rig, 'rounds', rounds, 32, pace=True)
                 self.add_recovered(totals, source(d)['recovered'])
-                client.wait_progress(client.done + rnd.randint(32, 1000), scaled(60))
-                # Kill with a batch handed over: the client has set BUSY.
-                # A batch lasts microseconds: spin on the mark, bounded.
-                deadline = harness.time.monotonic() + scaled(10)
-                while rig.header()[0] != MARK_BUSY:
-                    self.assertLess(harness.time.monotonic(), deadline, 'never BUSY')
+                # Kill while the client is still going: 30 batches allowed,
+                # the kill after a random number of them.
+                client.go(30)
+                client.wait_progress(client.done + 32 * rnd.randint(1, 29), scaled(60))
                 d.proc.kill()
                 self.assertEqual(wait_pid_exit(d.proc, scaled(10)), -9)
-                kills += 1
         with self.daemon(rig) as d:
             self.add_recovered(totals, source(d)['recovered'])
-            self.expect_all_ok(client)
-        print('\n%d SIGKILLs, %d requests verified; recovered: %r'
-              % (kills, client.rounds * client.k, totals))
-        self.assertGreater(sum(totals.values()), 0, 'no kill ever caught a batch in flight')
+            self.expect_ok(client, 'rounds %d x 32: %d ok, 0 bad' % (rounds, rounds * 32))
+        print('\n5 SIGKILLs, %d requests verified; recovered: %r' % (rounds * 32, totals))
 
     @staticmethod
     def add_recovered(totals, rec):
@@ -152,14 +220,14 @@ class RecoveryTest(unittest.TestCase):
 
     def test_journal_must_be_private(self):
         """A journal someone else could read or write is refused at start."""
-        rig = Rig(self.tmp, name='npu')
+        rig = self.rig('private')
         fd = os.open(self.journal(), os.O_CREAT | os.O_WRONLY, 0o600)
         os.fchmod(fd, 0o644)
         os.close(fd)
         failed = harness.start_expect_failure({'workers': 2, 'shm_name': self.shm,
                                                'v1_channels': [rig.channel()]})
         self.assertEqual(failed.rc, 1)
-        self.assertIn('expected uid %d and mode 0600' % os.geteuid(), failed.log)
+        self.assertIn('expected uid %d, mode 0600 and one link' % os.geteuid(), failed.log)
         self.assertFalse(os.path.exists(failed.shm_file))
 
 

@@ -15,7 +15,10 @@
  *   batch K                K requests on the wait list, then one notify, checked
  *   rounds R K             R batches of K, each entry checked and released as
  *                          soon as it is done (as the original does); prints
- *                          progress to stdout; survives service restarts
+ *                          progress to stdout; survives service restarts.
+ *                          With --pace, each batch waits for a byte on stdin
+ *                          (EOF: no more waiting), so a test can pick the
+ *                          moment
  *   hostile MODE           bad-head, bad-link, cycle, self-cycle, bad-range,
  *                          wrap-range, zero-length, bad-flag (see usage)
  *   dump                   the queue header and ready mark as JSON
@@ -57,6 +60,7 @@ typedef struct Client {
         uint16_t n;             /* buf_size */
         uint64_t area, area_end, bump;
         int timeout_ms;
+        bool pace;              /* rounds: one batch per byte on stdin */
 } Client;
 
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -395,6 +399,10 @@ static int cmd_rounds(Client *c, unsigned rounds, unsigned k)
         if (k == 0 || k > 256 || k > c->n)
                 die("batch size must be 1..min(256, buf_size)");
         for (unsigned r = 0; r < rounds; r++) {
+                char go;
+
+                if (c->pace && read(STDIN_FILENO, &go, 1) != 1)
+                        c->pace = false;
                 for (unsigned i = 0; i < k; i++) {
                         unsigned seed = r * k + i;
 
@@ -517,7 +525,7 @@ static void usage(void)
 {
         fputs("usage: v1client --shm-config FILE --mem FILE --doorbell FIFO [--base HEX]\n"
               "                [--init=N | --no-init] [--area OFF:LEN] [--timeout-ms MS]\n"
-              "                [--no-ready] COMMAND ...\n"
+              "                [--no-ready] [--pace] COMMAND ...\n"
               "  send SERVICE TEXT | seq N | batch K | rounds R K | dump\n"
               "  hostile bad-head|bad-link|cycle|self-cycle|bad-range|wrap-range|"
               "zero-length|bad-flag\n", stderr);
@@ -536,6 +544,7 @@ int main(int argc, char **argv)
                 { "area", required_argument, NULL, 'a' },
                 { "timeout-ms", required_argument, NULL, 't' },
                 { "no-ready", no_argument, NULL, 'R' },
+                { "pace", no_argument, NULL, 'P' },
                 {}
         };
         const char *cfg = NULL, *mem = NULL, *bell = NULL, *area = NULL;
@@ -559,6 +568,7 @@ int main(int argc, char **argv)
                 case 'a': area = optarg; break;
                 case 't': c.timeout_ms = atoi(optarg); break;
                 case 'R': wait_ready = false; break;
+                case 'P': c.pace = true; break;
                 default: usage();
                 }
         }
