@@ -53,8 +53,9 @@ class ZoneTest(unittest.TestCase):
                 self.assertEqual(p.returncode, 0, err)
                 self.assertIn('8 threads x 500 requests, 0 failures', out)
             zs = self.assert_all_free(d)
-            used = [z for z in zs if z['grants']]
-            self.assertEqual(len(used), 4)
+            # Four leases; a client that finishes first may give its slot back
+            # before the next attaches, so count grants, not slots.
+            self.assertEqual(sum(z['grants'] for z in zs), 4)
             self.assertEqual(sum(z['submitted'] for z in zs), 4 * 8 * 500)
             self.assertEqual(sum(z['completed'] for z in zs), 4 * 8 * 500)
             self.assertEqual(sum(z['failed'] for z in zs), 0)
