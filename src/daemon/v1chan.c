@@ -22,7 +22,7 @@
 
 /* The original Linux service's echo id (NPUCore_SERVICE_ECHO). */
 #define V1_SVC_ECHO 66
-/* Requests up to this size bounce through the worker's stack. */
+/* ha_v1_serve(): requests up to this size bounce through the stack. */
 #define BOUNCE_STACK 4096
 /* Reads per wake-up to empty the doorbell; more wakes us again. */
 #define DRAIN_MAX_READS 16
@@ -426,7 +426,8 @@ static void v1_complete(void *ctx, uint16_t idx)
                 break;
         case HA_V1_NO_MEMORY:
                 c->st.no_memory++;
-                report(c, "entry %u: no memory for a %u-byte bounce buffer, failed", idx,
+                report(c, "entry %u: no room for its %u-byte result in the staging area "
+                       "(entries of the batch overlap?), failed", idx,
                        s->length);
                 break;
         }

@@ -50,7 +50,7 @@ enum ha_v1_why {
         HA_V1_BAD_FLAG,         /* flag word not 0 when handed over */
         HA_V1_ZERO_LENGTH,      /* length 0 */
         HA_V1_BAD_RANGE,        /* offset + length past the buf region */
-        HA_V1_NO_MEMORY,        /* no bounce buffer */
+        HA_V1_NO_MEMORY,        /* no room for the result (staging area, bounce buffer) */
 };
 
 /*
@@ -60,7 +60,9 @@ enum ha_v1_why {
  * echo (66) touches nothing; an unknown id gives NOT_EXITS; length 1 (an
  * empty string) succeeds for echo and fails for the transforms.  The bytes
  * are copied through a private bounce buffer with ha_devmem_read/write only.
- * Thread-safe; used by the workers, exposed for tests.
+ * Thread-safe.  The workers use the same checks and transform, through the
+ * journal's staging area instead of the bounce buffer; this composition of
+ * them is what the unit tests check against the original's rules.
  */
 enum ha_result ha_v1_serve(volatile uint8_t *buf, size_t buf_len, uint16_t flag,
                            uint16_t service, uint32_t offset, uint32_t length, unsigned *why);
