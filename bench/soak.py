@@ -246,6 +246,8 @@ class Generator:
         if self.proc.returncode != 0 or self.failures:
             self.problem = 'exit %d: %s' % (self.proc.returncode,
                                             err.decode(errors='replace').strip())
+        elif self.requests == 0:
+            self.problem = 'not a single request answered'
 
 
 class Churn(threading.Thread):
@@ -260,6 +262,12 @@ class Churn(threading.Thread):
         self.problems = []
 
     def run(self):
+        try:
+            self.churn()
+        except BaseException as e:      # a hung or broken run must fail the soak
+            self.problems.append('churn stopped: %r' % (e,))
+
+    def churn(self):
         i = 0
         while time.monotonic() < self.deadline:
             transport = ('socket', 'shm')[i % 2]
@@ -468,6 +476,10 @@ def main():
     info('requests, churn runs', '{:,} in {} socket + {} shm runs'.format(
         churn.requests, churn.runs['socket'], churn.runs['shm']))
     problems.extend('churn: ' + p for p in churn.problems[:5])
+    if churn.is_alive():
+        problems.append('churn: a client run still going 120 s after the end')
+    if not (churn.runs['socket'] and churn.runs['shm']):
+        problems.append('churn: no complete run on one of the transports')
     info('daemon completed: socket / shm', '{:,} / {:,}'.format(end['socket_completed'],
                                                                end['shm_completed']))
     check('verification failures', verify_failures, 0, verify_failures == 0)

@@ -20,6 +20,8 @@ import xml.etree.ElementTree as ET
 
 ERROR = re.compile(r'<error>.*?</error>', re.S)
 LEAKS = {'Leak_DefinitelyLost': 'definite', 'Leak_IndirectlyLost': 'indirect'}
+VALGRIND_DIED = re.compile(r"the 'impossible' happened|VALGRIND INTERNAL ERROR|"
+                           r"Valgrind's memory management: out of memory", re.I)
 
 
 def frames(err, most=16):
@@ -73,12 +75,17 @@ def main(logdir):
                   % (os.path.basename(path), k, command(text), k, what))
             print('\n'.join(frames(err)))
     # Valgrind's own messages (an unhandled syscall or ioctl, say): shown,
-    # not counted, since they are about valgrind rather than our code.
+    # not counted, since they are about valgrind rather than our code --
+    # unless valgrind itself gave up, which leaves that run unchecked.
     for path in sorted(glob.glob(os.path.join(logdir, '*.log'))):
         with open(path, errors='replace') as f:
             text = f.read().strip()
         if text:
             print('valgrind: note from %s:\n%s' % (os.path.basename(path), text))
+        if VALGRIND_DIED.search(text):
+            errors += 1
+            print('valgrind: %s: valgrind itself failed, so that run was not checked'
+                  % os.path.basename(path))
     ok = errors == 0 and lost['definite'] == 0 and lost['indirect'] == 0
     if runs['daemon'] == 0:
         print('valgrind: no daemon run was logged in %s: the wrapper was not applied' % logdir)

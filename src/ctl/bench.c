@@ -283,6 +283,8 @@ static int run(Bench *b, Ctx *ctx, BConn *conns, double *ret_secs)
         if (!pfd)
                 return -ENOMEM;
         start = ha_now_ns();
+        /* From the same instant as the elapsed time: a run is never shorter. */
+        b->deadline_ns = start + (uint64_t)b->duration_s * 1000000000ull;
         idle_deadline = ha_mono_ms() + ctx->timeout_ms;
         for (;;) {
                 bool more = socket_more(b);
@@ -365,6 +367,7 @@ typedef struct ShmSlot {
 typedef struct ShmThread {
         Bench *b;
         hyperamp_t *h;
+        int timeout_ms;         /* --timeout: per request, and for a stalled pool */
         /* request ids first + k * stride for k < count (unbounded with --duration) */
         unsigned long first, stride, count;
         unsigned long window, done;
@@ -384,6 +387,7 @@ static void *shm_thread(void *arg)
         Bench *b = t->b;
         ShmSlot *s = calloc(t->window, sizeof(*s));
         unsigned long next = 0, inflight = 0;
+        uint64_t stalled_since = 0;     /* no room in the pool, nothing in flight */
         int e;
 
         if (!s) {
@@ -398,7 +402,7 @@ static void *shm_thread(void *arg)
 
                 if (sl->busy) {
                         v = variant_of(b, sl->id);
-                        e = hyperamp_wait(sl->r, 10000);
+                        e = hyperamp_wait(sl->r, t->timeout_ms);
                         if (e < 0) {
                                 t->error = e;
                                 break;
@@ -430,9 +434,19 @@ static void *shm_thread(void *arg)
                         if (e == -EAGAIN) {
                                 /* Requests in flight hold the pool or the
                                  * entries: collect ours first, or let the
-                                 * other threads collect theirs. */
-                                if (inflight == 0)
+                                 * other threads collect theirs.  Not for
+                                 * ever: a pool that never comes back is a
+                                 * failure, not a slow run. */
+                                if (inflight == 0) {
+                                        if (!stalled_since)
+                                                stalled_since = ha_now_ns();
+                                        else if (ha_now_ns() - stalled_since >
+                                                 (uint64_t)t->timeout_ms * 1000000u) {
+                                                t->error = -ETIMEDOUT;
+                                                break;
+                                        }
                                         sched_yield();
+                                }
                                 continue;
                         }
                         if (e < 0) {
@@ -440,6 +454,7 @@ static void *shm_thread(void *arg)
                                 break;
                         }
                 }
+                stalled_since = 0;
                 memcpy(hyperamp_req_data(sl->r), b->payload + v->off, v->size);
                 sl->t_sent = ha_now_ns();
                 if ((e = hyperamp_submit(sl->r, v->service, v->size)) < 0) {
@@ -481,16 +496,24 @@ static int run_shm(Bench *b, Ctx *ctx, double *ret_secs)
         start = ha_now_ns();
         b->deadline_ns = start + (uint64_t)b->duration_s * 1000000000ull;
         for (unsigned long i = 0; i < b->threads; i++) {
-                ts[i] = (ShmThread){ .b = b, .h = h, .window = b->conc / b->threads +
+                ts[i] = (ShmThread){ .b = b, .h = h, .timeout_ms = ctx->timeout_ms,
+                                     .window = b->conc / b->threads +
                                      (i < b->conc % b->threads) };
                 if (b->duration_s) {
-                        /* Interleaved ids, so every thread runs the whole mix. */
+                        /* Interleaved ids: together the threads run the
+                         * whole mix (each one a share of it). */
                         ts[i].first = i, ts[i].stride = b->threads, ts[i].count = ULONG_MAX;
                 } else {
                         ts[i].first = first, ts[i].stride = 1, ts[i].count = per + (i < extra);
                         first += ts[i].count;
                 }
-                pthread_create(&ts[i].thread, NULL, shm_thread, &ts[i]);
+                e = pthread_create(&ts[i].thread, NULL, shm_thread, &ts[i]);
+                if (e) {
+                        fprintf(stderr, "hyperampctl: cannot start a thread: %s\n", strerror(e));
+                        b->threads = i;         /* join only those that run */
+                        ret = EXIT_FAILED;
+                        break;
+                }
         }
         b->done = 0;
         for (unsigned long i = 0; i < b->threads; i++) {
@@ -511,8 +534,7 @@ static int run_shm(Bench *b, Ctx *ctx, double *ret_secs)
         *ret_secs = (double)(ha_now_ns() - start) / 1e9;
         hyperamp_detach(h);
         free(ts);
-        if (b->duration_s)
-                b->total = b->done;
+        b->total = b->done;             /* what was answered, not what was asked */
         return ret;
 }
 
@@ -741,7 +763,6 @@ int cmd_bench(Ctx *ctx, int argc, char **argv)
                 ret = r;
                 goto out;
         }
-        b.deadline_ns = ha_now_ns() + (uint64_t)b.duration_s * 1000000000ull;
         r = run(&b, ctx, conns, &secs);
         if (r < 0) {
                 ret = ctl_call_error(ctx, r);
