@@ -6,8 +6,10 @@ print every error and definite/indirect leak with its stack, and one line:
 
   valgrind: N daemon runs, N unit test runs, N errors, N bytes definitely lost, N indirectly lost
 
-Exit status 1 if there is any error or such leak, or no daemon run at all
-(the wrapper was not applied, so nothing was checked); 0 otherwise.
+Exit status 1 if there is any error or such leak, a daemon run that ended
+before memcheck finished without being listed in LOG_DIR/killed-on-purpose
+(by tests/integration/harness.py), or no daemon run at all (the wrapper was
+not applied, so nothing was checked); 0 otherwise.
 
 XML rather than the text log: each error is one element, written as it is
 found, so a run that was killed before its leak check (a test's SIGKILL)
@@ -46,14 +48,26 @@ def main(logdir):
     killed = 0
     errors = 0
     lost = {'definite': 0, 'indirect': 0}
+    try:
+        with open(os.path.join(logdir, 'killed-on-purpose')) as f:
+            on_purpose = set(f.read().split())
+    except FileNotFoundError:
+        on_purpose = set()
     for path in sorted(glob.glob(os.path.join(logdir, '*.xml'))):
         kind = os.path.basename(path).split('.')[0]
         runs[kind] = runs.get(kind, 0) + 1
         with open(path, errors='replace') as f:
             text = f.read()
-        # A SIGKILLed process never writes its final status (nor a leak check).
+        # A SIGKILLed process never writes its final status (nor a leak check):
+        # fine for the daemons killed on purpose, an unchecked run otherwise.
         if '<state>FINISHED</state>' not in text:
             killed += 1
+            pid = os.path.basename(path).split('.')[1]
+            if kind == 'daemon' and pid not in on_purpose:
+                errors += 1
+                print('valgrind: %s: the run ended before memcheck finished, and no test '
+                      'killed it on purpose: its leaks were never checked\n  in %s'
+                      % (os.path.basename(path), command(text)))
         # A crash inside the program (SIGSEGV, SIGBUS, ...) is an error too.
         for sig in re.findall(r'<fatal_signal>.*?<signame>(\w+)</signame>', text, re.S):
             errors += 1

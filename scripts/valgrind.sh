@@ -38,6 +38,9 @@ meson test -C "$build" --suite unit --num-processes 2 --print-errorlogs --timeou
         --wrapper "${vg[*]} --log-file=$logs/unit.%p.log --xml-file=$logs/unit.%p.xml" || status=1
 # Each daemon the tests start; the harness scales its timeouts by 10 under a
 # wrapper (HYPERAMP_TEST_TIMEOUT_SCALE), meson its own by the same.
+# The harness lists the daemons it (or a crash test) kills on purpose; any
+# other daemon whose log has no final status fails the scan.
+HYPERAMP_KILLED_LOG=$logs/killed-on-purpose \
 HYPERAMPD_WRAPPER="${vg[*]} --log-file=$logs/daemon.%p.log --xml-file=$logs/daemon.%p.xml" \
         meson test -C "$build" --suite integration --num-processes 2 --print-errorlogs \
         --timeout-multiplier 10 || status=1

@@ -38,6 +38,15 @@ HYPERAMPD = os.environ.get('HYPERAMPD') or os.path.join(BUILD, 'src', 'daemon', 
 HYPERAMPCTL = os.environ.get('HYPERAMPCTL') or os.path.join(BUILD, 'src', 'ctl', 'hyperampctl')
 WRAPPER = shlex.split(os.environ.get('HYPERAMPD_WRAPPER', ''))
 TIMEOUT_SCALE = float(os.environ.get('HYPERAMP_TEST_TIMEOUT_SCALE') or (10 if WRAPPER else 1))
+# scripts/valgrind.sh: where to list the daemons killed on purpose, so that
+# an unfinished memcheck log of any other daemon fails the run.
+KILLED_LOG = os.environ.get('HYPERAMP_KILLED_LOG')
+
+
+def note_killed(pid):
+    if KILLED_LOG:
+        with open(KILLED_LOG, 'a') as f:
+            f.write('%d\n' % pid)
 
 READY_TIMEOUT = 10.0 * TIMEOUT_SCALE
 # The daemon's own shutdown deadline is 10 s; allow for it plus slack.
@@ -338,10 +347,13 @@ class Daemon:
         self.cmd += self.args
         env.update(self.extra_env)
         self.logf = open(self.log_path, 'wb')
+        crash = 'HYPERAMP_TEST_CRASH' in env
         self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL,
                                      stdout=self.logf, stderr=self.logf, env=env,
                                      umask=-1 if self.umask is None else self.umask,
                                      preexec_fn=self.preexec_fn)
+        if crash:
+            note_killed(self.proc.pid)      # it will kill itself at a crash point
         return self
 
     def _recv_notifications(self, timeout):
@@ -408,8 +420,13 @@ class Daemon:
     # -- stop --
     def _kill(self):
         if self.proc and self.proc.poll() is None:
+            note_killed(self.proc.pid)
             self.proc.kill()
             self.proc.wait()
+
+    def kill(self):
+        """SIGKILL on purpose (a crash test), and wait for it."""
+        self._kill()
 
     def signal(self, sig):
         self.proc.send_signal(sig)

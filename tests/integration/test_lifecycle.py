@@ -99,6 +99,7 @@ class ShutdownTest(unittest.TestCase):
         first.start()
         try:
             first.wait_ready()
+            harness.note_killed(first.proc.pid)
             first.signal(signal.SIGKILL)
             self.assertEqual(harness.wait_pid_exit(first.proc, 10), -signal.SIGKILL)
         finally:
