@@ -27,10 +27,9 @@
 /* Reads per wake-up to empty the doorbell; more wakes us again. */
 #define DRAIN_MAX_READS 16
 
-/* What the worker saw and did for one entry; read back in complete(). */
+/* What the worker did with one entry, for complete(); what it saw is in
+ * the entry's journal record. */
 typedef struct Slot {
-        uint32_t offset, length;
-        uint16_t flag, service;
         uint8_t why;
         uint8_t result;
 } Slot;
@@ -212,18 +211,14 @@ static void v1_run(void *ctx, uint16_t idx, unsigned worker)
 
         /* The fields as read once when the batch was taken: the peer may
          * rewrite the entry under us. */
-        s->flag = j->seen;
-        s->service = j->service;
-        s->offset = j->offset;
-        s->length = j->length;
-        r = v1_check(c->buf_len, s->flag, s->service, s->offset, s->length, &why, &n);
+        r = v1_check(c->buf_len, j->seen, j->service, j->offset, j->length, &why, &n);
         if (n && j->stage_len != n) {
                 why = HA_V1_NO_MEMORY;          /* the batch overflowed the staging area */
                 r = HA_RESULT_FAIL;
                 n = 0;
         }
         if (n) {
-                r = v1_transform(c->buf, s->service, s->offset, c->stage + j->stage_off, n);
+                r = v1_transform(c->buf, j->service, j->offset, c->stage + j->stage_off, n);
                 if (r != HA_RESULT_SUCCESS)
                         n = 0;
         }
@@ -323,9 +318,8 @@ static void journal_take(HaV1Chan *c, size_t k, uint16_t head)
                  * results fit a staging area the size of the buf region. */
                 j->stage_off = (uint32_t)used;
                 j->stage_len = n <= c->jh->stage_size - used ? (uint32_t)n : 0;
+                /* 8-aligned; stays within stage_size, a multiple of the page. */
                 used += (j->stage_len + 7u) & ~(uint64_t)7;
-                if (used > c->jh->stage_size)
-                        used = c->jh->stage_size;
                 journal_order();
                 __atomic_store_n(&j->state, J_TAKEN, __ATOMIC_RELAXED);
                 ha_crash_point("v1_taking");
@@ -405,6 +399,7 @@ static void v1_complete(void *ctx, uint16_t idx)
 {
         HaV1Chan *c = ctx;
         const Slot *s = &c->slots[idx];
+        const JEnt *j = &c->jent[idx];          /* kept until the next batch is taken */
 
         c->st.completed++;
         if (s->result != HA_RESULT_SUCCESS)
@@ -413,7 +408,7 @@ static void v1_complete(void *ctx, uint16_t idx)
         case HA_V1_BAD_FLAG:
                 c->st.bad_flag++;
                 report(c, "entry %u handed over with flag 0x%04x (expected 0), failed", idx,
-                       s->flag);
+                       j->seen);
                 break;
         case HA_V1_ZERO_LENGTH:
                 c->st.bad_length++;
@@ -422,13 +417,12 @@ static void v1_complete(void *ctx, uint16_t idx)
         case HA_V1_BAD_RANGE:
                 c->st.bad_range++;
                 report(c, "entry %u: offset 0x%x + length 0x%x is past the %zu-byte buf "
-                       "region, failed", idx, s->offset, s->length, c->buf_len);
+                       "region, failed", idx, j->offset, j->length, c->buf_len);
                 break;
         case HA_V1_NO_MEMORY:
                 c->st.no_memory++;
                 report(c, "entry %u: no room for its %u-byte result in the staging area "
-                       "(entries of the batch overlap?), failed", idx,
-                       s->length);
+                       "(entries of the batch overlap?), failed", idx, j->length);
                 break;
         }
         /* Not batch_done()'s rescan from here: we are inside the engine's
