@@ -18,6 +18,8 @@
  * a negative errno on failure.  A handle may be shared by the threads of a
  * process; each process attaches its own.  A request belongs to one thread
  * at a time.  If the process dies, hyperampd takes its lease back whole.
+ * If hyperampd dies, hyperamp_wait() hands the lease to the next one, which
+ * answers every submitted request exactly once.
  */
 #ifndef HYPERAMP_HYPERAMP_H
 #define HYPERAMP_HYPERAMP_H
@@ -65,8 +67,11 @@ int hyperamp_submit(hyperamp_req_t *r, uint16_t service, size_t len);
 
 /*
  * Wait for the result: a short adaptive spin, then a futex sleep.  Returns
- * the result code (HYPERAMP_SUCCESS...), -ETIMEDOUT after timeout_ms
- * (negative: no limit), or -ECONNRESET if hyperampd went away.
+ * the result code (HYPERAMP_SUCCESS...) or -ETIMEDOUT after timeout_ms
+ * (negative: no limit).  If hyperampd went away, the wait reconnects and
+ * hands the lease to the daemon that replaces it, and waits on; it returns
+ * -ECONNRESET if none took the lease back (within 30 s when there is no
+ * limit), after which the handle can only be detached.
  */
 int hyperamp_wait(hyperamp_req_t *r, int timeout_ms);
 /* Non-blocking: the result code if done, -EAGAIN if not yet. */

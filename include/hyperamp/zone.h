@@ -19,6 +19,13 @@
  * wakes a futex waiter only if one sleeps there.  When the connection
  * closes, for whatever reason, the daemon waits for the lease's running
  * entries and takes the whole slot back: a killed client leaks nothing.
+ *
+ * If the daemon dies instead, the client keeps the memory and hands it to
+ * the next daemon ("attach" with "resume"); that one finishes what the
+ * journal says was under way and serves the rest of the ring.  The journal
+ * is the daemon's: a record per entry, and a staging area as large as the
+ * pool where services that change the data compute, so that a crash
+ * half-way through never leaves a half-transformed buffer to be run again.
  */
 #ifndef HYPERAMP_ZONE_H
 #define HYPERAMP_ZONE_H
@@ -50,6 +57,24 @@ typedef struct ZoneCtl {
         uint16_t sq[HA_ZONE_RING];
 } ZoneCtl;
 
+/*
+ * The daemon's record of an entry it took off the ring.  FREE and TAKEN
+ * records are rewritten on the next take; COMMIT says the staging area
+ * holds the whole result, to be copied back.  seq is the completion counter
+ * at the take: once it moved, the result is out.
+ */
+enum { HA_ZONE_J_FREE, HA_ZONE_J_TAKEN, HA_ZONE_J_COMMIT };
+
+typedef struct ZoneJrec {
+        uint32_t state;
+        uint32_t pos;                   /* ring position it was taken from */
+        uint32_t seq;
+        uint16_t service;
+        uint16_t flag;                  /* COMMIT: the flag to publish */
+        uint32_t offset, length;
+        uint8_t pad[8];
+} ZoneJrec;
+
 /* daemon -> client: a counter per entry, + HA_ZONE_WAITER */
 typedef struct ZoneDone {
         uint32_t word;
@@ -60,7 +85,11 @@ typedef struct ZoneDone {
 #define HA_ZONE_CTL_OFF   0u
 #define HA_ZONE_QUEUE_OFF 4096u
 #define HA_ZONE_DONE_OFF  8192u
-#define HA_ZONE_POOL_OFF  (HA_ZONE_DONE_OFF + 16384u)
+#define HA_ZONE_JOURNAL_OFF (HA_ZONE_DONE_OFF + 16384u)
+#define HA_ZONE_POOL_OFF  (HA_ZONE_JOURNAL_OFF + 8192u)
+/* then the staging area, as large as the pool */
+#define HA_ZONE_STAGE_OFF(pool_size) (HA_ZONE_POOL_OFF + (pool_size))
+#define HA_ZONE_SIZE(pool_size)      (HA_ZONE_STAGE_OFF(pool_size) + (pool_size))
 
 _Static_assert(sizeof(ZoneDone) == 64, "a completion word per cache line");
 
@@ -69,17 +98,23 @@ typedef struct ZoneView {
         ZoneCtl *ctl;
         HaMsgQueue *q;
         ZoneDone *done;
+        ZoneJrec *journal;
         uint8_t *pool;
+        uint8_t *stage;
 } ZoneView;
 
-static inline ZoneView ha_zone_view(void *base)
+static inline ZoneView ha_zone_view(void *base, uint64_t pool_size)
 {
         uint8_t *b = (uint8_t *)base;
 
         return (ZoneView){ (ZoneCtl *)(b + HA_ZONE_CTL_OFF), (HaMsgQueue *)(b + HA_ZONE_QUEUE_OFF),
-                           (ZoneDone *)(b + HA_ZONE_DONE_OFF), b + HA_ZONE_POOL_OFF };
+                           (ZoneDone *)(b + HA_ZONE_DONE_OFF),
+                           (ZoneJrec *)(b + HA_ZONE_JOURNAL_OFF), b + HA_ZONE_POOL_OFF,
+                           b + HA_ZONE_STAGE_OFF(pool_size) };
 }
 _Static_assert(HA_ZONE_ENTRIES * sizeof(ZoneDone) <= 16384, "completion words fit");
+_Static_assert(sizeof(ZoneJrec) == 32, "journal records pack");
+_Static_assert(HA_ZONE_ENTRIES * sizeof(ZoneJrec) <= 8192, "the journal fits");
 
 _Static_assert(sizeof(ZoneCtl) <= 4096, "ZoneCtl fits one page");
 _Static_assert((HA_ZONE_RING & (HA_ZONE_RING - 1)) == 0, "ring size is a power of two");

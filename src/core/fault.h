@@ -18,4 +18,9 @@ int ha_fault(const char *site);
  */
 void ha_crash_point(const char *site);
 
+/* What a crash leaves in shared memory: one thread's stores in program
+ * order (the kill lands between two instructions and the stores before it
+ * still drain).  Only the compiler could reorder them; this stops it. */
+#define ha_crash_order() __atomic_signal_fence(__ATOMIC_SEQ_CST)
+
 #endif

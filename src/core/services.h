@@ -2,6 +2,7 @@
 #ifndef HA_SERVICES_H
 #define HA_SERVICES_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -15,6 +16,7 @@ typedef struct HaService {
         const char *name;
         const char *summary;
         ha_service_fn fn;
+        bool reads_only;        /* never writes buf: may run where a crash could interrupt it */
 } HaService;
 
 /* The service table, in id order. */

@@ -366,9 +366,14 @@ static void m_shutdown(Conn *c, const HaRequest *req, uint64_t id, struct evbuff
 static void m_attach(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer *in, uint32_t dlen)
 {
         HaControl *ctl = c->ctl;
+        const cJSON *resume = cJSON_GetObjectItemCaseSensitive(req->params, "resume");
         int r;
-        (void)req, (void)in, (void)dlen;
+        (void)in, (void)dlen;
 
+        if (resume && !cJSON_IsBool(resume)) {
+                send_error(c, id, HA_E_INVALID, "\"resume\" must be true or false");
+                return;
+        }
         if (!ctl->attach) {
                 send_error(c, id, HA_E_INTERNAL, "zone channels are not available");
                 return;
@@ -384,7 +389,7 @@ static void m_attach(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer
                 return;
         }
         r = ctl->attach(ctl->zone_userdata, bufferevent_getfd(c->bev), id, id != NO_ID,
-                        c->pid, c->uid, &c->lease);
+                        c->pid, c->uid, cJSON_IsTrue(resume), &c->lease);
         if (r == -EBUSY)
                 send_error(c, id, HA_E_LIMIT, "every zone slot is taken (zone_clients)");
         else if (r < 0)

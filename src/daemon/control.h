@@ -32,11 +32,12 @@ void ha_control_set_hooks(HaControl *c, ha_reload_fn reload, ha_shutdown_fn shut
                           void *userdata);
 
 /*
- * Zone leases: attach grants one and sends the reply itself on fd (it
- * carries file descriptors); detach runs when that connection closes.
+ * Zone leases: attach grants one (resume: for memory the client keeps
+ * from a daemon that died) and sends the reply itself on fd (it carries
+ * file descriptors); detach runs when that connection closes.
  */
 typedef int (*ha_attach_fn)(void *userdata, int fd, uint64_t id, bool has_id, pid_t pid,
-                            uid_t uid, void **lease);
+                            uid_t uid, bool resume, void **lease);
 typedef void (*ha_detach_fn)(void *userdata, void *lease);
 void ha_control_set_zone_hooks(HaControl *c, ha_attach_fn attach, ha_detach_fn detach,
                                void *userdata);

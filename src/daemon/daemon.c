@@ -254,9 +254,9 @@ static void signal_cb(evutil_socket_t sig, short what, void *userdata)
 /* ===== zone channels ===== */
 
 static int zone_attach(void *userdata, int fd, uint64_t id, bool has_id, pid_t pid, uid_t uid,
-                       void **lease)
+                       bool resume, void **lease)
 {
-        return ha_zones_attach(userdata, fd, id, has_id, pid, uid, (HaZone **)lease);
+        return ha_zones_attach(userdata, fd, id, has_id, pid, uid, resume, (HaZone **)lease);
 }
 
 static void zone_detach(void *userdata, void *lease)

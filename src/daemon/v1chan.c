@@ -73,10 +73,6 @@ typedef struct JEnt {
 } JEnt;
 _Static_assert(sizeof(JEnt) == 24, "journal entry layout");
 
-/* A crash sees one thread's stores in program order; only the compiler
- * could reorder them, and this stops it. */
-#define journal_order() __atomic_signal_fence(__ATOMIC_SEQ_CST)
-
 struct HaV1Chan {
         HaV1ChannelConfig cfg;
         HaEngine *engine;
@@ -185,9 +181,9 @@ static void publish(HaV1Chan *c, uint16_t idx, uint16_t flag, size_t n)
         j->flag = flag;
         if (!n)
                 j->stage_len = 0;
-        journal_order();
+        ha_crash_order();
         __atomic_store_n(&j->state, J_COMMIT, __ATOMIC_RELAXED);
-        journal_order();
+        ha_crash_order();
         if (n)
                 ha_devmem_write(c->buf + j->offset, c->stage + j->stage_off, n);
         ha_crash_point("v1_commit");
@@ -195,7 +191,7 @@ static void publish(HaV1Chan *c, uint16_t idx, uint16_t flag, size_t n)
          * polls deal_state and must never see it before the result. */
         __atomic_store_n(&c->q->entries[idx].msg.flag, flag, __ATOMIC_RELEASE);
         ha_crash_point("v1_published");
-        journal_order();
+        ha_crash_order();
         __atomic_store_n(&j->state, J_FREE, __ATOMIC_RELAXED);
 }
 
@@ -302,7 +298,7 @@ static void journal_take(HaV1Chan *c, size_t k, uint16_t head)
         c->jh->batch_k = 0;
         c->jh->n = c->n;
         c->jh->batch_head = head;
-        journal_order();
+        ha_crash_order();
         for (size_t i = 0; i < k; i++) {
                 const HaMsgEntry *en = &c->q->entries[c->batch[i]];
                 JEnt *j = &c->jent[c->batch[i]];
@@ -320,13 +316,13 @@ static void journal_take(HaV1Chan *c, size_t k, uint16_t head)
                 j->stage_len = n <= c->jh->stage_size - used ? (uint32_t)n : 0;
                 /* 8-aligned; stays within stage_size, a multiple of the page. */
                 used += (j->stage_len + 7u) & ~(uint64_t)7;
-                journal_order();
+                ha_crash_order();
                 __atomic_store_n(&j->state, J_TAKEN, __ATOMIC_RELAXED);
                 ha_crash_point("v1_taking");
         }
-        journal_order();
+        ha_crash_order();
         c->jh->batch_k = (uint32_t)k;
-        journal_order();
+        ha_crash_order();
 }
 
 static void dispatch(HaV1Chan *c, size_t k)
@@ -385,7 +381,7 @@ static bool scan(HaV1Chan *c)
 static void batch_done(HaV1Chan *c)
 {
         /* Every entry is FREE: nothing of this batch to recover. */
-        journal_order();
+        ha_crash_order();
         c->jh->batch_k = 0;
         /* The original client transfers only when IDLE, so the list is
          * empty now; if a peer added entries anyway, serve them first. */
@@ -684,7 +680,7 @@ static size_t journal_recover(HaV1Chan *c)
                 } else {
                         c->st.abandoned++;      /* published, seen and reused */
                 }
-                journal_order();
+                ha_crash_order();
                 j->state = J_FREE;
         }
 
@@ -711,7 +707,7 @@ static size_t journal_recover(HaV1Chan *c)
          * is still exactly the batch we recorded. */
         if (k && all_ours && ha_ld16(&c->q->proc_ing_h) == c->jh->batch_head)
                 ha_list_cut(c->q, n, &c->q->proc_ing_h, c->batch, k, n);
-        journal_order();
+        ha_crash_order();
         c->jh->batch_k = (uint32_t)k;
         c->n = n;
         c->st.requeued += k;

@@ -9,12 +9,14 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include "hyperamp/cleanup.h"
 #include "hyperamp/protocol.h"
 #include "hyperamp/zone.h"
+#include "fault.h"
 #include "log.h"
 #include "proto.h"
 #include "queue.h"
@@ -26,7 +28,8 @@
 #define DONE_OFF  HA_ZONE_DONE_OFF
 #define POOL_OFF  HA_ZONE_POOL_OFF
 
-enum { SLOT_FREE, SLOT_ACTIVE, SLOT_DRAINING };
+/* RESUMING: granted to a client whose daemon died; waits for its memory. */
+enum { SLOT_FREE, SLOT_ACTIVE, SLOT_DRAINING, SLOT_RESUMING };
 
 struct HaZone {
         HaZones *zs;
@@ -74,6 +77,8 @@ struct HaZone {
         /* counters: atomics (loop and workers) */
         uint64_t requests, completed, wakeups, bad_index, bad_state, bad_ring, grants;
         uint64_t failed, bad_range, inline_runs, dispatch_failed;
+        /* loop only */
+        uint64_t resumed, resume_refused, rerun, republished, already_published, bad_journal;
 };
 
 #define GUARD_CLOSING 0x80000000u
@@ -115,36 +120,65 @@ static void futex_wake_all(uint32_t *addr)
         (void)syscall(SYS_futex, addr, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 }
 
-static void publish(HaZone *z, uint16_t idx, enum ha_result r);
+static void publish(HaZone *z, uint16_t idx, uint16_t flag);
+
+static bool range_ok(const HaZone *z, uint32_t off, uint32_t len)
+{
+        return len != 0 && off <= z->pool_size && len <= z->pool_size - off;
+}
+
+/* COMMIT: the staged result is whole; from here it is copied back, never
+ * computed again. */
+static void commit_copy(HaZone *z, ZoneJrec *j, uint16_t flag, uint32_t off, uint32_t len)
+{
+        __atomic_store_n(&j->flag, flag, __ATOMIC_RELAXED);
+        __atomic_store_n(&j->state, HA_ZONE_J_COMMIT, __ATOMIC_RELEASE);
+        ha_crash_order();       /* no byte of the copy before the mark */
+        ha_crash_point("zone_commit");
+        memcpy(z->v.pool + off, z->v.stage + off, len);
+        ha_crash_point("zone_copied");
+}
 
 static void zone_run(void *ctx, uint16_t idx, unsigned worker)
 {
         HaZone *z = ctx;
-        HaMsgEntry *en = &z->v.q->entries[idx];
-        uint16_t sid = __atomic_load_n(&en->msg.service_id, __ATOMIC_RELAXED);
-        uint32_t off = __atomic_load_n(&en->msg.offset, __ATOMIC_RELAXED);
-        uint32_t len = __atomic_load_n(&en->msg.length, __ATOMIC_RELAXED);
+        ZoneJrec *j = &z->v.journal[idx];
+        /* As taken (drain_pass); the client can write there too, so read
+         * once and check. */
+        uint16_t sid = __atomic_load_n(&j->service, __ATOMIC_RELAXED);
+        uint32_t off = __atomic_load_n(&j->offset, __ATOMIC_RELAXED);
+        uint32_t len = __atomic_load_n(&j->length, __ATOMIC_RELAXED);
+        const HaService *svc = ha_service_by_id(sid);
         enum ha_result r;
         (void)worker;
 
-        /* The client wrote these: check them against its own pool slice. */
-        if (len == 0 || off > z->pool_size || len > z->pool_size - off) {
+        /* Checked against the client's own pool slice. */
+        if (!range_ok(z, off, len)) {
                 __atomic_fetch_add(&z->bad_range, 1, __ATOMIC_RELAXED);
                 r = HA_RESULT_FAIL;
-        } else
+        } else if (!svc || svc->reads_only) {
                 r = ha_service_run(sid, z->v.pool + off, len);
+        } else {
+                /* Compute aside: a crash must never leave a half-done
+                 * buffer that a rerun would transform again. */
+                memcpy(z->v.stage + off, z->v.pool + off, len);
+                r = ha_service_run(sid, z->v.stage + off, len);
+                if (r == HA_RESULT_SUCCESS)
+                        commit_copy(z, j, ha_flag_make(r), off, len);
+        }
         if (r != HA_RESULT_SUCCESS)
                 __atomic_fetch_add(&z->failed, 1, __ATOMIC_RELAXED);
-        publish(z, idx, r);
+        publish(z, idx, ha_flag_make(r));
 }
 
 /* Result and done bit in one store, then the completion word. */
-static void publish(HaZone *z, uint16_t idx, enum ha_result r)
+static void publish(HaZone *z, uint16_t idx, uint16_t flag)
 {
         uint32_t *done = &z->v.done[idx].word;
         uint32_t old, new;
 
-        __atomic_store_n(&z->v.q->entries[idx].msg.flag, ha_flag_make(r), __ATOMIC_RELEASE);
+        __atomic_store_n(&z->v.q->entries[idx].msg.flag, flag, __ATOMIC_RELEASE);
+        ha_crash_point("zone_flag");
         /* Reusable from here; the client learns it only from the word below. */
         __atomic_store_n(&z->running_entry[idx], 0, __ATOMIC_RELEASE);
 
@@ -217,8 +251,13 @@ static void zone_stats(void *ctx, cJSON *o)
 {
         HaZone *z = ctx;
 
-        cJSON_AddStringToObject(o, "state", z->state == SLOT_ACTIVE ? "attached" :
-                                z->state == SLOT_DRAINING ? "draining" : "free");
+        static const char *const states[] = {
+                [SLOT_FREE] = "free", [SLOT_ACTIVE] = "attached",
+                [SLOT_DRAINING] = "draining", [SLOT_RESUMING] = "resuming",
+        };
+        cJSON *rec;
+
+        cJSON_AddStringToObject(o, "state", states[z->state]);
         cJSON_AddNumberToObject(o, "pid", z->state == SLOT_FREE ? 0 : z->pid);
         cJSON_AddNumberToObject(o, "grants", (double)z->grants);
         cJSON_AddNumberToObject(o, "submitted", (double)__atomic_load_n(&z->requests, __ATOMIC_RELAXED));
@@ -235,6 +274,13 @@ static void zone_stats(void *ctx, cJSON *o)
                                 (double)__atomic_load_n(&z->dispatch_failed, __ATOMIC_RELAXED));
         cJSON_AddNumberToObject(o, "bad_range",
                                 (double)__atomic_load_n(&z->bad_range, __ATOMIC_RELAXED));
+        cJSON_AddNumberToObject(o, "resumed", (double)z->resumed);
+        cJSON_AddNumberToObject(o, "resume_refused", (double)z->resume_refused);
+        cJSON_AddNumberToObject(o, "bad_journal", (double)z->bad_journal);
+        rec = cJSON_AddObjectToObject(o, "recovered");
+        cJSON_AddNumberToObject(rec, "requeued", (double)z->rerun);
+        cJSON_AddNumberToObject(rec, "republished", (double)z->republished);
+        cJSON_AddNumberToObject(rec, "already_published", (double)z->already_published);
 }
 
 static long zone_poll(void *ctx, unsigned worker);
@@ -266,11 +312,53 @@ enum drain_mode {
         DRAIN_POLL_END,         /* a worker that stops polling: run inline, then sleep */
 };
 
+/*
+ * Record what was taken, as the worker will run it.  FREE first, so a crash
+ * half-way through leaves no record that mixes two requests.
+ */
+static void journal_take(HaZone *z, uint16_t idx, uint32_t pos)
+{
+        ZoneJrec *j = &z->v.journal[idx];
+        const HaMsgEntry *en = &z->v.q->entries[idx];
+
+        __atomic_store_n(&j->state, HA_ZONE_J_FREE, __ATOMIC_RELAXED);
+        ha_crash_order();
+        __atomic_store_n(&j->pos, pos, __ATOMIC_RELAXED);
+        __atomic_store_n(&j->seq, __atomic_load_n(&z->v.done[idx].word, __ATOMIC_RELAXED) &
+                                          ~HA_ZONE_WAITER, __ATOMIC_RELAXED);
+        __atomic_store_n(&j->service, __atomic_load_n(&en->msg.service_id, __ATOMIC_RELAXED),
+                         __ATOMIC_RELAXED);
+        __atomic_store_n(&j->offset, __atomic_load_n(&en->msg.offset, __ATOMIC_RELAXED),
+                         __ATOMIC_RELAXED);
+        __atomic_store_n(&j->length, __atomic_load_n(&en->msg.length, __ATOMIC_RELAXED),
+                         __ATOMIC_RELAXED);
+        __atomic_store_n(&j->state, HA_ZONE_J_TAKEN, __ATOMIC_RELEASE);
+}
+
 /* Answer an entry FAIL at once (no worker could take it). */
 static void fail_now(HaZone *z, uint16_t idx)
 {
         __atomic_fetch_add(&z->failed, 1, __ATOMIC_RELAXED);
-        publish(z, idx, HA_RESULT_FAIL);
+        publish(z, idx, ha_flag_make(HA_RESULT_FAIL));
+}
+
+/* Hand k entries of z->batch to the pool, or run them here (a worker). */
+static void hand_over(HaZone *z, size_t k, int worker)
+{
+        __atomic_fetch_add(&z->requests, k, __ATOMIC_RELAXED);
+        if (worker >= 0) {
+                for (size_t i = 0; i < k; i++)
+                        zone_run(z, z->batch[i], (unsigned)worker);
+                __atomic_fetch_add(&z->completed, k, __ATOMIC_RELAXED);
+                __atomic_fetch_add(&z->inline_runs, k, __ATOMIC_RELAXED);
+        } else if (ha_engine_dispatch(z->zs->engine, z->source, z->batch, k) < 0) {
+                /* The pool is full of other sources' work: answer, don't wait. */
+                for (size_t i = 0; i < k; i++)
+                        fail_now(z, z->batch[i]);
+                __atomic_fetch_add(&z->completed, k, __ATOMIC_RELAXED);
+                __atomic_fetch_add(&z->dispatch_failed, k, __ATOMIC_RELAXED);
+        } else
+                z->running += (unsigned)k;
 }
 
 /*
@@ -309,27 +397,17 @@ static size_t drain_pass(HaZone *z, int worker, bool *left)
                         continue;
                 }
                 __atomic_store_n(&z->running_entry[idx], 1, __ATOMIC_RELAXED);
+                journal_take(z, idx, head);
                 z->batch[k++] = idx;
         }
         z->head = head;
+        ha_crash_point("zone_taken");
+        /* The commit point of the batch's records (zone_recover). */
         __atomic_store_n(&c->sq_head, head, __ATOMIC_RELEASE);
         *left = head != tail;
         if (k == 0)
                 return 0;
-        __atomic_fetch_add(&z->requests, k, __ATOMIC_RELAXED);
-        if (worker >= 0) {
-                for (size_t i = 0; i < k; i++)
-                        zone_run(z, z->batch[i], (unsigned)worker);
-                __atomic_fetch_add(&z->completed, k, __ATOMIC_RELAXED);
-                __atomic_fetch_add(&z->inline_runs, k, __ATOMIC_RELAXED);
-        } else if (ha_engine_dispatch(z->zs->engine, z->source, z->batch, k) < 0) {
-                /* The pool is full of other sources' work: answer, don't wait. */
-                for (size_t i = 0; i < k; i++)
-                        fail_now(z, z->batch[i]);
-                __atomic_fetch_add(&z->completed, k, __ATOMIC_RELAXED);
-                __atomic_fetch_add(&z->dispatch_failed, k, __ATOMIC_RELAXED);
-        } else
-                z->running += (unsigned)k;
+        hand_over(z, k, worker);
         return k;
 }
 
@@ -428,12 +506,18 @@ static void loop_drain(HaZone *z)
                 event_active(z->bell_ev, EV_READ, 0);
 }
 
+static void resume_read(HaZone *z, int fd);
+
 static void bell_cb(evutil_socket_t fd, short what, void *userdata)
 {
         HaZone *z = userdata;
         char buf[64];
         (void)what;
 
+        if (z->state == SLOT_RESUMING) {
+                resume_read(z, fd);
+                return;
+        }
         /* Rings coalesce: take them all; a full queue of them is fine too. */
         for (int i = 0; i < 1024 && recv(fd, buf, sizeof(buf), MSG_DONTWAIT) >= 0; i++)
                 ;
@@ -442,45 +526,60 @@ static void bell_cb(evutil_socket_t fd, short what, void *userdata)
                 loop_drain(z);
 }
 
-static int zone_map(HaZone *z, uint64_t pool_size)
+/* The doorbell and completion socket pairs; the client gets the peers. */
+static int zone_channels(HaZone *z)
 {
-        size_t size = POOL_OFF + pool_size;
-        void *base;
-        int r;
+        int bell[2], done[2];
 
-        z->memfd = memfd_create("hyperamp-zone", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-        if (z->memfd < 0)
+        if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, bell) < 0)
                 return -errno;
-        if (ftruncate(z->memfd, (off_t)size) < 0)
+        z->bell_fd = bell[0];
+        z->bell_peer = bell[1];
+        if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, done) < 0)
                 return -errno;
-        r = -posix_fallocate(z->memfd, 0, (off_t)size);
-        if (r < 0)
-                return r;
-        /* The client gets this fd: it must not be able to shrink the memory
-         * under the workers (SIGBUS) or grow it. */
-        if (fcntl(z->memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
-                return -errno;
-        base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, z->memfd, 0);
+        z->done_fd = done[0];
+        z->done_peer = done[1];
+        return 0;
+}
+
+/* Map a lease's memory; the caller owns memfd until this succeeds. */
+static int zone_map(HaZone *z, int memfd)
+{
+        size_t size = HA_ZONE_SIZE(z->zs->pool_size);
+        void *base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+
         if (base == MAP_FAILED)
                 return -errno;
+        z->memfd = memfd;
         z->base = base;
         z->size = size;
-        z->v = ha_zone_view(base);
-        z->pool_size = pool_size;
+        z->pool_size = z->zs->pool_size;
+        z->v = ha_zone_view(base, z->pool_size);
+        return 0;
+}
 
-        {
-                int bell[2], done[2];
+static int zone_create(HaZone *z)
+{
+        off_t size = (off_t)HA_ZONE_SIZE(z->zs->pool_size);
+        int fd, r = 0;
 
-                if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, bell) < 0)
-                        return -errno;
-                z->bell_fd = bell[0];
-                z->bell_peer = bell[1];
-                if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, done) < 0)
-                        return -errno;
-                z->done_fd = done[0];
-                z->done_peer = done[1];
+        fd = memfd_create("hyperamp-zone", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+        if (fd < 0)
+                return -errno;
+        if (ftruncate(fd, size) < 0)
+                r = -errno;
+        if (r == 0)
+                r = -posix_fallocate(fd, 0, size);
+        /* The client gets this fd: it must not be able to shrink the memory
+         * under the workers (SIGBUS) or grow it. */
+        if (r == 0 && fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
+                r = -errno;
+        if (r == 0)
+                r = zone_map(z, fd);
+        if (r < 0) {
+                close(fd);
+                return r;
         }
-
         ha_queue_format(z->v.q, HA_ZONE_ENTRIES);
         z->v.ctl->entries = HA_ZONE_ENTRIES;
         z->v.ctl->owner_pid = (uint32_t)z->pid;
@@ -490,18 +589,179 @@ static int zone_map(HaZone *z, uint64_t pool_size)
         return 0;
 }
 
+/*
+ * Memory handed back after a restart.  It must be sealed against resizing
+ * (truncated under the workers, it would SIGBUS the daemon), be a lease's
+ * size, and not be a lease attached right now (two slots on one ring
+ * would run its entries twice).
+ */
+static int check_memfd(const HaZones *zs, int fd)
+{
+        const int need = F_SEAL_SHRINK | F_SEAL_GROW;
+        struct stat st, other;
+        int seals, fl;
+
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        seals = fcntl(fd, F_GET_SEALS);
+        fl = fcntl(fd, F_GETFL);
+        if (!S_ISREG(st.st_mode) || seals < 0 || (seals & need) != need)
+                return -EPERM;
+        if (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE) || fl < 0 || (fl & O_ACCMODE) != O_RDWR)
+                return -EACCES;
+        if ((uint64_t)st.st_size != HA_ZONE_SIZE(zs->pool_size))
+                return -EMSGSIZE;
+        for (unsigned i = 0; i < zs->nslots; i++)
+                if (zs->slots[i].memfd >= 0 && fstat(zs->slots[i].memfd, &other) == 0 &&
+                    other.st_dev == st.st_dev && other.st_ino == st.st_ino)
+                        return -EEXIST;
+        return 0;
+}
+
+/*
+ * Finish what the previous daemon left in this lease, before the ring is
+ * served again.  sq_head is the commit point: a TAKEN record at or past it
+ * belongs to a batch the crash cut short, and its entry is still on the
+ * ring.  A record whose completion counter moved since the take was
+ * answered.  Otherwise COMMIT entries get their staged result copied back
+ * (never computed again: XOR would undo itself) and TAKEN entries run
+ * again; the buffer was not touched yet.
+ */
+static void zone_recover(HaZone *z)
+{
+        uint32_t head = __atomic_load_n(&z->v.ctl->sq_head, __ATOMIC_ACQUIRE);
+        size_t k = 0;
+
+        for (uint16_t idx = 0; idx < HA_ZONE_ENTRIES; idx++) {
+                const ZoneJrec *j = &z->v.journal[idx];
+                uint32_t state = __atomic_load_n(&j->state, __ATOMIC_ACQUIRE);
+                uint32_t off = __atomic_load_n(&j->offset, __ATOMIC_RELAXED);
+                uint32_t len = __atomic_load_n(&j->length, __ATOMIC_RELAXED);
+                uint32_t word = __atomic_load_n(&z->v.done[idx].word, __ATOMIC_ACQUIRE);
+
+                if (state == HA_ZONE_J_FREE ||
+                    (state == HA_ZONE_J_TAKEN && __atomic_load_n(&j->pos, __ATOMIC_RELAXED) - head <
+                                                         HA_ZONE_RING))
+                        continue;
+                if (state != HA_ZONE_J_TAKEN && state != HA_ZONE_J_COMMIT) {
+                        z->bad_journal++;
+                        report(z, "journal record in an unknown state", state);
+                        continue;
+                }
+                if ((word & ~HA_ZONE_WAITER) != __atomic_load_n(&j->seq, __ATOMIC_RELAXED)) {
+                        z->already_published++;
+                        continue;
+                }
+                if (state == HA_ZONE_J_TAKEN) {
+                        __atomic_store_n(&z->running_entry[idx], 1, __ATOMIC_RELAXED);
+                        z->batch[k++] = idx;
+                        continue;
+                }
+                ha_crash_point("zone_recover");
+                if (range_ok(z, off, len)) {
+                        memcpy(z->v.pool + off, z->v.stage + off, len);
+                        publish(z, idx, __atomic_load_n(&j->flag, __ATOMIC_RELAXED));
+                        z->republished++;
+                } else {
+                        z->bad_journal++;
+                        report(z, "journal record out of the pool", off);
+                        fail_now(z, idx);
+                }
+        }
+        z->head = head;
+        z->rerun += k;
+        if (k)
+                hand_over(z, k, -1);
+}
+
+/* Take over memory a client hands back: check, map, recover, serve. */
+static int zone_adopt(HaZone *z, int memfd)
+{
+        int r = check_memfd(z->zs, memfd);
+
+        if (r == 0)
+                r = zone_map(z, memfd);
+        if (r < 0)
+                return r;
+        if (__atomic_load_n(&z->v.ctl->magic, __ATOMIC_ACQUIRE) != HA_ZONE_CTL_MAGIC ||
+            z->v.ctl->entries != HA_ZONE_ENTRIES) {
+                (void)munmap(z->base, z->size);
+                z->base = NULL;
+                z->v = (ZoneView){ 0 };
+                z->memfd = -1;
+                return -EPROTO;
+        }
+        z->v.ctl->owner_pid = (uint32_t)z->pid;
+        z->v.ctl->epoch = z->epoch;
+        z->state = SLOT_ACTIVE;
+        zone_recover(z);
+        __atomic_store_n(&z->live, true, __ATOMIC_RELEASE);
+        loop_drain(z);
+        return 0;
+}
+
+/* A resuming client sends its memfd over the doorbell; it learns the
+ * verdict (0 or a negative errno, an int32) on the completion socket. */
+static void resume_read(HaZone *z, int fd)
+{
+        union {
+                char c[CMSG_SPACE(4 * sizeof(int))];
+                struct cmsghdr align;
+        } u;
+        char b[16];
+        struct iovec iov = { b, sizeof(b) };
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.c,
+                             .msg_controllen = sizeof(u.c) };
+        int fds[4], nfds = 0, r;
+        int32_t verdict;
+
+        if (recvmsg(fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC) < 0)
+                return;
+        for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
+                if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS && nfds == 0) {
+                        nfds = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+                        memcpy(fds, CMSG_DATA(cm), (size_t)nfds * sizeof(int));
+                }
+        if (nfds == 0)
+                return;         /* a plain ring: the memory has not come yet */
+        for (int i = 1; i < nfds; i++)
+                close(fds[i]);
+        r = nfds == 1 ? zone_adopt(z, fds[0]) : -EINVAL;
+        if (r < 0) {
+                close(fds[0]);
+                z->resume_refused++;
+                ha_log_ctx(LOG_WARNING,
+                           HA_LOG_CTX(.client_pid = (int)z->pid, .client_uid = (uint32_t)z->uid),
+                           "Zone client pid %d: the lease memory it handed back was refused: %s",
+                           (int)z->pid, strerror(-r));
+        } else {
+                z->resumed++;
+                ha_log_ctx(LOG_INFO,
+                           HA_LOG_CTX(.client_pid = (int)z->pid, .client_uid = (uint32_t)z->uid),
+                           "Zone client pid %d resumed its lease in slot %u (epoch %u): "
+                           "%llu requests run again, %llu results copied back",
+                           (int)z->pid, z->slot, z->epoch, (unsigned long long)z->rerun,
+                           (unsigned long long)z->republished);
+        }
+        verdict = r;
+        (void)send(z->done_fd, &verdict, sizeof(verdict), MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
 static int send_reply(HaZone *z, int fd, uint64_t id, bool has_id)
 {
         char json[512];
         uint8_t hdr[HA_PROTO_HDR_SIZE];
-        int fds[3] = { z->memfd, z->bell_peer, z->done_peer };
+        /* A resuming client keeps its memory: only the sockets are new. */
+        bool resume = z->state == SLOT_RESUMING;
+        int fds[3] = { z->bell_peer, z->done_peer, z->memfd };
+        size_t nfds = resume ? 2 : 3;
         union {
                 char buf[CMSG_SPACE(sizeof(fds))];
                 struct cmsghdr align;
         } u;
         struct iovec iov[2];
         struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2, .msg_control = u.buf,
-                             .msg_controllen = sizeof(u.buf) };
+                             .msg_controllen = CMSG_SPACE(nfds * sizeof(int)) };
         struct cmsghdr *cm;
         char idbuf[32] = "";
         ssize_t n;
@@ -510,11 +770,12 @@ static int send_reply(HaZone *z, int fd, uint64_t id, bool has_id)
         if (has_id)
                 snprintf(idbuf, sizeof(idbuf), "\"id\":%llu,", (unsigned long long)id);
         len = snprintf(json, sizeof(json),
-                       "{\"v\":%d,%s\"result\":{\"slot\":%u,\"epoch\":%u,\"size\":%zu,"
+                       "{\"v\":%d,%s\"result\":{\"slot\":%u,\"epoch\":%u,\"size\":%zu,\"resume\":%s,"
                        "\"ctl_off\":%u,\"queue_off\":%u,\"done_off\":%u,\"pool_off\":%u,\"pool_size\":%llu,"
                        "\"entries\":%u,\"ring\":%u}}",
-                       HA_PROTO_VERSION, idbuf, z->slot, z->epoch, z->size, CTL_OFF, QUEUE_OFF,
-                       DONE_OFF, POOL_OFF, (unsigned long long)z->pool_size, HA_ZONE_ENTRIES, HA_ZONE_RING);
+                       HA_PROTO_VERSION, idbuf, z->slot, z->epoch, HA_ZONE_SIZE(z->zs->pool_size),
+                       resume ? "true" : "false", CTL_OFF, QUEUE_OFF, DONE_OFF, POOL_OFF,
+                       (unsigned long long)z->zs->pool_size, HA_ZONE_ENTRIES, HA_ZONE_RING);
         ha_frame_hdr_write(hdr, (uint32_t)len, 0);
         iov[0] = (struct iovec){ hdr, sizeof(hdr) };
         iov[1] = (struct iovec){ json, (size_t)len };
@@ -522,8 +783,8 @@ static int send_reply(HaZone *z, int fd, uint64_t id, bool has_id)
         cm = CMSG_FIRSTHDR(&mh);
         cm->cmsg_level = SOL_SOCKET;
         cm->cmsg_type = SCM_RIGHTS;
-        cm->cmsg_len = CMSG_LEN(sizeof(fds));
-        memcpy(CMSG_DATA(cm), fds, sizeof(fds));
+        cm->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+        memcpy(CMSG_DATA(cm), fds, nfds * sizeof(int));
         n = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n < 0)
                 return -errno;
@@ -531,7 +792,7 @@ static int send_reply(HaZone *z, int fd, uint64_t id, bool has_id)
 }
 
 int ha_zones_attach(HaZones *zs, int fd, uint64_t id, bool has_id, pid_t pid, uid_t uid,
-                    HaZone **ret)
+                    bool resume, HaZone **ret)
 {
         HaZone *z = NULL;
         int r;
@@ -542,7 +803,7 @@ int ha_zones_attach(HaZones *zs, int fd, uint64_t id, bool has_id, pid_t pid, ui
         if (!z)
                 return -EBUSY;
 
-        z->state = SLOT_ACTIVE;
+        z->state = resume ? SLOT_RESUMING : SLOT_ACTIVE;
         zs->active++;
         z->pid = pid;
         z->uid = uid;
@@ -554,7 +815,9 @@ int ha_zones_attach(HaZones *zs, int fd, uint64_t id, bool has_id, pid_t pid, ui
         memset(z->running_entry, 0, sizeof(z->running_entry));
         /* Counters stay: stats show each slot's totals since start. */
 
-        r = zone_map(z, zs->pool_size);
+        r = zone_channels(z);
+        if (r == 0 && !resume)
+                r = zone_create(z);
         if (r == 0) {
                 z->bell_ev = event_new(zs->base, z->bell_fd, EV_READ | EV_PERSIST, bell_cb, z);
                 if (!z->bell_ev || event_add(z->bell_ev, NULL) < 0)
@@ -571,16 +834,21 @@ int ha_zones_attach(HaZones *zs, int fd, uint64_t id, bool has_id, pid_t pid, ui
         close(z->done_peer);
         z->bell_peer = z->done_peer = -1;
         /* Polling workers may come in now. */
-        __atomic_store_n(&z->live, true, __ATOMIC_RELEASE);
+        if (!resume)
+                __atomic_store_n(&z->live, true, __ATOMIC_RELEASE);
         ha_log_ctx(LOG_INFO, HA_LOG_CTX(.client_pid = (int)pid, .client_uid = (uint32_t)uid),
-                   "Zone client pid %d uid %u attached to slot %u (epoch %u)", (int)pid,
-                   (unsigned)uid, z->slot, z->epoch);
+                   "Zone client pid %d uid %u %s slot %u (epoch %u)", (int)pid, (unsigned)uid,
+                   resume ? "is resuming its lease in" : "attached to", z->slot, z->epoch);
         *ret = z;
         return 0;
 }
 
 void ha_zones_detach(HaZone *z)
 {
+        if (z->state == SLOT_RESUMING) {
+                zone_reset(z);  /* nothing was adopted, nothing runs */
+                return;
+        }
         if (z->state != SLOT_ACTIVE)
                 return;
         ha_log_ctx(LOG_INFO, HA_LOG_CTX(.client_pid = (int)z->pid, .client_uid = (uint32_t)z->uid),

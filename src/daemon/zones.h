@@ -26,11 +26,13 @@ HaZones *ha_zones_free(HaZones *zs);
 
 /*
  * Grant a lease to the client on socket fd and send it the attach reply
- * frame (with id) and the lease's fds in one sendmsg.  0 and *ret, or
- * -EBUSY (no free slot), or another negative errno.
+ * frame (with id) and the lease's fds in one sendmsg.  resume: the client
+ * keeps the memory of a lease whose daemon died and sends it over the new
+ * doorbell; only the sockets go out.  0 and *ret, or -EBUSY (no free
+ * slot), or another negative errno.
  */
 int ha_zones_attach(HaZones *zs, int fd, uint64_t id, bool has_id, pid_t pid, uid_t uid,
-                    HaZone **ret);
+                    bool resume, HaZone **ret);
 /* The client's connection closed: take the lease back once its running
  * entries are done. */
 void ha_zones_detach(HaZone *z);

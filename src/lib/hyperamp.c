@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* libhyperamp: the client side of zone channels (include/hyperamp/zone.h). */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <linux/futex.h>
 #include <poll.h>
@@ -28,6 +29,7 @@
 #define SPIN_MIN 64u
 #define SPIN_MAX 16384u
 #define LIVENESS_MS 100         /* how often a sleeping waiter checks the daemon is there */
+#define RESUME_MS 30000         /* how long a wait with no limit waits for a new daemon */
 
 enum { REQ_FREE, REQ_ALLOCATED, REQ_SUBMITTED };
 
@@ -41,6 +43,12 @@ struct hyperamp_req {
 
 struct hyperamp {
         int sock, memfd, bell_fd, done_fd;
+        struct sockaddr_un addr;
+        /* A resume replaces the sockets under the same fd numbers (dup3):
+         * a thread in submit or wait keeps using valid ones.  gen counts
+         * resumes, so only one thread resumes for one hang-up. */
+        pthread_mutex_t resume_lock;
+        unsigned gen;
         void *base;
         size_t size;
         ZoneView v;             /* the mapped slot's parts */
@@ -63,9 +71,15 @@ static int64_t now_ms(void)
 
 /* ===== attach ===== */
 
-static int call_attach(int fd, int fds[3], cJSON **ret)
+/* Send attach (or a resume) and take the reply with its want fds. */
+static int call_attach(int fd, bool resume, int fds[3], cJSON **ret)
 {
-        static const char req[] = "{\"v\":1,\"id\":1,\"method\":\"attach\"}";
+        static const char plain[] = "{\"v\":1,\"id\":1,\"method\":\"attach\"}";
+        static const char again[] = "{\"v\":1,\"id\":1,\"method\":\"attach\","
+                                    "\"params\":{\"resume\":true}}";
+        const char *req = resume ? again : plain;
+        size_t rlen = resume ? sizeof(again) - 1 : sizeof(plain) - 1;
+        int want = resume ? 2 : 3;
         uint8_t hdr[HA_PROTO_HDR_SIZE], buf[1024];
         union {
                 char c[CMSG_SPACE(3 * sizeof(int))];
@@ -81,14 +95,16 @@ static int call_attach(int fd, int fds[3], cJSON **ret)
         ssize_t n;
         int nfds = 0;
 
-        ha_frame_hdr_write(hdr, sizeof(req) - 1, 0);
+        ha_frame_hdr_write(hdr, (uint32_t)rlen, 0);
         if (send(fd, hdr, sizeof(hdr), MSG_NOSIGNAL) != sizeof(hdr) ||
-            send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL) != (ssize_t)sizeof(req) - 1)
+            send(fd, req, rlen, MSG_NOSIGNAL) != (ssize_t)rlen)
                 return -ECONNRESET;
         /* The daemon sends the whole reply, with the fds, in one message. */
         n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
         if (n < 0)
                 return errno == EAGAIN ? -ETIMEDOUT : -errno;
+        if (n == 0)
+                return -ECONNRESET;     /* the daemon went away meanwhile */
         for (cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
                 if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
                         nfds = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
@@ -110,7 +126,7 @@ static int call_attach(int fd, int fds[3], cJSON **ret)
                         close(fds[i]);
                 return r;
         }
-        if (nfds != 3) {
+        if (nfds != want) {
                 ha_reply_done(&rep);
                 goto bad;
         }
@@ -140,13 +156,41 @@ EXPORT void hyperamp_detach(hyperamp_t *h)
                         close(fds[i]);
         ha_alloc_free(h->alloc);
         pthread_mutex_destroy(&h->lock);
+        pthread_mutex_destroy(&h->resume_lock);
         free(h);
+}
+
+/* The layout is fixed by zone.h: a daemon that says otherwise speaks
+ * another version. */
+static bool layout_ok(const cJSON *res)
+{
+        double pool = num(res, "pool_size");
+
+        return num(res, "entries") == HA_ZONE_ENTRIES && num(res, "ring") == HA_ZONE_RING &&
+               num(res, "ctl_off") == HA_ZONE_CTL_OFF && num(res, "queue_off") == HA_ZONE_QUEUE_OFF &&
+               num(res, "done_off") == HA_ZONE_DONE_OFF && num(res, "pool_off") == HA_ZONE_POOL_OFF &&
+               pool > 0 && pool <= UINT32_MAX && num(res, "size") == (double)HA_ZONE_SIZE((uint64_t)pool);
+}
+
+/* A connected control socket: -errno when nobody listens. */
+static int dial(const struct sockaddr_un *sa, int timeout_ms)
+{
+        struct timeval tv = { timeout_ms / 1000, (timeout_ms % 1000) * 1000 };
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+        if (fd < 0)
+                return -errno;
+        if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
+            connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) < 0) {
+                int r = -errno;
+                close(fd);
+                return r;
+        }
+        return fd;
 }
 
 EXPORT int hyperamp_attach(const char *socket_path, hyperamp_t **ret)
 {
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        struct timeval tv = { 10, 0 };
         int fds[3] = { -1, -1, -1 };
         cJSON *res = NULL;
         hyperamp_t *h;
@@ -156,42 +200,38 @@ EXPORT int hyperamp_attach(const char *socket_path, hyperamp_t **ret)
         if (!h)
                 return -ENOMEM;
         pthread_mutex_init(&h->lock, NULL);
+        pthread_mutex_init(&h->resume_lock, NULL);
         h->sock = h->memfd = h->bell_fd = h->done_fd = -1;
         h->spin = SPIN_MIN * 4;
+        h->addr.sun_family = AF_UNIX;
 
-        r = ha_socket_path(socket_path, sa.sun_path, sizeof(sa.sun_path));
+        r = ha_socket_path(socket_path, h->addr.sun_path, sizeof(h->addr.sun_path));
         if (r < 0)
                 goto fail;
-        h->sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (h->sock < 0 || setsockopt(h->sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
-            connect(h->sock, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-                r = -errno;
+        h->sock = dial(&h->addr, 10000);
+        if (h->sock < 0) {
+                r = h->sock;
                 goto fail;
         }
-        r = call_attach(h->sock, fds, &res);
+        r = call_attach(h->sock, false, fds, &res);
         if (r < 0)
                 goto fail;
-        h->memfd = fds[0];
-        h->bell_fd = fds[1];
-        h->done_fd = fds[2];
-        h->size = (size_t)num(res, "size");
-        h->pool_size = (uint64_t)num(res, "pool_size");
-        /* The layout is fixed by zone.h: a daemon that says otherwise speaks
-         * another version. */
-        if (num(res, "entries") != HA_ZONE_ENTRIES || num(res, "ring") != HA_ZONE_RING ||
-            num(res, "ctl_off") != HA_ZONE_CTL_OFF || num(res, "queue_off") != HA_ZONE_QUEUE_OFF ||
-            num(res, "done_off") != HA_ZONE_DONE_OFF || num(res, "pool_off") != HA_ZONE_POOL_OFF ||
-            (double)HA_ZONE_POOL_OFF + (double)h->pool_size > (double)h->size) {
+        h->bell_fd = fds[0];
+        h->done_fd = fds[1];
+        h->memfd = fds[2];
+        if (!layout_ok(res)) {
                 r = -EPROTO;
                 goto fail;
         }
+        h->size = (size_t)num(res, "size");
+        h->pool_size = (uint64_t)num(res, "pool_size");
         h->base = mmap(NULL, h->size, PROT_READ | PROT_WRITE, MAP_SHARED, h->memfd, 0);
         if (h->base == MAP_FAILED) {
                 h->base = NULL;
                 r = -errno;
                 goto fail;
         }
-        h->v = ha_zone_view(h->base);
+        h->v = ha_zone_view(h->base, h->pool_size);
         if (__atomic_load_n(&h->v.ctl->magic, __ATOMIC_ACQUIRE) != HA_ZONE_CTL_MAGIC) {
                 r = -EPROTO;
                 goto fail;
@@ -316,12 +356,133 @@ static bool daemon_gone(hyperamp_t *h)
         return poll(&p, 1, 0) > 0;
 }
 
+/*
+ * Hand the lease memory to the new daemon over the new doorbell; its
+ * verdict (0 or a negative errno, an int32) comes on the completion socket.
+ */
+static int hand_back(hyperamp_t *h, int sock, const int fds[2], int64_t deadline)
+{
+        union {
+                char c[CMSG_SPACE(sizeof(int))];
+                struct cmsghdr align;
+        } u;
+        struct iovec iov = { (void *)"M", 1 };
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.c,
+                             .msg_controllen = sizeof(u.c) };
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+        /* A daemon that dies before its verdict hangs up the control socket
+         * (a datagram pair says nothing when its peer goes). */
+        struct pollfd p[2] = { { .fd = fds[1], .events = POLLIN },
+                               { .fd = sock, .events = POLLIN | POLLRDHUP } };
+        int32_t verdict;
+        int64_t left;
+
+        memset(u.c, 0, sizeof(u.c));
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(cm), &h->memfd, sizeof(int));
+        if (sendmsg(fds[0], &mh, MSG_NOSIGNAL) != 1)
+                return -errno;
+        left = deadline - now_ms();
+        if (left <= 0 || poll(p, 2, left > INT_MAX ? INT_MAX : (int)left) <= 0)
+                return -ETIMEDOUT;
+        if (!(p[0].revents & POLLIN))
+                return -ECONNRESET;
+        if (recv(fds[1], &verdict, sizeof(verdict), MSG_DONTWAIT) != sizeof(verdict))
+                return -EPROTO;
+        return verdict > 0 ? -EPROTO : verdict;
+}
+
+/*
+ * hyperampd went away: reach the one that replaces it (systemd restarts
+ * it) and hand it the lease memory, which says what was submitted and what
+ * was under way.  One thread does it per hang-up (gen); the others find
+ * gen moved and go on waiting.  -ETIMEDOUT when no daemon took the memory
+ * back before the deadline.
+ */
+static int resume_once(hyperamp_t *h, unsigned gen, int64_t deadline)
+{
+        int sock, fds[3] = { -1, -1, -1 }, r;
+        int64_t left = deadline - now_ms();
+        cJSON *res = NULL;
+
+        if (left <= 0)
+                return -ETIMEDOUT;
+        sock = dial(&h->addr, left > 10000 ? 10000 : (int)left);
+        if (sock < 0)
+                return sock;
+        r = call_attach(sock, true, fds, &res);
+        if (r == 0 && (!layout_ok(res) || (uint64_t)num(res, "pool_size") != h->pool_size))
+                r = -EPROTO;    /* a daemon configured another pool size */
+        if (r == 0)
+                r = hand_back(h, sock, fds, deadline);
+        /* New sockets under the old numbers: threads in submit or wait
+         * never see a closed or reused fd. */
+        if (r == 0 && (dup3(fds[0], h->bell_fd, O_CLOEXEC) < 0 ||
+                       dup3(fds[1], h->done_fd, O_CLOEXEC) < 0 || dup3(sock, h->sock, O_CLOEXEC) < 0))
+                r = -errno;
+        if (r == 0) {
+                __atomic_store_n(&h->gen, gen + 1, __ATOMIC_RELEASE);
+                /* A submit that rang the dead doorbell left the bell flag
+                 * set: ring the new one once, so nothing sits unseen. */
+                __atomic_store_n(&h->v.ctl->bell, 1, __ATOMIC_SEQ_CST);
+                (void)send(h->bell_fd, "!", 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+        }
+        for (int i = 0; i < 2; i++)
+                if (fds[i] >= 0)
+                        close(fds[i]);
+        close(sock);
+        cJSON_Delete(res);
+        return r;
+}
+
+/*
+ * hyperampd went away: reach the one that replaces it (systemd restarts
+ * it) and hand it the lease memory, which says what was submitted and what
+ * was under way.  One thread does it per hang-up (gen); the others find
+ * gen moved and go on waiting.  Nobody listening yet, a daemon that dies
+ * in the middle, or an old slot of ours still draining: try again, with a
+ * bounded back-off, until the deadline (-ETIMEDOUT).
+ */
+static int resume(hyperamp_t *h, unsigned gen, int64_t deadline)
+{
+        int64_t cap = now_ms() + RESUME_MS;
+        int backoff = 1, r;
+
+        if (deadline > cap)
+                deadline = cap;
+        pthread_mutex_lock(&h->resume_lock);
+        for (;;) {
+                int64_t left;
+
+                if (__atomic_load_n(&h->gen, __ATOMIC_ACQUIRE) != gen) {
+                        r = 0;
+                        break;
+                }
+                r = resume_once(h, gen, deadline);
+                if (r != -ENOENT && r != -ECONNREFUSED && r != -EAGAIN && r != -ECONNRESET &&
+                    r != -EPIPE && r != -EEXIST)
+                        break;
+                left = deadline - now_ms();
+                if (left <= 0) {
+                        r = -ETIMEDOUT;
+                        break;
+                }
+                (void)poll(NULL, 0, (int)(backoff < left ? backoff : left));
+                backoff = backoff * 2 > LIVENESS_MS ? LIVENESS_MS : backoff * 2;
+        }
+        pthread_mutex_unlock(&h->resume_lock);
+        return r;
+}
+
 EXPORT int hyperamp_wait(hyperamp_req_t *r, int timeout_ms)
 {
         hyperamp_t *h = r->h;
         uint32_t *word = &h->v.done[r->idx].word;
         unsigned spin = __atomic_load_n(&h->spin, __ATOMIC_RELAXED);
         int64_t deadline = timeout_ms < 0 ? INT64_MAX : now_ms() + timeout_ms;
+        unsigned gen;
         uint32_t v;
 
         if (r->state != REQ_SUBMITTED)
@@ -359,8 +520,9 @@ EXPORT int hyperamp_wait(hyperamp_req_t *r, int timeout_ms)
                         left = LIVENESS_MS;
                 ts = (struct timespec){ left / 1000, (left % 1000) * 1000000 };
                 (void)syscall(SYS_futex, word, FUTEX_WAIT, v | HA_ZONE_WAITER, &ts, NULL, 0);
-                if (!is_done(r, &v) && daemon_gone(h))
-                        return -ECONNRESET;
+                gen = __atomic_load_n(&h->gen, __ATOMIC_ACQUIRE);
+                if (!is_done(r, &v) && daemon_gone(h) && resume(h, gen, deadline) < 0)
+                        return now_ms() >= deadline ? -ETIMEDOUT : -ECONNRESET;
         }
 }
 

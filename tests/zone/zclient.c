@@ -89,6 +89,8 @@ static void *race_thread(void *arg)
                 if (e < 0) {
                         __atomic_fetch_add(&failures, 1, __ATOMIC_RELAXED);
                         fprintf(stderr, "zclient: request failed: %s\n", strerror(-e));
+                        if (e == -ECONNRESET)
+                                break;  /* no daemon took the lease back: it is over */
                 }
         }
         return NULL;
