@@ -19,7 +19,7 @@ fi
 CC=clang scripts/setup.sh "$build" -Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false
 
 status=0
-for t in fuzz-frame fuzz-config fuzz-queue fuzz-v1; do
+for t in fuzz-frame fuzz-config fuzz-queue fuzz-v1 fuzz-zone; do
         work=$(mktemp -d)
         cp -r "fuzz/corpus/$t/." "$work/"
         rc=0

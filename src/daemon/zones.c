@@ -625,9 +625,10 @@ static int check_memfd(const HaZones *zs, int fd)
  * ring.  A record whose completion counter moved since the take was
  * answered.  Otherwise COMMIT entries get their staged result copied back
  * (never computed again: XOR would undo itself) and TAKEN entries run
- * again; the buffer was not touched yet.
+ * again; the buffer was not touched yet.  Returns how many of those are
+ * in z->batch, to be handed over.
  */
-static void zone_recover(HaZone *z)
+static size_t zone_recover(HaZone *z)
 {
         uint32_t head = __atomic_load_n(&z->v.ctl->sq_head, __ATOMIC_ACQUIRE);
         size_t k = 0;
@@ -638,6 +639,7 @@ static void zone_recover(HaZone *z)
                 uint32_t off = __atomic_load_n(&j->offset, __ATOMIC_RELAXED);
                 uint32_t len = __atomic_load_n(&j->length, __ATOMIC_RELAXED);
                 uint32_t word = __atomic_load_n(&z->v.done[idx].word, __ATOMIC_ACQUIRE);
+                uint16_t flag;
 
                 if (state == HA_ZONE_J_FREE ||
                     (state == HA_ZONE_J_TAKEN && __atomic_load_n(&j->pos, __ATOMIC_RELAXED) - head <
@@ -658,26 +660,28 @@ static void zone_recover(HaZone *z)
                         continue;
                 }
                 ha_crash_point("zone_recover");
-                if (range_ok(z, off, len)) {
+                flag = __atomic_load_n(&j->flag, __ATOMIC_RELAXED);
+                if (range_ok(z, off, len) && (flag & HA_FLAG_DEAL_STATE) &&
+                    !(flag & HA_FLAG_RESERVED)) {
                         memcpy(z->v.pool + off, z->v.stage + off, len);
-                        publish(z, idx, __atomic_load_n(&j->flag, __ATOMIC_RELAXED));
+                        publish(z, idx, flag);
                         z->republished++;
                 } else {
                         z->bad_journal++;
-                        report(z, "journal record out of the pool", off);
+                        report(z, "COMMIT record with a range outside the pool or a bad flag", off);
                         fail_now(z, idx);
                 }
         }
         z->head = head;
         z->rerun += k;
-        if (k)
-                hand_over(z, k, -1);
+        return k;
 }
 
 /* Take over memory a client hands back: check, map, recover, serve. */
 static int zone_adopt(HaZone *z, int memfd)
 {
         int r = check_memfd(z->zs, memfd);
+        size_t k;
 
         if (r == 0)
                 r = zone_map(z, memfd);
@@ -694,7 +698,9 @@ static int zone_adopt(HaZone *z, int memfd)
         z->v.ctl->owner_pid = (uint32_t)z->pid;
         z->v.ctl->epoch = z->epoch;
         z->state = SLOT_ACTIVE;
-        zone_recover(z);
+        k = zone_recover(z);
+        if (k)
+                hand_over(z, k, -1);
         __atomic_store_n(&z->live, true, __ATOMIC_RELEASE);
         loop_drain(z);
         return 0;

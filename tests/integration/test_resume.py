@@ -197,18 +197,20 @@ class ResumeTest(unittest.TestCase):
         lease.journal(3, J_TAKEN, head - 10, 5, 1, 0, 192, 16)
         # 4: a state no daemon writes
         lease.journal(4, 9, head - 10, 0, 1, 0, 0, 16)
-        # 5: COMMIT for bytes past the pool
+        # 5: COMMIT for bytes past the pool (answered FAIL)
         lease.journal(5, J_COMMIT, head - 10, 0, 1, FLAG_SUCCESS, POOL - 6, 100)
         # 6: echo, TAKEN
         lease.set_data(256, d6)
         lease.journal(6, J_TAKEN, head - 10, 0, 66, 0, 256, 16)
+        # 8: COMMIT with a flag no daemon writes (a reserved bit)
+        lease.journal(8, J_COMMIT, head - 10, 0, 1, 0x9, 384, 16)
 
         with self.daemon(config={'zone_pool_size': POOL}) as d:
             r = Resume(d.socket_path, lease.fd)
             self.addCleanup(r.close)
             self.assertEqual(r.reply['result']['resume'], True)
             self.assertEqual(r.verdict, 0)
-            wait_until(lambda: all(lease.word(i) == 1 for i in (0, 1, 2, 5, 6)), scaled(10),
+            wait_until(lambda: all(lease.word(i) == 1 for i in (0, 1, 2, 5, 6, 8)), scaled(10),
                        'every recovered entry answered')
             wait_until(lambda: total(d, 'in_flight') == 0, scaled(10), 'nothing running')
             self.assertEqual(lease.data(0, 16), b'S' * 16)
@@ -216,12 +218,12 @@ class ResumeTest(unittest.TestCase):
             self.assertEqual(lease.data(128, 16), xor_service(d2))   # once, not twice
             self.assertEqual(lease.data(192, 16), d3)
             self.assertEqual(lease.data(256, 16), d6)
-            self.assertEqual([lease.flag(i) for i in (0, 1, 2, 5, 6)],
-                             [FLAG_SUCCESS] * 3 + [FLAG_FAIL, FLAG_SUCCESS])
+            self.assertEqual([lease.flag(i) for i in (0, 1, 2, 5, 6, 8)],
+                             [FLAG_SUCCESS] * 3 + [FLAG_FAIL, FLAG_SUCCESS, FLAG_FAIL])
             self.assertEqual((lease.word(3), lease.word(4), lease.flag(4)), (6, 0, 0))
             self.assertEqual(recovered(d), {'requeued': 2, 'republished': 1,
                                             'already_published': 1})
-            self.assertEqual((total(d, 'bad_journal'), total(d, 'resumed')), (2, 1))
+            self.assertEqual((total(d, 'bad_journal'), total(d, 'resumed')), (3, 1))
             self.assertEqual(lease.get('=I', 128), head + 1)       # sq_head published
             self.assertIn('journal record in an unknown state', d.log())
             # and the lease serves on: entry 7 through the ring and doorbell
