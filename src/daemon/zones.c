@@ -43,7 +43,7 @@ struct HaZone {
         int memfd;
         /* Datagram socket pairs, not eventfds: the client's ends are its
          * own file descriptions, so it cannot make ours blocking. */
-        int bell_fd, bell_peer;         /* client -> daemon doorbell */
+        int bell_fd, bell_peer;         /* client -> daemon doorbell; the daemon rings too */
         int done_fd, done_peer;         /* daemon -> client completions */
         void *base;
         size_t size;
@@ -420,6 +420,9 @@ static size_t drain_pass(HaZone *z, int worker, bool *left)
  * number of passes keeps a client that never stops submitting from holding
  * the drainer.  Returns the entries taken; *busy: stopped with work left
  * (the caller comes back: the loop by re-arming, a worker by polling on).
+ * A worker that stops polling may not come back, and the requests it left
+ * were submitted while `sleeping` was 0, so nobody rang for them: it rings
+ * the doorbell itself and the loop takes them.
  */
 static size_t zone_drain(HaZone *z, int worker, enum drain_mode mode, bool *busy)
 {
@@ -451,8 +454,13 @@ static size_t zone_drain(HaZone *z, int worker, enum drain_mode mode, bool *busy
                                 break;
                         }
                 }
-                __atomic_store_n(&z->drain_lock, 0, __ATOMIC_RELEASE);
+                /* seq_cst, not release: the load of `again` must not pass
+                 * this store, or a caller that found the lock taken and we
+                 * both leave with its note unread. */
+                __atomic_store_n(&z->drain_lock, 0, __ATOMIC_SEQ_CST);
         }
+        if (*busy && mode == DRAIN_POLL_END)
+                (void)send(z->bell_peer, "!", 1, MSG_DONTWAIT | MSG_NOSIGNAL);
         return total;
 }
 
@@ -835,10 +843,10 @@ int ha_zones_attach(HaZones *zs, int fd, uint64_t id, bool has_id, pid_t pid, ui
                 zone_reset(z);
                 return r;
         }
-        /* The client has its ends now. */
-        close(z->bell_peer);
+        /* The client has its ends now.  We keep a doorbell end to ring
+         * ourselves (zone_drain); we only ever send on it with MSG_DONTWAIT. */
         close(z->done_peer);
-        z->bell_peer = z->done_peer = -1;
+        z->done_peer = -1;
         /* Polling workers may come in now. */
         if (!resume)
                 __atomic_store_n(&z->live, true, __ATOMIC_RELEASE);
