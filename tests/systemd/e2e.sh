@@ -14,7 +14,9 @@
 #    tree are private: nothing of the host is written to.
 # 3. Through nsenter: systemctl start hyperampd.socket hyperampd.service,
 #    hyperampctl submit, systemctl reload, journalctl -u hyperampd (native
-#    structured entries), systemctl stop; each step checked.
+#    structured entries), a SIGKILL under shared-memory load that systemd
+#    restarts from and the zone client resumes across, systemctl stop; each
+#    step checked.
 # 4. Kills that systemd (the namespaces go with it) and checks that nothing
 #    is left: no process, mount, cgroup, /dev/shm object or /tmp change.
 #
@@ -420,6 +422,40 @@ common=(_TRANSPORT=journal SYSLOG_IDENTIFIER=hyperampd _SYSTEMD_UNIT=hyperampd.s
 check_entry "$MID_READY" READY "${common[@]}" PRIORITY=6 "MESSAGE=Ready: serving on $SOCK"
 check_entry "$MID_RELOADED" RELOADED "${common[@]}" PRIORITY=6 "MESSAGE=Configuration reloaded from /etc/hyperamp/hyperampd.json*"
 check_entry "$MID_DENIED" DENIED "${common[@]}" PRIORITY=4 HYPERAMP_CLIENT_PID HYPERAMP_CLIENT_UID
+
+# ---- 8b. SIGKILL under shared-memory load: systemd restarts hyperampd
+# (Restart=on-failure) and the zone client hands its lease to the new one;
+# bench verifies every answer ----
+N=2000000
+log "SIGKILL of hyperampd during hyperampctl bench --transport shm -n $N"
+ns sh -c "hyperampctl --json --timeout 60 bench --transport shm --threads 2 -c 32 --mix \
+        --size 4096 -n $N >/tmp/bench.json 2>/tmp/bench.err" &
+BENCH=$!
+done_shm=0
+for _ in $(seq 200); do
+        done_shm=$(ns hyperampctl --json stats | python3 -c '
+import json, sys
+print(sum(s["completed"] for s in json.load(sys.stdin)["sources"] if s["kind"] == "shm"))') || true
+        [ "${done_shm:-0}" -ge 1000 ] && break
+        sleep 0.05
+done
+[ "${done_shm:-0}" -ge 1000 ] || fail "bench --transport shm did not get going (${done_shm:-0} answered)"
+killed=$(ns systemctl show -p MainPID --value hyperampd.service)
+ns systemctl kill --signal=SIGKILL hyperampd.service || fail "systemctl kill --signal=SIGKILL failed"
+wait "$BENCH" || fail "bench across the SIGKILL failed: $(ns cat /tmp/bench.err)"
+res=$(ns cat /tmp/bench.json | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+print(r["requests"], r["failures"])')
+[ "$res" = "$N 0" ] || fail "bench across the SIGKILL: requests and failures '$res', expected '$N 0'"
+restarts=$(ns systemctl show -p NRestarts --value hyperampd.service)
+[ "$restarts" = 1 ] || fail "NRestarts is '$restarts' after the SIGKILL, expected 1"
+mainpid=$(ns systemctl show -p MainPID --value hyperampd.service)
+[ "$mainpid" != "$killed" ] && [ "$mainpid" != 0 ] || fail "no new hyperampd after the SIGKILL"
+ns journalctl --sync 2>/dev/null || true
+resumed=$(ns journalctl --no-pager -o cat -u hyperampd.service "_PID=$mainpid" | grep -c 'resumed its lease') || true
+[ "$resumed" = 1 ] || fail "the new hyperampd logged $resumed lease resumptions, expected 1"
+log "killed pid $killed while bench ran; systemd restarted it as $mainpid; $N requests verified, 0 failures; $(ns journalctl --no-pager -o cat -u hyperampd.service "_PID=$mainpid" | grep 'resumed its lease')"
 
 # ---- 9. stop ----
 log "systemctl stop hyperampd"
