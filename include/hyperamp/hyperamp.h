@@ -82,7 +82,10 @@ int hyperamp_poll(hyperamp_req_t *r);
  * follows hyperamp_arm().  When it is readable, drain it (read() until
  * EAGAIN), call hyperamp_arm() FIRST, and only then check requests with
  * hyperamp_poll(): a completion between a check and a later arm would not
- * make the fd readable.
+ * make the fd readable.  It does not tell that hyperampd died: hand a
+ * request that stays pending to hyperamp_wait(), which resumes.  After a
+ * resume the number is the same, the socket behind it new: an epoll set
+ * must add it again.
  */
 int hyperamp_fd(hyperamp_t *h);
 void hyperamp_arm(hyperamp_t *h);

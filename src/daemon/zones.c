@@ -9,7 +9,9 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -607,10 +609,15 @@ static int check_memfd(const HaZones *zs, int fd)
 {
         const int need = F_SEAL_SHRINK | F_SEAL_GROW;
         struct stat st, other;
+        struct statfs fs;
         int seals, fl;
 
-        if (fstat(fd, &st) < 0)
+        if (fstat(fd, &st) < 0 || fstatfs(fd, &fs) < 0)
                 return -errno;
+        /* shmem: a hugetlbfs memfd could fail a page fault (SIGBUS) when
+         * the huge page pool runs dry. */
+        if (fs.f_type != TMPFS_MAGIC)
+                return -EPERM;
         seals = fcntl(fd, F_GET_SEALS);
         fl = fcntl(fd, F_GETFL);
         if (!S_ISREG(st.st_mode) || seals < 0 || (seals & need) != need)
@@ -685,7 +692,20 @@ static size_t zone_recover(HaZone *z)
         return k;
 }
 
-/* Take over memory a client hands back: check, map, recover, serve. */
+/* The verdict on memory handed back: 0 or a negative errno, an int32. */
+static void send_verdict(HaZone *z, int r)
+{
+        int32_t verdict = r;
+
+        (void)send(z->done_fd, &verdict, sizeof(verdict), MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+/*
+ * Take over memory a client hands back: check and map it, then tell the
+ * client, before anything can put a completion message on the same socket;
+ * then recover and serve.  A crash after the verdict is a hang-up, and the
+ * client resumes again.
+ */
 static int zone_adopt(HaZone *z, int memfd)
 {
         int r = check_memfd(z->zs, memfd);
@@ -703,6 +723,7 @@ static int zone_adopt(HaZone *z, int memfd)
                 z->memfd = -1;
                 return -EPROTO;
         }
+        send_verdict(z, 0);
         z->v.ctl->owner_pid = (uint32_t)z->pid;
         z->v.ctl->epoch = z->epoch;
         z->state = SLOT_ACTIVE;
@@ -715,7 +736,7 @@ static int zone_adopt(HaZone *z, int memfd)
 }
 
 /* A resuming client sends its memfd over the doorbell; it learns the
- * verdict (0 or a negative errno, an int32) on the completion socket. */
+ * verdict on the completion socket. */
 static void resume_read(HaZone *z, int fd)
 {
         union {
@@ -727,7 +748,7 @@ static void resume_read(HaZone *z, int fd)
         struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.c,
                              .msg_controllen = sizeof(u.c) };
         int fds[4], nfds = 0, r;
-        int32_t verdict;
+        uint64_t suppressed;
 
         if (recvmsg(fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC) < 0)
                 return;
@@ -741,14 +762,7 @@ static void resume_read(HaZone *z, int fd)
         for (int i = 1; i < nfds; i++)
                 close(fds[i]);
         r = nfds == 1 ? zone_adopt(z, fds[0]) : -EINVAL;
-        if (r < 0) {
-                close(fds[0]);
-                z->resume_refused++;
-                ha_log_ctx(LOG_WARNING,
-                           HA_LOG_CTX(.client_pid = (int)z->pid, .client_uid = (uint32_t)z->uid),
-                           "Zone client pid %d: the lease memory it handed back was refused: %s",
-                           (int)z->pid, strerror(-r));
-        } else {
+        if (r == 0) {
                 z->resumed++;
                 ha_log_ctx(LOG_INFO,
                            HA_LOG_CTX(.client_pid = (int)z->pid, .client_uid = (uint32_t)z->uid),
@@ -756,9 +770,18 @@ static void resume_read(HaZone *z, int fd)
                            "%llu requests run again, %llu results copied back",
                            (int)z->pid, z->slot, z->epoch, (unsigned long long)z->rerun,
                            (unsigned long long)z->republished);
+                return;
         }
-        verdict = r;
-        (void)send(z->done_fd, &verdict, sizeof(verdict), MSG_DONTWAIT | MSG_NOSIGNAL);
+        close(fds[0]);
+        z->resume_refused++;
+        send_verdict(z, r);
+        /* The slot is not live: no drainer shares the rate limit now. */
+        if (ha_ratelimit_ok(&z->rl, &suppressed))
+                ha_log_ctx(LOG_WARNING,
+                           HA_LOG_CTX(.client_pid = (int)z->pid, .client_uid = (uint32_t)z->uid),
+                           "Zone client pid %d: the lease memory it handed back was refused: %s%s",
+                           (int)z->pid, strerror(-r),
+                           suppressed ? "; similar reports were suppressed" : "");
 }
 
 static int send_reply(HaZone *z, int fd, uint64_t id, bool has_id)
@@ -889,6 +912,12 @@ void ha_zones_quiesce(HaZones *zs, void (*cb)(void *), void *userdata)
         for (unsigned i = 0; i < zs->nslots; i++) {
                 HaZone *z = &zs->slots[i];
 
+                if (z->state == SLOT_RESUMING && z->bell_ev) {
+                        /* No memory taken over during shutdown: the client
+                         * sees the hang-up and hands it to the next daemon. */
+                        event_free(z->bell_ev);
+                        z->bell_ev = NULL;
+                }
                 if (z->state != SLOT_ACTIVE)
                         continue;
                 /* Accepted means on the ring: those still get served. */

@@ -120,7 +120,8 @@ static int call_attach(int fd, bool resume, int fds[3], cJSON **ret)
         if (ha_reply_parse((const char *)buf + sizeof(hdr), jlen, &rep) < 0)
                 goto bad;
         if (rep.error_code) {
-                int r = strcmp(rep.error_code, "E_LIMIT") == 0 ? -EBUSY : -EPROTO;
+                int r = strcmp(rep.error_code, "E_LIMIT") == 0 ? -EBUSY :
+                        strcmp(rep.error_code, "E_SHUTDOWN") == 0 ? -ESHUTDOWN : -EPROTO;
                 ha_reply_done(&rep);
                 for (int i = 0; i < nfds && i < 3; i++)
                         close(fds[i]);
@@ -132,7 +133,11 @@ static int call_attach(int fd, bool resume, int fds[3], cJSON **ret)
         }
         *ret = cJSON_Duplicate(rep.result, true);
         ha_reply_done(&rep);
-        return *ret ? 0 : -ENOMEM;
+        if (*ret)
+                return 0;
+        for (int i = 0; i < nfds; i++)
+                close(fds[i]);
+        return -ENOMEM;
 bad:
         for (int i = 0; i < nfds && i < 3; i++)
                 close(fds[i]);
@@ -180,7 +185,9 @@ static int dial(const struct sockaddr_un *sa, int timeout_ms)
 
         if (fd < 0)
                 return -errno;
+        /* SO_SNDTIMEO bounds connect() too, when the backlog is full. */
         if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
+            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0 ||
             connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) < 0) {
                 int r = -errno;
                 close(fd);
@@ -394,13 +401,8 @@ static int hand_back(hyperamp_t *h, int sock, const int fds[2], int64_t deadline
         return verdict > 0 ? -EPROTO : verdict;
 }
 
-/*
- * hyperampd went away: reach the one that replaces it (systemd restarts
- * it) and hand it the lease memory, which says what was submitted and what
- * was under way.  One thread does it per hang-up (gen); the others find
- * gen moved and go on waiting.  -ETIMEDOUT when no daemon took the memory
- * back before the deadline.
- */
+/* One attempt: connect, attach with resume, hand the memory back, and put
+ * the new sockets in place. */
 static int resume_once(hyperamp_t *h, unsigned gen, int64_t deadline)
 {
         int sock, fds[3] = { -1, -1, -1 }, r;
@@ -418,10 +420,14 @@ static int resume_once(hyperamp_t *h, unsigned gen, int64_t deadline)
         if (r == 0)
                 r = hand_back(h, sock, fds, deadline);
         /* New sockets under the old numbers: threads in submit or wait
-         * never see a closed or reused fd. */
-        if (r == 0 && (dup3(fds[0], h->bell_fd, O_CLOEXEC) < 0 ||
-                       dup3(fds[1], h->done_fd, O_CLOEXEC) < 0 || dup3(sock, h->sock, O_CLOEXEC) < 0))
-                r = -errno;
+         * never see a closed or reused fd.  A thread in poll() on the old
+         * completion socket would not notice it go: the shutdown wakes it. */
+        if (r == 0) {
+                (void)shutdown(h->done_fd, SHUT_RDWR);
+                if ((dup3(fds[0], h->bell_fd, O_CLOEXEC) < 0) |
+                    (dup3(fds[1], h->done_fd, O_CLOEXEC) < 0) | (dup3(sock, h->sock, O_CLOEXEC) < 0))
+                        r = -errno;
+        }
         if (r == 0) {
                 __atomic_store_n(&h->gen, gen + 1, __ATOMIC_RELEASE);
                 /* A submit that rang the dead doorbell left the bell flag
@@ -441,9 +447,10 @@ static int resume_once(hyperamp_t *h, unsigned gen, int64_t deadline)
  * hyperampd went away: reach the one that replaces it (systemd restarts
  * it) and hand it the lease memory, which says what was submitted and what
  * was under way.  One thread does it per hang-up (gen); the others find
- * gen moved and go on waiting.  Nobody listening yet, a daemon that dies
- * in the middle, or an old slot of ours still draining: try again, with a
- * bounded back-off, until the deadline (-ETIMEDOUT).
+ * the lock taken or gen moved, and go on waiting on their words.  Nobody
+ * listening yet, a daemon that dies in the middle or is stopping, full
+ * slots, or an old slot of ours still draining: try again, with a bounded
+ * back-off, until the deadline (-ETIMEDOUT).
  */
 static int resume(hyperamp_t *h, unsigned gen, int64_t deadline)
 {
@@ -452,7 +459,9 @@ static int resume(hyperamp_t *h, unsigned gen, int64_t deadline)
 
         if (deadline > cap)
                 deadline = cap;
-        pthread_mutex_lock(&h->resume_lock);
+        /* Another thread is at it: go back to waiting on the word. */
+        if (pthread_mutex_trylock(&h->resume_lock) != 0)
+                return 0;
         for (;;) {
                 int64_t left;
 
@@ -462,7 +471,8 @@ static int resume(hyperamp_t *h, unsigned gen, int64_t deadline)
                 }
                 r = resume_once(h, gen, deadline);
                 if (r != -ENOENT && r != -ECONNREFUSED && r != -EAGAIN && r != -ECONNRESET &&
-                    r != -EPIPE && r != -EEXIST)
+                    r != -EPIPE && r != -EEXIST && r != -EBUSY && r != -ESHUTDOWN &&
+                    r != -ETIMEDOUT)
                         break;
                 left = deadline - now_ms();
                 if (left <= 0) {

@@ -13,7 +13,9 @@ import json
 import mmap
 import os
 import random
+import re
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -133,7 +135,9 @@ class Resume:
         if memfd is not None:
             socket.send_fds(self.bell, [b'M'], memfd if isinstance(memfd, list) else [memfd])
             self.done.settimeout(scaled(10))
-            self.verdict = struct.unpack('=i', self.done.recv(4))[0]
+            first = self.done.recv(64)
+            assert len(first) == 4, 'the first message is not the verdict: %r' % first
+            self.verdict = struct.unpack('=i', first)[0]
 
     def close(self):
         for s in (self.sock, self.bell, self.done):
@@ -204,6 +208,9 @@ class ResumeTest(unittest.TestCase):
         lease.journal(6, J_TAKEN, head - 10, 0, 66, 0, 256, 16)
         # 8: COMMIT with a flag no daemon writes (a reserved bit)
         lease.journal(8, J_COMMIT, head - 10, 0, 1, 0x9, 384, 16)
+        # an event loop had armed the completion socket: its messages must
+        # not come before the verdict
+        lease.put('=I', 136, 1)
 
         with self.daemon(config={'zone_pool_size': POOL}) as d:
             r = Resume(d.socket_path, lease.fd)
@@ -274,6 +281,19 @@ class ResumeTest(unittest.TestCase):
             r.close()
             for fd in fds:
                 os.close(fd)
+            # one connection handing back bad memory over and over: each
+            # refusal counted, the log rate-limited
+            r = Resume(d.socket_path, None)
+            unsealed = Lease(seal=False)
+            self.addCleanup(unsealed.close)
+            r.done.settimeout(scaled(10))
+            for _ in range(300):
+                socket.send_fds(r.bell, [b'M'], [unsealed.fd])
+                self.assertEqual(struct.unpack('=i', r.done.recv(64))[0], -1)
+            r.close()
+            wait_until(lambda: total(d, 'resume_refused') == len(cases) + 1 + 300, scaled(10),
+                       'every refusal counted')
+            self.assertLess(d.log().count('was refused'), 30)
             bad = Resume(d.socket_path, None, params={'resume': 'yes'})
             self.assertEqual(bad.reply['error']['code'], 'E_INVALID')
             bad.close()
@@ -291,6 +311,32 @@ class ResumeTest(unittest.TestCase):
             out, err = p.communicate(timeout=scaled(60))
         self.assertNotEqual(p.returncode, 0)
         self.assertIn('Connection reset by peer', err)
+
+    def test_short_wait_while_another_thread_resumes(self):
+        """One thread waits with no limit and resumes (no daemon for a
+        while); another's 50 ms waits still return in time, and after the
+        restart both requests are answered right."""
+        with self.daemon() as d:
+            d.check_clean_exit = False
+            p = subprocess.Popen([ZCLIENT, self.sock, 'resume-waits'], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            self.assertEqual(p.stdout.readline().strip(), 'ready')
+            d.signal(signal.SIGSTOP)     # nothing gets answered from here on
+            p.stdin.write('\n')
+            p.stdin.flush()
+            self.assertEqual(p.stdout.readline().strip(), 'submitted')
+            d.kill()
+        p.stdin.write('\n')
+        p.stdin.flush()
+        line = p.stdout.readline()
+        m = re.match(r'short waits: longest (\d+) ms, last (-?\d+)', line)
+        self.assertTrue(m, line)
+        self.assertEqual(int(m.group(2)), -110)                 # ETIMEDOUT
+        self.assertLess(int(m.group(1)), scaled(1) * 1000)
+        with self.daemon():
+            out, err = p.communicate(timeout=scaled(60))
+        self.assertEqual(p.returncode, 0, out + err)
+        self.assertIn('results 1 1, bytes right', out)
 
     # -- a crash at each step --
 

@@ -11,6 +11,11 @@
  *                                          of range, an entry twice, offset past
  *                                          the pool, length 0, garbage ring tail),
  *                                          then check a normal request still works
+ *   zclient SOCKET resume-waits            two encrypt requests; on a line from
+ *                                          stdin submit them, on the next wait for
+ *                                          one with no limit (it resumes) while
+ *                                          another thread waits 40 x 50 ms on the
+ *                                          other and reports its longest wait
  * Exit 0 when every check passed.
  */
 #include <errno.h>
@@ -145,6 +150,61 @@ static int via_fd(unsigned n)
         }
         printf("fd: %u requests, 0 failures\n", n);
         return 0;
+}
+
+static hyperamp_req_t *second;
+
+static void *short_waits(void *arg)
+{
+        int64_t longest = 0;
+        int e = 0;
+        (void)arg;
+
+        for (int i = 0; i < 40; i++) {
+                int64_t t = now_ms();
+
+                e = hyperamp_wait(second, 50);
+                if (now_ms() - t > longest)
+                        longest = now_ms() - t;
+                if (e != -ETIMEDOUT)
+                        break;
+        }
+        printf("short waits: longest %lld ms, last %d\n", (long long)longest, e);
+        fflush(stdout);
+        return NULL;
+}
+
+/* A wait with a short limit returns in time while another thread resumes. */
+static int resume_waits(void)
+{
+        uint8_t expect[64];
+        hyperamp_req_t *first;
+        pthread_t t;
+        int e1, e2;
+
+        if (hyperamp_alloc(h, sizeof(expect), &first) < 0 ||
+            hyperamp_alloc(h, sizeof(expect), &second) < 0)
+                return 1;
+        memset(hyperamp_req_data(first), 'a', sizeof(expect));
+        memset(hyperamp_req_data(second), 'a', sizeof(expect));
+        memset(expect, 'a', sizeof(expect));
+        ha_service_run(1, expect, sizeof(expect));
+        printf("ready\n");
+        fflush(stdout);
+        if (getchar() == EOF || hyperamp_submit(first, 1, sizeof(expect)) < 0 ||
+            hyperamp_submit(second, 1, sizeof(expect)) < 0)
+                return 1;
+        printf("submitted\n");
+        fflush(stdout);
+        if (getchar() == EOF || pthread_create(&t, NULL, short_waits, NULL) != 0)
+                return 1;
+        e1 = hyperamp_wait(first, -1);
+        pthread_join(t, NULL);
+        e2 = hyperamp_wait(second, 10000);
+        printf("results %d %d, bytes %s\n", e1, e2,
+               memcmp(hyperamp_req_data(first), expect, sizeof(expect)) == 0 &&
+               memcmp(hyperamp_req_data(second), expect, sizeof(expect)) == 0 ? "right" : "wrong");
+        return e1 == HYPERAMP_SUCCESS && e2 == HYPERAMP_SUCCESS ? 0 : 1;
 }
 
 static int hold(unsigned stalled)
@@ -292,6 +352,8 @@ int main(int argc, char **argv)
                 e = hold((unsigned)atoi(argv[3]));
         else if (strcmp(argv[2], "hostile") == 0 && argc == 4)
                 e = hostile(argv[3]);
+        else if (strcmp(argv[2], "resume-waits") == 0 && argc == 3)
+                e = resume_waits();
         else {
                 fprintf(stderr, "zclient: bad arguments\n");
                 e = 2;
