@@ -423,10 +423,12 @@ static int resume_once(hyperamp_t *h, unsigned gen, int64_t deadline)
          * never see a closed or reused fd.  A thread in poll() on the old
          * completion socket would not notice it go: the shutdown wakes it. */
         if (r == 0) {
+                const int from[] = { fds[0], fds[1], sock }, to[] = { h->bell_fd, h->done_fd, h->sock };
+
                 (void)shutdown(h->done_fd, SHUT_RDWR);
-                if ((dup3(fds[0], h->bell_fd, O_CLOEXEC) < 0) |
-                    (dup3(fds[1], h->done_fd, O_CLOEXEC) < 0) | (dup3(sock, h->sock, O_CLOEXEC) < 0))
-                        r = -errno;
+                for (int i = 0; i < 3; i++)     /* all three, even after a failure */
+                        if (dup3(from[i], to[i], O_CLOEXEC) < 0 && r == 0)
+                                r = -errno;
         }
         if (r == 0) {
                 __atomic_store_n(&h->gen, gen + 1, __ATOMIC_RELEASE);
