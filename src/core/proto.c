@@ -2,6 +2,8 @@
 #include <errno.h>
 #include <math.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "proto.h"
 
@@ -170,4 +172,48 @@ void ha_reply_done(HaReply *rep)
 {
         cJSON_Delete(rep->root);
         memset(rep, 0, sizeof(*rep));
+}
+
+void ha_fds_put(struct msghdr *mh, const int *fds, size_t n)
+{
+        struct cmsghdr *cm;
+
+        mh->msg_controllen = CMSG_SPACE(n * sizeof(int));
+        memset(mh->msg_control, 0, mh->msg_controllen);
+        cm = CMSG_FIRSTHDR(mh);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(n * sizeof(int));
+        memcpy(CMSG_DATA(cm), fds, n * sizeof(int));
+}
+
+int ha_fds_take(struct msghdr *mh, int *fds, int max)
+{
+        bool extra = mh->msg_flags & MSG_CTRUNC;
+        int n = 0;
+
+        for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm; cm = CMSG_NXTHDR(mh, cm)) {
+                const int *in = (const int *)(void *)CMSG_DATA(cm);
+                size_t k;
+
+                if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+                        continue;
+                k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+                for (size_t i = 0; i < k; i++) {
+                        int fd;
+
+                        memcpy(&fd, in + i, sizeof(fd));
+                        if (n < max)
+                                fds[n++] = fd;
+                        else {
+                                close(fd);
+                                extra = true;
+                        }
+                }
+        }
+        if (!extra)
+                return n;
+        while (n > 0)
+                close(fds[--n]);
+        return -EINVAL;
 }

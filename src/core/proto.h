@@ -51,4 +51,15 @@ typedef struct HaReply {
 int ha_reply_parse(const char *json, size_t len, HaReply *rep);
 void ha_reply_done(HaReply *rep);
 
+/*
+ * File descriptors passed with SCM_RIGHTS (zone attach and resume).
+ * ha_fds_put: n fds into mh, whose msg_control holds CMSG_SPACE(n * int).
+ * ha_fds_take: those received with mh, at most max into fds; returns how
+ * many, or -EINVAL after closing them all when more came (or the control
+ * buffer was too small for them).
+ */
+struct msghdr;
+void ha_fds_put(struct msghdr *mh, const int *fds, size_t n);
+int ha_fds_take(struct msghdr *mh, int *fds, int max);
+
 #endif

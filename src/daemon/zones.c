@@ -80,7 +80,7 @@ struct HaZone {
         uint64_t requests, completed, wakeups, bad_index, bad_state, bad_ring, grants;
         uint64_t failed, bad_range, inline_runs, dispatch_failed;
         /* loop only */
-        uint64_t resumed, resume_refused, rerun, republished, already_published, bad_journal;
+        uint64_t resumed, resume_refused, requeued, republished, already_published, bad_journal;
 };
 
 #define GUARD_CLOSING 0x80000000u
@@ -158,13 +158,15 @@ static void zone_run(void *ctx, uint16_t idx, unsigned worker)
         if (!range_ok(z, off, len)) {
                 __atomic_fetch_add(&z->bad_range, 1, __ATOMIC_RELAXED);
                 r = HA_RESULT_FAIL;
-        } else if (!svc || svc->reads_only) {
-                r = ha_service_run(sid, z->v.pool + off, len);
+        } else if (!svc) {
+                r = HA_RESULT_NOT_EXITS;
+        } else if (svc->reads_only) {
+                r = svc->fn(z->v.pool + off, len);
         } else {
                 /* Compute aside: a crash must never leave a half-done
                  * buffer that a rerun would transform again. */
                 memcpy(z->v.stage + off, z->v.pool + off, len);
-                r = ha_service_run(sid, z->v.stage + off, len);
+                r = svc->fn(z->v.stage + off, len);
                 if (r == HA_RESULT_SUCCESS)
                         commit_copy(z, j, ha_flag_make(r), off, len);
         }
@@ -280,7 +282,7 @@ static void zone_stats(void *ctx, cJSON *o)
         cJSON_AddNumberToObject(o, "resume_refused", (double)z->resume_refused);
         cJSON_AddNumberToObject(o, "bad_journal", (double)z->bad_journal);
         rec = cJSON_AddObjectToObject(o, "recovered");
-        cJSON_AddNumberToObject(rec, "requeued", (double)z->rerun);
+        cJSON_AddNumberToObject(rec, "requeued", (double)z->requeued);
         cJSON_AddNumberToObject(rec, "republished", (double)z->republished);
         cJSON_AddNumberToObject(rec, "already_published", (double)z->already_published);
 }
@@ -602,14 +604,15 @@ static int zone_create(HaZone *z)
 /*
  * Memory handed back after a restart.  It must be sealed against resizing
  * (truncated under the workers, it would SIGBUS the daemon), be a lease's
- * size, and not be a lease attached right now (two slots on one ring
- * would run its entries twice).
+ * size, not be a lease attached right now (two slots on one ring would
+ * run its entries twice), and start with a lease header.
  */
 static int check_memfd(const HaZones *zs, int fd)
 {
         const int need = F_SEAL_SHRINK | F_SEAL_GROW;
         struct stat st, other;
         struct statfs fs;
+        ZoneCtl hdr;
         int seals, fl;
 
         if (fstat(fd, &st) < 0 || fstatfs(fd, &fs) < 0)
@@ -630,6 +633,9 @@ static int check_memfd(const HaZones *zs, int fd)
                 if (zs->slots[i].memfd >= 0 && fstat(zs->slots[i].memfd, &other) == 0 &&
                     other.st_dev == st.st_dev && other.st_ino == st.st_ino)
                         return -EEXIST;
+        if (pread(fd, &hdr, sizeof(hdr), HA_ZONE_CTL_OFF) != (ssize_t)sizeof(hdr) ||
+            hdr.magic != HA_ZONE_CTL_MAGIC || hdr.entries != HA_ZONE_ENTRIES)
+                return -EPROTO;
         return 0;
 }
 
@@ -688,7 +694,7 @@ static size_t zone_recover(HaZone *z)
                 }
         }
         z->head = head;
-        z->rerun += k;
+        z->requeued += k;
         return k;
 }
 
@@ -715,14 +721,6 @@ static int zone_adopt(HaZone *z, int memfd)
                 r = zone_map(z, memfd);
         if (r < 0)
                 return r;
-        if (__atomic_load_n(&z->v.ctl->magic, __ATOMIC_ACQUIRE) != HA_ZONE_CTL_MAGIC ||
-            z->v.ctl->entries != HA_ZONE_ENTRIES) {
-                (void)munmap(z->base, z->size);
-                z->base = NULL;
-                z->v = (ZoneView){ 0 };
-                z->memfd = -1;
-                return -EPROTO;
-        }
         send_verdict(z, 0);
         z->v.ctl->owner_pid = (uint32_t)z->pid;
         z->v.ctl->epoch = z->epoch;
@@ -740,39 +738,35 @@ static int zone_adopt(HaZone *z, int memfd)
 static void resume_read(HaZone *z, int fd)
 {
         union {
-                char c[CMSG_SPACE(4 * sizeof(int))];
+                char c[CMSG_SPACE(sizeof(int))];
                 struct cmsghdr align;
         } u;
         char b[16];
         struct iovec iov = { b, sizeof(b) };
         struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.c,
                              .msg_controllen = sizeof(u.c) };
-        int fds[4], nfds = 0, r;
+        int memfd, r;
         uint64_t suppressed;
 
         if (recvmsg(fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC) < 0)
                 return;
-        for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
-                if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS && nfds == 0) {
-                        nfds = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-                        memcpy(fds, CMSG_DATA(cm), (size_t)nfds * sizeof(int));
-                }
-        if (nfds == 0)
+        r = ha_fds_take(&mh, &memfd, 1);
+        if (r == 0)
                 return;         /* a plain ring: the memory has not come yet */
-        for (int i = 1; i < nfds; i++)
-                close(fds[i]);
-        r = nfds == 1 ? zone_adopt(z, fds[0]) : -EINVAL;
+        if (r == 1)
+                r = zone_adopt(z, memfd);
         if (r == 0) {
                 z->resumed++;
                 ha_log_ctx(LOG_INFO,
                            HA_LOG_CTX(.client_pid = (int)z->pid, .client_uid = (uint32_t)z->uid),
                            "Zone client pid %d resumed its lease in slot %u (epoch %u): "
                            "%llu requests run again, %llu results copied back",
-                           (int)z->pid, z->slot, z->epoch, (unsigned long long)z->rerun,
+                           (int)z->pid, z->slot, z->epoch, (unsigned long long)z->requeued,
                            (unsigned long long)z->republished);
                 return;
         }
-        close(fds[0]);
+        if (r != -EINVAL)
+                close(memfd);   /* ha_fds_take closed them all on -EINVAL */
         z->resume_refused++;
         send_verdict(z, r);
         /* The slot is not live: no drainer shares the rate limit now. */
@@ -791,15 +785,12 @@ static int send_reply(HaZone *z, int fd, uint64_t id, bool has_id)
         /* A resuming client keeps its memory: only the sockets are new. */
         bool resume = z->state == SLOT_RESUMING;
         int fds[3] = { z->bell_peer, z->done_peer, z->memfd };
-        size_t nfds = resume ? 2 : 3;
         union {
                 char buf[CMSG_SPACE(sizeof(fds))];
                 struct cmsghdr align;
         } u;
         struct iovec iov[2];
-        struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2, .msg_control = u.buf,
-                             .msg_controllen = CMSG_SPACE(nfds * sizeof(int)) };
-        struct cmsghdr *cm;
+        struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2, .msg_control = u.buf };
         char idbuf[32] = "";
         ssize_t n;
         int len;
@@ -816,12 +807,7 @@ static int send_reply(HaZone *z, int fd, uint64_t id, bool has_id)
         ha_frame_hdr_write(hdr, (uint32_t)len, 0);
         iov[0] = (struct iovec){ hdr, sizeof(hdr) };
         iov[1] = (struct iovec){ json, (size_t)len };
-        memset(u.buf, 0, sizeof(u.buf));
-        cm = CMSG_FIRSTHDR(&mh);
-        cm->cmsg_level = SOL_SOCKET;
-        cm->cmsg_type = SCM_RIGHTS;
-        cm->cmsg_len = CMSG_LEN(nfds * sizeof(int));
-        memcpy(CMSG_DATA(cm), fds, nfds * sizeof(int));
+        ha_fds_put(&mh, fds, resume ? 2 : 3);
         n = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n < 0)
                 return -errno;

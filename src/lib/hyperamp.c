@@ -88,12 +88,11 @@ static int call_attach(int fd, bool resume, int fds[3], cJSON **ret)
         struct iovec iov = { buf, sizeof(buf) };
         struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.c,
                              .msg_controllen = sizeof(u.c) };
-        struct cmsghdr *cm;
         uint32_t jlen, dlen;
         enum ha_error err;
         HaReply rep;
         ssize_t n;
-        int nfds = 0;
+        int nfds, r = -EBADMSG;
 
         ha_frame_hdr_write(hdr, (uint32_t)rlen, 0);
         if (send(fd, hdr, sizeof(hdr), MSG_NOSIGNAL) != sizeof(hdr) ||
@@ -105,43 +104,25 @@ static int call_attach(int fd, bool resume, int fds[3], cJSON **ret)
                 return errno == EAGAIN ? -ETIMEDOUT : -errno;
         if (n == 0)
                 return -ECONNRESET;     /* the daemon went away meanwhile */
-        for (cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
-                if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
-                        nfds = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-                        memcpy(fds, CMSG_DATA(cm), (size_t)(nfds < 3 ? nfds : 3) * sizeof(int));
-                }
-        if ((size_t)n < sizeof(hdr) ||
-            ha_frame_hdr_parse(buf, 0, &jlen, &dlen, &err) < 0 ||
-            (size_t)n != sizeof(hdr) + jlen) {
-                for (int i = 0; i < nfds && i < 3; i++)
-                        close(fds[i]);
+        nfds = ha_fds_take(&mh, fds, 3);
+        if (nfds < 0)
                 return -EBADMSG;
-        }
-        if (ha_reply_parse((const char *)buf + sizeof(hdr), jlen, &rep) < 0)
-                goto bad;
-        if (rep.error_code) {
-                int r = strcmp(rep.error_code, "E_LIMIT") == 0 ? -EBUSY :
-                        strcmp(rep.error_code, "E_SHUTDOWN") == 0 ? -ESHUTDOWN : -EPROTO;
-                ha_reply_done(&rep);
-                for (int i = 0; i < nfds && i < 3; i++)
-                        close(fds[i]);
-                return r;
-        }
-        if (nfds != want) {
-                ha_reply_done(&rep);
-                goto bad;
-        }
-        *ret = cJSON_Duplicate(rep.result, true);
+        if ((size_t)n < sizeof(hdr) || ha_frame_hdr_parse(buf, 0, &jlen, &dlen, &err) < 0 ||
+            (size_t)n != sizeof(hdr) + jlen ||
+            ha_reply_parse((const char *)buf + sizeof(hdr), jlen, &rep) < 0)
+                goto fail;
+        if (rep.error_code)
+                r = strcmp(rep.error_code, "E_LIMIT") == 0 ? -EBUSY :
+                    strcmp(rep.error_code, "E_SHUTDOWN") == 0 ? -ESHUTDOWN : -EPROTO;
+        else if (nfds == want)
+                r = (*ret = cJSON_Duplicate(rep.result, true)) ? 0 : -ENOMEM;
         ha_reply_done(&rep);
-        if (*ret)
+        if (r == 0)
                 return 0;
+fail:
         for (int i = 0; i < nfds; i++)
                 close(fds[i]);
-        return -ENOMEM;
-bad:
-        for (int i = 0; i < nfds && i < 3; i++)
-                close(fds[i]);
-        return -EBADMSG;
+        return r;
 }
 
 static double num(const cJSON *o, const char *key)
@@ -374,9 +355,7 @@ static int hand_back(hyperamp_t *h, int sock, const int fds[2], int64_t deadline
                 struct cmsghdr align;
         } u;
         struct iovec iov = { (void *)"M", 1 };
-        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.c,
-                             .msg_controllen = sizeof(u.c) };
-        struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.c };
         /* A daemon that dies before its verdict hangs up the control socket
          * (a datagram pair says nothing when its peer goes). */
         struct pollfd p[2] = { { .fd = fds[1], .events = POLLIN },
@@ -384,11 +363,7 @@ static int hand_back(hyperamp_t *h, int sock, const int fds[2], int64_t deadline
         int32_t verdict;
         int64_t left;
 
-        memset(u.c, 0, sizeof(u.c));
-        cm->cmsg_level = SOL_SOCKET;
-        cm->cmsg_type = SCM_RIGHTS;
-        cm->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(cm), &h->memfd, sizeof(int));
+        ha_fds_put(&mh, &h->memfd, 1);
         if (sendmsg(fds[0], &mh, MSG_NOSIGNAL) != 1)
                 return -errno;
         left = deadline - now_ms();
