@@ -386,8 +386,9 @@ class ResumeTest(unittest.TestCase):
         """Five SIGKILLs at random moments while 4 threads keep a lease
         busy; each time a new daemon takes the lease back."""
         rnd = random.Random(os.environ.get('HYPERAMP_TEST_SEED', '7'))
-        # The five kills take at most 5 x 400 answers: leave plenty after.
-        n = 2500 if harness.WRAPPER else 5000
+        # The five kills take at most 5 x 400 answers; leave plenty after,
+        # even where a stats call waits behind a busy lease.
+        n = 2500 if harness.WRAPPER else 50000
         p = None
         totals = {}
         for _ in range(5):
@@ -412,8 +413,11 @@ class ResumeTest(unittest.TestCase):
     def test_bench_shm_across_sigkills(self):
         """hyperampctl bench --transport shm over every service and size,
         through two SIGKILLs: every request answered and verified."""
-        n = 12000 if harness.WRAPPER else 60000
+        # Bounded by time, not count: a fast machine finished -n 60000
+        # before a stats call had seen 1000 answers.
+        duration = 30 if harness.WRAPPER else 5
         bench = None
+        answered = 0
         for _ in range(2):
             with self.daemon() as d:
                 d.check_clean_exit = False
@@ -421,19 +425,23 @@ class ResumeTest(unittest.TestCase):
                     bench = subprocess.Popen(
                         [harness.HYPERAMPCTL, '--socket', self.sock, '--json', '--timeout',
                          str(int(scaled(30))), 'bench', '--transport', 'shm',
-                         '--threads', '2', '-c', '16', '--mix', '--size', '4096', '-n', str(n)],
+                         '--threads', '2', '-c', '16', '--mix', '--size', '4096',
+                         '--duration', str(duration)],
                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                 wait_until(lambda: total(d, 'completed') >= 1000 or bench.poll() is not None,
                            scaled(60), 'bench under way')
                 self.assertIsNone(bench.poll(), 'bench finished before the kill')
+                answered += total(d, 'completed')
                 d.kill()
         with self.daemon() as d:
             out, err = bench.communicate(timeout=scaled(120))
             self.assertEqual(bench.returncode, 0, out + err)
             res = json.loads(out)
-            self.assertEqual((res['requests'], res['failures']), (n, 0), res)
+            self.assertEqual(res['failures'], 0, res)
+            # Every answer verified, and the run went on after each kill.
+            self.assertGreater(res['requests'], answered, res)
+            self.assertGreater(total(d, 'completed'), 0)
             self.assertEqual(total(d, 'resumed'), 1)   # one lease, two threads
-
 
 if __name__ == '__main__':
     unittest.main()
