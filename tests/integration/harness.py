@@ -19,7 +19,9 @@ import glob
 import itertools
 import json
 import os
+import re
 import select
+import selectors
 import shlex
 import shutil
 import signal
@@ -83,6 +85,55 @@ def shm_path(name):
 
 def scaled(seconds):
     return seconds * TIMEOUT_SCALE
+
+
+class ProgressClient:
+    """A test client in the background that prints "progress N" as it
+    answers.  Paced, it starts one more round per byte on its stdin, so a
+    test picks the moment to act whatever the machine's speed; closing
+    stdin lets it run freely to the end."""
+
+    def __init__(self, cmd, env=None):
+        self.proc = subprocess.Popen([str(a) for a in cmd], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(self.proc.stdout, selectors.EVENT_READ)
+        self.out = b''
+        self.done = 0
+
+    def go(self, rounds):
+        """Let this many more rounds start."""
+        self.proc.stdin.write(b'g' * rounds)
+        self.proc.stdin.flush()
+
+    def wait_progress(self, at_least, timeout):
+        """Block on the client's stdout until it reports at_least answers;
+        timeout is scaled here."""
+        deadline = time.monotonic() + scaled(timeout)
+        while self.done < at_least:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self.sel.select(left):
+                raise AssertionError('client at %d answers, waited for %d' % (self.done,
+                                                                              at_least))
+            chunk = os.read(self.proc.stdout.fileno(), 4096)
+            if not chunk:
+                raise AssertionError('client exited early: %r %r' % (
+                    self.out, self.proc.stderr.read()))
+            self.out += chunk
+            found = re.findall(rb'progress (\d+)\n', self.out[-8192:])
+            if found:
+                self.done = int(found[-1])
+
+    def finish(self):
+        """(returncode, stdout, stderr) once the client has exited."""
+        out, err = self.proc.communicate(timeout=scaled(120))
+        self.out += out
+        self.sel.close()
+        return self.proc.returncode, self.out.decode(), err.decode()
+
+    def kill(self):
+        self.proc.kill()
+        self.finish()
 
 
 class DaemonError(AssertionError):
@@ -345,7 +396,11 @@ class Daemon:
         else:
             self.cmd += ['--socket', self.socket_path]
         self.cmd += self.args
-        env.update(self.extra_env)
+        for k, v in self.extra_env.items():
+            if v is None:
+                env.pop(k, None)
+            else:
+                env[k] = v
         self.logf = open(self.log_path, 'wb')
         crash = 'HYPERAMP_TEST_CRASH' in env
         self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL,

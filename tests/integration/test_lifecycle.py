@@ -41,6 +41,7 @@ class ShutdownTest(unittest.TestCase):
             try:
                 wait_until(lambda: d.stats()['requests']['submitted'] > 0, 10,
                            'the bench to get going')
+                self.assertIsNone(bench.poll(), 'bench finished before the SIGTERM')
                 t0 = time.monotonic()
                 rc = d.terminate_and_wait()
                 took = time.monotonic() - t0

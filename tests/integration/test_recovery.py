@@ -9,8 +9,6 @@ The daemon's journal (docs/hyperamp-v1.md, "Crashes") is what makes the
 difference: without it a batch taken before the kill is never answered."""
 import os
 import random
-import re
-import selectors
 import shutil
 import subprocess
 import tempfile
@@ -22,7 +20,7 @@ from harness import Daemon, scaled, shm_path, unique_shm_name, wait_pid_exit
 from test_v1 import BASE, MARK_BUSY, V1CLIENT, Rig, source
 
 
-class Client:
+class Client(harness.ProgressClient):
     """v1client in the background, its progress read as it comes."""
 
     def __init__(self, rig, *command, init=True, pace=False):
@@ -30,46 +28,7 @@ class Client:
                '--base', hex(BASE), '--timeout-ms', str(int(scaled(15000)))]
         cmd += ['--init'] if init else ['--no-init']
         cmd += ['--pace'] if pace else []
-        cmd += [str(a) for a in command]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE)
-        self.sel = selectors.DefaultSelector()
-        self.sel.register(self.proc.stdout, selectors.EVENT_READ)
-        self.out = b''
-        self.done = 0
-
-    def go(self, batches):
-        """--pace: let this many more batches start."""
-        self.proc.stdin.write(b'g' * batches)
-        self.proc.stdin.flush()
-
-    def wait_progress(self, at_least, timeout):
-        """Block on the client's stdout until it reports at_least answers."""
-        deadline = time.monotonic() + timeout
-        while self.done < at_least:
-            left = deadline - time.monotonic()
-            if left <= 0 or not self.sel.select(left):
-                raise AssertionError('client at %d answers, waited for %d' % (self.done,
-                                                                              at_least))
-            chunk = os.read(self.proc.stdout.fileno(), 4096)
-            if not chunk:
-                raise AssertionError('client exited early: %r %r' % (
-                    self.out, self.proc.stderr.read()))
-            self.out += chunk
-            found = re.findall(rb'progress (\d+)', self.out)
-            if found:
-                self.done = int(found[-1])
-
-    def finish(self):
-        # communicate() closes stdin: a paced client runs freely to the end.
-        out, err = self.proc.communicate(timeout=scaled(120))
-        self.out += out
-        self.sel.close()
-        return self.proc.returncode, self.out.decode(), err.decode()
-
-    def kill(self):
-        self.proc.kill()
-        self.finish()
+        super().__init__(cmd + list(command))
 
 
 def spin_until(cond, timeout, what):
@@ -205,7 +164,7 @@ class RecoveryTest(unittest.TestCase):
                 # Kill while the client is still going: 30 batches allowed,
                 # the kill after a random number of them.
                 client.go(30)
-                client.wait_progress(client.done + 32 * rnd.randint(1, 29), scaled(60))
+                client.wait_progress(client.done + 32 * rnd.randint(1, 29), 60)
                 d.kill()
                 self.assertEqual(d.proc.returncode, -9)
         with self.daemon(rig) as d:

@@ -28,6 +28,9 @@ from harness import (Daemon, encode_frame, request, run_ctl, scaled, wait_pid_ex
 
 BUILD_ROOT = os.environ.get('HYPERAMP_BUILD_ROOT') or harness.BUILD
 ZCLIENT = os.environ.get('ZCLIENT') or os.path.join(BUILD_ROOT, 'tests', 'zone', 'zclient')
+# zclient's hyperamp_wait() limit covers a daemon restart: scale it with
+# the daemon's speed.
+ZENV = dict(os.environ, ZCLIENT_WAIT_MS=str(int(scaled(10000))))
 
 # include/hyperamp/zone.h and wire.h
 QUEUE_OFF, DONE_OFF, JOURNAL_OFF, POOL_OFF = 4096, 8192, 24576, 32768
@@ -162,7 +165,8 @@ class ResumeTest(unittest.TestCase):
 
     def zclient(self, threads, requests):
         return subprocess.Popen([ZCLIENT, self.sock, 'race', str(threads), str(requests)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=ZENV)
 
     def expect_race_ok(self, p, threads, requests):
         out, err = p.communicate(timeout=scaled(120))
@@ -217,9 +221,9 @@ class ResumeTest(unittest.TestCase):
             self.addCleanup(r.close)
             self.assertEqual(r.reply['result']['resume'], True)
             self.assertEqual(r.verdict, 0)
-            wait_until(lambda: all(lease.word(i) == 1 for i in (0, 1, 2, 5, 6, 8)), scaled(10),
+            wait_until(lambda: all(lease.word(i) == 1 for i in (0, 1, 2, 5, 6, 8)), 10,
                        'every recovered entry answered')
-            wait_until(lambda: total(d, 'in_flight') == 0, scaled(10), 'nothing running')
+            wait_until(lambda: total(d, 'in_flight') == 0, 10, 'nothing running')
             self.assertEqual(lease.data(0, 16), b'S' * 16)
             self.assertEqual(lease.data(64, 16), xor_service(d1))
             self.assertEqual(lease.data(128, 16), xor_service(d2))   # once, not twice
@@ -238,7 +242,7 @@ class ResumeTest(unittest.TestCase):
             lease.entry(7, 2, 320, 16)
             lease.ring(head + 1, [7])
             r.bell.send(b'!')
-            wait_until(lambda: lease.word(7) == 1, scaled(10), 'a new request answered')
+            wait_until(lambda: lease.word(7) == 1, 10, 'a new request answered')
             self.assertEqual(lease.data(320, 16), xor_service(d1))
 
     # -- what the daemon refuses --
@@ -268,7 +272,7 @@ class ResumeTest(unittest.TestCase):
                     r = Resume(d.socket_path, make())
                     self.assertEqual(r.verdict, verdict)
                     r.close()
-                    wait_until(lambda: total(d, 'resume_refused') == n, scaled(10), 'counted')
+                    wait_until(lambda: total(d, 'resume_refused') == n, 10, 'counted')
             # a lease attached now: its memfd comes with a plain attach
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             self.addCleanup(s.close)
@@ -291,7 +295,7 @@ class ResumeTest(unittest.TestCase):
                 socket.send_fds(r.bell, [b'M'], [unsealed.fd])
                 self.assertEqual(struct.unpack('=i', r.done.recv(64))[0], -1)
             r.close()
-            wait_until(lambda: total(d, 'resume_refused') == len(cases) + 1 + 300, scaled(10),
+            wait_until(lambda: total(d, 'resume_refused') == len(cases) + 1 + 300, 10,
                        'every refusal counted')
             self.assertLess(d.log().count('was refused'), 30)
             bad = Resume(d.socket_path, None, params={'resume': 'yes'})
@@ -319,7 +323,8 @@ class ResumeTest(unittest.TestCase):
         with self.daemon() as d:
             d.check_clean_exit = False
             p = subprocess.Popen([ZCLIENT, self.sock, 'resume-waits'], stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env=ZENV)
             self.assertEqual(p.stdout.readline().strip(), 'ready')
             d.signal(signal.SIGSTOP)     # nothing gets answered from here on
             p.stdin.write('\n')
@@ -386,25 +391,28 @@ class ResumeTest(unittest.TestCase):
         """Five SIGKILLs at random moments while 4 threads keep a lease
         busy; each time a new daemon takes the lease back."""
         rnd = random.Random(os.environ.get('HYPERAMP_TEST_SEED', '7'))
-        # The five kills take at most 5 x 400 answers; leave plenty after,
-        # even where a stats call waits behind a busy lease.
-        n = 2500 if harness.WRAPPER else 50000
-        p = None
+        # Paced: each cycle lets every thread start 30 more requests and
+        # kills after a random number of answers, so the client is still
+        # going at every kill however fast the machine is.
+        n = 200
+        client = None
         totals = {}
         for _ in range(5):
             with self.daemon() as d:
                 d.check_clean_exit = False
-                if p is None:
-                    p = self.zclient(4, n)
+                if client is None:
+                    client = harness.ProgressClient(
+                        [ZCLIENT, self.sock, 'race', 4, n, 'pace'], env=ZENV)
                 for k, v in recovered(d).items():
                     totals[k] = totals.get(k, 0) + v
-                target = rnd.randint(50, 400)
-                wait_until(lambda: total(d, 'completed') >= target or p.poll() is not None,
-                           scaled(60), '%d requests answered' % target)
-                self.assertIsNone(p.poll(), 'the client finished before the kill')
+                client.go(30)
+                client.wait_progress(client.done + 4 * rnd.randint(1, 29), 60)
                 d.kill()
         with self.daemon() as d:
-            self.expect_race_ok(p, 4, n)
+            rc, out, err = client.finish()      # stdin closed: runs to the end
+            self.assertEqual(rc, 0, out + err)
+            self.assertIn('4 threads x %d requests, 0 failures' % n, out)
+            self.assertNotIn('failed', err)
             for k, v in recovered(d).items():
                 totals[k] = totals.get(k, 0) + v
             self.assertEqual(total(d, 'resumed'), 1)
@@ -429,7 +437,7 @@ class ResumeTest(unittest.TestCase):
                          '--duration', str(duration)],
                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                 wait_until(lambda: total(d, 'completed') >= 1000 or bench.poll() is not None,
-                           scaled(60), 'bench under way')
+                           60, 'bench under way')
                 self.assertIsNone(bench.poll(), 'bench finished before the kill')
                 answered += total(d, 'completed')
                 d.kill()

@@ -1,7 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Test client for zone channels, built on libhyperamp.
- *   zclient SOCKET race THREADS REQUESTS   every response verified
+ *   zclient SOCKET race THREADS REQUESTS [pace]
+ *                                          every response verified; with pace,
+ *                                          each byte on stdin lets every thread
+ *                                          start one more request (EOF: no more
+ *                                          waiting) and each answer prints
+ *                                          "progress N", so a test picks the moment
  *   zclient SOCKET hold STALLED            attach, leave STALLED requests on the
  *                                          stall service and more buffers taken,
  *                                          print "holding", wait to be killed
@@ -20,7 +25,9 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <sched.h>
+#include <stdbool.h>
 #include <time.h>
 #include <poll.h>
 #include <pthread.h>
@@ -45,6 +52,15 @@ static int64_t now_ms(void)
 static hyperamp_t *h;
 static unsigned per_thread;
 static unsigned long failures;
+/* hyperamp_wait() limit: the tests scale it under valgrind */
+static int wait_ms = 10000;
+
+/* race ... pace: requests each thread may start, raised by stdin */
+static pthread_mutex_t pace_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pace_cond = PTHREAD_COND_INITIALIZER;
+static unsigned paced_rounds = UINT_MAX;
+static unsigned long answered;
+static bool print_progress;
 
 static uint32_t rnd(uint32_t *s)
 {
@@ -66,7 +82,7 @@ static int one_request(uint16_t svc, const uint8_t *in, size_t len, uint8_t *exp
         memcpy(hyperamp_req_data(r), in, len);
         e = hyperamp_submit(r, svc, len);
         if (e == 0)
-                e = hyperamp_wait(r, 10000);
+                e = hyperamp_wait(r, wait_ms);
         if (e == HYPERAMP_SUCCESS)
                 e = memcmp(hyperamp_req_data(r), expect, len) == 0 ? 0 : -EBADMSG;
         else if (e >= 0)
@@ -86,11 +102,24 @@ static void *race_thread(void *arg)
                 size_t len = 1 + rnd(&seed) % sizeof(in);
                 int e;
 
+                pthread_mutex_lock(&pace_lock);
+                while (i >= paced_rounds)
+                        pthread_cond_wait(&pace_cond, &pace_lock);
+                pthread_mutex_unlock(&pace_lock);
+
                 for (size_t k = 0; k < len; k++)
                         in[k] = (uint8_t)rnd(&seed);
                 memcpy(expect, in, len);
                 ha_service_run(svc, expect, len);
                 e = one_request(svc, in, len, expect);
+                if (e == 0 && print_progress) {
+                        unsigned long n = __atomic_add_fetch(&answered, 1, __ATOMIC_RELAXED);
+
+                        flockfile(stdout);
+                        printf("progress %lu\n", n);
+                        fflush(stdout);
+                        funlockfile(stdout);
+                }
                 if (e < 0) {
                         __atomic_fetch_add(&failures, 1, __ATOMIC_RELAXED);
                         fprintf(stderr, "zclient: request failed: %s\n", strerror(-e));
@@ -101,13 +130,27 @@ static void *race_thread(void *arg)
         return NULL;
 }
 
-static int race(unsigned threads, unsigned total)
+static int race(unsigned threads, unsigned total, bool pace)
 {
         pthread_t t[64];
+        char go;
 
         per_thread = total;
+        if (pace) {
+                paced_rounds = 0;
+                print_progress = true;
+        }
         for (unsigned i = 0; i < threads; i++)
                 pthread_create(&t[i], NULL, race_thread, (void *)(uintptr_t)i);
+        while (pace) {
+                bool more = read(STDIN_FILENO, &go, 1) == 1;
+
+                pthread_mutex_lock(&pace_lock);
+                paced_rounds = more ? paced_rounds + 1 : UINT_MAX;
+                pthread_cond_broadcast(&pace_cond);
+                pthread_mutex_unlock(&pace_lock);
+                pace = more && paced_rounds < total;
+        }
         for (unsigned i = 0; i < threads; i++)
                 pthread_join(t[i], NULL);
         printf("race: %u threads x %u requests, %lu failures\n", threads, total, failures);
@@ -134,7 +177,7 @@ static int via_fd(unsigned n)
                 if (hyperamp_submit(r, 1, sizeof(expect)) < 0)
                         return 1;
                 while ((e = hyperamp_poll(r)) == -EAGAIN) {
-                        if (poll(&pfd, 1, 10000) != 1) {
+                        if (poll(&pfd, 1, wait_ms) != 1) {
                                 fprintf(stderr, "zclient: the completion fd never became readable\n");
                                 return 1;
                         }
@@ -200,7 +243,7 @@ static int resume_waits(void)
                 return 1;
         e1 = hyperamp_wait(first, -1);
         pthread_join(t, NULL);
-        e2 = hyperamp_wait(second, 10000);
+        e2 = hyperamp_wait(second, wait_ms);
         printf("results %d %d, bytes %s\n", e1, e2,
                memcmp(hyperamp_req_data(first), expect, sizeof(expect)) == 0 &&
                memcmp(hyperamp_req_data(second), expect, sizeof(expect)) == 0 ? "right" : "wrong");
@@ -279,14 +322,17 @@ static int hostile(const char *mode)
                 return 0;
         } else if (strcmp(mode, "fdblock") == 0) {
                 /* Make our end of the completion channel blocking, never
-                 * read it, and arm it for many completions: the daemon's
-                 * workers must not block on it. */
+                 * read it, and arm it for many completions, for at least a
+                 * second so it overlaps the honest client however fast the
+                 * machine: the daemon's workers must not block on it. */
                 int fd = hyperamp_fd(h);
+                int64_t end = now_ms() + 1000;
+
                 fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-                for (int i = 0; i < 5000; i++) {
+                for (int i = 0; i < 5000 || now_ms() < end; i++) {
                         hyperamp_arm(h);
                         memcpy(hyperamp_req_data(r), in, sizeof(in));
-                        if (hyperamp_submit(r, 66, sizeof(in)) < 0 || hyperamp_wait(r, 10000) < 0) {
+                        if (hyperamp_submit(r, 66, sizeof(in)) < 0 || hyperamp_wait(r, wait_ms) < 0) {
                                 fprintf(stderr, "zclient: fdblock request %d failed\n", i);
                                 return 1;
                         }
@@ -319,7 +365,7 @@ static int hostile(const char *mode)
         ha_service_run(1, expect, sizeof(expect));
         e = hyperamp_submit(r, 1, sizeof(in));
         if (e == 0)
-                e = hyperamp_wait(r, 10000);
+                e = hyperamp_wait(r, wait_ms);
         if (e != HYPERAMP_SUCCESS || memcmp(hyperamp_req_data(r), expect, sizeof(expect))) {
                 fprintf(stderr, "zclient: honest request after '%s' failed (%d)\n", mode, e);
                 return 1;
@@ -334,18 +380,21 @@ int main(int argc, char **argv)
         int e;
 
         if (argc < 3) {
-                fprintf(stderr, "usage: zclient SOCKET race THREADS REQUESTS | hold N | hostile MODE\n");
+                fprintf(stderr, "usage: zclient SOCKET race THREADS REQUESTS [pace] | hold N | hostile MODE\n");
                 return 2;
         }
         sock = argv[1];
+        if (getenv("ZCLIENT_WAIT_MS"))
+                wait_ms = atoi(getenv("ZCLIENT_WAIT_MS"));
         e = hyperamp_attach(sock, &h);
         if (e < 0) {
                 fprintf(stderr, "zclient: attach: %s\n", strerror(-e));
                 return 3;
         }
-        if (strcmp(argv[2], "race") == 0 && argc == 5)
+        if (strcmp(argv[2], "race") == 0 &&
+            (argc == 5 || (argc == 6 && strcmp(argv[5], "pace") == 0)))
                 e = race((unsigned)atoi(argv[3]) > 64 ? 64 : (unsigned)atoi(argv[3]),
-                         (unsigned)atoi(argv[4]));
+                         (unsigned)atoi(argv[4]), argc == 6);
         else if (strcmp(argv[2], "fd") == 0 && argc == 4)
                 e = via_fd((unsigned)atoi(argv[3]));
         else if (strcmp(argv[2], "hold") == 0 && argc == 4)
