@@ -63,6 +63,7 @@ typedef struct Bench {
         HaHist hist;
         unsigned long sent, done, failures, busy;
         char first_error[256];
+        bool at_limit;          /* a connection refused with E_LIMIT */
 } Bench;
 
 static const Variant *variant_of(const Bench *b, unsigned long id)
@@ -169,8 +170,9 @@ static int handle_reply(Bench *b, const char *json, uint32_t jlen, const uint8_t
                 /* A refusal of the connection or the stream, not of one request. */
                 snprintf(b->first_error, sizeof(b->first_error), "the daemon refused: %s (%s)",
                          rep.error_message, rep.error_code);
+                b->at_limit = strcmp(rep.error_code, "E_LIMIT") == 0;
                 ha_reply_done(&rep);
-                return -EBADMSG;
+                return -ECONNREFUSED;
         }
         if (!rep.has_id || rep.id >= b->sent || b->owner[rep.id % b->ring] != rep.id + 1) {
                 snprintf(b->first_error, sizeof(b->first_error),
@@ -489,7 +491,7 @@ static int run_shm(Bench *b, Ctx *ctx, double *ret_secs)
         e = hyperamp_attach(ctx->socket_path, &h);
         if (e < 0) {
                 fprintf(stderr, "hyperampctl: cannot attach to hyperampd at %s: %s\n",
-                        ctx->socket_path, e == -EBUSY ? "every zone slot is taken" : strerror(-e));
+                        ctx->socket_path, e == -EBUSY ? "the daemon is at its limit of zone slots or connections" : strerror(-e));
                 free(ts);
                 return e == -ENOENT || e == -ECONNREFUSED || e == -EBUSY ? EXIT_UNAVAILABLE : EXIT_FAILED;
         }
@@ -518,7 +520,12 @@ static int run_shm(Bench *b, Ctx *ctx, double *ret_secs)
         b->done = 0;
         for (unsigned long i = 0; i < b->threads; i++) {
                 pthread_join(ts[i].thread, NULL);
-                if (ts[i].error && !ret) {
+                if (ts[i].error == -E2BIG && !ret) {
+                        /* the socket's preflight, for the lease's limit */
+                        fprintf(stderr, "hyperampctl: --size %lu does not fit in a lease's pool "
+                                "(the daemon's zone_pool_size)\n", b->size);
+                        ret = EXIT_USAGE;
+                } else if (ts[i].error && !ret) {
                         fprintf(stderr, "hyperampctl: shared-memory request failed: %s\n",
                                 strerror(-ts[i].error));
                         ret = ts[i].error == -ECONNRESET ? EXIT_UNAVAILABLE :
@@ -550,12 +557,8 @@ static int preflight(Bench *b, Ctx *ctx, HaClient *cl)
         r = ha_client_call(cl, "ping", NULL, NULL, 0, &rep, &data, &dlen);
         if (r < 0)
                 return ctl_call_error(ctx, r);
-        if (rep.error_code) {
-                fprintf(stderr, "hyperampctl: ping failed: %s (%s)\n", rep.error_message,
-                        rep.error_code);
-                ha_reply_done(&rep);
-                return EXIT_FAILED;
-        }
+        if (rep.error_code)
+                return ctl_reply_error("ping", &rep);
         max_payload = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(rep.result, "max_payload"));
         capacity = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(rep.result, "queue_capacity"));
         per_conn = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(rep.result, "max_inflight_per_conn"));
@@ -648,7 +651,8 @@ int cmd_bench(Ctx *ctx, int argc, char **argv)
         Bench b = { .service = 66, .conc = 64, .total = 10000, .size = 64, .nconns = 1,
                     .threads = 1 };
         const char *service = "echo";
-        bool have_n = false, have_s = false, have_size = false;
+        bool have_n = false, have_s = false, have_size = false, have_conns = false,
+             have_threads = false;
         BConn *conns = NULL;
         double secs = 0;
         int c, r, ret = EXIT_FAILED;
@@ -676,6 +680,7 @@ int cmd_bench(Ctx *ctx, int argc, char **argv)
                         continue;
                 case OPT_THREADS:
                         dst = &b.threads, max = 64, what = "--threads: not a number from 1 to 64";
+                        have_threads = true;
                         break;
                 case OPT_DURATION:
                         dst = &b.duration_s, max = 30ul * 86400,
@@ -694,6 +699,7 @@ int cmd_bench(Ctx *ctx, int argc, char **argv)
                         break;
                 case OPT_CONNECTIONS:
                         dst = &b.nconns, max = 1024, what = "--connections: not a number from 1 to 1024";
+                        have_conns = true;
                         break;
                 default:
                         r = ctl_global_opt(ctx, c, argv[0]);
@@ -710,6 +716,11 @@ int cmd_bench(Ctx *ctx, int argc, char **argv)
                 return ctl_usage_error("%s", "bench: give -n or --duration, not both");
         if (b.mix && have_s)
                 return ctl_usage_error("%s", "bench: --mix runs every service; it takes no -s");
+        if (b.shm && (have_conns || b.overload))
+                return ctl_usage_error("bench: %s is for --transport socket",
+                                       have_conns ? "--connections" : "--overload");
+        if (!b.shm && have_threads)
+                return ctl_usage_error("%s", "bench: --threads is for --transport shm");
         r = ha_service_parse(service, &b.service);
         if (r < 0)
                 return ctl_usage_error("-s: '%s' is not a known service name or an id", service);
@@ -764,6 +775,12 @@ int cmd_bench(Ctx *ctx, int argc, char **argv)
                 goto out;
         }
         r = run(&b, ctx, conns, &secs);
+        if (r == -ECONNREFUSED) {
+                /* Refused at the door, as a missing daemon is, when at its limit. */
+                fprintf(stderr, "hyperampctl: %s\n", b.first_error);
+                ret = b.at_limit ? EXIT_UNAVAILABLE : EXIT_FAILED;
+                goto out;
+        }
         if (r < 0) {
                 ret = ctl_call_error(ctx, r);
                 if (r == -EBADMSG && b.first_error[0])

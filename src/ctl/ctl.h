@@ -29,6 +29,9 @@ int ctl_connect(Ctx *ctx, HaClient *c);
 const char *ctl_socket_opt(void);
 /* Maps a ha_client_call failure to a message and an exit status. */
 int ctl_call_error(const Ctx *ctx, int r);
+/* Prints the daemon's error reply to method, frees it, returns the exit
+ * status (69 for E_LIMIT, else 1). */
+int ctl_reply_error(const char *method, HaReply *rep);
 
 int cmd_bench(Ctx *ctx, int argc, char **argv);
 

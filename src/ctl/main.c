@@ -43,7 +43,8 @@ static const CtlCommand commands[] = {
           "response, report req/s and latency percentiles (defaults: echo,\n"
           "-c 64, -n 10000, 64 bytes, 1 connection); --overload allows more\n"
           "in flight than the queue holds, counting E_BUSY replies; --transport shm\n"
-          "submits through shared memory (libhyperamp) from T threads;\n"
+          "submits through shared memory (libhyperamp) from T threads (K and\n"
+          "--overload are for the socket, T for shm);\n"
           "--duration runs for SEC seconds instead of a number of requests;\n"
           "--mix cycles through every service and sizes 16, 64, 256, ... up to\n"
           "--size (default 65536 with --mix)", cmd_bench },
@@ -75,7 +76,7 @@ static void usage(FILE *f)
                 print_indented(f, commands[i].help, 6);
         }
         fprintf(f, "\n"
-                   "Options (before or after the command):\n"
+                   "Options (before or after the command, or after submit's DATA):\n"
                    "      --socket PATH   control socket (default: as hyperampd resolves it:\n"
                    "                      $HYPERAMP_SOCKET, $RUNTIME_DIRECTORY, /run/hyperamp as\n"
                    "                      root, $XDG_RUNTIME_DIR/hyperamp, /tmp/hyperamp-$UID)\n"
@@ -83,6 +84,8 @@ static void usage(FILE *f)
                    "  -t, --timeout SEC   give up after SEC seconds (default 10)\n"
                    "  -h, --help          show this help (or a command's: COMMAND --help)\n"
                    "  -V, --version       show the version\n"
+                   "Command options have long forms too: -s --service, -f --file,\n"
+                   "-c --concurrency, -n --requests.\n"
                    "\n"
                    "Exit status: 0 success; 1 the daemon reported an error or the service\n"
                    "failed; 2 usage error; 69 daemon unreachable or gone; 75 timed out.\n");
@@ -235,6 +238,17 @@ int ctl_call_error(const Ctx *ctx, int r)
         return EXIT_FAILED;
 }
 
+int ctl_reply_error(const char *method, HaReply *rep)
+{
+        /* Refused at the door: as unreachable as a missing daemon. */
+        int r = strcmp(rep->error_code, "E_LIMIT") == 0 ? EXIT_UNAVAILABLE : EXIT_FAILED;
+
+        fprintf(stderr, "hyperampctl: %s failed: %s (%s)\n", method, rep->error_message,
+                rep->error_code);
+        ha_reply_done(rep);
+        return r;
+}
+
 /* Parse a command line that takes only the global options; returns
  * positional count or -EXIT_*. */
 static int parse_plain(Ctx *ctx, int argc, char **argv)
@@ -270,14 +284,9 @@ static int simple_call(Ctx *ctx, const char *method, cJSON *params, const void *
         if (r < 0)
                 return ctl_call_error(ctx, r);
         if (rep->error_code) {
-                /* Refused at the door: as unreachable as a missing daemon. */
-                r = strcmp(rep->error_code, "E_LIMIT") == 0 ? EXIT_UNAVAILABLE : EXIT_FAILED;
-                fprintf(stderr, "hyperampctl: %s failed: %s (%s)\n", method, rep->error_message,
-                        rep->error_code);
-                ha_reply_done(rep);
                 free(*data);
                 *data = NULL;
-                return r;
+                return ctl_reply_error(method, rep);
         }
         return 0;
 }
@@ -358,8 +367,8 @@ static int cmd_submit(Ctx *ctx, int argc, char **argv)
         cJSON *params;
         int c, r;
 
-        optind = 1;
-        while ((c = getopt_long(argc, argv, "+s:f:jt:hV", opts, NULL)) >= 0) {
+        optind = 0;     /* 0, not 1: glibc re-reads the optstring, so options may follow DATA */
+        while ((c = getopt_long(argc, argv, "s:f:jt:hV", opts, NULL)) >= 0) {
                 if (c == 's')
                         service = optarg;
                 else if (c == 'f')
@@ -504,17 +513,22 @@ static void print_stats(const cJSON *res, double elapsed_us)
                num(res, "queue.bad_index"), num(res, "queue.cycles"), num(res, "queue.bad_state"),
                num(res, "queue.repairs"), num(res, "requests.tampered"));
         printf("\n%-10s %-6s %-9s %8s %10s %10s %8s %8s\n", "SOURCE", "KIND", "STATE", "PID",
-               "SUBMITTED", "COMPLETED", "FAILED", "REJECTS");
+               "SUBMITTED", "COMPLETED", "FAILED", "BAD");
         cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(res, "sources")) {
                 const char *state = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(s, "state"));
+                /* entries refused as hostile: out of range, in a cycle, wrong state */
                 double bad = num(s, "bad_index") + num(s, "bad_state") + num(s, "bad_ring") +
-                             num(s, "bad_range") + num(s, "cycles");
+                             num(s, "bad_range") + num(s, "cycles") + num(s, "bad_length") +
+                             num(s, "bad_flag");
+                /* v1 channels call it requests, as docs/hyperamp-v1.md does */
+                double submitted = cJSON_GetObjectItemCaseSensitive(s, "submitted") ?
+                                   num(s, "submitted") : num(s, "requests");
 
                 /* Idle zone slots that never served anyone are noise. */
-                if (state && strcmp(state, "free") == 0 && num(s, "submitted") == 0 && bad == 0)
+                if (state && strcmp(state, "free") == 0 && submitted == 0 && bad == 0)
                         continue;
                 printf("%-10s %-6s %-9s %8.0f %10.0f %10.0f %8.0f %8.0f\n", str(s, "name"),
-                       str(s, "kind"), state ? state : "-", num(s, "pid"), num(s, "submitted"),
+                       str(s, "kind"), state ? state : "-", num(s, "pid"), submitted,
                        num(s, "completed"), num(s, "failed"), bad);
         }
         printf("\n%-6s %-14s %10s %8s %10s %10s %10s\n", "ID", "SERVICE", "REQUESTS", "FAILED",

@@ -95,8 +95,10 @@ static int call_attach(int fd, bool resume, int fds[3], cJSON **ret)
         int nfds, r = -EBADMSG;
 
         ha_frame_hdr_write(hdr, (uint32_t)rlen, 0);
-        if (send(fd, hdr, sizeof(hdr), MSG_NOSIGNAL) != sizeof(hdr) ||
-            send(fd, req, rlen, MSG_NOSIGNAL) != (ssize_t)rlen)
+        /* A daemon at its connection limit sends E_LIMIT and closes: after
+         * EPIPE that reply is still there to be read. */
+        if ((send(fd, hdr, sizeof(hdr), MSG_NOSIGNAL) != sizeof(hdr) ||
+             send(fd, req, rlen, MSG_NOSIGNAL) != (ssize_t)rlen) && errno != EPIPE)
                 return -ECONNRESET;
         /* The daemon sends the whole reply, with the fds, in one message. */
         n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);

@@ -104,7 +104,9 @@ class SubmitTest(SharedDaemonTest):
     def test_submit_json(self):
         for argv in (('--json', 'submit', '-s', 'encrypt', 'hello'),
                      ('submit', '-s', 'encrypt', '--json', 'hello'),
-                     ('submit', '-j', '-s', 'encrypt', 'hello')):
+                     ('submit', '-j', '-s', 'encrypt', 'hello'),
+                     ('submit', '-s', 'encrypt', 'hello', '--json'),    # options after DATA
+                     ('submit', 'hello', '-js', 'encrypt')):
             with self.subTest(argv=argv):
                 out, _ = self.ok(*argv)
                 o = json.loads(out)
@@ -228,7 +230,9 @@ class UsageTest(SharedDaemonTest):
                      ('bench', '--connections', '0'), ('bench', 'extra'),
                      ('bench', '-s', 'nosuchservice'), ('bench', '--nosuchoption'),
                      ('bench', '--duration', '0'), ('bench', '-n', '10', '--duration', '1'),
-                     ('bench', '--mix', '-s', 'echo')):
+                     ('bench', '--mix', '-s', 'echo'), ('bench', '--threads', '2'),
+                     ('bench', '--transport', 'shm', '--connections', '2'),
+                     ('bench', '--transport', 'shm', '--overload')):
             with self.subTest(argv=argv):
                 self.assert_usage_error(*argv)
 
@@ -485,15 +489,19 @@ class BadServerTest(unittest.TestCase):
 class ConnectionLimitCliTest(unittest.TestCase):
 
     def test_limit_reached_exit_69(self):
-        """Intermittent while the E_LIMIT exit-status bug is there (see
-        BadServerTest.test_limit_reply_exit_69): exit 69 when the daemon
-        closed before hyperampctl wrote, 1 when it read the E_LIMIT reply."""
+        """At max_connections every command exits 69, as with no daemon:
+        the simple calls, bench over the socket, and bench through shared
+        memory (the attach is refused at the door)."""
         with Daemon({'max_connections': 1}) as d, d.client() as holder:
             holder.ping()                   # the one slot is taken
-            rc, out, err = d.ctl('ping')
-            self.assertEqual(rc, 69, err)
-            self.assertEqual(out, b'')
-            self.assertEqual(holder.stats()['connections']['rejected'], 1)
+            for argv in (('ping',), ('submit', 'x'), ('bench', '-n', '10'),
+                         ('bench', '--transport', 'shm', '-n', '10')):
+                with self.subTest(argv=argv):
+                    rc, out, err = d.ctl(*argv)
+                    self.assertEqual(rc, 69, err)
+                    self.assertEqual(out, b'')
+                    self.assertIn('limit', err)
+            self.assertEqual(holder.stats()['connections']['rejected'], 4)
 
 
 class OversizeCliTest(unittest.TestCase):
@@ -515,6 +523,18 @@ class OversizeCliTest(unittest.TestCase):
                     self.assertIn('E_TOO_BIG', err)
                     self.assertEqual(rc, 1, err)
             self.assertEqual(d.stats()['requests']['submitted'], 0)
+
+    def test_bench_size_over_the_limits(self):
+        """bench refuses a --size the daemon could never take (exit 2), over
+        the socket (max_payload) and through shared memory (zone_pool_size)."""
+        with Daemon({'max_payload': 4096, 'zone_pool_size': 65536}) as d:
+            for argv, what in ((('bench', '--size', '4097', '-n', '10'), 'max_payload'),
+                               (('bench', '--transport', 'shm', '--size', '65537', '-n', '10'),
+                                'zone_pool_size')):
+                with self.subTest(argv=argv):
+                    rc, out, err = d.ctl(*argv)
+                    self.assertEqual((rc, out), (2, b''), err)
+                    self.assertIn(what, err)
 
 
 if __name__ == '__main__':

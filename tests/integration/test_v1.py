@@ -218,6 +218,13 @@ class ServiceTest(unittest.TestCase):
         # the ctl command shows the same numbers
         ss = [x for x in self.d.ctl_json('stats')['sources'] if x['name'] == 'npu']
         self.assertEqual(ss[0]['kind'], 'v1')
+        # and the table counts its requests (v1 calls them requests, not submitted)
+        rc, out, err = self.d.ctl('stats')
+        row = [l.split() for l in out.decode().splitlines() if l.startswith('npu ')]
+        self.assertEqual(len(row), 1, out)
+        self.assertEqual(row[0][1], 'v1')
+        self.assertGreaterEqual(int(row[0][4]), s['requests'], out)
+        self.assertGreater(int(row[0][4]), 0, out)
 
     def test_spurious_wakeup(self):
         # A doorbell with the queue IDLE: counted, nothing touched.
