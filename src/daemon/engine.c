@@ -34,7 +34,8 @@ typedef struct Source {
         char name[64];
 } Source;
 
-/* Room in the worker pool for other sources' entries, on top of ours. */
+/* Room in the worker pool for other sources' entries, on top of ours.  They
+ * may never take more (other_jobs), so the socket's queue always fits. */
 #define EXTRA_JOBS 65536u
 
 typedef struct SvcStats {
@@ -61,6 +62,7 @@ struct HaEngine {
         bool collect_pending;
         ha_complete_fn complete;
         unsigned in_flight;
+        unsigned other_jobs;            /* other sources' jobs in the pool */
 
         struct {
                 uint64_t submitted, completed, failed, busy;
@@ -143,19 +145,25 @@ static void collect_cb(evutil_socket_t fd, short what, void *userdata)
         e->collect_pending = false;
         n = ha_queue_collect(&e->queue, e->batch);
         report_queue_anomalies(e);
-        /* Cannot fail: in_flight never exceeds the queue size, for which the
-         * pool always has room. */
+        /* Cannot fail: in_flight never exceeds the queue size, and other
+         * sources leave that much of the pool free. */
         if (ha_engine_dispatch(e, HA_SOURCE_SOCKET, e->batch, n) < 0)
                 abort();
 }
 
 int ha_engine_dispatch(HaEngine *e, unsigned source, const uint16_t *idx, size_t n)
 {
-        if (n > e->queue.n + EXTRA_JOBS)
+        bool other = source != HA_SOURCE_SOCKET;
+        int r;
+
+        if (n > (other ? EXTRA_JOBS - e->other_jobs : e->queue.n))
                 return -ENOSPC;
         for (size_t i = 0; i < n; i++)
                 e->djobs[i] = HA_JOB(source, idx[i]);
-        return ha_pool_submit(e->pool, e->djobs, n);
+        r = ha_pool_submit(e->pool, e->djobs, n);
+        if (r == 0 && other)
+                e->other_jobs += (unsigned)n;
+        return r;
 }
 
 /* Worker thread, idle: let the sources that can poll do so.  -1 when
@@ -234,6 +242,7 @@ static void complete_cb(evutil_socket_t fd, short what, void *userdata)
                 uint16_t idx = HA_JOB_INDEX(e->jobs[i]);
 
                 if (src != HA_SOURCE_SOCKET) {
+                        e->other_jobs--;
                         e->sources[src].ops->complete(e->sources[src].ctx, idx);
                         continue;
                 }

@@ -72,7 +72,9 @@ typedef struct HaSourceOps {
 /* Register a source; *ret_id tags its jobs.  -ENOSPC past the limit. */
 int ha_engine_add_source(HaEngine *e, const HaSourceOps *ops, void *ctx, const char *name,
                          unsigned *ret_id);
-/* Hand entries of a source to the workers, in one batch. */
+/* Hand entries of a source to the workers, in one batch.  -ENOSPC when the
+ * other sources already have 65536 jobs in the pool: the rest of it stays
+ * for the socket's queue. */
 int ha_engine_dispatch(HaEngine *e, unsigned source, const uint16_t *idx, size_t n);
 
 typedef struct HaEngineCounts {
