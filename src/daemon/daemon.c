@@ -34,6 +34,7 @@ typedef struct Daemon {
         struct event *sig_term, *sig_int, *sig_hup;
         struct event *deadline, *status_timer, *watchdog_timer;
         bool stopping;
+        bool abandoned;                 /* deadline or second signal: stop now */
         bool wedged;                    /* the watchdog is holding back pings */
         uint64_t status_completed;      /* for req/s between STATUS= updates */
         uint64_t status_ns;
@@ -208,6 +209,7 @@ static void deadline_cb(evutil_socket_t fd, short what, void *userdata)
 
         log_warning("Shutdown deadline (%d s) passed with %u requests in flight, exiting anyway",
                     SHUTDOWN_DEADLINE_S, ha_engine_in_flight(d->engine));
+        d->abandoned = true;
         event_base_loopexit(d->base, NULL);
 }
 
@@ -244,6 +246,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *userdata)
         }
         if (d->stopping) {
                 log_notice("Signal %d again, stopping now", (int)sig);
+                d->abandoned = true;
                 event_base_loopbreak(d->base);
                 return;
         }
@@ -377,8 +380,6 @@ int ha_daemon_run(const HaConfig *cfg, const HaDaemonOptions *opts)
                    "Ready: serving on %s", opts->socket_path);
         if (event_base_dispatch(d.base) < 0)
                 r = log_error_errno(-EIO, "Event loop failed");
-        else
-                ha_log_ctx(LOG_INFO, HA_LOG_CTX(.message_id = HA_MID_STOPPED), "Stopped cleanly");
 out:
         /* Stopping already: a late SIGTERM must not kill the teardown. */
         pthread_sigmask(SIG_BLOCK, &mask, NULL);
@@ -386,6 +387,19 @@ out:
                 (void)sd_notifyf(0, "ERRNO=%d\nSTATUS=Failed to start: %s", -r, strerror(-r));
         /* Reverse order of start-up: the engine joins its workers first, so
          * no completion can reach a freed connection. */
+        if (ha_engine_stop(d.engine, d.abandoned) < 0) {
+                /* Its memory (engine, leases, v1 buffers) stays mapped for
+                 * it; exit() ends it. */
+                r = log_error_errno(-ETIMEDOUT, "A worker is stuck in a service; "
+                                    "exiting without it");
+                ha_engine_leave(d.engine);
+                d.engine = NULL, d.zones = NULL;
+                memset(d.v1, 0, sizeof(d.v1));
+        } else if (r == 0 && d.abandoned)
+                log_warning("Stopped at the shutdown deadline; requests still in flight "
+                            "were dropped");
+        else if (r == 0)
+                ha_log_ctx(LOG_INFO, HA_LOG_CTX(.message_id = HA_MID_STOPPED), "Stopped cleanly");
         d.engine = ha_engine_free(d.engine);
         d.control = ha_control_free(d.control);
         d.zones = ha_zones_free(d.zones);

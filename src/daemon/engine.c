@@ -351,6 +351,20 @@ fail:
         return r;
 }
 
+int ha_engine_stop(HaEngine *e, bool abandon)
+{
+        /* A second is plenty for a service that is not stuck. */
+        if (!e || !e->pool)
+                return 0;
+        return ha_pool_stop(e->pool, abandon, abandon ? 1000 : -1);
+}
+
+void ha_engine_leave(HaEngine *e)
+{
+        __atomic_store_n(&e->queue.q->working_mark, HA_MARK_DESTROYED, __ATOMIC_RELEASE);
+        ha_region_unlink(&e->region);
+}
+
 HaEngine *ha_engine_free(HaEngine *e)
 {
         if (!e)

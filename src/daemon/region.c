@@ -116,6 +116,12 @@ fail:
         return r;
 }
 
+void ha_region_unlink(HaRegion *r)
+{
+        if (r->unlink_on_close)
+                (void)shm_unlink(r->name);
+}
+
 void ha_region_close(HaRegion *r)
 {
         if (r->base) {

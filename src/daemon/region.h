@@ -30,5 +30,8 @@ typedef struct HaRegion {
 int ha_region_open(HaRegion *r, const char *name, unsigned mode, unsigned entries,
                    uint64_t pool_size, bool persist);
 void ha_region_close(HaRegion *r);
+/* Just the unlink of ha_region_close (unless shm_persist), keeping the
+ * mapping: for an exit while a worker may still use it. */
+void ha_region_unlink(HaRegion *r);
 
 #endif

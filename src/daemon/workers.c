@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -18,6 +19,8 @@ typedef struct Worker {
         pthread_t thread;
         unsigned id;
         bool started;
+        bool gone;              /* left worker_main (under lock) */
+        bool joined;
         uint64_t jobs;          /* relaxed atomic */
         uint64_t busy_since;    /* relaxed atomic: ns on CLOCK_MONOTONIC, 0 when idle */
 } Worker;
@@ -26,6 +29,8 @@ struct HaPool {
         pthread_mutex_t lock;
         pthread_cond_t work;    /* jobs queued, or stop */
         pthread_cond_t idle;    /* nothing queued or running */
+        pthread_cond_t gone;    /* a worker left (CLOCK_MONOTONIC) */
+        unsigned exited;        /* workers that left worker_main */
         HaJob *ring;
         unsigned capacity, head, count, running, idle_workers, outstanding;
         bool stop;
@@ -141,6 +146,9 @@ static void *worker_main(void *arg)
                 if (p->count == 0 && p->running == 0)
                         pthread_cond_broadcast(&p->idle);
         }
+        w->gone = true;
+        p->exited++;
+        pthread_cond_broadcast(&p->gone);
         pthread_mutex_unlock(&p->lock);
         return NULL;
 }
@@ -148,6 +156,7 @@ static void *worker_main(void *arg)
 int ha_pool_new(unsigned nworkers, unsigned capacity, ha_job_fn fn, void *userdata,
                 HaPool **ret)
 {
+        pthread_condattr_t ca;
         HaPool *p;
         int r;
 
@@ -158,6 +167,10 @@ int ha_pool_new(unsigned nworkers, unsigned capacity, ha_job_fn fn, void *userda
                 return -ENOMEM;
         pthread_mutex_init(&p->lock, NULL);
         pthread_mutex_init(&p->done_lock, NULL);
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&p->gone, &ca);
+        pthread_condattr_destroy(&ca);
         pthread_cond_init(&p->work, NULL);
         pthread_cond_init(&p->idle, NULL);
         p->efd = -1;
@@ -197,22 +210,55 @@ int ha_pool_new(unsigned nworkers, unsigned capacity, ha_job_fn fn, void *userda
         return 0;
 }
 
+int ha_pool_stop(HaPool *p, bool drop, int wait_ms)
+{
+        struct timespec until;
+        bool stuck;
+        int e = 0;
+
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += wait_ms / 1000;
+        until.tv_nsec += (long)(wait_ms % 1000) * 1000000;
+        if (until.tv_nsec >= 1000000000) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000;
+        }
+        pthread_mutex_lock(&p->lock);
+        p->stop = true;
+        __atomic_store_n(&p->stop_hint, true, __ATOMIC_RELAXED);
+        if (drop) {
+                p->count = 0;
+                __atomic_store_n(&p->count_hint, 0, __ATOMIC_RELAXED);
+        }
+        pthread_cond_broadcast(&p->work);
+        while (wait_ms >= 0 && p->exited < p->nworkers && e != ETIMEDOUT)
+                e = pthread_cond_timedwait(&p->gone, &p->lock, &until);
+        while (wait_ms < 0 && p->exited < p->nworkers)
+                pthread_cond_wait(&p->gone, &p->lock);
+        stuck = p->exited < p->nworkers;
+        /* Join those that left, even when one is stuck. */
+        for (unsigned i = 0; i < p->nworkers; i++) {
+                Worker *w = &p->workers[i];
+
+                if (w->gone && !w->joined) {
+                        pthread_join(w->thread, NULL);  /* it has left: returns at once */
+                        w->joined = true;
+                }
+        }
+        pthread_mutex_unlock(&p->lock);
+        return stuck ? -ETIMEDOUT : 0;
+}
+
 HaPool *ha_pool_free(HaPool *p)
 {
         if (!p)
                 return NULL;
-        pthread_mutex_lock(&p->lock);
-        p->stop = true;
-        __atomic_store_n(&p->stop_hint, true, __ATOMIC_RELAXED);
-        pthread_cond_broadcast(&p->work);
-        pthread_mutex_unlock(&p->lock);
-        for (unsigned i = 0; p->workers && i < p->nworkers; i++)
-                if (p->workers[i].started)
-                        pthread_join(p->workers[i].thread, NULL);
+        (void)ha_pool_stop(p, false, -1);
         if (p->efd >= 0)
                 close(p->efd);
         pthread_cond_destroy(&p->work);
         pthread_cond_destroy(&p->idle);
+        pthread_cond_destroy(&p->gone);
         pthread_mutex_destroy(&p->lock);
         pthread_mutex_destroy(&p->done_lock);
         free(p->ring);

@@ -2,6 +2,7 @@
 #ifndef HA_WORKERS_H
 #define HA_WORKERS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -39,6 +40,11 @@ void ha_pool_set_poll(HaPool *p, ha_poll_fn poll, ha_poll_end_fn poll_end, void 
                       unsigned spin_us);
 /* Finishes every queued and running job, then joins the workers. */
 HaPool *ha_pool_free(HaPool *p);
+/* Stop the workers: they finish what is queued (with drop, only what they
+ * run now) and leave.  wait_ms < 0 waits for ever; -ETIMEDOUT if one is
+ * still busy after wait_ms: it may still touch the jobs' memory, so the
+ * pool must not be freed. */
+int ha_pool_stop(HaPool *p, bool drop, int wait_ms);
 
 /* -ENOSPC when more than capacity jobs would be outstanding. */
 int ha_pool_submit(HaPool *p, const HaJob *jobs, size_t n);

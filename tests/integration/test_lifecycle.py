@@ -364,6 +364,35 @@ def stuck_client(test, d, n=40, size=65536):
     return c
 
 
+class StuckWorkerShutdownTest(unittest.TestCase):
+
+    def test_stuck_worker_does_not_hold_the_exit(self):
+        """A worker stuck in a service: after the second signal the daemon
+        waits a second for it, then exits 1 with its socket and shared
+        memory gone, instead of joining the thread for ever."""
+        tmp = tempfile.mkdtemp(prefix='hyperamp-stuck-')
+        self.addCleanup(shutil.rmtree, tmp)
+        fifo = os.path.join(tmp, 'stall')
+        os.mkfifo(fifo)
+        with Daemon({'workers': 2}, env={'HYPERAMP_TEST_STALL_FIFO': fifo}) as d:
+            d.check_clean_exit = False
+            c = d.client()
+            self.addCleanup(c.close)
+            c.send(harness.request('submit', 1, {'service': 65000}), payload=b'x')
+            wait_until(lambda: d.stats()['queue']['in_flight'] == 1, 10, 'the stall to run')
+            d.signal(signal.SIGTERM)
+            wait_until(lambda: 'Signal 15 received' in d.log(), 10, 'the first SIGTERM')
+            t0 = time.monotonic()
+            d.signal(signal.SIGTERM)
+            rc = harness.wait_pid_exit(d.proc, harness.scaled(10))
+            self.assertEqual(rc, 1, 'still running or a clean exit with a worker stuck')
+            self.assertLess(time.monotonic() - t0, harness.scaled(5))
+            self.assertIn('A worker is stuck in a service; exiting without it', d.log())
+            self.assertNotIn('Stopped cleanly', d.log())
+            self.assertFalse(os.path.lexists(d.socket_path))
+            self.assertFalse(os.path.lexists(d.shm_file))
+
+
 class StuckClientShutdownTest(unittest.TestCase):
 
     def test_second_signal_stops_at_once(self):

@@ -3,6 +3,7 @@
  * eventfd (waited on with poll, never by sleeping), idle-wait is exact. */
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "check.h"
@@ -18,6 +19,48 @@ static void job(void *userdata, const HaJob *jobs, size_t n, unsigned worker)
         (void)worker;
         for (size_t i = 0; i < n; i++)
                 __atomic_fetch_add(&runs[HA_JOB_INDEX(jobs[i])], 1, __ATOMIC_RELAXED);
+}
+
+/* A job that holds its worker until let go: a service stuck for good. */
+static pthread_mutex_t stuck_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t stuck_cond = PTHREAD_COND_INITIALIZER;
+static bool stuck_entered, stuck_released;
+static unsigned stuck_runs;
+
+static void stuck_job(void *userdata, const HaJob *jobs, size_t n, unsigned worker)
+{
+        (void)userdata, (void)jobs, (void)worker;
+        pthread_mutex_lock(&stuck_lock);
+        stuck_runs += (unsigned)n;
+        stuck_entered = true;
+        pthread_cond_broadcast(&stuck_cond);
+        while (!stuck_released)
+                pthread_cond_wait(&stuck_cond, &stuck_lock);
+        pthread_mutex_unlock(&stuck_lock);
+}
+
+/* ha_pool_stop with drop: a worker stuck in a job is reported, not waited
+ * for; the jobs no worker had started are not run. */
+static void test_stop_with_a_stuck_worker(void)
+{
+        HaJob jobs[3] = { HA_JOB(0, 0), HA_JOB(0, 1), HA_JOB(0, 2) };
+        HaPool *p;
+
+        CHECK_EQ(ha_pool_new(1, CAP, stuck_job, NULL, &p), 0);
+        CHECK_EQ(ha_pool_submit(p, jobs, 1), 0);
+        pthread_mutex_lock(&stuck_lock);
+        while (!stuck_entered)
+                pthread_cond_wait(&stuck_cond, &stuck_lock);
+        pthread_mutex_unlock(&stuck_lock);
+        CHECK_EQ(ha_pool_submit(p, jobs + 1, 2), 0);    /* queued behind it */
+        CHECK_EQ(ha_pool_stop(p, true, 50), -ETIMEDOUT);
+        pthread_mutex_lock(&stuck_lock);
+        stuck_released = true;
+        pthread_cond_broadcast(&stuck_cond);
+        pthread_mutex_unlock(&stuck_lock);
+        CHECK_EQ(ha_pool_stop(p, true, -1), 0);
+        CHECK_EQ(stuck_runs, 1);                        /* the two queued were dropped */
+        ha_pool_free(p);
 }
 
 int main(void)
@@ -78,5 +121,7 @@ int main(void)
         p = ha_pool_free(p);
         for (unsigned i = 0; i < CAP; i++)
                 CHECK_EQ(runs[i], 1);
+
+        test_stop_with_a_stuck_worker();
         return check_done("test-workers");
 }
