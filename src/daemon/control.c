@@ -38,7 +38,8 @@ struct Conn {
         bool have_hdr;
         bool closing;           /* close once the output is written */
         bool paused;            /* reading stopped: output backlog or shutdown */
-        bool in_read;           /* conn_read_cb is on the stack: do not free */
+        bool in_use;            /* a callback has it on the stack (conn_enter) */
+        bool close_later;       /* conn_close while in use: done at conn_leave */
         bool eof;               /* the client half-closed: answer, then close */
         void *lease;            /* a zone lease held by this connection */
         uint32_t jlen, dlen;
@@ -99,6 +100,12 @@ static void conn_close(Conn *c)
 
         if (!c->bev)
                 return;
+        if (c->in_use) {
+                /* Code below us still reads c->bev's buffers: no free yet. */
+                c->close_later = true;
+                bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+                return;
+        }
         if (c->lease && ctl->detach)
                 ctl->detach(ctl->zone_userdata, c->lease);
         c->lease = NULL;
@@ -108,7 +115,7 @@ static void conn_close(Conn *c)
         ctl->nconns--;
         if (c->pending > 0)
                 LIST_INSERT_HEAD(&ctl->orphans, c, link);
-        else if (!c->in_read)
+        else
                 conn_free(c);
         if (ctl->listener && ctl->quiesced == false && ctl->retry_ev &&
             evtimer_pending(ctl->retry_ev, NULL)) {
@@ -117,6 +124,29 @@ static void conn_close(Conn *c)
                 evconnlistener_enable(ctl->listener);
         }
         maybe_all_closed(ctl);
+}
+
+/* c stays allocated, and its bufferevent too, until the matching
+ * conn_leave; returns the outer state for it. */
+static bool conn_enter(Conn *c)
+{
+        bool outer = c->in_use;
+
+        c->in_use = true;
+        return outer;
+}
+
+/* false when c was closed meanwhile (and may be freed): do not touch it. */
+static bool conn_leave(Conn *c, bool outer)
+{
+        c->in_use = outer;
+        if (!c->close_later)
+                return true;
+        if (!outer) {
+                c->close_later = false;
+                conn_close(c);
+        }
+        return false;
 }
 
 static void conn_close_after_flush(Conn *c)
@@ -350,6 +380,14 @@ static void m_reload(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer
         send_result(c, id, result);
 }
 
+static void shutdown_cb(evutil_socket_t fd, short what, void *userdata)
+{
+        HaControl *ctl = userdata;
+        (void)fd, (void)what;
+
+        ctl->shutdown(ctl->hooks_userdata);
+}
+
 static void m_shutdown(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer *in, uint32_t dlen)
 {
         HaControl *ctl = c->ctl;
@@ -358,8 +396,11 @@ static void m_shutdown(Conn *c, const HaRequest *req, uint64_t id, struct evbuff
 
         cJSON_AddBoolToObject(r, "stopping", true);
         send_result(c, id, r);
-        /* The reply is queued first; shutdown flushes it before closing. */
-        if (ctl->shutdown)
+        /* Frames behind this one get E_SHUTDOWN now, on this connection too.
+         * The shutdown itself closes connections, so it runs from the loop
+         * once this reader is done with c. */
+        ha_control_quiesce(ctl);
+        if (ctl->shutdown && event_base_once(ctl->base, -1, EV_TIMEOUT, shutdown_cb, ctl, NULL) < 0)
                 ctl->shutdown(ctl->hooks_userdata);
 }
 
@@ -392,6 +433,11 @@ static void m_attach(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer
                         c->pid, c->uid, cJSON_IsTrue(resume), &c->lease);
         if (r == -EBUSY)
                 send_error(c, id, HA_E_LIMIT, "every zone slot is taken (zone_clients)");
+        else if (r == -EAGAIN)
+                send_error(c, id, HA_E_BUSY, "the connection's send buffer is full: read the "
+                           "earlier replies, then attach");
+        else if (r == -EIO)
+                conn_close(c);  /* part of the reply went out: the stream is out of step */
         else if (r < 0)
                 send_error(c, id, HA_E_INTERNAL, "could not set up the zone channel");
 }
@@ -507,9 +553,9 @@ static void conn_read_cb(struct bufferevent *bev, void *userdata)
         Conn *c = userdata;
         HaControl *ctl = c->ctl;
         struct evbuffer *in = bufferevent_get_input(bev);
+        bool outer = conn_enter(c);
 
-        c->in_read = true;
-        while (c->bev && !c->closing && !c->paused) {
+        while (!c->close_later && !c->closing && !c->paused) {
                 if (!c->have_hdr) {
                         uint8_t hdr[HA_PROTO_HDR_SIZE];
                         enum ha_error err;
@@ -537,17 +583,15 @@ static void conn_read_cb(struct bufferevent *bev, void *userdata)
                 c->have_hdr = false;
                 handle_frame(c, in);
         }
-        if (c->bev && !c->paused &&
-            evbuffer_get_length(bufferevent_get_output(c->bev)) > OUTPUT_HIGH) {
+        /* Stop reading while the client lets its replies pile up, and for
+         * good once shutting down: what it had sent got E_SHUTDOWN above. */
+        if (!c->close_later && !c->paused &&
+            (ctl->quiesced || evbuffer_get_length(bufferevent_get_output(bev)) > OUTPUT_HIGH)) {
                 c->paused = true;
-                bufferevent_disable(c->bev, EV_READ);
+                bufferevent_disable(bev, EV_READ);
         }
-        c->in_read = false;
-        if (!c->bev && c->pending == 0) {
-                conn_free(c);   /* closed during the callback */
-                return;
-        }
-        conn_check_eof(c);
+        if (conn_leave(c, outer) && !outer)
+                conn_check_eof(c);
 }
 
 static void conn_write_cb(struct bufferevent *bev, void *userdata)
@@ -588,6 +632,13 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *userdata)
                 conn_check_eof(c);
                 return;
         }
+        if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_WRITING)) {
+                ctl->st.timeouts++;
+                log_debug("Client pid %d read none of its replies for %u ms, closing",
+                          (int)c->pid, ctl->cfg.client_timeout_ms);
+                conn_close(c);
+                return;
+        }
         if (what & BEV_EVENT_TIMEOUT) {
                 if ((c->pending > 0 || c->lease) && !c->have_hdr && evbuffer_get_length(in) == 0) {
                         /* Quiet because it waits for replies, or because it
@@ -609,6 +660,7 @@ void ha_control_complete(void *owner, uint64_t req_id, uint16_t service, enum ha
 {
         Conn *c = owner;
         char json[256];
+        bool outer;
         int n;
 
         c->pending--;
@@ -635,8 +687,9 @@ void ha_control_complete(void *owner, uint64_t req_id, uint16_t service, enum ha
                              "\"code\":%d,\"latency_us\":%.1f}}",
                              HA_PROTO_VERSION, service, ha_result_name(r), (int)r,
                              (double)latency_ns / 1000.0);
+        outer = conn_enter(c);
         send_frame(c, json, (size_t)n, data, r == HA_RESULT_SUCCESS ? len : 0);
-        if (c->bev)
+        if (conn_leave(c, outer) && !outer)
                 conn_check_eof(c);
 }
 
@@ -661,6 +714,17 @@ static void reject_conn(HaControl *ctl, int fd)
         if (ha_ratelimit_ok(&ctl->rl, &suppressed))
                 log_warning("Connection limit (%u) reached, refusing a client, ignoring",
                             ctl->cfg.max_connections);
+}
+
+/* Bounds how long a stalled half frame, an idle client or one that reads
+ * none of its replies holds a connection slot and its buffers.  libevent
+ * runs the write timeout only while output waits, from the last progress. */
+static void conn_set_timeouts(Conn *c)
+{
+        unsigned ms = c->ctl->cfg.client_timeout_ms;
+        struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+
+        bufferevent_set_timeouts(c->bev, &tv, &tv);
 }
 
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
@@ -691,15 +755,9 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         c->uid = cred.uid;
         c->gid = cred.gid;
         bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
-        {
-                /* Bounds how long a stalled half frame or an idle client
-                 * holds a connection slot and its buffers. */
-                struct timeval tv = { ctl->cfg.client_timeout_ms / 1000,
-                                      (ctl->cfg.client_timeout_ms % 1000) * 1000 };
-                bufferevent_set_timeouts(c->bev, &tv, NULL);
-        }
-        /* libevent reads 16 KiB per callback by default: a handful of large
-         * frames.  Larger reads give the collector larger batches. */
+        conn_set_timeouts(c);
+        /* Larger writes for large replies.  (The read size does not help on
+         * libevent 2.1: evbuffer_read takes at most 4 KiB a call.) */
         bufferevent_set_max_single_read(c->bev, 256 * 1024);
         bufferevent_set_max_single_write(c->bev, 256 * 1024);
         bufferevent_enable(c->bev, EV_READ | EV_WRITE);
@@ -884,11 +942,11 @@ void ha_control_quiesce(HaControl *ctl)
         }
         for (c = LIST_FIRST(&ctl->conns); c; c = next) {
                 next = LIST_NEXT(c, link);
-                bufferevent_disable(c->bev, EV_READ);
-                /* Frames already received get E_SHUTDOWN, not silence. */
-                conn_read_cb(c->bev, c);
-                if (c->bev)
-                        c->paused = true;
+                /* Frames already received get E_SHUTDOWN, not silence, and
+                 * reading stops.  A connection in use (its frame asked for
+                 * the shutdown) does both on its way out. */
+                if (!c->in_use)
+                        conn_read_cb(c->bev, c);
         }
 }
 
@@ -944,5 +1002,9 @@ void ha_control_set_zone_hooks(HaControl *ctl, ha_attach_fn attach, ha_detach_fn
 
 void ha_control_set_config(HaControl *ctl, const HaConfig *cfg)
 {
+        Conn *c;
+
         ctl->cfg = *cfg;
+        LIST_FOREACH(c, &ctl->conns, link)
+                conn_set_timeouts(c);
 }

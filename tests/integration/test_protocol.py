@@ -620,6 +620,55 @@ class HalfCloseAndTimeoutTest(unittest.TestCase):
                 self.assertTrue(c.ping()['pong'])
             self.assertGreaterEqual(d.stats()['connections']['timeouts'], 1)
 
+    def test_client_that_reads_no_replies_is_timed_out(self):
+        """A client that sends and never reads: its replies back up, the
+        daemon stops reading it, and once nothing has moved for
+        client_timeout_ms it loses its slot and its buffered replies (the
+        read timeout alone never fired while reading was off)."""
+        with Daemon({'client_timeout_ms': 300}) as d:
+            c = d.client()
+            self.addCleanup(c.close)
+            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            # About 6 KB of stats each: far past the daemon's 4 MiB mark.
+            c.send_raw(b''.join(encode_frame(request('stats', id=i)) for i in range(2000)))
+            wait_until(lambda: d.stats()['connections']['timeouts'] >= 1, 10,
+                       'the deaf client to be timed out')
+            s = d.stats()
+            self.assertEqual(s['connections']['current'], 1)       # this stats call
+
+    def test_reloaded_timeout_reaches_open_connections(self):
+        """client_timeout_ms is applied on reload to connections already
+        open, not only to new ones."""
+        with Daemon({'client_timeout_ms': 600000}) as d:
+            idle = d.client()
+            self.addCleanup(idle.close)
+            self.assertTrue(idle.ping()['pong'])
+            with open(d.config_path, 'w') as f:
+                json.dump(dict(d.config, client_timeout_ms=200), f)
+            rc, out, err = d.ctl('reload')
+            self.assertEqual(rc, 0, err)
+            idle.expect_closed()
+            self.assertGreaterEqual(d.stats()['connections']['timeouts'], 1)
+
+    def test_shutdown_with_a_payload_and_a_frame_behind_it(self):
+        """A shutdown frame carrying a payload, and a ping in the same
+        write: the payload is skipped, the ping gets E_SHUTDOWN with its id,
+        and nothing else comes (the quiesce used to re-enter the reader of
+        this very connection and parse the payload as a frame)."""
+        with Daemon() as d:
+            d.check_clean_exit = True
+            c = d.client()
+            self.addCleanup(c.close)
+            c.send_raw(encode_frame(request('shutdown', id=1), b'\0' * 8) +
+                       encode_frame(request('ping', id=2)))
+            rep, _ = c.recv_frame()
+            self.assertEqual((rep.get('id'), rep.get('result')), (1, {'stopping': True}), rep)
+            rep, _ = c.recv_frame()
+            self.assertEqual(rep.get('id'), 2, rep)
+            self.assertEqual(rep['error']['code'], 'E_SHUTDOWN', rep)
+            c.expect_closed()
+            self.assertEqual(harness.wait_pid_exit(d.proc, harness.STOP_TIMEOUT), 0)
+
 
 if __name__ == '__main__':
     unittest.main()
