@@ -14,6 +14,7 @@
 #include "queue.h"
 #include "region.h"
 #include "services.h"
+#include "sigbus.h"
 #include "workers.h"
 
 /* What the daemon itself knows about each entry it put on the queue; the
@@ -75,6 +76,7 @@ struct HaEngine {
 
         HaQueueStats reported;
         HaRatelimit rl;
+        uint64_t sigbus_seen;           /* ha_sigbus_restored() last looked at */
 
         void (*drained_cb)(void *);
         void *drained_userdata;
@@ -118,11 +120,35 @@ static void run_jobs(void *userdata, const HaJob *jobs, size_t n, unsigned worke
         }
 }
 
+/* A peer shrank the object and the SIGBUS guard grew it back: the pages
+ * it cut read as zeros.  Put back what peers check before they use the
+ * queue; the lists and entries heal as any scribble does. */
+static void check_region(HaEngine *e)
+{
+        uint64_t n = ha_sigbus_restored(), suppressed;
+        HaMsgQueue *q = e->queue.q;
+
+        if (n == e->sigbus_seen)
+                return;
+        e->sigbus_seen = n;
+        ha_region_stamp(&e->region);
+        if (__atomic_load_n(&q->working_mark, __ATOMIC_RELAXED) == HA_MARK_RAW)
+                __atomic_store_n(&q->working_mark, HA_MARK_IDLE, __ATOMIC_RELEASE);
+        ha_st16(&q->buf_size, e->queue.n);
+        if (ha_ratelimit_ok(&e->rl, &suppressed))
+                log_warning("Shared memory was shrunk by another process under hyperampd; "
+                            "grown back (%llu faults repaired so far%s): what was cut reads as "
+                            "zeros, and requests whose entries changed are answered FAIL",
+                            (unsigned long long)n,
+                            suppressed ? "; earlier reports suppressed" : "");
+}
+
 static void report_queue_anomalies(HaEngine *e)
 {
         const HaQueueStats *s = &e->queue.st;
         uint64_t suppressed;
 
+        check_region(e);
         if (memcmp(s, &e->reported, sizeof(*s)) == 0)
                 return;
         if (ha_ratelimit_ok(&e->rl, &suppressed))
@@ -503,6 +529,8 @@ void ha_engine_stats_json(HaEngine *e, cJSON *o)
         cJSON_AddNumberToObject(q, "cycles", (double)e->queue.st.cycles);
         cJSON_AddNumberToObject(q, "bad_state", (double)e->queue.st.bad_state);
         cJSON_AddNumberToObject(q, "repairs", (double)e->queue.st.repairs);
+        check_region(e);
+        cJSON_AddNumberToObject(q, "sigbus_repaired", (double)e->sigbus_seen);
 
         ha_alloc_stats(e->alloc, &as);
         p = cJSON_AddObjectToObject(o, "pool");

@@ -13,10 +13,30 @@
 #include "hyperamp/wire.h"
 #include "fault.h"
 #include "region.h"
+#include "sigbus.h"
 
 static size_t round_up(size_t v, size_t to)
 {
         return (v + to - 1) / to * to;
+}
+
+void ha_region_stamp(HaRegion *reg)
+{
+        HaRegionHdr *h = reg->hdr;
+        uint64_t magic;
+
+        memset(h, 0, sizeof(*h));
+        h->version = HA_REGION_VERSION;
+        h->page_size = (uint32_t)sysconf(_SC_PAGESIZE);
+        h->queue_off = (uint64_t)((uint8_t *)reg->queue_mem - (uint8_t *)reg->base);
+        h->queue_entries = reg->queue_entries;
+        h->owner_pid = (uint32_t)getpid();
+        h->pool_off = (uint64_t)(reg->pool - (uint8_t *)reg->base);
+        h->pool_size = reg->pool_size;
+        /* The magic goes last, with release: a peer that sees it sees the
+         * rest (the header is page-aligned, so this is one 8-byte store). */
+        memcpy(&magic, HA_REGION_MAGIC, sizeof(magic));
+        __atomic_store_n((uint64_t *)(void *)h->magic, magic, __ATOMIC_RELEASE);
 }
 
 int ha_region_open(HaRegion *reg, const char *name, unsigned mode, unsigned entries,
@@ -82,6 +102,12 @@ int ha_region_open(HaRegion *reg, const char *name, unsigned mode, unsigned entr
                 goto fail;
         }
 
+        /* Peers may shrink the object: grow it back rather than die. */
+        r = ha_sigbus_guard(base, size, fd, 0);
+        if (r < 0) {
+                (void)munmap(base, size);
+                goto fail;
+        }
         reg->base = base;
         reg->size = size;
         reg->unlink_on_close = !persist;
@@ -89,24 +115,10 @@ int ha_region_open(HaRegion *reg, const char *name, unsigned mode, unsigned entr
         reg->hdr = base;
         reg->queue_mem = (uint8_t *)base + queue_off;
         reg->queue_len = queue_len;
+        reg->queue_entries = entries;
         reg->pool = (uint8_t *)base + pool_off;
         reg->pool_size = pool_size;
-
-        memset(reg->hdr, 0, sizeof(*reg->hdr));
-        reg->hdr->version = HA_REGION_VERSION;
-        reg->hdr->page_size = (uint32_t)page;
-        reg->hdr->queue_off = queue_off;
-        reg->hdr->queue_entries = entries;
-        reg->hdr->owner_pid = (uint32_t)getpid();
-        reg->hdr->pool_off = pool_off;
-        reg->hdr->pool_size = pool_size;
-        /* The magic goes last, with release: a peer that sees it sees the
-         * rest (the header is page-aligned, so this is one 8-byte store). */
-        {
-                uint64_t magic;
-                memcpy(&magic, HA_REGION_MAGIC, sizeof(magic));
-                __atomic_store_n((uint64_t *)(void *)reg->hdr->magic, magic, __ATOMIC_RELEASE);
-        }
+        ha_region_stamp(reg);
         reg->fd = TAKE_FD(fd);
         return 0;
 
@@ -129,6 +141,7 @@ void ha_region_close(HaRegion *r)
                         (void)shm_unlink(r->name);
                 else
                         memset(r->hdr->magic, 0, sizeof(r->hdr->magic));
+                ha_sigbus_unguard(r->base);
                 (void)munmap(r->base, r->size);
                 r->base = NULL;
         }

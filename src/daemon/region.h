@@ -17,6 +17,7 @@ typedef struct HaRegion {
         HaRegionHdr *hdr;
         void *queue_mem;
         size_t queue_len;
+        unsigned queue_entries;
         uint8_t *pool;
         uint64_t pool_size;
 } HaRegion;
@@ -30,6 +31,9 @@ typedef struct HaRegion {
 int ha_region_open(HaRegion *r, const char *name, unsigned mode, unsigned entries,
                    uint64_t pool_size, bool persist);
 void ha_region_close(HaRegion *r);
+/* Write the header peers check (magic last): at start, and again after a
+ * peer shrank the object and the SIGBUS guard grew it back zeroed. */
+void ha_region_stamp(HaRegion *r);
 /* Just the unlink of ha_region_close (unless shm_persist), keeping the
  * mapping: for an exit while a worker may still use it. */
 void ha_region_unlink(HaRegion *r);

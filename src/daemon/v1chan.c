@@ -18,6 +18,7 @@
 #include "log.h"
 #include "queue.h"
 #include "services.h"
+#include "sigbus.h"
 #include "v1chan.h"
 
 /* The original Linux service's echo id (NPUCore_SERVICE_ECHO). */
@@ -546,6 +547,12 @@ static int map_phys(HaV1Chan *c, const char *what, uint64_t addr, uint64_t len, 
         if (p == MAP_FAILED)
                 return fail(c, -errno, "cannot map %s at 0x%llx from %s: %s", what,
                             (unsigned long long)addr, c->cfg.mem, strerror(errno));
+        /* A file the peer can write, it can also shrink: grow it back. */
+        if (c->mem_size && ha_sigbus_guard(p, (size_t)(off - aligned + len), c->mem_fd,
+                                           (off_t)aligned) < 0) {
+                (void)munmap(p, (size_t)(off - aligned + len));
+                return fail(c, -ENOSPC, "cannot guard the mapping of %s", what);
+        }
         m->addr = p;
         m->len = (size_t)(off - aligned + len);
         *ret = (uint8_t *)p + (off - aligned);
@@ -947,8 +954,10 @@ int ha_v1chan_start(struct event_base *base, HaEngine *e, const HaV1ChannelConfi
 
 static void unmap(Map *m)
 {
-        if (m->addr)
+        if (m->addr) {
+                ha_sigbus_unguard(m->addr);
                 (void)munmap(m->addr, m->len);
+        }
         m->addr = NULL;
 }
 

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: MIT
 """Fault injection: start-up failures injected into shm_open, ftruncate, mmap
-and the allocator; a slow service; a thousand clients at once."""
+and the allocator; a slow service; the shared memory shrunk under the
+daemon; a thousand clients at once."""
 import os
 import resource
 import shutil
@@ -11,6 +12,8 @@ import unittest
 import harness
 from harness import (Daemon, RawClient, Closed, request, scaled, start_expect_failure,
                      wait_until)
+
+HELLO_ENC = bytes.fromhex('164e2c2f12')
 
 
 class InjectedStartFailureTest(unittest.TestCase):
@@ -58,6 +61,31 @@ class SlowServiceTest(unittest.TestCase):
                 obj, data = slow.recv_frame()
                 self.assertEqual((obj['id'], obj['result']['status']), (1, 'SUCCESS'))
             d.wait_idle()
+
+
+class ShrunkSharedMemoryTest(unittest.TestCase):
+
+    def test_peer_truncates_the_queue(self):
+        """A process with write access shrinks the shm object to nothing
+        (shm_mode 0660 lets the group do that).  The daemon's next access
+        would be SIGBUS; it grows the object back instead, puts back the
+        header peers check, counts and logs it, and keeps serving."""
+        with Daemon({'workers': 2, 'shm_mode': '0660'}) as d:
+            self.assertEqual(d.ctl('submit', '-s', 'encrypt', 'hello')[1], HELLO_ENC)
+            size = os.stat(d.shm_file).st_size
+            with open(d.shm_file, 'r+b') as f:
+                magic = f.read(8)
+                f.truncate(0)
+            for _ in range(20):
+                rc, out, err = d.ctl('submit', '-s', 'encrypt', 'hello')
+                self.assertEqual((rc, out), (0, HELLO_ENC), err)
+            s = d.stats()
+            self.assertGreaterEqual(s['queue']['sigbus_repaired'], 1)
+            self.assertEqual(s['queue']['in_flight'], 0)
+            self.assertEqual(os.stat(d.shm_file).st_size, size)
+            with open(d.shm_file, 'rb') as f:
+                self.assertEqual(f.read(8), magic)
+            self.assertIn('was shrunk by another process', d.log())
 
 
 class ManyClientsTest(unittest.TestCase):

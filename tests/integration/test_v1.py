@@ -128,6 +128,24 @@ class RigTest(unittest.TestCase):
         self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
 
 
+class ShrunkMemoryTest(RigTest):
+
+    def test_memory_file_shrunk_by_the_peer(self):
+        """The zone's memory is a file the peer may shrink: rung after
+        that, the daemon grows it back instead of dying of SIGBUS, counts it
+        and goes on serving."""
+        rig = Rig(self.tmp)
+        with rig.daemon() as d:
+            self.assertEqual(rig.send(66, 'first', init=True)['result'], 'SUCCESS')
+            os.truncate(rig.mem, 0)
+            rig.ring()
+            wait_until(lambda: d.stats()['queue']['sigbus_repaired'] >= 1, 10,
+                       'the fault to be repaired')
+            self.assertGreater(os.stat(rig.mem).st_size, 0)
+            rc, out, err = d.ctl('submit', '-s', 'encrypt', 'hello')
+            self.assertEqual((rc, out.hex()), (0, HELLO_ENC), err)
+
+
 class ServiceTest(unittest.TestCase):
     """One daemon and one client-formatted queue for the whole class."""
 
