@@ -69,7 +69,8 @@ struct HaControl {
         void *zone_userdata;
         void (*closed_cb)(void *);
         void *closed_userdata;
-        HaRatelimit rl;
+        /* One per kind of warning, so a flood of one cannot hide another. */
+        HaRatelimit rl_denied, rl_limit, rl_accept;
         HaRatelimit rl_req;     /* per-request errors: a bad peer cannot flood the log */
         struct {
                 uint64_t accepted, rejected_conns, protocol_errors, rejected_requests,
@@ -525,7 +526,7 @@ static void handle_frame(Conn *c, struct evbuffer *in)
                 uint64_t suppressed;
 
                 ctl->st.denied++;
-                if (ha_ratelimit_ok(&ctl->rl, &suppressed))
+                if (ha_ratelimit_ok(&ctl->rl_denied, &suppressed))
                         ha_log_ctx(LOG_WARNING, HA_LOG_CTX(.message_id = HA_MID_DENIED,
                                                            .client_pid = (int)c->pid,
                                                            .client_uid = (uint32_t)c->uid),
@@ -711,7 +712,7 @@ static void reject_conn(HaControl *ctl, int fd)
         (void)sendmsg(fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
         close(fd);
         ctl->st.rejected_conns++;
-        if (ha_ratelimit_ok(&ctl->rl, &suppressed))
+        if (ha_ratelimit_ok(&ctl->rl_limit, &suppressed))
                 log_warning("Connection limit (%u) reached, refusing a client, ignoring",
                             ctl->cfg.max_connections);
 }
@@ -782,7 +783,7 @@ static void accept_error_cb(struct evconnlistener *l, void *userdata)
         struct timeval tv = { 0, 100000 };
         uint64_t suppressed;
 
-        if (ha_ratelimit_ok(&ctl->rl, &suppressed))
+        if (ha_ratelimit_ok(&ctl->rl_accept, &suppressed))
                 log_warning_errno(-err, "Failed to accept a client: %m, pausing accepts");
         /* Out of descriptors: retry when one is freed, or after a bounded back-off. */
         evconnlistener_disable(l);
@@ -864,8 +865,12 @@ static int inherited_socket(void)
                             "'control', ignoring them", n);
                 return -ENOENT;
         }
-        if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0)
-                return -errno;
+        if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0) {
+                int r = -errno;
+
+                close(fd);
+                return r;
+        }
         return fd;
 }
 
@@ -882,7 +887,7 @@ int ha_control_new(struct event_base *base, HaEngine *engine, const HaConfig *cf
         ctl->engine = engine;
         ctl->cfg = *cfg;
         ctl->started_ns = ha_now_ns();
-        ctl->rl = (HaRatelimit)HA_RATELIMIT_INIT(10000, 5);
+        ctl->rl_denied = ctl->rl_limit = ctl->rl_accept = (HaRatelimit)HA_RATELIMIT_INIT(10000, 5);
         ctl->rl_req = (HaRatelimit)HA_RATELIMIT_INIT(10000, 10);
         LIST_INIT(&ctl->conns);
         LIST_INIT(&ctl->orphans);
