@@ -25,14 +25,35 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static uint64_t restored;       /* atomic */
 static bool installed;
 
+/* The default action, for a SIGBUS that is not ours to repair: for a
+ * fault, returning re-runs the access and it dies of it with a core; a
+ * SIGBUS sent with kill(2) is raised again. */
+static void die_of_it(const siginfo_t *si)
+{
+        signal(SIGBUS, SIG_DFL);
+        if (si->si_code <= 0)
+                raise(SIGBUS);
+}
+
 /* Only async-signal-safe calls: fstat, ftruncate, fallocate (a plain
- * syscall), sigaction. */
+ * syscall), signal, raise. */
 static void on_sigbus(int sig, siginfo_t *si, void *uctx)
 {
+        /* Per thread: a second fault at the same address, with the file
+         * long enough and no repair anywhere since, is not a truncation (an
+         * I/O error, a memory error): give up rather than retry for ever. */
+        static __thread uintptr_t last;
+        static __thread uint64_t last_gen;
+        uint64_t gen = __atomic_load_n(&restored, __ATOMIC_RELAXED);
         uintptr_t a = (uintptr_t)si->si_addr;
         int saved = errno;
         (void)sig, (void)uctx;
 
+        if (si->si_code != BUS_ADRERR) {
+                die_of_it(si);
+                errno = saved;
+                return;
+        }
         for (unsigned i = 0; i < MAX_GUARDS; i++) {
                 int fd = __atomic_load_n(&guards[i].fd, __ATOMIC_ACQUIRE);
                 Guard *g = &guards[i];
@@ -41,18 +62,27 @@ static void on_sigbus(int sig, siginfo_t *si, void *uctx)
 
                 if (fd < 0 || a < g->start || a >= g->end)
                         continue;
-                /* Only ever grow: other mappings of the file may end later. */
-                if (fstat(fd, &st) == 0 && (st.st_size >= need || ftruncate(fd, need) == 0) &&
-                    fallocate(fd, 0, g->off, (off_t)(g->end - g->start)) == 0) {
-                        __atomic_fetch_add(&restored, 1, __ATOMIC_RELAXED);
+                if (fstat(fd, &st) < 0)
+                        break;
+                if (st.st_size >= need) {
+                        /* Another thread grew it back just now: retry once. */
+                        if (last == a && last_gen == gen)
+                                break;
+                        last = a, last_gen = gen;
                         errno = saved;
-                        return;         /* the access is retried, now on a page */
+                        return;
                 }
-                break;
+                /* Only ever grow: other mappings of the file may end later.
+                 * Allocate too, so tmpfs cannot fail the retry for space. */
+                if (ftruncate(fd, need) < 0 ||
+                    (fallocate(fd, 0, g->off, (off_t)(g->end - g->start)) < 0 &&
+                     errno != EOPNOTSUPP))
+                        break;
+                __atomic_fetch_add(&restored, 1, __ATOMIC_RELAXED);
+                errno = saved;
+                return;         /* the access is retried, now on a page */
         }
-        /* Not ours, or beyond repair: die of it as if no handler were set
-         * (the access faults again with the default action). */
-        signal(SIGBUS, SIG_DFL);
+        die_of_it(si);
         errno = saved;
 }
 

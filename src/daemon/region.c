@@ -25,7 +25,7 @@ void ha_region_stamp(HaRegion *reg)
         HaRegionHdr *h = reg->hdr;
         uint64_t magic;
 
-        memset(h, 0, sizeof(*h));
+        /* In place, the magic last: a peer never sees it over other fields. */
         h->version = HA_REGION_VERSION;
         h->page_size = (uint32_t)sysconf(_SC_PAGESIZE);
         h->queue_off = (uint64_t)((uint8_t *)reg->queue_mem - (uint8_t *)reg->base);
@@ -118,6 +118,7 @@ int ha_region_open(HaRegion *reg, const char *name, unsigned mode, unsigned entr
         reg->queue_entries = entries;
         reg->pool = (uint8_t *)base + pool_off;
         reg->pool_size = pool_size;
+        memset(reg->hdr, 0, sizeof(*reg->hdr));        /* a kept object's old header */
         ha_region_stamp(reg);
         reg->fd = TAKE_FD(fd);
         return 0;
