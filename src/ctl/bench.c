@@ -221,9 +221,11 @@ static int drain_input(Bench *b, BConn *bc)
                         return -EBADMSG;
                 if (bc->in_len - off < HA_PROTO_HDR_SIZE + (size_t)jlen + dlen)
                         break;
-                if (handle_reply(b, (const char *)bc->in + off + HA_PROTO_HDR_SIZE, jlen,
-                                 bc->in + off + HA_PROTO_HDR_SIZE + jlen, dlen) < 0)
-                        return -EBADMSG;
+                int r = handle_reply(b, (const char *)bc->in + off + HA_PROTO_HDR_SIZE, jlen,
+                                     bc->in + off + HA_PROTO_HDR_SIZE + jlen, dlen);
+
+                if (r < 0)
+                        return r;       /* -EBADMSG, or -ECONNREFUSED: the daemon refused */
                 off += HA_PROTO_HDR_SIZE + (size_t)jlen + dlen;
         }
         memmove(bc->in, bc->in + off, bc->in_len - off);
@@ -334,8 +336,10 @@ static int run(Bench *b, Ctx *ctx, BConn *conns, double *ret_secs)
                                         return -ECONNRESET;
                                 if (n > 0) {
                                         bc->in_len += (size_t)n;
-                                        if (drain_input(b, bc) < 0)
-                                                return -EBADMSG;
+                                        int e = drain_input(b, bc);
+
+                                        if (e < 0)
+                                                return e;
                                         idle_deadline = ha_mono_ms() + ctx->timeout_ms;
                                 }
                         }

@@ -503,6 +503,15 @@ class ConnectionLimitCliTest(unittest.TestCase):
                     self.assertIn('limit', err)
             self.assertEqual(holder.stats()['connections']['rejected'], 4)
 
+    def test_bench_refused_on_a_later_connection_exit_69(self):
+        """bench's first connection gets in, a later one is refused at the
+        limit: still exit 69, with the daemon's reason."""
+        with Daemon({'max_connections': 2}) as d, d.client() as holder:
+            holder.ping()
+            rc, out, err = d.ctl('bench', '-n', '200', '--connections', '3')
+            self.assertEqual(rc, 69, err)
+            self.assertIn('limit', err)
+
 
 class OversizeCliTest(unittest.TestCase):
 
