@@ -379,10 +379,12 @@ fail:
 
 int ha_engine_stop(HaEngine *e, bool abandon)
 {
-        /* A second is plenty for a service that is not stuck. */
+        /* Past the deadline a second is plenty for a service that is not
+         * stuck; after a clean drain the workers are idle, and ten seconds
+         * only bound a worker stuck where nothing counted it (a poller). */
         if (!e || !e->pool)
                 return 0;
-        return ha_pool_stop(e->pool, abandon, abandon ? 1000 : -1);
+        return ha_pool_stop(e->pool, abandon, abandon ? 1000 : 10000);
 }
 
 void ha_engine_leave(HaEngine *e)

@@ -35,8 +35,8 @@ int ha_engine_new(struct event_base *base, const HaConfig *cfg, ha_complete_fn c
 /* Waits for running jobs, then unmaps (and unlinks) the region. */
 HaEngine *ha_engine_free(HaEngine *e);
 /* Stops the workers first.  abandon: drop what no worker has started and
- * give a running job a second; -ETIMEDOUT if a worker is stuck in a
- * service: then do not free the engine (its memory is in use), leave. */
+ * give a running job a second (else ten); -ETIMEDOUT if a worker is stuck
+ * in a service: then do not free the engine (its memory is in use), leave. */
 int ha_engine_stop(HaEngine *e, bool abandon);
 /* For an exit past a stuck worker: mark the queue gone, unlink its name. */
 void ha_engine_leave(HaEngine *e);

@@ -31,7 +31,12 @@
 #define POOL_OFF  HA_ZONE_POOL_OFF
 
 /* RESUMING: granted to a client whose daemon died; waits for its memory. */
-enum { SLOT_FREE, SLOT_ACTIVE, SLOT_DRAINING, SLOT_RESUMING };
+/* SLOT_STUCK: a polling worker never left the lease (a service that does
+ * not return); the slot keeps its memory and fds and is not used again. */
+enum { SLOT_FREE, SLOT_ACTIVE, SLOT_DRAINING, SLOT_RESUMING, SLOT_STUCK };
+
+/* How long the loop waits for a polling worker to leave a lease. */
+#define RESET_WAIT_NS (5ull * 1000000000ull)
 
 struct HaZone {
         HaZones *zs;
@@ -205,14 +210,31 @@ static void publish(HaZone *z, uint16_t idx, uint16_t flag)
 
 static void zone_reset(HaZone *z)
 {
+        uint64_t until = ha_now_ns() + RESET_WAIT_NS;
+        unsigned spins = 0;
+
+        /* A stuck slot is cleaned up once its worker has left after all. */
+        if (z->state == SLOT_STUCK &&
+            (__atomic_load_n(&z->guard, __ATOMIC_ACQUIRE) & ~GUARD_CLOSING))
+                return;
         __atomic_store_n(&z->live, false, __ATOMIC_SEQ_CST);
         __atomic_fetch_or(&z->guard, GUARD_CLOSING, __ATOMIC_SEQ_CST);
-        /* A polling worker inside finishes one batch at most. */
-        while (__atomic_load_n(&z->guard, __ATOMIC_ACQUIRE) & ~GUARD_CLOSING)
-                __builtin_ia32_pause();
         if (z->bell_ev) {
                 event_free(z->bell_ev);
                 z->bell_ev = NULL;
+        }
+        /* A polling worker inside finishes one batch at most, unless its
+         * service never returns: then leave it the memory and the fds it
+         * uses, and the slot out of use, rather than hang the loop. */
+        while (__atomic_load_n(&z->guard, __ATOMIC_ACQUIRE) & ~GUARD_CLOSING) {
+                __builtin_ia32_pause();
+                if (++spins % 1024 == 0 && ha_now_ns() > until) {
+                        log_error("Zone slot %u (pid %d): a worker has been inside its lease "
+                                  "for %llu s; the slot stays out of use", z->slot, (int)z->pid,
+                                  RESET_WAIT_NS / 1000000000ull);
+                        z->state = SLOT_STUCK;
+                        return;
+                }
         }
         if (z->base)
                 (void)munmap(z->base, z->size);
@@ -258,6 +280,7 @@ static void zone_stats(void *ctx, cJSON *o)
         static const char *const states[] = {
                 [SLOT_FREE] = "free", [SLOT_ACTIVE] = "attached",
                 [SLOT_DRAINING] = "draining", [SLOT_RESUMING] = "resuming",
+                [SLOT_STUCK] = "stuck",
         };
         cJSON *rec;
 
