@@ -130,6 +130,11 @@ class RigTest(unittest.TestCase):
 
 class ShrunkMemoryTest(RigTest):
 
+    # valgrind 3.19 turns the fault on this file mapping into a SIGSEGV at
+    # address 0x1 that never reaches the handler (it delivers the shm
+    # object's SIGBUS, ShrunkSharedMemoryTest, fine); the plain, ASan and
+    # TSan runs cover this one.
+    @unittest.skipIf(harness.WRAPPER, 'valgrind does not deliver this SIGBUS as the kernel does')
     def test_memory_file_shrunk_by_the_peer(self):
         """The zone's memory is a file the peer may shrink: rung after
         that, the daemon grows it back instead of dying of SIGBUS, counts it
