@@ -127,26 +127,21 @@ static void conn_close(Conn *c)
         maybe_all_closed(ctl);
 }
 
-/* c stays allocated, and its bufferevent too, until the matching
- * conn_leave; returns the outer state for it. */
-static bool conn_enter(Conn *c)
+/* c stays allocated, and its bufferevent too, until conn_leave.  Never
+ * nested: ha_control_quiesce skips a connection in use. */
+static void conn_enter(Conn *c)
 {
-        bool outer = c->in_use;
-
         c->in_use = true;
-        return outer;
 }
 
 /* false when c was closed meanwhile (and may be freed): do not touch it. */
-static bool conn_leave(Conn *c, bool outer)
+static bool conn_leave(Conn *c)
 {
-        c->in_use = outer;
+        c->in_use = false;
         if (!c->close_later)
                 return true;
-        if (!outer) {
-                c->close_later = false;
-                conn_close(c);
-        }
+        c->close_later = false;
+        conn_close(c);
         return false;
 }
 
@@ -554,8 +549,8 @@ static void conn_read_cb(struct bufferevent *bev, void *userdata)
         Conn *c = userdata;
         HaControl *ctl = c->ctl;
         struct evbuffer *in = bufferevent_get_input(bev);
-        bool outer = conn_enter(c);
 
+        conn_enter(c);
         while (!c->close_later && !c->closing && !c->paused) {
                 if (!c->have_hdr) {
                         uint8_t hdr[HA_PROTO_HDR_SIZE];
@@ -591,7 +586,7 @@ static void conn_read_cb(struct bufferevent *bev, void *userdata)
                 c->paused = true;
                 bufferevent_disable(bev, EV_READ);
         }
-        if (conn_leave(c, outer) && !outer)
+        if (conn_leave(c))
                 conn_check_eof(c);
 }
 
@@ -661,7 +656,6 @@ void ha_control_complete(void *owner, uint64_t req_id, uint16_t service, enum ha
 {
         Conn *c = owner;
         char json[256];
-        bool outer;
         int n;
 
         c->pending--;
@@ -688,9 +682,9 @@ void ha_control_complete(void *owner, uint64_t req_id, uint16_t service, enum ha
                              "\"code\":%d,\"latency_us\":%.1f}}",
                              HA_PROTO_VERSION, service, ha_result_name(r), (int)r,
                              (double)latency_ns / 1000.0);
-        outer = conn_enter(c);
+        conn_enter(c);
         send_frame(c, json, (size_t)n, data, r == HA_RESULT_SUCCESS ? len : 0);
-        if (conn_leave(c, outer) && !outer)
+        if (conn_leave(c))
                 conn_check_eof(c);
 }
 

@@ -18,7 +18,6 @@ typedef struct Worker {
         HaPool *pool;
         pthread_t thread;
         unsigned id;
-        bool started;
         bool gone;              /* left worker_main (under lock) */
         bool joined;
         uint64_t jobs;          /* relaxed atomic */
@@ -30,7 +29,6 @@ struct HaPool {
         pthread_cond_t work;    /* jobs queued, or stop */
         pthread_cond_t idle;    /* nothing queued or running */
         pthread_cond_t gone;    /* a worker left (CLOCK_MONOTONIC) */
-        unsigned exited;        /* workers that left worker_main */
         HaJob *ring;
         unsigned capacity, head, count, running, idle_workers, outstanding;
         bool stop;
@@ -147,7 +145,6 @@ static void *worker_main(void *arg)
                         pthread_cond_broadcast(&p->idle);
         }
         w->gone = true;
-        p->exited++;
         pthread_cond_broadcast(&p->gone);
         pthread_mutex_unlock(&p->lock);
         return NULL;
@@ -201,7 +198,6 @@ int ha_pool_new(unsigned nworkers, unsigned capacity, ha_job_fn fn, void *userda
                         ha_pool_free(p);
                         return r;
                 }
-                w->started = true;
                 p->nworkers++;
                 snprintf(name, sizeof(name), "ha-worker-%u", i % 1000u);
                 (void)pthread_setname_np(w->thread, name);
@@ -210,10 +206,28 @@ int ha_pool_new(unsigned nworkers, unsigned capacity, ha_job_fn fn, void *userda
         return 0;
 }
 
+/* Under the lock: joins the workers that have left; true if all have. */
+static bool join_gone(HaPool *p)
+{
+        bool all = true;
+
+        for (unsigned i = 0; i < p->nworkers; i++) {
+                Worker *w = &p->workers[i];
+
+                if (!w->gone)
+                        all = false;
+                else if (!w->joined) {
+                        pthread_join(w->thread, NULL);  /* it has left: returns at once */
+                        w->joined = true;
+                }
+        }
+        return all;
+}
+
 int ha_pool_stop(HaPool *p, bool drop, int wait_ms)
 {
         struct timespec until;
-        bool stuck;
+        bool all;
         int e = 0;
 
         clock_gettime(CLOCK_MONOTONIC, &until);
@@ -231,22 +245,12 @@ int ha_pool_stop(HaPool *p, bool drop, int wait_ms)
                 __atomic_store_n(&p->count_hint, 0, __ATOMIC_RELAXED);
         }
         pthread_cond_broadcast(&p->work);
-        while (wait_ms >= 0 && p->exited < p->nworkers && e != ETIMEDOUT)
-                e = pthread_cond_timedwait(&p->gone, &p->lock, &until);
-        while (wait_ms < 0 && p->exited < p->nworkers)
-                pthread_cond_wait(&p->gone, &p->lock);
-        stuck = p->exited < p->nworkers;
-        /* Join those that left, even when one is stuck. */
-        for (unsigned i = 0; i < p->nworkers; i++) {
-                Worker *w = &p->workers[i];
-
-                if (w->gone && !w->joined) {
-                        pthread_join(w->thread, NULL);  /* it has left: returns at once */
-                        w->joined = true;
-                }
-        }
+        /* Those that left are joined even when one is stuck. */
+        while (!(all = join_gone(p)) && e != ETIMEDOUT)
+                e = wait_ms < 0 ? pthread_cond_wait(&p->gone, &p->lock) :
+                                  pthread_cond_timedwait(&p->gone, &p->lock, &until);
         pthread_mutex_unlock(&p->lock);
-        return stuck ? -ETIMEDOUT : 0;
+        return all ? 0 : -ETIMEDOUT;
 }
 
 HaPool *ha_pool_free(HaPool *p)
