@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cpu.h"
 #include "log.h"
 #include "workers.h"
 
@@ -74,7 +75,7 @@ static void poll_while_busy(HaPool *p, Worker *w)
                                 return;
                         quiet_since = ha_now_ns();
                 } else
-                        __builtin_ia32_pause();
+                        cpu_relax();
         }
         (void)p->poll_end(p->poll_userdata, w->id);
 }

@@ -18,6 +18,7 @@
 #include "hyperamp/cleanup.h"
 #include "hyperamp/protocol.h"
 #include "hyperamp/zone.h"
+#include "cpu.h"
 #include "fault.h"
 #include "log.h"
 #include "proto.h"
@@ -227,7 +228,7 @@ static void zone_reset(HaZone *z)
          * service never returns: then leave it the memory and the fds it
          * uses, and the slot out of use, rather than hang the loop. */
         while (__atomic_load_n(&z->guard, __ATOMIC_ACQUIRE) & ~GUARD_CLOSING) {
-                __builtin_ia32_pause();
+                cpu_relax();
                 if (++spins % 1024 == 0 && ha_now_ns() > until) {
                         log_error("Zone slot %u (pid %d): a worker has been inside its lease "
                                   "for %llu s; the slot stays out of use", z->slot, (int)z->pid,

@@ -19,6 +19,7 @@
 #include <cjson/cJSON.h>
 
 #include "alloc.h"
+#include "cpu.h"
 #include "hyperamp/cleanup.h"
 #include "hyperamp/hyperamp.h"
 #include "hyperamp/zone.h"
@@ -485,7 +486,7 @@ EXPORT int hyperamp_wait(hyperamp_req_t *r, int timeout_ms)
                                 __atomic_store_n(&h->spin, spin * 2, __ATOMIC_RELAXED);
                         return result_of(r);
                 }
-                __builtin_ia32_pause();
+                cpu_relax();
         }
         if (spin > SPIN_MIN)
                 __atomic_store_n(&h->spin, spin / 2, __ATOMIC_RELAXED);
