@@ -16,18 +16,5 @@ case " $* " in *" -Db_sanitize="*) mult=3 ;; esac
 status=0
 meson test -C "$build" --print-errorlogs --num-processes 2 --timeout-multiplier "$mult" || status=$?
 
-# One plain summary line from meson's own log, for people and for CI.
-python3 - "$build/meson-logs/testlog.json" <<'PY'
-import json, sys
-ok = bad = skip = 0
-for line in open(sys.argv[1]):
-    r = json.loads(line)["result"]
-    if r in ("OK", "EXPECTEDFAIL"):
-        ok += 1
-    elif r == "SKIP":
-        skip += 1
-    else:
-        bad += 1
-print(f"tests: {ok} passed, {bad} failed, {skip} skipped")
-PY
+scripts/test-summary.py "$build/meson-logs/testlog.json"
 exit $status

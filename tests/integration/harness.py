@@ -12,8 +12,11 @@ Environment:
   HYPERAMPD, HYPERAMPCTL   binaries (meson sets them; default ../../build/...)
   HYPERAMPD_WRAPPER        command prefix for the daemon, e.g.
                            "valgrind --error-exitcode=99 --leak-check=full"
+  HYPERAMP_EXE_WRAPPER     command prefix for every program of the build
+                           (daemon, hyperampctl, test clients): qemu-user
+                           in a cross build (tests/integration/meson.build)
   HYPERAMP_TEST_TIMEOUT_SCALE  multiply every timeout (default 1, or 10
-                           when HYPERAMPD_WRAPPER is set)
+                           when either wrapper is set)
 """
 import glob
 import itertools
@@ -38,7 +41,14 @@ BUILD = os.path.normpath(os.path.join(HERE, '..', '..', 'build'))
 
 HYPERAMPD = os.environ.get('HYPERAMPD') or os.path.join(BUILD, 'src', 'daemon', 'hyperampd')
 HYPERAMPCTL = os.environ.get('HYPERAMPCTL') or os.path.join(BUILD, 'src', 'ctl', 'hyperampctl')
-WRAPPER = shlex.split(os.environ.get('HYPERAMPD_WRAPPER', ''))
+# A foreign build's programs run under an emulator (qemu-user); the daemon
+# may also run under a tool (valgrind).  WRAPPER is what starts the daemon,
+# so a test that cannot run under any wrapper checks WRAPPER, one that
+# cannot run under valgrind TOOL_WRAPPER, one that cannot be emulated
+# EXE_WRAPPER.
+EXE_WRAPPER = shlex.split(os.environ.get('HYPERAMP_EXE_WRAPPER', ''))
+TOOL_WRAPPER = shlex.split(os.environ.get('HYPERAMPD_WRAPPER', ''))
+WRAPPER = TOOL_WRAPPER + EXE_WRAPPER
 TIMEOUT_SCALE = float(os.environ.get('HYPERAMP_TEST_TIMEOUT_SCALE') or (10 if WRAPPER else 1))
 # scripts/valgrind.sh: where to list the daemons killed on purpose, so that
 # an unfinished memcheck log of any other daemon fails the run.
@@ -170,7 +180,7 @@ def wait_pid_exit(proc, timeout):
 
 def run_ctl(args, socket_path=None, input=None, timeout=None, env=None, preexec_fn=None):
     """Run hyperampctl; returns (rc, stdout bytes, stderr str)."""
-    cmd = [HYPERAMPCTL]
+    cmd = EXE_WRAPPER + [HYPERAMPCTL]
     if socket_path is not None:
         cmd += ['--socket', socket_path]
     cmd += [str(a) for a in args]

@@ -34,7 +34,7 @@ class ShutdownTest(unittest.TestCase):
     def test_sigterm_with_requests_in_flight(self):
         with Daemon({'workers': 1}) as d:
             bench = subprocess.Popen(
-                [harness.HYPERAMPCTL, '--socket', d.socket_path, '--json', 'bench',
+                [*harness.EXE_WRAPPER, harness.HYPERAMPCTL, '--socket', d.socket_path, '--json', 'bench',
                  '-s', 'encrypt', '-c', '128', '--connections', '8', '-n', '2000000',
                  '--size', '4096'],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -425,7 +425,7 @@ class StuckClientShutdownTest(unittest.TestCase):
 
 class ResourceTest(unittest.TestCase):
 
-    @unittest.skipIf(harness.WRAPPER, 'a wrapper such as valgrind needs descriptors of its own')
+    @unittest.skipIf(harness.TOOL_WRAPPER, 'a tool such as valgrind needs descriptors of its own')
     def test_out_of_file_descriptors(self):
         """With accept() failing for lack of descriptors, the daemon pauses
         accepting and resumes when a client leaves: every client is served."""

@@ -24,7 +24,7 @@ class Client(harness.ProgressClient):
     """v1client in the background, its progress read as it comes."""
 
     def __init__(self, rig, *command, init=True, pace=False):
-        cmd = [V1CLIENT, '--shm-config', rig.cfg, '--mem', rig.mem, '--doorbell', rig.bell,
+        cmd = [*harness.EXE_WRAPPER, V1CLIENT, '--shm-config', rig.cfg, '--mem', rig.mem, '--doorbell', rig.bell,
                '--base', hex(BASE), '--timeout-ms', str(int(scaled(15000)))]
         cmd += ['--init'] if init else ['--no-init']
         cmd += ['--pace'] if pace else []

@@ -164,7 +164,7 @@ class ResumeTest(unittest.TestCase):
         return d
 
     def zclient(self, threads, requests):
-        return subprocess.Popen([ZCLIENT, self.sock, 'race', str(threads), str(requests)],
+        return subprocess.Popen([*harness.EXE_WRAPPER, ZCLIENT, self.sock, 'race', str(threads), str(requests)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=ZENV)
 
@@ -322,7 +322,7 @@ class ResumeTest(unittest.TestCase):
         restart both requests are answered right."""
         with self.daemon() as d:
             d.check_clean_exit = False
-            p = subprocess.Popen([ZCLIENT, self.sock, 'resume-waits'], stdin=subprocess.PIPE,
+            p = subprocess.Popen([*harness.EXE_WRAPPER, ZCLIENT, self.sock, 'resume-waits'], stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                  env=ZENV)
             self.assertEqual(p.stdout.readline().strip(), 'ready')
@@ -402,7 +402,7 @@ class ResumeTest(unittest.TestCase):
                 d.check_clean_exit = False
                 if client is None:
                     client = harness.ProgressClient(
-                        [ZCLIENT, self.sock, 'race', 4, n, 'pace'], env=ZENV)
+                        [*harness.EXE_WRAPPER, ZCLIENT, self.sock, 'race', 4, n, 'pace'], env=ZENV)
                 for k, v in recovered(d).items():
                     totals[k] = totals.get(k, 0) + v
                 client.go(30)
@@ -431,7 +431,7 @@ class ResumeTest(unittest.TestCase):
                 d.check_clean_exit = False
                 if bench is None:
                     bench = subprocess.Popen(
-                        [harness.HYPERAMPCTL, '--socket', self.sock, '--json', '--timeout',
+                        [*harness.EXE_WRAPPER, harness.HYPERAMPCTL, '--socket', self.sock, '--json', '--timeout',
                          str(int(scaled(30))), 'bench', '--transport', 'shm',
                          '--threads', '2', '-c', '16', '--mix', '--size', '4096',
                          '--duration', str(duration)],

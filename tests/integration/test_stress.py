@@ -83,7 +83,7 @@ class StressTest(unittest.TestCase):
         """Two clients of different services at once; no reply goes to the
         wrong request (bench checks every byte)."""
         with Daemon() as d:
-            cmd = [harness.HYPERAMPCTL, '--socket', d.socket_path, '--json', 'bench']
+            cmd = [*harness.EXE_WRAPPER, harness.HYPERAMPCTL, '--socket', d.socket_path, '--json', 'bench']
             procs = [subprocess.Popen(cmd + ['-s', svc, '-c', '32', '--connections', '4',
                                              '-n', '4000', '--size', size],
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -69,7 +69,7 @@ class Rig:
         return Daemon(cfg)
 
     def client(self, *args, init=False, check=True):
-        cmd = [V1CLIENT, '--shm-config', self.cfg, '--mem', self.mem, '--doorbell', self.bell,
+        cmd = [*harness.EXE_WRAPPER, V1CLIENT, '--shm-config', self.cfg, '--mem', self.mem, '--doorbell', self.bell,
                '--base', hex(BASE), '--timeout-ms', str(int(scaled(10000)))]
         cmd += ['--init'] if init else ['--no-init']
         cmd += list(args)
@@ -134,7 +134,7 @@ class ShrunkMemoryTest(RigTest):
     # address 0x1 that never reaches the handler (it delivers the shm
     # object's SIGBUS, ShrunkSharedMemoryTest, fine); the plain, ASan and
     # TSan runs cover this one.
-    @unittest.skipIf(harness.WRAPPER, 'valgrind does not deliver this SIGBUS as the kernel does')
+    @unittest.skipIf(harness.TOOL_WRAPPER, 'valgrind does not deliver this SIGBUS as the kernel does')
     def test_memory_file_shrunk_by_the_peer(self):
         """The zone's memory is a file the peer may shrink: rung after
         that, the daemon grows it back instead of dying of SIGBUS, counts it

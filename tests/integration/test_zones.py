@@ -4,6 +4,7 @@ The original report's race test (4 processes x 8 threads x 500), killed
 clients, hostile clients, the slot limit, bench --transport shm, and a
 program built against the installed library through pkg-config."""
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -23,7 +24,7 @@ def zones(stats):
 
 
 def zclient(d, *args, timeout=60):
-    p = subprocess.run([ZCLIENT, d.socket_path] + [str(a) for a in args], capture_output=True,
+    p = subprocess.run([*harness.EXE_WRAPPER, ZCLIENT, d.socket_path] + [str(a) for a in args], capture_output=True,
                        text=True, timeout=scaled(timeout))
     return p.returncode, p.stdout, p.stderr
 
@@ -45,7 +46,7 @@ class ZoneTest(unittest.TestCase):
         verified, none is lost or answered twice, and afterwards nothing is
         in use."""
         with Daemon() as d:
-            procs = [subprocess.Popen([ZCLIENT, d.socket_path, 'race', '8', '500'],
+            procs = [subprocess.Popen([*harness.EXE_WRAPPER, ZCLIENT, d.socket_path, 'race', '8', '500'],
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                      for _ in range(4)]
             for p in procs:
@@ -68,7 +69,7 @@ class ZoneTest(unittest.TestCase):
         os.mkfifo(fifo)
         with Daemon({'zone_clients': 1, 'workers': 4},
                     env={'HYPERAMP_TEST_STALL_FIFO': fifo}) as d:
-            p = subprocess.Popen([ZCLIENT, d.socket_path, 'hold', '3'], stdout=subprocess.PIPE,
+            p = subprocess.Popen([*harness.EXE_WRAPPER, ZCLIENT, d.socket_path, 'hold', '3'], stdout=subprocess.PIPE,
                                  text=True)
             self.assertEqual(p.stdout.readline().strip(), 'holding')
             z = zones(d.stats())[0]
@@ -128,7 +129,7 @@ class ZoneTest(unittest.TestCase):
         for poll_us in (0, 50):
             with self.subTest(poll_us=poll_us):
                 with Daemon({'poll_us': poll_us, 'workers': 2}) as d:
-                    bad = [subprocess.Popen([ZCLIENT, d.socket_path, 'hostile', m],
+                    bad = [subprocess.Popen([*harness.EXE_WRAPPER, ZCLIENT, d.socket_path, 'hostile', m],
                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                             text=True) for m in ('flood', 'fdblock')]
                     rc, out, err = zclient(d, 'race', '4', '200')
@@ -142,7 +143,7 @@ class ZoneTest(unittest.TestCase):
 
     def test_slot_limit(self):
         with Daemon({'zone_clients': 1}) as d:
-            p = subprocess.Popen([ZCLIENT, d.socket_path, 'hold', '0'], stdout=subprocess.PIPE,
+            p = subprocess.Popen([*harness.EXE_WRAPPER, ZCLIENT, d.socket_path, 'hold', '0'], stdout=subprocess.PIPE,
                                  text=True)
             self.assertEqual(p.stdout.readline().strip(), 'holding')
             rc, out, err = zclient(d, 'race', '1', '1')
@@ -183,8 +184,9 @@ class PkgConfigTest(unittest.TestCase):
     def test_program_built_with_pkg_config(self):
         """Install into a scratch prefix, build a program with
         `pkg-config --cflags --libs hyperamp`, run it against the daemon."""
-        cc = shutil.which('cc')
-        if not cc or not shutil.which('pkg-config'):
+        # A cross build names its compiler (with the sysroot's flags).
+        cc = shlex.split(os.environ.get('HYPERAMP_CC', '')) or [shutil.which('cc')]
+        if not cc[0] or not shutil.which('pkg-config'):
             self.skipTest('no C compiler or pkg-config')
         opts = harness.json.loads(subprocess.run(
             ['meson', 'introspect', '--buildoptions', BUILD_ROOT], capture_output=True,
@@ -227,10 +229,11 @@ class PkgConfigTest(unittest.TestCase):
                 }
                 '''))
         exe = os.path.join(tmp, 'hello')
-        subprocess.run([cc, src, '-o', exe] + flags, check=True, timeout=60)
+        subprocess.run(cc + [src, '-o', exe] + flags, check=True, timeout=60)
         libdir = [f[2:] for f in flags if f.startswith('-L')]
         with Daemon() as d:
-            p = subprocess.run([exe, d.socket_path], capture_output=True, text=True,
+            p = subprocess.run([*harness.EXE_WRAPPER, exe, d.socket_path], capture_output=True,
+                               text=True,
                                env=dict(os.environ, LD_LIBRARY_PATH=':'.join(libdir)),
                                timeout=scaled(30))
             self.assertEqual((p.returncode, p.stdout.strip()), (0, 'verified'), p.stderr)

@@ -6,8 +6,7 @@
 #   unshare --pid --fork --mount --mount-proc --uts --cgroup bash ns-init.sh SCRATCH CGROUP_MOUNTS
 #
 # It makes every path systemd or the units under test could write to private
-# to this mount namespace (recipe: /work/shared/systemd.md section 9, plus a
-# private /dev, /tmp, /var, /etc and cgroup tree), installs the build by
+# to this mount namespace (/run, /tmp, /var, /etc, /dev and the cgroup tree), installs the build by
 # overlaying the meson DESTDIR on /usr and /etc, and execs
 #   /lib/systemd/systemd --system --unit=ci.target
 # with SYSTEMD_UNIT_PATH=/run/ci-units only, so that none of the host's units
