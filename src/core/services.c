@@ -123,8 +123,10 @@ int ha_service_parse(const char *s, uint16_t *ret_id)
 
                 errno = 0;
                 v = strtoul(s, &end, 10);
-                if (errno || *end || v > UINT16_MAX)
+                if (*end)
                         return -EINVAL;
+                if (errno || v > UINT16_MAX)
+                        return -ERANGE;
                 *ret_id = (uint16_t)v;
                 return 0;
         }

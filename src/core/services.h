@@ -30,7 +30,8 @@ const HaService *ha_service_by_name(const char *name);
  */
 enum ha_result ha_service_run(uint16_t id, uint8_t *buf, size_t len);
 
-/* Parse "encrypt" or "1" (0..65535).  -EINVAL or -ENOENT (unknown name). */
+/* Parse "encrypt" or "1" (0..65535).  -ENOENT: an unknown name; -ERANGE: a
+ * number past 65535; -EINVAL: neither a name nor a number. */
 int ha_service_parse(const char *s, uint16_t *ret_id);
 
 const char *ha_result_name(enum ha_result r);

@@ -40,7 +40,7 @@ int ha_socket_path(const char *override, char *buf, size_t size)
                 size_t len = strcspn(v, ":");
                 n = snprintf(buf, size, "%.*s/" SOCK_NAME, (int)len, v);
         } else if (geteuid() == 0)
-                n = snprintf(buf, size, "/run/hyperamp/" SOCK_NAME);
+                n = snprintf(buf, size, "%s", HA_SYSTEM_SOCKET);
         else if ((v = nonempty_env("XDG_RUNTIME_DIR")))
                 n = snprintf(buf, size, "%s/hyperamp/" SOCK_NAME, v);
         else {

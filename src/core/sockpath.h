@@ -4,6 +4,9 @@
 
 #include <stddef.h>
 
+/* Where the system daemon (hyperampd.socket) listens. */
+#define HA_SYSTEM_SOCKET "/run/hyperamp/hyperampd.sock"
+
 /*
  * Resolve the control socket path, the same way in daemon and client:
  * override (--socket), $HYPERAMP_SOCKET, $RUNTIME_DIRECTORY/hyperampd.sock,

@@ -254,23 +254,38 @@ static double pct_us(const Bench *b, double p)
         return (double)b->lat[i] / 1000.0;
 }
 
+/* The bar on a terminal, with the rate over the last quarter second or
+ * more (the whole run's once it is over). */
 static void progress(const Bench *b, uint64_t start, bool final)
 {
+        static uint64_t last_ns;
+        static unsigned long last_done;
+        static double rate;
+        uint64_t now = ha_now_ns();
         int width = 40, filled;
 
+        if (!last_ns)
+                last_ns = start;
+        if ((final || last_ns == start) && now > start)
+                rate = (double)b->done / ((double)(now - start) / 1e9);
+        if (!final && now - last_ns >= 250000000ull) {
+                rate = (double)(b->done - last_done) / ((double)(now - last_ns) / 1e9);
+                last_ns = now;
+                last_done = b->done;
+        }
         if (b->duration_s) {
-                double secs = (double)(ha_now_ns() - start) / 1e9;
+                double secs = (double)(now - start) / 1e9;
 
                 filled = final ? width : (int)(secs / (double)b->duration_s * width);
                 filled = filled > width ? width : filled;
-                fprintf(stderr, "\r[%.*s%*s] %.0f/%lu s, %lu", filled,
+                fprintf(stderr, "\r[%.*s%*s] %.0f/%lu s, %lu, %.0f req/s  ", filled,
                         "########################################", width - filled, "",
-                        final ? (double)b->duration_s : secs, b->duration_s, b->done);
+                        final ? (double)b->duration_s : secs, b->duration_s, b->done, rate);
         } else {
                 filled = (int)((double)b->done / (double)b->total * width);
-                fprintf(stderr, "\r[%.*s%*s] %lu/%lu", filled,
+                fprintf(stderr, "\r[%.*s%*s] %lu/%lu, %.0f req/s  ", filled,
                         "########################################", width - filled, "",
-                        b->done, b->total);
+                        b->done, b->total, rate);
         }
         if (final)
                 fputc('\n', stderr);
@@ -662,7 +677,7 @@ int cmd_bench(Ctx *ctx, int argc, char **argv)
         int c, r, ret = EXIT_FAILED;
 
         optind = 1;
-        while ((c = getopt_long(argc, argv, "+s:c:n:jt:hV", opts, NULL)) >= 0) {
+        while ((c = ctl_getopt(argc, argv, "+:s:c:n:jt:hV", opts)) >= 0) {
                 unsigned long *dst = NULL, min = 1, max = 0;
                 const char *what = NULL;
 
@@ -726,8 +741,10 @@ int cmd_bench(Ctx *ctx, int argc, char **argv)
         if (!b.shm && have_threads)
                 return ctl_usage_error("%s", "bench: --threads is for --transport shm");
         r = ha_service_parse(service, &b.service);
+        if (r == -ENOENT || r == -ERANGE)
+                return ctl_no_such_service(service);
         if (r < 0)
-                return ctl_usage_error("-s: '%s' is not a known service name or an id", service);
+                return ctl_usage_error("-s: '%s' is not a service name or an id", service);
         if (b.mix && !have_size)
                 b.size = 65536;         /* the top of the mix's size ladder */
         if (b.nconns > b.conc)

@@ -13,6 +13,7 @@ enum {
         EXIT_OK = 0,
         EXIT_FAILED = 1,        /* the daemon answered with an error, or the service failed */
         EXIT_USAGE = 2,
+        EXIT_NOSERVICE = 4,     /* no such service, by name or id (as systemctl's "no such unit") */
         EXIT_UNAVAILABLE = 69,  /* cannot reach the daemon, or it went away */
         EXIT_TIMEOUT = 75,      /* no answer within --timeout */
 };
@@ -20,8 +21,12 @@ enum {
 typedef struct Ctx {
         char socket_path[108];
         bool json;
+        bool json_pretty;       /* --json=pretty, or --json with stdout a terminal */
         int timeout_ms;
 } Ctx;
+
+/* Print o as --json asked: pretty or on one line. */
+void ctl_print_json(const Ctx *ctx, const cJSON *o);
 
 /* Connects, or prints why not and returns the exit status to use. */
 int ctl_connect(Ctx *ctx, HaClient *c);
@@ -33,6 +38,9 @@ int ctl_call_error(const Ctx *ctx, int r);
  * status (69 for E_LIMIT, else 1). */
 int ctl_reply_error(const char *method, HaReply *rep);
 
+/* Says there is no such service; returns EXIT_NOSERVICE. */
+int ctl_no_such_service(const char *service);
+
 int cmd_bench(Ctx *ctx, int argc, char **argv);
 
 /* Shared by the commands (main.c). */
@@ -40,6 +48,9 @@ enum { OPT_SOCKET = 0x100, OPT_SIZE, OPT_CONNECTIONS, OPT_OVERLOAD, OPT_TRANSPOR
        OPT_DURATION, OPT_MIX };
 #define CTL_STOP_OK (-1000)     /* --help or --version printed: exit 0 */
 int ctl_parse_uint(const char *s, unsigned long min, unsigned long max, unsigned long *ret);
+/* getopt_long that reports errors itself, naming the program, not its path;
+ * shortopts must start with "+:" or ":" for a missing argument to show. */
+int ctl_getopt(int argc, char **argv, const char *shortopts, const struct option *opts);
 int ctl_global_opt(Ctx *ctx, int c, const char *cmd);
 const struct option *ctl_options(const struct option *own, size_t n);
 /* Prints the message and a hint; returns -EXIT_USAGE. */

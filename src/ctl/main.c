@@ -2,6 +2,7 @@
 /* hyperampctl: one command table drives parsing, --help and validation. */
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <time.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 #include "ctl.h"
 #include "hyperamp-config.h"
 #include "hyperamp/cleanup.h"
+#include "log.h"
 #include "services.h"
 #include "sockpath.h"
 
@@ -20,6 +22,7 @@ typedef struct CtlCommand {
         const char *name;
         const char *args;
         const char *help;
+        const char *options;    /* its own options, one line each, for COMMAND --help */
         int (*fn)(Ctx *ctx, int argc, char **argv);
 } CtlCommand;
 
@@ -33,10 +36,18 @@ static int cmd_shutdown(Ctx *ctx, int argc, char **argv);
 static const CtlCommand commands[] = {
         { "submit", "[-s SERVICE] [DATA | -f FILE]",
           "Run SERVICE (name or id, default echo) on DATA, FILE or stdin;\n"
-          "write the result bytes to stdout", cmd_submit },
-        { "stats", "", "Show the daemon's counters, queue and latency per service", cmd_stats },
-        { "services", "", "List the services the daemon offers", cmd_services },
-        { "ping", "", "Check that the daemon answers, and how fast", cmd_ping },
+          "write the result bytes to stdout",
+          "  -s, --service SERVICE   service name or id (default echo)\n"
+          "  -f, --file FILE         read the payload from FILE (else DATA, else stdin)\n",
+          cmd_submit },
+        { "stats", "[--watch [SEC] [--count N]]",
+          "Show the daemon's counters, queue and latency per service; with\n"
+          "--watch, rates per second every SEC seconds until Ctrl-C",
+          "      --watch [SEC]       live view: redraw every SEC seconds (default 1)\n"
+          "      --count N           with --watch: stop after N intervals\n",
+          cmd_stats },
+        { "services", "", "List the services the daemon offers", "", cmd_services },
+        { "ping", "", "Check that the daemon answers, and how fast", "", cmd_ping },
         { "bench", "[-s SERVICE | --mix] [-c CONCURRENCY] [-n REQUESTS | --duration SEC] [--size BYTES]\n"
           "        [--connections K] [--overload] [--transport socket|shm] [--threads T]",
           "Keep CONCURRENCY requests in flight over K connections, verify every\n"
@@ -47,11 +58,36 @@ static const CtlCommand commands[] = {
           "--overload are for the socket, T for shm);\n"
           "--duration runs for SEC seconds instead of a number of requests;\n"
           "--mix cycles through every service and sizes 16, 64, 256, ... up to\n"
-          "--size (default 65536 with --mix)", cmd_bench },
+          "--size (default 65536 with --mix)",
+          "  -s, --service SERVICE   service name or id to run (default echo)\n"
+          "      --mix               cycle every service and sizes 16 B up to --size\n"
+          "  -c, --concurrency N     requests in flight (default 64)\n"
+          "  -n, --requests N        requests in all (default 10000)\n"
+          "      --duration SEC      run for SEC seconds instead of -n\n"
+          "      --size BYTES        payload bytes (default 64; 65536 with --mix)\n"
+          "      --connections K     socket connections to spread them over (default 1)\n"
+          "      --overload          allow more in flight than the queue; count E_BUSY\n"
+          "      --transport T       socket (default) or shm (libhyperamp)\n"
+          "      --threads T         with --transport shm: submitting threads (default 1)\n",
+          cmd_bench },
         { "reload", "", "Make the daemon re-read its config; returns once it confirms\n"
-          "(admin: root, the daemon's user or its admin_group)", cmd_reload },
-        { "shutdown", "", "Stop the daemon gracefully, like SIGTERM (admin)", cmd_shutdown },
+          "(admin: root, the daemon's user or its admin_group)", "", cmd_reload },
+        { "shutdown", "", "Stop the daemon gracefully, like SIGTERM (admin)", "", cmd_shutdown },
 };
+
+/* The options every command takes, one line each. */
+static const char global_help[] =
+        "      --socket PATH       control socket (default: where hyperampd puts it)\n"
+        "  -j, --json[=pretty|short]\n"
+        "                          JSON output: pretty on a terminal, else one line\n"
+        "  -t, --timeout SEC       give up after SEC seconds (default 10)\n"
+        "  -h, --help              show this help (or a command's: COMMAND --help)\n"
+        "  -V, --version           show the version\n";
+
+static const char exit_help[] =
+        "Exit status: 0 success; 1 the daemon reported an error or the service\n"
+        "failed; 2 usage error; 4 no such service (by name or id); 69 daemon\n"
+        "unreachable or gone; 75 timed out.\n";
 
 /* Print text with every line indented. */
 static void print_indented(FILE *f, const char *text, int indent)
@@ -75,32 +111,50 @@ static void usage(FILE *f)
                         commands[i].args);
                 print_indented(f, commands[i].help, 6);
         }
-        fprintf(f, "\n"
-                   "Options (before or after the command, or after submit's DATA):\n"
-                   "      --socket PATH   control socket (default: as hyperampd resolves it:\n"
-                   "                      $HYPERAMP_SOCKET, $RUNTIME_DIRECTORY, /run/hyperamp as\n"
-                   "                      root, $XDG_RUNTIME_DIR/hyperamp, /tmp/hyperamp-$UID)\n"
-                   "  -j, --json          machine-readable JSON output\n"
-                   "  -t, --timeout SEC   give up after SEC seconds (default 10)\n"
-                   "  -h, --help          show this help (or a command's: COMMAND --help)\n"
-                   "  -V, --version       show the version\n"
-                   "Command options have long forms too: -s --service, -f --file,\n"
-                   "-c --concurrency, -n --requests.\n"
+        fprintf(f, "\nOptions (before or after the command, or after submit's DATA):\n%s"
+                   "Each command's own options: hyperampctl COMMAND --help.\n"
                    "\n"
-                   "Exit status: 0 success; 1 the daemon reported an error or the service\n"
-                   "failed; 2 usage error; 69 daemon unreachable or gone; 75 timed out.\n");
+                   "The socket, unless --socket or $HYPERAMP_SOCKET names one, is where\n"
+                   "hyperampd puts it: $RUNTIME_DIRECTORY, /run/hyperamp as root,\n"
+                   "$XDG_RUNTIME_DIR/hyperamp, else /tmp/hyperamp-$UID; when no daemon\n"
+                   "answers there, the system daemon's %s.\n"
+                   "\n%s", global_help, HA_SYSTEM_SOCKET, exit_help);
+}
+
+static void command_usage(const CtlCommand *c)
+{
+        printf("Usage: hyperampctl %s%s%s\n\n", c->name, *c->args ? " " : "", c->args);
+        print_indented(stdout, c->help, 2);
+        printf("\nOptions:\n%s%s\n%s", c->options, global_help, exit_help);
 }
 
 
 static const struct option global_opts[] = {
         { "socket", required_argument, NULL, OPT_SOCKET },
-        { "json", no_argument, NULL, 'j' },
+        { "json", optional_argument, NULL, 'j' },
         { "timeout", required_argument, NULL, 't' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
 };
 
 static const char *socket_opt;
+static char **opt_argv;         /* what ctl_getopt parses, for its messages */
+
+int ctl_getopt(int argc, char **argv, const char *shortopts, const struct option *opts)
+{
+        opterr = 0;
+        opt_argv = argv;
+        return getopt_long(argc, argv, shortopts, opts, NULL);
+}
+
+void ctl_print_json(const Ctx *ctx, const cJSON *o)
+{
+        char *s = ctx->json_pretty ? cJSON_Print(o) : cJSON_PrintUnformatted(o);
+
+        if (s)
+                printf("%s\n", s);
+        free(s);
+}
 
 int ctl_usage_error(const char *fmt, ...)
 {
@@ -143,6 +197,12 @@ int ctl_global_opt(Ctx *ctx, int c, const char *cmd)
                 socket_opt = optarg;
                 return 1;
         case 'j':
+                if (!optarg)
+                        ctx->json_pretty = isatty(STDOUT_FILENO) == 1;
+                else if (strcmp(optarg, "pretty") == 0 || strcmp(optarg, "short") == 0)
+                        ctx->json_pretty = optarg[0] == 'p';
+                else
+                        return ctl_usage_error("--json: '%s' is not pretty or short", optarg);
                 ctx->json = true;
                 return 1;
         case 't':
@@ -153,12 +213,8 @@ int ctl_global_opt(Ctx *ctx, int c, const char *cmd)
         case 'h':
                 if (cmd) {
                         for (size_t i = 0; i < ELEMENTSOF(commands); i++)
-                                if (strcmp(commands[i].name, cmd) == 0) {
-                                        printf("Usage: hyperampctl %s%s%s\n\n", cmd,
-                                               *commands[i].args ? " " : "", commands[i].args);
-                                        print_indented(stdout, commands[i].help, 2);
-                                        printf("\nSee 'hyperampctl --help' for the common options.\n");
-                                }
+                                if (strcmp(commands[i].name, cmd) == 0)
+                                        command_usage(&commands[i]);
                 } else
                         usage(stdout);
                 return CTL_STOP_OK;
@@ -166,8 +222,20 @@ int ctl_global_opt(Ctx *ctx, int c, const char *cmd)
                 printf("hyperampctl %s\n", HA_VERSION);
                 return CTL_STOP_OK;
         case '?':
-                fprintf(stderr, "Try 'hyperampctl %s--help'.\n", cmd ? cmd : "");
+        case ':': {
+                /* getopt's own message would name argv[0]: a path, or the
+                 * command.  A long option shows as typed, a short one alone
+                 * (it may sit in a cluster such as -jx). */
+                const char *arg = optind > 0 ? opt_argv[optind - 1] : "";
+                char shortopt[3] = { '-', (char)optopt, '\0' };
+                bool is_long = strncmp(arg, "--", 2) == 0;
+
+                fprintf(stderr, "hyperampctl: %s '%s'\n",
+                        c == ':' ? "missing argument for" : "unknown option",
+                        is_long || optopt <= 0 || optopt > 0xff ? arg : shortopt);
+                fprintf(stderr, "Try 'hyperampctl %s%s--help'.\n", cmd ? cmd : "", cmd ? " " : "");
                 return -EXIT_USAGE;
+        }
         }
         return 0;
 }
@@ -191,8 +259,17 @@ const char *ctl_socket_opt(void)
         return socket_opt;
 }
 
+/* Neither --socket nor $HYPERAMP_SOCKET: the path is only our guess. */
+static bool socket_guessed(void)
+{
+        const char *env = getenv("HYPERAMP_SOCKET");
+
+        return !(socket_opt && *socket_opt) && !(env && *env);
+}
+
 int ctl_connect(Ctx *ctx, HaClient *c)
 {
+        char first[sizeof(ctx->socket_path)];
         int r = ha_socket_path(socket_opt, ctx->socket_path, sizeof(ctx->socket_path));
 
         if (r < 0) {
@@ -200,6 +277,25 @@ int ctl_connect(Ctx *ctx, HaClient *c)
                 return EXIT_USAGE;
         }
         r = ha_client_connect(c, ctx->socket_path, ctx->timeout_ms);
+        /* No daemon of our own: the system one, as chronyc falls back to
+         * chronyd's socket.  Its group decides whether we may talk to it. */
+        if ((r == -ENOENT || r == -ECONNREFUSED) && socket_guessed() &&
+            strcmp(ctx->socket_path, HA_SYSTEM_SOCKET) != 0 &&
+            access(HA_SYSTEM_SOCKET, F_OK) == 0) {
+                snprintf(first, sizeof(first), "%s", ctx->socket_path);
+                snprintf(ctx->socket_path, sizeof(ctx->socket_path), "%s", HA_SYSTEM_SOCKET);
+                r = ha_client_connect(c, ctx->socket_path, ctx->timeout_ms);
+                if (r == -ENOENT || r == -ECONNREFUSED || r == -EACCES) {
+                        fprintf(stderr, "hyperampctl: cannot reach hyperampd at %s (no daemon "
+                                        "of yours), nor the system daemon at %s: %s\n"
+                                        "For the system daemon: 'systemctl start hyperampd'%s; "
+                                        "for your own: run 'hyperampd', or pass --socket.\n",
+                                first, ctx->socket_path, strerror(-r),
+                                r == -EACCES ? ", and be in the daemon's socket group "
+                                               "(hyperamp by default)" : "");
+                        return EXIT_UNAVAILABLE;
+                }
+        }
         if (r == 0)
                 return 0;
         if (r == -ETIMEDOUT) {
@@ -210,7 +306,14 @@ int ctl_connect(Ctx *ctx, HaClient *c)
         }
         if (r == -ENOENT || r == -ECONNREFUSED)
                 fprintf(stderr, "hyperampctl: cannot reach hyperampd at %s: %s\n"
-                                "Is it running? (start it with 'hyperampd', or pass --socket)\n",
+                                "Is it running? For the system daemon: 'systemctl start "
+                                "hyperampd' (its socket is %s); for your own: run 'hyperampd', "
+                                "or pass --socket.\n",
+                        ctx->socket_path, strerror(-r), HA_SYSTEM_SOCKET);
+        else if (r == -EACCES)
+                fprintf(stderr, "hyperampctl: cannot connect to %s: %s\n"
+                                "The system daemon's socket is for its group (hyperamp by "
+                                "default): ask to be added to it, or run your own 'hyperampd'.\n",
                         ctx->socket_path, strerror(-r));
         else
                 fprintf(stderr, "hyperampctl: cannot connect to %s: %s\n", ctx->socket_path,
@@ -257,7 +360,7 @@ static int parse_plain(Ctx *ctx, int argc, char **argv)
         int c, r;
 
         optind = 1;
-        while ((c = getopt_long(argc, argv, "+jt:hV", opts, NULL)) >= 0) {
+        while ((c = ctl_getopt(argc, argv, "+:jt:hV", opts)) >= 0) {
                 r = ctl_global_opt(ctx, c, argv[0]);
                 if (r < 0)
                         return r;
@@ -289,15 +392,6 @@ static int simple_call(Ctx *ctx, const char *method, cJSON *params, const void *
                 return ctl_reply_error(method, rep);
         }
         return 0;
-}
-
-static void print_json(const cJSON *o)
-{
-        char *s = cJSON_Print(o);
-
-        if (s)
-                printf("%s\n", s);
-        free(s);
 }
 
 static double num(const cJSON *o, const char *path)
@@ -350,6 +444,39 @@ static int read_stream(FILE *f, uint8_t **ret, size_t *ret_len)
         return 0;
 }
 
+int ctl_no_such_service(const char *service)
+{
+        fprintf(stderr, "hyperampctl: no such service '%s' (see 'hyperampctl services')\n",
+                service);
+        return EXIT_NOSERVICE;
+}
+
+/* Look a name up in the daemon's own table. */
+static int resolve_service(Ctx *ctx, const char *name, uint16_t *ret_id)
+{
+        _cleanup_free_ uint8_t *data = NULL;
+        const cJSON *s;
+        size_t dlen;
+        HaReply rep;
+        int r = simple_call(ctx, "services", NULL, NULL, 0, &rep, &data, &dlen);
+
+        if (r)
+                return r;
+        cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(rep.result, "services")) {
+                const char *n = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(s, "name"));
+                const cJSON *id = cJSON_GetObjectItemCaseSensitive(s, "id");
+
+                if (n && strcmp(n, name) == 0 && cJSON_IsNumber(id) && id->valuedouble >= 0 &&
+                    id->valuedouble <= UINT16_MAX) {
+                        *ret_id = (uint16_t)id->valuedouble;
+                        ha_reply_done(&rep);
+                        return 0;
+                }
+        }
+        ha_reply_done(&rep);
+        return ctl_no_such_service(name);
+}
+
 static int cmd_submit(Ctx *ctx, int argc, char **argv)
 {
         static const struct option own[] = {
@@ -362,13 +489,12 @@ static int cmd_submit(Ctx *ctx, int argc, char **argv)
         _cleanup_free_ uint8_t *data = NULL;
         size_t plen = 0, dlen = 0;
         uint16_t sid = 0;
-        bool by_name;
         HaReply rep;
         cJSON *params;
         int c, r;
 
         optind = 0;     /* 0, not 1: glibc re-reads the optstring, so options may follow DATA */
-        while ((c = getopt_long(argc, argv, "s:f:jt:hV", opts, NULL)) >= 0) {
+        while ((c = ctl_getopt(argc, argv, ":s:f:jt:hV", opts)) >= 0) {
                 if (c == 's')
                         service = optarg;
                 else if (c == 'f')
@@ -381,10 +507,16 @@ static int cmd_submit(Ctx *ctx, int argc, char **argv)
         if (argc - optind == 1 && file)
                 return ctl_usage_error("give DATA or -f FILE, not both ('%s')", argv[optind]);
         r = ha_service_parse(service, &sid);
+        if (r == -ERANGE)
+                return ctl_no_such_service(service);
         if (r == -EINVAL)
                 return ctl_usage_error("-s: '%s' is not a service name or an id from 0 to 65535", service);
-        /* An unknown name is left to the daemon, which knows its own table. */
-        by_name = r == -ENOENT;
+        /* A name we do not know is the daemon's to resolve: it knows its own table. */
+        if (r == -ENOENT) {
+                r = resolve_service(ctx, service, &sid);
+                if (r)
+                        return r;
+        }
 
         if (argc - optind == 1) {
                 plen = strlen(argv[optind]);
@@ -411,10 +543,7 @@ static int cmd_submit(Ctx *ctx, int argc, char **argv)
                 return ctl_usage_error("%s", "nothing to submit: the payload is empty");
 
         params = cJSON_CreateObject();
-        if (by_name)
-                cJSON_AddStringToObject(params, "service", service);
-        else
-                cJSON_AddNumberToObject(params, "service", sid);
+        cJSON_AddNumberToObject(params, "service", sid);
         r = simple_call(ctx, "submit", params, payload, plen, &rep, &data, &dlen);
         if (r)
                 return r;
@@ -430,7 +559,7 @@ static int cmd_submit(Ctx *ctx, int argc, char **argv)
                         hex[dlen * 2] = '\0';
                         cJSON_AddNumberToObject(o, "length", (double)dlen);
                         cJSON_AddStringToObject(o, "data_hex", hex);
-                        print_json(o);
+                        ctl_print_json(ctx, o);
                 }
                 free(hex);
                 cJSON_Delete(o);
@@ -441,15 +570,15 @@ static int cmd_submit(Ctx *ctx, int argc, char **argv)
                         return EXIT_FAILED;
                 }
         }
+        bool missing = cJSON_IsString(status) && strcmp(status->valuestring, "NOT_EXITS") == 0;
         if (!ok)
                 fprintf(stderr, "hyperampctl: service %s: %s%s\n", service,
                         cJSON_IsString(status) ? status->valuestring : "no status",
-                        cJSON_IsString(status) && strcmp(status->valuestring, "NOT_EXITS") == 0 ?
-                        " (no such service)" : "");
+                        missing ? " (no such service)" : "");
         ha_reply_done(&rep);
         if (fflush(stdout) != 0)
                 return EXIT_FAILED;
-        return ok ? EXIT_OK : EXIT_FAILED;
+        return ok ? EXIT_OK : missing ? EXIT_NOSERVICE : EXIT_FAILED;
 }
 
 /*
@@ -474,7 +603,7 @@ static int run_plain(Ctx *ctx, int argc, char **argv, const char *method,
                 return r;
         clock_gettime(CLOCK_MONOTONIC, &b);
         if (ctx->json)
-                print_json(rep.result);
+                ctl_print_json(ctx, rep.result);
         else
                 human(rep.result, (double)(b.tv_sec - a.tv_sec) * 1e6 +
                                   (double)(b.tv_nsec - a.tv_nsec) / 1e3);
@@ -600,9 +729,240 @@ static int cmd_shutdown(Ctx *ctx, int argc, char **argv)
         return run_plain(ctx, argc, argv, "shutdown", print_shutdown);
 }
 
+/* ===== stats --watch: rates between two snapshots ===== */
+
+static volatile sig_atomic_t watch_stop;
+
+static void on_stop_signal(int sig)
+{
+        (void)sig;
+        watch_stop = 1;
+}
+
+static const cJSON *find_named(const cJSON *arr, const char *key, const cJSON *like)
+{
+        const cJSON *want = cJSON_GetObjectItemCaseSensitive(like, key), *e;
+
+        cJSON_ArrayForEach(e, arr) {
+                const cJSON *v = cJSON_GetObjectItemCaseSensitive(e, key);
+                if (cJSON_IsString(v) && cJSON_IsString(want) &&
+                    strcmp(v->valuestring, want->valuestring) == 0)
+                        return e;
+        }
+        return NULL;
+}
+
+/* Per second, between the same counter in two snapshots (0 if it went
+ * back: the daemon restarted under us). */
+static double rate(const cJSON *cur, const cJSON *prev, const char *path, double secs)
+{
+        double d = num(cur, path) - (prev ? num(prev, path) : 0);
+        return d > 0 && secs > 0 ? d / secs : 0;
+}
+
+static double source_done(const cJSON *s)
+{
+        return num(s, "completed");
+}
+
+static void watch_screen(const cJSON *cur, const cJSON *prev, double secs, double every)
+{
+        const cJSON *e;
+
+        /* Home and clear: one screen, redrawn, as redis-cli --stat or top. */
+        printf("\033[H\033[2J");
+        printf("hyperampd %s, pid %.0f, up %.0f s; every %.1f s (Ctrl-C to stop)\n\n",
+               str(cur, "version"), num(cur, "pid"), num(cur, "uptime_s"), every);
+        printf("requests/s %10.1f   failed/s %8.1f   rejected/s %8.1f   protocol errors/s %6.1f\n",
+               rate(cur, prev, "requests.completed", secs), rate(cur, prev, "requests.failed", secs),
+               rate(cur, prev, "requests.rejected", secs),
+               rate(cur, prev, "connections.protocol_errors", secs));
+        printf("queue depth %5.0f of %-5.0f  in flight %5.0f   connections %4.0f\n\n",
+               num(cur, "queue.depth"), num(cur, "queue.capacity"), num(cur, "queue.in_flight"),
+               num(cur, "connections.current"));
+        printf("%-6s %-14s %10s %10s %10s %10s\n", "ID", "SERVICE", "REQ/S", "FAILED/S",
+               "P50 us*", "P99 us*");
+        cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(cur, "services")) {
+                const cJSON *p = find_named(cJSON_GetObjectItemCaseSensitive(prev, "services"),
+                                            "name", e);
+                printf("%-6.0f %-14s %10.1f %10.1f %10.1f %10.1f\n", num(e, "id"), str(e, "name"),
+                       rate(e, p, "requests", secs), rate(e, p, "failed", secs),
+                       num(e, "latency_us.p50"), num(e, "latency_us.p99"));
+        }
+        printf("\n%-10s %-6s %-9s %10s %10s\n", "SOURCE", "KIND", "STATE", "REQ/S", "FAILED/S");
+        cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(cur, "sources")) {
+                const cJSON *p = find_named(cJSON_GetObjectItemCaseSensitive(prev, "sources"),
+                                            "name", e);
+                const char *state = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "state"));
+                double r = p && source_done(e) >= source_done(p) ?
+                           (source_done(e) - source_done(p)) / secs : 0;
+
+                if (state && strcmp(state, "free") == 0 && r == 0)
+                        continue;
+                printf("%-10s %-6s %-9s %10.1f %10.1f\n", str(e, "name"), str(e, "kind"),
+                       state ? state : "-", r, rate(e, p, "failed", secs));
+        }
+        printf("\n* since the daemon started\n");
+}
+
+/* A service name as a key: "(unknown id)" -> "unknown_id". */
+static void key_of(const char *name, char *buf, size_t size)
+{
+        size_t n = 0;
+
+        for (; *name && n + 1 < size; name++) {
+                bool word = (*name >= 'a' && *name <= 'z') || (*name >= 'A' && *name <= 'Z') ||
+                            (*name >= '0' && *name <= '9');
+                if (word)
+                        buf[n++] = *name;
+                else if (n && buf[n - 1] != '_')
+                        buf[n++] = '_';
+        }
+        while (n && buf[n - 1] == '_')
+                n--;
+        buf[n] = '\0';
+}
+
+/* Not a terminal: one line per interval, key=value, for logs and scripts. */
+static void watch_line(const cJSON *cur, const cJSON *prev, double secs)
+{
+        const cJSON *e;
+        char when[32];
+        time_t now = time(NULL);
+        struct tm tm;
+
+        strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", localtime_r(&now, &tm));
+        printf("time=%s req_per_s=%.1f failed_per_s=%.1f rejected_per_s=%.1f "
+               "protocol_errors_per_s=%.1f depth=%.0f in_flight=%.0f connections=%.0f", when,
+               rate(cur, prev, "requests.completed", secs), rate(cur, prev, "requests.failed", secs),
+               rate(cur, prev, "requests.rejected", secs),
+               rate(cur, prev, "connections.protocol_errors", secs), num(cur, "queue.depth"),
+               num(cur, "queue.in_flight"), num(cur, "connections.current"));
+        cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(cur, "services")) {
+                const cJSON *p = find_named(cJSON_GetObjectItemCaseSensitive(prev, "services"),
+                                            "name", e);
+                char key[64];
+
+                key_of(str(e, "name"), key, sizeof(key));
+                printf(" %s_per_s=%.1f %s_p50_us=%.1f %s_p99_us=%.1f", key,
+                       rate(e, p, "requests", secs), key, num(e, "latency_us.p50"), key,
+                       num(e, "latency_us.p99"));
+        }
+        printf("\n");
+}
+
+static int stats_watch(Ctx *ctx, double every, unsigned long count)
+{
+        struct sigaction sa = { .sa_handler = on_stop_signal };  /* no SA_RESTART */
+        bool tty = isatty(STDOUT_FILENO) == 1;
+        cJSON *prev = NULL;
+        uint64_t prev_ns = 0, next_ns;
+        unsigned long shown = 0;
+        HaClient c;
+        int r;
+
+        r = ctl_connect(ctx, &c);
+        if (r)
+                return r;
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGTERM, &sa, NULL);
+        next_ns = ha_now_ns();
+        while (!watch_stop) {
+                _cleanup_free_ uint8_t *data = NULL;
+                size_t dlen;
+                HaReply rep;
+                uint64_t now;
+
+                r = ha_client_call(&c, "stats", NULL, NULL, 0, &rep, &data, &dlen);
+                if (r < 0) {
+                        r = ctl_call_error(ctx, r);
+                        break;
+                }
+                if (rep.error_code) {
+                        r = ctl_reply_error("stats", &rep);
+                        break;
+                }
+                now = ha_now_ns();
+                if (prev) {
+                        double secs = (double)(now - prev_ns) / 1e9;
+                        if (tty)
+                                watch_screen(rep.result, prev, secs, every);
+                        else
+                                watch_line(rep.result, prev, secs);
+                        fflush(stdout);
+                        shown++;
+                }
+                cJSON_Delete(prev);
+                prev = cJSON_Duplicate(rep.result, true);
+                prev_ns = now;
+                ha_reply_done(&rep);
+                if (!prev) {
+                        r = EXIT_FAILED;
+                        break;
+                }
+                if (count && shown >= count)
+                        break;
+                /* A display interval, on an absolute clock so it does not drift;
+                 * Ctrl-C ends the wait (EINTR) and the loop. */
+                next_ns += (uint64_t)(every * 1e9);
+                struct timespec ts = { .tv_sec = (time_t)(next_ns / 1000000000u),
+                                       .tv_nsec = (long)(next_ns % 1000000000u) };
+                while (!watch_stop &&
+                       clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+                        ;
+        }
+        cJSON_Delete(prev);
+        ha_client_close(&c);
+        return r;
+}
+
 static int cmd_stats(Ctx *ctx, int argc, char **argv)
 {
-        return run_plain(ctx, argc, argv, "stats", print_stats);
+        static const struct option own[] = {
+                { "watch", optional_argument, NULL, 'w' },
+                { "count", required_argument, NULL, 'n' },
+        };
+        const struct option *opts = ctl_options(own, ELEMENTSOF(own));
+        const char *sec = NULL;
+        unsigned long count = 0;
+        bool watch = false;
+        double every = 1.0;
+        int c, r;
+
+        optind = 0;
+        while ((c = ctl_getopt(argc, argv, ":jt:hV", opts)) >= 0) {
+                if (c == 'w') {
+                        watch = true;
+                        sec = optarg;
+                } else if (c == 'n') {
+                        if (ctl_parse_uint(optarg, 1, 1000000000, &count) < 0)
+                                return ctl_usage_error("--count: '%s' is not a number from 1", optarg);
+                } else if ((r = ctl_global_opt(ctx, c, argv[0])) < 0)
+                        return r;
+        }
+        /* --watch SEC as well as --watch=SEC */
+        if (watch && !sec && optind < argc)
+                sec = argv[optind++];
+        if (optind < argc)
+                return ctl_usage_error("stats: unexpected argument '%s'", argv[optind]);
+        if (!watch) {
+                if (count)
+                        return ctl_usage_error("%s", "stats: --count goes with --watch");
+                optind = argc;
+                return run_plain(ctx, 1, argv, "stats", print_stats);
+        }
+        if (ctx->json)
+                return ctl_usage_error("%s", "stats: --watch shows rates for people; "
+                                       "use --json without it, or its one-line output in a pipe");
+        if (sec) {
+                char *end;
+                errno = 0;
+                every = strtod(sec, &end);
+                if (errno || *end || end == sec || !(every >= 0.1 && every <= 3600))
+                        return ctl_usage_error("--watch: '%s' is not a number of seconds "
+                                               "from 0.1 to 3600", sec);
+        }
+        return stats_watch(ctx, every, count);
 }
 
 static int cmd_services(Ctx *ctx, int argc, char **argv)
@@ -622,7 +982,7 @@ int main(int argc, char **argv)
         const CtlCommand *cmd = NULL;
         int c, r;
 
-        while ((c = getopt_long(argc, argv, "+jt:hV", opts, NULL)) >= 0) {
+        while ((c = ctl_getopt(argc, argv, "+:jt:hV", opts)) >= 0) {
                 r = ctl_global_opt(&ctx, c, NULL);
                 if (r < 0)
                         return r == CTL_STOP_OK ? EXIT_OK : -r;

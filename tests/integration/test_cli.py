@@ -2,6 +2,12 @@
 """hyperampctl against a live hyperampd: output bytes, --json, exit codes."""
 import json
 import os
+import pty
+import re
+import select
+import shutil
+import signal
+import subprocess
 import time
 import random
 import socket
@@ -120,13 +126,13 @@ class SubmitTest(SharedDaemonTest):
 
     def test_unknown_service_id(self):
         rc, out, err = self.d.ctl('submit', '-s', '99', 'hello')
-        self.assertEqual(rc, 1, err)
+        self.assertEqual(rc, 4, err)
         self.assertIn('NOT_EXITS', err)
         self.assertEqual(out, b'')
 
     def test_unknown_service_id_json(self):
         rc, out, err = self.d.ctl('--json', 'submit', '-s', '99', 'hello')
-        self.assertEqual(rc, 1, err)
+        self.assertEqual(rc, 4, err)
         o = json.loads(out)
         self.assertEqual(o['status'], 'NOT_EXITS')
         self.assertEqual(o['code'], 3)
@@ -135,9 +141,8 @@ class SubmitTest(SharedDaemonTest):
 
     def test_unknown_service_name(self):
         rc, out, err = self.d.ctl('submit', '-s', 'nosuchservice', 'hello')
-        self.assertEqual(rc, 1, err)
-        self.assertIn('nosuchservice', err)
-        self.assertIn('E_INVALID', err)
+        self.assertEqual(rc, 4, err)
+        self.assertIn("no such service 'nosuchservice'", err)
         self.assertEqual(out, b'')
 
 
@@ -228,7 +233,7 @@ class UsageTest(SharedDaemonTest):
     def test_bad_bench_options(self):
         for argv in (('bench', '-n', '0'), ('bench', '--size', '0'),
                      ('bench', '--connections', '0'), ('bench', 'extra'),
-                     ('bench', '-s', 'nosuchservice'), ('bench', '--nosuchoption'),
+                     ('bench', '--nosuchoption'),
                      ('bench', '--duration', '0'), ('bench', '-n', '10', '--duration', '1'),
                      ('bench', '--mix', '-s', 'echo'), ('bench', '--threads', '2'),
                      ('bench', '--transport', 'shm', '--connections', '2'),
@@ -255,7 +260,7 @@ class UsageTest(SharedDaemonTest):
         self.assert_usage_error('submit', '-f', path, 'hello')
 
     def test_bad_service_id(self):
-        for s in ('70000', '1x', ''):
+        for s in ('1x', ''):
             with self.subTest(s=s):
                 self.assert_usage_error('submit', '-s', s, 'hello')
 
@@ -293,6 +298,219 @@ class UsageTest(SharedDaemonTest):
         self.assertRegex(out.decode(), r'^hyperampctl \d+\.\d+\.\d+\n$')
 
 
+class ConventionsTest(SharedDaemonTest):
+    """What a user of systemctl or busctl expects of the CLI (issue 15)."""
+
+    COMMAND_OPTIONS = {
+        'submit': ['--service', '--file'],
+        'stats': ['--watch', '--count'],
+        'services': [], 'ping': [], 'reload': [], 'shutdown': [],
+        'bench': ['--service', '--mix', '--concurrency', '--requests', '--duration', '--size',
+                  '--connections', '--overload', '--transport', '--threads'],
+    }
+
+    def on_terminal(self, args, stream='stdout', timeout=30):
+        """Run hyperampctl with stdout (or stderr) on a pseudo-terminal;
+        returns (rc, what the terminal got)."""
+        master, slave = pty.openpty()
+        cmd = [*harness.EXE_WRAPPER, harness.HYPERAMPCTL, '--socket', self.d.socket_path, *args]
+        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
+                             stdout=slave if stream == 'stdout' else subprocess.DEVNULL,
+                             stderr=slave if stream == 'stderr' else subprocess.DEVNULL)
+        os.close(slave)
+        got = b''
+        deadline = time.monotonic() + harness.scaled(timeout)
+        while True:
+            left = deadline - time.monotonic()
+            self.assertGreater(left, 0, 'hyperampctl %s never finished' % (args,))
+            r, _, _ = select.select([master], [], [], left)
+            try:
+                chunk = os.read(master, 65536) if r else b''
+            except OSError:             # EIO: every writer closed the terminal
+                chunk = b''
+            if not chunk and r:
+                break
+            got += chunk
+        os.close(master)
+        return p.wait(timeout=harness.scaled(10)), got.decode('utf-8', 'replace')
+
+    def test_json_is_one_line_in_a_pipe(self):
+        for argv in (('--json', 'ping'), ('-j', 'ping'), ('--json=short', 'ping'),
+                     ('stats', '--json')):
+            with self.subTest(argv=argv):
+                out, _ = self.ok(*argv)
+                self.assertEqual(out.count(b'\n'), 1, out)
+                json.loads(out)
+
+    def test_json_pretty_when_asked_or_on_a_terminal(self):
+        out, _ = self.ok('--json=pretty', 'ping')
+        self.assertGreater(out.count(b'\n'), 3, out)
+        self.assertTrue(json.loads(out)['pong'])
+        rc, text = self.on_terminal(['--json', 'ping'])
+        self.assertEqual(rc, 0, text)
+        self.assertGreater(text.count('\n'), 3, text)
+        self.assertTrue(json.loads(text)['pong'])
+        rc, text = self.on_terminal(['--json=short', 'ping'])
+        self.assertEqual((rc, text.strip().count('\n')), (0, 0), text)
+
+    def test_bad_json_style(self):
+        rc, out, err = self.d.ctl('--json=loud', 'ping')
+        self.assertEqual((rc, out), (2, b''), err)
+        self.assertIn("'loud'", err)
+
+    def test_every_command_help_lists_its_options(self):
+        for cmd, opts in self.COMMAND_OPTIONS.items():
+            with self.subTest(cmd=cmd):
+                rc, out, err = run_ctl([cmd, '--help'])
+                self.assertEqual(rc, 0, err)
+                text = out.decode()
+                self.assertIn('Usage: hyperampctl ' + cmd, text)
+                for opt in opts + ['--socket', '--json', '--timeout', '--help']:
+                    lines = [ln for ln in text.splitlines() if ln.lstrip().startswith(('-', opt))
+                             and opt in ln]
+                    self.assertTrue(lines, '%s --help does not list %s:\n%s' % (cmd, opt, text))
+                self.assertIn('Exit status', text)
+
+    def test_errors_name_the_program_not_its_path(self):
+        for argv in (('--bogus',), ('submit', '--bogus', 'x'), ('submit', '-s'),
+                     ('bench', '--size'), ('stats', '-x'), ('ping', '--socket')):
+            with self.subTest(argv=argv):
+                rc, out, err = run_ctl(argv)
+                self.assertEqual(rc, 2, err)
+                self.assertTrue(err.startswith('hyperampctl: '), err)
+                self.assertNotIn(os.path.dirname(harness.HYPERAMPCTL), err)
+                self.assertIn('--help', err)
+
+    def test_no_such_service_by_name_or_id(self):
+        """One exit status, 4, whether the service is named or numbered."""
+        for argv in (('submit', '-s', 'nosuchservice', 'x'), ('submit', '-s', '99', 'x'),
+                     ('submit', '-s', '70000', 'x'), ('submit', '-s', '99999999999999999999', 'x'),
+                     ('bench', '-s', 'nosuchservice'), ('bench', '-s', '65536')):
+            with self.subTest(argv=argv):
+                rc, out, err = self.d.ctl(*argv)
+                self.assertEqual((rc, out), (4, b''), err)
+                self.assertIn('no such service', err)
+
+    def test_watch_lines_follow_the_load(self):
+        """Not a terminal: one key=value line per interval; the rate is 0
+        when idle and moves with a load."""
+        rc, out, err = self.d.ctl('stats', '--watch', '0.2', '--count', '2')
+        self.assertEqual(rc, 0, err)
+        lines = out.decode().splitlines()
+        self.assertEqual(len(lines), 2, out)
+        for ln in lines:
+            kv = dict(f.split('=', 1) for f in ln.split())
+            self.assertEqual(float(kv['req_per_s']), 0.0, ln)
+            self.assertIn('echo_p99_us', kv)
+        bench = subprocess.Popen([*harness.EXE_WRAPPER, harness.HYPERAMPCTL, '--socket',
+                                  self.d.socket_path, 'bench', '--duration', '30', '-c', '4'],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            base = self.d.stats()['requests']['completed']
+            harness.wait_until(lambda: self.d.stats()['requests']['completed'] > base + 100,
+                               10, 'the bench to get going')
+            rc, out, err = self.d.ctl('stats', '--watch=0.2', '--count', '3')
+        finally:
+            bench.kill()
+            bench.wait()
+        self.assertEqual(rc, 0, err)
+        lines = out.decode().splitlines()
+        self.assertEqual(len(lines), 3, out)
+        rates = [dict(f.split('=', 1) for f in ln.split()) for ln in lines]
+        self.assertTrue(any(float(r['req_per_s']) > 0 and float(r['echo_per_s']) > 0
+                            for r in rates), out)
+
+    def test_watch_redraws_on_a_terminal(self):
+        rc, text = self.on_terminal(['stats', '--watch', '0.1', '--count', '2'])
+        self.assertEqual(rc, 0, text)
+        self.assertEqual(text.count('\x1b[H\x1b[2J'), 2, text)
+        self.assertIn('REQ/S', text)
+        self.assertIn('echo', text)
+
+    def test_watch_stops_on_ctrl_c(self):
+        p = subprocess.Popen([*harness.EXE_WRAPPER, harness.HYPERAMPCTL, '--socket',
+                              self.d.socket_path, 'stats', '--watch', '0.1'],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            first = p.stdout.readline()         # it is watching
+            self.assertIn(b'req_per_s=', first)
+            p.send_signal(signal.SIGINT)
+            rc = p.wait(timeout=harness.scaled(10))
+        finally:
+            p.kill()
+            p.wait()
+        self.assertEqual(rc, 0, p.stderr.read())
+
+    def test_watch_usage(self):
+        for argv in (('stats', '--watch', '0'), ('stats', '--watch=x'), ('stats', '--count', '3'),
+                     ('stats', '--watch', '1', 'extra'), ('--json', 'stats', '--watch')):
+            with self.subTest(argv=argv):
+                rc, out, err = self.d.ctl(*argv)
+                self.assertEqual((rc, out), (2, b''), err)
+
+    def test_bench_bar_shows_the_rate(self):
+        rc, text = self.on_terminal(['bench', '-n', '2000', '-c', '4'], stream='stderr')
+        self.assertEqual(rc, 0, text)
+        rates = [float(m) for m in re.findall(r'2000/2000, (\d+) req/s', text)]
+        self.assertTrue(rates and rates[-1] > 0, text)
+
+
+class SystemSocketTest(unittest.TestCase):
+    """With no daemon of one's own, hyperampctl tries the system daemon's
+    socket.  /run is a private tmpfs here (a mount namespace), so the host's
+    own /run/hyperamp is never touched."""
+
+    SYSTEM = '/run/hyperamp/hyperampd.sock'
+    PRIVATE_RUN = 'mount --make-rprivate / && mount -t tmpfs tmpfs /run && mkdir /run/hyperamp'
+
+    def setUp(self):
+        if os.geteuid() != 0 or not shutil.which('unshare') or not shutil.which('nsenter'):
+            self.skipTest('needs root, unshare and nsenter for a private /run')
+        p = subprocess.run(['unshare', '-m', 'sh', '-c', self.PRIVATE_RUN], capture_output=True)
+        if p.returncode != 0:
+            self.skipTest('cannot make a mount namespace here: %s' % p.stderr.decode().strip())
+
+    def ctl_in(self, pid, *args):
+        """hyperampctl in pid's mount namespace, with no socket named and the
+        per-user guess pointing at nothing."""
+        env = dict(os.environ, RUNTIME_DIRECTORY='/nonexistent-hyperamp')
+        env.pop('HYPERAMP_SOCKET', None)
+        p = subprocess.run(['nsenter', '-t', str(pid), '-m', *harness.EXE_WRAPPER,
+                            harness.HYPERAMPCTL, *args], capture_output=True, env=env,
+                           timeout=harness.CTL_TIMEOUT)
+        return p.returncode, p.stdout, p.stderr.decode()
+
+    def test_falls_back_to_the_system_daemon(self):
+        old = harness.WRAPPER[:]
+        harness.WRAPPER[:] = ['unshare', '-m', 'sh', '-c', self.PRIVATE_RUN + ' && exec "$@"',
+                              'sh'] + old
+        try:
+            with Daemon(socket_path=self.SYSTEM) as d:
+                rc, out, err = self.ctl_in(d.proc.pid, 'submit', '-s', 'encrypt', 'hello')
+                self.assertEqual((rc, out), (0, HELLO_ENCRYPTED), err)
+                # Named explicitly, a missing socket is not second-guessed.
+                rc, out, err = self.ctl_in(d.proc.pid, '--socket', '/nonexistent-hyperamp/s',
+                                           'ping')
+                self.assertEqual(rc, 69, err)
+        finally:
+            harness.WRAPPER[:] = old
+
+    def test_hint_names_both_paths(self):
+        holder = subprocess.Popen(['unshare', '-m', 'sh', '-c', self.PRIVATE_RUN +
+                                   ' && echo ready && exec cat'], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE)
+        try:
+            self.assertEqual(holder.stdout.readline(), b'ready\n')
+            rc, out, err = self.ctl_in(holder.pid, 'ping')
+        finally:
+            holder.stdin.close()
+            holder.wait()
+        self.assertEqual((rc, out), (69, b''), err)
+        self.assertIn('/nonexistent-hyperamp/hyperampd.sock', err)
+        self.assertIn(self.SYSTEM, err)
+        self.assertIn('systemctl start hyperampd', err)
+
+
 class StatsCountTest(unittest.TestCase):
     """stats counts exactly the requests made (a fresh daemon)."""
 
@@ -302,9 +520,12 @@ class StatsCountTest(unittest.TestCase):
             for svc, n in plan:
                 for i in range(n):
                     rc, _, err = d.ctl('submit', '-s', svc, 'payload-%d' % i)
-                    self.assertEqual(rc, 1 if svc == '99' else 0, err)
-            rc, _, err = d.ctl('submit', '-s', 'nosuchservice', 'x')    # rejected
-            self.assertEqual(rc, 1, err)
+                    self.assertEqual(rc, 4 if svc == '99' else 0, err)
+            rc, _, err = d.ctl('submit', '-s', 'nosuchservice', 'x')    # never sent
+            self.assertEqual(rc, 4, err)
+            with harness.RawClient(d.socket_path) as c:                 # rejected
+                rep, _ = c.call('submit', {'service': 'nosuchservice'}, b'x')
+                self.assertEqual(rep['error']['code'], 'E_INVALID', rep)
             s = d.ctl_json('stats')
             r = s['requests']
             self.assertEqual(r['submitted'], 10)
@@ -328,16 +549,16 @@ class StatsCountTest(unittest.TestCase):
             self.assertEqual(s['pool']['buffers_in_use'], 0)
             self.assertEqual(s['pool']['bytes_in_use'], 0)
             self.assertEqual(sum(s['workers']['jobs']), 10)
-            # 11 submits + this stats, one connection each
-            self.assertEqual(s['connections']['total'], 12)
+            # 10 submits, a services lookup, the raw client and this stats
+            self.assertEqual(s['connections']['total'], 13)
             self.assertEqual(s['connections']['protocol_errors'], 0)
 
     def test_unknown_name_with_file_or_stdin_is_sent_by_name(self):
         """Regression: 'submit -s NAME' with an unknown NAME and the payload from -f
-        or stdin sends an uninitialised service id instead of the name
-        (src/ctl/main.c cmd_submit: r is overwritten by read_stream()).  The
-        daemon must see and reject the name (E_INVALID), never run a
-        service for it."""
+        or stdin sent an uninitialised service id instead of the name
+        (src/ctl/main.c cmd_submit: r was overwritten by read_stream()).  A
+        name hyperampctl does not know is looked up in the daemon's table
+        ('services'); an unknown one is never submitted and exits 4."""
         with Daemon({'workers': 2}) as d, tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, 'payload')
             with open(path, 'wb') as f:
@@ -345,13 +566,12 @@ class StatsCountTest(unittest.TestCase):
             for how, args, inp in (('stdin', (), b'hello'), ('file', ('-f', path), None)):
                 with self.subTest(how=how):
                     rc, out, err = d.ctl('submit', '-s', 'nosuchservice', *args, input=inp)
-                    self.assertEqual(rc, 1, err)
+                    self.assertEqual(rc, 4, err)
                     self.assertEqual(out, b'')
-                    self.assertIn('E_INVALID', err)
-                    self.assertIn('nosuchservice', err)
+                    self.assertIn("no such service 'nosuchservice'", err)
             r = d.stats()['requests']
             self.assertEqual(r['submitted'], 0, 'a service ran for an unknown name')
-            self.assertEqual(r['rejected'], 2)
+            self.assertEqual(r['rejected'], 0, 'an unknown name reached submit')
 
 
 class NoDaemonTest(unittest.TestCase):

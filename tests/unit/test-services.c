@@ -46,7 +46,8 @@ int main(void)
         CHECK_EQ(id, 2);
         CHECK_EQ(ha_service_parse("65535", &id), 0);
         CHECK_EQ(id, 65535);
-        CHECK_EQ(ha_service_parse("65536", &id), -EINVAL);
+        CHECK_EQ(ha_service_parse("65536", &id), -ERANGE);
+        CHECK_EQ(ha_service_parse("99999999999999999999", &id), -ERANGE);
         CHECK_EQ(ha_service_parse("1x", &id), -EINVAL);
         CHECK_EQ(ha_service_parse("", &id), -EINVAL);
         CHECK_EQ(ha_service_parse("nosuch", &id), -ENOENT);
