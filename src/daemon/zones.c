@@ -743,8 +743,9 @@ static int zone_adopt(HaZone *z, int memfd)
         if (r < 0)
                 return r;
         send_verdict(z, 0);
-        z->v.ctl->owner_pid = (uint32_t)z->pid;
-        z->v.ctl->epoch = z->epoch;
+        /* The client has this memory mapped and may be reading these. */
+        __atomic_store_n(&z->v.ctl->owner_pid, (uint32_t)z->pid, __ATOMIC_RELAXED);
+        __atomic_store_n(&z->v.ctl->epoch, z->epoch, __ATOMIC_RELAXED);
         z->state = SLOT_ACTIVE;
         k = zone_recover(z);
         if (k)
