@@ -25,6 +25,7 @@
 #include "queue.h"
 #include "services.h"
 #include "zones.h"
+#include "zring.h"
 
 #define CTL_OFF   HA_ZONE_CTL_OFF
 #define QUEUE_OFF HA_ZONE_QUEUE_OFF
@@ -185,21 +186,17 @@ static void zone_run(void *ctx, uint16_t idx, unsigned worker)
 static void publish(HaZone *z, uint16_t idx, uint16_t flag)
 {
         uint32_t *done = &z->v.done[idx].word;
-        uint32_t old, new;
+        uint32_t old;
 
-        __atomic_store_n(&z->v.q->entries[idx].msg.flag, flag, __ATOMIC_RELEASE);
+        ha_zdone_set_flag(&z->v.q->entries[idx], flag);
         ha_crash_point("zone_flag");
         /* Reusable from here; the client learns it only from the word below. */
         __atomic_store_n(&z->running_entry[idx], 0, __ATOMIC_RELEASE);
 
         /* Bump the completion word; a futex syscall only if someone sleeps. */
-        old = __atomic_load_n(done, __ATOMIC_RELAXED);
-        do
-                new = ((old & ~HA_ZONE_WAITER) + 1) & ~HA_ZONE_WAITER;
         /* seq_cst: the client arms the fd, then looks at this word; we
          * bump it, then look at fd_armed.  One of us sees the other. */
-        while (!__atomic_compare_exchange_n(done, &old, new, true, __ATOMIC_SEQ_CST,
-                                            __ATOMIC_RELAXED));
+        old = ha_zdone_bump(done);
         if (old & HA_ZONE_WAITER)
                 futex_wake_all(done);
         if (__atomic_load_n(&z->v.ctl->fd_armed, __ATOMIC_SEQ_CST) &&
@@ -404,7 +401,7 @@ static size_t drain_pass(HaZone *z, int worker, bool *left)
 
         __atomic_store_n(&c->sleeping, 0, __ATOMIC_RELAXED);
         __atomic_store_n(&c->bell, 0, __ATOMIC_SEQ_CST);
-        tail = __atomic_load_n(&c->sq_tail, __ATOMIC_SEQ_CST);
+        tail = ha_zring_tail(c);
         if (tail - head > HA_ZONE_RING) {
                 /* A tail no honest client can write: drop the lot. */
                 __atomic_fetch_add(&z->bad_ring, 1, __ATOMIC_RELAXED);
@@ -412,7 +409,7 @@ static size_t drain_pass(HaZone *z, int worker, bool *left)
                 head = tail;
         }
         for (; head != tail && k < room; head++) {
-                uint16_t idx = __atomic_load_n(&c->sq[head & (HA_ZONE_RING - 1)], __ATOMIC_RELAXED);
+                uint16_t idx = ha_zring_at(c, head);
 
                 if (idx >= HA_ZONE_ENTRIES) {
                         __atomic_fetch_add(&z->bad_index, 1, __ATOMIC_RELAXED);
@@ -746,8 +743,9 @@ static int zone_adopt(HaZone *z, int memfd)
         if (r < 0)
                 return r;
         send_verdict(z, 0);
-        z->v.ctl->owner_pid = (uint32_t)z->pid;
-        z->v.ctl->epoch = z->epoch;
+        /* The client has this memory mapped and may be reading these. */
+        __atomic_store_n(&z->v.ctl->owner_pid, (uint32_t)z->pid, __ATOMIC_RELAXED);
+        __atomic_store_n(&z->v.ctl->epoch, z->epoch, __ATOMIC_RELAXED);
         z->state = SLOT_ACTIVE;
         k = zone_recover(z);
         if (k)

@@ -25,6 +25,7 @@
 #include "hyperamp/zone.h"
 #include "proto.h"
 #include "sockpath.h"
+#include "zring.h"
 
 #define EXPORT __attribute__((visibility("default")))
 #define SPIN_MIN 64u
@@ -287,22 +288,19 @@ EXPORT int hyperamp_submit(hyperamp_req_t *r, uint16_t service, size_t len)
         hyperamp_t *h = r->h;
         ZoneCtl *c = h->v.ctl;
         HaMsgEntry *en = &h->v.q->entries[r->idx];
-        uint32_t t;
 
         if (r->state != REQ_ALLOCATED || len == 0 || len > r->cap)
                 return r->state == REQ_SUBMITTED ? -EBUSY : -EINVAL;
-        en->msg.service_id = service;
-        en->msg.offset = r->off;
-        en->msg.length = (uint32_t)len;
-        en->msg.flag = 0;
-        r->seq = __atomic_load_n(&h->v.done[r->idx].word, __ATOMIC_ACQUIRE) & ~HA_ZONE_WAITER;
+        /* The daemon reads these from another process: single atomic
+         * stores, ordered before the tail by its release. */
+        ha_zring_msg_write(en, service, r->off, (uint32_t)len);
+        /* Before the push: the counter cannot move until the daemon has it. */
+        r->seq = ha_zdone_load(&h->v.done[r->idx].word) & ~HA_ZONE_WAITER;
         r->state = REQ_SUBMITTED;
 
         pthread_mutex_lock(&h->lock);
-        t = c->sq_tail;
-        __atomic_store_n(&c->sq[t & (HA_ZONE_RING - 1)], r->idx, __ATOMIC_RELAXED);
         /* seq_cst pairs with the daemon's "sleeping" store and tail load. */
-        __atomic_store_n(&c->sq_tail, t + 1, __ATOMIC_SEQ_CST);
+        ha_zring_push(c, r->idx);
         pthread_mutex_unlock(&h->lock);
 
         /* Ring only if the daemon sleeps and nobody rang since it woke.  A
@@ -316,7 +314,7 @@ EXPORT int hyperamp_submit(hyperamp_req_t *r, uint16_t service, size_t len)
 
 static int result_of(hyperamp_req_t *r)
 {
-        uint16_t flag = __atomic_load_n(&r->h->v.q->entries[r->idx].msg.flag, __ATOMIC_ACQUIRE);
+        uint16_t flag = ha_zdone_flag(&r->h->v.q->entries[r->idx]);
 
         r->state = REQ_ALLOCATED;
         if (!(flag & HA_FLAG_DEAL_STATE) || (flag & HA_FLAG_RESERVED))
@@ -326,7 +324,7 @@ static int result_of(hyperamp_req_t *r)
 
 static bool is_done(const hyperamp_req_t *r, uint32_t *word)
 {
-        *word = __atomic_load_n(&r->h->v.done[r->idx].word, __ATOMIC_SEQ_CST);
+        *word = ha_zdone_load(&r->h->v.done[r->idx].word);
         return (*word & ~HA_ZONE_WAITER) != r->seq;
 }
 
