@@ -241,6 +241,67 @@ class CheckConfigTest(TmpDirTest):
         self.assertEqual(out.split()[1], out2.decode().split()[1], 'daemon and CLI versions differ')
 
 
+class HostileConfigTest(TmpDirTest):
+    """Issue 16, items 6-9: configs that used to pass, or to hang, or to fail
+    with the wrong status."""
+
+    BAD = [
+        ('junk after the object', '{"workers": 2} junk {"workers": 3}',
+         'unexpected data after the JSON object, at offset 15'),
+        ('a second object', '{"workers": 2}\n{"workers": 3}\n', ':2: unexpected data'),
+        ('NUL in admin_group', '{"admin_group": "root\\u0000junk"}', '\\u0000 (NUL)'),
+        ('NUL in a key', '{"workers\\u0000x": 2}', '\\u0000 (NUL)'),
+        ('NUL in a v1 channel name',
+         '{"v1_channels": [{"name": "a\\u0000b", "shm_config": "/x"}]}', '\\u0000 (NUL)'),
+        ('shm_name /.', {'shm_name': '/.'}, 'shm_name'),
+        ('shm_name /..', {'shm_name': '/..'}, 'shm_name'),
+    ]
+
+    def test_check_config_refuses(self):
+        for what, content, needle in self.BAD:
+            with self.subTest(what):
+                path = self.write_config(content, 'bad.json')
+                rc, out, err = run_daemon_cmd(['--check-config', '--config', path])
+                self.assertEqual(rc, 78, err)
+                self.assertEqual(out, '')
+                self.assertIn(needle, err)
+
+    def test_dot_shm_names_exit_78(self):
+        for name in ('/.', '/..'):
+            with self.subTest(name):
+                f = start_expect_failure({'shm_name': name})
+                self.assertEqual(f.rc, 78, f.log)
+                self.assertIn('shm_name', f.log)
+
+    def test_fifo_config_is_refused_at_once(self):
+        path = os.path.join(self.tmp, 'fifo.json')
+        os.mkfifo(path)
+        rc, out, err = run_daemon_cmd(['--check-config', '--config', path])
+        self.assertEqual(rc, 78, err)
+        self.assertIn('not a regular file', err)
+
+    def test_reload_refuses_and_keeps_the_config(self):
+        with Daemon({'max_connections': 50}) as d:
+            for what, content, needle in self.BAD[:5] + [('FIFO', None, 'not a regular file')]:
+                with self.subTest(what):
+                    os.unlink(d.config_path)
+                    if content is None:
+                        os.mkfifo(d.config_path)
+                    else:
+                        with open(d.config_path, 'w') as f:
+                            f.write(content.replace('"workers": 2', '"max_connections": 7'))
+                    # Bounded: a reload that blocks the loop fails here.
+                    rc, out, err = run_ctl(['--timeout', '5', 'reload'],
+                                           socket_path=d.socket_path, timeout=harness.scaled(10))
+                    self.assertEqual(rc, 1, err)
+                    self.assertIn('E_CONFIG', err)
+                    self.assertIn(needle.split(', at offset')[0], err)
+                    self.assertEqual(d.stats()['connections']['max'], 50)
+            os.unlink(d.config_path)
+            with open(d.config_path, 'w') as f:
+                json.dump(d.config, f)
+
+
 class ExclusivityTest(unittest.TestCase):
 
     def assert_serving(self, d):
