@@ -332,6 +332,25 @@ class ExclusivityTest(unittest.TestCase):
             self.assertTrue(stat.S_ISSOCK(os.lstat(first.socket_path).st_mode))
             self.assert_serving(first)
 
+    def test_stop_leaves_a_successors_shm_object(self):
+        """Issue 16, item 10: the name was unlinked under the first daemon and
+        a second one made its own object there; the first one's stop must
+        not remove it, or a third daemon could start beside the second."""
+        with Daemon(check_clean_exit=False) as first:
+            first.owns_shm = False
+            os.unlink(first.shm_file)
+            with Daemon({'shm_name': first.shm_name}) as second:
+                ino = os.stat(second.shm_file).st_ino
+                self.assertEqual(first.terminate_and_wait(), 0, first.log())
+                self.assertTrue(os.path.exists(second.shm_file),
+                                "the first daemon removed the second one's object")
+                self.assertIn('not ours: left in place', first.log())
+                self.assertEqual(os.stat(second.shm_file).st_ino, ino)
+                f = start_expect_failure({'shm_name': second.shm_name})
+                self.assertNotEqual(f.rc, 0)
+                self.assertIn('in use', f.log)
+                self.assert_serving(second)
+
     def test_socket_path_is_not_a_socket(self):
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, 'regular-file')
