@@ -351,6 +351,60 @@ class ExclusivityTest(unittest.TestCase):
                 self.assertIn('in use', f.log)
                 self.assert_serving(second)
 
+    def test_two_daemons_racing_for_one_socket(self):
+        """Issue 16, item 11: the first daemon is held (HYPERAMP_TEST_PAUSE)
+        after bind() and before listen(), where a connect() is refused; a
+        second daemon must not take the path from it, and the first must
+        serve on it once it goes on."""
+        def stopped(pid):
+            with open('/proc/%d/stat' % pid) as f:
+                return f.read().rsplit(')', 1)[1].split()[0] == 'T'
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, 'ctl.sock')
+            first = Daemon(socket_path=path, env={'HYPERAMP_TEST_PAUSE': 'socket_bound'})
+            first.start()
+            try:
+                wait_until(lambda: stopped(first.proc.pid), harness.scaled(10),
+                           'the first daemon to stop at socket_bound')
+                f = start_expect_failure(socket_path=path)
+                self.assertEqual(f.rc, 1, f.log)
+                self.assertIn('Another hyperampd', f.log)
+                os.kill(first.proc.pid, signal.SIGCONT)
+                first.wait_ready()
+                self.assertTrue(stat.S_ISSOCK(os.lstat(path).st_mode))
+                self.assert_serving(first)
+            except BaseException:
+                os.kill(first.proc.pid, signal.SIGCONT)
+                first.dump_log('race test failed')
+                raise
+            finally:
+                problems = first.stop()
+                first._cleanup_files()
+            self.assertEqual(problems, [])
+            self.assertFalse(os.path.lexists(path + '.lock'), 'lock file left behind')
+
+    def test_stop_leaves_a_socket_it_does_not_own(self):
+        """Issue 16, item 11: the path was replaced under the daemon; its
+        stop must remove only its own socket."""
+        with Daemon() as d:
+            moved = d.socket_path + '.moved'
+            os.rename(d.socket_path, moved)
+            other = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            other.bind(d.socket_path)
+            other.listen(1)
+            try:
+                ino = os.lstat(d.socket_path).st_ino
+                self.assertEqual(d.terminate_and_wait(), 0)
+                self.assertTrue(os.path.lexists(d.socket_path),
+                                'the daemon removed a socket it does not own')
+                self.assertEqual(os.lstat(d.socket_path).st_ino, ino)
+            finally:
+                other.close()
+                for p in (d.socket_path, moved):
+                    if os.path.lexists(p):
+                        os.unlink(p)
+
     def test_socket_path_is_not_a_socket(self):
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, 'regular-file')
