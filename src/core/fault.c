@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,4 +65,15 @@ void ha_crash_point(const char *site)
                 fprintf(stderr, "HYPERAMP_TEST_CRASH: killed at %s\n", site);
                 (void)raise(SIGKILL);
         }
+}
+
+void ha_pause_point(const char *site)
+{
+        static bool done;       /* atomic: only the first pass stops */
+        const char *spec = getenv("HYPERAMP_TEST_PAUSE");
+
+        if (!spec || strcmp(spec, site) != 0 || __atomic_exchange_n(&done, true, __ATOMIC_RELAXED))
+                return;
+        fprintf(stderr, "HYPERAMP_TEST_PAUSE: stopped at %s\n", site);
+        (void)raise(SIGSTOP);
 }

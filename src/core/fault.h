@@ -18,6 +18,14 @@ int ha_fault(const char *site);
  */
 void ha_crash_point(const char *site);
 
+/*
+ * Pause points for race tests: $HYPERAMP_TEST_PAUSE="site" makes the first
+ * pass through ha_pause_point("site") stop the whole process (SIGSTOP)
+ * until a SIGCONT, so a test can hold it at a chosen moment and act while
+ * it is there.  Does nothing when not asked for.
+ */
+void ha_pause_point(const char *site);
+
 /* What a crash leaves in shared memory: one thread's stores in program
  * order (the kill lands between two instructions and the stores before it
  * still drain).  Only the compiler could reorder them; this stops it. */

@@ -17,11 +17,19 @@
  * ha_sigbus_guard: mapping [base, base + len) holds fd's bytes from off.
  * -ENOSPC past the table's size.  ha_sigbus_unguard before munmap.
  * ha_sigbus_restored: how many faults were repaired so far.
- * A fault outside any guarded mapping, or one that cannot be repaired, is
- * the usual SIGBUS.
+ *
+ * When the file cannot be grown back or allocated (a full /dev/shm: the
+ * truncation freed the pages, so space reserved at start does not help),
+ * the part past the file's old end (or the one page that cannot be had)
+ * is replaced with private zero pages: the access completes, the daemon
+ * lives on, but those pages are no longer shared with peers.
+ * ha_sigbus_lost: how many times that was done.
+ * A fault outside any guarded mapping, or one even that cannot fix, is the
+ * usual SIGBUS.
  */
 int ha_sigbus_guard(void *base, size_t len, int fd, off_t off);
 void ha_sigbus_unguard(void *base);
 uint64_t ha_sigbus_restored(void);
+uint64_t ha_sigbus_lost(void);
 
 #endif

@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -87,6 +89,9 @@ static bool shm_name_ok(const char *s)
         size_t len = strlen(s);
 
         if (len < 2 || len >= HA_SHM_NAME_MAX || s[0] != '/')
+                return false;
+        /* shm_open refuses these: they name /dev/shm itself and its parent. */
+        if (strcmp(s, "/.") == 0 || strcmp(s, "/..") == 0)
                 return false;
         for (size_t i = 1; i < len; i++) {
                 char ch = s[i];
@@ -240,8 +245,8 @@ static int set_key(HaConfig *c, const struct config_key *k, const cJSON *v,
                 if (!cJSON_IsString(v))
                         goto type;
                 if (!shm_name_ok(v->valuestring)) {
-                        snprintf(err, errlen, "\"%s\": must be \"/\" then 1-126 of [A-Za-z0-9._-]",
-                                 k->name);
+                        snprintf(err, errlen, "\"%s\": must be \"/\" then 1-126 of "
+                                 "[A-Za-z0-9._-], not \".\" or \"..\"", k->name);
                         return -EINVAL;
                 }
                 snprintf(field, HA_SHM_NAME_MAX, "%s", v->valuestring);
@@ -328,14 +333,25 @@ int ha_config_validate(const HaConfig *c, char *err, size_t errlen)
         return 0;
 }
 
+/* Non-blocking and only a regular file: a FIFO or a device as the config
+ * would hold the loop thread on a reload until someone writes to it. */
 static char *read_file(const char *path, size_t *ret_len, int *ret_err)
 {
-        _cleanup_fclose_ FILE *f = fopen(path, "re");
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
         _cleanup_free_ char *buf = NULL;
-        size_t len;
+        struct stat st;
+        size_t len = 0;
 
-        if (!f) {
+        if (fd < 0 || fstat(fd, &st) < 0) {
                 *ret_err = -errno;
+                return NULL;
+        }
+        if (!S_ISREG(st.st_mode)) {
+                *ret_err = -EINVAL;
+                return NULL;
+        }
+        if (st.st_size > (off_t)MAX_CONFIG_BYTES) {
+                *ret_err = -EFBIG;
                 return NULL;
         }
         buf = malloc(MAX_CONFIG_BYTES + 1);
@@ -343,10 +359,19 @@ static char *read_file(const char *path, size_t *ret_len, int *ret_err)
                 *ret_err = -ENOMEM;
                 return NULL;
         }
-        len = fread(buf, 1, MAX_CONFIG_BYTES + 1, f);
-        if (ferror(f)) {
-                *ret_err = -EIO;
-                return NULL;
+        /* Up to one byte past the limit: a file that grew since fstat. */
+        while (len <= MAX_CONFIG_BYTES) {
+                ssize_t n = read(fd, buf + len, MAX_CONFIG_BYTES + 1 - len);
+
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0) {
+                        *ret_err = -errno;
+                        return NULL;
+                }
+                if (n == 0)
+                        break;
+                len += (size_t)n;
         }
         if (len > MAX_CONFIG_BYTES) {
                 *ret_err = -EFBIG;
@@ -366,10 +391,54 @@ int ha_config_load(HaConfig *c, const char *path, char *err, size_t errlen)
         text = read_file(path, &len, &r);
         if (!text) {
                 snprintf(err, errlen, "%s: %s", path,
-                         r == -EFBIG ? "larger than 1 MiB" : strerror(-r));
+                         r == -EFBIG ? "larger than 1 MiB" :
+                         r == -EINVAL ? "not a regular file" : strerror(-r));
                 return r;
         }
         return ha_config_parse(c, path, text, len, err, errlen);
+}
+
+/* The 1-based line of at in text (1 when at is not in it). */
+static unsigned line_of(const char *text, size_t len, const char *at)
+{
+        size_t off = at && at >= text && at <= text + len ? (size_t)(at - text) : 0;
+        unsigned line = 1;
+
+        for (size_t i = 0; i < off; i++)
+                line += text[i] == '\n';
+        return line;
+}
+
+/*
+ * cJSON decodes "\u0000" into a C string, which ends there: "admin_group":
+ * "wheel\u0000x" would read as "wheel", and a key "workers\u0000x" as
+ * "workers".  Every string in the config names something, so a NUL in
+ * one (escaped, or a raw byte anywhere in the file) is an error.
+ */
+static int check_text(const char *path, const char *text, size_t len, char *err, size_t errlen)
+{
+        bool in_string = false;
+
+        for (size_t i = 0; i < len; i++) {
+                if (text[i] == '\0') {
+                        snprintf(err, errlen, "%s:%u: a NUL byte at offset %zu", path,
+                                 line_of(text, len, text + i), i);
+                        return -EINVAL;
+                }
+                if (text[i] == '"')
+                        in_string = !in_string;
+                else if (in_string && text[i] == '\\' && i + 1 < len) {
+                        if (len - i >= 6 && text[i + 1] == 'u' &&
+                            strncmp(text + i + 2, "0000", 4) == 0) {
+                                snprintf(err, errlen, "%s:%u: a string holds \\u0000 (NUL) at "
+                                         "offset %zu: not allowed in a name or a path", path,
+                                         line_of(text, len, text + i), i);
+                                return -EINVAL;
+                        }
+                        i++;    /* an escaped quote or backslash ends nothing */
+                }
+        }
+        return 0;
 }
 
 int ha_config_parse(HaConfig *c, const char *path, const char *text, size_t len, char *err,
@@ -377,17 +446,27 @@ int ha_config_parse(HaConfig *c, const char *path, const char *text, size_t len,
 {
         HaConfig n = *c;
         cJSON *root, *item;
+        const char *end = NULL;
         int r = 0;
 
-        root = cJSON_ParseWithLength(text, len);
+        r = check_text(path, text, len, err, errlen);
+        if (r < 0)
+                return r;
+        root = cJSON_ParseWithLengthOpts(text, len, &end, false);
         if (!root) {
-                const char *at = cJSON_GetErrorPtr();
-                size_t off = at && at >= text && at <= text + len ? (size_t)(at - text) : 0;
-                unsigned line = 1;
-                for (size_t i = 0; i < off; i++)
-                        line += text[i] == '\n';
-                snprintf(err, errlen, "%s:%u: not valid JSON", path, line);
+                snprintf(err, errlen, "%s:%u: not valid JSON", path,
+                         line_of(text, len, cJSON_GetErrorPtr()));
                 return -EINVAL;
+        }
+        /* cJSON stops after the first value: anything but blanks after it is
+         * a second document or junk, not something to ignore. */
+        while (end < text + len && strchr(" \t\r\n", *end) && *end)
+                end++;
+        if (end < text + len) {
+                snprintf(err, errlen, "%s:%u: unexpected data after the JSON object, at "
+                         "offset %zu", path, line_of(text, len, end), (size_t)(end - text));
+                r = -EINVAL;
+                goto out;
         }
         if (!cJSON_IsObject(root)) {
                 snprintf(err, errlen, "%s: the top level must be a JSON object", path);

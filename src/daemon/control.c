@@ -21,6 +21,7 @@
 #include "hyperamp-config.h"
 #include "hyperamp/cleanup.h"
 #include "log.h"
+#include "ownpath.h"
 #include "proto.h"
 #include "services.h"
 #include "sockpath.h"
@@ -61,6 +62,7 @@ struct HaControl {
         uint64_t started_ns;
         bool quiesced;
         bool activated;         /* systemd owns the socket and its path */
+        HaSocketOwner own;      /* the path, when we bound it */
         ha_reload_fn reload;
         ha_shutdown_fn shutdown;
         void *hooks_userdata;
@@ -784,51 +786,6 @@ static void accept_error_cb(struct evconnlistener *l, void *userdata)
         evtimer_add(ctl->retry_ev, &tv);
 }
 
-static int bind_socket(const char *path)
-{
-        _cleanup_close_ int fd = -1;
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        struct stat st;
-        mode_t old;
-        int r;
-
-        if (strlen(path) >= sizeof(sa.sun_path))
-                return -ENAMETOOLONG;
-        strcpy(sa.sun_path, path);
-
-        r = ha_socket_dir_prepare(path);
-        if (r < 0)
-                return r;
-
-        if (lstat(path, &st) == 0) {
-                _cleanup_close_ int probe = -1;
-
-                if (!S_ISSOCK(st.st_mode))
-                        return -EEXIST;
-                probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-                if (probe < 0)
-                        return -errno;
-                if (connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0)
-                        return -EADDRINUSE;     /* a live daemon answers there */
-                (void)unlink(path);             /* stale, from a daemon that died */
-        }
-
-        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-        if (fd < 0)
-                return -errno;
-        old = umask(0117);      /* born 0660: no window with wider access */
-        r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
-        umask(old);
-        if (r < 0)
-                return -errno;
-        if (listen(fd, SOMAXCONN) < 0) {
-                r = -errno;
-                (void)unlink(path);
-                return r;
-        }
-        return TAKE_FD(fd);
-}
-
 /*
  * The listening socket systemd passed: the one named "control", or a lone
  * unnamed one.  -ENOENT when we were not socket-activated.
@@ -883,6 +840,7 @@ int ha_control_new(struct event_base *base, HaEngine *engine, const HaConfig *cf
         ctl->started_ns = ha_now_ns();
         ctl->rl_denied = ctl->rl_limit = ctl->rl_accept = (HaRatelimit)HA_RATELIMIT_INIT(10000, 5);
         ctl->rl_req = (HaRatelimit)HA_RATELIMIT_INIT(10000, 10);
+        ctl->own.lock_fd = -1;
         LIST_INIT(&ctl->conns);
         LIST_INIT(&ctl->orphans);
         snprintf(ctl->path, sizeof(ctl->path), "%s", path);
@@ -894,7 +852,7 @@ int ha_control_new(struct event_base *base, HaEngine *engine, const HaConfig *cf
                 log_info("Using the listening socket passed by systemd (fd %d); %s is not "
                          "bound", fd, path);
         } else
-                fd = bind_socket(path);
+                fd = ha_socket_listen(path, &ctl->own);
         if (fd < 0) {
                 if (fd == -EADDRINUSE)
                         log_error("Another hyperampd is already listening on %s", path);
@@ -936,7 +894,7 @@ void ha_control_quiesce(HaControl *ctl)
                 ctl->listener = NULL;
         }
         if (ctl->path[0]) {
-                (void)unlink(ctl->path);
+                ha_socket_release(&ctl->own);
                 ctl->path[0] = '\0';
         }
         for (c = LIST_FIRST(&ctl->conns); c; c = next) {

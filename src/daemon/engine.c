@@ -77,6 +77,7 @@ struct HaEngine {
         HaQueueStats reported;
         HaRatelimit rl;
         uint64_t sigbus_seen;           /* ha_sigbus_restored() last looked at */
+        uint64_t sigbus_lost;           /* ha_sigbus_lost() last looked at */
 
         void (*drained_cb)(void *);
         void *drained_userdata;
@@ -120,27 +121,36 @@ static void run_jobs(void *userdata, const HaJob *jobs, size_t n, unsigned worke
         }
 }
 
-/* A peer shrank the object and the SIGBUS guard grew it back: the pages
- * it cut read as zeros.  Put back what peers check before they use the
- * queue; the lists and entries heal as any scribble does. */
+/* A peer shrank the object and the SIGBUS guard grew it back, or (no
+ * space) put private pages there: the pages it cut read as zeros.  Put
+ * back what peers check before they use the queue; the lists and entries
+ * heal as any scribble does. */
 static void check_region(HaEngine *e)
 {
-        uint64_t n = ha_sigbus_restored(), suppressed;
+        uint64_t n = ha_sigbus_restored(), lost = ha_sigbus_lost(), suppressed;
         HaMsgQueue *q = e->queue.q;
 
-        if (n == e->sigbus_seen)
+        if (n == e->sigbus_seen && lost == e->sigbus_lost)
                 return;
-        e->sigbus_seen = n;
-        ha_region_stamp(&e->region);
-        if (__atomic_load_n(&q->working_mark, __ATOMIC_RELAXED) == HA_MARK_RAW)
-                __atomic_store_n(&q->working_mark, HA_MARK_IDLE, __ATOMIC_RELEASE);
-        ha_st16(&q->buf_size, e->queue.n);
-        if (ha_ratelimit_ok(&e->rl, &suppressed))
+        if (lost != e->sigbus_lost)
+                /* Once per check that saw it: no heal until a restart. */
+                log_error("Shared memory was shrunk by another process and could not be grown "
+                          "back (no space in /dev/shm?): the cut part is now private to "
+                          "hyperampd (%llu times so far); socket clients are still served, "
+                          "peers of the shared memory no longer are until a restart",
+                          (unsigned long long)lost);
+        else if (ha_ratelimit_ok(&e->rl, &suppressed))
                 log_warning("Shared memory was shrunk by another process under hyperampd; "
                             "grown back (%llu faults repaired so far%s): what was cut reads as "
                             "zeros, and requests whose entries changed are answered FAIL",
                             (unsigned long long)n,
                             suppressed ? "; earlier reports suppressed" : "");
+        e->sigbus_seen = n;
+        e->sigbus_lost = lost;
+        ha_region_stamp(&e->region);
+        if (__atomic_load_n(&q->working_mark, __ATOMIC_RELAXED) == HA_MARK_RAW)
+                __atomic_store_n(&q->working_mark, HA_MARK_IDLE, __ATOMIC_RELEASE);
+        ha_st16(&q->buf_size, e->queue.n);
 }
 
 static void report_queue_anomalies(HaEngine *e)
@@ -533,6 +543,7 @@ void ha_engine_stats_json(HaEngine *e, cJSON *o)
         cJSON_AddNumberToObject(q, "repairs", (double)e->queue.st.repairs);
         check_region(e);
         cJSON_AddNumberToObject(q, "sigbus_repaired", (double)e->sigbus_seen);
+        cJSON_AddNumberToObject(q, "sigbus_lost", (double)e->sigbus_lost);
 
         ha_alloc_stats(e->alloc, &as);
         p = cJSON_AddObjectToObject(o, "pool");

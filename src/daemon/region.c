@@ -11,7 +11,9 @@
 
 #include "hyperamp/cleanup.h"
 #include "hyperamp/wire.h"
+#include "log.h"
 #include "fault.h"
+#include "ownpath.h"
 #include "region.h"
 #include "sigbus.h"
 
@@ -125,21 +127,24 @@ int ha_region_open(HaRegion *reg, const char *name, unsigned mode, unsigned entr
 
 fail:
         if (created && r != -EBUSY)
-                (void)shm_unlink(name);
+                (void)ha_shm_unlink_if_ours(name, fd);
         return r;
 }
 
+/* The name may have been unlinked and taken by another daemon since we
+ * started: leave that one alone. */
 void ha_region_unlink(HaRegion *r)
 {
-        if (r->unlink_on_close)
-                (void)shm_unlink(r->name);
+        if (r->unlink_on_close && ha_shm_unlink_if_ours(r->name, r->fd) == -ESTALE)
+                log_warning("Shared memory %s is another object now, not ours: left in place",
+                            r->name);
 }
 
 void ha_region_close(HaRegion *r)
 {
         if (r->base) {
                 if (r->unlink_on_close)
-                        (void)shm_unlink(r->name);
+                        ha_region_unlink(r);
                 else
                         memset(r->hdr->magic, 0, sizeof(r->hdr->magic));
                 ha_sigbus_unguard(r->base);

@@ -18,6 +18,7 @@
 #include "log.h"
 #include "queue.h"
 #include "services.h"
+#include "ownpath.h"
 #include "sigbus.h"
 #include "v1chan.h"
 
@@ -979,9 +980,9 @@ HaV1Chan *ha_v1chan_free(HaV1Chan *c)
                         log_notice("v1 channel '%s': %zu requests not answered, kept in "
                                    "/dev/shm%s for the next start", c->cfg.name, open, c->jname);
                 else
-                        (void)shm_unlink(c->jname);
+                        (void)ha_shm_unlink_if_ours(c->jname, c->jfd);
         } else if (c->jcreated) {
-                (void)shm_unlink(c->jname);     /* ours, and never used */
+                (void)ha_shm_unlink_if_ours(c->jname, c->jfd);  /* ours, never used */
         }
         unmap(&c->jmap);
         closep(&c->jfd);

@@ -2,8 +2,11 @@
 """Fault injection: start-up failures injected into shm_open, ftruncate, mmap
 and the allocator; a slow service; the shared memory shrunk under the
 daemon; a thousand clients at once."""
+import ctypes
+import errno
 import os
 import resource
+import signal
 import shutil
 import socket
 import tempfile
@@ -86,6 +89,62 @@ class ShrunkSharedMemoryTest(unittest.TestCase):
             with open(d.shm_file, 'rb') as f:
                 self.assertEqual(f.read(8), magic)
             self.assertIn('was shrunk by another process', d.log())
+
+
+def small_dev_shm(size):
+    """A preexec_fn: the daemon gets its own mount namespace with a tmpfs of
+    size bytes on /dev/shm, which the test can fill (through
+    /proc/PID/root) without touching the host's."""
+    def preexec():
+        libc = ctypes.CDLL(None, use_errno=True)
+        MS_REC, MS_PRIVATE, CLONE_NEWNS = 0x4000, 1 << 18, 0x20000
+        if (libc.unshare(CLONE_NEWNS) != 0
+                or libc.mount(b'none', b'/', None, MS_REC | MS_PRIVATE, None) != 0
+                or libc.mount(b'none', b'/dev/shm', b'tmpfs', 0,
+                              b'size=%d,mode=1777' % size) != 0):
+            os._exit(99)
+    return preexec
+
+
+class ShrunkSharedMemoryNoSpaceTest(unittest.TestCase):
+
+    def test_truncated_while_dev_shm_is_full(self):
+        """Issue 16, item 3: a peer truncates the queue object while /dev/shm
+        is full.  The truncation freed the pages, so growing them back needs
+        space there is none of; the daemon puts private zero pages over the
+        cut part instead of dying of SIGBUS, counts and logs it, and keeps
+        serving its socket clients."""
+        if os.geteuid() != 0:
+            self.skipTest('needs root for a private mount namespace')
+        cfg = {'workers': 2, 'shm_mode': '0660', 'pool_size': 1 << 20, 'max_payload': 65536}
+        with Daemon(cfg, preexec_fn=small_dev_shm(4 << 20)) as d:
+            self.assertEqual(d.ctl('submit', '-s', 'encrypt', 'hello')[1], HELLO_ENC)
+            shm_dir = '/proc/%d/root/dev/shm' % d.proc.pid
+            obj = os.path.join(shm_dir, d.shm_name.lstrip('/'))
+            size = os.stat(obj).st_size
+            # Held still, so that nothing it does comes between the two.
+            d.signal(signal.SIGSTOP)
+            try:
+                with open(obj, 'r+b') as f:
+                    f.truncate(0)
+                with open(os.path.join(shm_dir, 'filler'), 'wb', buffering=0) as f:
+                    try:
+                        while True:
+                            f.write(b'\0' * 65536)
+                    except OSError as e:
+                        self.assertEqual(e.errno, errno.ENOSPC)
+            finally:
+                d.signal(signal.SIGCONT)
+            for _ in range(20):
+                rc, out, err = d.ctl('submit', '-s', 'encrypt', 'hello')
+                self.assertEqual((rc, out), (0, HELLO_ENC), err)
+            s = d.stats()
+            self.assertGreaterEqual(s['queue']['sigbus_lost'], 1)
+            self.assertEqual(s['queue']['in_flight'], 0)
+            self.assertEqual(os.stat(obj).st_size, size)     # grown, if not allocated
+            self.assertIn('could not be grown back', d.log())
+            rc, out, err = d.ctl('--json', 'bench', '-c', '4', '-n', '500', '-s', 'echo')
+            self.assertEqual(rc, 0, err)
 
 
 class ManyClientsTest(unittest.TestCase):

@@ -241,6 +241,67 @@ class CheckConfigTest(TmpDirTest):
         self.assertEqual(out.split()[1], out2.decode().split()[1], 'daemon and CLI versions differ')
 
 
+class HostileConfigTest(TmpDirTest):
+    """Issue 16, items 6-9: configs that used to pass, or to hang, or to fail
+    with the wrong status."""
+
+    BAD = [
+        ('junk after the object', '{"workers": 2} junk {"workers": 3}',
+         'unexpected data after the JSON object, at offset 15'),
+        ('a second object', '{"workers": 2}\n{"workers": 3}\n', ':2: unexpected data'),
+        ('NUL in admin_group', '{"admin_group": "root\\u0000junk"}', '\\u0000 (NUL)'),
+        ('NUL in a key', '{"workers\\u0000x": 2}', '\\u0000 (NUL)'),
+        ('NUL in a v1 channel name',
+         '{"v1_channels": [{"name": "a\\u0000b", "shm_config": "/x"}]}', '\\u0000 (NUL)'),
+        ('shm_name /.', {'shm_name': '/.'}, 'shm_name'),
+        ('shm_name /..', {'shm_name': '/..'}, 'shm_name'),
+    ]
+
+    def test_check_config_refuses(self):
+        for what, content, needle in self.BAD:
+            with self.subTest(what):
+                path = self.write_config(content, 'bad.json')
+                rc, out, err = run_daemon_cmd(['--check-config', '--config', path])
+                self.assertEqual(rc, 78, err)
+                self.assertEqual(out, '')
+                self.assertIn(needle, err)
+
+    def test_dot_shm_names_exit_78(self):
+        for name in ('/.', '/..'):
+            with self.subTest(name):
+                f = start_expect_failure({'shm_name': name})
+                self.assertEqual(f.rc, 78, f.log)
+                self.assertIn('shm_name', f.log)
+
+    def test_fifo_config_is_refused_at_once(self):
+        path = os.path.join(self.tmp, 'fifo.json')
+        os.mkfifo(path)
+        rc, out, err = run_daemon_cmd(['--check-config', '--config', path])
+        self.assertEqual(rc, 78, err)
+        self.assertIn('not a regular file', err)
+
+    def test_reload_refuses_and_keeps_the_config(self):
+        with Daemon({'max_connections': 50}) as d:
+            for what, content, needle in self.BAD[:5] + [('FIFO', None, 'not a regular file')]:
+                with self.subTest(what):
+                    os.unlink(d.config_path)
+                    if content is None:
+                        os.mkfifo(d.config_path)
+                    else:
+                        with open(d.config_path, 'w') as f:
+                            f.write(content.replace('"workers": 2', '"max_connections": 7'))
+                    # Bounded: a reload that blocks the loop fails here.
+                    rc, out, err = run_ctl(['--timeout', '5', 'reload'],
+                                           socket_path=d.socket_path, timeout=harness.scaled(10))
+                    self.assertEqual(rc, 1, err)
+                    self.assertIn('E_CONFIG', err)
+                    self.assertIn(needle.split(', at offset')[0], err)
+                    self.assertEqual(d.stats()['connections']['max'], 50)
+            os.unlink(d.config_path)
+            with open(d.config_path, 'w') as f:
+                json.dump(d.config, f)
+
+
 class ExclusivityTest(unittest.TestCase):
 
     def assert_serving(self, d):
@@ -270,6 +331,79 @@ class ExclusivityTest(unittest.TestCase):
             self.assertFalse(os.path.lexists(f.shm_file), 'the failed daemon left its shm')
             self.assertTrue(stat.S_ISSOCK(os.lstat(first.socket_path).st_mode))
             self.assert_serving(first)
+
+    def test_stop_leaves_a_successors_shm_object(self):
+        """Issue 16, item 10: the name was unlinked under the first daemon and
+        a second one made its own object there; the first one's stop must
+        not remove it, or a third daemon could start beside the second."""
+        with Daemon(check_clean_exit=False) as first:
+            first.owns_shm = False
+            os.unlink(first.shm_file)
+            with Daemon({'shm_name': first.shm_name}) as second:
+                ino = os.stat(second.shm_file).st_ino
+                self.assertEqual(first.terminate_and_wait(), 0, first.log())
+                self.assertTrue(os.path.exists(second.shm_file),
+                                "the first daemon removed the second one's object")
+                self.assertIn('not ours: left in place', first.log())
+                self.assertEqual(os.stat(second.shm_file).st_ino, ino)
+                f = start_expect_failure({'shm_name': second.shm_name})
+                self.assertNotEqual(f.rc, 0)
+                self.assertIn('in use', f.log)
+                self.assert_serving(second)
+
+    def test_two_daemons_racing_for_one_socket(self):
+        """Issue 16, item 11: the first daemon is held (HYPERAMP_TEST_PAUSE)
+        after bind() and before listen(), where a connect() is refused; a
+        second daemon must not take the path from it, and the first must
+        serve on it once it goes on."""
+        def stopped(pid):
+            with open('/proc/%d/stat' % pid) as f:
+                return f.read().rsplit(')', 1)[1].split()[0] == 'T'
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, 'ctl.sock')
+            first = Daemon(socket_path=path, env={'HYPERAMP_TEST_PAUSE': 'socket_bound'})
+            first.start()
+            try:
+                wait_until(lambda: stopped(first.proc.pid), harness.scaled(10),
+                           'the first daemon to stop at socket_bound')
+                f = start_expect_failure(socket_path=path)
+                self.assertEqual(f.rc, 1, f.log)
+                self.assertIn('Another hyperampd', f.log)
+                os.kill(first.proc.pid, signal.SIGCONT)
+                first.wait_ready()
+                self.assertTrue(stat.S_ISSOCK(os.lstat(path).st_mode))
+                self.assert_serving(first)
+            except BaseException:
+                os.kill(first.proc.pid, signal.SIGCONT)
+                first.dump_log('race test failed')
+                raise
+            finally:
+                problems = first.stop()
+                first._cleanup_files()
+            self.assertEqual(problems, [])
+            self.assertFalse(os.path.lexists(path + '.lock'), 'lock file left behind')
+
+    def test_stop_leaves_a_socket_it_does_not_own(self):
+        """Issue 16, item 11: the path was replaced under the daemon; its
+        stop must remove only its own socket."""
+        with Daemon() as d:
+            moved = d.socket_path + '.moved'
+            os.rename(d.socket_path, moved)
+            other = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            other.bind(d.socket_path)
+            other.listen(1)
+            try:
+                ino = os.lstat(d.socket_path).st_ino
+                self.assertEqual(d.terminate_and_wait(), 0)
+                self.assertTrue(os.path.lexists(d.socket_path),
+                                'the daemon removed a socket it does not own')
+                self.assertEqual(os.lstat(d.socket_path).st_ino, ino)
+            finally:
+                other.close()
+                for p in (d.socket_path, moved):
+                    if os.path.lexists(p):
+                        os.unlink(p)
 
     def test_socket_path_is_not_a_socket(self):
         with tempfile.TemporaryDirectory() as tmp:

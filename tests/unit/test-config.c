@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -78,6 +79,61 @@ int main(void)
         CHECK_EQ(c.workers, 7);
         CHECK(ha_config_load(&c, "/nonexistent/hyperampd.json", err, sizeof(err)) == -ENOENT);
         CHECK(strstr(err, "No such file") != NULL);
+
+        /* Issue 16: a second document or junk after the object is an error
+         * naming its offset; blanks after it are not. */
+        expect_error("{\"workers\":2} junk {\"workers\":3}", "after the JSON object, at offset 14");
+        expect_error("{\"workers\":2}{\"workers\":3}", "at offset 13");
+        expect_error("{\"workers\":2}\n\n]", ":3: unexpected data");
+        CHECK_EQ(load("{\"workers\":2}\n \t\r\n", &c, err, sizeof(err)), 0);
+
+        /* Issue 16: "\u0000" would end the C string cJSON hands over. */
+        expect_error("{\"admin_group\":\"root\\u0000junk\"}", "\\u0000 (NUL) at offset 20");
+        expect_error("{\"workers\\u0000x\":2}", "\\u0000");
+        expect_error("{\"shm_name\":\"/a\\u0000b\"}", "\\u0000");
+        expect_error("{\"v1_channels\":[{\"name\":\"a\\u0000b\",\"shm_config\":\"/x\"}]}",
+                     "\\u0000");
+        expect_error("{\"v1_channels\":[{\"name\":\"a\",\"shm_config\":\"/x\\u0000/y\"}]}",
+                     "\\u0000");
+        /* An escaped backslash, then the text u0000: no NUL. */
+        CHECK_EQ(load("{\"#c\":\"\\\\u0000\",\"workers\":2}", &c, err, sizeof(err)), 0);
+        CHECK_EQ(c.workers, 2);
+        CHECK_EQ(ha_config_parse(&c, "mem", "{\"workers\":2}\0{}", 16, err, sizeof(err)),
+                 -EINVAL);
+        CHECK(strstr(err, "NUL byte at offset 13") != NULL);
+
+        /* Issue 16: names shm_open refuses. */
+        expect_error("{\"shm_name\":\"/.\"}", "\"shm_name\"");
+        expect_error("{\"shm_name\":\"/..\"}", "\"shm_name\"");
+        CHECK_EQ(load("{\"shm_name\":\"/...\"}", &c, err, sizeof(err)), 0);
+
+        /* Issue 16: a FIFO as the config must not block (alarm: a hang fails). */
+        {
+                char fifo[sizeof(path) + 8];
+
+                snprintf(fifo, sizeof(fifo), "%s.fifo", path);
+                CHECK_EQ(mkfifo(fifo, 0600), 0);
+                alarm(10);
+                CHECK_EQ(ha_config_load(&c, fifo, err, sizeof(err)), -EINVAL);
+                alarm(0);
+                CHECK(strstr(err, "not a regular file") != NULL);
+                unlink(fifo);
+                CHECK_EQ(ha_config_load(&c, "/dev/null", err, sizeof(err)), -EINVAL);
+                CHECK(strstr(err, "not a regular file") != NULL);
+        }
+        /* Bounded: 1 MiB + 1 byte is refused before it is read. */
+        {
+                FILE *f = fopen(path, "w");
+
+                CHECK(f != NULL);
+                fputs("{\"#c\":\"", f);
+                for (unsigned i = 0; i < (1u << 20); i++)
+                        fputc('x', f);
+                fputs("\"}", f);
+                fclose(f);
+                CHECK_EQ(ha_config_load(&c, path, err, sizeof(err)), -EFBIG);
+                CHECK(strstr(err, "larger than 1 MiB") != NULL);
+        }
 
         unlink(path);
         return check_done("test-config");
