@@ -554,8 +554,9 @@ static void batch_done(HaV1Chan *c)
                        "served: they failed, nothing of them was published", c->batch_lost);
         }
         c->batch_lost = 0;
-        /* Handed over since IDLE (or after a format): take it. */
-        if (ha_ld16(&c->q->proc_ing_h) != c->n)
+        /* BUSY again since the IDLE (or after a format): a doorbell that
+         * came while the batch was completing was passed over. */
+        if (__atomic_load_n(&c->q->working_mark, __ATOMIC_ACQUIRE) == HA_MARK_BUSY)
                 event_active(c->rescan_ev, 0, 0);
 }
 
