@@ -98,15 +98,24 @@ struct HaV1Chan {
         uint16_t n;                     /* trusted buf_size; 0 until adopted */
         HaWalkSet walk;
         uint16_t *batch;
-        uint8_t *held;                  /* recovery: entries on the client's lists */
+        uint16_t *scratch;              /* list walks beside c->batch */
+        uint8_t *held;                  /* entries on the client's lists */
         Slot *slots;
         size_t pending;                 /* entries of the batch not completed yet */
+        size_t batch_lost;              /* of them, failed unpublished */
+        /* Shared with the workers, atomics: entries of the batch not yet
+         * published or dropped (the last one sets IDLE), and whether the
+         * client formatted the queue under the batch (nothing more of it
+         * is published).  Set by the loop before the batch is dispatched. */
+        size_t left;
+        bool lost;
+        bool bad_layout;                /* not the original layout: not served */
         struct event *bell_ev, *rescan_ev;
         HaRatelimit rl;
         struct {
                 uint64_t requests, completed, failed, batches, wakeups, spurious;
                 uint64_t bad_index, cycles, bad_range, bad_length, bad_flag, bad_header;
-                uint64_t no_memory, dispatch_failed;
+                uint64_t no_memory, dispatch_failed, reformats, lost, bad_layout;
                 uint64_t requeued, republished, already_published, abandoned;
         } st;
 };
@@ -174,12 +183,46 @@ enum ha_result ha_v1_serve(volatile uint8_t *buf, size_t buf_len, uint16_t flag,
         return r;
 }
 
+/* The entry still holds what was handed over: nobody has reset or reused it. */
+static bool entry_unchanged(const HaMsgEntry *en, const JEnt *j)
+{
+        return ha_ld16(&en->msg.flag) == j->seen && ha_ld16(&en->msg.service_id) == j->service &&
+               ha_ld32(&en->msg.offset) == j->offset && ha_ld32(&en->msg.length) == j->length;
+}
+
+/* The entry entries[idx] and the queue are still as the batch left them
+ * (any thread).  Handed over, the entry is the daemon's until its flag is
+ * published: the client waits for IDLE before it touches proc_ing_h again,
+ * and leaves the entry alone.  Anything else means it formatted the queue
+ * (the original does at every process start, and forces IDLE) and may be
+ * re-using the entry and its buf offset: then the whole batch is lost.
+ * Checked before the result bytes and again before the flag; the protocol
+ * has no lock, so a format between the check and the store still wins. */
+static bool still_ours(HaV1Chan *c, uint16_t idx)
+{
+        const HaMsgEntry *en = &c->q->entries[idx];
+        bool ok;
+
+        if (__atomic_load_n(&c->lost, __ATOMIC_ACQUIRE))
+                return false;
+        ok = __atomic_load_n(&c->q->working_mark, __ATOMIC_ACQUIRE) == HA_MARK_BUSY &&
+             ha_ld16(&c->q->buf_size) == c->n && ha_ld16(&c->q->proc_ing_h) == c->n &&
+             ha_ld16(&en->cur_idx) == idx && ha_ld16(&en->nxt_idx) == c->n &&
+             entry_unchanged(en, &c->jent[idx]);
+        if (!ok)
+                __atomic_store_n(&c->lost, true, __ATOMIC_RELEASE);
+        return ok;
+}
+
 /* Answer one entry: journal, result bytes, flag, journal.  A crash between
- * any two steps is finished by journal_recover() at the next start. */
-static void publish(HaV1Chan *c, uint16_t idx, uint16_t flag, size_t n)
+ * any two steps is finished by journal_recover() at the next start.  False
+ * when the entry is no longer ours: nothing published, FREE again. */
+static bool publish(HaV1Chan *c, uint16_t idx, uint16_t flag, size_t n)
 {
         JEnt *j = &c->jent[idx];
 
+        if (!still_ours(c, idx))
+                goto lost;
         j->flag = flag;
         if (!n)
                 j->stage_len = 0;
@@ -189,12 +232,54 @@ static void publish(HaV1Chan *c, uint16_t idx, uint16_t flag, size_t n)
         if (n)
                 ha_devmem_write(c->buf + j->offset, c->stage + j->stage_off, n);
         ha_crash_point("v1_commit");
+        if (!still_ours(c, idx))
+                goto lost;
         /* Result and done bit in one store, after the payload: the client
          * polls deal_state and must never see it before the result. */
         __atomic_store_n(&c->q->entries[idx].msg.flag, flag, __ATOMIC_RELEASE);
         ha_crash_point("v1_published");
         ha_crash_order();
         __atomic_store_n(&j->state, J_FREE, __ATOMIC_RELAXED);
+        return true;
+lost:
+        ha_crash_order();
+        __atomic_store_n(&j->state, J_FREE, __ATOMIC_RELAXED);
+        return false;
+}
+
+static void publish_idle(HaV1Chan *c)
+{
+        /* Plain load and store, no compare-and-swap: exclusives are not
+         * reliable on Device memory.  Only BUSY (our batch) becomes IDLE. */
+        if (__atomic_load_n(&c->q->working_mark, __ATOMIC_ACQUIRE) == HA_MARK_BUSY)
+                __atomic_store_n(&c->q->working_mark, HA_MARK_IDLE, __ATOMIC_RELEASE);
+}
+
+/*
+ * After each entry's flag store (or its drop), on the thread that made it.
+ * The last entry of the batch ends it for the client at once, as the
+ * original service does after its done flag: a client looks at the mark
+ * right after its answer and sleeps 5 s if it still says BUSY.
+ *
+ * Ordering: every flag store of the batch is a release store made before
+ * its thread's decrement of c->left; the decrement is acq_rel, so the one
+ * that reaches 0 comes after all of them, and the IDLE store that follows
+ * is a release store too.  A client that sees IDLE sees every flag; one
+ * that sees its flag may still read BUSY for the few instructions between
+ * the two stores, never for a trip through the loop thread.
+ */
+static void entry_end(HaV1Chan *c)
+{
+        if (__atomic_sub_fetch(&c->left, 1, __ATOMIC_ACQ_REL) != 0)
+                return;
+        /* Every entry is FREE: nothing of this batch to recover. */
+        ha_crash_order();
+        c->jh->batch_k = 0;
+        ha_crash_order();
+        /* The client's list is empty (we cut it), unless the client formatted
+         * the queue and handed a new one over: then the BUSY is its own. */
+        if (!__atomic_load_n(&c->lost, __ATOMIC_ACQUIRE) && ha_ld16(&c->q->proc_ing_h) == c->n)
+                publish_idle(c);
 }
 
 static void v1_run(void *ctx, uint16_t idx, unsigned worker)
@@ -220,9 +305,13 @@ static void v1_run(void *ctx, uint16_t idx, unsigned worker)
                 if (r != HA_RESULT_SUCCESS)
                         n = 0;
         }
+        if (!publish(c, idx, ha_flag_make(r), n)) {
+                why = HA_V1_LOST;
+                r = HA_RESULT_FAIL;
+        }
         s->why = (uint8_t)why;
         s->result = (uint8_t)r;
-        publish(c, idx, ha_flag_make(r), n);
+        entry_end(c);
 }
 
 /* ===== the batch (loop thread) ===== */
@@ -248,14 +337,6 @@ static void report(HaV1Chan *c, const char *fmt, ...)
                 log_warning("v1 channel '%s': %s", c->cfg.name, msg);
 }
 
-static void publish_idle(HaV1Chan *c)
-{
-        /* Plain load and store, no compare-and-swap: exclusives are not
-         * reliable on Device memory.  Only BUSY (our batch) becomes IDLE. */
-        if (__atomic_load_n(&c->q->working_mark, __ATOMIC_ACQUIRE) == HA_MARK_BUSY)
-                __atomic_store_n(&c->q->working_mark, HA_MARK_IDLE, __ATOMIC_RELEASE);
-}
-
 /* Adopt buf_size from the client's header, checked against our mapping. */
 static int adopt_buf_size(HaV1Chan *c)
 {
@@ -275,7 +356,80 @@ static int adopt_buf_size(HaV1Chan *c)
         else
                 log_info("v1 channel '%s': root queue has %u entries", c->cfg.name, bs);
         c->n = bs;
-        return 0;
+        return 1;
+}
+
+/*
+ * The original client writes cur_idx = i into every entry when it formats
+ * the queue, and nothing writes it after.  The qos branch's 16-byte header
+ * (a lock byte at 12) moves every entry by 4 bytes: there our cur_idx is
+ * the low half of a length, and the lists read as loops.  Checked when a
+ * buf_size is adopted, when a batch holds an entry that is off, and on each
+ * BUSY wake-up while in the error state.  True when the queue may be served.
+ */
+static bool layout_ok(HaV1Chan *c)
+{
+        uint16_t i, cur = 0;
+
+        for (i = 0; i < c->n; i++) {
+                cur = ha_ld16(&c->q->entries[i].cur_idx);
+                if (cur != i)
+                        break;
+        }
+        if (i == c->n) {
+                if (c->bad_layout)
+                        log_notice("v1 channel '%s': the queue layout is right again (a client "
+                                   "formatted it), serving it", c->cfg.name);
+                c->bad_layout = false;
+                return true;
+        }
+        /* Once per episode, not per wake-up: the client will not change. */
+        if (!c->bad_layout) {
+                c->st.bad_layout++;
+                log_error("v1 channel '%s': incompatible queue layout: entry %u has cur_idx %u, "
+                          "not its own index (the qos branch's 16-byte header with a lock moves "
+                          "every entry by 4 bytes); not serving this queue until a client "
+                          "formats it in the original layout (12-byte header, 16-byte entries)",
+                          c->cfg.name, i, cur);
+        }
+        c->bad_layout = true;
+        return false;
+}
+
+static void client_held(HaV1Chan *c, uint16_t n, unsigned lists, uint16_t *buf);
+
+/*
+ * A batch is entries handed over, never the client's free or wait list.
+ * Caught half-way through a format, a previous process's stale proc_ing_h
+ * and BUSY lead into the new free list (links i -> i + 1), whose entries
+ * have length 0.  An entry the original client would not hand over (length
+ * 0, a cur_idx not its index) makes us walk those lists, which an honest
+ * batch never costs.
+ */
+static bool batch_plausible(HaV1Chan *c, size_t k)
+{
+        bool look = false, off = false;
+
+        for (size_t i = 0; i < k; i++) {
+                const HaMsgEntry *en = &c->q->entries[c->batch[i]];
+
+                off |= ha_ld16(&en->cur_idx) != c->batch[i];
+                look |= ha_ld32(&en->msg.length) == 0;
+        }
+        if (off && !layout_ok(c))
+                return false;
+        if (!look && !off)
+                return true;
+        client_held(c, c->n, 2, c->scratch);
+        for (size_t i = 0; i < k; i++) {
+                if (!c->held[c->batch[i]])
+                        continue;
+                c->st.reformats++;
+                report(c, "proc_ing list runs into the free list or the wait list at entry %u "
+                       "(the client is formatting the queue again?): not served", c->batch[i]);
+                return false;
+        }
+        return true;
 }
 
 static void batch_done(HaV1Chan *c);
@@ -283,11 +437,15 @@ static void batch_done(HaV1Chan *c);
 /* A batch the workers cannot take: fail each entry here. */
 static void fail_batch(HaV1Chan *c, size_t k)
 {
-        for (size_t i = 0; i < k; i++)
-                publish(c, c->batch[i], ha_flag_make(HA_RESULT_FAIL), 0);
+        for (size_t i = 0; i < k; i++) {
+                if (publish(c, c->batch[i], ha_flag_make(HA_RESULT_FAIL), 0))
+                        c->st.dispatch_failed++;
+                else
+                        c->st.lost++, c->batch_lost++;
+                entry_end(c);
+        }
         c->st.completed += k;
         c->st.failed += k;
-        c->st.dispatch_failed += k;
         c->pending = 0;
         batch_done(c);
 }
@@ -330,6 +488,9 @@ static void journal_take(HaV1Chan *c, size_t k, uint16_t head)
 static void dispatch(HaV1Chan *c, size_t k)
 {
         c->pending = k;
+        /* The workers see these through the engine's hand-over. */
+        __atomic_store_n(&c->left, k, __ATOMIC_RELAXED);
+        __atomic_store_n(&c->lost, false, __ATOMIC_RELAXED);
         if (ha_engine_dispatch(c->engine, c->source, c->batch, k) < 0) {
                 report(c, "%zu requests failed: the worker pool is full", k);
                 fail_batch(c, k);
@@ -342,16 +503,21 @@ static bool scan(HaV1Chan *c)
         uint16_t head, next;
         unsigned why;
         size_t k;
+        int r;
 
         if (c->pending)
                 return true;    /* one batch at a time; batch_done looks again */
         if (__atomic_load_n(&c->q->working_mark, __ATOMIC_ACQUIRE) != HA_MARK_BUSY)
                 return false;
-        if (adopt_buf_size(c) < 0)
+        r = adopt_buf_size(c);
+        if (r < 0 || ((r > 0 || c->bad_layout) && !layout_ok(c)))
                 return true;
         head = ha_ld16(&c->q->proc_ing_h);
         k = ha_list_walk(c->q, c->n, head, &c->walk, NULL, NULL, c->batch, (size_t)c->n + 1,
                          &why, &next);
+        /* Not work: leave the list and the mark to the client. */
+        if (k && !batch_plausible(c, k))
+                return true;
         /* Recorded before the list changes: a crash from here on loses
          * nothing (journal_recover). */
         if (k) {
@@ -380,16 +546,18 @@ static bool scan(HaV1Chan *c)
         return true;
 }
 
+/* Every entry of the batch has completed; entry_end() set IDLE already. */
 static void batch_done(HaV1Chan *c)
 {
-        /* Every entry is FREE: nothing of this batch to recover. */
-        ha_crash_order();
-        c->jh->batch_k = 0;
-        /* The original client transfers only when IDLE, so the list is
-         * empty now; if a peer added entries anyway, serve them first. */
-        if (ha_ld16(&c->q->proc_ing_h) == c->n)
-                publish_idle(c);
-        else
+        if (__atomic_load_n(&c->lost, __ATOMIC_ACQUIRE)) {
+                c->st.reformats++;
+                report(c, "the client formatted the queue again while %zu requests were being "
+                       "served: they failed, nothing of them was published", c->batch_lost);
+        }
+        c->batch_lost = 0;
+        /* BUSY again since the IDLE (or after a format): a doorbell that
+         * came while the batch was completing was passed over. */
+        if (__atomic_load_n(&c->q->working_mark, __ATOMIC_ACQUIRE) == HA_MARK_BUSY)
                 event_active(c->rescan_ev, 0, 0);
 }
 
@@ -421,6 +589,10 @@ static void v1_complete(void *ctx, uint16_t idx)
                 c->st.no_memory++;
                 report(c, "entry %u: no room for its %u-byte result in the staging area "
                        "(entries of the batch overlap?), failed", idx, j->length);
+                break;
+        case HA_V1_LOST:
+                c->st.lost++;
+                c->batch_lost++;
                 break;
         }
         /* Not batch_done()'s rescan from here: we are inside the engine's
@@ -472,6 +644,7 @@ static void v1_stats(void *ctx, cJSON *o)
 {
         HaV1Chan *c = ctx;
 
+        cJSON_AddStringToObject(o, "state", c->bad_layout ? "bad_layout" : "serving");
         cJSON_AddNumberToObject(o, "buf_size", c->n);
         cJSON_AddNumberToObject(o, "in_flight", (double)c->pending);
         cJSON_AddNumberToObject(o, "requests", (double)c->st.requests);
@@ -488,6 +661,9 @@ static void v1_stats(void *ctx, cJSON *o)
         cJSON_AddNumberToObject(o, "bad_header", (double)c->st.bad_header);
         cJSON_AddNumberToObject(o, "no_memory", (double)c->st.no_memory);
         cJSON_AddNumberToObject(o, "dispatch_failed", (double)c->st.dispatch_failed);
+        cJSON_AddNumberToObject(o, "reformats", (double)c->st.reformats);
+        cJSON_AddNumberToObject(o, "lost", (double)c->st.lost);
+        cJSON_AddNumberToObject(o, "bad_layout", (double)c->st.bad_layout);
         {
                 cJSON *rec = cJSON_AddObjectToObject(o, "recovered");
 
@@ -607,33 +783,26 @@ static bool journal_valid_flag(uint16_t f)
                f == ha_flag_make(HA_RESULT_NOT_EXITS);
 }
 
-/* The entry still holds what was handed over: nobody has reset or reused it. */
-static bool entry_unchanged(const HaMsgEntry *en, const JEnt *j)
-{
-        return ha_ld16(&en->msg.flag) == j->seen && ha_ld16(&en->msg.service_id) == j->service &&
-               ha_ld32(&en->msg.offset) == j->offset && ha_ld32(&en->msg.length) == j->length;
-}
-
 static bool stage_ok(const HaV1Chan *c, const JEnt *j)
 {
         return j->stage_len <= c->jh->stage_size && j->stage_off <= c->jh->stage_size - j->stage_len &&
                j->offset <= c->buf_len && j->stage_len <= c->buf_len - j->offset;
 }
 
-/* Mark the entries on the client's lists (free, wait, and proc_ing unless
- * it is still our uncut batch): not ours, or handed over again.  Walks
- * into c->batch, which is free until recovery fills it. */
-static void client_held(HaV1Chan *c, uint16_t n)
+/* Mark in c->held the entries on the first lists of the client's (free,
+ * wait, proc_ing): not ours, or handed over again.  Walks into buf (n + 1
+ * entries). */
+static void client_held(HaV1Chan *c, uint16_t n, unsigned lists, uint16_t *buf)
 {
         uint16_t *heads[] = { &c->q->empty_h, &c->q->wait_h, &c->q->proc_ing_h }, next;
-        unsigned why, lists = ha_ld16(&c->q->proc_ing_h) == c->jh->batch_head ? 2 : 3;
+        unsigned why;
 
         memset(c->held, 0, n);
         for (unsigned h = 0; h < lists; h++) {
                 size_t k = ha_list_walk(c->q, n, ha_ld16(heads[h]), &c->walk, NULL, NULL,
-                                        c->batch, (size_t)n + 1, &why, &next);
+                                        buf, (size_t)n + 1, &why, &next);
                 for (size_t i = 0; i < k; i++)
-                        c->held[c->batch[i]] = 1;
+                        c->held[buf[i]] = 1;
         }
 }
 
@@ -693,8 +862,11 @@ static size_t journal_recover(HaV1Chan *c)
         }
 
         check = c->jh->batch_k && busy;
+        /* proc_ing too, unless it is still our uncut batch.  c->batch is
+         * free until recovery fills it. */
         if (check)
-                client_held(c, n);
+                client_held(c, n, ha_ld16(&c->q->proc_ing_h) == c->jh->batch_head ? 2 : 3,
+                            c->batch);
         for (uint16_t i = 0; i < n; i++) {
                 JEnt *j = &c->jent[i];
 
@@ -878,16 +1050,18 @@ static int start(HaV1Chan *c, struct event_base *base, HaEngine *e, const char *
         c->ready = p;
 
         c->batch = calloc((size_t)c->cap + 1, sizeof(*c->batch));
+        c->scratch = calloc((size_t)c->cap + 1, sizeof(*c->scratch));
         c->slots = calloc(c->cap, sizeof(*c->slots));
         c->held = calloc(c->cap, 1);
-        if (!c->batch || !c->slots || !c->held || ha_walkset_init(&c->walk, c->cap) < 0)
+        if (!c->batch || !c->scratch || !c->slots || !c->held || ha_walkset_init(&c->walk, c->cap) < 0)
                 return fail(c, -ENOMEM, "out of memory");
 
         /* The client formats the queue; before it has, buf_size is 0. */
         bs = ha_ld16(&c->q->buf_size);
-        if (bs >= 1 && bs <= c->cap)
+        if (bs >= 1 && bs <= c->cap) {
                 c->n = bs;
-        else if (bs == 0)
+                (void)layout_ok(c);     /* the error state, logged; the daemon serves on */
+        } else if (bs == 0)
                 log_notice("v1 channel '%s': root queue not formatted yet (buf_size 0), "
                            "taking its size when the client first rings", c->cfg.name);
         else
@@ -993,6 +1167,7 @@ HaV1Chan *ha_v1chan_free(HaV1Chan *c)
         closep(&c->bell_fd);
         ha_walkset_fini(&c->walk);
         free(c->batch);
+        free(c->scratch);
         free(c->slots);
         free(c->held);
         free(c);

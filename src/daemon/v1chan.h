@@ -20,7 +20,9 @@
  * we never re-format it.  On each doorbell wake-up, if the queue is BUSY we
  * take the whole proc_ing list (validated walk), run the entries on the
  * engine's workers, publish each result and done bit in one 16-bit store,
- * and set IDLE once the list is empty and the whole batch is done.  Every
+ * and set IDLE right after the last of them, on the same worker.  A client
+ * that formats the queue under a batch loses that batch, and nothing of it
+ * is published; a queue in another layout (qos) is refused.  Every
  * value read from the mapping is checked before use.  docs/hyperamp-v1.md
  * has the details.
  */
@@ -51,6 +53,7 @@ enum ha_v1_why {
         HA_V1_ZERO_LENGTH,      /* length 0 */
         HA_V1_BAD_RANGE,        /* offset + length past the buf region */
         HA_V1_NO_MEMORY,        /* no room for the result (staging area, bounce buffer) */
+        HA_V1_LOST,             /* the client formatted the queue under it: not published */
 };
 
 /*

@@ -13,6 +13,11 @@
  *                          prints "result=NAME flag=0xNNNN data=HEX"
  *   seq N                  N sequential requests over services 1, 2, 66, checked
  *   batch K                K requests on the wait list, then one notify, checked
+ *   backtoback N           N sequential requests as the original client sends
+ *                          them: after each answer, the next request is
+ *                          prepared and the mark looked at once, where the
+ *                          original (2fc7047) would sleep 5 s on BUSY;
+ *                          prints "busy=B" (how often that look saw BUSY)
  *   rounds R K             R batches of K, each entry checked and released as
  *                          soon as it is done (as the original does); prints
  *                          progress to stdout; survives service restarts.
@@ -361,6 +366,39 @@ static int cmd_seq(Client *c, unsigned count)
         return bad ? 1 : 0;
 }
 
+/*
+ * The original's msg_send_and_notify looks at the mark once before it
+ * sleeps 5 s: count how often that look, made right after the previous
+ * answer, finds the queue still BUSY.  Between the two the client does
+ * what the original does: check the result, put the entry back, take the
+ * next one and fill it.  Then it waits (bounded) as notify() does.
+ */
+static int cmd_backtoback(Client *c, unsigned count)
+{
+        static uint8_t text[64];
+        unsigned bad = 0, busy = 0;
+        uint16_t idx, flag, svc = seq_services[0];
+        size_t tlen = make_text(0, text, sizeof(text));
+
+        idx = new_request(c, svc, text, tlen);
+        for (unsigned i = 0; i < count; i++) {
+                push(c, &c->q->wait_h, idx);
+                if (i > 0 && mark(c) == HA_MARK_BUSY)
+                        busy++;
+                notify(c);
+                flag = wait_done(c, idx);
+                if (!verify(c, idx, flag, svc, text, tlen))
+                        bad++;
+                release(c, idx);
+                svc = seq_services[(i + 1) % 3];
+                tlen = make_text(i + 1, text, sizeof(text));
+                idx = new_request(c, svc, text, tlen);
+        }
+        release(c, idx);
+        printf("backtoback %u: %u ok, %u bad, busy=%u\n", count, count - bad, bad, busy);
+        return bad ? 1 : 0;
+}
+
 static int cmd_batch(Client *c, unsigned k)
 {
         static uint8_t texts[256][64];
@@ -526,7 +564,7 @@ static void usage(void)
         fputs("usage: v1client --shm-config FILE --mem FILE --doorbell FIFO [--base HEX]\n"
               "                [--init=N | --no-init] [--area OFF:LEN] [--timeout-ms MS]\n"
               "                [--no-ready] [--pace] COMMAND ...\n"
-              "  send SERVICE TEXT | seq N | batch K | rounds R K | dump\n"
+              "  send SERVICE TEXT | seq N | backtoback N | batch K | rounds R K | dump\n"
               "  hostile bad-head|bad-link|cycle|self-cycle|bad-range|wrap-range|"
               "zero-length|bad-flag\n", stderr);
         exit(2);
@@ -626,6 +664,8 @@ int main(int argc, char **argv)
         }
         if (strcmp(argv[optind], "seq") == 0 && argc - optind == 2)
                 return cmd_seq(&c, (unsigned)atoi(argv[optind + 1]));
+        if (strcmp(argv[optind], "backtoback") == 0 && argc - optind == 2)
+                return cmd_backtoback(&c, (unsigned)atoi(argv[optind + 1]));
         if (strcmp(argv[optind], "rounds") == 0 && argc - optind == 3)
                 return cmd_rounds(&c, (unsigned)atoi(argv[optind + 1]),
                                   (unsigned)atoi(argv[optind + 2]));
