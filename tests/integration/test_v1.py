@@ -276,7 +276,7 @@ class ServiceTest(unittest.TestCase):
     # Under valgrind the daemon's few instructions between the flag and the
     # IDLE store take longer than the native client's next set-up; the
     # IdleWithoutTheLoopTest below shows the same property without timing.
-    @unittest.skipIf(harness.WRAPPER, 'a timing figure: valgrind slows only the daemon')
+    @unittest.skipIf(harness.TOOL_WRAPPER, 'a timing figure: valgrind slows only the daemon')
     def test_back_to_back_never_busy(self):
         """issue 16 #17: IDLE follows the last done flag at once, on the
         worker that stored it.  The original client looks at the mark once
@@ -501,7 +501,7 @@ class IdleWithoutTheLoopTest(RigTest):
 
     # valgrind runs one thread at a time under its own lock, which the
     # stopped thread can hold: then no thread runs.
-    @unittest.skipIf(harness.WRAPPER, 'valgrind serialises the threads on one lock')
+    @unittest.skipIf(harness.TOOL_WRAPPER, 'valgrind serialises the threads on one lock')
     def test_idle_needs_no_loop_thread(self):
         """issue 16 #17, without timing: the loop thread is stopped while a
         worker holds a request (stall service); released, the worker
