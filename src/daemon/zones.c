@@ -904,6 +904,8 @@ int ha_zones_attach(HaZones *zs, int fd, uint64_t id, bool has_id, pid_t pid, ui
         HaZone *z = NULL;
         int r;
 
+        if (zs->nslots == 0)
+                return -EOPNOTSUPP;     /* zone_clients 0: for good, unlike -EBUSY */
         for (unsigned i = 0; i < zs->nslots && !z; i++)
                 if (zs->slots[i].state == SLOT_FREE)
                         z = &zs->slots[i];

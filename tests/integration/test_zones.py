@@ -3,6 +3,7 @@
 The original report's race test (4 processes x 8 threads x 500), killed
 clients, hostile clients, the slot limit, bench --transport shm, and a
 program built against the installed library through pkg-config."""
+import errno
 import os
 import shutil
 import signal
@@ -243,6 +244,25 @@ class ZoneTest(unittest.TestCase):
             p.kill()
             p.wait()
             self.assert_all_free(d)
+
+    def test_zone_channels_off(self):
+        """Issue 16 item 15: with zone_clients 0 an attach is refused for
+        good (E_DISABLED), not with E_LIMIT's "every slot is taken", which
+        reads as try-again; libhyperamp says -EOPNOTSUPP and hyperampctl
+        exits 1 (a refusal), not 69 (unavailable)."""
+        with Daemon({'zone_clients': 0}) as d:
+            with d.client() as c:
+                rep, _ = c.call('attach')
+                self.assertEqual(rep['error']['code'], 'E_DISABLED', rep)
+                self.assertIn('zone_clients', rep['error']['message'])
+                self.assertTrue(c.ping()['pong'])     # the connection stays usable
+            rc, out, err = zclient(d, 'race', '1', '1')
+            self.assertEqual(rc, 3)
+            self.assertIn(os.strerror(errno.EOPNOTSUPP), err)
+            rc, out, err = d.ctl('bench', '--transport', 'shm', '-n', '1')
+            self.assertEqual(rc, 1, err)
+            self.assertIn('zone_clients', err.decode() if isinstance(err, bytes) else err)
+            self.assertEqual(zones(d.stats()), [])
 
     def test_bench_shm(self):
         with Daemon() as d:
