@@ -102,13 +102,13 @@ class ZoneTest(unittest.TestCase):
         self.addCleanup(os.close, w)
         return d, w
 
-    def hold_poller(self, d, w, n):
+    def hold_poller(self, d, w, n, mode='pollhold'):
         """A polling worker inside the only slot's lease, held there by a
         stall entry with n encrypt entries behind it in its batch.  The
         loop may take them instead (then the pool runs them and in_flight
         shows it): release and try again."""
         for _ in range(20):
-            p = subprocess.Popen([ZCLIENT, d.socket_path, 'pollhold', str(n)],
+            p = subprocess.Popen([ZCLIENT, d.socket_path, mode, str(n)],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             self.addCleanup(lambda p=p: (p.kill(), p.wait(), p.stdout.close(), p.stderr.close()))
             line = p.stdout.readline().strip()
@@ -180,6 +180,18 @@ class ZoneTest(unittest.TestCase):
                     self.assertNotIn('hyperamp-zone', f.read())
         rc, out, err = zclient(d, 'race', '2', '50')
         self.assertEqual(rc, 0, err)
+
+    def test_entries_run_as_taken_not_as_journaled(self):
+        """Issue 16 item 16, zones: an entry runs from the daemon's own
+        record of what it took, not from the journal record in the lease,
+        which the client can rewrite between the take and the run."""
+        d, w = self.stall_daemon({'zone_clients': 1, 'workers': 2, 'poll_us': 100000})
+        p, z0 = self.hold_poller(d, w, 20, 'pollhold-journal')
+        os.write(w, b'x')     # the stall returns; the 20 encrypt entries run
+        out, err = p.communicate(timeout=scaled(60))
+        self.assertIn('journal: 20 ran as submitted, 0 did not', out, err)
+        self.assertEqual(p.returncode, 0, err)
+        self.assert_all_free(d)
 
     def test_hostile_clients(self):
         """Out-of-range index, a garbage ring tail, offset+length past the

@@ -19,6 +19,10 @@
  *                                          "taken" once they left the ring (if no
  *                                          poller took them within a second, ring:
  *                                          the loop does), wait to be killed
+ *   zclient SOCKET pollhold-journal N      the same, then rewrite the taken entries'
+ *                                          journal records to echo, print "taken",
+ *                                          wait for the answers and check that
+ *                                          they ran as encrypt, as submitted
  *   zclient SOCKET hostile MODE            scribble on the lease (ring index out
  *                                          of range, an entry twice, offset past
  *                                          the pool, length 0, garbage ring tail),
@@ -296,19 +300,24 @@ static bool wait_taken(const ZoneCtl *ctl, uint32_t t, int64_t limit_ms)
  * library's back: the highest indices (handed out last) and buffers from
  * 64 KiB into the pool (the probe's is at its start).
  */
-static int pollhold(unsigned n)
+static int pollhold(unsigned n, bool journal)
 {
         const uint32_t chunk = 1024, base = 64 * 1024;
         hyperamp_req_t *probe;
         ZoneCtl *ctl;
         HaMsgQueue *q;
+        ZoneJrec *jr;
+        uint8_t *pool;
         uint32_t t;
+        unsigned wrong = 0;
         int e;
 
         if (n > 200 || hyperamp_alloc(h, 16, &probe) < 0)
                 return 1;
         ctl = (ZoneCtl *)((uint8_t *)hyperamp_req_data(probe) - HA_ZONE_POOL_OFF + HA_ZONE_CTL_OFF);
         q = (HaMsgQueue *)((uint8_t *)hyperamp_req_data(probe) - HA_ZONE_POOL_OFF + HA_ZONE_QUEUE_OFF);
+        jr = (ZoneJrec *)((uint8_t *)hyperamp_req_data(probe) - HA_ZONE_POOL_OFF + HA_ZONE_JOURNAL_OFF);
+        pool = (uint8_t *)hyperamp_req_data(probe);
         /* The worker that answers this polls the ring for poll_us after. */
         memset(hyperamp_req_data(probe), 'p', 16);
         e = hyperamp_submit(probe, 66, 16);
@@ -326,6 +335,8 @@ static int pollhold(unsigned n)
                 uint16_t idx = (uint16_t)(HA_ZONE_ENTRIES - 1 - i);
                 HaMsg *m = &q->entries[idx].msg;
 
+                memset(pool + base + i * chunk, 'a' + (int)(i % 26), chunk);
+                __atomic_store_n(&m->flag, 0, __ATOMIC_RELAXED);
                 __atomic_store_n(&m->service_id, i == 0 ? HA_SERVICE_STALL : 1, __ATOMIC_RELAXED);
                 __atomic_store_n(&m->offset, base + i * chunk, __ATOMIC_RELAXED);
                 __atomic_store_n(&m->length, chunk, __ATOMIC_RELAXED);
@@ -339,10 +350,33 @@ static int pollhold(unsigned n)
                         return 1;
                 fprintf(stderr, "zclient: no poller took them, the loop did\n");
         }
+        /* The journal is the daemon's crash record, in our memory: what
+         * we write there must not change what runs. */
+        for (unsigned i = 1; journal && i <= n; i++)
+                __atomic_store_n(&jr[HA_ZONE_ENTRIES - 1 - i].service, 66, __ATOMIC_RELAXED);
         printf("taken\n");
         fflush(stdout);
-        for (;;)
-                pause();
+        if (!journal)
+                for (;;)
+                        pause();
+        for (unsigned i = 1; i <= n; i++) {
+                const HaMsg *m = &q->entries[HA_ZONE_ENTRIES - 1 - i].msg;
+                uint8_t expect[1024];
+                int64_t end = now_ms() + wait_ms;
+
+                while (!(__atomic_load_n(&m->flag, __ATOMIC_ACQUIRE) & HA_FLAG_DEAL_STATE))
+                        if (now_ms() > end)
+                                return 1;
+                        else
+                                sched_yield();
+                memset(expect, 'a' + (int)(i % 26), chunk);
+                ha_service_run(1, expect, chunk);
+                if (m->flag != ha_flag_make(HA_RESULT_SUCCESS) ||
+                    memcmp(pool + base + i * chunk, expect, chunk) != 0)
+                        wrong++;
+        }
+        printf("journal: %u ran as submitted, %u did not\n", n - wrong, wrong);
+        return wrong ? 1 : 0;
 }
 
 /*
@@ -478,7 +512,9 @@ int main(int argc, char **argv)
         else if (strcmp(argv[2], "hold") == 0 && argc == 4)
                 e = hold((unsigned)atoi(argv[3]));
         else if (strcmp(argv[2], "pollhold") == 0 && argc == 4)
-                e = pollhold((unsigned)atoi(argv[3]));
+                e = pollhold((unsigned)atoi(argv[3]), false);
+        else if (strcmp(argv[2], "pollhold-journal") == 0 && argc == 4)
+                e = pollhold((unsigned)atoi(argv[3]), true);
         else if (strcmp(argv[2], "hostile") == 0 && argc == 4)
                 e = hostile(argv[3]);
         else if (strcmp(argv[2], "resume-waits") == 0 && argc == 3)
