@@ -50,7 +50,8 @@ typedef struct hyperamp_req hyperamp_req_t;
 
 /* Attach to hyperampd listening on socket_path (NULL: resolved as
  * hyperampctl does).  -ENOENT/-ECONNREFUSED: no daemon; -EBUSY: every zone
- * slot is taken. */
+ * slot is taken (try later); -EOPNOTSUPP: the daemon has zone channels
+ * turned off (zone_clients 0). */
 int hyperamp_attach(const char *socket_path, hyperamp_t **ret);
 /* Give the lease back.  Outstanding requests are abandoned. */
 void hyperamp_detach(hyperamp_t *h);

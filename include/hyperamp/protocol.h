@@ -43,7 +43,8 @@
         X(E_INTERNAL, "internal error")                                         \
         X(E_LIMIT,    "connection limit reached")                              \
         X(E_DENIED,   "not allowed for this client")                           \
-        X(E_CONFIG,   "configuration refused")
+        X(E_CONFIG,   "configuration refused")                                \
+        X(E_DISABLED, "turned off in the daemon's configuration")
 
 enum ha_error {
 #define HA_ERR_ENUM(name, text) HA_##name,

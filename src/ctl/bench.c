@@ -510,7 +510,10 @@ static int run_shm(Bench *b, Ctx *ctx, double *ret_secs)
         e = hyperamp_attach(ctx->socket_path, &h);
         if (e < 0) {
                 fprintf(stderr, "hyperampctl: cannot attach to hyperampd at %s: %s\n",
-                        ctx->socket_path, e == -EBUSY ? "the daemon is at its limit of zone slots or connections" : strerror(-e));
+                        ctx->socket_path,
+                        e == -EBUSY ? "the daemon is at its limit of zone slots or connections" :
+                        e == -EOPNOTSUPP ? "zone channels are turned off (zone_clients is 0)" :
+                        strerror(-e));
                 free(ts);
                 return e == -ENOENT || e == -ECONNREFUSED || e == -EBUSY ? EXIT_UNAVAILABLE : EXIT_FAILED;
         }

@@ -431,6 +431,8 @@ static void m_attach(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer
                         c->pid, c->uid, cJSON_IsTrue(resume), &c->lease);
         if (r == -EBUSY)
                 send_error(c, id, HA_E_LIMIT, "every zone slot is taken (zone_clients)");
+        else if (r == -EOPNOTSUPP)
+                send_error(c, id, HA_E_DISABLED, "zone channels are turned off (zone_clients is 0)");
         else if (r == -EAGAIN)
                 send_error(c, id, HA_E_BUSY, "the connection's send buffer is full: read the "
                            "earlier replies, then attach");

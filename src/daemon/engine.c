@@ -27,6 +27,10 @@ typedef struct ReqCtx {
         uint32_t len;
         uint16_t service;
         bool live;
+        /* What the worker computed: the completion answers this, never the
+         * shared flag, which a peer can rewrite.  Written by the worker,
+         * read by the loop after the pool's hand-back (its locks order it). */
+        uint8_t result;
 } ReqCtx;
 
 typedef struct Source {
@@ -105,7 +109,7 @@ static void run_jobs(void *userdata, const HaJob *jobs, size_t n, unsigned worke
                         continue;
                 }
                 HaMsgEntry *en = &e->queue.q->entries[idx];
-                const ReqCtx *c = &e->ctx[idx];
+                ReqCtx *c = &e->ctx[idx];
                 uint16_t sid = __atomic_load_n(&en->msg.service_id, __ATOMIC_RELAXED);
                 uint32_t off = __atomic_load_n(&en->msg.offset, __ATOMIC_RELAXED);
                 uint32_t len = __atomic_load_n(&en->msg.length, __ATOMIC_RELAXED);
@@ -116,6 +120,7 @@ static void run_jobs(void *userdata, const HaJob *jobs, size_t n, unsigned worke
                         r = HA_RESULT_FAIL;
                 } else
                         r = ha_service_run(sid, e->region.pool + off, len);
+                c->result = (uint8_t)r;
                 /* Result and done bit in one store, after the payload. */
                 __atomic_store_n(&en->msg.flag, ha_flag_make(r), __ATOMIC_RELEASE);
         }
@@ -283,16 +288,10 @@ static void complete_cb(evutil_socket_t fd, short what, void *userdata)
                         continue;
                 }
                 ReqCtx *c = &e->ctx[idx];
-                uint16_t flag = __atomic_load_n(&e->queue.q->entries[idx].msg.flag,
-                                                __ATOMIC_ACQUIRE);
-                enum ha_result r = ha_flag_result(flag);
+                enum ha_result r = (enum ha_result)c->result;
                 SvcStats *ss = svc_stats(e, c->service);
                 uint64_t lat = now - c->t_submit;
 
-                if (!(flag & HA_FLAG_DEAL_STATE) || (flag & HA_FLAG_RESERVED)) {
-                        __atomic_fetch_add(&e->tampered, 1, __ATOMIC_RELAXED);
-                        r = HA_RESULT_FAIL;
-                }
                 e->st.completed++;
                 ss->requests++;
                 if (r != HA_RESULT_SUCCESS) {

@@ -18,7 +18,6 @@
 #include "hyperamp/cleanup.h"
 #include "hyperamp/protocol.h"
 #include "hyperamp/zone.h"
-#include "cpu.h"
 #include "fault.h"
 #include "log.h"
 #include "proto.h"
@@ -32,13 +31,17 @@
 #define DONE_OFF  HA_ZONE_DONE_OFF
 #define POOL_OFF  HA_ZONE_POOL_OFF
 
-/* RESUMING: granted to a client whose daemon died; waits for its memory. */
-/* SLOT_STUCK: a polling worker never left the lease (a service that does
- * not return); the slot keeps its memory and fds and is not used again. */
-enum { SLOT_FREE, SLOT_ACTIVE, SLOT_DRAINING, SLOT_RESUMING, SLOT_STUCK };
+/* RESUMING: granted to a client whose daemon died; waits for its memory.
+ * DRAINING: its client is gone; waits for the entries the pool runs, then
+ * for a polling worker inside to leave (`reaping`). */
+enum { SLOT_FREE, SLOT_ACTIVE, SLOT_DRAINING, SLOT_RESUMING };
 
-/* How long the loop waits for a polling worker to leave a lease. */
-#define RESET_WAIT_NS (5ull * 1000000000ull)
+/* An entry as taken off the ring: the daemon's own record, since the
+ * journal's copy lives in memory the client writes too. */
+typedef struct ZoneTake {
+        uint32_t off, len;
+        uint16_t service;
+} ZoneTake;
 
 struct HaZone {
         HaZones *zs;
@@ -67,16 +70,23 @@ struct HaZone {
         uint8_t running_entry[HA_ZONE_ENTRIES];
         unsigned running;               /* loop: handed to the pool, not back */
         uint16_t batch[HA_ZONE_RING];   /* under drain_lock */
+        ZoneTake taken[HA_ZONE_ENTRIES]; /* by the drainer; read by whoever runs the entry */
         HaRatelimit rl;                 /* under drain_lock */
 
         /*
          * Polling workers may drain the ring and run entries inline.  They
          * enter only while `live`, and hold `guard` while they touch the
-         * memory; zone_reset() clears `live`, sets GUARD_CLOSING and waits
-         * for the guard to empty before it unmaps.  One drainer at a time:
-         * drain_lock.
+         * memory.  zone_close() clears `live` and sets GUARD_CLOSING; with
+         * a worker inside it does not wait: the last one out activates
+         * reap_ev and the loop finishes then (`reaping`).  `closing`: the
+         * client is gone, so workers stop taking and running its entries
+         * (each one checks before it runs), which bounds that wait by one
+         * service call.  One drainer at a time: drain_lock.
          */
         bool live;
+        bool closing;
+        bool reaping;                   /* loop: waiting for reap_ev */
+        struct event *reap_ev;
         uint32_t guard;
         uint32_t drain_lock;
         uint32_t again;                 /* a drain was asked for while locked */
@@ -85,8 +95,9 @@ struct HaZone {
 
         /* counters: atomics (loop and workers) */
         uint64_t requests, completed, wakeups, bad_index, bad_state, bad_ring, grants;
-        uint64_t failed, bad_range, inline_runs, dispatch_failed;
+        uint64_t failed, bad_range, inline_runs, dispatch_failed, abandoned;
         /* loop only */
+        uint64_t teardown_deferred;
         uint64_t resumed, resume_refused, requeued, republished, already_published, bad_journal;
 };
 
@@ -152,17 +163,18 @@ static void zone_run(void *ctx, uint16_t idx, unsigned worker)
 {
         HaZone *z = ctx;
         ZoneJrec *j = &z->v.journal[idx];
-        /* As taken (drain_pass); the client can write there too, so read
-         * once and check. */
-        uint16_t sid = __atomic_load_n(&j->service, __ATOMIC_RELAXED);
-        uint32_t off = __atomic_load_n(&j->offset, __ATOMIC_RELAXED);
-        uint32_t len = __atomic_load_n(&j->length, __ATOMIC_RELAXED);
-        const HaService *svc = ha_service_by_id(sid);
+        /* As taken (drain_pass), from our own record. */
+        uint32_t off = z->taken[idx].off, len = z->taken[idx].len;
+        const HaService *svc = ha_service_by_id(z->taken[idx].service);
         enum ha_result r;
         (void)worker;
 
-        /* Checked against the client's own pool slice. */
-        if (!range_ok(z, off, len)) {
+        if (__atomic_load_n(&z->closing, __ATOMIC_RELAXED)) {
+                /* Nobody waits for it, and the lease is waiting for us. */
+                __atomic_fetch_add(&z->abandoned, 1, __ATOMIC_RELAXED);
+                r = HA_RESULT_FAIL;
+        } else if (!range_ok(z, off, len)) {
+                /* Checked against the client's own pool slice. */
                 __atomic_fetch_add(&z->bad_range, 1, __ATOMIC_RELAXED);
                 r = HA_RESULT_FAIL;
         } else if (!svc) {
@@ -206,34 +218,9 @@ static void publish(HaZone *z, uint16_t idx, uint16_t flag)
 
 /* ===== the loop side ===== */
 
-static void zone_reset(HaZone *z)
+/* Unmap and close: no worker is inside and none runs its entries. */
+static void zone_finish(HaZone *z)
 {
-        uint64_t until = ha_now_ns() + RESET_WAIT_NS;
-        unsigned spins = 0;
-
-        /* A stuck slot is cleaned up once its worker has left after all. */
-        if (z->state == SLOT_STUCK &&
-            (__atomic_load_n(&z->guard, __ATOMIC_ACQUIRE) & ~GUARD_CLOSING))
-                return;
-        __atomic_store_n(&z->live, false, __ATOMIC_SEQ_CST);
-        __atomic_fetch_or(&z->guard, GUARD_CLOSING, __ATOMIC_SEQ_CST);
-        if (z->bell_ev) {
-                event_free(z->bell_ev);
-                z->bell_ev = NULL;
-        }
-        /* A polling worker inside finishes one batch at most, unless its
-         * service never returns: then leave it the memory and the fds it
-         * uses, and the slot out of use, rather than hang the loop. */
-        while (__atomic_load_n(&z->guard, __ATOMIC_ACQUIRE) & ~GUARD_CLOSING) {
-                cpu_relax();
-                if (++spins % 1024 == 0 && ha_now_ns() > until) {
-                        log_error("Zone slot %u (pid %d): a worker has been inside its lease "
-                                  "for %llu s; the slot stays out of use", z->slot, (int)z->pid,
-                                  RESET_WAIT_NS / 1000000000ull);
-                        z->state = SLOT_STUCK;
-                        return;
-                }
-        }
         if (z->base)
                 (void)munmap(z->base, z->size);
         z->base = NULL;
@@ -248,9 +235,54 @@ static void zone_reset(HaZone *z)
                 z->zs->active--;
         z->state = SLOT_FREE;
         z->throttled = false;
+        z->reaping = false;
         /* Clear only our bit: a late poller's increment and decrement may
          * still be on their way and must balance. */
         __atomic_fetch_and(&z->guard, ~GUARD_CLOSING, __ATOMIC_RELEASE);
+}
+
+/*
+ * Take the lease back.  The loop never waits for a worker: with a polling
+ * worker inside, the slot stays draining and reap_cb finishes it when the
+ * last one leaves (guard_leave).  Called again meanwhile, it does nothing.
+ */
+static void zone_close(HaZone *z)
+{
+        uint32_t old;
+
+        if (z->reaping)
+                return;
+        __atomic_store_n(&z->closing, true, __ATOMIC_SEQ_CST);
+        __atomic_store_n(&z->live, false, __ATOMIC_SEQ_CST);
+        if (z->bell_ev) {
+                event_free(z->bell_ev);
+                z->bell_ev = NULL;
+        }
+        old = __atomic_fetch_or(&z->guard, GUARD_CLOSING, __ATOMIC_SEQ_CST);
+        if (old & ~GUARD_CLOSING) {
+                z->reaping = true;
+                z->teardown_deferred++;
+                if (z->state != SLOT_FREE)
+                        z->state = SLOT_DRAINING;
+                log_debug("Zone slot %u (pid %d): a polling worker is inside the lease; "
+                          "released when it leaves", z->slot, (int)z->pid);
+                return;
+        }
+        zone_finish(z);
+}
+
+/* The last polling worker left a lease being closed (or a late one that
+ * never went in did): finish, if nobody is inside now. */
+static void reap_cb(evutil_socket_t fd, short what, void *userdata)
+{
+        HaZone *z = userdata;
+        (void)fd, (void)what;
+
+        if (z->reaping && !(__atomic_load_n(&z->guard, __ATOMIC_ACQUIRE) & ~GUARD_CLOSING)) {
+                log_debug("Zone slot %u (pid %d) released: its polling worker left", z->slot,
+                          (int)z->pid);
+                zone_finish(z);
+        }
 }
 
 static void zone_complete(void *ctx, uint16_t idx)
@@ -266,7 +298,7 @@ static void zone_complete(void *ctx, uint16_t idx)
         }
         if (z->state == SLOT_DRAINING && z->running == 0) {
                 log_debug("Zone slot %u (pid %d) released", z->slot, (int)z->pid);
-                zone_reset(z);
+                zone_close(z);
         }
         maybe_idle(z->zs);
 }
@@ -278,7 +310,6 @@ static void zone_stats(void *ctx, cJSON *o)
         static const char *const states[] = {
                 [SLOT_FREE] = "free", [SLOT_ACTIVE] = "attached",
                 [SLOT_DRAINING] = "draining", [SLOT_RESUMING] = "resuming",
-                [SLOT_STUCK] = "stuck",
         };
         cJSON *rec;
 
@@ -299,6 +330,9 @@ static void zone_stats(void *ctx, cJSON *o)
                                 (double)__atomic_load_n(&z->dispatch_failed, __ATOMIC_RELAXED));
         cJSON_AddNumberToObject(o, "bad_range",
                                 (double)__atomic_load_n(&z->bad_range, __ATOMIC_RELAXED));
+        cJSON_AddNumberToObject(o, "abandoned",
+                                (double)__atomic_load_n(&z->abandoned, __ATOMIC_RELAXED));
+        cJSON_AddNumberToObject(o, "teardown_deferred", (double)z->teardown_deferred);
         cJSON_AddNumberToObject(o, "resumed", (double)z->resumed);
         cJSON_AddNumberToObject(o, "resume_refused", (double)z->resume_refused);
         cJSON_AddNumberToObject(o, "bad_journal", (double)z->bad_journal);
@@ -345,18 +379,20 @@ static void journal_take(HaZone *z, uint16_t idx, uint32_t pos)
 {
         ZoneJrec *j = &z->v.journal[idx];
         const HaMsgEntry *en = &z->v.q->entries[idx];
+        ZoneTake *t = &z->taken[idx];
 
+        /* The client's entry, read once; it runs as recorded here. */
+        t->service = __atomic_load_n(&en->msg.service_id, __ATOMIC_RELAXED);
+        t->off = __atomic_load_n(&en->msg.offset, __ATOMIC_RELAXED);
+        t->len = __atomic_load_n(&en->msg.length, __ATOMIC_RELAXED);
         __atomic_store_n(&j->state, HA_ZONE_J_FREE, __ATOMIC_RELAXED);
         ha_crash_order();
         __atomic_store_n(&j->pos, pos, __ATOMIC_RELAXED);
         __atomic_store_n(&j->seq, __atomic_load_n(&z->v.done[idx].word, __ATOMIC_RELAXED) &
                                           ~HA_ZONE_WAITER, __ATOMIC_RELAXED);
-        __atomic_store_n(&j->service, __atomic_load_n(&en->msg.service_id, __ATOMIC_RELAXED),
-                         __ATOMIC_RELAXED);
-        __atomic_store_n(&j->offset, __atomic_load_n(&en->msg.offset, __ATOMIC_RELAXED),
-                         __ATOMIC_RELAXED);
-        __atomic_store_n(&j->length, __atomic_load_n(&en->msg.length, __ATOMIC_RELAXED),
-                         __ATOMIC_RELAXED);
+        __atomic_store_n(&j->service, t->service, __ATOMIC_RELAXED);
+        __atomic_store_n(&j->offset, t->off, __ATOMIC_RELAXED);
+        __atomic_store_n(&j->length, t->len, __ATOMIC_RELAXED);
         __atomic_store_n(&j->state, HA_ZONE_J_TAKEN, __ATOMIC_RELEASE);
 }
 
@@ -463,6 +499,11 @@ static size_t zone_drain(HaZone *z, int worker, enum drain_mode mode, bool *busy
                 for (int pass = 0; pass < 4; pass++) {
                         bool left;
 
+                        /* Its client is gone: take nothing more. */
+                        if (__atomic_load_n(&z->closing, __ATOMIC_RELAXED)) {
+                                *busy = false;
+                                break;
+                        }
                         total += drain_pass(z, worker, &left);
                         if (left) {
                                 z->throttled = true;    /* zone_complete() re-arms */
@@ -489,6 +530,25 @@ static size_t zone_drain(HaZone *z, int worker, enum drain_mode mode, bool *busy
         return total;
 }
 
+/* A polling worker leaves the lease; the last one out of a lease being
+ * closed tells the loop (reap_cb), which then unmaps it. */
+static void guard_leave(HaZone *z)
+{
+        if (__atomic_fetch_sub(&z->guard, 1, __ATOMIC_RELEASE) == (GUARD_CLOSING | 1))
+                event_active(z->reap_ev, 0, 0);
+}
+
+/* A polling worker enters the lease, if it is live and not being closed. */
+static bool guard_enter(HaZone *z)
+{
+        if (__atomic_fetch_add(&z->guard, 1, __ATOMIC_ACQUIRE) & GUARD_CLOSING ||
+            !__atomic_load_n(&z->live, __ATOMIC_ACQUIRE)) {
+                guard_leave(z);
+                return false;
+        }
+        return true;
+}
+
 /* Worker thread, idle and polling. */
 static long zone_poll(void *ctx, unsigned worker)
 {
@@ -498,16 +558,13 @@ static long zone_poll(void *ctx, unsigned worker)
 
         if (!__atomic_load_n(&z->live, __ATOMIC_ACQUIRE))
                 return -1;
-        if (__atomic_fetch_add(&z->guard, 1, __ATOMIC_ACQUIRE) & GUARD_CLOSING ||
-            !__atomic_load_n(&z->live, __ATOMIC_ACQUIRE)) {
-                __atomic_fetch_sub(&z->guard, 1, __ATOMIC_RELEASE);
+        if (!guard_enter(z))
                 return 0;
-        }
         /* sq_head is only a hint here: the drain uses its own copy. */
         if (__atomic_load_n(&z->v.ctl->sq_tail, __ATOMIC_ACQUIRE) !=
             __atomic_load_n(&z->v.ctl->sq_head, __ATOMIC_RELAXED))
                 n = (long)zone_drain(z, (int)worker, DRAIN_POLL, &busy);
-        __atomic_fetch_sub(&z->guard, 1, __ATOMIC_RELEASE);
+        guard_leave(z);
         return n;
 }
 
@@ -519,13 +576,11 @@ static long zone_poll_end(void *ctx, unsigned worker)
         bool busy = false;
         size_t n = 0;
 
-        if (!__atomic_load_n(&z->live, __ATOMIC_ACQUIRE))
+        if (!__atomic_load_n(&z->live, __ATOMIC_ACQUIRE) || !guard_enter(z))
                 return 0;
-        if (!(__atomic_fetch_add(&z->guard, 1, __ATOMIC_ACQUIRE) & GUARD_CLOSING) &&
-            __atomic_load_n(&z->live, __ATOMIC_ACQUIRE) &&
-            !__atomic_load_n(&z->v.ctl->sleeping, __ATOMIC_SEQ_CST))
+        if (!__atomic_load_n(&z->v.ctl->sleeping, __ATOMIC_SEQ_CST))
                 n = zone_drain(z, (int)worker, DRAIN_POLL_END, &busy);
-        __atomic_fetch_sub(&z->guard, 1, __ATOMIC_RELEASE);
+        guard_leave(z);
         return busy || n ? 1 : 0;
 }
 
@@ -697,6 +752,11 @@ static size_t zone_recover(HaZone *z)
                         continue;
                 }
                 if (state == HA_ZONE_J_TAKEN) {
+                        /* No record of ours survived the crash: this one
+                         * is checked as a fresh submission would be. */
+                        z->taken[idx] = (ZoneTake){ .off = off, .len = len,
+                                                    .service = __atomic_load_n(&j->service,
+                                                                               __ATOMIC_RELAXED) };
                         __atomic_store_n(&z->running_entry[idx], 1, __ATOMIC_RELAXED);
                         z->batch[k++] = idx;
                         continue;
@@ -842,6 +902,8 @@ int ha_zones_attach(HaZones *zs, int fd, uint64_t id, bool has_id, pid_t pid, ui
         HaZone *z = NULL;
         int r;
 
+        if (zs->nslots == 0)
+                return -EOPNOTSUPP;     /* zone_clients 0: for good, unlike -EBUSY */
         for (unsigned i = 0; i < zs->nslots && !z; i++)
                 if (zs->slots[i].state == SLOT_FREE)
                         z = &zs->slots[i];
@@ -857,6 +919,7 @@ int ha_zones_attach(HaZones *zs, int fd, uint64_t id, bool has_id, pid_t pid, ui
         z->running = 0;
         z->head = 0;
         z->throttled = false;
+        __atomic_store_n(&z->closing, false, __ATOMIC_RELAXED);        /* no worker sees it yet */
         memset(z->running_entry, 0, sizeof(z->running_entry));
         /* Counters stay: stats show each slot's totals since start. */
 
@@ -871,7 +934,7 @@ int ha_zones_attach(HaZones *zs, int fd, uint64_t id, bool has_id, pid_t pid, ui
         if (r == 0)
                 r = send_reply(z, fd, id, has_id);
         if (r < 0) {
-                zone_reset(z);
+                zone_close(z);
                 return r;
         }
         /* The client has its ends now.  We keep a doorbell end to ring
@@ -891,7 +954,7 @@ int ha_zones_attach(HaZones *zs, int fd, uint64_t id, bool has_id, pid_t pid, ui
 void ha_zones_detach(HaZone *z)
 {
         if (z->state == SLOT_RESUMING) {
-                zone_reset(z);  /* nothing was adopted, nothing runs */
+                zone_close(z);  /* nothing was adopted, nothing runs */
                 return;
         }
         if (z->state != SLOT_ACTIVE)
@@ -899,7 +962,9 @@ void ha_zones_detach(HaZone *z)
         ha_log_ctx(LOG_INFO, HA_LOG_CTX(.client_pid = (int)z->pid, .client_uid = (uint32_t)z->uid),
                    "Zone client pid %d detached from slot %u with %u requests running",
                    (int)z->pid, z->slot, z->running);
-        /* Stop taking its submissions; reclaim once the running ones finish. */
+        /* Stop taking and running its submissions; reclaim once the
+         * running ones finish. */
+        __atomic_store_n(&z->closing, true, __ATOMIC_SEQ_CST);
         __atomic_store_n(&z->live, false, __ATOMIC_SEQ_CST);
         if (z->bell_ev) {
                 event_free(z->bell_ev);
@@ -907,7 +972,7 @@ void ha_zones_detach(HaZone *z)
         }
         z->state = SLOT_DRAINING;
         if (z->running == 0)
-                zone_reset(z);
+                zone_close(z);
 }
 
 unsigned ha_zones_active(const HaZones *zs)
@@ -968,6 +1033,11 @@ int ha_zones_new(struct event_base *base, HaEngine *engine, const HaConfig *cfg,
                 z->zs = zs;
                 z->slot = i;
                 z->rl = (HaRatelimit)HA_RATELIMIT_INIT(10000, 5);
+                z->reap_ev = event_new(base, -1, 0, reap_cb, z);
+                if (!z->reap_ev) {
+                        ha_zones_free(zs);
+                        return -ENOMEM;
+                }
                 snprintf(name, sizeof(name), "zone-%u", i);
                 r = ha_engine_add_source(engine, &zone_ops, z, name, &z->source);
                 if (r < 0) {
@@ -983,8 +1053,17 @@ HaZones *ha_zones_free(HaZones *zs)
 {
         if (!zs)
                 return NULL;
-        for (unsigned i = 0; i < zs->nslots; i++)
-                zone_reset(&zs->slots[i]);
+        /* The workers have been joined: nobody is inside a lease. */
+        for (unsigned i = 0; i < zs->nslots; i++) {
+                HaZone *z = &zs->slots[i];
+
+                if (z->reaping)
+                        zone_finish(z);
+                else
+                        zone_close(z);
+                if (z->reap_ev)
+                        event_free(z->reap_ev);
+        }
         free(zs->slots);
         free(zs);
         return NULL;

@@ -29,7 +29,7 @@ HaZones *ha_zones_free(HaZones *zs);
  * frame (with id) and the lease's fds in one sendmsg.  resume: the client
  * keeps the memory of a lease whose daemon died and sends it over the new
  * doorbell; only the sockets go out.  0 and *ret, or -EBUSY (no free
- * slot), or another negative errno.
+ * slot), -EOPNOTSUPP (zone_clients 0), or another negative errno.
  */
 int ha_zones_attach(HaZones *zs, int fd, uint64_t id, bool has_id, pid_t pid, uid_t uid,
                     bool resume, HaZone **ret);

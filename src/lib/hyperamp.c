@@ -117,7 +117,8 @@ static int call_attach(int fd, bool resume, int fds[3], cJSON **ret)
                 goto fail;
         if (rep.error_code)
                 r = strcmp(rep.error_code, "E_LIMIT") == 0 ? -EBUSY :
-                    strcmp(rep.error_code, "E_SHUTDOWN") == 0 ? -ESHUTDOWN : -EPROTO;
+                    strcmp(rep.error_code, "E_SHUTDOWN") == 0 ? -ESHUTDOWN :
+                    strcmp(rep.error_code, "E_DISABLED") == 0 ? -EOPNOTSUPP : -EPROTO;
         else if (nfds == want)
                 r = (*ret = cJSON_Duplicate(rep.result, true)) ? 0 : -ENOMEM;
         ha_reply_done(&rep);

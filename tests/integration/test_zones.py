@@ -3,6 +3,7 @@
 The original report's race test (4 processes x 8 threads x 500), killed
 clients, hostile clients, the slot limit, bench --transport shm, and a
 program built against the installed library through pkg-config."""
+import errno
 import os
 import shlex
 import shutil
@@ -89,6 +90,110 @@ class ZoneTest(unittest.TestCase):
             self.assertEqual(rc, 0, err)
             self.assertEqual(zones(d.stats())[0]['grants'], 2)
 
+    def stall_daemon(self, config):
+        """A daemon with the stall service; returns it and the FIFO's write end."""
+        tmp = tempfile.mkdtemp(prefix='hyperamp-poller-')
+        self.addCleanup(shutil.rmtree, tmp)
+        fifo = os.path.join(tmp, 'stall')
+        os.mkfifo(fifo)
+        d = Daemon(config, env={'HYPERAMP_TEST_STALL_FIFO': fifo})
+        d.__enter__()
+        self.addCleanup(d.__exit__, None, None, None)
+        w = os.open(fifo, os.O_WRONLY)     # the daemon holds it open: no wait
+        self.addCleanup(os.close, w)
+        return d, w
+
+    def hold_poller(self, d, w, n, mode='pollhold'):
+        """A polling worker inside the only slot's lease, held there by a
+        stall entry with n encrypt entries behind it in its batch.  The
+        loop may take them instead (then the pool runs them and in_flight
+        shows it): release and try again."""
+        for _ in range(20):
+            p = subprocess.Popen([ZCLIENT, d.socket_path, mode, str(n)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            self.addCleanup(lambda p=p: (p.kill(), p.wait(), p.stdout.close(), p.stderr.close()))
+            line = p.stdout.readline().strip()
+            if line != 'taken':
+                p.kill()
+                self.fail('zclient pollhold: %r %s' % (line, p.stderr.read()))
+            z = zones(d.stats())[0]
+            if z["in_flight"] == 0:
+                return p, z
+            p.kill()
+            p.wait()
+            os.write(w, b'x')
+            self.assert_all_free(d)
+        self.fail('no polling worker took the entries in 20 attempts')
+
+    def test_loop_answers_while_poller_is_inside_closed_lease(self):
+        """Issue 16 item 2: a client detaches while a polling worker runs
+        its entries.  The loop used to spin in zone_reset() until the
+        worker left (77-470 ms per detach at defaults, 5 s then "stuck").
+        Now the teardown is deferred to the worker's exit: the loop answers
+        while the worker is provably still inside (its stall entry has not
+        returned), and the slot comes back when it leaves."""
+        d, w = self.stall_daemon({'zone_clients': 1, 'workers': 2, 'poll_us': 100000})
+        p, z0 = self.hold_poller(d, w, 0)
+        with d.client() as c:
+            p.kill()
+            p.wait()
+
+            def detached():
+                z = zones(c.stats())[0]
+                return z['state'] != 'attached' and z
+            z = wait_until(detached, 10, 'the detach to be seen')
+            self.assertEqual((z['state'], z['in_flight']), ('draining', 0))
+            self.assertEqual(z['teardown_deferred'] - z0['teardown_deferred'], 1)
+            # the worker is still inside: nothing of that batch completed
+            self.assertEqual(z['completed'], z0['completed'])
+            self.assertTrue(c.ping()['pong'])
+            self.assertEqual(zones(c.stats())[0]['state'], 'draining')
+            # the slot is not free yet: a new client is told to come back
+            rc, out, err = zclient(d, 'race', '1', '1')
+            self.assertEqual(rc, 3, err)
+        os.write(w, b'x')
+        z = self.assert_all_free(d)[0]
+        self.assertEqual(z['teardown_deferred'] - z0['teardown_deferred'], 1)
+        rc, out, err = zclient(d, 'race', '2', '50')
+        self.assertEqual(rc, 0, err)
+        self.assertNotIn('stays out of use', d.log())
+
+    def test_closed_lease_with_poller_inside_is_reclaimed(self):
+        """Issue 16 item 1: a polling worker runs a batch of a client that
+        detaches.  It used to run the whole batch while the loop spun, and
+        after 5 s the slot was marked stuck for good, its memory mapped.
+        Now the worker stops after the entry it is running (the rest are
+        abandoned, answered FAIL), and the slot is reclaimed when it leaves:
+        three rounds on one slot, no lease memory left mapped."""
+        n = 100
+        d, w = self.stall_daemon({'zone_clients': 1, 'workers': 2, 'poll_us': 100000})
+        for rnd in range(3):
+            with self.subTest(round=rnd):
+                p, z0 = self.hold_poller(d, w, n)
+                p.kill()
+                p.wait()
+                wait_until(lambda: zones(d.stats())[0]['state'] == 'draining', 10, 'draining')
+                os.write(w, b'x')     # the stall entry returns; the worker checks
+                z = self.assert_all_free(d)[0]
+                self.assertEqual(z['abandoned'] - z0['abandoned'], n)
+                self.assertEqual(z['teardown_deferred'] - z0['teardown_deferred'], 1)
+                with open('/proc/%d/maps' % d.proc.pid) as f:
+                    self.assertNotIn('hyperamp-zone', f.read())
+        rc, out, err = zclient(d, 'race', '2', '50')
+        self.assertEqual(rc, 0, err)
+
+    def test_entries_run_as_taken_not_as_journaled(self):
+        """Issue 16 item 16, zones: an entry runs from the daemon's own
+        record of what it took, not from the journal record in the lease,
+        which the client can rewrite between the take and the run."""
+        d, w = self.stall_daemon({'zone_clients': 1, 'workers': 2, 'poll_us': 100000})
+        p, z0 = self.hold_poller(d, w, 20, 'pollhold-journal')
+        os.write(w, b'x')     # the stall returns; the 20 encrypt entries run
+        out, err = p.communicate(timeout=scaled(60))
+        self.assertIn('journal: 20 ran as submitted, 0 did not', out, err)
+        self.assertEqual(p.returncode, 0, err)
+        self.assert_all_free(d)
+
     def test_hostile_clients(self):
         """Out-of-range index, a garbage ring tail, offset+length past the
         pool, length 0, an entry submitted twice: logged, counted, skipped
@@ -152,6 +257,25 @@ class ZoneTest(unittest.TestCase):
             p.kill()
             p.wait()
             self.assert_all_free(d)
+
+    def test_zone_channels_off(self):
+        """Issue 16 item 15: with zone_clients 0 an attach is refused for
+        good (E_DISABLED), not with E_LIMIT's "every slot is taken", which
+        reads as try-again; libhyperamp says -EOPNOTSUPP and hyperampctl
+        exits 1 (a refusal), not 69 (unavailable)."""
+        with Daemon({'zone_clients': 0}) as d:
+            with d.client() as c:
+                rep, _ = c.call('attach')
+                self.assertEqual(rep['error']['code'], 'E_DISABLED', rep)
+                self.assertIn('zone_clients', rep['error']['message'])
+                self.assertTrue(c.ping()['pong'])     # the connection stays usable
+            rc, out, err = zclient(d, 'race', '1', '1')
+            self.assertEqual(rc, 3)
+            self.assertIn(os.strerror(errno.EOPNOTSUPP), err)
+            rc, out, err = d.ctl('bench', '--transport', 'shm', '-n', '1')
+            self.assertEqual(rc, 1, err)
+            self.assertIn('zone_clients', err.decode() if isinstance(err, bytes) else err)
+            self.assertEqual(zones(d.stats()), [])
 
     def test_bench_shm(self):
         with Daemon() as d:

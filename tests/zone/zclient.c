@@ -12,6 +12,17 @@
  *                                          print "holding", wait to be killed
  *   zclient SOCKET fd N                    N requests waited for through
  *                                          hyperamp_fd() + poll(), not hyperamp_wait()
+ *   zclient SOCKET pollhold N              answer one request, then at once put a
+ *                                          stall entry and N encrypt entries on the
+ *                                          ring with one tail store and no ring, so
+ *                                          that a polling worker takes them; print
+ *                                          "taken" once they left the ring (if no
+ *                                          poller took them within a second, ring:
+ *                                          the loop does), wait to be killed
+ *   zclient SOCKET pollhold-journal N      the same, then rewrite the taken entries'
+ *                                          journal records to echo, print "taken",
+ *                                          wait for the answers and check that
+ *                                          they ran as encrypt, as submitted
  *   zclient SOCKET hostile MODE            scribble on the lease (ring index out
  *                                          of range, an entry twice, offset past
  *                                          the pool, length 0, garbage ring tail),
@@ -267,6 +278,107 @@ static int hold(unsigned stalled)
                 pause();
 }
 
+/* Until the daemon moved the ring's head to t, for at most limit_ms:
+ * spin briefly, then back off on a precise timer. */
+static bool wait_taken(const ZoneCtl *ctl, uint32_t t, int64_t limit_ms)
+{
+        struct timespec ts = { 0, 200000 };
+        int64_t end = now_ms() + limit_ms;
+
+        for (unsigned i = 0; now_ms() < end; i++) {
+                if (__atomic_load_n(&ctl->sq_head, __ATOMIC_ACQUIRE) == t)
+                        return true;
+                if (i > 1000)
+                        nanosleep(&ts, NULL);
+        }
+        return __atomic_load_n(&ctl->sq_head, __ATOMIC_ACQUIRE) == t;
+}
+
+/*
+ * Hold a polling worker inside the lease (issue 16): it runs the stall
+ * entry first and the N encrypt entries after it.  Raw entries behind the
+ * library's back: the highest indices (handed out last) and buffers from
+ * 64 KiB into the pool (the probe's is at its start).
+ */
+static int pollhold(unsigned n, bool journal)
+{
+        const uint32_t chunk = 1024, base = 64 * 1024;
+        hyperamp_req_t *probe;
+        ZoneCtl *ctl;
+        HaMsgQueue *q;
+        ZoneJrec *jr;
+        uint8_t *pool;
+        uint32_t t;
+        unsigned wrong = 0;
+        int e;
+
+        if (n > 200 || hyperamp_alloc(h, 16, &probe) < 0)
+                return 1;
+        ctl = (ZoneCtl *)((uint8_t *)hyperamp_req_data(probe) - HA_ZONE_POOL_OFF + HA_ZONE_CTL_OFF);
+        q = (HaMsgQueue *)((uint8_t *)hyperamp_req_data(probe) - HA_ZONE_POOL_OFF + HA_ZONE_QUEUE_OFF);
+        jr = (ZoneJrec *)((uint8_t *)hyperamp_req_data(probe) - HA_ZONE_POOL_OFF + HA_ZONE_JOURNAL_OFF);
+        pool = (uint8_t *)hyperamp_req_data(probe);
+        /* The worker that answers this polls the ring for poll_us after. */
+        memset(hyperamp_req_data(probe), 'p', 16);
+        e = hyperamp_submit(probe, 66, 16);
+        if (e == 0)
+                e = hyperamp_wait(probe, wait_ms);
+        if (e != HYPERAMP_SUCCESS)
+                return 1;
+        /* The loop's drain ends with sleeping = 1 and a last look at the
+         * tail: past that look, only a poller takes what comes next. */
+        for (int64_t end = now_ms() + 1000;
+             !__atomic_load_n(&ctl->sleeping, __ATOMIC_SEQ_CST) && now_ms() < end;)
+                sched_yield();
+        t = ctl->sq_tail;
+        for (unsigned i = 0; i <= n; i++) {
+                uint16_t idx = (uint16_t)(HA_ZONE_ENTRIES - 1 - i);
+                HaMsg *m = &q->entries[idx].msg;
+
+                memset(pool + base + i * chunk, 'a' + (int)(i % 26), chunk);
+                __atomic_store_n(&m->flag, 0, __ATOMIC_RELAXED);
+                __atomic_store_n(&m->service_id, i == 0 ? HA_SERVICE_STALL : 1, __ATOMIC_RELAXED);
+                __atomic_store_n(&m->offset, base + i * chunk, __ATOMIC_RELAXED);
+                __atomic_store_n(&m->length, chunk, __ATOMIC_RELAXED);
+                __atomic_store_n(&ctl->sq[(t + i) & (HA_ZONE_RING - 1)], idx, __ATOMIC_RELAXED);
+        }
+        t += n + 1;
+        __atomic_store_n(&ctl->sq_tail, t, __ATOMIC_SEQ_CST);
+        if (!wait_taken(ctl, t, 1000)) {
+                /* No poller came: a request that rings makes the loop look. */
+                if (hyperamp_submit(probe, 66, 16) < 0 || !wait_taken(ctl, t + 1, wait_ms))
+                        return 1;
+                fprintf(stderr, "zclient: no poller took them, the loop did\n");
+        }
+        /* The journal is the daemon's crash record, in our memory: what
+         * we write there must not change what runs. */
+        for (unsigned i = 1; journal && i <= n; i++)
+                __atomic_store_n(&jr[HA_ZONE_ENTRIES - 1 - i].service, 66, __ATOMIC_RELAXED);
+        printf("taken\n");
+        fflush(stdout);
+        if (!journal)
+                for (;;)
+                        pause();
+        for (unsigned i = 1; i <= n; i++) {
+                const HaMsg *m = &q->entries[HA_ZONE_ENTRIES - 1 - i].msg;
+                uint8_t expect[1024];
+                int64_t end = now_ms() + wait_ms;
+
+                while (!(__atomic_load_n(&m->flag, __ATOMIC_ACQUIRE) & HA_FLAG_DEAL_STATE))
+                        if (now_ms() > end)
+                                return 1;
+                        else
+                                sched_yield();
+                memset(expect, 'a' + (int)(i % 26), chunk);
+                ha_service_run(1, expect, chunk);
+                if (m->flag != ha_flag_make(HA_RESULT_SUCCESS) ||
+                    memcmp(pool + base + i * chunk, expect, chunk) != 0)
+                        wrong++;
+        }
+        printf("journal: %u ran as submitted, %u did not\n", n - wrong, wrong);
+        return wrong ? 1 : 0;
+}
+
 /*
  * The lease is ours to scribble on: reach behind the library.  A fresh
  * lease's first buffer sits at the pool's start, and the slot's fixed
@@ -399,6 +511,10 @@ int main(int argc, char **argv)
                 e = via_fd((unsigned)atoi(argv[3]));
         else if (strcmp(argv[2], "hold") == 0 && argc == 4)
                 e = hold((unsigned)atoi(argv[3]));
+        else if (strcmp(argv[2], "pollhold") == 0 && argc == 4)
+                e = pollhold((unsigned)atoi(argv[3]), false);
+        else if (strcmp(argv[2], "pollhold-journal") == 0 && argc == 4)
+                e = pollhold((unsigned)atoi(argv[3]), true);
         else if (strcmp(argv[2], "hostile") == 0 && argc == 4)
                 e = hostile(argv[3]);
         else if (strcmp(argv[2], "resume-waits") == 0 && argc == 3)
