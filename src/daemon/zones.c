@@ -291,7 +291,7 @@ static void zone_complete(void *ctx, uint16_t idx)
         (void)idx;
 
         z->running--;
-        __atomic_fetch_add(&z->completed, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&z->completed, 1, __ATOMIC_RELEASE);
         if (z->throttled && z->state == SLOT_ACTIVE && z->bell_ev) {
                 z->throttled = false;   /* room again: take what was left */
                 event_active(z->bell_ev, EV_READ, 0);
@@ -321,7 +321,13 @@ static void zone_stats(void *ctx, cJSON *o)
         cJSON_AddNumberToObject(o, "run_by_poller",
                                 (double)__atomic_load_n(&z->inline_runs, __ATOMIC_RELAXED));
         cJSON_AddNumberToObject(o, "failed", (double)__atomic_load_n(&z->failed, __ATOMIC_RELAXED));
-        cJSON_AddNumberToObject(o, "in_flight", z->running);
+        /* Taken and not yet answered, by the pool or by a polling worker
+         * inline (which "running" does not count).  completed first, with
+         * acquire: its release increments come after those of requests. */
+        uint64_t done = __atomic_load_n(&z->completed, __ATOMIC_ACQUIRE);
+        uint64_t taken = __atomic_load_n(&z->requests, __ATOMIC_RELAXED);
+        cJSON_AddNumberToObject(o, "in_flight", taken > done ? (double)(taken - done) : 0);
+        cJSON_AddNumberToObject(o, "in_pool", z->running);
         cJSON_AddNumberToObject(o, "wakeups", (double)__atomic_load_n(&z->wakeups, __ATOMIC_RELAXED));
         cJSON_AddNumberToObject(o, "bad_index", (double)__atomic_load_n(&z->bad_index, __ATOMIC_RELAXED));
         cJSON_AddNumberToObject(o, "bad_state", (double)__atomic_load_n(&z->bad_state, __ATOMIC_RELAXED));
@@ -410,13 +416,13 @@ static void hand_over(HaZone *z, size_t k, int worker)
         if (worker >= 0) {
                 for (size_t i = 0; i < k; i++)
                         zone_run(z, z->batch[i], (unsigned)worker);
-                __atomic_fetch_add(&z->completed, k, __ATOMIC_RELAXED);
+                __atomic_fetch_add(&z->completed, k, __ATOMIC_RELEASE);
                 __atomic_fetch_add(&z->inline_runs, k, __ATOMIC_RELAXED);
         } else if (ha_engine_dispatch(z->zs->engine, z->source, z->batch, k) < 0) {
                 /* The pool is full of other sources' work: answer, don't wait. */
                 for (size_t i = 0; i < k; i++)
                         fail_now(z, z->batch[i]);
-                __atomic_fetch_add(&z->completed, k, __ATOMIC_RELAXED);
+                __atomic_fetch_add(&z->completed, k, __ATOMIC_RELEASE);
                 __atomic_fetch_add(&z->dispatch_failed, k, __ATOMIC_RELAXED);
         } else
                 z->running += (unsigned)k;

@@ -106,18 +106,20 @@ class ZoneTest(unittest.TestCase):
     def hold_poller(self, d, w, n, mode='pollhold'):
         """A polling worker inside the only slot's lease, held there by a
         stall entry with n encrypt entries behind it in its batch.  The
-        loop may take them instead (then the pool runs them and in_flight
+        loop may take them instead (then the pool runs them and in_pool
         shows it): release and try again."""
         for _ in range(20):
-            p = subprocess.Popen([ZCLIENT, d.socket_path, mode, str(n)],
+            p = subprocess.Popen([*harness.EXE_WRAPPER, ZCLIENT, d.socket_path, mode, str(n)],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             self.addCleanup(lambda p=p: (p.kill(), p.wait(), p.stdout.close(), p.stderr.close()))
             line = p.stdout.readline().strip()
             if line != 'taken':
                 p.kill()
                 self.fail('zclient pollhold: %r %s' % (line, p.stderr.read()))
-            z = zones(d.stats())[0]
-            if z["in_flight"] == 0:
+            # all n + 1 taken: counted as they are handed over, just after
+            z = wait_until(lambda: (lambda z: z if z['in_flight'] == n + 1 else None)(
+                zones(d.stats())[0]), 10, '%d entries in flight' % (n + 1))
+            if z['in_pool'] == 0:
                 return p, z
             p.kill()
             p.wait()
@@ -142,7 +144,8 @@ class ZoneTest(unittest.TestCase):
                 z = zones(c.stats())[0]
                 return z['state'] != 'attached' and z
             z = wait_until(detached, 10, 'the detach to be seen')
-            self.assertEqual((z['state'], z['in_flight']), ('draining', 0))
+            # its stall entry, run by the worker inside, not by the pool
+            self.assertEqual((z['state'], z['in_flight'], z['in_pool']), ('draining', 1, 0))
             self.assertEqual(z['teardown_deferred'] - z0['teardown_deferred'], 1)
             # the worker is still inside: nothing of that batch completed
             self.assertEqual(z['completed'], z0['completed'])
