@@ -94,9 +94,18 @@ const char *ha_log_level_name(int level)
         return level >= 0 && level <= LOG_DEBUG ? level_names[level] : "?";
 }
 
-static void log_journal(int level, const HaLogCtx *ctx, const char *msg)
+/* __FILE__ is the compiler's path, relative to the build directory
+ * ("../src/daemon/daemon.c"): keep it from the source root on. */
+static const char *source_path(const char *file)
 {
-        char f[8][80];
+        while (strncmp(file, "../", 3) == 0 || strncmp(file, "./", 2) == 0)
+                file += file[1] == '/' ? 2 : 3;
+        return file;
+}
+
+static void log_journal(const HaLogLoc *loc, int level, const HaLogCtx *ctx, const char *msg)
+{
+        char f[8][80], file[256], line[32];
         struct iovec iov[10];
         int n = 0, k = 0;
         char *m;
@@ -123,12 +132,16 @@ static void log_journal(int level, const HaLogCtx *ctx, const char *msg)
                 FIELD("HYPERAMP_CLIENT_UID=%u", ctx->client_uid);
         }
 #undef FIELD
-        (void)sd_journal_sendv(iov, n);
+        /* The caller's place, not this function's (sd_journal_sendv()
+         * would record log.c). */
+        snprintf(file, sizeof(file), "CODE_FILE=%s", source_path(loc->file));
+        snprintf(line, sizeof(line), "CODE_LINE=%d", loc->line);
+        (void)sd_journal_sendv_with_location(file, line, loc->func, iov, n);
         free(m);
 }
 
-__attribute__((format(printf, 3, 0)))
-static void log_va(int level, const HaLogCtx *ctx, const char *fmt, va_list ap)
+__attribute__((format(printf, 4, 0)))
+static void log_va(const HaLogLoc *loc, int level, const HaLogCtx *ctx, const char *fmt, va_list ap)
 {
         char msg[2048];
 
@@ -136,7 +149,7 @@ static void log_va(int level, const HaLogCtx *ctx, const char *fmt, va_list ap)
         /* One call per line: stdio's lock keeps threads' lines whole. */
         switch (log_target) {
         case HA_LOG_JOURNAL:
-                log_journal(level, ctx, msg);
+                log_journal(loc, level, ctx, msg);
                 break;
         case HA_LOG_CONSOLE:
                 fprintf(stderr, "%s: %s%s\n", log_ident,
@@ -150,35 +163,36 @@ static void log_va(int level, const HaLogCtx *ctx, const char *fmt, va_list ap)
 }
 
 /* Level filter, and errno kept for the caller. */
-__attribute__((format(printf, 3, 0)))
-static void log_filtered(int level, const HaLogCtx *ctx, const char *fmt, va_list ap)
+__attribute__((format(printf, 4, 0)))
+static void log_filtered(const HaLogLoc *loc, int level, const HaLogCtx *ctx, const char *fmt,
+                         va_list ap)
 {
         int saved = errno;
 
         if (level <= ha_log_get_level())
-                log_va(level, ctx, fmt, ap);
+                log_va(loc, level, ctx, fmt, ap);
         errno = saved;
 }
 
-void ha_log(int level, const char *fmt, ...)
+void ha_log_at(const HaLogLoc *loc, int level, const char *fmt, ...)
 {
         va_list ap;
 
         va_start(ap, fmt);
-        log_filtered(level, NULL, fmt, ap);
+        log_filtered(loc, level, NULL, fmt, ap);
         va_end(ap);
 }
 
-void ha_log_ctx(int level, const HaLogCtx *ctx, const char *fmt, ...)
+void ha_log_ctx_at(const HaLogLoc *loc, int level, const HaLogCtx *ctx, const char *fmt, ...)
 {
         va_list ap;
 
         va_start(ap, fmt);
-        log_filtered(level, ctx, fmt, ap);
+        log_filtered(loc, level, ctx, fmt, ap);
         va_end(ap);
 }
 
-int ha_log_errno(int level, int r, const char *fmt, ...)
+int ha_log_errno_at(const HaLogLoc *loc, int level, int r, const char *fmt, ...)
 {
         va_list ap;
 
@@ -186,7 +200,7 @@ int ha_log_errno(int level, int r, const char *fmt, ...)
                 return r;
         errno = r < 0 ? -r : r;
         va_start(ap, fmt);
-        log_va(level, NULL, fmt, ap);
+        log_va(loc, level, NULL, fmt, ap);
         va_end(ap);
         return r;
 }

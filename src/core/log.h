@@ -19,7 +19,21 @@ int ha_log_get_level(void);
 int ha_log_level_parse(const char *s);
 const char *ha_log_level_name(int level);
 
-void ha_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/*
+ * The caller's place, for the journal's CODE_FILE=, CODE_LINE= and
+ * CODE_FUNC= fields: the public entry points are macros that pass it.
+ */
+typedef struct HaLogLoc {
+        const char *file;
+        int line;
+        const char *func;
+} HaLogLoc;
+
+#define HA_LOG_LOC (&(const HaLogLoc){ __FILE__, __LINE__, __func__ })
+
+void ha_log_at(const HaLogLoc *loc, int level, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+#define ha_log(level, ...) ha_log_at(HA_LOG_LOC, level, __VA_ARGS__)
 
 /*
  * Structured context for one message.  In the journal each set field
@@ -36,10 +50,12 @@ typedef struct HaLogCtx {
 /* Unset fields are zero, which means "absent" (ids are stored + 1). */
 #define HA_LOG_CTX(...) (&(const HaLogCtx){ __VA_ARGS__ })
 
-void ha_log_ctx(int level, const HaLogCtx *ctx, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
+void ha_log_ctx_at(const HaLogLoc *loc, int level, const HaLogCtx *ctx, const char *fmt, ...)
+        __attribute__((format(printf, 4, 5)));
+#define ha_log_ctx(level, ctx, ...) ha_log_ctx_at(HA_LOG_LOC, level, ctx, __VA_ARGS__)
 
-/* Message ids of lifecycle events (journalctl MESSAGE_ID=...). */
+/* Message ids of lifecycle events (journalctl MESSAGE_ID=...).  Each has an
+ * entry in units/hyperamp.catalog, which journalctl -x shows. */
 #define HA_MID_STARTED   "943de71f94bd476f9229d43c551b26fc"
 #define HA_MID_READY     "9bbb1190bd834ad0b98f5477f619002e"
 #define HA_MID_STOPPING  "e00cb3a41ff1451b9f308a2fe3f793d1"
@@ -55,7 +71,9 @@ int ha_log_target_parse(const char *s);
 void ha_log_set_target(enum ha_log_target t);
 const char *ha_log_target_name(void);
 /* Logs with errno = -r, so %m names the error; returns r (negative). */
-int ha_log_errno(int level, int r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int ha_log_errno_at(const HaLogLoc *loc, int level, int r, const char *fmt, ...)
+        __attribute__((format(printf, 4, 5)));
+#define ha_log_errno(level, r, ...) ha_log_errno_at(HA_LOG_LOC, level, r, __VA_ARGS__)
 
 #define log_error(...)   ha_log(LOG_ERR, __VA_ARGS__)
 #define log_warning(...) ha_log(LOG_WARNING, __VA_ARGS__)

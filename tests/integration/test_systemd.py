@@ -341,6 +341,37 @@ class UnitFileTest(unittest.TestCase):
         score = float(line.split(':')[1].split()[0])
         self.assertLessEqual(score, 2.0, line)
 
+    def test_catalog_explains_every_message_id(self):
+        """units/hyperamp.catalog compiles, and has an entry for each MESSAGE_ID
+        the daemon logs and for nothing else."""
+        import re
+        with open(os.path.join(SRC, 'src', 'core', 'log.h')) as f:
+            mids = dict(re.findall(r'#define (HA_MID_\w+)\s+"([0-9a-f]{32})"', f.read()))
+        used = set()
+        for sub in ('core', 'daemon'):
+            d = os.path.join(SRC, 'src', sub)
+            for name in os.listdir(d):
+                if name.endswith('.c'):
+                    with open(os.path.join(d, name)) as f:
+                        used |= set(re.findall(r'message_id = (HA_MID_\w+)', f.read()))
+        self.assertTrue(used)
+        self.assertLessEqual(used, set(mids), 'a message_id that log.h does not define')
+        root = tempfile.mkdtemp(prefix='hyperamp-catalog-')
+        self.addCleanup(shutil.rmtree, root)
+        catdir = os.path.join(root, 'usr', 'lib', 'systemd', 'catalog')
+        os.makedirs(catdir)
+        os.makedirs(os.path.join(root, 'var', 'lib', 'systemd', 'catalog'))
+        shutil.copy(os.path.join(SRC, 'units', 'hyperamp.catalog'), catdir)
+        p = subprocess.run(['journalctl', '--root', root, '--update-catalog'],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual((p.returncode, p.stderr), (0, ''))
+        p = subprocess.run(['journalctl', '--root', root, '--list-catalog'],
+                           capture_output=True, text=True, timeout=60, check=True)
+        listed = {l.split()[0]: l.split(None, 1)[1] for l in p.stdout.splitlines()}
+        self.assertEqual(set(listed), set(mids.values()))
+        for mid, line in listed.items():
+            self.assertTrue(line.startswith('hyperamp: '), line)
+
     def test_socket_unit_is_not_world_writable(self):
         with open(os.path.join(self.UNITS, 'hyperampd.socket')) as f:
             text = f.read()

@@ -334,6 +334,10 @@ class PkgConfigTest(unittest.TestCase):
         env = dict(os.environ, PKG_CONFIG_PATH=pcdirs[0], PKG_CONFIG_SYSROOT_DIR=dest)
         flags = subprocess.run(['pkg-config', '--cflags', '--libs', 'hyperamp'], env=env,
                                capture_output=True, text=True, check=True).stdout.split()
+        # The public header needs no cJSON: its include path must not leak.
+        leak = subprocess.run(['pkg-config', '--print-requires-private', '--cflags', 'hyperamp'],
+                              env=env, capture_output=True, text=True, check=True).stdout
+        self.assertNotIn('cjson', leak.lower())
         src = os.path.join(tmp, 'hello.c')
         with open(src, 'w') as f:
             f.write(textwrap.dedent('''\

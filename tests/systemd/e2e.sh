@@ -3,18 +3,23 @@
 #
 # systemd-e2e: hyperampd under a real systemd, end to end.
 #
-#   bash e2e.sh BUILD_ROOT SOURCE_ROOT [MESON]
+#   bash e2e.sh BUILD_ROOT SOURCE_ROOT
 #
-# 1. Builds the tree with --prefix=/usr in a scratch build directory and
-#    `meson install --destdir`s it, as a package would.
+# 1. Takes the Debian packages from $HYPERAMP_DEB_DIR (scripts/deb.sh's
+#    output; .ci/run builds them once), or builds them with scripts/deb.sh.
 # 2. Boots /lib/systemd/systemd as PID 1 of private PID, mount, UTS and
-#    cgroup namespaces (ns-init.sh).
-#    Inside, the DESTDIR is overlaid on /usr and /etc, so the installed units
-#    run byte-for-byte as installed, and /run, /dev, /tmp, /var and the cgroup
-#    tree are private: nothing of the host is written to.
-# 3. Through nsenter: systemctl start hyperampd.socket hyperampd.service,
-#    hyperampctl submit, systemctl reload, journalctl -u hyperampd (native
-#    structured entries), a SIGKILL under shared-memory load that systemd
+#    cgroup namespaces (ns-init.sh).  Before that, ns-init.sh installs the
+#    packages with dpkg -i, whose maintainer scripts create the user
+#    (systemd-sysusers), /run/hyperamp (systemd-tmpfiles), enable the units
+#    (deb-systemd-helper) and compile the message catalog (systemd's
+#    trigger).  /usr, /etc, /var, /run, /dev, /tmp and the cgroup tree are
+#    private (overlays and tmpfs): nothing of the host is written to.
+# 3. Through nsenter: with a bad config, a failed start that is not
+#    restarted and leaves the socket listening, then a start once the file is
+#    fixed (no reset-failed); systemctl start hyperampd.socket hyperampd.service,
+#    hyperampctl submit, the Python client, systemctl reload, journalctl -u
+#    hyperampd (native structured entries with the caller's CODE_FILE=,
+#    journalctl -x with the catalog's text), a SIGKILL under shared-memory load that systemd
 #    restarts from and the zone client resumes across, systemctl stop; each
 #    step checked.
 # 4. Kills that systemd (the namespaces go with it) and checks that nothing
@@ -26,7 +31,7 @@
 set -euo pipefail
 
 if [ $# -lt 2 ]; then
-        echo "usage: $0 BUILD_ROOT SOURCE_ROOT [MESON]" >&2
+        echo "usage: $0 BUILD_ROOT SOURCE_ROOT" >&2
         exit 2
 fi
 if [ -n "${HYPERAMP_EXE_WRAPPER:-}" ]; then
@@ -37,7 +42,6 @@ if [ -n "${HYPERAMP_EXE_WRAPPER:-}" ]; then
 fi
 BUILD_ROOT=$(realpath "$1")
 SRC=$(realpath "$2")
-MESON=${3:-meson}
 HERE=$SRC/tests/systemd
 
 # The installed names this test relies on (units/meson.build, configs/).
@@ -65,7 +69,7 @@ if ! err=$(unshare --pid --fork --mount --uts --cgroup true 2>&1); then
 fi
 
 # ---- everything else is a failure from here on ----
-for t in /lib/systemd/systemd systemctl journalctl systemd-sysusers systemd-tmpfiles nsenter python3 "$MESON" ninja; do
+for t in /lib/systemd/systemd systemctl journalctl systemd-sysusers systemd-tmpfiles nsenter python3 dpkg dpkg-deb; do
         if ! command -v "$t" >/dev/null; then
                 echo "FAIL: '$t' is not installed; the systemd end-to-end test needs it" >&2
                 exit 1
@@ -196,7 +200,7 @@ teardown() {
         elif [ "$rc" = 0 ]; then
                 rm -rf "$S"
         else
-                rm -rf "$S/build" "$S/root"
+                rm -rf "$S/deb/src" "$S/debs"
                 echo "scratch directory kept (logs only): $S" >&2
         fi
         [ "$rc" = 0 ] && log "PASS"
@@ -208,22 +212,29 @@ trap 'exit 1' INT TERM HUP
 snapshot "$S/host-before"
 CANARY=$(mktemp /tmp/hyperamp-e2e-canary.XXXXXX)
 
-# ---- 1. build and install, as a package would ----
-log "building with --prefix=/usr in $S/build"
-"$MESON" setup "$S/build" "$SRC" --prefix=/usr -Dbuildtype=debugoptimized -Db_sanitize=none \
-        >"$S/build.log" 2>&1 || { tail -n 30 "$S/build.log"; fail "meson setup failed"; }
-ninja -C "$S/build" >>"$S/build.log" 2>&1 || { tail -n 30 "$S/build.log"; fail "build failed"; }
-"$MESON" install -C "$S/build" --no-rebuild --destdir "$S/root" >>"$S/build.log" 2>&1 ||
-        { tail -n 30 "$S/build.log"; fail "meson install failed"; }
-R=$S/root
-for f in usr/sbin/hyperampd usr/bin/hyperampctl etc/hyperamp/hyperampd.json \
-        usr/lib/sysusers.d/hyperamp.conf usr/lib/tmpfiles.d/hyperamp.conf; do
-        [ -e "$R/$f" ] || fail "meson install did not install /$f"
+# ---- 1. the Debian packages ----
+if [ -n "${HYPERAMP_DEB_DIR:-}" ]; then
+        DEBS=$(realpath "$HYPERAMP_DEB_DIR")
+        log "packages from HYPERAMP_DEB_DIR=$DEBS"
+else
+        DEBS=$S/deb
+        log "building the packages: scripts/deb.sh $DEBS (set HYPERAMP_DEB_DIR to reuse a build)"
+        "$SRC/scripts/deb.sh" "$DEBS" >"$S/deb.log" 2>&1 || { tail -n 30 "$S/deb.log"; fail "scripts/deb.sh failed"; }
+fi
+mkdir "$S/debs"
+for p in hyperamp libhyperamp0 libhyperamp-dev; do
+        f=$(ls "$DEBS/${p}_"*.deb 2>/dev/null | head -n1)
+        [ -n "$f" ] || fail "no ${p}_*.deb in $DEBS"
+        cp "$f" "$S/debs/"
 done
-UNITDIR=$(dirname "$(find "$R" -path '*/systemd/system/hyperampd.service' | head -n1)")
-[ -f "$UNITDIR/hyperampd.service" ] && [ -f "$UNITDIR/hyperampd.socket" ] ||
-        fail "meson install did not install hyperampd.service and hyperampd.socket"
-log "installed units from ${UNITDIR#"$R"}"
+HA_DEB=$(ls "$S"/debs/hyperamp_*.deb)
+for f in usr/sbin/hyperampd usr/bin/hyperampctl etc/hyperamp/hyperampd.json lib/systemd/system/hyperampd.service \
+        lib/systemd/system/hyperampd.socket usr/lib/sysusers.d/hyperamp.conf usr/lib/tmpfiles.d/hyperamp.conf \
+        usr/lib/systemd/catalog/hyperamp.catalog usr/share/doc/hyperamp/protocol.md \
+        usr/lib/python3/dist-packages/hyperamp.py; do
+        dpkg-deb -c "$HA_DEB" | awk '{ print $6 }' | grep -qx "./$f" || fail "$(basename "$HA_DEB") does not ship /$f"
+done
+log "installing $(cd "$S/debs" && echo *.deb) in the namespace"
 
 # ---- 2. the unit folder: journald, empty stub targets, the installed units ----
 mkdir "$S/units"
@@ -241,7 +252,8 @@ Description=hyperamp end-to-end test
 Wants=systemd-journald.socket systemd-journald-dev-log.socket systemd-journald.service
 After=systemd-journald.service
 EOF
-cp "$UNITDIR/hyperampd.service" "$UNITDIR/hyperampd.socket" "$S/units/"
+# hyperampd.service and .socket: ns-init.sh copies them in from the
+# installed package.
 
 # ---- 3. a fresh cgroup in each hierarchy, below our own ----
 # The namespace's systemd takes it as its root cgroup (via a cgroup
@@ -326,12 +338,63 @@ done
 [ "$state" = running ] || fail "the namespace's systemd did not reach 'running' within 30 s (state: '${state:-no answer}')"
 log "systemd is running as host pid $NSPID ($PIDNS)"
 
-# The units systemd runs must be the installed ones, unmodified.
+# The units systemd runs must be the package's, unmodified.
 for u in hyperampd.service hyperampd.socket; do
         p=$(ns systemctl show -p FragmentPath --value "$u")
         [ "$p" = "/run/ci-units/$u" ] || fail "$u was loaded from '$p', not the test's unit folder"
-        ns cat "$p" | cmp -s - "$UNITDIR/$u" || fail "$u in the namespace differs from the installed one"
+        ns cat "$p" | cmp -s - <(dpkg-deb --fsys-tarfile "$HA_DEB" | tar -xO "./lib/systemd/system/$u") ||
+                fail "$u in the namespace differs from the one in $(basename "$HA_DEB")"
 done
+
+# ---- 4b. what dpkg -i and the maintainer scripts did ----
+for p in hyperamp libhyperamp0 libhyperamp-dev; do
+        st=$(ns dpkg-query -W -f='${Status} ${Version}' "$p" 2>&1) || true
+        [[ "$st" == "install ok installed "* ]] || fail "package $p in the namespace: '$st'"
+done
+ns id hyperamp >/dev/null 2>&1 || fail "the postinst's systemd-sysusers did not create the hyperamp user"
+d=$(ns stat -c '%a %U %G' /run/hyperamp) || fail "the postinst's systemd-tmpfiles did not create /run/hyperamp"
+[ "$d" = "750 hyperamp hyperamp" ] || fail "/run/hyperamp is '$d', expected 750 hyperamp hyperamp"
+for l in sockets.target.wants/hyperampd.socket multi-user.target.wants/hyperampd.service; do
+        t=$(ns readlink "/etc/systemd/system/$l") || fail "deb-systemd-helper did not enable /etc/systemd/system/$l"
+        [ "$t" = "/lib/systemd/system/${l#*/}" ] || fail "/etc/systemd/system/$l points to '$t'"
+done
+n=$(ns journalctl --list-catalog | grep -c ' hyperamp: ') || true
+[ "$n" = 8 ] || fail "the catalog database lists $n hyperamp entries after dpkg -i, expected 8 (systemd's trigger runs journalctl --update-catalog)"
+for f in protocol zones hyperamp-v1; do
+        ns test -f "/usr/share/doc/hyperamp/$f.md" || fail "/usr/share/doc/hyperamp/$f.md, which a man page cites, is not installed"
+done
+log "dpkg -i: packages installed; user, /run/hyperamp, enabled units, $n catalog entries, docs"
+
+# ---- 4c. a bad config: one failed start, no restart loop, the socket stays ----
+CONF=/etc/hyperamp/hyperampd.json
+ns cp "$CONF" "$CONF.good"
+ns sh -c "printf '{ \"no_such_key\": 1 }\n' >$CONF"
+out=$(ns systemctl start hyperampd.socket 2>&1) || fail "systemctl start hyperampd.socket failed: $out"
+if out=$(ns systemctl start hyperampd.service 2>&1); then
+        fail "systemctl start hyperampd.service succeeded with a bad config"
+fi
+# Wait for the unit to settle: 'failed' at once when the failure is not
+# restarted; a restart loop shows activating/auto-restart, then
+# start-limit-hit (RestartSec=2s x StartLimitBurst=5).
+show=
+for _ in $(seq 160); do
+        show=$(ns systemctl show -p ActiveState -p SubState -p Result -p NRestarts \
+                -p ExecMainStatus hyperampd.service | sort | xargs)
+        case "$show" in *ActiveState=failed* | *ActiveState=inactive*) break ;; esac
+        sleep 0.25
+done
+sock_state=$(ns systemctl is-active hyperampd.socket) || true
+log "bad config: $show; hyperampd.socket $sock_state"
+[ "$show" = "ActiveState=failed ExecMainStatus=78 NRestarts=0 Result=exit-code SubState=failed" ] ||
+        fail "with a bad config: '$show', expected one failed start (exit 78, NRestarts=0, Result=exit-code)"
+[ "$sock_state" = active ] || fail "hyperampd.socket is '$sock_state' after the failed start, expected active"
+ns journalctl --sync 2>/dev/null || true
+ns journalctl --no-pager -o cat -u hyperampd.service | grep -q "Invalid configuration: .*no_such_key" ||
+        fail "the journal does not say why the start failed (Invalid configuration ... no_such_key)"
+ns mv "$CONF.good" "$CONF"
+# It stays up for the checks below (each start counts toward StartLimitBurst).
+out=$(ns systemctl start hyperampd.service 2>&1) || fail "after fixing the config, systemctl start failed (without reset-failed): $out"
+log "config fixed: hyperampd.service started without reset-failed"
 
 # ---- 5. start ----
 log "systemctl start hyperampd.socket hyperampd.service"
@@ -384,6 +447,16 @@ fi
 [[ "$out" == *E_DENIED* ]] || fail "reload by a hyperamp group member failed, but not with E_DENIED: $out"
 log "hyperamp group member: submit allowed, reload denied ($out)"
 
+# The packaged Python client (/usr/lib/python3/dist-packages/hyperamp.py):
+# as root, and as a group member, who has no daemon at the per-user path and
+# so reaches the system socket.
+PY_SUBMIT='import hyperamp; c = hyperamp.Client(); print(c.path, c.submit("encrypt", b"hello").data.hex(" "))'
+got=$(ns python3 -c "$PY_SUBMIT" 2>&1) || true
+[ "$got" = "$SOCK $want" ] || fail "python3 -c 'import hyperamp ...' as root gave '$got', expected '$SOCK $want'"
+got=$(ns setpriv --reuid=ha-e2e-peer --regid=ha-e2e-peer --init-groups python3 -c "$PY_SUBMIT" 2>&1) || true
+[ "$got" = "$SOCK $want" ] || fail "the Python client as a hyperamp group member gave '$got', expected '$SOCK $want'"
+log "Python client (installed module), root and group member: $got"
+
 # ---- 7. reload (ExecReload= runs hyperampctl reload as user hyperamp) ----
 log "systemctl reload hyperampd"
 out=$(ns systemctl reload hyperampd.service 2>&1) || fail "systemctl reload hyperampd failed: $out"
@@ -429,6 +502,40 @@ common=(_TRANSPORT=journal SYSLOG_IDENTIFIER=hyperampd _SYSTEMD_UNIT=hyperampd.s
 check_entry "$MID_READY" READY "${common[@]}" PRIORITY=6 "MESSAGE=Ready: serving on $SOCK"
 check_entry "$MID_RELOADED" RELOADED "${common[@]}" PRIORITY=6 "MESSAGE=Configuration reloaded from /etc/hyperamp/hyperampd.json*"
 check_entry "$MID_DENIED" DENIED "${common[@]}" PRIORITY=4 HYPERAMP_CLIENT_PID HYPERAMP_CLIENT_UID
+
+# Each entry names the code that logged it, not the logging wrapper:
+# check_code FILE WORD MATCH...: the last entry of hyperampd matching has
+# CODE_FILE=FILE, and line CODE_LINE of FILE in the source tree (the
+# packages were built from it) has WORD on it.
+PY_CODE='
+import json, os, sys
+src, want_file, word = sys.argv[1:]
+e = json.loads(sys.stdin.read())
+f, line, func = e.get("CODE_FILE"), e.get("CODE_LINE"), e.get("CODE_FUNC")
+if f != want_file:
+    sys.exit(f"CODE_FILE={f!r} CODE_LINE={line!r} CODE_FUNC={func!r}, expected CODE_FILE={want_file!r}")
+text = open(os.path.join(src, f)).read().splitlines()[int(line) - 1]
+if word not in text or func in (None, "log_journal", "log_va"):
+    sys.exit(f"{f}:{line} ({func}) is {text.strip()!r}, not the call with {word}")
+print(f"CODE_FILE={f} CODE_LINE={line} CODE_FUNC={func}")
+'
+check_code() {
+        local json file=$1 word=$2
+        shift 2
+        json=$(ns journalctl --no-pager -o json -u hyperampd.service SYSLOG_IDENTIFIER=hyperampd "$@" | tail -n1)
+        [ -n "$json" ] || fail "no entry of hyperampd.service matching $*"
+        out=$(python3 -c "$PY_CODE" "$SRC" "$file" "$word" <<<"$json" 2>&1) || fail "the entry $*: $out"
+        log "journal $*: $out"
+}
+check_code src/daemon/daemon.c HA_MID_READY "MESSAGE_ID=$MID_READY"
+check_code src/daemon/control.c HA_MID_DENIED "MESSAGE_ID=$MID_DENIED"
+check_code src/daemon/main.c 'Invalid configuration' PRIORITY=3
+
+# journalctl -x adds the catalog's explanation (installed by the package).
+out=$(ns journalctl --no-pager -x -u hyperampd.service "MESSAGE_ID=$MID_READY" 2>&1) || true
+[[ "$out" == *"Subject: hyperampd is ready"* && "$out" == *"Documentation: man:hyperampd(8)"* ]] ||
+        fail "journalctl -x shows no catalog text for the READY entry:"$'\n'"$out"
+log "journalctl -x: $(grep -m1 'Subject:' <<<"$out")"
 
 # ---- 8b. SIGKILL under shared-memory load: systemd restarts hyperampd
 # (Restart=on-failure) and the zone client hands its lease to the new one;

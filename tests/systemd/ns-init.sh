@@ -6,13 +6,14 @@
 #   unshare --pid --fork --mount --mount-proc --uts --cgroup bash ns-init.sh SCRATCH CGROUP_MOUNTS
 #
 # It makes every path systemd or the units under test could write to private
-# to this mount namespace (/run, /tmp, /var, /etc, /dev and the cgroup tree), installs the build by
-# overlaying the meson DESTDIR on /usr and /etc, and execs
+# to this mount namespace (/run, /tmp, /var, /etc, /usr, /dev and the cgroup
+# tree: tmpfs, or overlays whose writes go to a tmpfs), installs the Debian
+# packages with dpkg -i, and execs
 #   /lib/systemd/systemd --system --unit=ci.target
 # with SYSTEMD_UNIT_PATH=/run/ci-units only, so that none of the host's units
 # (sysinit.target's tmpfiles wiping /tmp, sysctl, modules...) can start.
 #
-# SCRATCH holds: root/ (the DESTDIR), units/ (the unit folder), console.log.
+# SCRATCH holds: debs/ (the packages), units/ (the unit folder), console.log.
 # CGROUP_MOUNTS is a file of "fstype mountpoint superoptions" lines, the
 # host's cgroup mounts, remounted here so that their root is our cgroup
 # namespace (e2e.sh created and entered a fresh cgroup in each hierarchy).
@@ -20,7 +21,6 @@ set -euo pipefail
 
 S=$1
 CGROUP_MOUNTS=$2
-ROOT=$S/root
 
 say() { echo "ns-init: $*" >&2; }
 
@@ -79,21 +79,24 @@ ln -s /proc/self/fd/2 /run/ci-dev/stderr
 mount --move /run/ci-dev /dev
 rmdir /run/ci-dev
 
-# The installation: the DESTDIR laid over /usr (read-only) and over /etc
-# (writes, e.g. systemd-sysusers' /etc/passwd, go to a tmpfs).  So the
-# installed units run unmodified: /usr/sbin/hyperampd, /usr/bin/hyperampctl
-# and /etc/hyperamp/hyperampd.json are where the units say.  /var is
-# overlaid too, so the journal and PrivateTmp= directories stay in here.
-mkdir -p /run/ci-rw/etc/upper /run/ci-rw/etc/work /run/ci-rw/var/upper /run/ci-rw/var/work
-mount -t overlay -o "lowerdir=$ROOT/usr:/usr" overlay /usr
-mount -t overlay -o "lowerdir=$ROOT/etc:/etc,upperdir=/run/ci-rw/etc/upper,workdir=/run/ci-rw/etc/work" overlay /etc
-mount -t overlay -o "lowerdir=/var,upperdir=/run/ci-rw/var/upper,workdir=/run/ci-rw/var/work" overlay /var
+# /usr, /etc and /var: the host's, with writes (dpkg's files and database,
+# systemd-sysusers' /etc/passwd, the journal, PrivateTmp= directories) going
+# to a tmpfs.  /lib is /usr/lib on Debian 12.
+for d in usr etc var; do
+        mkdir -p "/run/ci-rw/$d/upper" "/run/ci-rw/$d/work"
+        mount -t overlay -o "lowerdir=/$d,upperdir=/run/ci-rw/$d/upper,workdir=/run/ci-rw/$d/work" overlay "/$d"
+done
 mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp
 
-# The installed sysusers.d and tmpfiles.d entries, applied as a package's
-# postinst (and systemd-tmpfiles-setup at boot) would.
-systemd-sysusers /usr/lib/sysusers.d/hyperamp.conf
-systemd-tmpfiles --create /usr/lib/tmpfiles.d/hyperamp.conf
+# The packages, installed as on a machine that is not booted yet (no
+# /run/systemd/system): the maintainer scripts run systemd-sysusers,
+# systemd-tmpfiles and deb-systemd-helper enable, and systemd's trigger
+# compiles the message catalog; nothing is started.
+say "dpkg -i $(cd "$S/debs" && echo *.deb)"
+env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
+        DEBIAN_FRONTEND=noninteractive dpkg -i "$S"/debs/*.deb
+# The packaged units, in the only folder this systemd reads.
+cp /lib/systemd/system/hyperampd.service /lib/systemd/system/hyperampd.socket /run/ci-units/
 
 mkdir -p /run/systemd/journald.conf.d
 printf '[Journal]\nStorage=volatile\nRateLimitBurst=0\n' >/run/systemd/journald.conf.d/ci.conf
