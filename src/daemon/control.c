@@ -177,15 +177,28 @@ static void send_frame(Conn *c, const char *json, size_t jlen, const void *data,
 
 static void send_json(Conn *c, cJSON *o)
 {
-        char *s = cJSON_PrintUnformatted(o);
+        char *s = cJSON_PrintUnformatted(o), *fixed = NULL;
+        size_t len;
 
-        if (!s) {
-                log_warning("Out of memory building a reply, closing the connection");
-                conn_close(c);
-                return;
+        if (!s)
+                goto oom;
+        len = strlen(s);
+        /* Messages may quote a client's bytes, or a config file's: cJSON
+         * copies bytes over 0x7f as they are.  Replies are UTF-8. */
+        if (ha_utf8_valid_prefix(s, len) != len) {
+                fixed = malloc(3 * len);
+                if (!fixed)
+                        goto oom;
+                len = ha_utf8_repair(s, len, fixed);
         }
-        send_frame(c, s, strlen(s), NULL, 0);
+        send_frame(c, fixed ? fixed : s, len, NULL, 0);
+        free(fixed);
         free(s);
+        return;
+oom:
+        free(s);
+        log_warning("Out of memory building a reply, closing the connection");
+        conn_close(c);
 }
 
 static cJSON *reply_new(uint64_t id)

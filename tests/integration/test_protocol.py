@@ -120,6 +120,52 @@ class ProtocolTest(unittest.TestCase):
         self.assertEqual(error_code(rep), 'E_METHOD')
         self.assert_usable(c)
 
+    def test_nul_in_a_name_is_refused(self):
+        """Issue 16 item 6: a NUL (\\u0000) ended the string inside the
+        parser, so "ping\\u0000junk" was answered as ping, "encrypt\\u0000x"
+        ran encrypt and a non-admin's "shutdown\\u0000" got E_DENIED."""
+        c = self.client()
+        cases = [
+            (b'{"v":1,"id":1,"method":"ping\\u0000junk"}', b'', 'E_METHOD'),
+            (b'{"v":1,"id":2,"method":"submit","params":{"service":"encrypt\\u0000x"}}',
+             b'abc', 'E_INVALID'),
+            (b'{"v":1,"id":3,"method":"shutdown\\u0000"}', b'', 'E_METHOD'),
+            (b'{"v":1,"id":4,"method":"ping\x00"}', b'', 'E_METHOD'),
+            (b'{"v":1,"id":5,"method\\u0000x":"stats","method":"ping"}', b'', 'E_PROTO'),
+        ]
+        for j, payload, code in cases:
+            with self.subTest(json=j):
+                c.send(j, payload)
+                rep, data = c.recv_frame()
+                self.assertEqual(error_code(rep), code, rep)
+                self.assertNotIn('result', rep)
+                self.assertEqual(data, b'')
+        self.assert_usable(c)
+
+    def recv_raw_json(self, c):
+        c._fill(8)
+        jlen, dlen = struct.unpack('>II', c.buf[:8])
+        c._fill(8 + jlen + dlen)
+        j = bytes(c.buf[8:8 + jlen])
+        del c.buf[:8 + jlen + dlen]
+        return j
+
+    def test_error_replies_are_valid_utf8(self):
+        """Issue 16 item 5: an error quoting the client's bytes copied them
+        as they were, and "%.64s" cut a multi-byte character in two."""
+        c = self.client()
+        names = [b'\xff\xfe\xc0\xaf', b'\xed\xa0\x80', b'a' * 63 + '\u20ac'.encode(),
+                 b'a' + '\u00e9'.encode() * 40]
+        for i, name in enumerate(names):
+            with self.subTest(name=name):
+                c.send(b'{"v":1,"id":%d,"method":"submit","params":{"service":"%s"}}'
+                       % (i, name), b'x')
+                j = self.recv_raw_json(c)
+                rep = json.loads(j.decode('utf-8'))     # strict: no surrogates either
+                self.assertEqual(error_code(rep), 'E_INVALID', rep)
+                self.assertEqual(rep['id'], i)
+        self.assert_usable(c)
+
     def test_submit_invalid_params(self):
         c = self.client()
         for params, payload in (({}, b'x'), (None, b'x'), ({'service': 70000}, b'x'),
