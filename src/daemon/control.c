@@ -37,7 +37,8 @@ struct Conn {
         unsigned pending;       /* requests in the engine */
         bool have_hdr;
         bool closing;           /* close once the output is written */
-        bool paused;            /* reading stopped: output backlog or shutdown */
+        bool broken;            /* bad header: the stream cannot re-sync, read no more */
+        bool paused;            /* reading stopped: output backlog */
         bool in_use;            /* a callback has it on the stack (conn_enter) */
         bool close_later;       /* conn_close while in use: done at conn_leave */
         bool eof;               /* the client half-closed: answer, then close */
@@ -145,21 +146,44 @@ static bool conn_leave(Conn *c)
         return false;
 }
 
-static void conn_close_after_flush(Conn *c)
+/* Whether c reads frames.  A closing connection still does while the
+ * daemon shuts down: each frame it reads is answered E_SHUTDOWN. */
+static bool conn_may_read(const Conn *c)
+{
+        return !c->broken && !c->close_later && (!c->closing || c->ctl->quiesced);
+}
+
+/* Shutting down, a closing connection waits for bytes the client sent and
+ * we have not read yet: they get their E_SHUTDOWN before the close. */
+static bool conn_input_waiting(Conn *c)
+{
+        char b;
+
+        return c->closing && conn_may_read(c) &&
+               recv(bufferevent_getfd(c->bev), &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
+/* false when c was closed (and may be freed). */
+static bool conn_close_after_flush(Conn *c)
 {
         if (!c->bev)
-                return;
+                return false;
         c->closing = true;
-        bufferevent_disable(c->bev, EV_READ);
-        if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+        if (!conn_may_read(c))
+                bufferevent_disable(c->bev, EV_READ);
+        if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0 && !conn_input_waiting(c)) {
                 conn_close(c);
+                return false;
+        }
+        return true;
 }
 
 /* A half-closed client is done once every request it sent is answered. */
-static void conn_check_eof(Conn *c)
+static bool conn_check_eof(Conn *c)
 {
         if (c->bev && c->eof && !c->paused && c->pending == 0)
-                conn_close_after_flush(c);
+                return conn_close_after_flush(c);
+        return true;
 }
 
 static void send_frame(Conn *c, const char *json, size_t jlen, const void *data, size_t dlen)
@@ -557,14 +581,15 @@ out:
         ha_request_done(&req);
 }
 
-static void conn_read_cb(struct bufferevent *bev, void *userdata)
+/* false when c was closed (and may be freed). */
+static bool conn_read(Conn *c)
 {
-        Conn *c = userdata;
         HaControl *ctl = c->ctl;
+        struct bufferevent *bev = c->bev;
         struct evbuffer *in = bufferevent_get_input(bev);
 
         conn_enter(c);
-        while (!c->close_later && !c->closing && !c->paused) {
+        while (conn_may_read(c) && !c->paused) {
                 if (!c->have_hdr) {
                         uint8_t hdr[HA_PROTO_HDR_SIZE];
                         enum ha_error err;
@@ -582,6 +607,7 @@ static void conn_read_cb(struct bufferevent *bev, void *userdata)
                                          (unsigned long long)ctl->cfg.max_payload);
                                 send_error(c, NO_ID, err, err == HA_E_TOO_BIG ? m : NULL);
                                 /* The stream cannot be trusted to re-sync. */
+                                c->broken = true;
                                 conn_close_after_flush(c);
                                 break;
                         }
@@ -592,15 +618,19 @@ static void conn_read_cb(struct bufferevent *bev, void *userdata)
                 c->have_hdr = false;
                 handle_frame(c, in);
         }
-        /* Stop reading while the client lets its replies pile up, and for
-         * good once shutting down: what it had sent got E_SHUTDOWN above. */
+        /* Stop reading while the client lets its replies pile up. */
         if (!c->close_later && !c->paused &&
-            (ctl->quiesced || evbuffer_get_length(bufferevent_get_output(bev)) > OUTPUT_HIGH)) {
+            evbuffer_get_length(bufferevent_get_output(bev)) > OUTPUT_HIGH) {
                 c->paused = true;
                 bufferevent_disable(bev, EV_READ);
         }
-        if (conn_leave(c))
-                conn_check_eof(c);
+        return conn_leave(c) && conn_check_eof(c);
+}
+
+static void conn_read_cb(struct bufferevent *bev, void *userdata)
+{
+        (void)bev;
+        (void)conn_read(userdata);
 }
 
 static void conn_write_cb(struct bufferevent *bev, void *userdata)
@@ -609,16 +639,16 @@ static void conn_write_cb(struct bufferevent *bev, void *userdata)
         (void)bev;
 
         /* Called when the output has been fully written. */
-        if (c->closing) {
-                conn_close(c);
-                return;
-        }
-        if (c->paused && !c->ctl->quiesced) {
+        if (c->paused && conn_may_read(c)) {
                 c->paused = false;
                 if (!c->eof)
                         bufferevent_enable(c->bev, EV_READ);
-                conn_read_cb(c->bev, c);        /* frames that waited for room */
+                if (!conn_read(c))      /* frames that waited for room */
+                        return;
         }
+        if (c->closing && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0 &&
+            !conn_input_waiting(c))
+                conn_close(c);
 }
 
 static void conn_event_cb(struct bufferevent *bev, short what, void *userdata)
@@ -939,8 +969,6 @@ int ha_control_new(struct event_base *base, HaEngine *engine, const HaConfig *cf
 
 void ha_control_quiesce(HaControl *ctl)
 {
-        Conn *c, *next;
-
         if (ctl->quiesced)
                 return;
         ctl->quiesced = true;
@@ -952,14 +980,8 @@ void ha_control_quiesce(HaControl *ctl)
                 (void)unlink(ctl->path);
                 ctl->path[0] = '\0';
         }
-        for (c = LIST_FIRST(&ctl->conns); c; c = next) {
-                next = LIST_NEXT(c, link);
-                /* Frames already received get E_SHUTDOWN, not silence, and
-                 * reading stops.  A connection in use (its frame asked for
-                 * the shutdown) does both on its way out. */
-                if (!c->in_use)
-                        conn_read_cb(c->bev, c);
-        }
+        /* Reading goes on: from now on every frame read is answered
+         * E_SHUTDOWN, until ha_control_close_all closes the connection. */
 }
 
 void ha_control_close_all(HaControl *ctl, void (*done)(void *), void *userdata)

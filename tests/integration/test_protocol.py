@@ -717,6 +717,36 @@ class HalfCloseAndTimeoutTest(unittest.TestCase):
             c.expect_closed()
             self.assertEqual(harness.wait_pid_exit(d.proc, harness.STOP_TIMEOUT), 0)
 
+    def test_frames_sent_after_shutdown_get_e_shutdown(self):
+        """Issue 16 item 12: a connection still open when shutdown begins
+        (here: its replies are not read yet) stopped reading, so frames
+        behind the backlog and frames sent after the shutdown got no reply
+        at all, only EOF.  Each frame the daemon reads now gets a reply,
+        E_SHUTDOWN once the stop began."""
+        with Daemon() as d:
+            d.check_clean_exit = True
+            a = d.client(timeout=30)
+            self.addCleanup(a.close)
+            a.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            n = 1000        # about 6 KB of stats each: past the 4 MiB mark
+            a.send_raw(b''.join(encode_frame(request('stats', id=i)) for i in range(n)))
+            with d.client() as b:
+                rep, _ = b.call('shutdown')
+                self.assertEqual(rep.get('result'), {'stopping': True}, rep)
+            a.send(request('ping', id=n))           # after the shutdown began
+            answers = {}
+            while True:
+                try:
+                    rep, _ = a.recv_frame()
+                except Closed:
+                    break
+                self.assertNotIn(rep['id'], answers)
+                answers[rep['id']] = 'result' if 'result' in rep else error_code(rep)
+            self.assertEqual(answers.get(n), 'E_SHUTDOWN')
+            self.assertEqual(sorted(answers), list(range(n + 1)), 'a frame got no reply')
+            self.assertEqual(set(answers.values()) - {'result'}, {'E_SHUTDOWN'})
+            self.assertEqual(harness.wait_pid_exit(d.proc, harness.STOP_TIMEOUT), 0)
+
 
 if __name__ == '__main__':
     unittest.main()
