@@ -27,6 +27,9 @@
 
 #define NO_ID UINT64_MAX
 #define OUTPUT_HIGH (4u << 20)  /* stop reading a client that does not read replies */
+/* Admins get in beyond max_connections while they hold fewer than this,
+ * so that no one holding every connection can lock out reload. */
+#define ADMIN_RESERVE 4u
 
 typedef struct Conn Conn;
 
@@ -42,6 +45,7 @@ struct Conn {
         bool in_use;            /* a callback has it on the stack (conn_enter) */
         bool close_later;       /* conn_close while in use: done at conn_leave */
         bool eof;               /* the client half-closed: answer, then close */
+        bool admin;             /* an admin when it connected: the reserve, no uid cap */
         void *lease;            /* a zone lease held by this connection */
         uint32_t jlen, dlen;
         pid_t pid;
@@ -59,6 +63,7 @@ struct HaControl {
         LIST_HEAD(, Conn) conns;
         LIST_HEAD(, Conn) orphans;      /* closed, waiting for their requests */
         unsigned nconns;
+        unsigned nadmins;       /* of them, admins */
         uint64_t started_ns;
         bool quiesced;
         bool activated;         /* systemd owns the socket and its path */
@@ -75,7 +80,7 @@ struct HaControl {
         HaRatelimit rl_req;     /* per-request errors: a bad peer cannot flood the log */
         struct {
                 uint64_t accepted, rejected_conns, protocol_errors, rejected_requests,
-                        orphaned_replies, timeouts, denied;
+                        orphaned_replies, timeouts, denied, rejected_per_uid;
         } st;
 };
 
@@ -115,6 +120,7 @@ static void conn_close(Conn *c)
         c->bev = NULL;
         LIST_REMOVE(c, link);
         ctl->nconns--;
+        ctl->nadmins -= c->admin;
         if (c->pending > 0)
                 LIST_INSERT_HEAD(&ctl->orphans, c, link);
         else
@@ -275,6 +281,14 @@ static void log_request_error(Conn *c, uint64_t id, int service, const char *wha
                    what, suppressed ? " (similar messages were suppressed)" : "");
 }
 
+/* max_connections_per_uid; 0 is a quarter of max_connections. */
+static unsigned per_uid_cap(const HaControl *ctl)
+{
+        unsigned n = ctl->cfg.max_connections_per_uid;
+
+        return n ? n : ctl->cfg.max_connections / 4 ? ctl->cfg.max_connections / 4 : 1;
+}
+
 /* ===== methods ===== */
 
 static int parse_service(const cJSON *v, uint16_t *ret, char *err, size_t errlen)
@@ -389,6 +403,8 @@ static void m_stats(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer 
         cJSON_AddNumberToObject(conns, "total", (double)ctl->st.accepted);
         cJSON_AddNumberToObject(conns, "rejected", (double)ctl->st.rejected_conns);
         cJSON_AddNumberToObject(conns, "max", ctl->cfg.max_connections);
+        cJSON_AddNumberToObject(conns, "max_per_uid", per_uid_cap(ctl));
+        cJSON_AddNumberToObject(conns, "rejected_per_uid", (double)ctl->st.rejected_per_uid);
         cJSON_AddNumberToObject(conns, "protocol_errors", (double)ctl->st.protocol_errors);
         cJSON_AddNumberToObject(conns, "timeouts", (double)ctl->st.timeouts);
         cJSON_AddNumberToObject(conns, "denied", (double)ctl->st.denied);
@@ -475,28 +491,49 @@ static void m_attach(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer
                 send_error(c, id, HA_E_INTERNAL, "could not set up the zone channel");
 }
 
-/* Admin calls: root, the daemon's own user, or a member of admin_group. */
-static bool peer_is_admin(const Conn *c)
+/* Whether gid is among the peer's supplementary groups, as the kernel saw
+ * them at connect time.  A peer may have up to NGROUPS_MAX (65536): on
+ * ERANGE the kernel says how many bytes it needs, and the list is fixed. */
+static bool peer_in_group(int fd, gid_t gid)
 {
-        const HaControl *ctl = c->ctl;
-        gid_t groups[256];
-        socklen_t len = sizeof(groups);
-        int fd;
+        gid_t stack[64], *groups = stack;
+        socklen_t len = sizeof(stack);
+        bool found = false;
 
-        if (c->uid == 0 || c->uid == geteuid())
+        for (int tries = 0; getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) < 0; tries++) {
+                gid_t *bigger;
+
+                if (errno != ERANGE || tries > 0 || len <= sizeof(stack))
+                        goto out;
+                bigger = malloc(len);
+                if (!bigger) {
+                        log_warning("Out of memory reading a client's %zu groups, treating it "
+                                    "as outside admin_group", len / sizeof(gid_t));
+                        goto out;
+                }
+                groups = bigger;
+        }
+        for (size_t i = 0; i < len / sizeof(gid_t) && !found; i++)
+                found = groups[i] == gid;
+out:
+        if (groups != stack)
+                free(groups);
+        return found;
+}
+
+/* Admin calls: root, the daemon's own user, or a member of admin_group. */
+static bool cred_is_admin(const HaControl *ctl, int fd, uid_t uid, gid_t gid)
+{
+        if (uid == 0 || uid == geteuid())
                 return true;
         if (ctl->cfg.admin_gid == (gid_t)-1)
                 return false;
-        if (c->gid == ctl->cfg.admin_gid)
-                return true;
-        /* Supplementary groups, as the kernel saw them at connect time. */
-        fd = bufferevent_getfd(c->bev);
-        if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) < 0)
-                return false;
-        for (size_t i = 0; i < len / sizeof(gid_t); i++)
-                if (groups[i] == ctl->cfg.admin_gid)
-                        return true;
-        return false;
+        return gid == ctl->cfg.admin_gid || peer_in_group(fd, ctl->cfg.admin_gid);
+}
+
+static bool peer_is_admin(const Conn *c)
+{
+        return cred_is_admin(c->ctl, bufferevent_getfd(c->bev), c->uid, c->gid);
 }
 
 enum { M_ADMIN = 1 << 0 };
@@ -733,14 +770,16 @@ void ha_control_complete(void *owner, uint64_t req_id, uint16_t service, enum ha
 
 /* ===== listening ===== */
 
-static void reject_conn(HaControl *ctl, int fd)
+/* uid_cap: refused by max_connections_per_uid, not max_connections. */
+static void reject_conn(HaControl *ctl, int fd, uid_t uid, bool uid_cap)
 {
-        char json[160];
+        char json[192];
         uint8_t hdr[HA_PROTO_HDR_SIZE];
+        unsigned limit = uid_cap ? per_uid_cap(ctl) : ctl->cfg.max_connections;
         int n = snprintf(json, sizeof(json),
                          "{\"v\":%d,\"error\":{\"code\":\"%s\",\"message\":\"connection limit "
-                         "(%u) reached\"}}", HA_PROTO_VERSION, ha_error_name(HA_E_LIMIT),
-                         ctl->cfg.max_connections);
+                         "%s(%u) reached\"}}", HA_PROTO_VERSION, ha_error_name(HA_E_LIMIT),
+                         uid_cap ? "per uid " : "", limit);
         struct iovec iov[2] = { { hdr, sizeof(hdr) }, { json, (size_t)n } };
         struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
         uint64_t suppressed;
@@ -749,9 +788,28 @@ static void reject_conn(HaControl *ctl, int fd)
         (void)sendmsg(fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
         close(fd);
         ctl->st.rejected_conns++;
-        if (ha_ratelimit_ok(&ctl->rl_limit, &suppressed))
-                log_warning("Connection limit (%u) reached, refusing a client, ignoring",
-                            ctl->cfg.max_connections);
+        ctl->st.rejected_per_uid += uid_cap;
+        if (!ha_ratelimit_ok(&ctl->rl_limit, &suppressed))
+                return;
+        if (uid_cap)
+                log_warning("uid %u holds max_connections_per_uid (%u) connections, refusing "
+                            "another, ignoring", (unsigned)uid, limit);
+        else
+                log_warning("Connection limit (%u) reached, refusing a client, ignoring", limit);
+}
+
+/* Whether max_connections_per_uid refuses a non-admin uid one more. */
+static bool uid_at_cap(const HaControl *ctl, uid_t uid)
+{
+        unsigned cap = per_uid_cap(ctl), n = 0;
+        const Conn *c;
+
+        if (ctl->nconns < cap)
+                return false;
+        LIST_FOREACH(c, &ctl->conns, link)
+                if (c->uid == uid && ++n >= cap)
+                        return true;
+        return false;
 }
 
 /* Bounds how long a stalled half frame, an idle client or one that reads
@@ -771,11 +829,19 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         HaControl *ctl = userdata;
         struct ucred cred = { .pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1 };
         socklen_t clen = sizeof(cred);
+        bool admin;
         Conn *c;
         (void)l, (void)sa, (void)salen;
 
-        if (ctl->nconns >= ctl->cfg.max_connections) {
-                reject_conn(ctl, fd);
+        (void)getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen);
+        admin = cred_is_admin(ctl, fd, cred.uid, cred.gid);
+        if (ctl->nconns >= ctl->cfg.max_connections &&
+            !(admin && ctl->nadmins < ADMIN_RESERVE)) {
+                reject_conn(ctl, fd, cred.uid, false);
+                return;
+        }
+        if (!admin && uid_at_cap(ctl, cred.uid)) {
+                reject_conn(ctl, fd, cred.uid, true);
                 return;
         }
         c = calloc(1, sizeof(*c));
@@ -787,11 +853,11 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
                 close(fd);
                 return;
         }
-        (void)getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen);
         c->ctl = ctl;
         c->pid = cred.pid;
         c->uid = cred.uid;
         c->gid = cred.gid;
+        c->admin = admin;
         bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
         conn_set_timeouts(c);
         /* Larger writes for large replies.  (The read size does not help on
@@ -801,6 +867,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         bufferevent_enable(c->bev, EV_READ | EV_WRITE);
         LIST_INSERT_HEAD(&ctl->conns, c, link);
         ctl->nconns++;
+        ctl->nadmins += admin;
         ctl->st.accepted++;
 }
 

@@ -1,8 +1,10 @@
 # SPDX-License-Identifier: MIT
 """The control protocol on a raw socket: framing, errors, pipelining,
 misbehaving clients, limits."""
+import grp
 import json
 import os
+import pwd
 import random
 import socket
 import struct
@@ -595,6 +597,101 @@ class ConnectionLimitTest(unittest.TestCase):
                     return c
                 clients.append(wait_until(reconnect, 10, 'a free connection slot'))
                 self.assertEqual(clients[0].stats()['connections']['current'], 4)
+            finally:
+                for c in clients:
+                    c.close()
+
+
+@unittest.skipUnless(os.geteuid() == 0, 'needs root to act as another user')
+class PeerUserTest(unittest.TestCase):
+    """Clients that are not root: connection caps, admin groups."""
+
+    NOBODY = pwd.getpwnam('nobody').pw_uid
+    NOGROUP = grp.getgrnam('nogroup').gr_gid
+
+    def drop(self, groups=()):
+        def fn():
+            os.setgroups(list(groups))
+            os.setgid(self.NOGROUP)
+            os.setuid(self.NOBODY)
+        return fn
+
+    def open_to_nogroup(self, d):
+        os.chmod(d.tmpdir, 0o755)
+        os.chown(d.socket_path, 0, self.NOGROUP)
+
+    def connect_as(self, d, uid, n):
+        """n connections made as uid (group nogroup, no other groups):
+        SO_PEERCRED keeps the credentials of connect().  Returns for each
+        "ok" (it answered a ping) or the error code it got; those accepted
+        stay open until the test ends."""
+        groups = os.getgroups()
+        os.setgroups([])
+        os.setegid(self.NOGROUP)
+        os.seteuid(uid)
+        try:
+            clients = [d.client() for _ in range(n)]
+        finally:
+            os.seteuid(0)
+            os.setegid(0)
+            os.setgroups(groups)
+        codes = []
+        for c in clients:
+            self.addCleanup(c.close)
+            try:
+                c.send(request('ping', id=1))
+            except OSError:
+                pass                # refused: its E_LIMIT is waiting
+            rep, _ = c.recv_frame()
+            codes.append('ok' if 'result' in rep else error_code(rep))
+        return codes
+
+    def test_admin_group_with_more_than_256_groups(self):
+        """Issue 16 item 13: the supplementary groups were read into a
+        fixed buffer of 256, so SO_PEERGROUPS failed with ERANGE for a peer
+        in more groups and an admin_group member was denied."""
+        users = grp.getgrnam('users').gr_gid
+        groups = list(range(70000, 70300)) + [users]        # no names needed
+        with Daemon({'admin_group': 'users'}) as d:
+            self.open_to_nogroup(d)
+            rc, out, err = harness.run_ctl(['reload'], socket_path=d.socket_path,
+                                           preexec_fn=self.drop(groups))
+            self.assertEqual(rc, 0, err)
+            rc, out, err = harness.run_ctl(['reload'], socket_path=d.socket_path,
+                                           preexec_fn=self.drop(groups[:-1]))
+            self.assertEqual(rc, 1, err)
+            self.assertIn('E_DENIED', err)
+
+    def test_per_uid_connection_cap(self):
+        """Issue 16 item 14: one uid could take every connection.  By default
+        a non-admin uid holds at most a quarter of max_connections."""
+        with Daemon({'max_connections': 8}) as d:
+            self.open_to_nogroup(d)
+            self.assertEqual(self.connect_as(d, self.NOBODY, 3), ['ok', 'ok', 'E_LIMIT'])
+            self.assertEqual(self.connect_as(d, 60001, 2), ['ok', 'ok'])    # another uid
+            s = d.stats()['connections']
+            self.assertEqual((s['max_per_uid'], s['rejected_per_uid'], s['rejected']), (2, 1, 1))
+            self.assertIn('max_connections_per_uid', d.log())
+
+    def test_admins_get_in_when_others_hold_every_connection(self):
+        """Issue 16 item 14: root's reload got E_LIMIT (exit 69) while
+        socket-group members held every connection.  Admins have a reserve
+        of a few connections beyond max_connections."""
+        with Daemon({'max_connections': 8}) as d:
+            self.open_to_nogroup(d)
+            for uid in range(60001, 60005):
+                self.assertEqual(self.connect_as(d, uid, 2), ['ok', 'ok'])
+            self.assertEqual(self.connect_as(d, 60005, 1), ['E_LIMIT'])
+            rc, out, err = d.ctl('reload')
+            self.assertEqual(rc, 0, err)
+            clients = []
+            try:
+                for _ in range(4):                  # the reserve: a few, not more
+                    clients.append(d.client())
+                    self.assertTrue(clients[-1].ping()['pong'])
+                with d.client() as c:
+                    rep, _ = c.recv_frame()
+                    self.assertEqual(error_code(rep), 'E_LIMIT', rep)
             finally:
                 for c in clients:
                     c.close()
