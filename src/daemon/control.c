@@ -42,6 +42,7 @@ struct Conn {
         bool closing;           /* close once the output is written */
         bool broken;            /* bad header: the stream cannot re-sync, read no more */
         bool paused;            /* reading stopped: output backlog */
+        struct evbuffer_cb_entry *out_cb;       /* counts its output in ctl->out_bytes */
         bool in_use;            /* a callback has it on the stack (conn_enter) */
         bool close_later;       /* conn_close while in use: done at conn_leave */
         bool eof;               /* the client half-closed: answer, then close */
@@ -64,6 +65,8 @@ struct HaControl {
         LIST_HEAD(, Conn) orphans;      /* closed, waiting for their requests */
         unsigned nconns;
         unsigned nadmins;       /* of them, admins */
+        unsigned npaused;       /* of them, not read for their backlog of replies */
+        uint64_t out_bytes, out_bytes_max;      /* replies buffered, all connections */
         uint64_t started_ns;
         bool quiesced;
         bool activated;         /* systemd owns the socket and its path */
@@ -78,9 +81,11 @@ struct HaControl {
         /* One per kind of warning, so a flood of one cannot hide another. */
         HaRatelimit rl_denied, rl_limit, rl_accept;
         HaRatelimit rl_req;     /* per-request errors: a bad peer cannot flood the log */
+        HaRatelimit rl_budget;
         struct {
                 uint64_t accepted, rejected_conns, protocol_errors, rejected_requests,
-                        orphaned_replies, timeouts, denied, rejected_per_uid;
+                        orphaned_replies, timeouts, denied, rejected_per_uid,
+                        budget_pauses;
         } st;
 };
 
@@ -116,11 +121,15 @@ static void conn_close(Conn *c)
         if (c->lease && ctl->detach)
                 ctl->detach(ctl->zone_userdata, c->lease);
         c->lease = NULL;
+        /* Its unsent replies leave the budget with it. */
+        evbuffer_remove_cb_entry(bufferevent_get_output(c->bev), c->out_cb);
+        ctl->out_bytes -= evbuffer_get_length(bufferevent_get_output(c->bev));
         bufferevent_free(c->bev);
         c->bev = NULL;
         LIST_REMOVE(c, link);
         ctl->nconns--;
         ctl->nadmins -= c->admin;
+        ctl->npaused -= c->paused;
         if (c->pending > 0)
                 LIST_INSERT_HEAD(&ctl->orphans, c, link);
         else
@@ -405,6 +414,11 @@ static void m_stats(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer 
         cJSON_AddNumberToObject(conns, "max", ctl->cfg.max_connections);
         cJSON_AddNumberToObject(conns, "max_per_uid", per_uid_cap(ctl));
         cJSON_AddNumberToObject(conns, "rejected_per_uid", (double)ctl->st.rejected_per_uid);
+        cJSON_AddNumberToObject(conns, "output_bytes", (double)ctl->out_bytes);
+        cJSON_AddNumberToObject(conns, "output_bytes_max", (double)ctl->out_bytes_max);
+        cJSON_AddNumberToObject(conns, "output_budget", (double)ctl->cfg.output_budget);
+        cJSON_AddNumberToObject(conns, "output_paused", ctl->npaused);
+        cJSON_AddNumberToObject(conns, "budget_pauses", (double)ctl->st.budget_pauses);
         cJSON_AddNumberToObject(conns, "protocol_errors", (double)ctl->st.protocol_errors);
         cJSON_AddNumberToObject(conns, "timeouts", (double)ctl->st.timeouts);
         cJSON_AddNumberToObject(conns, "denied", (double)ctl->st.denied);
@@ -618,6 +632,55 @@ out:
         ha_request_done(&req);
 }
 
+static void out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *userdata)
+{
+        HaControl *ctl = ((Conn *)userdata)->ctl;
+        (void)buf;
+
+        ctl->out_bytes += info->n_added;
+        ctl->out_bytes -= info->n_deleted;
+        if (ctl->out_bytes > ctl->out_bytes_max)
+                ctl->out_bytes_max = ctl->out_bytes;
+}
+
+/*
+ * Whether to stop reading c until its replies are written: it holds more
+ * than OUTPUT_HIGH, or all connections together hold more than
+ * output_budget and c has at least its share (the budget over the
+ * connections): those that hold the most stop first, those that read
+ * their replies go on.  Only the replies of requests in flight (at most
+ * the pool) and one frame's reply per connection land beyond the budget.
+ */
+static bool conn_backlogged(Conn *c)
+{
+        HaControl *ctl = c->ctl;
+        size_t out = evbuffer_get_length(bufferevent_get_output(c->bev));
+        uint64_t suppressed;
+
+        if (out > OUTPUT_HIGH)
+                return true;
+        if (ctl->out_bytes <= ctl->cfg.output_budget || out == 0 ||
+            out < ctl->cfg.output_budget / ctl->nconns)
+                return false;
+        ctl->st.budget_pauses++;
+        if (ha_ratelimit_ok(&ctl->rl_budget, &suppressed))
+                ha_log_ctx(LOG_WARNING, HA_LOG_CTX(.client_pid = (int)c->pid,
+                                                   .client_uid = (uint32_t)c->uid),
+                           "Replies waiting for clients passed output_budget (%llu bytes): not "
+                           "reading pid %d uid %u, which holds %zu bytes of them, until it "
+                           "reads them%s", (unsigned long long)ctl->cfg.output_budget,
+                           (int)c->pid, (unsigned)c->uid, out,
+                           suppressed ? " (similar messages were suppressed)" : "");
+        return true;
+}
+
+static void conn_pause(Conn *c)
+{
+        c->paused = true;
+        c->ctl->npaused++;
+        bufferevent_disable(c->bev, EV_READ);
+}
+
 /* false when c was closed (and may be freed). */
 static bool conn_read(Conn *c)
 {
@@ -627,6 +690,11 @@ static bool conn_read(Conn *c)
 
         conn_enter(c);
         while (conn_may_read(c) && !c->paused) {
+                if (conn_backlogged(c)) {
+                        /* Not one more frame: write_cb reads on once it is drained. */
+                        conn_pause(c);
+                        break;
+                }
                 if (!c->have_hdr) {
                         uint8_t hdr[HA_PROTO_HDR_SIZE];
                         enum ha_error err;
@@ -655,12 +723,9 @@ static bool conn_read(Conn *c)
                 c->have_hdr = false;
                 handle_frame(c, in);
         }
-        /* Stop reading while the client lets its replies pile up. */
-        if (!c->close_later && !c->paused &&
-            evbuffer_get_length(bufferevent_get_output(bev)) > OUTPUT_HIGH) {
-                c->paused = true;
-                bufferevent_disable(bev, EV_READ);
-        }
+        /* Nor read its socket while its replies pile up. */
+        if (!c->close_later && !c->paused && conn_backlogged(c))
+                conn_pause(c);
         return conn_leave(c) && conn_check_eof(c);
 }
 
@@ -678,6 +743,7 @@ static void conn_write_cb(struct bufferevent *bev, void *userdata)
         /* Called when the output has been fully written. */
         if (c->paused && conn_may_read(c)) {
                 c->paused = false;
+                c->ctl->npaused--;
                 if (!c->eof)
                         bufferevent_enable(c->bev, EV_READ);
                 if (!conn_read(c))      /* frames that waited for room */
@@ -858,6 +924,13 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         c->uid = cred.uid;
         c->gid = cred.gid;
         c->admin = admin;
+        c->out_cb = evbuffer_add_cb(bufferevent_get_output(c->bev), out_cb, c);
+        if (!c->out_cb) {
+                log_warning("Out of memory accepting a client, ignoring");
+                bufferevent_free(c->bev);
+                free(c);
+                return;
+        }
         bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
         conn_set_timeouts(c);
         /* Larger writes for large replies.  (The read size does not help on
@@ -993,6 +1066,7 @@ int ha_control_new(struct event_base *base, HaEngine *engine, const HaConfig *cf
         ctl->started_ns = ha_now_ns();
         ctl->rl_denied = ctl->rl_limit = ctl->rl_accept = (HaRatelimit)HA_RATELIMIT_INIT(10000, 5);
         ctl->rl_req = (HaRatelimit)HA_RATELIMIT_INIT(10000, 10);
+        ctl->rl_budget = (HaRatelimit)HA_RATELIMIT_INIT(10000, 5);
         LIST_INIT(&ctl->conns);
         LIST_INIT(&ctl->orphans);
         snprintf(ctl->path, sizeof(ctl->path), "%s", path);
