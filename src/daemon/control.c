@@ -178,7 +178,19 @@ static bool conn_input_waiting(Conn *c)
                recv(bufferevent_getfd(c->bev), &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
 }
 
-/* false when c was closed (and may be freed). */
+/* A closing connection goes once its replies are written and, shutting
+ * down, nothing it sent is left unread.  false when c was closed (and may
+ * be freed). */
+static bool conn_close_if_done(Conn *c)
+{
+        if (c->bev && c->closing && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0 &&
+            !conn_input_waiting(c)) {
+                conn_close(c);
+                return false;
+        }
+        return true;
+}
+
 static bool conn_close_after_flush(Conn *c)
 {
         if (!c->bev)
@@ -186,11 +198,7 @@ static bool conn_close_after_flush(Conn *c)
         c->closing = true;
         if (!conn_may_read(c))
                 bufferevent_disable(c->bev, EV_READ);
-        if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0 && !conn_input_waiting(c)) {
-                conn_close(c);
-                return false;
-        }
-        return true;
+        return conn_close_if_done(c);
 }
 
 /* A half-closed client is done once every request it sent is answered. */
@@ -726,7 +734,8 @@ static bool conn_read(Conn *c)
         /* Nor read its socket while its replies pile up. */
         if (!c->close_later && !c->paused && conn_backlogged(c))
                 conn_pause(c);
-        return conn_leave(c) && conn_check_eof(c);
+        /* Shutting down, c may have read the last of its frames. */
+        return conn_leave(c) && conn_check_eof(c) && conn_close_if_done(c);
 }
 
 static void conn_read_cb(struct bufferevent *bev, void *userdata)
@@ -749,9 +758,7 @@ static void conn_write_cb(struct bufferevent *bev, void *userdata)
                 if (!conn_read(c))      /* frames that waited for room */
                         return;
         }
-        if (c->closing && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0 &&
-            !conn_input_waiting(c))
-                conn_close(c);
+        (void)conn_close_if_done(c);
 }
 
 static void conn_event_cb(struct bufferevent *bev, short what, void *userdata)
