@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -41,6 +42,7 @@ struct Conn {
         bool have_hdr;
         bool closing;           /* close once the output is written */
         bool broken;            /* bad header: the stream cannot re-sync, read no more */
+        bool swept;             /* shutting down: its socket was read a last time */
         bool paused;            /* reading stopped: output backlog */
         struct evbuffer_cb_entry *out_cb;       /* counts its output in ctl->out_bytes */
         bool in_use;            /* a callback has it on the stack (conn_enter) */
@@ -168,27 +170,43 @@ static bool conn_may_read(const Conn *c)
         return !c->broken && !c->close_later && (!c->closing || c->ctl->quiesced);
 }
 
-/* Shutting down, a closing connection waits for bytes the client sent and
- * we have not read yet: they get their E_SHUTDOWN before the close. */
-static bool conn_input_waiting(Conn *c)
-{
-        char b;
+static bool conn_read(Conn *c);
 
-        return c->closing && conn_may_read(c) &&
-               recv(bufferevent_getfd(c->bev), &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+/* Take what the client has sent so far, and read its socket no more.
+ * Bounded by what is there now, however fast the client goes on sending. */
+static size_t conn_sweep(Conn *c)
+{
+        struct evbuffer *in = bufferevent_get_input(c->bev);
+        int fd = bufferevent_getfd(c->bev), waiting = 0, n;
+        size_t got = 0;
+
+        c->swept = true;
+        bufferevent_disable(c->bev, EV_READ);
+        if (ioctl(fd, FIONREAD, &waiting) < 0)
+                return 0;
+        /* The bufferevent keeps its input's end frozen outside its own reads. */
+        evbuffer_unfreeze(in, 0);
+        while (got < (size_t)waiting && (n = evbuffer_read(in, fd, (int)((size_t)waiting - got))) > 0)
+                got += (size_t)n;
+        evbuffer_freeze(in, 0);
+        return got;
 }
 
-/* A closing connection goes once its replies are written and, shutting
- * down, nothing it sent is left unread.  false when c was closed (and may
- * be freed). */
+/*
+ * A closing connection goes once its replies are written.  Shutting down,
+ * it was read on meanwhile (every frame answered E_SHUTDOWN); then, once,
+ * what the client sent up to now is answered too, and only then it goes:
+ * a client that never stops sending cannot hold the stop up.  false when
+ * c was closed (and may be freed).
+ */
 static bool conn_close_if_done(Conn *c)
 {
-        if (c->bev && c->closing && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0 &&
-            !conn_input_waiting(c)) {
-                conn_close(c);
-                return false;
-        }
-        return true;
+        if (!c->bev || !c->closing || evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
+                return true;
+        if (conn_may_read(c) && !c->swept && !c->in_use && conn_sweep(c) > 0)
+                return conn_read(c);    /* comes back here, swept */
+        conn_close(c);
+        return false;
 }
 
 static bool conn_close_after_flush(Conn *c)
@@ -753,7 +771,7 @@ static void conn_write_cb(struct bufferevent *bev, void *userdata)
         if (c->paused && conn_may_read(c)) {
                 c->paused = false;
                 c->ctl->npaused--;
-                if (!c->eof)
+                if (!c->eof && !c->swept)
                         bufferevent_enable(c->bev, EV_READ);
                 if (!conn_read(c))      /* frames that waited for room */
                         return;

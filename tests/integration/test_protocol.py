@@ -889,6 +889,10 @@ class HalfCloseAndTimeoutTest(unittest.TestCase):
             a.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             n = 1000        # about 6 KB of stats each: past the 4 MiB mark
             a.send_raw(b''.join(encode_frame(request('stats', id=i)) for i in range(n)))
+            # Its replies are backed up: the ping below reaches the daemon
+            # before the daemon can have written them all.
+            wait_until(lambda: d.stats()['connections']['output_paused'] == 1, 30,
+                       'the first client to stop being read')
             with d.client() as b:
                 rep, _ = b.call('shutdown')
                 self.assertEqual(rep.get('result'), {'stopping': True}, rep)
