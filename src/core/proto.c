@@ -88,6 +88,82 @@ static int fail(enum ha_error *err, const char **msg, enum ha_error e, const cha
         return -EBADMSG;
 }
 
+/*
+ * The number, in document order (keys and values alike), of the first
+ * string in valid JSON text that holds a NUL, raw or as \u0000; -1 when none.
+ * cJSON keeps strings NUL-terminated, so "ping\u0000junk" would read as
+ * "ping": the raw text is the only place the NUL can be seen.
+ */
+static long first_nul_string(const char *json, size_t len)
+{
+        long n = -1;
+        bool in = false;
+
+        for (size_t i = 0; i < len; i++) {
+                char ch = json[i];
+
+                if (!in) {
+                        if (ch == '"') {
+                                in = true;
+                                n++;
+                        }
+                        continue;
+                }
+                if (ch == '"')
+                        in = false;
+                else if (ch == '\0')
+                        return n;
+                else if (ch == '\\' && i + 1 < len) {
+                        if (json[i + 1] == 'u' && i + 5 < len && memcmp(json + i + 2, "0000", 4) == 0)
+                                return n;
+                        i++;    /* the escaped character: never a closing quote */
+                }
+        }
+        return -1;
+}
+
+/* The node holding string number *n in document order (is_key: its key);
+ * counts *n down on the way. */
+static const cJSON *nth_string(const cJSON *node, long *n, bool *is_key)
+{
+        for (const cJSON *it = node->child; it; it = it->next) {
+                const cJSON *found;
+
+                if (cJSON_IsObject(node) && (*n)-- == 0) {
+                        *is_key = true;
+                        return it;
+                }
+                if (cJSON_IsString(it) && (*n)-- == 0) {
+                        *is_key = false;
+                        return it;
+                }
+                found = nth_string(it, n, is_key);
+                if (found)
+                        return found;
+        }
+        return NULL;
+}
+
+/* A string that names something must not hold a NUL: the method, a
+ * service name, any key.  The error says which. */
+static int check_nul(const char *json, size_t len, const HaRequest *req, const cJSON *method,
+                     enum ha_error *err, const char **msg)
+{
+        long n = first_nul_string(json, len);
+        const cJSON *node;
+        bool is_key = false;
+
+        if (n < 0)
+                return 0;
+        node = nth_string(req->root, &n, &is_key);
+        if (!is_key && node == method)
+                return fail(err, msg, HA_E_METHOD, "unknown method (it holds a NUL)");
+        if (!is_key && req->params &&
+            node == cJSON_GetObjectItemCaseSensitive(req->params, "service"))
+                return fail(err, msg, HA_E_INVALID, "unknown service (the name holds a NUL)");
+        return fail(err, msg, HA_E_PROTO, "a string holds a NUL (\\u0000)");
+}
+
 int ha_request_parse(const char *json, size_t len, HaRequest *req,
                      enum ha_error *err, const char **msg)
 {
@@ -128,7 +204,71 @@ int ha_request_parse(const char *json, size_t len, HaRequest *req,
         if (params && !cJSON_IsObject(params))
                 return fail(err, msg, HA_E_INVALID, "\"params\" must be an object");
         req->params = params;
-        return 0;
+        return check_nul(json, len, req, method, err, msg);
+}
+
+/* Length of the well-formed UTF-8 sequence at p (RFC 3629: no overlong
+ * forms, no surrogates, nothing past U+10FFFF), 0 when there is none. */
+static size_t utf8_seq(const unsigned char *p, size_t left)
+{
+        unsigned char c = p[0], lo = 0x80, hi = 0xbf;
+        size_t n;
+
+        if (c < 0x80)
+                return 1;
+        if (c >= 0xc2 && c <= 0xdf)
+                n = 2;
+        else if (c >= 0xe0 && c <= 0xef)
+                n = 3;
+        else if (c >= 0xf0 && c <= 0xf4)
+                n = 4;
+        else
+                return 0;
+        if (c == 0xe0)
+                lo = 0xa0;
+        else if (c == 0xed)
+                hi = 0x9f;
+        else if (c == 0xf0)
+                lo = 0x90;
+        else if (c == 0xf4)
+                hi = 0x8f;
+        if (left < n || p[1] < lo || p[1] > hi)
+                return 0;
+        for (size_t i = 2; i < n; i++)
+                if ((p[i] & 0xc0) != 0x80)
+                        return 0;
+        return n;
+}
+
+size_t ha_utf8_valid_prefix(const char *s, size_t len)
+{
+        const unsigned char *p = (const unsigned char *)s;
+        size_t i = 0, n;
+
+        while (i < len && (n = utf8_seq(p + i, len - i)) > 0)
+                i += n;
+        return i;
+}
+
+size_t ha_utf8_repair(const char *s, size_t len, char *out)
+{
+        const unsigned char *p = (const unsigned char *)s;
+        size_t i = 0, o = 0;
+
+        while (i < len) {
+                size_t n = utf8_seq(p + i, len - i);
+
+                if (n == 0) {
+                        memcpy(out + o, "\xef\xbf\xbd", 3);      /* U+FFFD */
+                        o += 3;
+                        i++;
+                        continue;
+                }
+                memcpy(out + o, s + i, n);
+                o += n;
+                i += n;
+        }
+        return o;
 }
 
 void ha_request_done(HaRequest *req)

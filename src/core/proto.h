@@ -38,6 +38,15 @@ int ha_request_parse(const char *json, size_t len, HaRequest *req,
                      enum ha_error *err, const char **msg);
 void ha_request_done(HaRequest *req);
 
+/*
+ * Replies are UTF-8 and may quote what a client sent.  valid_prefix: how
+ * many leading bytes of s are well-formed UTF-8 (len: all of it).  repair:
+ * s into out (room for 3 * len bytes) with each byte that starts no
+ * well-formed sequence replaced by U+FFFD; returns the bytes written.
+ */
+size_t ha_utf8_valid_prefix(const char *s, size_t len);
+size_t ha_utf8_repair(const char *s, size_t len, char *out);
+
 /* A decoded reply, for clients and tests. */
 typedef struct HaReply {
         cJSON *root;

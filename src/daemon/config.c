@@ -33,6 +33,8 @@ void ha_config_defaults(HaConfig *c)
         c->pool_size = 4u << 20;        /* 4 MiB, as the original buf region */
         c->max_payload = 1u << 20;
         c->max_connections = 256;
+        c->max_connections_per_uid = 0;
+        c->output_budget = 64u << 20;
         c->max_inflight_per_conn = 128;  /* below the queue: no one client takes it all */
         c->client_timeout_ms = 60000;
         c->status_interval_ms = 5000;
@@ -72,6 +74,8 @@ static const struct config_key {
         { "pool_size", K_U64, offsetof(HaConfig, pool_size), 4096, 1u << 30, false },
         { "max_payload", K_U64, offsetof(HaConfig, max_payload), 1, 1u << 30, true },
         { "max_connections", K_UINT, offsetof(HaConfig, max_connections), 1, 65536, true },
+        { "max_connections_per_uid", K_UINT, offsetof(HaConfig, max_connections_per_uid), 0, 65536, true },
+        { "output_budget", K_U64, offsetof(HaConfig, output_budget), 65536, 1ull << 40, true },
         { "max_inflight_per_conn", K_UINT, offsetof(HaConfig, max_inflight_per_conn), 1, 65535, true },
         { "client_timeout_ms", K_UINT, offsetof(HaConfig, client_timeout_ms), 10, 86400000, true },
         { "status_interval_ms", K_UINT, offsetof(HaConfig, status_interval_ms), 100, 3600000, true },
@@ -518,6 +522,8 @@ char *ha_config_to_json(const HaConfig *c, const char *socket_path)
         cJSON_AddNumberToObject(o, "pool_size", (double)c->pool_size);
         cJSON_AddNumberToObject(o, "max_payload", (double)c->max_payload);
         cJSON_AddNumberToObject(o, "max_connections", c->max_connections);
+        cJSON_AddNumberToObject(o, "max_connections_per_uid", c->max_connections_per_uid);
+        cJSON_AddNumberToObject(o, "output_budget", (double)c->output_budget);
         cJSON_AddNumberToObject(o, "max_inflight_per_conn", c->max_inflight_per_conn);
         cJSON_AddNumberToObject(o, "client_timeout_ms", c->client_timeout_ms);
         cJSON_AddNumberToObject(o, "status_interval_ms", c->status_interval_ms);

@@ -29,6 +29,8 @@ typedef struct HaConfig {
         uint64_t pool_size;             /* data buffer pool bytes */
         uint64_t max_payload;           /* largest request payload */
         unsigned max_connections;
+        unsigned max_connections_per_uid; /* for one non-admin uid; 0: a quarter of the above */
+        uint64_t output_budget;         /* replies buffered for all clients together */
         unsigned max_inflight_per_conn;
         unsigned client_timeout_ms;     /* idle or stalled mid-frame */
         unsigned status_interval_ms;    /* STATUS= refresh */

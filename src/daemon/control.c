@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -28,6 +29,9 @@
 
 #define NO_ID UINT64_MAX
 #define OUTPUT_HIGH (4u << 20)  /* stop reading a client that does not read replies */
+/* Admins get in beyond max_connections while they hold fewer than this,
+ * so that no one holding every connection can lock out reload. */
+#define ADMIN_RESERVE 4u
 
 typedef struct Conn Conn;
 
@@ -38,10 +42,14 @@ struct Conn {
         unsigned pending;       /* requests in the engine */
         bool have_hdr;
         bool closing;           /* close once the output is written */
-        bool paused;            /* reading stopped: output backlog or shutdown */
+        bool broken;            /* bad header: the stream cannot re-sync, read no more */
+        bool swept;             /* shutting down: its socket was read a last time */
+        bool paused;            /* reading stopped: output backlog */
+        struct evbuffer_cb_entry *out_cb;       /* counts its output in ctl->out_bytes */
         bool in_use;            /* a callback has it on the stack (conn_enter) */
         bool close_later;       /* conn_close while in use: done at conn_leave */
         bool eof;               /* the client half-closed: answer, then close */
+        bool admin;             /* an admin when it connected: the reserve, no uid cap */
         void *lease;            /* a zone lease held by this connection */
         uint32_t jlen, dlen;
         pid_t pid;
@@ -59,6 +67,9 @@ struct HaControl {
         LIST_HEAD(, Conn) conns;
         LIST_HEAD(, Conn) orphans;      /* closed, waiting for their requests */
         unsigned nconns;
+        unsigned nadmins;       /* of them, admins */
+        unsigned npaused;       /* of them, not read for their backlog of replies */
+        uint64_t out_bytes, out_bytes_max;      /* replies buffered, all connections */
         uint64_t started_ns;
         bool quiesced;
         bool activated;         /* systemd owns the socket and its path */
@@ -74,9 +85,11 @@ struct HaControl {
         /* One per kind of warning, so a flood of one cannot hide another. */
         HaRatelimit rl_denied, rl_limit, rl_accept;
         HaRatelimit rl_req;     /* per-request errors: a bad peer cannot flood the log */
+        HaRatelimit rl_budget;
         struct {
                 uint64_t accepted, rejected_conns, protocol_errors, rejected_requests,
-                        orphaned_replies, timeouts, denied;
+                        orphaned_replies, timeouts, denied, rejected_per_uid,
+                        budget_pauses;
         } st;
 };
 
@@ -112,10 +125,15 @@ static void conn_close(Conn *c)
         if (c->lease && ctl->detach)
                 ctl->detach(ctl->zone_userdata, c->lease);
         c->lease = NULL;
+        /* Its unsent replies leave the budget with it. */
+        evbuffer_remove_cb_entry(bufferevent_get_output(c->bev), c->out_cb);
+        ctl->out_bytes -= evbuffer_get_length(bufferevent_get_output(c->bev));
         bufferevent_free(c->bev);
         c->bev = NULL;
         LIST_REMOVE(c, link);
         ctl->nconns--;
+        ctl->nadmins -= c->admin;
+        ctl->npaused -= c->paused;
         if (c->pending > 0)
                 LIST_INSERT_HEAD(&ctl->orphans, c, link);
         else
@@ -147,21 +165,68 @@ static bool conn_leave(Conn *c)
         return false;
 }
 
-static void conn_close_after_flush(Conn *c)
+/* Whether c reads frames.  A closing connection still does while the
+ * daemon shuts down: each frame it reads is answered E_SHUTDOWN. */
+static bool conn_may_read(const Conn *c)
+{
+        return !c->broken && !c->close_later && (!c->closing || c->ctl->quiesced);
+}
+
+static bool conn_read(Conn *c);
+
+/* Take what the client has sent so far, and read its socket no more.
+ * Bounded by what is there now, however fast the client goes on sending. */
+static size_t conn_sweep(Conn *c)
+{
+        struct evbuffer *in = bufferevent_get_input(c->bev);
+        int fd = bufferevent_getfd(c->bev), waiting = 0, n;
+        size_t got = 0;
+
+        c->swept = true;
+        bufferevent_disable(c->bev, EV_READ);
+        if (ioctl(fd, FIONREAD, &waiting) < 0)
+                return 0;
+        /* The bufferevent keeps its input's end frozen outside its own reads. */
+        evbuffer_unfreeze(in, 0);
+        while (got < (size_t)waiting && (n = evbuffer_read(in, fd, (int)((size_t)waiting - got))) > 0)
+                got += (size_t)n;
+        evbuffer_freeze(in, 0);
+        return got;
+}
+
+/*
+ * A closing connection goes once its replies are written.  Shutting down,
+ * it was read on meanwhile (every frame answered E_SHUTDOWN); then, once,
+ * what the client sent up to now is answered too, and only then it goes:
+ * a client that never stops sending cannot hold the stop up.  false when
+ * c was closed (and may be freed).
+ */
+static bool conn_close_if_done(Conn *c)
+{
+        if (!c->bev || !c->closing || evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
+                return true;
+        if (conn_may_read(c) && !c->swept && !c->in_use && conn_sweep(c) > 0)
+                return conn_read(c);    /* comes back here, swept */
+        conn_close(c);
+        return false;
+}
+
+static bool conn_close_after_flush(Conn *c)
 {
         if (!c->bev)
-                return;
+                return false;
         c->closing = true;
-        bufferevent_disable(c->bev, EV_READ);
-        if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-                conn_close(c);
+        if (!conn_may_read(c))
+                bufferevent_disable(c->bev, EV_READ);
+        return conn_close_if_done(c);
 }
 
 /* A half-closed client is done once every request it sent is answered. */
-static void conn_check_eof(Conn *c)
+static bool conn_check_eof(Conn *c)
 {
         if (c->bev && c->eof && !c->paused && c->pending == 0)
-                conn_close_after_flush(c);
+                return conn_close_after_flush(c);
+        return true;
 }
 
 static void send_frame(Conn *c, const char *json, size_t jlen, const void *data, size_t dlen)
@@ -179,15 +244,28 @@ static void send_frame(Conn *c, const char *json, size_t jlen, const void *data,
 
 static void send_json(Conn *c, cJSON *o)
 {
-        char *s = cJSON_PrintUnformatted(o);
+        char *s = cJSON_PrintUnformatted(o), *fixed = NULL;
+        size_t len;
 
-        if (!s) {
-                log_warning("Out of memory building a reply, closing the connection");
-                conn_close(c);
-                return;
+        if (!s)
+                goto oom;
+        len = strlen(s);
+        /* Messages may quote a client's bytes, or a config file's: cJSON
+         * copies bytes over 0x7f as they are.  Replies are UTF-8. */
+        if (ha_utf8_valid_prefix(s, len) != len) {
+                fixed = malloc(3 * len);
+                if (!fixed)
+                        goto oom;
+                len = ha_utf8_repair(s, len, fixed);
         }
-        send_frame(c, s, strlen(s), NULL, 0);
+        send_frame(c, fixed ? fixed : s, len, NULL, 0);
+        free(fixed);
         free(s);
+        return;
+oom:
+        free(s);
+        log_warning("Out of memory building a reply, closing the connection");
+        conn_close(c);
 }
 
 static cJSON *reply_new(uint64_t id)
@@ -238,6 +316,14 @@ static void log_request_error(Conn *c, uint64_t id, int service, const char *wha
                    "Request %lld (service %d) from pid %d uid %u: %s%s",
                    id == NO_ID ? -1LL : (long long)id, service, (int)c->pid, (unsigned)c->uid,
                    what, suppressed ? " (similar messages were suppressed)" : "");
+}
+
+/* max_connections_per_uid; 0 is a quarter of max_connections. */
+static unsigned per_uid_cap(const HaControl *ctl)
+{
+        unsigned n = ctl->cfg.max_connections_per_uid;
+
+        return n ? n : ctl->cfg.max_connections / 4 ? ctl->cfg.max_connections / 4 : 1;
 }
 
 /* ===== methods ===== */
@@ -354,6 +440,13 @@ static void m_stats(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer 
         cJSON_AddNumberToObject(conns, "total", (double)ctl->st.accepted);
         cJSON_AddNumberToObject(conns, "rejected", (double)ctl->st.rejected_conns);
         cJSON_AddNumberToObject(conns, "max", ctl->cfg.max_connections);
+        cJSON_AddNumberToObject(conns, "max_per_uid", per_uid_cap(ctl));
+        cJSON_AddNumberToObject(conns, "rejected_per_uid", (double)ctl->st.rejected_per_uid);
+        cJSON_AddNumberToObject(conns, "output_bytes", (double)ctl->out_bytes);
+        cJSON_AddNumberToObject(conns, "output_bytes_max", (double)ctl->out_bytes_max);
+        cJSON_AddNumberToObject(conns, "output_budget", (double)ctl->cfg.output_budget);
+        cJSON_AddNumberToObject(conns, "output_paused", ctl->npaused);
+        cJSON_AddNumberToObject(conns, "budget_pauses", (double)ctl->st.budget_pauses);
         cJSON_AddNumberToObject(conns, "protocol_errors", (double)ctl->st.protocol_errors);
         cJSON_AddNumberToObject(conns, "timeouts", (double)ctl->st.timeouts);
         cJSON_AddNumberToObject(conns, "denied", (double)ctl->st.denied);
@@ -442,28 +535,49 @@ static void m_attach(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer
                 send_error(c, id, HA_E_INTERNAL, "could not set up the zone channel");
 }
 
-/* Admin calls: root, the daemon's own user, or a member of admin_group. */
-static bool peer_is_admin(const Conn *c)
+/* Whether gid is among the peer's supplementary groups, as the kernel saw
+ * them at connect time.  A peer may have up to NGROUPS_MAX (65536): on
+ * ERANGE the kernel says how many bytes it needs, and the list is fixed. */
+static bool peer_in_group(int fd, gid_t gid)
 {
-        const HaControl *ctl = c->ctl;
-        gid_t groups[256];
-        socklen_t len = sizeof(groups);
-        int fd;
+        gid_t stack[64], *groups = stack;
+        socklen_t len = sizeof(stack);
+        bool found = false;
 
-        if (c->uid == 0 || c->uid == geteuid())
+        for (int tries = 0; getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) < 0; tries++) {
+                gid_t *bigger;
+
+                if (errno != ERANGE || tries > 0 || len <= sizeof(stack))
+                        goto out;
+                bigger = malloc(len);
+                if (!bigger) {
+                        log_warning("Out of memory reading a client's %zu groups, treating it "
+                                    "as outside admin_group", len / sizeof(gid_t));
+                        goto out;
+                }
+                groups = bigger;
+        }
+        for (size_t i = 0; i < len / sizeof(gid_t) && !found; i++)
+                found = groups[i] == gid;
+out:
+        if (groups != stack)
+                free(groups);
+        return found;
+}
+
+/* Admin calls: root, the daemon's own user, or a member of admin_group. */
+static bool cred_is_admin(const HaControl *ctl, int fd, uid_t uid, gid_t gid)
+{
+        if (uid == 0 || uid == geteuid())
                 return true;
         if (ctl->cfg.admin_gid == (gid_t)-1)
                 return false;
-        if (c->gid == ctl->cfg.admin_gid)
-                return true;
-        /* Supplementary groups, as the kernel saw them at connect time. */
-        fd = bufferevent_getfd(c->bev);
-        if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) < 0)
-                return false;
-        for (size_t i = 0; i < len / sizeof(gid_t); i++)
-                if (groups[i] == ctl->cfg.admin_gid)
-                        return true;
-        return false;
+        return gid == ctl->cfg.admin_gid || peer_in_group(fd, ctl->cfg.admin_gid);
+}
+
+static bool peer_is_admin(const Conn *c)
+{
+        return cred_is_admin(c->ctl, bufferevent_getfd(c->bev), c->uid, c->gid);
 }
 
 enum { M_ADMIN = 1 << 0 };
@@ -548,14 +662,69 @@ out:
         ha_request_done(&req);
 }
 
-static void conn_read_cb(struct bufferevent *bev, void *userdata)
+static void out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *userdata)
 {
-        Conn *c = userdata;
+        HaControl *ctl = ((Conn *)userdata)->ctl;
+        (void)buf;
+
+        ctl->out_bytes += info->n_added;
+        ctl->out_bytes -= info->n_deleted;
+        if (ctl->out_bytes > ctl->out_bytes_max)
+                ctl->out_bytes_max = ctl->out_bytes;
+}
+
+/*
+ * Whether to stop reading c until its replies are written: it holds more
+ * than OUTPUT_HIGH, or all connections together hold more than
+ * output_budget and c has at least its share (the budget over the
+ * connections): those that hold the most stop first, those that read
+ * their replies go on.  Only the replies of requests in flight (at most
+ * the pool) and one frame's reply per connection land beyond the budget.
+ */
+static bool conn_backlogged(Conn *c)
+{
         HaControl *ctl = c->ctl;
+        size_t out = evbuffer_get_length(bufferevent_get_output(c->bev));
+        uint64_t suppressed;
+
+        if (out > OUTPUT_HIGH)
+                return true;
+        if (ctl->out_bytes <= ctl->cfg.output_budget || out == 0 ||
+            out < ctl->cfg.output_budget / ctl->nconns)
+                return false;
+        ctl->st.budget_pauses++;
+        if (ha_ratelimit_ok(&ctl->rl_budget, &suppressed))
+                ha_log_ctx(LOG_WARNING, HA_LOG_CTX(.client_pid = (int)c->pid,
+                                                   .client_uid = (uint32_t)c->uid),
+                           "Replies waiting for clients passed output_budget (%llu bytes): not "
+                           "reading pid %d uid %u, which holds %zu bytes of them, until it "
+                           "reads them%s", (unsigned long long)ctl->cfg.output_budget,
+                           (int)c->pid, (unsigned)c->uid, out,
+                           suppressed ? " (similar messages were suppressed)" : "");
+        return true;
+}
+
+static void conn_pause(Conn *c)
+{
+        c->paused = true;
+        c->ctl->npaused++;
+        bufferevent_disable(c->bev, EV_READ);
+}
+
+/* false when c was closed (and may be freed). */
+static bool conn_read(Conn *c)
+{
+        HaControl *ctl = c->ctl;
+        struct bufferevent *bev = c->bev;
         struct evbuffer *in = bufferevent_get_input(bev);
 
         conn_enter(c);
-        while (!c->close_later && !c->closing && !c->paused) {
+        while (conn_may_read(c) && !c->paused) {
+                if (conn_backlogged(c)) {
+                        /* Not one more frame: write_cb reads on once it is drained. */
+                        conn_pause(c);
+                        break;
+                }
                 if (!c->have_hdr) {
                         uint8_t hdr[HA_PROTO_HDR_SIZE];
                         enum ha_error err;
@@ -573,6 +742,7 @@ static void conn_read_cb(struct bufferevent *bev, void *userdata)
                                          (unsigned long long)ctl->cfg.max_payload);
                                 send_error(c, NO_ID, err, err == HA_E_TOO_BIG ? m : NULL);
                                 /* The stream cannot be trusted to re-sync. */
+                                c->broken = true;
                                 conn_close_after_flush(c);
                                 break;
                         }
@@ -583,15 +753,17 @@ static void conn_read_cb(struct bufferevent *bev, void *userdata)
                 c->have_hdr = false;
                 handle_frame(c, in);
         }
-        /* Stop reading while the client lets its replies pile up, and for
-         * good once shutting down: what it had sent got E_SHUTDOWN above. */
-        if (!c->close_later && !c->paused &&
-            (ctl->quiesced || evbuffer_get_length(bufferevent_get_output(bev)) > OUTPUT_HIGH)) {
-                c->paused = true;
-                bufferevent_disable(bev, EV_READ);
-        }
-        if (conn_leave(c))
-                conn_check_eof(c);
+        /* Nor read its socket while its replies pile up. */
+        if (!c->close_later && !c->paused && conn_backlogged(c))
+                conn_pause(c);
+        /* Shutting down, c may have read the last of its frames. */
+        return conn_leave(c) && conn_check_eof(c) && conn_close_if_done(c);
+}
+
+static void conn_read_cb(struct bufferevent *bev, void *userdata)
+{
+        (void)bev;
+        (void)conn_read(userdata);
 }
 
 static void conn_write_cb(struct bufferevent *bev, void *userdata)
@@ -600,16 +772,15 @@ static void conn_write_cb(struct bufferevent *bev, void *userdata)
         (void)bev;
 
         /* Called when the output has been fully written. */
-        if (c->closing) {
-                conn_close(c);
-                return;
-        }
-        if (c->paused && !c->ctl->quiesced) {
+        if (c->paused && conn_may_read(c)) {
                 c->paused = false;
-                if (!c->eof)
+                c->ctl->npaused--;
+                if (!c->eof && !c->swept)
                         bufferevent_enable(c->bev, EV_READ);
-                conn_read_cb(c->bev, c);        /* frames that waited for room */
+                if (!conn_read(c))      /* frames that waited for room */
+                        return;
         }
+        (void)conn_close_if_done(c);
 }
 
 static void conn_event_cb(struct bufferevent *bev, short what, void *userdata)
@@ -694,14 +865,16 @@ void ha_control_complete(void *owner, uint64_t req_id, uint16_t service, enum ha
 
 /* ===== listening ===== */
 
-static void reject_conn(HaControl *ctl, int fd)
+/* uid_cap: refused by max_connections_per_uid, not max_connections. */
+static void reject_conn(HaControl *ctl, int fd, uid_t uid, bool uid_cap)
 {
-        char json[160];
+        char json[192];
         uint8_t hdr[HA_PROTO_HDR_SIZE];
+        unsigned limit = uid_cap ? per_uid_cap(ctl) : ctl->cfg.max_connections;
         int n = snprintf(json, sizeof(json),
                          "{\"v\":%d,\"error\":{\"code\":\"%s\",\"message\":\"connection limit "
-                         "(%u) reached\"}}", HA_PROTO_VERSION, ha_error_name(HA_E_LIMIT),
-                         ctl->cfg.max_connections);
+                         "%s(%u) reached\"}}", HA_PROTO_VERSION, ha_error_name(HA_E_LIMIT),
+                         uid_cap ? "per uid " : "", limit);
         struct iovec iov[2] = { { hdr, sizeof(hdr) }, { json, (size_t)n } };
         struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
         uint64_t suppressed;
@@ -710,9 +883,28 @@ static void reject_conn(HaControl *ctl, int fd)
         (void)sendmsg(fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
         close(fd);
         ctl->st.rejected_conns++;
-        if (ha_ratelimit_ok(&ctl->rl_limit, &suppressed))
-                log_warning("Connection limit (%u) reached, refusing a client, ignoring",
-                            ctl->cfg.max_connections);
+        ctl->st.rejected_per_uid += uid_cap;
+        if (!ha_ratelimit_ok(&ctl->rl_limit, &suppressed))
+                return;
+        if (uid_cap)
+                log_warning("uid %u holds max_connections_per_uid (%u) connections, refusing "
+                            "another, ignoring", (unsigned)uid, limit);
+        else
+                log_warning("Connection limit (%u) reached, refusing a client, ignoring", limit);
+}
+
+/* Whether max_connections_per_uid refuses a non-admin uid one more. */
+static bool uid_at_cap(const HaControl *ctl, uid_t uid)
+{
+        unsigned cap = per_uid_cap(ctl), n = 0;
+        const Conn *c;
+
+        if (ctl->nconns < cap)
+                return false;
+        LIST_FOREACH(c, &ctl->conns, link)
+                if (c->uid == uid && ++n >= cap)
+                        return true;
+        return false;
 }
 
 /* Bounds how long a stalled half frame, an idle client or one that reads
@@ -732,11 +924,19 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         HaControl *ctl = userdata;
         struct ucred cred = { .pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1 };
         socklen_t clen = sizeof(cred);
+        bool admin;
         Conn *c;
         (void)l, (void)sa, (void)salen;
 
-        if (ctl->nconns >= ctl->cfg.max_connections) {
-                reject_conn(ctl, fd);
+        (void)getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen);
+        admin = cred_is_admin(ctl, fd, cred.uid, cred.gid);
+        if (ctl->nconns >= ctl->cfg.max_connections &&
+            !(admin && ctl->nadmins < ADMIN_RESERVE)) {
+                reject_conn(ctl, fd, cred.uid, false);
+                return;
+        }
+        if (!admin && uid_at_cap(ctl, cred.uid)) {
+                reject_conn(ctl, fd, cred.uid, true);
                 return;
         }
         c = calloc(1, sizeof(*c));
@@ -748,11 +948,18 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
                 close(fd);
                 return;
         }
-        (void)getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen);
         c->ctl = ctl;
         c->pid = cred.pid;
         c->uid = cred.uid;
         c->gid = cred.gid;
+        c->admin = admin;
+        c->out_cb = evbuffer_add_cb(bufferevent_get_output(c->bev), out_cb, c);
+        if (!c->out_cb) {
+                log_warning("Out of memory accepting a client, ignoring");
+                bufferevent_free(c->bev);
+                free(c);
+                return;
+        }
         bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
         conn_set_timeouts(c);
         /* Larger writes for large replies.  (The read size does not help on
@@ -762,6 +969,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         bufferevent_enable(c->bev, EV_READ | EV_WRITE);
         LIST_INSERT_HEAD(&ctl->conns, c, link);
         ctl->nconns++;
+        ctl->nadmins += admin;
         ctl->st.accepted++;
 }
 
@@ -843,6 +1051,7 @@ int ha_control_new(struct event_base *base, HaEngine *engine, const HaConfig *cf
         ctl->rl_denied = ctl->rl_limit = ctl->rl_accept = (HaRatelimit)HA_RATELIMIT_INIT(10000, 5);
         ctl->rl_req = (HaRatelimit)HA_RATELIMIT_INIT(10000, 10);
         ctl->own.lock_fd = -1;
+        ctl->rl_budget = (HaRatelimit)HA_RATELIMIT_INIT(10000, 5);
         LIST_INIT(&ctl->conns);
         LIST_INIT(&ctl->orphans);
         snprintf(ctl->path, sizeof(ctl->path), "%s", path);
@@ -886,8 +1095,6 @@ int ha_control_new(struct event_base *base, HaEngine *engine, const HaConfig *cf
 
 void ha_control_quiesce(HaControl *ctl)
 {
-        Conn *c, *next;
-
         if (ctl->quiesced)
                 return;
         ctl->quiesced = true;
@@ -899,14 +1106,8 @@ void ha_control_quiesce(HaControl *ctl)
                 ha_socket_release(&ctl->own);
                 ctl->path[0] = '\0';
         }
-        for (c = LIST_FIRST(&ctl->conns); c; c = next) {
-                next = LIST_NEXT(c, link);
-                /* Frames already received get E_SHUTDOWN, not silence, and
-                 * reading stops.  A connection in use (its frame asked for
-                 * the shutdown) does both on its way out. */
-                if (!c->in_use)
-                        conn_read_cb(c->bev, c);
-        }
+        /* Reading goes on: from now on every frame read is answered
+         * E_SHUTDOWN, until ha_control_close_all closes the connection. */
 }
 
 void ha_control_close_all(HaControl *ctl, void (*done)(void *), void *userdata)

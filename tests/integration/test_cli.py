@@ -714,6 +714,11 @@ class ConnectionLimitCliTest(unittest.TestCase):
         memory (the attach is refused at the door)."""
         with Daemon({'max_connections': 1}) as d, d.client() as holder:
             holder.ping()                   # the one slot is taken
+            # and root's reserve beyond it (4 admin connections in all)
+            reserve = [d.client() for _ in range(3)]
+            self.addCleanup(lambda: [c.close() for c in reserve])
+            for c in reserve:
+                c.ping()
             for argv in (('ping',), ('submit', 'x'), ('bench', '-n', '10'),
                          ('bench', '--transport', 'shm', '-n', '10')):
                 with self.subTest(argv=argv):
@@ -728,6 +733,11 @@ class ConnectionLimitCliTest(unittest.TestCase):
         limit: still exit 69, with the daemon's reason."""
         with Daemon({'max_connections': 2}) as d, d.client() as holder:
             holder.ping()
+            # root may hold 4 (its reserve beyond the limit): bench gets one
+            reserve = [d.client() for _ in range(2)]
+            self.addCleanup(lambda: [c.close() for c in reserve])
+            for c in reserve:
+                c.ping()
             rc, out, err = d.ctl('bench', '-n', '200', '--connections', '3')
             self.assertEqual(rc, 69, err)
             self.assertIn('limit', err)

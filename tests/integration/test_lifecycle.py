@@ -137,7 +137,7 @@ class CheckConfigTest(TmpDirTest):
                'max_inflight_per_conn': 7, 'log_level': 'debug', 'shm_persist': True,
                'client_timeout_ms': 1500, 'status_interval_ms': 250, 'worker_stall_ms': 700,
                'admin_group': 'root', 'zone_clients': 3, 'zone_pool_size': 65536,
-               'poll_us': 20}
+               'poll_us': 20, 'max_connections_per_uid': 5, 'output_budget': 1 << 21}
         sock = os.path.join(self.tmp, 'x.sock')
         rc, out, err = run_daemon_cmd(['--check-config', '--config', self.write_config(cfg),
                                        '--socket', sock])
@@ -163,6 +163,8 @@ class CheckConfigTest(TmpDirTest):
         self.assertEqual(o['pool_size'], 4 << 20)
         self.assertEqual(o['max_payload'], 1 << 20)
         self.assertEqual(o['max_connections'], 256)
+        self.assertEqual(o['max_connections_per_uid'], 0)       # a quarter of the above
+        self.assertEqual(o['output_budget'], 64 << 20)
         self.assertEqual(o['log_level'], 'info')
         self.assertEqual(o['shm_name'], '/hyperampd' if os.geteuid() == 0
                          else '/hyperampd-%d' % os.geteuid())

@@ -105,6 +105,74 @@ static void test_requests(void)
         ha_request_done(&req);
 }
 
+/* Issue 16 item 6: cJSON ends a string at its first NUL, so "ping\u0000junk"
+ * read as ping.  A NUL is refused wherever it is, with the error its
+ * place calls for. */
+static enum ha_error parse_len(const char *json, size_t len)
+{
+        HaRequest req;
+        enum ha_error err = _HA_ERROR_MAX;
+        const char *msg = NULL;
+
+        if (ha_request_parse(json, len, &req, &err, &msg) == 0)
+                err = _HA_ERROR_MAX;
+        ha_request_done(&req);
+        return err;
+}
+
+#define PARSE(lit) parse_len(lit, sizeof(lit) - 1)
+
+static void test_nul_in_strings(void)
+{
+        CHECK_EQ(PARSE("{\"v\":1,\"method\":\"ping\\u0000junk\"}"), HA_E_METHOD);
+        CHECK_EQ(PARSE("{\"v\":1,\"method\":\"shutdown\\u0000\"}"), HA_E_METHOD);
+        CHECK_EQ(PARSE("{\"v\":1,\"method\":\"ping\0\"}"), HA_E_METHOD);     /* raw */
+        CHECK_EQ(PARSE("{\"v\":1,\"method\":\"submit\",\"params\":"
+                       "{\"service\":\"encrypt\\u0000x\"}}"), HA_E_INVALID);
+        CHECK_EQ(PARSE("{\"v\":1,\"method\\u0000x\":\"ping\",\"method\":\"ping\"}"),
+                 HA_E_PROTO);
+        CHECK_EQ(PARSE("{\"v\":1,\"method\":\"ping\",\"x\":[\"a\",{\"b\":\"\\u0000\"}]}"),
+                 HA_E_PROTO);
+        CHECK_EQ(PARSE("{\"v\":1,\"method\":\"submit\",\"params\":"
+                       "{\"x\":\"\\u0000\",\"service\":\"encrypt\"}}"), HA_E_PROTO);
+        /* Not a NUL: an escaped backslash, then text; other escapes. */
+        CHECK_EQ(PARSE("{\"v\":1,\"method\":\"ping\",\"x\":\"\\\\u0000\"}"), _HA_ERROR_MAX);
+        CHECK_EQ(PARSE("{\"v\":1,\"method\":\"ping\",\"x\":\"\\\"\\u0001\\u00e9\"}"),
+                 _HA_ERROR_MAX);
+}
+
+/* Issue 16 item 5: every reply is valid UTF-8, whatever it quotes. */
+static void test_utf8(void)
+{
+        static const struct {
+                const char *in;
+                size_t valid;   /* well-formed prefix */
+                const char *fixed;
+        } cases[] = {
+                { "plain", 5, "plain" },
+                { "caf\xc3\xa9", 5, "caf\xc3\xa9" },
+                { "\xf0\x9f\x98\x80!", 5, "\xf0\x9f\x98\x80!" },
+                { "cut \xe2\x82", 4, "cut \xef\xbf\xbd\xef\xbf\xbd" },        /* %.64s cut a sequence */
+                { "\xff\xfe", 0, "\xef\xbf\xbd\xef\xbf\xbd" },
+                { "\xc0\xaf", 0, "\xef\xbf\xbd\xef\xbf\xbd" },                /* overlong '/' */
+                { "\xed\xa0\x80", 0, "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd" },    /* surrogate */
+                { "\xf4\x90\x80\x80", 0,
+                  "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd" },         /* > U+10FFFF */
+                { "a\x80" "b", 1, "a\xef\xbf\xbd" "b" },
+        };
+        char out[64];
+
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                size_t len = strlen(cases[i].in), n;
+
+                CHECK_EQ(ha_utf8_valid_prefix(cases[i].in, len), cases[i].valid);
+                n = ha_utf8_repair(cases[i].in, len, out);
+                CHECK_EQ(n, strlen(cases[i].fixed));
+                CHECK(memcmp(out, cases[i].fixed, n) == 0);
+                CHECK_EQ(ha_utf8_valid_prefix(out, n), n);
+        }
+}
+
 static void test_replies(void)
 {
         HaReply rep;
@@ -134,5 +202,7 @@ int main(void)
         test_header();
         test_requests();
         test_replies();
+        test_nul_in_strings();
+        test_utf8();
         return check_done("test-proto");
 }
