@@ -30,8 +30,9 @@ mount --make-rprivate /
 # /run: systemd's runtime state, the unit folder, overlay upper layers.
 # SCRATCH is read before /tmp and /var are covered (it may live there).
 mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run
-mkdir -p /run/ci-units /run/ci-generators /run/ci-rw
+mkdir -p /run/ci-units /run/ci-generators /run/ci-rw /run/ci-debs
 cp "$S"/units/* /run/ci-units/
+cp "$S"/debs/*.deb /run/ci-debs/
 
 # cgroups: the hierarchies again, rooted at our cgroup namespace's root.
 if [ "$(stat -f -c %T /sys/fs/cgroup)" = cgroup2fs ]; then
@@ -92,9 +93,9 @@ mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp
 # /run/systemd/system): the maintainer scripts run systemd-sysusers,
 # systemd-tmpfiles and deb-systemd-helper enable, and systemd's trigger
 # compiles the message catalog; nothing is started.
-say "dpkg -i $(cd "$S/debs" && echo *.deb)"
+say "dpkg -i $(cd /run/ci-debs && echo *.deb)"
 env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
-        DEBIAN_FRONTEND=noninteractive dpkg -i "$S"/debs/*.deb
+        DEBIAN_FRONTEND=noninteractive dpkg -i /run/ci-debs/*.deb
 # The packaged units, in the only folder this systemd reads.
 cp /lib/systemd/system/hyperampd.service /lib/systemd/system/hyperampd.socket /run/ci-units/
 
