@@ -93,6 +93,34 @@ def shm_path(name):
     return '/dev/shm/' + name.lstrip('/')
 
 
+# read(2)'s number on this machine's kernel: a program under qemu-user or
+# valgrind still makes the host's system call from the same thread.
+READ_SYSCALL = {'x86_64': 0, 'aarch64': 63, 'riscv64': 63}.get(os.uname().machine)
+
+
+def threads_reading(pid, path):
+    """How many threads of pid are blocked in read() on the file at path
+    (a FIFO), from /proc: the proof that a worker is inside the stall
+    service, where a counter would only say the job was queued."""
+    fds = set()
+    for fd in os.listdir('/proc/%d/fd' % pid):
+        try:
+            if os.readlink('/proc/%d/fd/%s' % (pid, fd)) == path:
+                fds.add(int(fd))
+        except OSError:
+            pass
+    n = 0
+    for tid in os.listdir('/proc/%d/task' % pid):
+        try:
+            with open('/proc/%d/task/%s/syscall' % (pid, tid)) as f:
+                fields = f.read().split()
+        except OSError:
+            continue
+        if len(fields) > 1 and fields[0] == str(READ_SYSCALL) and int(fields[1], 16) in fds:
+            n += 1
+    return n
+
+
 def scaled(seconds):
     return seconds * TIMEOUT_SCALE
 
