@@ -169,13 +169,14 @@ static void zone_run(void *ctx, uint16_t idx, unsigned worker)
         enum ha_result r;
         (void)worker;
 
-        if (__atomic_load_n(&z->closing, __ATOMIC_RELAXED)) {
+        if (!range_ok(z, off, len)) {
+                /* Checked against the client's own pool slice, first: a
+                 * hostile entry is counted even if its client left. */
+                __atomic_fetch_add(&z->bad_range, 1, __ATOMIC_RELAXED);
+                r = HA_RESULT_FAIL;
+        } else if (__atomic_load_n(&z->closing, __ATOMIC_RELAXED)) {
                 /* Nobody waits for it, and the lease is waiting for us. */
                 __atomic_fetch_add(&z->abandoned, 1, __ATOMIC_RELAXED);
-                r = HA_RESULT_FAIL;
-        } else if (!range_ok(z, off, len)) {
-                /* Checked against the client's own pool slice. */
-                __atomic_fetch_add(&z->bad_range, 1, __ATOMIC_RELAXED);
                 r = HA_RESULT_FAIL;
         } else if (!svc) {
                 r = HA_RESULT_NOT_EXITS;
