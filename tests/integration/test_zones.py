@@ -73,8 +73,18 @@ class ZoneTest(unittest.TestCase):
             p = subprocess.Popen([*harness.EXE_WRAPPER, ZCLIENT, d.socket_path, 'hold', '3'], stdout=subprocess.PIPE,
                                  text=True)
             self.assertEqual(p.stdout.readline().strip(), 'holding')
-            z = zones(d.stats())[0]
-            self.assertEqual((z['state'], z['in_flight']), ('attached', 3))
+
+            # Every entry taken is running, not just queued: entries of a
+            # client that has gone are abandoned unless already started.  A
+            # pool worker runs one each; a polling worker runs its batch in
+            # turn, so one of them is inside and the rest wait behind it.
+            def all_started():
+                z = zones(d.stats())[0]
+                inside = harness.threads_reading(d.proc.pid, fifo)
+                want = z['in_pool'] + (1 if z['in_flight'] > z['in_pool'] else 0)
+                return z['in_flight'] == 3 and inside == want and z
+            z = wait_until(all_started, 10, 'the three stall entries to start')
+            self.assertEqual(z['state'], 'attached')
             p.kill()
             p.wait()
             # its three requests are still running: the slot waits for them
