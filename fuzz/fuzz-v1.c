@@ -45,7 +45,7 @@ static void run_batch(HaV1Chan *c, size_t k)
         for (size_t i = 0; i < k; i++) {
                 check(c->batch[i] < c->n, "batch index out of range");
                 v1_run(c, c->batch[i], 0);
-                check(c->jent[c->batch[i]].state == J_FREE, "entry not FREE after its run");
+                check(c->jent[c->batch[i]].state == HA_J_FREE, "entry not FREE after its run");
                 check(c->q->entries[c->batch[i]].msg.flag & HA_FLAG_DEAL_STATE,
                       "entry not answered");
         }
@@ -84,12 +84,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         memset(jmem, 0, sizeof(jmem));
         c.jh = (JHdr *)(void *)jmem;
         *c.jh = want;
-        c.jent = (JEnt *)(void *)(jmem + want.ent_off);
+        c.jent = (HaJrec *)(void *)(jmem + want.ent_off);
         c.stage = jmem + want.stage_off;
+        journal_bind(&c, want.stage_size);
         take(&data, &size, &c.jh->batch_k, sizeof(c.jh->batch_k));
         take(&data, &size, &c.jh->n, sizeof(c.jh->n));
         take(&data, &size, &c.jh->batch_head, sizeof(c.jh->batch_head));
-        take(&data, &size, c.jent, (size_t)c.cap * sizeof(JEnt));
+        take(&data, &size, c.jent, (size_t)c.cap * sizeof(HaJrec));
         take(&data, &size, c.stage, 256);
 
         c.n = ha_ld16(&c.q->buf_size);
@@ -101,11 +102,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (size_t i = 0; i < k; i++) {
                 check(c.batch[i] < c.n, "recovered index out of range");
                 check(!seen[c.batch[i]], "recovered twice");
-                check(c.jent[c.batch[i]].state == J_TAKEN, "recovered entry not TAKEN");
+                check(c.jent[c.batch[i]].state == HA_J_TAKEN, "recovered entry not TAKEN");
                 seen[c.batch[i]] = 1;
         }
         for (unsigned i = 0; i < c.cap; i++)
-                check(c.jent[i].state == J_FREE || (i < c.n && seen[i]),
+                check(c.jent[i].state == HA_J_FREE || (i < c.n && seen[i]),
                       "a record left neither FREE nor queued to run");
         run_batch(&c, k);
 
