@@ -39,15 +39,26 @@ static void check(bool ok, const char *what)
         }
 }
 
-/* Run a batch the way the workers do, then finish it as batch_done() does. */
+/* Run a batch the way the workers do, then finish it as batch_done() does.
+ * Each entry is answered, unless the queue is no longer as the batch left
+ * it (the client formatted it: the batch is lost), and then its flag is
+ * left exactly as it was. */
 static void run_batch(HaV1Chan *c, size_t k)
 {
+        __atomic_store_n(&c->lost, false, __ATOMIC_RELAXED);    /* as dispatch() */
         for (size_t i = 0; i < k; i++) {
+                uint16_t before;
+
                 check(c->batch[i] < c->n, "batch index out of range");
+                before = c->q->entries[c->batch[i]].msg.flag;
                 v1_run(c, c->batch[i], 0);
                 check(c->jent[c->batch[i]].state == HA_J_FREE, "entry not FREE after its run");
-                check(c->q->entries[c->batch[i]].msg.flag & HA_FLAG_DEAL_STATE,
-                      "entry not answered");
+                if (c->slots[c->batch[i]].why == HA_V1_LOST)
+                        check(c->lost && c->q->entries[c->batch[i]].msg.flag == before,
+                              "a lost entry was published");
+                else
+                        check(c->q->entries[c->batch[i]].msg.flag & HA_FLAG_DEAL_STATE,
+                              "entry not answered");
         }
         c->jh->batch_k = 0;
 }

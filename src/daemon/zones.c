@@ -665,6 +665,15 @@ static const HaJournalOps zone_journal_ops = {
         .state = zone_jstate,
 };
 
+/* The parts of the mapped lease, and its journal (the staging area
+ * mirrors the pool). */
+static void zone_bind(HaZone *z, void *base)
+{
+        z->v = ha_zone_view(base, z->pool_size);
+        ha_journal_init(&z->j, &zone_journal_ops, z, (HaJrec *)(void *)z->v.journal,
+                        HA_ZONE_ENTRIES, z->v.stage, z->pool_size, z->pool_size);
+}
+
 /* Map a lease's memory; the caller owns memfd until this succeeds. */
 static int zone_map(HaZone *z, int memfd)
 {
@@ -677,10 +686,7 @@ static int zone_map(HaZone *z, int memfd)
         z->base = base;
         z->size = size;
         z->pool_size = z->zs->pool_size;
-        z->v = ha_zone_view(base, z->pool_size);
-        /* The staging area mirrors the pool. */
-        ha_journal_init(&z->j, &zone_journal_ops, z, (HaJrec *)(void *)z->v.journal,
-                        HA_ZONE_ENTRIES, z->v.stage, z->pool_size, z->pool_size);
+        zone_bind(z, base);
         return 0;
 }
 
