@@ -221,6 +221,7 @@ static void zone_finish(HaZone *z)
                 (void)munmap(z->base, z->size);
         z->base = NULL;
         z->v = (ZoneView){ 0 };
+        z->j = (HaJournal){ 0 };
         int *fds[] = { &z->memfd, &z->bell_fd, &z->bell_peer, &z->done_fd, &z->done_peer };
         for (size_t i = 0; i < ELEMENTSOF(fds); i++) {
                 if (*fds[i] >= 0)
