@@ -118,6 +118,8 @@ enum ha_jrecover ha_journal_recover(HaJournal *j, uint16_t idx, HaJrec *out)
         switch (j->ops->state(j->ctx, idx, &c)) {
         case HA_JE_PENDING:
                 break;
+        case HA_JE_UNCOMMITTED:
+                return HA_JR_UNCOMMITTED;
         case HA_JE_ANSWERED:
                 return HA_JR_ANSWERED;
         case HA_JE_GONE:

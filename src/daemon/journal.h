@@ -47,6 +47,8 @@ _Static_assert(sizeof(HaJrec) == 32, "journal records pack");
 /* What recovery finds of an entry (the state hook). */
 enum ha_jentry {
         HA_JE_PENDING,                  /* as taken, not answered: finish it */
+        HA_JE_UNCOMMITTED,              /* TAKEN by a batch short of its commit point:
+                                         * still the client's, served from its queue */
         HA_JE_ANSWERED,                 /* its answer is out */
         HA_JE_GONE,                     /* the client reused it: not ours */
 };
@@ -55,6 +57,7 @@ enum ha_jentry {
 enum ha_jrecover {
         HA_JR_FREE,                     /* nothing under way */
         HA_JR_BAD_STATE,                /* a state no daemon writes: left alone */
+        HA_JR_UNCOMMITTED,
         HA_JR_ANSWERED,
         HA_JR_GONE,
         HA_JR_RERUN,                    /* TAKEN: run it again, from *out */
@@ -71,7 +74,8 @@ typedef struct HaJournalOps {
          * channel implies it rather than records it (sets stage_off and
          * stage_len of a record read back). */
         void (*place)(void *ctx, HaJrec *r);
-        /* Entry idx against the record of its take (recovery only). */
+        /* Entry idx against the record of its take (recovery only), and
+         * a TAKEN record against the channel's batch commit point. */
         enum ha_jentry (*state)(void *ctx, uint16_t idx, const HaJrec *r);
 } HaJournalOps;
 

@@ -778,12 +778,16 @@ static void v1_store(void *ctx, uint32_t off, const uint8_t *src, size_t n)
         ha_devmem_write(c->buf + off, src, n);
 }
 
-/* Still as handed over; or answered; or reused by the client. */
+/* A TAKEN record of a batch not all recorded; or still as handed over; or
+ * answered; or reused by the client. */
 static enum ha_jentry v1_jstate(void *ctx, uint16_t idx, const HaJrec *r)
 {
         HaV1Chan *c = ctx;
         const HaMsgEntry *en = &c->q->entries[idx];
 
+        /* Not all recorded: the list was never cut. */
+        if (r->state == HA_J_TAKEN && !c->jh->batch_k)
+                return HA_JE_UNCOMMITTED;
         if (entry_unchanged(en, r))
                 return HA_JE_PENDING;
         return ha_ld16(&en->msg.flag) & HA_FLAG_DEAL_STATE ? HA_JE_ANSWERED : HA_JE_GONE;
@@ -880,16 +884,18 @@ static size_t journal_recover(HaV1Chan *c)
                 client_held(c, n, ha_ld16(&c->q->proc_ing_h) == c->jh->batch_head ? 2 : 3,
                             c->batch);
         for (uint16_t i = 0; i < n; i++) {
+                enum ha_jrecover r;
                 HaJrec rec;
 
                 if (c->jent[i].state != HA_J_TAKEN)
                         continue;
-                if (check && !c->held[i] && ha_journal_recover(&c->j, i, &rec) == HA_JR_RERUN) {
+                r = ha_journal_recover(&c->j, i, &rec);
+                if (r == HA_JR_RERUN && check && !c->held[i]) {
                         c->batch[k++] = i;
                         continue;
                 }
                 /* Not all recorded (the list was never cut), or not ours. */
-                if (c->jh->batch_k)
+                if (r != HA_JR_UNCOMMITTED)
                         c->st.abandoned++;
                 all_ours = false;
                 ha_journal_free(&c->j, i);

@@ -640,12 +640,16 @@ static void zone_store(void *ctx, uint32_t off, const uint8_t *src, size_t n)
         memcpy(z->v.pool + off, src, n);
 }
 
-/* A record whose completion counter moved since the take was answered. */
+/* A TAKEN record at or past sq_head (z->head) belongs to a batch the crash
+ * cut short: its entry is still on the ring.  A record whose completion
+ * counter moved since the take was answered. */
 static enum ha_jentry zone_jstate(void *ctx, uint16_t idx, const HaJrec *r)
 {
         HaZone *z = ctx;
         uint32_t word = __atomic_load_n(&z->v.done[idx].word, __ATOMIC_ACQUIRE);
 
+        if (r->state == HA_J_TAKEN && r->tag - z->head < HA_ZONE_RING)
+                return HA_JE_UNCOMMITTED;
         return (word & ~HA_ZONE_WAITER) == r->seq ? HA_JE_PENDING : HA_JE_ANSWERED;
 }
 
@@ -772,18 +776,16 @@ static int check_memfd(const HaZones *zs, int fd)
  */
 static size_t zone_recover(HaZone *z)
 {
-        uint32_t head = __atomic_load_n(&z->v.ctl->sq_head, __ATOMIC_ACQUIRE);
         size_t k = 0;
 
+        /* Our ring head from here on, and the commit point for zone_jstate. */
+        z->head = __atomic_load_n(&z->v.ctl->sq_head, __ATOMIC_ACQUIRE);
         for (uint16_t idx = 0; idx < HA_ZONE_ENTRIES; idx++) {
-                const HaJrec *j = &z->j.rec[idx];
                 HaJrec rec;
 
-                if (__atomic_load_n(&j->state, __ATOMIC_ACQUIRE) == HA_J_TAKEN &&
-                    __atomic_load_n(&j->tag, __ATOMIC_RELAXED) - head < HA_ZONE_RING)
-                        continue;
                 switch (ha_journal_recover(&z->j, idx, &rec)) {
                 case HA_JR_FREE:
+                case HA_JR_UNCOMMITTED:
                         break;
                 case HA_JR_BAD_STATE:
                         z->bad_journal++;
@@ -812,7 +814,6 @@ static size_t zone_recover(HaZone *z)
                         break;
                 }
         }
-        z->head = head;
         z->requeued += k;
         return k;
 }

@@ -230,6 +230,8 @@ int main(void)
         c.rec[2].state = HA_J_TAKEN;
         CHECK_EQ(ha_journal_recover(&j, 2, &out), HA_JR_RERUN);
         CHECK(memcmp(&out, &c.rec[2], sizeof(out)) == 0);
+        c.entry[2] = HA_JE_UNCOMMITTED;
+        CHECK_EQ(ha_journal_recover(&j, 2, &out), HA_JR_UNCOMMITTED);
         c.entry[2] = HA_JE_ANSWERED;
         CHECK_EQ(ha_journal_recover(&j, 2, &out), HA_JR_ANSWERED);
         c.entry[2] = HA_JE_GONE;
