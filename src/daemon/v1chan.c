@@ -66,7 +66,6 @@ typedef struct JHdr {
         uint16_t batch_head;            /* proc_ing_h when taken */
 } JHdr;
 
-
 struct HaV1Chan {
         HaV1ChannelConfig cfg;
         HaEngine *engine;
@@ -762,7 +761,6 @@ static void journal_layout(const HaV1Chan *c, JHdr *h, const HaHvConfig *hv)
         h->stage_off = h->ent_off + round_page((size_t)c->cap * sizeof(HaJrec));
         h->stage_size = round_page(c->buf_len);
 }
-
 
 static void v1_load(void *ctx, uint8_t *dst, uint32_t off, size_t n)
 {
