@@ -35,7 +35,7 @@ enum { HA_J_FREE, HA_J_TAKEN, HA_J_COMMIT };
  * layout (hyperamp/zone.h, ZoneJrec). */
 typedef struct HaJrec {
         uint32_t state;
-        uint32_t tag;                   /* the channel's: a zone's ring position, v1's flag as seen */
+        uint32_t tag;                   /* the channel's: zone: ring position; v1: flag seen */
         uint32_t seq;                   /* the channel's: a zone's completion counter at the take */
         uint16_t service;
         uint16_t flag;                  /* COMMIT: the flag to publish */

@@ -38,18 +38,14 @@
 enum { SLOT_FREE, SLOT_ACTIVE, SLOT_DRAINING, SLOT_RESUMING };
 
 /* The lease's journal page is the journal's records (journal.h). */
-_Static_assert(sizeof(ZoneJrec) == sizeof(HaJrec) &&
-               offsetof(ZoneJrec, state) == offsetof(HaJrec, state) &&
-               offsetof(ZoneJrec, pos) == offsetof(HaJrec, tag) &&
-               offsetof(ZoneJrec, seq) == offsetof(HaJrec, seq) &&
-               offsetof(ZoneJrec, service) == offsetof(HaJrec, service) &&
-               offsetof(ZoneJrec, flag) == offsetof(HaJrec, flag) &&
-               offsetof(ZoneJrec, offset) == offsetof(HaJrec, offset) &&
-               offsetof(ZoneJrec, length) == offsetof(HaJrec, length) &&
-               offsetof(ZoneJrec, stage_off) == offsetof(HaJrec, stage_off) &&
-               offsetof(ZoneJrec, stage_len) == offsetof(HaJrec, stage_len) &&
-               (int)HA_ZONE_J_TAKEN == (int)HA_J_TAKEN && (int)HA_ZONE_J_COMMIT == (int)HA_J_COMMIT,
+#define SAME(zf, jf) (offsetof(ZoneJrec, zf) == offsetof(HaJrec, jf))
+_Static_assert(sizeof(ZoneJrec) == sizeof(HaJrec) && SAME(state, state) && SAME(pos, tag) &&
+               SAME(seq, seq) && SAME(service, service) && SAME(flag, flag) &&
+               SAME(offset, offset) && SAME(length, length) && SAME(stage_off, stage_off) &&
+               SAME(stage_len, stage_len) && (int)HA_ZONE_J_TAKEN == (int)HA_J_TAKEN &&
+               (int)HA_ZONE_J_COMMIT == (int)HA_J_COMMIT,
                "the lease journal is the journal's layout");
+#undef SAME
 
 struct HaZone {
         HaZones *zs;
