@@ -39,15 +39,26 @@ static void check(bool ok, const char *what)
         }
 }
 
-/* Run a batch the way the workers do, then finish it as batch_done() does. */
+/* Run a batch the way the workers do, then finish it as batch_done() does.
+ * Each entry is answered, unless the queue is no longer as the batch left
+ * it (the client formatted it: the batch is lost), and then its flag is
+ * left exactly as it was. */
 static void run_batch(HaV1Chan *c, size_t k)
 {
+        __atomic_store_n(&c->lost, false, __ATOMIC_RELAXED);    /* as dispatch() */
         for (size_t i = 0; i < k; i++) {
+                uint16_t before;
+
                 check(c->batch[i] < c->n, "batch index out of range");
+                before = c->q->entries[c->batch[i]].msg.flag;
                 v1_run(c, c->batch[i], 0);
-                check(c->jent[c->batch[i]].state == J_FREE, "entry not FREE after its run");
-                check(c->q->entries[c->batch[i]].msg.flag & HA_FLAG_DEAL_STATE,
-                      "entry not answered");
+                check(c->jent[c->batch[i]].state == HA_J_FREE, "entry not FREE after its run");
+                if (c->slots[c->batch[i]].why == HA_V1_LOST)
+                        check(c->lost && c->q->entries[c->batch[i]].msg.flag == before,
+                              "a lost entry was published");
+                else
+                        check(c->q->entries[c->batch[i]].msg.flag & HA_FLAG_DEAL_STATE,
+                              "entry not answered");
         }
         c->jh->batch_k = 0;
 }
@@ -84,12 +95,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         memset(jmem, 0, sizeof(jmem));
         c.jh = (JHdr *)(void *)jmem;
         *c.jh = want;
-        c.jent = (JEnt *)(void *)(jmem + want.ent_off);
+        c.jent = (HaJrec *)(void *)(jmem + want.ent_off);
         c.stage = jmem + want.stage_off;
+        journal_bind(&c, want.stage_size);
         take(&data, &size, &c.jh->batch_k, sizeof(c.jh->batch_k));
         take(&data, &size, &c.jh->n, sizeof(c.jh->n));
         take(&data, &size, &c.jh->batch_head, sizeof(c.jh->batch_head));
-        take(&data, &size, c.jent, (size_t)c.cap * sizeof(JEnt));
+        take(&data, &size, c.jent, (size_t)c.cap * sizeof(HaJrec));
         take(&data, &size, c.stage, 256);
 
         c.n = ha_ld16(&c.q->buf_size);
@@ -101,11 +113,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (size_t i = 0; i < k; i++) {
                 check(c.batch[i] < c.n, "recovered index out of range");
                 check(!seen[c.batch[i]], "recovered twice");
-                check(c.jent[c.batch[i]].state == J_TAKEN, "recovered entry not TAKEN");
+                check(c.jent[c.batch[i]].state == HA_J_TAKEN, "recovered entry not TAKEN");
                 seen[c.batch[i]] = 1;
         }
         for (unsigned i = 0; i < c.cap; i++)
-                check(c.jent[i].state == J_FREE || (i < c.n && seen[i]),
+                check(c.jent[i].state == HA_J_FREE || (i < c.n && seen[i]),
                       "a record left neither FREE nor queued to run");
         run_batch(&c, k);
 

@@ -92,7 +92,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         z.base = mem;
         z.size = sizeof(mem);
         z.pool_size = POOL;
-        z.v = v;
+        zone_bind(&z, mem);
         z.state = SLOT_ACTIVE;
         z.rl = (HaRatelimit)HA_RATELIMIT_INIT(10000, 0);
 

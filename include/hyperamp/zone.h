@@ -58,9 +58,12 @@ typedef struct ZoneCtl {
 } ZoneCtl;
 
 /*
- * The daemon's record of an entry it took off the ring.  FREE and TAKEN
- * records are rewritten on the next take; COMMIT says the staging area
- * holds the whole result, to be copied back.  seq is the completion counter
+ * The daemon's record of an entry it took off the ring (the daemon's crash
+ * journal, src/daemon/journal.h, in this layout).  FREE and TAKEN records
+ * are rewritten on the next take; COMMIT says the staging area holds the
+ * whole result, to be copied back (the stage mirrors the pool: stage_off
+ * and stage_len are written, never read back: the place is offset and
+ * length).  seq is the completion counter
  * at the take: once it moved, the result is out.
  */
 enum { HA_ZONE_J_FREE, HA_ZONE_J_TAKEN, HA_ZONE_J_COMMIT };
@@ -72,7 +75,7 @@ typedef struct ZoneJrec {
         uint16_t service;
         uint16_t flag;                  /* COMMIT: the flag to publish */
         uint32_t offset, length;
-        uint8_t pad[8];
+        uint32_t stage_off, stage_len;
 } ZoneJrec;
 
 /* daemon -> client: a counter per entry, + HA_ZONE_WAITER */

@@ -92,6 +92,11 @@ const HaService *ha_service_by_id(uint16_t id)
         return NULL;
 }
 
+bool ha_service_staged(const HaService *s)
+{
+        return !s->reads_only;
+}
+
 const HaService *ha_service_by_name(const char *name)
 {
         for (size_t i = 0; i < ELEMENTSOF(table); i++)

@@ -19,6 +19,14 @@ typedef struct HaService {
         bool reads_only;        /* never writes buf: may run where a crash could interrupt it */
 } HaService;
 
+/*
+ * The one run policy, for every channel: a service that writes its buffer
+ * runs on a staged copy whose result is committed whole (a crash never
+ * leaves a half-transformed buffer to be run again); one that only reads
+ * may run in place.  Decided by reads_only, never by a service's id.
+ */
+bool ha_service_staged(const HaService *s);
+
 /* The service table, in id order. */
 const HaService *ha_services(size_t *ret_n);
 const HaService *ha_service_by_id(uint16_t id);

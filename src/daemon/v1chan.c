@@ -15,6 +15,7 @@
 #include "fault.h"
 #include "hvcfg.h"
 #include "hyperamp/cleanup.h"
+#include "journal.h"
 #include "log.h"
 #include "queue.h"
 #include "services.h"
@@ -22,8 +23,6 @@
 #include "sigbus.h"
 #include "v1chan.h"
 
-/* The original Linux service's echo id (NPUCore_SERVICE_ECHO). */
-#define V1_SVC_ECHO 66
 /* ha_v1_serve(): requests up to this size bounce through the stack. */
 #define BOUNCE_STACK 4096
 /* Reads per wake-up to empty the doorbell; more wakes us again. */
@@ -42,18 +41,20 @@ typedef struct Map {
 } Map;
 
 /*
- * The journal: what this channel has taken from the client's queue and not
- * yet answered, in a shm object of its own that outlives a crash
- * (docs/hyperamp-v1.md, "Crashes and restarts").  Taking a batch records
- * each entry as handed over (TAKEN, with a place in the staging area), then
- * batch_k as the commit mark, and only then cuts the list.  A worker
- * computes into the staging area, records COMMIT with the flag to publish,
- * writes the result back, publishes the flag, and records FREE.  At start
- * COMMIT entries are finished from the staged bytes, never run twice, and
- * TAKEN entries that are still ours run again.
+ * The journal (journal.h): what this channel has taken from the client's
+ * queue and not yet answered, in a shm object of its own that outlives a
+ * crash (docs/hyperamp-v1.md, "Crashes and restarts").  Taking a batch
+ * records each entry as handed over (TAKEN, with a place in the staging
+ * area), then batch_k as the commit mark, and only then cuts the list.  A
+ * worker computes into the staging area, records COMMIT with the flag to
+ * publish, writes the result back, publishes the flag, and records FREE.
+ * At start COMMIT entries are finished from the staged bytes, never run
+ * twice, and TAKEN entries that are still ours run again.  The records
+ * are in a private file: they are also the channel's own record of the
+ * take (tag: the flag word as handed over).  Version 3: journal.c's
+ * 32-byte records.
  */
-#define JOURNAL_MAGIC "HAV1JNL2"
-enum { J_FREE = 0, J_TAKEN, J_COMMIT };
+#define JOURNAL_MAGIC "HAV1JNL3"
 
 typedef struct JHdr {
         char magic[8];
@@ -64,16 +65,6 @@ typedef struct JHdr {
         uint16_t n;                     /* buf_size when taken */
         uint16_t batch_head;            /* proc_ing_h when taken */
 } JHdr;
-
-typedef struct JEnt {
-        uint8_t state, unused;
-        uint16_t seen;                  /* the flag word as handed over */
-        uint16_t service;
-        uint16_t flag;                  /* what COMMIT publishes */
-        uint32_t offset, length;        /* as handed over */
-        uint32_t stage_off, stage_len;  /* the result's place in the staging area */
-} JEnt;
-_Static_assert(sizeof(JEnt) == 24, "journal entry layout");
 
 struct HaV1Chan {
         HaV1ChannelConfig cfg;
@@ -92,8 +83,9 @@ struct HaV1Chan {
         bool jcreated;                  /* we created the journal object */
         Map jmap;
         JHdr *jh;
-        JEnt *jent;
+        HaJrec *jent;                   /* the journal's records */
         uint8_t *stage;                 /* jh->stage_size bytes, one batch's results */
+        HaJournal j;
         uint16_t cap;                   /* entries that fit the queue mapping */
         uint16_t n;                     /* trusted buf_size; 0 until adopted */
         HaWalkSet walk;
@@ -125,10 +117,12 @@ struct HaV1Chan {
 /* The original's rules for one entry: SUCCESS with *n bytes to transform
  * (0: nothing to change), or the failure to publish. */
 static enum ha_result v1_check(size_t buf_len, uint16_t flag, uint16_t service,
-                               uint32_t offset, uint32_t length, unsigned *why, size_t *n)
+                               uint32_t offset, uint32_t length, unsigned *why, size_t *n,
+                               const HaService **svc)
 {
         *why = HA_V1_OK;
         *n = 0;
+        *svc = NULL;
         /* msg_reset cleared the flag before the client sent the entry. */
         if (flag != 0) {
                 *why = HA_V1_BAD_FLAG;
@@ -142,32 +136,29 @@ static enum ha_result v1_check(size_t buf_len, uint16_t flag, uint16_t service,
                 *why = HA_V1_BAD_RANGE;
                 return HA_RESULT_FAIL;
         }
-        if (!ha_service_by_id(service))
+        *svc = ha_service_by_id(service);
+        if (!*svc)
                 return HA_RESULT_NOT_EXITS;
-        if (service == V1_SVC_ECHO)
-                return HA_RESULT_SUCCESS;       /* nothing to change, nothing to copy */
+        /* The original rejects a non-positive length to transform; a
+         * service that only reads has nothing to read (its echo). */
         if (length == 1)
-                return HA_RESULT_FAIL;          /* the original rejects a non-positive length */
+                return ha_service_staged(*svc) ? HA_RESULT_FAIL : HA_RESULT_SUCCESS;
         *n = length - 1;                        /* the trailing NUL stays as it is */
         return HA_RESULT_SUCCESS;
 }
 
-/* The services use wide and unaligned accesses: never on the mapping. */
-static enum ha_result v1_transform(volatile uint8_t *buf, uint16_t service, uint32_t offset,
-                                   uint8_t *b, size_t n)
-{
-        ha_devmem_read(b, buf + offset, n);
-        return ha_service_run(service, b, n);
-}
-
+/* The services use wide and unaligned accesses: never on the mapping.
+ * Every service reads a copy (there is no in place on device memory);
+ * only a staged one's result is written back (ha_service_staged). */
 enum ha_result ha_v1_serve(volatile uint8_t *buf, size_t buf_len, uint16_t flag,
                            uint16_t service, uint32_t offset, uint32_t length, unsigned *why)
 {
         uint8_t stack[BOUNCE_STACK], *b;
+        const HaService *svc;
         enum ha_result r;
         size_t n;
 
-        r = v1_check(buf_len, flag, service, offset, length, why, &n);
+        r = v1_check(buf_len, flag, service, offset, length, why, &n, &svc);
         if (r != HA_RESULT_SUCCESS || n == 0)
                 return r;
         b = n <= sizeof(stack) ? stack : malloc(n);
@@ -175,8 +166,9 @@ enum ha_result ha_v1_serve(volatile uint8_t *buf, size_t buf_len, uint16_t flag,
                 *why = HA_V1_NO_MEMORY;
                 return HA_RESULT_FAIL;
         }
-        r = v1_transform(buf, service, offset, b, n);
-        if (r == HA_RESULT_SUCCESS)
+        ha_devmem_read(b, buf + offset, n);
+        r = svc->fn(b, n);
+        if (r == HA_RESULT_SUCCESS && ha_service_staged(svc))
                 ha_devmem_write(buf + offset, b, n);
         if (b != stack)
                 free(b);
@@ -184,9 +176,9 @@ enum ha_result ha_v1_serve(volatile uint8_t *buf, size_t buf_len, uint16_t flag,
 }
 
 /* The entry still holds what was handed over: nobody has reset or reused it. */
-static bool entry_unchanged(const HaMsgEntry *en, const JEnt *j)
+static bool entry_unchanged(const HaMsgEntry *en, const HaJrec *j)
 {
-        return ha_ld16(&en->msg.flag) == j->seen && ha_ld16(&en->msg.service_id) == j->service &&
+        return ha_ld16(&en->msg.flag) == j->tag && ha_ld16(&en->msg.service_id) == j->service &&
                ha_ld32(&en->msg.offset) == j->offset && ha_ld32(&en->msg.length) == j->length;
 }
 
@@ -219,31 +211,21 @@ static bool still_ours(HaV1Chan *c, uint16_t idx)
  * when the entry is no longer ours: nothing published, FREE again. */
 static bool publish(HaV1Chan *c, uint16_t idx, uint16_t flag, size_t n)
 {
-        JEnt *j = &c->jent[idx];
-
         if (!still_ours(c, idx))
                 goto lost;
-        j->flag = flag;
-        if (!n)
-                j->stage_len = 0;
-        ha_crash_order();
-        __atomic_store_n(&j->state, J_COMMIT, __ATOMIC_RELAXED);
-        ha_crash_order();
-        if (n)
-                ha_devmem_write(c->buf + j->offset, c->stage + j->stage_off, n);
-        ha_crash_point("v1_commit");
+        /* Every result is committed, a failure too: its flag is out after a
+         * crash without a rerun that the batch's checks could refuse. */
+        ha_journal_commit(&c->j, idx, &c->jent[idx], flag, (uint32_t)n);
         if (!still_ours(c, idx))
                 goto lost;
         /* Result and done bit in one store, after the payload: the client
          * polls deal_state and must never see it before the result. */
         __atomic_store_n(&c->q->entries[idx].msg.flag, flag, __ATOMIC_RELEASE);
         ha_crash_point("v1_published");
-        ha_crash_order();
-        __atomic_store_n(&j->state, J_FREE, __ATOMIC_RELAXED);
+        ha_journal_free(&c->j, idx);
         return true;
 lost:
-        ha_crash_order();
-        __atomic_store_n(&j->state, J_FREE, __ATOMIC_RELAXED);
+        ha_journal_free(&c->j, idx);
         return false;
 }
 
@@ -285,8 +267,9 @@ static void entry_end(HaV1Chan *c)
 static void v1_run(void *ctx, uint16_t idx, unsigned worker)
 {
         HaV1Chan *c = ctx;
-        const JEnt *j = &c->jent[idx];          /* idx < n <= cap: the walk checked it */
+        const HaJrec *j = &c->jent[idx];        /* idx < n <= cap: the walk checked it */
         Slot *s = &c->slots[idx];
+        const HaService *svc;
         enum ha_result r;
         unsigned why;
         size_t n;
@@ -294,15 +277,17 @@ static void v1_run(void *ctx, uint16_t idx, unsigned worker)
 
         /* The fields as read once when the batch was taken: the peer may
          * rewrite the entry under us. */
-        r = v1_check(c->buf_len, j->seen, j->service, j->offset, j->length, &why, &n);
+        r = v1_check(c->buf_len, (uint16_t)j->tag, j->service, j->offset, j->length, &why, &n,
+                     &svc);
         if (n && j->stage_len != n) {
                 why = HA_V1_NO_MEMORY;          /* the batch overflowed the staging area */
                 r = HA_RESULT_FAIL;
                 n = 0;
         }
         if (n) {
-                r = v1_transform(c->buf, j->service, j->offset, c->stage + j->stage_off, n);
-                if (r != HA_RESULT_SUCCESS)
+                /* No in place on device memory: the staged copy. */
+                r = ha_journal_run(&c->j, j, svc, NULL);
+                if (r != HA_RESULT_SUCCESS || !ha_service_staged(svc))
                         n = 0;
         }
         if (!publish(c, idx, ha_flag_make(r), n)) {
@@ -461,24 +446,24 @@ static void journal_take(HaV1Chan *c, size_t k, uint16_t head)
         ha_crash_order();
         for (size_t i = 0; i < k; i++) {
                 const HaMsgEntry *en = &c->q->entries[c->batch[i]];
-                JEnt *j = &c->jent[c->batch[i]];
+                const HaService *svc;
+                HaJrec t = { 0 };
                 unsigned why;
                 size_t n;
 
-                j->seen = ha_ld16(&en->msg.flag);
-                j->service = ha_ld16(&en->msg.service_id);
-                j->offset = ha_ld32(&en->msg.offset);
-                j->length = ha_ld32(&en->msg.length);
-                (void)v1_check(c->buf_len, j->seen, j->service, j->offset, j->length, &why, &n);
+                t.tag = ha_ld16(&en->msg.flag);
+                t.service = ha_ld16(&en->msg.service_id);
+                t.offset = ha_ld32(&en->msg.offset);
+                t.length = ha_ld32(&en->msg.length);
+                (void)v1_check(c->buf_len, (uint16_t)t.tag, t.service, t.offset, t.length, &why,
+                               &n, &svc);
                 /* Honest entries of one batch do not overlap, so their
                  * results fit a staging area the size of the buf region. */
-                j->stage_off = (uint32_t)used;
-                j->stage_len = n <= c->jh->stage_size - used ? (uint32_t)n : 0;
+                t.stage_off = (uint32_t)used;
+                t.stage_len = n <= c->jh->stage_size - used ? (uint32_t)n : 0;
                 /* 8-aligned; stays within stage_size, a multiple of the page. */
-                used += (j->stage_len + 7u) & ~(uint64_t)7;
-                ha_crash_order();
-                __atomic_store_n(&j->state, J_TAKEN, __ATOMIC_RELAXED);
-                ha_crash_point("v1_taking");
+                used += (t.stage_len + 7u) & ~(uint64_t)7;
+                ha_journal_take(&c->j, c->batch[i], &t);
         }
         ha_crash_order();
         c->jh->batch_k = (uint32_t)k;
@@ -565,7 +550,7 @@ static void v1_complete(void *ctx, uint16_t idx)
 {
         HaV1Chan *c = ctx;
         const Slot *s = &c->slots[idx];
-        const JEnt *j = &c->jent[idx];          /* kept until the next batch is taken */
+        const HaJrec *j = &c->jent[idx];        /* kept until the next batch is taken */
 
         c->st.completed++;
         if (s->result != HA_RESULT_SUCCESS)
@@ -574,7 +559,7 @@ static void v1_complete(void *ctx, uint16_t idx)
         case HA_V1_BAD_FLAG:
                 c->st.bad_flag++;
                 report(c, "entry %u handed over with flag 0x%04x (expected 0), failed", idx,
-                       j->seen);
+                       (unsigned)j->tag);
                 break;
         case HA_V1_ZERO_LENGTH:
                 c->st.bad_length++;
@@ -773,20 +758,51 @@ static void journal_layout(const HaV1Chan *c, JHdr *h, const HaHvConfig *hv)
         h->buf_len = c->buf_len;
         h->cap = c->cap;
         h->ent_off = round_page(sizeof(JHdr));
-        h->stage_off = h->ent_off + round_page((size_t)c->cap * sizeof(JEnt));
+        h->stage_off = h->ent_off + round_page((size_t)c->cap * sizeof(HaJrec));
         h->stage_size = round_page(c->buf_len);
 }
 
-static bool journal_valid_flag(uint16_t f)
+static void v1_load(void *ctx, uint8_t *dst, uint32_t off, size_t n)
 {
-        return f == ha_flag_make(HA_RESULT_SUCCESS) || f == ha_flag_make(HA_RESULT_FAIL) ||
-               f == ha_flag_make(HA_RESULT_NOT_EXITS);
+        HaV1Chan *c = ctx;
+
+        ha_devmem_read(dst, c->buf + off, n);
 }
 
-static bool stage_ok(const HaV1Chan *c, const JEnt *j)
+static void v1_store(void *ctx, uint32_t off, const uint8_t *src, size_t n)
 {
-        return j->stage_len <= c->jh->stage_size && j->stage_off <= c->jh->stage_size - j->stage_len &&
-               j->offset <= c->buf_len && j->stage_len <= c->buf_len - j->offset;
+        HaV1Chan *c = ctx;
+
+        ha_devmem_write(c->buf + off, src, n);
+}
+
+/* A TAKEN record of a batch not all recorded; or still as handed over; or
+ * answered; or reused by the client. */
+static enum ha_jentry v1_jstate(void *ctx, uint16_t idx, const HaJrec *r)
+{
+        HaV1Chan *c = ctx;
+        const HaMsgEntry *en = &c->q->entries[idx];
+
+        /* Not all recorded: the list was never cut. */
+        if (r->state == HA_J_TAKEN && !c->jh->batch_k)
+                return HA_JE_UNCOMMITTED;
+        if (entry_unchanged(en, r))
+                return HA_JE_PENDING;
+        return ha_ld16(&en->msg.flag) & HA_FLAG_DEAL_STATE ? HA_JE_ANSWERED : HA_JE_GONE;
+}
+
+static const HaJournalOps v1_journal_ops = {
+        .kind = "v1",
+        .load = v1_load,
+        .store = v1_store,
+        .state = v1_jstate,
+};
+
+/* The journal over the mapped records and staging area. */
+static void journal_bind(HaV1Chan *c, uint64_t stage_size)
+{
+        ha_journal_init(&c->j, &v1_journal_ops, c, c->jent, c->cap, c->stage, stage_size,
+                        c->buf_len);
 }
 
 /* Mark in c->held the entries on the first lists of the client's (free,
@@ -823,42 +839,40 @@ static size_t journal_recover(HaV1Chan *c)
 
         if (n == 0 || n > c->cap || n != ha_ld16(&c->q->buf_size)) {
                 for (unsigned i = 0; i < c->cap; i++)
-                        c->st.abandoned += c->jent[i].state != J_FREE;
+                        c->st.abandoned += c->jent[i].state != HA_J_FREE;
                 log_warning("v1 channel '%s': journal is for a queue of %u entries, the queue "
                             "now has %u: the client formatted it again, nothing to recover",
                             c->cfg.name, n, ha_ld16(&c->q->buf_size));
-                memset(c->jent, 0, (size_t)c->cap * sizeof(JEnt));
+                memset(c->jent, 0, (size_t)c->cap * sizeof(HaJrec));
                 c->jh->batch_k = 0;
                 return 0;
         }
         /* Nothing past buf_size can be ours, nor a state we never write. */
         for (unsigned i = 0; i < c->cap; i++)
-                if (i >= n || c->jent[i].state > J_COMMIT)
-                        c->jent[i].state = J_FREE;
+                if (i >= n || c->jent[i].state > HA_J_COMMIT)
+                        c->jent[i].state = HA_J_FREE;
 
         /* COMMIT first: the staged bytes must be out before anything else
          * can use the staging area.  The flag goes last, then FREE, so a
          * crash in here is finished by the next start just the same. */
         for (uint16_t i = 0; i < n; i++) {
-                JEnt *j = &c->jent[i];
-                HaMsgEntry *en = &c->q->entries[i];
+                HaJrec rec;
 
-                if (j->state != J_COMMIT)
+                if (c->jent[i].state != HA_J_COMMIT)
                         continue;
-                if (ha_ld16(&en->msg.flag) & HA_FLAG_DEAL_STATE) {
+                switch (ha_journal_recover(&c->j, i, &rec)) {
+                case HA_JR_ANSWERED:
                         c->st.already_published++;
-                } else if (entry_unchanged(en, j) && journal_valid_flag(j->flag) && stage_ok(c, j)) {
-                        if (j->stage_len)
-                                ha_devmem_write(c->buf + j->offset, c->stage + j->stage_off,
-                                                j->stage_len);
-                        ha_crash_point("v1_recover");
-                        __atomic_store_n(&en->msg.flag, j->flag, __ATOMIC_RELEASE);
+                        break;
+                case HA_JR_REPUBLISH:
+                        __atomic_store_n(&c->q->entries[i].msg.flag, rec.flag, __ATOMIC_RELEASE);
                         c->st.republished++;
-                } else {
+                        break;
+                default:
                         c->st.abandoned++;      /* published, seen and reused */
+                        break;
                 }
-                ha_crash_order();
-                j->state = J_FREE;
+                ha_journal_free(&c->j, i);
         }
 
         check = c->jh->batch_k && busy;
@@ -868,20 +882,21 @@ static size_t journal_recover(HaV1Chan *c)
                 client_held(c, n, ha_ld16(&c->q->proc_ing_h) == c->jh->batch_head ? 2 : 3,
                             c->batch);
         for (uint16_t i = 0; i < n; i++) {
-                JEnt *j = &c->jent[i];
+                enum ha_jrecover r;
+                HaJrec rec;
 
-                if (j->state != J_TAKEN)
+                if (c->jent[i].state != HA_J_TAKEN)
                         continue;
-                if (check && !c->held[i] && entry_unchanged(&c->q->entries[i], j) &&
-                    stage_ok(c, j)) {
+                r = ha_journal_recover(&c->j, i, &rec);
+                if (r == HA_JR_RERUN && check && !c->held[i]) {
                         c->batch[k++] = i;
                         continue;
                 }
                 /* Not all recorded (the list was never cut), or not ours. */
-                if (c->jh->batch_k)
+                if (r != HA_JR_UNCOMMITTED)
                         c->st.abandoned++;
                 all_ours = false;
-                j->state = J_FREE;
+                ha_journal_free(&c->j, i);
         }
         /* The cut may not have finished: redo it, but only on a list that
          * is still exactly the batch we recorded. */
@@ -957,8 +972,9 @@ static int journal_open(HaV1Chan *c, const char *shm_name, const HaHvConfig *hv,
                             strerror(errno));
         c->jmap = (Map){ p, size };
         c->jh = p;
-        c->jent = (JEnt *)(void *)((uint8_t *)p + want.ent_off);
+        c->jent = (HaJrec *)(void *)((uint8_t *)p + want.ent_off);
         c->stage = (uint8_t *)p + want.stage_off;
+        journal_bind(c, want.stage_size);
         if (!matched) {
                 memset(p, 0, want.stage_off);
                 memcpy(c->jh, &want, sizeof(want));
@@ -1148,7 +1164,7 @@ HaV1Chan *ha_v1chan_free(HaV1Chan *c)
                 size_t open = 0;
 
                 for (unsigned i = 0; i < c->cap; i++)
-                        open += c->jent[i].state != J_FREE;
+                        open += c->jent[i].state != HA_J_FREE;
                 /* Nothing unanswered: nothing to keep. */
                 if (open)
                         log_notice("v1 channel '%s': %zu requests not answered, kept in "

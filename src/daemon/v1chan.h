@@ -59,9 +59,10 @@ enum ha_v1_why {
 /*
  * Serve one request the way the original Linux service does, on the buf
  * mapping (buf_len bytes) of the peer: the client sends strlen + 1 bytes, so
- * services transform length - 1 bytes and leave the trailing NUL alone;
- * echo (66) touches nothing; an unknown id gives NOT_EXITS; length 1 (an
- * empty string) succeeds for echo and fails for the transforms.  The bytes
+ * services see length - 1 bytes and leave the trailing NUL alone; one that
+ * only reads (reads_only: echo) has nothing written back; an unknown id
+ * gives NOT_EXITS; length 1 (an empty string) succeeds for a service that
+ * only reads and fails for the transforms.  The bytes
  * are copied through a private bounce buffer with ha_devmem_read/write only.
  * Thread-safe.  The workers use the same checks and transform, through the
  * journal's staging area instead of the bounce buffer; this composition of

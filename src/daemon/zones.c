@@ -19,6 +19,7 @@
 #include "hyperamp/protocol.h"
 #include "hyperamp/zone.h"
 #include "fault.h"
+#include "journal.h"
 #include "log.h"
 #include "proto.h"
 #include "queue.h"
@@ -36,12 +37,15 @@
  * for a polling worker inside to leave (`reaping`). */
 enum { SLOT_FREE, SLOT_ACTIVE, SLOT_DRAINING, SLOT_RESUMING };
 
-/* An entry as taken off the ring: the daemon's own record, since the
- * journal's copy lives in memory the client writes too. */
-typedef struct ZoneTake {
-        uint32_t off, len;
-        uint16_t service;
-} ZoneTake;
+/* The lease's journal page is the journal's records (journal.h). */
+#define SAME(zf, jf) (offsetof(ZoneJrec, zf) == offsetof(HaJrec, jf))
+_Static_assert(sizeof(ZoneJrec) == sizeof(HaJrec) && SAME(state, state) && SAME(pos, tag) &&
+               SAME(seq, seq) && SAME(service, service) && SAME(flag, flag) &&
+               SAME(offset, offset) && SAME(length, length) && SAME(stage_off, stage_off) &&
+               SAME(stage_len, stage_len) && (int)HA_ZONE_J_TAKEN == (int)HA_J_TAKEN &&
+               (int)HA_ZONE_J_COMMIT == (int)HA_J_COMMIT,
+               "the lease journal is the journal's layout");
+#undef SAME
 
 struct HaZone {
         HaZones *zs;
@@ -70,7 +74,11 @@ struct HaZone {
         uint8_t running_entry[HA_ZONE_ENTRIES];
         unsigned running;               /* loop: handed to the pool, not back */
         uint16_t batch[HA_ZONE_RING];   /* under drain_lock */
-        ZoneTake taken[HA_ZONE_ENTRIES]; /* by the drainer; read by whoever runs the entry */
+        /* Each entry as taken off the ring: the daemon's own record, since
+         * the journal's copy lives in memory the client writes too.  By the
+         * drainer; read by whoever runs the entry. */
+        HaJrec taken[HA_ZONE_ENTRIES];
+        HaJournal j;                    /* in the lease; set when it is mapped */
         HaRatelimit rl;                 /* under drain_lock */
 
         /*
@@ -147,25 +155,13 @@ static bool range_ok(const HaZone *z, uint32_t off, uint32_t len)
         return len != 0 && off <= z->pool_size && len <= z->pool_size - off;
 }
 
-/* COMMIT: the staged result is whole; from here it is copied back, never
- * computed again. */
-static void commit_copy(HaZone *z, ZoneJrec *j, uint16_t flag, uint32_t off, uint32_t len)
-{
-        __atomic_store_n(&j->flag, flag, __ATOMIC_RELAXED);
-        __atomic_store_n(&j->state, HA_ZONE_J_COMMIT, __ATOMIC_RELEASE);
-        ha_crash_order();       /* no byte of the copy before the mark */
-        ha_crash_point("zone_commit");
-        memcpy(z->v.pool + off, z->v.stage + off, len);
-        ha_crash_point("zone_copied");
-}
-
 static void zone_run(void *ctx, uint16_t idx, unsigned worker)
 {
         HaZone *z = ctx;
-        ZoneJrec *j = &z->v.journal[idx];
         /* As taken (drain_pass), from our own record. */
-        uint32_t off = z->taken[idx].off, len = z->taken[idx].len;
-        const HaService *svc = ha_service_by_id(z->taken[idx].service);
+        const HaJrec *t = &z->taken[idx];
+        uint32_t off = t->offset, len = t->length;
+        const HaService *svc = ha_service_by_id(t->service);
         enum ha_result r;
         (void)worker;
 
@@ -180,15 +176,11 @@ static void zone_run(void *ctx, uint16_t idx, unsigned worker)
                 r = HA_RESULT_FAIL;
         } else if (!svc) {
                 r = HA_RESULT_NOT_EXITS;
-        } else if (svc->reads_only) {
-                r = svc->fn(z->v.pool + off, len);
         } else {
-                /* Compute aside: a crash must never leave a half-done
-                 * buffer that a rerun would transform again. */
-                memcpy(z->v.stage + off, z->v.pool + off, len);
-                r = svc->fn(z->v.stage + off, len);
-                if (r == HA_RESULT_SUCCESS)
-                        commit_copy(z, j, ha_flag_make(r), off, len);
+                /* The stage mirrors the pool: t->stage_off is off. */
+                r = ha_journal_run(&z->j, t, svc, z->v.pool);
+                if (r == HA_RESULT_SUCCESS && ha_service_staged(svc))
+                        ha_journal_commit(&z->j, idx, t, ha_flag_make(r), len);
         }
         if (r != HA_RESULT_SUCCESS)
                 __atomic_fetch_add(&z->failed, 1, __ATOMIC_RELAXED);
@@ -226,6 +218,7 @@ static void zone_finish(HaZone *z)
                 (void)munmap(z->base, z->size);
         z->base = NULL;
         z->v = (ZoneView){ 0 };
+        z->j = (HaJournal){ 0 };
         int *fds[] = { &z->memfd, &z->bell_fd, &z->bell_peer, &z->done_fd, &z->done_peer };
         for (size_t i = 0; i < ELEMENTSOF(fds); i++) {
                 if (*fds[i] >= 0)
@@ -378,29 +371,22 @@ enum drain_mode {
         DRAIN_POLL_END,         /* a worker that stops polling: run inline, then sleep */
 };
 
-/*
- * Record what was taken, as the worker will run it.  FREE first, so a crash
- * half-way through leaves no record that mixes two requests.
- */
-static void journal_take(HaZone *z, uint16_t idx, uint32_t pos)
+/* Record what was taken, as the worker will run it: the client's entry,
+ * read once, with the ring position and the completion count at the take
+ * (zone_recover). */
+static void zone_take(HaZone *z, uint16_t idx, uint32_t pos)
 {
-        ZoneJrec *j = &z->v.journal[idx];
         const HaMsgEntry *en = &z->v.q->entries[idx];
-        ZoneTake *t = &z->taken[idx];
+        HaJrec *t = &z->taken[idx];
 
-        /* The client's entry, read once; it runs as recorded here. */
+        t->tag = pos;
+        t->seq = __atomic_load_n(&z->v.done[idx].word, __ATOMIC_RELAXED) & ~HA_ZONE_WAITER;
         t->service = __atomic_load_n(&en->msg.service_id, __ATOMIC_RELAXED);
-        t->off = __atomic_load_n(&en->msg.offset, __ATOMIC_RELAXED);
-        t->len = __atomic_load_n(&en->msg.length, __ATOMIC_RELAXED);
-        __atomic_store_n(&j->state, HA_ZONE_J_FREE, __ATOMIC_RELAXED);
-        ha_crash_order();
-        __atomic_store_n(&j->pos, pos, __ATOMIC_RELAXED);
-        __atomic_store_n(&j->seq, __atomic_load_n(&z->v.done[idx].word, __ATOMIC_RELAXED) &
-                                          ~HA_ZONE_WAITER, __ATOMIC_RELAXED);
-        __atomic_store_n(&j->service, t->service, __ATOMIC_RELAXED);
-        __atomic_store_n(&j->offset, t->off, __ATOMIC_RELAXED);
-        __atomic_store_n(&j->length, t->len, __ATOMIC_RELAXED);
-        __atomic_store_n(&j->state, HA_ZONE_J_TAKEN, __ATOMIC_RELEASE);
+        t->offset = __atomic_load_n(&en->msg.offset, __ATOMIC_RELAXED);
+        t->length = __atomic_load_n(&en->msg.length, __ATOMIC_RELAXED);
+        t->stage_off = t->offset;
+        t->stage_len = t->length;
+        ha_journal_take(&z->j, idx, t);
 }
 
 /* Answer an entry FAIL at once (no worker could take it). */
@@ -465,7 +451,7 @@ static size_t drain_pass(HaZone *z, int worker, bool *left)
                         continue;
                 }
                 __atomic_store_n(&z->running_entry[idx], 1, __ATOMIC_RELAXED);
-                journal_take(z, idx, head);
+                zone_take(z, idx, head);
                 z->batch[k++] = idx;
         }
         z->head = head;
@@ -637,6 +623,59 @@ static int zone_channels(HaZone *z)
         return 0;
 }
 
+static void zone_load(void *ctx, uint8_t *dst, uint32_t off, size_t n)
+{
+        HaZone *z = ctx;
+
+        memcpy(dst, z->v.pool + off, n);
+}
+
+static void zone_store(void *ctx, uint32_t off, const uint8_t *src, size_t n)
+{
+        HaZone *z = ctx;
+
+        memcpy(z->v.pool + off, src, n);
+}
+
+/* A TAKEN record at or past sq_head (z->head) belongs to a batch the crash
+ * cut short: its entry is still on the ring.  A record whose completion
+ * counter moved since the take was answered. */
+static enum ha_jentry zone_jstate(void *ctx, uint16_t idx, const HaJrec *r)
+{
+        HaZone *z = ctx;
+        uint32_t word = __atomic_load_n(&z->v.done[idx].word, __ATOMIC_ACQUIRE);
+
+        if (r->state == HA_J_TAKEN && r->tag - z->head < HA_ZONE_RING)
+                return HA_JE_UNCOMMITTED;
+        return (word & ~HA_ZONE_WAITER) == r->seq ? HA_JE_PENDING : HA_JE_ANSWERED;
+}
+
+/* The stage mirrors the pool: the place is implied, whatever the
+ * client wrote into the record's stage fields. */
+static void zone_jplace(void *ctx, HaJrec *r)
+{
+        (void)ctx;
+        r->stage_off = r->offset;
+        r->stage_len = r->length;
+}
+
+static const HaJournalOps zone_journal_ops = {
+        .kind = "zone",
+        .load = zone_load,
+        .store = zone_store,
+        .place = zone_jplace,
+        .state = zone_jstate,
+};
+
+/* The parts of the mapped lease, and its journal (the staging area
+ * mirrors the pool). */
+static void zone_bind(HaZone *z, void *base)
+{
+        z->v = ha_zone_view(base, z->pool_size);
+        ha_journal_init(&z->j, &zone_journal_ops, z, (HaJrec *)(void *)z->v.journal,
+                        HA_ZONE_ENTRIES, z->v.stage, z->pool_size, z->pool_size);
+}
+
 /* Map a lease's memory; the caller owns memfd until this succeeds. */
 static int zone_map(HaZone *z, int memfd)
 {
@@ -649,7 +688,7 @@ static int zone_map(HaZone *z, int memfd)
         z->base = base;
         z->size = size;
         z->pool_size = z->zs->pool_size;
-        z->v = ha_zone_view(base, z->pool_size);
+        zone_bind(z, base);
         return 0;
 }
 
@@ -734,54 +773,44 @@ static int check_memfd(const HaZones *zs, int fd)
  */
 static size_t zone_recover(HaZone *z)
 {
-        uint32_t head = __atomic_load_n(&z->v.ctl->sq_head, __ATOMIC_ACQUIRE);
         size_t k = 0;
 
+        /* Our ring head from here on, and the commit point for zone_jstate. */
+        z->head = __atomic_load_n(&z->v.ctl->sq_head, __ATOMIC_ACQUIRE);
         for (uint16_t idx = 0; idx < HA_ZONE_ENTRIES; idx++) {
-                const ZoneJrec *j = &z->v.journal[idx];
-                uint32_t state = __atomic_load_n(&j->state, __ATOMIC_ACQUIRE);
-                uint32_t off = __atomic_load_n(&j->offset, __ATOMIC_RELAXED);
-                uint32_t len = __atomic_load_n(&j->length, __ATOMIC_RELAXED);
-                uint32_t word = __atomic_load_n(&z->v.done[idx].word, __ATOMIC_ACQUIRE);
-                uint16_t flag;
+                HaJrec rec;
 
-                if (state == HA_ZONE_J_FREE ||
-                    (state == HA_ZONE_J_TAKEN && __atomic_load_n(&j->pos, __ATOMIC_RELAXED) - head <
-                                                         HA_ZONE_RING))
-                        continue;
-                if (state != HA_ZONE_J_TAKEN && state != HA_ZONE_J_COMMIT) {
+                switch (ha_journal_recover(&z->j, idx, &rec)) {
+                case HA_JR_FREE:
+                case HA_JR_UNCOMMITTED:
+                        break;
+                case HA_JR_BAD_STATE:
                         z->bad_journal++;
-                        report(z, "journal record in an unknown state", state);
-                        continue;
-                }
-                if ((word & ~HA_ZONE_WAITER) != __atomic_load_n(&j->seq, __ATOMIC_RELAXED)) {
+                        report(z, "journal record in an unknown state", rec.state);
+                        break;
+                case HA_JR_ANSWERED:
+                case HA_JR_GONE:
                         z->already_published++;
-                        continue;
-                }
-                if (state == HA_ZONE_J_TAKEN) {
+                        break;
+                case HA_JR_RERUN:
                         /* No record of ours survived the crash: this one
                          * is checked as a fresh submission would be. */
-                        z->taken[idx] = (ZoneTake){ .off = off, .len = len,
-                                                    .service = __atomic_load_n(&j->service,
-                                                                               __ATOMIC_RELAXED) };
+                        z->taken[idx] = rec;
                         __atomic_store_n(&z->running_entry[idx], 1, __ATOMIC_RELAXED);
                         z->batch[k++] = idx;
-                        continue;
-                }
-                ha_crash_point("zone_recover");
-                flag = __atomic_load_n(&j->flag, __ATOMIC_RELAXED);
-                if (range_ok(z, off, len) && (flag & HA_FLAG_DEAL_STATE) &&
-                    !(flag & HA_FLAG_RESERVED)) {
-                        memcpy(z->v.pool + off, z->v.stage + off, len);
-                        publish(z, idx, flag);
+                        break;
+                case HA_JR_REPUBLISH:
+                        publish(z, idx, rec.flag);
                         z->republished++;
-                } else {
+                        break;
+                case HA_JR_BAD_RECORD:
                         z->bad_journal++;
-                        report(z, "COMMIT record with a range outside the pool or a bad flag", off);
+                        report(z, "journal record with a range outside the pool or a bad flag",
+                               rec.offset);
                         fail_now(z, idx);
+                        break;
                 }
         }
-        z->head = head;
         z->requeued += k;
         return k;
 }

@@ -90,8 +90,10 @@ class RecoveryTest(unittest.TestCase):
             'list_cut:3': lambda r: r['requeued'] == 8,
             # cut, nothing run yet
             'v1_cut:3': lambda r: r['requeued'] == 8,
-            # a result written back, its flag not: publish the staged bytes
+            # COMMIT recorded, nothing written back yet: publish the staged bytes
             'v1_commit:19': lambda r: r['republished'] >= 1,
+            # a result written back, its flag not: write it again, publish
+            'v1_copied:19': lambda r: r['republished'] >= 1,
             # flag published, FREE not recorded: leave it alone
             'v1_published:19': lambda r: r['already_published'] + r['abandoned'] >= 1,
         }

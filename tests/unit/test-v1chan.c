@@ -12,6 +12,7 @@
 
 #include "check.h"
 #include "config.h"
+#include "services.h"
 #include "v1chan.h"
 
 #define BUFLEN 65536
@@ -205,11 +206,34 @@ static void test_config(void)
         unlink(path);
 }
 
+/* The run policy comes from the service's reads_only flag, not from echo's
+ * id: the stall test seam (reads only, id 65000) gets echo's rules. */
+static void test_policy_by_flag(void)
+{
+        int p[2];
+        unsigned why;
+
+        CHECK(pipe(p) == 0);
+        ha_services_enable_stall(p[0]);
+        CHECK(!ha_service_staged(ha_service_by_id(HA_SERVICE_STALL)));
+        memcpy(region + 300, "stall", 6);
+        /* "" has nothing to read: SUCCESS, as echo, not a transform's FAIL. */
+        CHECK_EQ(serve(0, HA_SERVICE_STALL, 300, 1, &why), HA_RESULT_SUCCESS);
+        /* With bytes, the service runs (it takes one byte from the pipe). */
+        CHECK_EQ(write(p[1], "x", 1), 1);
+        CHECK_EQ(serve(0, HA_SERVICE_STALL, 300, 6, &why), HA_RESULT_SUCCESS);
+        CHECK(memcmp(region + 300, "stall", 6) == 0);
+        ha_services_enable_stall(-1);
+        close(p[0]);
+        close(p[1]);
+}
+
 int main(void)
 {
         region = calloc(1, BUFLEN);
         test_vector();
         test_results();
+        test_policy_by_flag();
         test_hostile();
         test_sizes();
         test_config();
