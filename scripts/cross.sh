@@ -71,4 +71,5 @@ status=0
 meson test -C "$build" --print-errorlogs --num-processes 2 --timeout-multiplier 4 "$@" ||
         status=$?
 scripts/test-summary.py "$build/meson-logs/testlog.json"
+echo "cross: $arch took $SECONDS s (sysroot, build and tests)" >&2
 exit $status
