@@ -98,7 +98,9 @@ RESULT=1
 snapshot() {            # what the host looks like, for the residue check
         {
                 echo "## mounts"
-                cut -d' ' -f5- /proc/self/mountinfo | sort
+                # Not tracefs or debugfs: the kernel mounts them on first use
+                # by a tracing tool (perf, strace -k) anywhere on the host.
+                cut -d' ' -f5- /proc/self/mountinfo | grep -Ev ' - (tracefs|debugfs) ' | sort
                 echo "## private tmp dirs"
                 ls -d /tmp/systemd-private-* /var/tmp/systemd-private-* 2>/dev/null || true
                 echo "## /dev"
