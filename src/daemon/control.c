@@ -352,19 +352,12 @@ static int parse_service(const cJSON *v, uint16_t *ret, char *err, size_t errlen
         return r;
 }
 
-static void m_submit(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer *in, uint32_t dlen)
+/* A submit whose service is known: the fast path's and the general one's. */
+static void submit(Conn *c, uint64_t id, uint16_t sid, struct evbuffer *in, uint32_t dlen)
 {
         HaControl *ctl = c->ctl;
-        char err[128];
-        uint16_t sid;
         int r;
 
-        if (parse_service(cJSON_GetObjectItemCaseSensitive(req->params, "service"), &sid,
-                          err, sizeof(err)) < 0) {
-                ctl->st.rejected_requests++;
-                send_error(c, id, HA_E_INVALID, err);
-                return;
-        }
         if (dlen == 0) {
                 ctl->st.rejected_requests++;
                 send_error(c, id, HA_E_INVALID, "the payload is empty");
@@ -386,6 +379,20 @@ static void m_submit(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer
                 return;
         }
         c->pending++;
+}
+
+static void m_submit(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer *in, uint32_t dlen)
+{
+        char err[128];
+        uint16_t sid;
+
+        if (parse_service(cJSON_GetObjectItemCaseSensitive(req->params, "service"), &sid,
+                          err, sizeof(err)) < 0) {
+                c->ctl->st.rejected_requests++;
+                send_error(c, id, HA_E_INVALID, err);
+                return;
+        }
+        submit(c, id, sid, in, dlen);
 }
 
 static void m_ping(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer *in, uint32_t dlen)
@@ -598,6 +605,28 @@ static const struct method {
 
 /* ===== frame decoding ===== */
 
+/*
+ * A submit in its plain shape, decoded without a JSON tree: true when it
+ * was taken (answered or queued).  Whatever the fast parser does not take,
+ * or a service name it does not know, goes the general way, so both make
+ * the same of every frame.
+ */
+static bool handle_submit_fast(Conn *c, struct evbuffer *in, const char *json)
+{
+        uint32_t jlen = c->jlen, dlen = c->dlen;
+        size_t before;
+        HaSubmitFast f;
+
+        if (c->ctl->quiesced || !ha_submit_parse_fast(json, jlen, &f) ||
+            (f.name[0] && ha_service_parse(f.name, &f.service) < 0))
+                return false;
+        evbuffer_drain(in, jlen);
+        before = evbuffer_get_length(in);
+        submit(c, f.has_id ? f.id : NO_ID, f.service, in, dlen);
+        evbuffer_drain(in, dlen - (before - evbuffer_get_length(in)));
+        return true;
+}
+
 static void handle_frame(Conn *c, struct evbuffer *in)
 {
         HaControl *ctl = c->ctl;
@@ -615,6 +644,8 @@ static void handle_frame(Conn *c, struct evbuffer *in)
                 conn_close(c);
                 return;
         }
+        if (handle_submit_fast(c, in, json))
+                return;
         if (ha_request_parse(json, jlen, &req, &err, &msg) < 0) {
                 ctl->st.protocol_errors++;
                 send_error(c, req.has_id ? req.id : NO_ID, err, msg);
@@ -830,8 +861,8 @@ void ha_control_complete(void *owner, uint64_t req_id, uint16_t service, enum ha
                          const uint8_t *data, size_t len, uint64_t latency_ns)
 {
         Conn *c = owner;
-        char json[256];
-        int n;
+        char json[HA_SUBMIT_REPLY_MAX];
+        size_t n;
 
         c->pending--;
         if (r != HA_RESULT_SUCCESS)
@@ -844,21 +875,11 @@ void ha_control_complete(void *owner, uint64_t req_id, uint16_t service, enum ha
                 }
                 return;
         }
-        /* The hot path: formatted directly, no JSON tree. */
-        if (req_id != NO_ID)
-                n = snprintf(json, sizeof(json),
-                             "{\"v\":%d,\"id\":%llu,\"result\":{\"service\":%u,\"status\":\"%s\","
-                             "\"code\":%d,\"latency_us\":%.1f}}",
-                             HA_PROTO_VERSION, (unsigned long long)req_id, service,
-                             ha_result_name(r), (int)r, (double)latency_ns / 1000.0);
-        else
-                n = snprintf(json, sizeof(json),
-                             "{\"v\":%d,\"result\":{\"service\":%u,\"status\":\"%s\","
-                             "\"code\":%d,\"latency_us\":%.1f}}",
-                             HA_PROTO_VERSION, service, ha_result_name(r), (int)r,
-                             (double)latency_ns / 1000.0);
+        /* The hot path: written directly, no JSON tree, no snprintf. */
+        n = ha_submit_reply_write(json, req_id != NO_ID, req_id, service, ha_result_name(r),
+                                  (int)r, latency_ns);
         conn_enter(c);
-        send_frame(c, json, (size_t)n, data, r == HA_RESULT_SUCCESS ? len : 0);
+        send_frame(c, json, n, data, r == HA_RESULT_SUCCESS ? len : 0);
         if (conn_leave(c))
                 conn_check_eof(c);
 }
