@@ -9,6 +9,7 @@
 #include <sys/queue.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -29,6 +30,7 @@
 
 #define NO_ID UINT64_MAX
 #define OUTPUT_HIGH (4u << 20)  /* stop reading a client that does not read replies */
+#define READ_CHUNK (64u << 10)  /* one readv takes up to this much */
 /* Admins get in beyond max_connections while they hold fewer than this,
  * so that no one holding every connection can lock out reload. */
 #define ADMIN_RESERVE 4u
@@ -37,7 +39,8 @@ typedef struct Conn Conn;
 
 struct Conn {
         HaControl *ctl;
-        struct bufferevent *bev;
+        struct bufferevent *bev;       /* its buffers, writes and write timeout */
+        struct event *rev;              /* reads, and the idle timeout (conn_rev_cb) */
         LIST_ENTRY(Conn) link;
         unsigned pending;       /* requests in the engine */
         bool have_hdr;
@@ -124,6 +127,7 @@ static void conn_close(Conn *c)
                 /* Code below us still reads c->bev's buffers: no free yet. */
                 c->close_later = true;
                 bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+                event_del(c->rev);
                 return;
         }
         if (c->lease && ctl->detach)
@@ -136,6 +140,8 @@ static void conn_close(Conn *c)
         /* Its unsent replies leave the budget with it. */
         evbuffer_remove_cb_entry(bufferevent_get_output(c->bev), c->out_cb);
         ctl->out_bytes -= evbuffer_get_length(bufferevent_get_output(c->bev));
+        event_free(c->rev);
+        c->rev = NULL;
         bufferevent_free(c->bev);
         c->bev = NULL;
         LIST_REMOVE(c, link);
@@ -173,6 +179,24 @@ static bool conn_leave(Conn *c)
         return false;
 }
 
+/*
+ * Reading is c->rev's, not the bufferevent's: libevent 2.1's evbuffer_read
+ * asks FIONREAD before each read and takes at most 4 KiB.  A persistent
+ * event whose timeout restarts at each read is the idle timeout.
+ */
+static void conn_read_on(Conn *c)
+{
+        unsigned ms = c->ctl->cfg.client_timeout_ms;
+        struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+
+        event_add(c->rev, &tv);
+}
+
+static void conn_read_off(Conn *c)
+{
+        event_del(c->rev);
+}
+
 /* Whether c reads frames.  A closing connection still does while the
  * daemon shuts down: each frame it reads is answered E_SHUTDOWN. */
 static bool conn_may_read(const Conn *c)
@@ -191,7 +215,7 @@ static size_t conn_sweep(Conn *c)
         size_t got = 0;
 
         c->swept = true;
-        bufferevent_disable(c->bev, EV_READ);
+        conn_read_off(c);
         if (ioctl(fd, FIONREAD, &waiting) < 0)
                 return 0;
         /* The bufferevent keeps its input's end frozen outside its own reads. */
@@ -225,7 +249,7 @@ static bool conn_close_after_flush(Conn *c)
                 return false;
         c->closing = true;
         if (!conn_may_read(c))
-                bufferevent_disable(c->bev, EV_READ);
+                conn_read_off(c);
         return conn_close_if_done(c);
 }
 
@@ -768,7 +792,7 @@ static void conn_pause(Conn *c)
 {
         c->paused = true;
         c->ctl->npaused++;
-        bufferevent_disable(c->bev, EV_READ);
+        conn_read_off(c);
 }
 
 /* false when c was closed (and may be freed). */
@@ -820,10 +844,57 @@ static bool conn_read(Conn *c)
         return conn_leave(c) && conn_check_eof(c) && conn_close_if_done(c);
 }
 
-static void conn_read_cb(struct bufferevent *bev, void *userdata)
+static void conn_idle(Conn *c);
+
+static void conn_rev_cb(evutil_socket_t fd, short what, void *userdata)
 {
-        (void)bev;
-        (void)conn_read(userdata);
+        Conn *c = userdata;
+        struct evbuffer *in = bufferevent_get_input(c->bev);
+        struct evbuffer_iovec v[2];
+        ssize_t n;
+        int nv;
+
+        if (what & EV_TIMEOUT) {
+                conn_idle(c);
+                return;
+        }
+        /* The bufferevent keeps its input's end frozen outside its own reads. */
+        evbuffer_unfreeze(in, 0);
+        nv = evbuffer_reserve_space(in, READ_CHUNK, v, 2);
+        n = nv < 0 ? -ENOMEM : readv(fd, (struct iovec *)v, nv);
+        if (n > 0) {
+                size_t left = (size_t)n;
+
+                for (int i = 0; i < nv; i++) {
+                        v[i].iov_len = v[i].iov_len < left ? v[i].iov_len : left;
+                        left -= v[i].iov_len;
+                }
+                evbuffer_commit_space(in, v, nv);
+        }
+        evbuffer_freeze(in, 0);
+        if (nv < 0) {
+                log_warning("Out of memory reading a request, closing the connection");
+                conn_close(c);
+                return;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+                return;
+        if (n < 0) {
+                if (c->pending)
+                        log_debug("Client pid %d went away with %u requests in flight",
+                                  (int)c->pid, c->pending);
+                conn_close(c);
+                return;
+        }
+        if (n == 0) {
+                /* A half-close ("send everything, then read until EOF"):
+                 * what was sent is still answered. */
+                conn_read_off(c);
+                c->eof = true;
+                conn_check_eof(c);
+                return;
+        }
+        (void)conn_read(c);
 }
 
 /* The output has been fully written. */
@@ -833,7 +904,7 @@ static void conn_written(Conn *c)
                 c->paused = false;
                 c->ctl->npaused--;
                 if (!c->eof && !c->swept)
-                        bufferevent_enable(c->bev, EV_READ);
+                        conn_read_on(c);
                 if (!conn_read(c))      /* frames that waited for room */
                         return;
         }
@@ -892,47 +963,40 @@ static void flush_cb(evutil_socket_t fd, short what, void *userdata)
         }
 }
 
+/* Writing failed, or a client read none of its replies for client_timeout_ms. */
 static void conn_event_cb(struct bufferevent *bev, short what, void *userdata)
 {
         Conn *c = userdata;
         HaControl *ctl = c->ctl;
-        struct evbuffer *in = bufferevent_get_input(bev);
+        (void)bev;
 
-        if (what & BEV_EVENT_ERROR) {
-                if (c->pending)
-                        log_debug("Client pid %d went away with %u requests in flight",
-                                  (int)c->pid, c->pending);
-                conn_close(c);
-                return;
-        }
-        if (what & BEV_EVENT_EOF) {
-                /* A half-close ("send everything, then read until EOF"):
-                 * what was sent is still answered. */
-                c->eof = true;
-                conn_check_eof(c);
-                return;
-        }
-        if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_WRITING)) {
+        if (what & BEV_EVENT_TIMEOUT) {
                 ctl->st.timeouts++;
                 log_debug("Client pid %d read none of its replies for %u ms, closing",
                           (int)c->pid, ctl->cfg.client_timeout_ms);
-                conn_close(c);
+        } else if (c->pending)
+                log_debug("Client pid %d went away with %u requests in flight",
+                          (int)c->pid, c->pending);
+        conn_close(c);
+}
+
+/* Nothing read for client_timeout_ms. */
+static void conn_idle(Conn *c)
+{
+        HaControl *ctl = c->ctl;
+        struct evbuffer *in = bufferevent_get_input(c->bev);
+
+        if ((c->pending > 0 || c->lease) && !c->have_hdr && evbuffer_get_length(in) == 0) {
+                /* Quiet because it waits for replies, or because it holds
+                 * a zone lease and talks through shared memory: closing
+                 * would take its lease away.  Fine: the timeout restarts. */
                 return;
         }
-        if (what & BEV_EVENT_TIMEOUT) {
-                if ((c->pending > 0 || c->lease) && !c->have_hdr && evbuffer_get_length(in) == 0) {
-                        /* Quiet because it waits for replies, or because it
-                         * holds a zone lease and talks through shared memory:
-                         * closing would take its lease away.  Fine. */
-                        bufferevent_enable(bev, EV_READ);
-                        return;
-                }
-                ctl->st.timeouts++;
-                log_debug("Client pid %d %s for %u ms, closing", (int)c->pid,
-                          c->have_hdr || evbuffer_get_length(in) ? "stalled mid-frame" : "idle",
-                          ctl->cfg.client_timeout_ms);
-                conn_close(c);
-        }
+        ctl->st.timeouts++;
+        log_debug("Client pid %d %s for %u ms, closing", (int)c->pid,
+                  c->have_hdr || evbuffer_get_length(in) ? "stalled mid-frame" : "idle",
+                  ctl->cfg.client_timeout_ms);
+        conn_close(c);
 }
 
 void ha_control_complete(void *owner, uint64_t req_id, uint16_t service, enum ha_result r,
@@ -1014,7 +1078,9 @@ static void conn_set_timeouts(Conn *c)
         unsigned ms = c->ctl->cfg.client_timeout_ms;
         struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
 
-        bufferevent_set_timeouts(c->bev, &tv, &tv);
+        bufferevent_set_timeouts(c->bev, NULL, &tv);
+        if (event_pending(c->rev, EV_READ, NULL))
+                conn_read_on(c);
 }
 
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
@@ -1059,14 +1125,21 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
                 free(c);
                 return;
         }
-        bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+        c->rev = event_new(ctl->base, fd, EV_READ | EV_PERSIST, conn_rev_cb, c);
+        if (!c->rev) {
+                log_warning("Out of memory accepting a client, ignoring");
+                evbuffer_remove_cb_entry(bufferevent_get_output(c->bev), c->out_cb);
+                bufferevent_free(c->bev);
+                free(c);
+                return;
+        }
+        bufferevent_setcb(c->bev, NULL, conn_write_cb, conn_event_cb, c);
         conn_set_timeouts(c);
-        /* Larger writes for large replies.  (The read size does not help on
-         * libevent 2.1: evbuffer_read takes at most 4 KiB a call.) */
-        bufferevent_set_max_single_read(c->bev, 256 * 1024);
+        /* Larger writes for large replies. */
         bufferevent_set_max_single_write(c->bev, 256 * 1024);
-        /* EV_WRITE only while a full socket holds replies back (conn_flush). */
-        bufferevent_enable(c->bev, EV_READ);
+        /* The bufferevent neither reads (c->rev does) nor writes until a
+         * full socket holds replies back (conn_flush). */
+        conn_read_on(c);
         LIST_INSERT_HEAD(&ctl->conns, c, link);
         ctl->nconns++;
         ctl->nadmins += admin;
