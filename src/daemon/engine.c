@@ -46,14 +46,17 @@ typedef struct Source {
 /*
  * The collector runs a batch itself, on the loop, instead of handing it to
  * the pool, when that costs less than the two thread hand-offs: every worker
- * sleeps (ha_pool_asleep: a wake-up would be needed), the batch holds at
- * most INLINE_MAX_JOBS requests, each for a quick service (never the stall
- * seam or an unknown id) of at most INLINE_MAX_BYTES.  Anything larger,
- * slower or arriving while a worker is awake goes to the pool, so expensive
- * work never holds the loop.  docs/PERFORMANCE.md gives the figures.
+ * sleeps (ha_pool_asleep: a wake-up would be needed), and the batch holds
+ * at most INLINE_MAX_JOBS requests, each for a quick service (never the
+ * stall seam or an unknown id) of at most INLINE_MAX_BYTES, together at
+ * most INLINE_MAX_TOTAL bytes (tens of microseconds of XOR at worst).
+ * Anything larger, slower or arriving while a worker is awake goes to the
+ * pool, so expensive work never holds the loop.  docs/PERFORMANCE.md has
+ * the figures.
  */
-#define INLINE_MAX_JOBS 32u
+#define INLINE_MAX_JOBS 256u
 #define INLINE_MAX_BYTES 1024u
+#define INLINE_MAX_TOTAL (64u << 10)
 
 typedef struct SvcStats {
         uint64_t requests;
@@ -194,13 +197,16 @@ static void complete_jobs(HaEngine *e, const HaJob *jobs, size_t n);
 /* The policy above INLINE_MAX_JOBS; true when the batch ran and completed. */
 static bool run_inline(HaEngine *e, const uint16_t *idx, size_t n)
 {
+        size_t total = 0;
+
         if (n == 0 || n > INLINE_MAX_JOBS)
                 return false;
         for (size_t i = 0; i < n; i++) {
                 const ReqCtx *c = &e->ctx[idx[i]];
                 const HaService *svc = ha_service_by_id(c->service);
 
-                if (!svc || !svc->quick || c->len > INLINE_MAX_BYTES)
+                total += c->len;
+                if (!svc || !svc->quick || c->len > INLINE_MAX_BYTES || total > INLINE_MAX_TOTAL)
                         return false;
         }
         if (!ha_pool_asleep(e->pool))
