@@ -74,7 +74,10 @@ static double workers_stat(HaEngine *e, const char *key, bool sum)
 
         ha_engine_stats_json(e, o);
         v = cJSON_GetObjectItem(cJSON_GetObjectItem(o, "workers"), key);
-        if (sum) {
+        CHECK(v != NULL);
+        if (!v)
+                r = -1;
+        else if (sum) {
                 cJSON *it;
 
                 cJSON_ArrayForEach(it, v)
