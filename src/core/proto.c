@@ -401,6 +401,20 @@ static char *put_lit(char *p, const char *lit)
         return p + n;
 }
 
+size_t ha_submit_request_write(char *out, uint64_t id, uint16_t service)
+{
+        char *p = out;
+
+        p = put_lit(p, "{\"v\":");
+        p = put_u64(p, HA_PROTO_VERSION);
+        p = put_lit(p, ",\"id\":");
+        p = put_u64(p, id);
+        p = put_lit(p, ",\"method\":\"" HA_METHOD_SUBMIT "\",\"params\":{\"service\":");
+        p = put_u64(p, service);
+        p = put_lit(p, "}}");
+        return (size_t)(p - out);
+}
+
 size_t ha_submit_reply_write(char *out, bool has_id, uint64_t id, uint16_t service,
                              const char *status, int code, uint64_t latency_ns)
 {

@@ -61,6 +61,10 @@ bool ha_submit_parse_fast(const char *json, size_t len, HaSubmitFast *f);
  * ha_request_parse makes something else of it. */
 bool ha_submit_fast_agrees(const char *json, size_t len);
 
+/* A client's: {"v":1,"id":ID,"method":"submit","params":{"service":S}}
+ * into out (at least HA_SUBMIT_REPLY_MAX bytes); returns the length. */
+size_t ha_submit_request_write(char *out, uint64_t id, uint16_t service);
+
 /*
  * Its reply, for success and failure alike, written without snprintf or an
  * allocation: {"v":1[,"id":ID],"result":{"service":S,"status":"NAME",

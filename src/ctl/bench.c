@@ -124,9 +124,7 @@ static int queue_request(Bench *b, BConn *bc, unsigned long id)
         unsigned long slot = id % b->ring;
         char json[128];
         uint8_t hdr[HA_PROTO_HDR_SIZE];
-        int n = snprintf(json, sizeof(json),
-                         "{\"v\":%d,\"id\":%lu,\"method\":\"submit\",\"params\":{\"service\":%u}}",
-                         HA_PROTO_VERSION, id, v->service);
+        size_t n = ha_submit_request_write(json, id, v->service);
         size_t need;
 
         if (b->owner[slot]) {
@@ -144,12 +142,12 @@ static int queue_request(Bench *b, BConn *bc, unsigned long id)
                 bc->out_len -= bc->out_off;
                 bc->out_off = 0;
         }
-        need = bc->out_len + sizeof(hdr) + (size_t)n + v->size;
+        need = bc->out_len + sizeof(hdr) + n + v->size;
         if (buf_reserve(&bc->out, &bc->out_cap, need) < 0)
                 return -ENOMEM;
         ha_frame_hdr_write(hdr, (uint32_t)n, (uint32_t)v->size);
         memcpy(bc->out + bc->out_len, hdr, sizeof(hdr));
-        memcpy(bc->out + bc->out_len + sizeof(hdr), json, (size_t)n);
+        memcpy(bc->out + bc->out_len + sizeof(hdr), json, n);
         memcpy(bc->out + bc->out_len + sizeof(hdr) + n, b->payload + v->off, v->size);
         bc->out_len = need;
         b->owner[slot] = id + 1;

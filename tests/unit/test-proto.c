@@ -258,6 +258,7 @@ static void test_submit_fast(void)
                 "",
         };
         char big[256];
+        size_t n;
 
         for (size_t i = 0; i < ELEMENTSOF(taken); i++)
                 CHECK(fast(taken[i], &f));
@@ -270,12 +271,17 @@ static void test_submit_fast(void)
                         fprintf(stderr, "taken: %s\n", declined[i]);
                 CHECK(!ha_submit_parse_fast(declined[i], strlen(declined[i]), &f));
         }
+        /* What the bench client writes is what the fast path takes. */
+        n = ha_submit_request_write(big, 9007199254740991ull, 65535);
+        CHECK(ha_submit_parse_fast(big, n, &f) && f.has_id && f.id == 9007199254740991ull &&
+              f.service == 65535 && !f.name[0]);
+        CHECK(ha_submit_fast_agrees(big, n));
         /* A NUL inside the frame, raw: the frame length covers it. */
         static const char nul[] = "{\"v\":1,\"method\":\"submit\",\"params\":{\"service\":\"ec\0ho\"}}";
         CHECK(!ha_submit_parse_fast(nul, sizeof(nul) - 1, &f));
         CHECK(ha_submit_fast_agrees(nul, sizeof(nul) - 1));
         /* Truncated at every length: never taken, never read past len. */
-        for (size_t n = 0; n < strlen(taken[0]); n++)
+        for (n = 0; n < strlen(taken[0]); n++)
                 CHECK(!ha_submit_parse_fast(taken[0], n, &f));
         /* A name longer than the buffer for it is the general path's. */
         snprintf(big, sizeof(big), "{\"v\":1,\"method\":\"submit\",\"params\":{\"service\":\"%0100d\"}}", 7);
