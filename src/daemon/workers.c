@@ -14,8 +14,8 @@
 #include "workers.h"
 
 #define BATCH_MAX 64
-/* One sleeper is woken per this many jobs submitted; a worker that leaves
- * jobs behind wakes the next, so the pool still scales up to a burst. */
+/* Up to this many queued jobs go to one worker: for jobs this cheap a
+ * second wake-up costs more than it saves. */
 #define WAKE_JOBS 8
 
 typedef struct Worker {
@@ -114,11 +114,10 @@ static void *worker_main(void *arg)
                 if (p->count == 0)
                         break;          /* stopping, and nothing left to run */
 
-                /* A fair share, so one worker does not hog a burst: a slow
-                 * job must not hold up the others queued with it while a
-                 * worker sleeps.  What is left wakes the next sleeper (the
-                 * chain scales up from the one woken per WAKE_JOBS). */
-                take = (p->count + p->nworkers - 1) / p->nworkers;
+                /* A small batch whole: one hand-off, not one per worker.
+                 * A burst in fair shares, so one worker does not hog it;
+                 * what is left wakes the next sleeper (the chain scales up). */
+                take = p->count <= WAKE_JOBS ? p->count : (p->count + p->nworkers - 1) / p->nworkers;
                 if (take > BATCH_MAX)
                         take = BATCH_MAX;
                 if (p->count > take && p->idle_workers > 0)
