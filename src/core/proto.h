@@ -39,51 +39,6 @@ int ha_request_parse(const char *json, size_t len, HaRequest *req,
 void ha_request_done(HaRequest *req);
 
 /*
- * The hot path: a submit request in its plain shape, without a JSON tree
- * or an allocation.  Accepts only an object with the keys "v" (exactly 1),
- * "id" (optional, digits only, at most 2^53-1), "method" (exactly "submit")
- * and "params" (an object whose one key "service" is an id of digits up to
- * 65535, or a name of 1 to 63 printable ASCII bytes without escapes),
- * each once, in any order, JSON whitespace between tokens.  true: what
- * ha_request_parse makes of it (name[0]: the service by that name, for
- * ha_service_parse; else the id in service).  false for anything else,
- * which then takes the general path (and its errors).
- */
-typedef struct HaSubmitFast {
-        bool has_id;
-        uint64_t id;
-        uint16_t service;
-        char name[64];
-} HaSubmitFast;
-
-bool ha_submit_parse_fast(const char *json, size_t len, HaSubmitFast *f);
-/* For tests and the fuzzer: false when the fast parser takes json and
- * ha_request_parse makes something else of it. */
-bool ha_submit_fast_agrees(const char *json, size_t len);
-
-/* A client's: {"v":1,"id":ID,"method":"submit","params":{"service":S}}
- * into out (at least HA_SUBMIT_REPLY_MAX bytes); returns the length. */
-size_t ha_submit_request_write(char *out, uint64_t id, uint16_t service);
-
-/*
- * Its reply, for success and failure alike, written without snprintf or an
- * allocation: {"v":1[,"id":ID],"result":{"service":S,"status":"NAME",
- * "code":C,"latency_us":X.Y}}; has_id false: no "id".  out needs
- * HA_SUBMIT_REPLY_MAX bytes; returns the length.
- */
-#define HA_SUBMIT_REPLY_MAX 192
-size_t ha_submit_reply_write(char *out, bool has_id, uint64_t id, uint16_t service,
-                             const char *status, int code, uint64_t latency_ns);
-
-/*
- * A client's hot path: a reply in exactly the shape ha_submit_reply_write
- * makes, with an id.  true with *id, *service and *status_ok (status
- * "SUCCESS"); false for anything else: use ha_reply_parse.
- */
-bool ha_submit_reply_parse_fast(const char *json, size_t len, uint64_t *id, uint16_t *service,
-                                bool *status_ok);
-
-/*
  * Replies are UTF-8 and may quote what a client sent.  valid_prefix: how
  * many leading bytes of s are well-formed UTF-8 (len: all of it).  repair:
  * s into out (room for 3 * len bytes) with each byte that starts no

@@ -17,7 +17,6 @@ typedef struct HaService {
         const char *summary;
         ha_service_fn fn;
         bool reads_only;        /* never writes buf: may run where a crash could interrupt it */
-        bool quick;             /* never blocks, a few ns a byte: small ones may run on the loop */
 } HaService;
 
 /*

@@ -43,21 +43,6 @@ typedef struct Source {
  * may never take more (other_jobs), so the socket's queue always fits. */
 #define EXTRA_JOBS 65536u
 
-/*
- * The collector runs a batch itself, on the loop, instead of handing it to
- * the pool, when that costs less than the two thread hand-offs: every worker
- * sleeps (ha_pool_asleep: a wake-up would be needed), and the batch holds
- * at most INLINE_MAX_JOBS requests, each for a quick service (never the
- * stall seam or an unknown id) of at most INLINE_MAX_BYTES, together at
- * most INLINE_MAX_TOTAL bytes (tens of microseconds of XOR at worst).
- * Anything larger, slower or arriving while a worker is awake goes to the
- * pool, so expensive work never holds the loop.  docs/PERFORMANCE.md has
- * the figures.
- */
-#define INLINE_MAX_JOBS 256u
-#define INLINE_MAX_BYTES 1024u
-#define INLINE_MAX_TOTAL (64u << 10)
-
 typedef struct SvcStats {
         uint64_t requests;
         uint64_t failed;
@@ -86,7 +71,6 @@ struct HaEngine {
 
         struct {
                 uint64_t submitted, completed, failed, busy;
-                uint64_t inline_jobs;   /* run by the collector on the loop */
         } st;
         uint64_t tampered;              /* atomic: workers count too */
 
@@ -192,35 +176,6 @@ static void report_queue_anomalies(HaEngine *e)
         e->reported = *s;
 }
 
-static void complete_jobs(HaEngine *e, const HaJob *jobs, size_t n);
-
-/* The policy above INLINE_MAX_JOBS; true when the batch ran and completed. */
-static bool run_inline(HaEngine *e, const uint16_t *idx, size_t n)
-{
-        size_t total = 0;
-
-        if (n == 0 || n > INLINE_MAX_JOBS)
-                return false;
-        for (size_t i = 0; i < n; i++) {
-                const ReqCtx *c = &e->ctx[idx[i]];
-                const HaService *svc = ha_service_by_id(c->service);
-
-                total += c->len;
-                if (!svc || !svc->quick || c->len > INLINE_MAX_BYTES || total > INLINE_MAX_TOTAL)
-                        return false;
-        }
-        if (!ha_pool_asleep(e->pool))
-                return false;
-        /* e->jobs is complete_cb's, which never runs meanwhile. */
-        for (size_t i = 0; i < n; i++)
-                e->jobs[i] = HA_JOB(HA_SOURCE_SOCKET, idx[i]);
-        /* The same code a worker runs, with the queue's own checks. */
-        run_jobs(e, e->jobs, n, ha_pool_size(e->pool));
-        e->st.inline_jobs += n;
-        complete_jobs(e, e->jobs, n);
-        return true;
-}
-
 static void collect_cb(evutil_socket_t fd, short what, void *userdata)
 {
         HaEngine *e = userdata;
@@ -231,8 +186,6 @@ static void collect_cb(evutil_socket_t fd, short what, void *userdata)
         e->collect_pending = false;
         n = ha_queue_collect(&e->queue, e->batch);
         report_queue_anomalies(e);
-        if (run_inline(e, e->batch, n))
-                return;
         /* Cannot fail: in_flight never exceeds the queue size, and other
          * sources leave that much of the pool free. */
         if (ha_engine_dispatch(e, HA_SOURCE_SOCKET, e->batch, n) < 0)
@@ -316,14 +269,18 @@ static void release_entry(HaEngine *e, uint16_t idx)
         e->in_flight--;
 }
 
-/* Finished jobs back to their owners (loop thread). */
-static void complete_jobs(HaEngine *e, const HaJob *jobs, size_t n)
+static void complete_cb(evutil_socket_t fd, short what, void *userdata)
 {
+        HaEngine *e = userdata;
         uint64_t now = ha_now_ns();
+        size_t n;
+        (void)fd;
+        (void)what;
 
+        n = ha_pool_take_completed(e->pool, e->jobs, e->queue.n + EXTRA_JOBS);
         for (size_t i = 0; i < n; i++) {
-                unsigned src = HA_JOB_SOURCE(jobs[i]);
-                uint16_t idx = HA_JOB_INDEX(jobs[i]);
+                unsigned src = HA_JOB_SOURCE(e->jobs[i]);
+                uint16_t idx = HA_JOB_INDEX(e->jobs[i]);
 
                 if (src != HA_SOURCE_SOCKET) {
                         e->other_jobs--;
@@ -351,17 +308,6 @@ static void complete_jobs(HaEngine *e, const HaJob *jobs, size_t n)
                 e->drained_cb = NULL;
                 cb(e->drained_userdata);
         }
-}
-
-static void complete_cb(evutil_socket_t fd, short what, void *userdata)
-{
-        HaEngine *e = userdata;
-        size_t n;
-        (void)fd;
-        (void)what;
-
-        n = ha_pool_take_completed(e->pool, e->jobs, e->queue.n + EXTRA_JOBS);
-        complete_jobs(e, e->jobs, n);
 }
 
 int ha_engine_new(struct event_base *base, const HaConfig *cfg, ha_complete_fn complete,
@@ -651,7 +597,6 @@ void ha_engine_stats_json(HaEngine *e, cJSON *o)
 
         w = cJSON_AddObjectToObject(o, "workers");
         cJSON_AddNumberToObject(w, "count", ha_pool_size(e->pool));
-        cJSON_AddNumberToObject(w, "loop_jobs", (double)e->st.inline_jobs);
         jobs = cJSON_AddArrayToObject(w, "jobs");
         for (unsigned i = 0; i < ha_pool_size(e->pool); i++)
                 cJSON_AddItemToArray(jobs, cJSON_CreateNumber((double)ha_pool_worker_jobs(e->pool, i)));

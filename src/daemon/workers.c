@@ -14,9 +14,6 @@
 #include "workers.h"
 
 #define BATCH_MAX 64
-/* Up to this many queued jobs go to one worker: for jobs this cheap a
- * second wake-up costs more than it saves. */
-#define WAKE_JOBS 8
 
 typedef struct Worker {
         HaPool *pool;
@@ -114,14 +111,10 @@ static void *worker_main(void *arg)
                 if (p->count == 0)
                         break;          /* stopping, and nothing left to run */
 
-                /* A small batch whole: one hand-off, not one per worker.
-                 * A burst in fair shares, so one worker does not hog it;
-                 * what is left wakes the next sleeper (the chain scales up). */
-                take = p->count <= WAKE_JOBS ? p->count : (p->count + p->nworkers - 1) / p->nworkers;
+                /* A fair share, so one worker does not hog a burst. */
+                take = (p->count + p->nworkers - 1) / p->nworkers;
                 if (take > BATCH_MAX)
                         take = BATCH_MAX;
-                if (p->count > take && p->idle_workers > 0)
-                        pthread_cond_signal(&p->work);
                 for (unsigned i = 0; i < take; i++) {
                         batch[i] = p->ring[p->head];
                         p->head = (p->head + 1) % p->capacity;
@@ -294,10 +287,13 @@ int ha_pool_submit(HaPool *p, const HaJob *jobs, size_t n)
         p->count += (unsigned)n;
         __atomic_store_n(&p->count_hint, p->count, __ATOMIC_RELAXED);
         p->outstanding += (unsigned)n;
-        /* One sleeper per WAKE_JOBS jobs; each that leaves some behind
-         * wakes one more. */
-        for (size_t i = 0; i < n && i / WAKE_JOBS < p->idle_workers; i += WAKE_JOBS)
-                pthread_cond_signal(&p->work);
+        if (p->idle_workers > 0) {
+                if (n >= p->idle_workers)
+                        pthread_cond_broadcast(&p->work);
+                else
+                        for (size_t i = 0; i < n; i++)
+                                pthread_cond_signal(&p->work);
+        }
         pthread_mutex_unlock(&p->lock);
         return 0;
 }
@@ -311,16 +307,6 @@ void ha_pool_set_poll(HaPool *p, ha_poll_fn poll, ha_poll_end_fn poll_end, void 
         p->poll_userdata = userdata;
         p->spin_ns = (uint64_t)spin_us * 1000u;
         pthread_mutex_unlock(&p->lock);
-}
-
-bool ha_pool_asleep(HaPool *p)
-{
-        bool r;
-
-        pthread_mutex_lock(&p->lock);
-        r = p->idle_workers == p->nworkers && p->count == 0 && p->running == 0;
-        pthread_mutex_unlock(&p->lock);
-        return r;
 }
 
 int ha_pool_fd(HaPool *p)

@@ -50,10 +50,6 @@ int ha_pool_stop(HaPool *p, bool drop, int wait_ms);
 int ha_pool_submit(HaPool *p, const HaJob *jobs, size_t n);
 
 /* Readable when completions are waiting. */
-/* Every worker sleeps, nothing is queued or running: a job handed over
- * now would cost a wake-up. */
-bool ha_pool_asleep(HaPool *p);
-
 int ha_pool_fd(HaPool *p);
 
 /* Take up to max finished jobs (reads the eventfd first, then the list). */
