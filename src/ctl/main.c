@@ -752,17 +752,13 @@ static const cJSON *find_named(const cJSON *arr, const char *key, const cJSON *l
         return NULL;
 }
 
-/* Per second, between the same counter in two snapshots (0 if it went
- * back: the daemon restarted under us). */
+/* Per second, between the same counter in two snapshots: 0 if it went
+ * back (the daemon restarted under us) or was not in the last one (a
+ * service or source that just appeared has no rate yet). */
 static double rate(const cJSON *cur, const cJSON *prev, const char *path, double secs)
 {
-        double d = num(cur, path) - (prev ? num(prev, path) : 0);
+        double d = prev ? num(cur, path) - num(prev, path) : 0;
         return d > 0 && secs > 0 ? d / secs : 0;
-}
-
-static double source_done(const cJSON *s)
-{
-        return num(s, "completed");
 }
 
 static void watch_screen(const cJSON *cur, const cJSON *prev, double secs, double every)
@@ -794,8 +790,7 @@ static void watch_screen(const cJSON *cur, const cJSON *prev, double secs, doubl
                 const cJSON *p = find_named(cJSON_GetObjectItemCaseSensitive(prev, "sources"),
                                             "name", e);
                 const char *state = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "state"));
-                double r = p && source_done(e) >= source_done(p) ?
-                           (source_done(e) - source_done(p)) / secs : 0;
+                double r = rate(e, p, "completed", secs);
 
                 if (state && strcmp(state, "free") == 0 && r == 0)
                         continue;
@@ -948,7 +943,6 @@ static int cmd_stats(Ctx *ctx, int argc, char **argv)
         if (!watch) {
                 if (count)
                         return ctl_usage_error("%s", "stats: --count goes with --watch");
-                optind = argc;
                 return run_plain(ctx, 1, argv, "stats", print_stats);
         }
         if (ctx->json)
