@@ -60,7 +60,7 @@ struct Conn {
 struct HaControl {
         struct event_base *base;
         HaEngine *engine;
-        HaConfig cfg;
+        const HaConfigSlot *cfg;        /* the daemon's: read, never copied */
         char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
         struct evconnlistener *listener;
         struct event *retry_ev;
@@ -92,6 +92,11 @@ struct HaControl {
                         budget_pauses;
         } st;
 };
+
+static const HaConfig *cfg_of(const HaControl *ctl)
+{
+        return ha_config_get(ctl->cfg);
+}
 
 /* ===== connections ===== */
 
@@ -321,9 +326,9 @@ static void log_request_error(Conn *c, uint64_t id, int service, const char *wha
 /* max_connections_per_uid; 0 is a quarter of max_connections. */
 static unsigned per_uid_cap(const HaControl *ctl)
 {
-        unsigned n = ctl->cfg.max_connections_per_uid;
+        unsigned n = cfg_of(ctl)->max_connections_per_uid;
 
-        return n ? n : ctl->cfg.max_connections / 4 ? ctl->cfg.max_connections / 4 : 1;
+        return n ? n : cfg_of(ctl)->max_connections / 4 ? cfg_of(ctl)->max_connections / 4 : 1;
 }
 
 /* ===== methods ===== */
@@ -370,7 +375,7 @@ static void m_submit(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer
                 send_error(c, id, HA_E_INVALID, "the payload is empty");
                 return;
         }
-        if (c->pending >= ctl->cfg.max_inflight_per_conn) {
+        if (c->pending >= cfg_of(ctl)->max_inflight_per_conn) {
                 ctl->st.rejected_requests++;
                 send_error(c, id, HA_E_BUSY, "too many requests in flight on this connection");
                 return;
@@ -397,9 +402,9 @@ static void m_ping(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer *
         cJSON_AddStringToObject(r, "version", HA_VERSION);
         cJSON_AddNumberToObject(r, "protocol", HA_PROTO_VERSION);
         cJSON_AddNumberToObject(r, "pid", getpid());
-        cJSON_AddNumberToObject(r, "max_payload", (double)c->ctl->cfg.max_payload);
-        cJSON_AddNumberToObject(r, "queue_capacity", c->ctl->cfg.queue_entries);
-        cJSON_AddNumberToObject(r, "max_inflight_per_conn", c->ctl->cfg.max_inflight_per_conn);
+        cJSON_AddNumberToObject(r, "max_payload", (double)cfg_of(c->ctl)->max_payload);
+        cJSON_AddNumberToObject(r, "queue_capacity", cfg_of(c->ctl)->queue_entries);
+        cJSON_AddNumberToObject(r, "max_inflight_per_conn", cfg_of(c->ctl)->max_inflight_per_conn);
         send_result(c, id, r);
 }
 
@@ -439,12 +444,12 @@ static void m_stats(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer 
         cJSON_AddNumberToObject(conns, "current", ctl->nconns);
         cJSON_AddNumberToObject(conns, "total", (double)ctl->st.accepted);
         cJSON_AddNumberToObject(conns, "rejected", (double)ctl->st.rejected_conns);
-        cJSON_AddNumberToObject(conns, "max", ctl->cfg.max_connections);
+        cJSON_AddNumberToObject(conns, "max", cfg_of(ctl)->max_connections);
         cJSON_AddNumberToObject(conns, "max_per_uid", per_uid_cap(ctl));
         cJSON_AddNumberToObject(conns, "rejected_per_uid", (double)ctl->st.rejected_per_uid);
         cJSON_AddNumberToObject(conns, "output_bytes", (double)ctl->out_bytes);
         cJSON_AddNumberToObject(conns, "output_bytes_max", (double)ctl->out_bytes_max);
-        cJSON_AddNumberToObject(conns, "output_budget", (double)ctl->cfg.output_budget);
+        cJSON_AddNumberToObject(conns, "output_budget", (double)cfg_of(ctl)->output_budget);
         cJSON_AddNumberToObject(conns, "output_paused", ctl->npaused);
         cJSON_AddNumberToObject(conns, "budget_pauses", (double)ctl->st.budget_pauses);
         cJSON_AddNumberToObject(conns, "protocol_errors", (double)ctl->st.protocol_errors);
@@ -570,9 +575,9 @@ static bool cred_is_admin(const HaControl *ctl, int fd, uid_t uid, gid_t gid)
 {
         if (uid == 0 || uid == geteuid())
                 return true;
-        if (ctl->cfg.admin_gid == (gid_t)-1)
+        if (cfg_of(ctl)->admin_gid == (gid_t)-1)
                 return false;
-        return gid == ctl->cfg.admin_gid || peer_in_group(fd, ctl->cfg.admin_gid);
+        return gid == cfg_of(ctl)->admin_gid || peer_in_group(fd, cfg_of(ctl)->admin_gid);
 }
 
 static bool peer_is_admin(const Conn *c)
@@ -646,7 +651,7 @@ static void handle_frame(Conn *c, struct evbuffer *in)
                                    "Denied '%s' to pid %d uid %u: admin calls need root, "
                                    "uid %u or group '%s'", m->name, (int)c->pid,
                                    (unsigned)c->uid, (unsigned)geteuid(),
-                                   ctl->cfg.admin_group[0] ? ctl->cfg.admin_group : "(none set)");
+                                   cfg_of(ctl)->admin_group[0] ? cfg_of(ctl)->admin_group : "(none set)");
                 send_error(c, id, HA_E_DENIED, "admin calls need root, the daemon's user "
                            "or its admin_group");
                 goto out;
@@ -689,8 +694,8 @@ static bool conn_backlogged(Conn *c)
 
         if (out > OUTPUT_HIGH)
                 return true;
-        if (ctl->out_bytes <= ctl->cfg.output_budget || out == 0 ||
-            out < ctl->cfg.output_budget / ctl->nconns)
+        if (ctl->out_bytes <= cfg_of(ctl)->output_budget || out == 0 ||
+            out < cfg_of(ctl)->output_budget / ctl->nconns)
                 return false;
         ctl->st.budget_pauses++;
         if (ha_ratelimit_ok(&ctl->rl_budget, &suppressed))
@@ -698,7 +703,7 @@ static bool conn_backlogged(Conn *c)
                                                    .client_uid = (uint32_t)c->uid),
                            "Replies waiting for clients passed output_budget (%llu bytes): not "
                            "reading pid %d uid %u, which holds %zu bytes of them, until it "
-                           "reads them%s", (unsigned long long)ctl->cfg.output_budget,
+                           "reads them%s", (unsigned long long)cfg_of(ctl)->output_budget,
                            (int)c->pid, (unsigned)c->uid, out,
                            suppressed ? " (similar messages were suppressed)" : "");
         return true;
@@ -732,14 +737,14 @@ static bool conn_read(Conn *c)
                         if (evbuffer_get_length(in) < sizeof(hdr))
                                 break;
                         evbuffer_remove(in, hdr, sizeof(hdr));
-                        if (ha_frame_hdr_parse(hdr, (uint32_t)ctl->cfg.max_payload, &c->jlen,
+                        if (ha_frame_hdr_parse(hdr, (uint32_t)cfg_of(ctl)->max_payload, &c->jlen,
                                                &c->dlen, &err) < 0) {
                                 char m[128];
                                 ctl->st.protocol_errors++;
                                 snprintf(m, sizeof(m), "frame of %u+%u bytes refused "
                                          "(JSON at most %u, payload at most %llu)",
                                          c->jlen, c->dlen, HA_PROTO_MAX_JSON,
-                                         (unsigned long long)ctl->cfg.max_payload);
+                                         (unsigned long long)cfg_of(ctl)->max_payload);
                                 send_error(c, NO_ID, err, err == HA_E_TOO_BIG ? m : NULL);
                                 /* The stream cannot be trusted to re-sync. */
                                 c->broken = true;
@@ -806,7 +811,7 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *userdata)
         if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_WRITING)) {
                 ctl->st.timeouts++;
                 log_debug("Client pid %d read none of its replies for %u ms, closing",
-                          (int)c->pid, ctl->cfg.client_timeout_ms);
+                          (int)c->pid, cfg_of(ctl)->client_timeout_ms);
                 conn_close(c);
                 return;
         }
@@ -821,7 +826,7 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *userdata)
                 ctl->st.timeouts++;
                 log_debug("Client pid %d %s for %u ms, closing", (int)c->pid,
                           c->have_hdr || evbuffer_get_length(in) ? "stalled mid-frame" : "idle",
-                          ctl->cfg.client_timeout_ms);
+                          cfg_of(ctl)->client_timeout_ms);
                 conn_close(c);
         }
 }
@@ -870,7 +875,7 @@ static void reject_conn(HaControl *ctl, int fd, uid_t uid, bool uid_cap)
 {
         char json[192];
         uint8_t hdr[HA_PROTO_HDR_SIZE];
-        unsigned limit = uid_cap ? per_uid_cap(ctl) : ctl->cfg.max_connections;
+        unsigned limit = uid_cap ? per_uid_cap(ctl) : cfg_of(ctl)->max_connections;
         int n = snprintf(json, sizeof(json),
                          "{\"v\":%d,\"error\":{\"code\":\"%s\",\"message\":\"connection limit "
                          "%s(%u) reached\"}}", HA_PROTO_VERSION, ha_error_name(HA_E_LIMIT),
@@ -912,7 +917,7 @@ static bool uid_at_cap(const HaControl *ctl, uid_t uid)
  * runs the write timeout only while output waits, from the last progress. */
 static void conn_set_timeouts(Conn *c)
 {
-        unsigned ms = c->ctl->cfg.client_timeout_ms;
+        unsigned ms = cfg_of(c->ctl)->client_timeout_ms;
         struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
 
         bufferevent_set_timeouts(c->bev, &tv, &tv);
@@ -930,7 +935,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 
         (void)getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen);
         admin = cred_is_admin(ctl, fd, cred.uid, cred.gid);
-        if (ctl->nconns >= ctl->cfg.max_connections &&
+        if (ctl->nconns >= cfg_of(ctl)->max_connections &&
             !(admin && ctl->nadmins < ADMIN_RESERVE)) {
                 reject_conn(ctl, fd, cred.uid, false);
                 return;
@@ -1035,7 +1040,7 @@ static int inherited_socket(void)
         return fd;
 }
 
-int ha_control_new(struct event_base *base, HaEngine *engine, const HaConfig *cfg,
+int ha_control_new(struct event_base *base, HaEngine *engine, const HaConfigSlot *cfg,
                    const char *path, HaControl **ret)
 {
         HaControl *ctl;
@@ -1046,7 +1051,7 @@ int ha_control_new(struct event_base *base, HaEngine *engine, const HaConfig *cf
                 return -ENOMEM;
         ctl->base = base;
         ctl->engine = engine;
-        ctl->cfg = *cfg;
+        ctl->cfg = cfg;
         ctl->started_ns = ha_now_ns();
         ctl->rl_denied = ctl->rl_limit = ctl->rl_accept = (HaRatelimit)HA_RATELIMIT_INIT(10000, 5);
         ctl->rl_req = (HaRatelimit)HA_RATELIMIT_INIT(10000, 10);
@@ -1133,7 +1138,8 @@ HaControl *ha_control_free(HaControl *ctl)
         ha_control_quiesce(ctl);
         while ((c = LIST_FIRST(&ctl->conns)))
                 conn_close(c);
-        /* The engine is gone by now: these replies will never come. */
+        /* The workers are joined and the loop is over: these replies will
+         * never come. */
         while ((c = LIST_FIRST(&ctl->orphans))) {
                 LIST_REMOVE(c, link);
                 conn_free(c);
@@ -1160,11 +1166,10 @@ void ha_control_set_zone_hooks(HaControl *ctl, ha_attach_fn attach, ha_detach_fn
         ctl->zone_userdata = userdata;
 }
 
-void ha_control_set_config(HaControl *ctl, const HaConfig *cfg)
+void ha_control_config_changed(HaControl *ctl)
 {
         Conn *c;
 
-        ctl->cfg = *cfg;
         LIST_FOREACH(c, &ctl->conns, link)
                 conn_set_timeouts(c);
 }
