@@ -35,20 +35,31 @@
 
 typedef struct Conn Conn;
 
+/* Where a connection is in its life.  It only moves down this list, by
+ * conn_to(); being paused for its backlog is flow control, not a state. */
+enum conn_state {
+        CONN_OPEN,              /* reading frames, answering them */
+        CONN_EOF,               /* the client half-closed: answer, then close */
+        CONN_CLOSING,           /* close once the output is written; shutting
+                                 * down, frames are still read (E_SHUTDOWN) */
+        CONN_SWEPT,             /* closing, shutting down: its socket was read a
+                                 * last time */
+        CONN_BROKEN,            /* bad header: the stream cannot re-sync; close
+                                 * once the output is written, read no more */
+        CONN_DOOMED,            /* conn_close while in use: done at conn_leave */
+        CONN_CLOSED,            /* the socket is gone; waits for its requests */
+};
+
 struct Conn {
         HaControl *ctl;
         struct bufferevent *bev;
         LIST_ENTRY(Conn) link;
         unsigned pending;       /* requests in the engine */
+        enum conn_state state;
         bool have_hdr;
-        bool closing;           /* close once the output is written */
-        bool broken;            /* bad header: the stream cannot re-sync, read no more */
-        bool swept;             /* shutting down: its socket was read a last time */
         bool paused;            /* reading stopped: output backlog */
         struct evbuffer_cb_entry *out_cb;       /* counts its output in ctl->out_bytes */
         bool in_use;            /* a callback has it on the stack (conn_enter) */
-        bool close_later;       /* conn_close while in use: done at conn_leave */
-        bool eof;               /* the client half-closed: answer, then close */
         bool admin;             /* an admin when it connected: the reserve, no uid cap */
         void *lease;            /* a zone lease held by this connection */
         uint32_t jlen, dlen;
@@ -100,6 +111,14 @@ static const HaConfig *cfg_of(const HaControl *ctl)
 
 /* ===== connections ===== */
 
+/* The one transition: forward only, so a lesser event that comes late
+ * (the client's EOF on a closing connection) changes nothing. */
+static void conn_to(Conn *c, enum conn_state s)
+{
+        if (s > c->state)
+                c->state = s;
+}
+
 static void conn_free(Conn *c)
 {
         free(c);
@@ -123,7 +142,7 @@ static void conn_close(Conn *c)
                 return;
         if (c->in_use) {
                 /* Code below us still reads c->bev's buffers: no free yet. */
-                c->close_later = true;
+                conn_to(c, CONN_DOOMED);
                 bufferevent_disable(c->bev, EV_READ | EV_WRITE);
                 return;
         }
@@ -135,6 +154,7 @@ static void conn_close(Conn *c)
         ctl->out_bytes -= evbuffer_get_length(bufferevent_get_output(c->bev));
         bufferevent_free(c->bev);
         c->bev = NULL;
+        conn_to(c, CONN_CLOSED);
         LIST_REMOVE(c, link);
         ctl->nconns--;
         ctl->nadmins -= c->admin;
@@ -163,9 +183,8 @@ static void conn_enter(Conn *c)
 static bool conn_leave(Conn *c)
 {
         c->in_use = false;
-        if (!c->close_later)
+        if (c->state != CONN_DOOMED)
                 return true;
-        c->close_later = false;
         conn_close(c);
         return false;
 }
@@ -174,7 +193,7 @@ static bool conn_leave(Conn *c)
  * daemon shuts down: each frame it reads is answered E_SHUTDOWN. */
 static bool conn_may_read(const Conn *c)
 {
-        return !c->broken && !c->close_later && (!c->closing || c->ctl->quiesced);
+        return c->state < CONN_BROKEN && (c->state < CONN_CLOSING || c->ctl->quiesced);
 }
 
 static bool conn_read(Conn *c);
@@ -187,7 +206,7 @@ static size_t conn_sweep(Conn *c)
         int fd = bufferevent_getfd(c->bev), waiting = 0, n;
         size_t got = 0;
 
-        c->swept = true;
+        conn_to(c, CONN_SWEPT);
         bufferevent_disable(c->bev, EV_READ);
         if (ioctl(fd, FIONREAD, &waiting) < 0)
                 return 0;
@@ -208,9 +227,10 @@ static size_t conn_sweep(Conn *c)
  */
 static bool conn_close_if_done(Conn *c)
 {
-        if (!c->bev || !c->closing || evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
+        if (!c->bev || c->state < CONN_CLOSING || c->state == CONN_DOOMED ||
+            evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
                 return true;
-        if (conn_may_read(c) && !c->swept && !c->in_use && conn_sweep(c) > 0)
+        if (conn_may_read(c) && c->state != CONN_SWEPT && !c->in_use && conn_sweep(c) > 0)
                 return conn_read(c);    /* comes back here, swept */
         conn_close(c);
         return false;
@@ -220,7 +240,7 @@ static bool conn_close_after_flush(Conn *c)
 {
         if (!c->bev)
                 return false;
-        c->closing = true;
+        conn_to(c, CONN_CLOSING);
         if (!conn_may_read(c))
                 bufferevent_disable(c->bev, EV_READ);
         return conn_close_if_done(c);
@@ -229,7 +249,7 @@ static bool conn_close_after_flush(Conn *c)
 /* A half-closed client is done once every request it sent is answered. */
 static bool conn_check_eof(Conn *c)
 {
-        if (c->bev && c->eof && !c->paused && c->pending == 0)
+        if (c->bev && c->state >= CONN_EOF && !c->paused && c->pending == 0)
                 return conn_close_after_flush(c);
         return true;
 }
@@ -747,7 +767,7 @@ static bool conn_read(Conn *c)
                                          (unsigned long long)cfg_of(ctl)->max_payload);
                                 send_error(c, NO_ID, err, err == HA_E_TOO_BIG ? m : NULL);
                                 /* The stream cannot be trusted to re-sync. */
-                                c->broken = true;
+                                conn_to(c, CONN_BROKEN);
                                 conn_close_after_flush(c);
                                 break;
                         }
@@ -759,7 +779,7 @@ static bool conn_read(Conn *c)
                 handle_frame(c, in);
         }
         /* Nor read its socket while its replies pile up. */
-        if (!c->close_later && !c->paused && conn_backlogged(c))
+        if (c->state != CONN_DOOMED && !c->paused && conn_backlogged(c))
                 conn_pause(c);
         /* Shutting down, c may have read the last of its frames. */
         return conn_leave(c) && conn_check_eof(c) && conn_close_if_done(c);
@@ -780,7 +800,7 @@ static void conn_write_cb(struct bufferevent *bev, void *userdata)
         if (c->paused && conn_may_read(c)) {
                 c->paused = false;
                 c->ctl->npaused--;
-                if (!c->eof && !c->swept)
+                if (c->state != CONN_EOF && c->state != CONN_SWEPT)
                         bufferevent_enable(c->bev, EV_READ);
                 if (!conn_read(c))      /* frames that waited for room */
                         return;
@@ -804,7 +824,7 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *userdata)
         if (what & BEV_EVENT_EOF) {
                 /* A half-close ("send everything, then read until EOF"):
                  * what was sent is still answered. */
-                c->eof = true;
+                conn_to(c, CONN_EOF);
                 conn_check_eof(c);
                 return;
         }
