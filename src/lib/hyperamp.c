@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* libhyperamp: the client side of zone channels (include/hyperamp/zone.h). */
+/* libhyperamp: the client side of zone channels (src/core/hyperamp/zone.h). */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
