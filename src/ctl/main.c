@@ -589,7 +589,7 @@ static int run_plain(Ctx *ctx, int argc, char **argv, const char *method,
                      void (*human)(const cJSON *res, double elapsed_us))
 {
         _cleanup_free_ uint8_t *data = NULL;
-        struct timespec a, b;
+        uint64_t a, b;
         size_t dlen;
         HaReply rep;
         int r;
@@ -597,16 +597,15 @@ static int run_plain(Ctx *ctx, int argc, char **argv, const char *method,
         r = parse_plain(ctx, argc, argv);
         if (r < 0)
                 return r;
-        clock_gettime(CLOCK_MONOTONIC, &a);
+        a = ha_now_ns();
         r = simple_call(ctx, method, NULL, NULL, 0, &rep, &data, &dlen);
         if (r)
                 return r;
-        clock_gettime(CLOCK_MONOTONIC, &b);
+        b = ha_now_ns();
         if (ctx->json)
                 ctl_print_json(ctx, rep.result);
         else
-                human(rep.result, (double)(b.tv_sec - a.tv_sec) * 1e6 +
-                                  (double)(b.tv_nsec - a.tv_nsec) / 1e3);
+                human(rep.result, (double)(b - a) / 1e3);
         ha_reply_done(&rep);
         return EXIT_OK;
 }
