@@ -279,6 +279,7 @@ static void loop_free(Daemon *d)
         libevent_global_shutdown();
 }
 
+#if HA_TEST_SEAMS
 /* $HYPERAMP_TEST_STALL_FIFO turns on the stall service (services.h); the
  * fd stays open for the life of the process, on purpose. */
 static int seams_start(Daemon *d)
@@ -298,6 +299,7 @@ static int seams_start(Daemon *d)
         log_warning("Test seam enabled: service %d blocks on %s", HA_SERVICE_STALL, fifo);
         return 0;
 }
+#endif
 
 static int engine_start(Daemon *d)
 {
@@ -472,7 +474,9 @@ static const struct Subsystem {
         bool worker_memory;
 } subsystems[] = {
         { "loop", loop_start, NULL, NULL, NULL, loop_free, false },
+#if HA_TEST_SEAMS
         { "test seams", seams_start, NULL, NULL, NULL, NULL, false },
+#endif
         { "engine", engine_start, NULL, engine_drain, NULL, engine_free, true },
         { "zones", zones_start, NULL, zones_drain, NULL, zones_free, true },
         { "control", control_start, control_quiesce, control_drain, NULL, control_free, false },
