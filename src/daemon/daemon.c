@@ -571,7 +571,7 @@ int ha_daemon_run(const HaConfig *cfg, const HaDaemonOptions *opts)
         for (size_t i = started; i-- > 0;)
                 if (subsystems[i].free && !(d.stuck && subsystems[i].worker_memory))
                         subsystems[i].free(&d);
-        if (!d.stuck)
-                ha_config_swap(&d.cfg, NULL);
+        /* Even past a stuck worker: workers never read the config. */
+        ha_config_swap(&d.cfg, NULL);
         return r;
 }
