@@ -35,6 +35,7 @@ typedef struct Daemon {
         struct event *deadline, *status_timer, *watchdog_timer;
         sigset_t sigs, old_sigs;        /* ours, blocked outside the loop; the rest */
         unsigned draining;              /* the next subsystem to drain */
+        int result;                     /* what ha_daemon_run returns */
         bool stopping;
         bool abandoned;                 /* deadline or second signal: stop now */
         bool stuck;                     /* a worker did not come back: leave its memory */
@@ -442,6 +443,18 @@ static void systemd_quiesce(Daemon *d)
         evtimer_add(d->deadline, &tv);
 }
 
+/* How it ended, once the workers are joined. */
+static void systemd_stop(Daemon *d)
+{
+        if (d->result < 0 || d->stuck)
+                return;         /* said where it failed */
+        if (d->abandoned)
+                log_warning("Stopped at the shutdown deadline; requests still in flight "
+                            "were dropped");
+        else
+                ha_log_ctx(LOG_INFO, HA_LOG_CTX(.message_id = HA_MID_STOPPED), "Stopped cleanly");
+}
+
 static void systemd_free(Daemon *d)
 {
         free_event(&d->deadline);
@@ -482,7 +495,7 @@ static const struct Subsystem {
         { "control", control_start, control_quiesce, control_drain, NULL, control_free, false },
         { "v1", v1_start, NULL, NULL, NULL, v1_free, true },
         { "signals", signals_start, NULL, NULL, NULL, signals_free, false },
-        { "systemd", systemd_start, systemd_quiesce, NULL, NULL, systemd_free, false },
+        { "systemd", systemd_start, systemd_quiesce, NULL, systemd_stop, systemd_free, false },
 };
 
 #define N_SUBSYSTEMS (sizeof(subsystems) / sizeof(subsystems[0]))
@@ -516,21 +529,16 @@ static void begin_shutdown(void *userdata)
 }
 
 /* The barrier: no worker runs after it, so nothing is freed under one. */
-static int join_workers(Daemon *d, int r)
+static void join_workers(Daemon *d)
 {
         if (ha_engine_stop(d->engine, d->abandoned) < 0) {
                 /* Its memory (engine, leases, v1 buffers) stays mapped for
                  * it; exit() ends it. */
-                r = log_error_errno(-ETIMEDOUT, "A worker is stuck in a service; "
-                                    "exiting without it");
+                d->result = log_error_errno(-ETIMEDOUT, "A worker is stuck in a service; "
+                                            "exiting without it");
                 ha_engine_leave(d->engine);
                 d->stuck = true;
-        } else if (r == 0 && d->abandoned)
-                log_warning("Stopped at the shutdown deadline; requests still in flight "
-                            "were dropped");
-        else if (r == 0)
-                ha_log_ctx(LOG_INFO, HA_LOG_CTX(.message_id = HA_MID_STOPPED), "Stopped cleanly");
-        return r;
+        }
 }
 
 int ha_daemon_run(const HaConfig *cfg, const HaDaemonOptions *opts)
@@ -564,7 +572,8 @@ int ha_daemon_run(const HaConfig *cfg, const HaDaemonOptions *opts)
         pthread_sigmask(SIG_BLOCK, &d.sigs, NULL);
         if (r < 0)
                 (void)sd_notifyf(0, "ERRNO=%d\nSTATUS=Failed to start: %s", -r, strerror(-r));
-        r = join_workers(&d, r);
+        d.result = r;
+        join_workers(&d);
         for (size_t i = started; i-- > 0;)
                 if (subsystems[i].stop)
                         subsystems[i].stop(&d);
@@ -573,5 +582,5 @@ int ha_daemon_run(const HaConfig *cfg, const HaDaemonOptions *opts)
                         subsystems[i].free(&d);
         /* Even past a stuck worker: workers never read the config. */
         ha_config_swap(&d.cfg, NULL);
-        return r;
+        return d.result;
 }
