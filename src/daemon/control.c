@@ -671,7 +671,8 @@ static void handle_frame(Conn *c, struct evbuffer *in)
                                    "Denied '%s' to pid %d uid %u: admin calls need root, "
                                    "uid %u or group '%s'", m->name, (int)c->pid,
                                    (unsigned)c->uid, (unsigned)geteuid(),
-                                   cfg_of(ctl)->admin_group[0] ? cfg_of(ctl)->admin_group : "(none set)");
+                                   cfg_of(ctl)->admin_group[0] ? cfg_of(ctl)->admin_group :
+                                   "(none set)");
                 send_error(c, id, HA_E_DENIED, "admin calls need root, the daemon's user "
                            "or its admin_group");
                 goto out;
