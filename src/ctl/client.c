@@ -11,11 +11,6 @@
 #include "hyperamp/cleanup.h"
 #include "log.h"
 
-int64_t ha_mono_ms(void)
-{
-        return (int64_t)(ha_now_ns() / 1000000u);
-}
-
 static int wait_fd(int fd, short events, int64_t deadline_ms)
 {
         for (;;) {

@@ -7,6 +7,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "clock.h"
 #include "proto.h"
 
 /* A blocking control-socket client with a deadline on every call. */
@@ -32,7 +33,5 @@ int ha_write_all(int fd, const void *buf, size_t len, int64_t deadline_ms);
 int ha_client_call(HaClient *c, const char *method, cJSON *params,
                    const void *payload, size_t plen,
                    HaReply *rep, uint8_t **data, size_t *dlen);
-
-int64_t ha_mono_ms(void);
 
 #endif

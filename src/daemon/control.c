@@ -35,20 +35,31 @@
 
 typedef struct Conn Conn;
 
+/* Where a connection is in its life.  It only moves down this list, by
+ * conn_to(); being paused for its backlog is flow control, not a state. */
+enum conn_state {
+        CONN_OPEN,              /* reading frames, answering them */
+        CONN_EOF,               /* the client half-closed: answer, then close */
+        CONN_CLOSING,           /* close once the output is written; shutting
+                                 * down, frames are still read (E_SHUTDOWN) */
+        CONN_SWEPT,             /* closing, shutting down: its socket was read a
+                                 * last time */
+        CONN_BROKEN,            /* bad header: the stream cannot re-sync; close
+                                 * once the output is written, read no more */
+        CONN_DOOMED,            /* conn_close while in use: done at conn_leave */
+        CONN_CLOSED,            /* the socket is gone; waits for its requests */
+};
+
 struct Conn {
         HaControl *ctl;
         struct bufferevent *bev;
         LIST_ENTRY(Conn) link;
         unsigned pending;       /* requests in the engine */
+        enum conn_state state;
         bool have_hdr;
-        bool closing;           /* close once the output is written */
-        bool broken;            /* bad header: the stream cannot re-sync, read no more */
-        bool swept;             /* shutting down: its socket was read a last time */
         bool paused;            /* reading stopped: output backlog */
         struct evbuffer_cb_entry *out_cb;       /* counts its output in ctl->out_bytes */
         bool in_use;            /* a callback has it on the stack (conn_enter) */
-        bool close_later;       /* conn_close while in use: done at conn_leave */
-        bool eof;               /* the client half-closed: answer, then close */
         bool admin;             /* an admin when it connected: the reserve, no uid cap */
         void *lease;            /* a zone lease held by this connection */
         uint32_t jlen, dlen;
@@ -60,7 +71,7 @@ struct Conn {
 struct HaControl {
         struct event_base *base;
         HaEngine *engine;
-        HaConfig cfg;
+        const HaConfigSlot *cfg;        /* the daemon's: read, never copied */
         char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
         struct evconnlistener *listener;
         struct event *retry_ev;
@@ -93,7 +104,20 @@ struct HaControl {
         } st;
 };
 
+static const HaConfig *cfg_of(const HaControl *ctl)
+{
+        return ha_config_get(ctl->cfg);
+}
+
 /* ===== connections ===== */
+
+/* The one transition: forward only, so a lesser event that comes late
+ * (the client's EOF on a closing connection) changes nothing. */
+static void conn_to(Conn *c, enum conn_state s)
+{
+        if (s > c->state)
+                c->state = s;
+}
 
 static void conn_free(Conn *c)
 {
@@ -118,7 +142,7 @@ static void conn_close(Conn *c)
                 return;
         if (c->in_use) {
                 /* Code below us still reads c->bev's buffers: no free yet. */
-                c->close_later = true;
+                conn_to(c, CONN_DOOMED);
                 bufferevent_disable(c->bev, EV_READ | EV_WRITE);
                 return;
         }
@@ -130,6 +154,7 @@ static void conn_close(Conn *c)
         ctl->out_bytes -= evbuffer_get_length(bufferevent_get_output(c->bev));
         bufferevent_free(c->bev);
         c->bev = NULL;
+        conn_to(c, CONN_CLOSED);
         LIST_REMOVE(c, link);
         ctl->nconns--;
         ctl->nadmins -= c->admin;
@@ -158,9 +183,8 @@ static void conn_enter(Conn *c)
 static bool conn_leave(Conn *c)
 {
         c->in_use = false;
-        if (!c->close_later)
+        if (c->state != CONN_DOOMED)
                 return true;
-        c->close_later = false;
         conn_close(c);
         return false;
 }
@@ -169,7 +193,7 @@ static bool conn_leave(Conn *c)
  * daemon shuts down: each frame it reads is answered E_SHUTDOWN. */
 static bool conn_may_read(const Conn *c)
 {
-        return !c->broken && !c->close_later && (!c->closing || c->ctl->quiesced);
+        return c->state < CONN_BROKEN && (c->state < CONN_CLOSING || c->ctl->quiesced);
 }
 
 static bool conn_read(Conn *c);
@@ -182,7 +206,7 @@ static size_t conn_sweep(Conn *c)
         int fd = bufferevent_getfd(c->bev), waiting = 0, n;
         size_t got = 0;
 
-        c->swept = true;
+        conn_to(c, CONN_SWEPT);
         bufferevent_disable(c->bev, EV_READ);
         if (ioctl(fd, FIONREAD, &waiting) < 0)
                 return 0;
@@ -203,9 +227,10 @@ static size_t conn_sweep(Conn *c)
  */
 static bool conn_close_if_done(Conn *c)
 {
-        if (!c->bev || !c->closing || evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
+        if (!c->bev || c->state < CONN_CLOSING || c->state == CONN_DOOMED ||
+            evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
                 return true;
-        if (conn_may_read(c) && !c->swept && !c->in_use && conn_sweep(c) > 0)
+        if (conn_may_read(c) && c->state != CONN_SWEPT && !c->in_use && conn_sweep(c) > 0)
                 return conn_read(c);    /* comes back here, swept */
         conn_close(c);
         return false;
@@ -215,7 +240,7 @@ static bool conn_close_after_flush(Conn *c)
 {
         if (!c->bev)
                 return false;
-        c->closing = true;
+        conn_to(c, CONN_CLOSING);
         if (!conn_may_read(c))
                 bufferevent_disable(c->bev, EV_READ);
         return conn_close_if_done(c);
@@ -224,7 +249,7 @@ static bool conn_close_after_flush(Conn *c)
 /* A half-closed client is done once every request it sent is answered. */
 static bool conn_check_eof(Conn *c)
 {
-        if (c->bev && c->eof && !c->paused && c->pending == 0)
+        if (c->bev && c->state >= CONN_EOF && !c->paused && c->pending == 0)
                 return conn_close_after_flush(c);
         return true;
 }
@@ -321,9 +346,9 @@ static void log_request_error(Conn *c, uint64_t id, int service, const char *wha
 /* max_connections_per_uid; 0 is a quarter of max_connections. */
 static unsigned per_uid_cap(const HaControl *ctl)
 {
-        unsigned n = ctl->cfg.max_connections_per_uid;
+        unsigned n = cfg_of(ctl)->max_connections_per_uid;
 
-        return n ? n : ctl->cfg.max_connections / 4 ? ctl->cfg.max_connections / 4 : 1;
+        return n ? n : cfg_of(ctl)->max_connections / 4 ? cfg_of(ctl)->max_connections / 4 : 1;
 }
 
 /* ===== methods ===== */
@@ -370,7 +395,7 @@ static void m_submit(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer
                 send_error(c, id, HA_E_INVALID, "the payload is empty");
                 return;
         }
-        if (c->pending >= ctl->cfg.max_inflight_per_conn) {
+        if (c->pending >= cfg_of(ctl)->max_inflight_per_conn) {
                 ctl->st.rejected_requests++;
                 send_error(c, id, HA_E_BUSY, "too many requests in flight on this connection");
                 return;
@@ -397,9 +422,9 @@ static void m_ping(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer *
         cJSON_AddStringToObject(r, "version", HA_VERSION);
         cJSON_AddNumberToObject(r, "protocol", HA_PROTO_VERSION);
         cJSON_AddNumberToObject(r, "pid", getpid());
-        cJSON_AddNumberToObject(r, "max_payload", (double)c->ctl->cfg.max_payload);
-        cJSON_AddNumberToObject(r, "queue_capacity", c->ctl->cfg.queue_entries);
-        cJSON_AddNumberToObject(r, "max_inflight_per_conn", c->ctl->cfg.max_inflight_per_conn);
+        cJSON_AddNumberToObject(r, "max_payload", (double)cfg_of(c->ctl)->max_payload);
+        cJSON_AddNumberToObject(r, "queue_capacity", cfg_of(c->ctl)->queue_entries);
+        cJSON_AddNumberToObject(r, "max_inflight_per_conn", cfg_of(c->ctl)->max_inflight_per_conn);
         send_result(c, id, r);
 }
 
@@ -439,12 +464,12 @@ static void m_stats(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer 
         cJSON_AddNumberToObject(conns, "current", ctl->nconns);
         cJSON_AddNumberToObject(conns, "total", (double)ctl->st.accepted);
         cJSON_AddNumberToObject(conns, "rejected", (double)ctl->st.rejected_conns);
-        cJSON_AddNumberToObject(conns, "max", ctl->cfg.max_connections);
+        cJSON_AddNumberToObject(conns, "max", cfg_of(ctl)->max_connections);
         cJSON_AddNumberToObject(conns, "max_per_uid", per_uid_cap(ctl));
         cJSON_AddNumberToObject(conns, "rejected_per_uid", (double)ctl->st.rejected_per_uid);
         cJSON_AddNumberToObject(conns, "output_bytes", (double)ctl->out_bytes);
         cJSON_AddNumberToObject(conns, "output_bytes_max", (double)ctl->out_bytes_max);
-        cJSON_AddNumberToObject(conns, "output_budget", (double)ctl->cfg.output_budget);
+        cJSON_AddNumberToObject(conns, "output_budget", (double)cfg_of(ctl)->output_budget);
         cJSON_AddNumberToObject(conns, "output_paused", ctl->npaused);
         cJSON_AddNumberToObject(conns, "budget_pauses", (double)ctl->st.budget_pauses);
         cJSON_AddNumberToObject(conns, "protocol_errors", (double)ctl->st.protocol_errors);
@@ -570,9 +595,9 @@ static bool cred_is_admin(const HaControl *ctl, int fd, uid_t uid, gid_t gid)
 {
         if (uid == 0 || uid == geteuid())
                 return true;
-        if (ctl->cfg.admin_gid == (gid_t)-1)
+        if (cfg_of(ctl)->admin_gid == (gid_t)-1)
                 return false;
-        return gid == ctl->cfg.admin_gid || peer_in_group(fd, ctl->cfg.admin_gid);
+        return gid == cfg_of(ctl)->admin_gid || peer_in_group(fd, cfg_of(ctl)->admin_gid);
 }
 
 static bool peer_is_admin(const Conn *c)
@@ -646,7 +671,8 @@ static void handle_frame(Conn *c, struct evbuffer *in)
                                    "Denied '%s' to pid %d uid %u: admin calls need root, "
                                    "uid %u or group '%s'", m->name, (int)c->pid,
                                    (unsigned)c->uid, (unsigned)geteuid(),
-                                   ctl->cfg.admin_group[0] ? ctl->cfg.admin_group : "(none set)");
+                                   cfg_of(ctl)->admin_group[0] ? cfg_of(ctl)->admin_group :
+                                   "(none set)");
                 send_error(c, id, HA_E_DENIED, "admin calls need root, the daemon's user "
                            "or its admin_group");
                 goto out;
@@ -689,8 +715,8 @@ static bool conn_backlogged(Conn *c)
 
         if (out > OUTPUT_HIGH)
                 return true;
-        if (ctl->out_bytes <= ctl->cfg.output_budget || out == 0 ||
-            out < ctl->cfg.output_budget / ctl->nconns)
+        if (ctl->out_bytes <= cfg_of(ctl)->output_budget || out == 0 ||
+            out < cfg_of(ctl)->output_budget / ctl->nconns)
                 return false;
         ctl->st.budget_pauses++;
         if (ha_ratelimit_ok(&ctl->rl_budget, &suppressed))
@@ -698,7 +724,7 @@ static bool conn_backlogged(Conn *c)
                                                    .client_uid = (uint32_t)c->uid),
                            "Replies waiting for clients passed output_budget (%llu bytes): not "
                            "reading pid %d uid %u, which holds %zu bytes of them, until it "
-                           "reads them%s", (unsigned long long)ctl->cfg.output_budget,
+                           "reads them%s", (unsigned long long)cfg_of(ctl)->output_budget,
                            (int)c->pid, (unsigned)c->uid, out,
                            suppressed ? " (similar messages were suppressed)" : "");
         return true;
@@ -732,17 +758,17 @@ static bool conn_read(Conn *c)
                         if (evbuffer_get_length(in) < sizeof(hdr))
                                 break;
                         evbuffer_remove(in, hdr, sizeof(hdr));
-                        if (ha_frame_hdr_parse(hdr, (uint32_t)ctl->cfg.max_payload, &c->jlen,
+                        if (ha_frame_hdr_parse(hdr, (uint32_t)cfg_of(ctl)->max_payload, &c->jlen,
                                                &c->dlen, &err) < 0) {
                                 char m[128];
                                 ctl->st.protocol_errors++;
                                 snprintf(m, sizeof(m), "frame of %u+%u bytes refused "
                                          "(JSON at most %u, payload at most %llu)",
                                          c->jlen, c->dlen, HA_PROTO_MAX_JSON,
-                                         (unsigned long long)ctl->cfg.max_payload);
+                                         (unsigned long long)cfg_of(ctl)->max_payload);
                                 send_error(c, NO_ID, err, err == HA_E_TOO_BIG ? m : NULL);
                                 /* The stream cannot be trusted to re-sync. */
-                                c->broken = true;
+                                conn_to(c, CONN_BROKEN);
                                 conn_close_after_flush(c);
                                 break;
                         }
@@ -754,7 +780,7 @@ static bool conn_read(Conn *c)
                 handle_frame(c, in);
         }
         /* Nor read its socket while its replies pile up. */
-        if (!c->close_later && !c->paused && conn_backlogged(c))
+        if (c->state != CONN_DOOMED && !c->paused && conn_backlogged(c))
                 conn_pause(c);
         /* Shutting down, c may have read the last of its frames. */
         return conn_leave(c) && conn_check_eof(c) && conn_close_if_done(c);
@@ -775,7 +801,7 @@ static void conn_write_cb(struct bufferevent *bev, void *userdata)
         if (c->paused && conn_may_read(c)) {
                 c->paused = false;
                 c->ctl->npaused--;
-                if (!c->eof && !c->swept)
+                if (c->state != CONN_EOF && c->state != CONN_SWEPT)
                         bufferevent_enable(c->bev, EV_READ);
                 if (!conn_read(c))      /* frames that waited for room */
                         return;
@@ -799,14 +825,14 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *userdata)
         if (what & BEV_EVENT_EOF) {
                 /* A half-close ("send everything, then read until EOF"):
                  * what was sent is still answered. */
-                c->eof = true;
+                conn_to(c, CONN_EOF);
                 conn_check_eof(c);
                 return;
         }
         if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_WRITING)) {
                 ctl->st.timeouts++;
                 log_debug("Client pid %d read none of its replies for %u ms, closing",
-                          (int)c->pid, ctl->cfg.client_timeout_ms);
+                          (int)c->pid, cfg_of(ctl)->client_timeout_ms);
                 conn_close(c);
                 return;
         }
@@ -821,7 +847,7 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *userdata)
                 ctl->st.timeouts++;
                 log_debug("Client pid %d %s for %u ms, closing", (int)c->pid,
                           c->have_hdr || evbuffer_get_length(in) ? "stalled mid-frame" : "idle",
-                          ctl->cfg.client_timeout_ms);
+                          cfg_of(ctl)->client_timeout_ms);
                 conn_close(c);
         }
 }
@@ -870,7 +896,7 @@ static void reject_conn(HaControl *ctl, int fd, uid_t uid, bool uid_cap)
 {
         char json[192];
         uint8_t hdr[HA_PROTO_HDR_SIZE];
-        unsigned limit = uid_cap ? per_uid_cap(ctl) : ctl->cfg.max_connections;
+        unsigned limit = uid_cap ? per_uid_cap(ctl) : cfg_of(ctl)->max_connections;
         int n = snprintf(json, sizeof(json),
                          "{\"v\":%d,\"error\":{\"code\":\"%s\",\"message\":\"connection limit "
                          "%s(%u) reached\"}}", HA_PROTO_VERSION, ha_error_name(HA_E_LIMIT),
@@ -912,7 +938,7 @@ static bool uid_at_cap(const HaControl *ctl, uid_t uid)
  * runs the write timeout only while output waits, from the last progress. */
 static void conn_set_timeouts(Conn *c)
 {
-        unsigned ms = c->ctl->cfg.client_timeout_ms;
+        unsigned ms = cfg_of(c->ctl)->client_timeout_ms;
         struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
 
         bufferevent_set_timeouts(c->bev, &tv, &tv);
@@ -930,7 +956,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 
         (void)getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen);
         admin = cred_is_admin(ctl, fd, cred.uid, cred.gid);
-        if (ctl->nconns >= ctl->cfg.max_connections &&
+        if (ctl->nconns >= cfg_of(ctl)->max_connections &&
             !(admin && ctl->nadmins < ADMIN_RESERVE)) {
                 reject_conn(ctl, fd, cred.uid, false);
                 return;
@@ -1035,7 +1061,7 @@ static int inherited_socket(void)
         return fd;
 }
 
-int ha_control_new(struct event_base *base, HaEngine *engine, const HaConfig *cfg,
+int ha_control_new(struct event_base *base, HaEngine *engine, const HaConfigSlot *cfg,
                    const char *path, HaControl **ret)
 {
         HaControl *ctl;
@@ -1046,7 +1072,7 @@ int ha_control_new(struct event_base *base, HaEngine *engine, const HaConfig *cf
                 return -ENOMEM;
         ctl->base = base;
         ctl->engine = engine;
-        ctl->cfg = *cfg;
+        ctl->cfg = cfg;
         ctl->started_ns = ha_now_ns();
         ctl->rl_denied = ctl->rl_limit = ctl->rl_accept = (HaRatelimit)HA_RATELIMIT_INIT(10000, 5);
         ctl->rl_req = (HaRatelimit)HA_RATELIMIT_INIT(10000, 10);
@@ -1133,7 +1159,8 @@ HaControl *ha_control_free(HaControl *ctl)
         ha_control_quiesce(ctl);
         while ((c = LIST_FIRST(&ctl->conns)))
                 conn_close(c);
-        /* The engine is gone by now: these replies will never come. */
+        /* The workers are joined and the loop is over: these replies will
+         * never come. */
         while ((c = LIST_FIRST(&ctl->orphans))) {
                 LIST_REMOVE(c, link);
                 conn_free(c);
@@ -1160,11 +1187,10 @@ void ha_control_set_zone_hooks(HaControl *ctl, ha_attach_fn attach, ha_detach_fn
         ctl->zone_userdata = userdata;
 }
 
-void ha_control_set_config(HaControl *ctl, const HaConfig *cfg)
+void ha_control_config_changed(HaControl *ctl)
 {
         Conn *c;
 
-        ctl->cfg = *cfg;
         LIST_FOREACH(c, &ctl->conns, link)
                 conn_set_timeouts(c);
 }

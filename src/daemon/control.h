@@ -17,7 +17,8 @@
  */
 typedef struct HaControl HaControl;
 
-int ha_control_new(struct event_base *base, HaEngine *engine, const HaConfig *cfg,
+/* cfg: the daemon's config slot, read for the life of the control socket. */
+int ha_control_new(struct event_base *base, HaEngine *engine, const HaConfigSlot *cfg,
                    const char *path, HaControl **ret);
 /* Closes connections and the listener, removes the socket file. */
 HaControl *ha_control_free(HaControl *c);
@@ -42,8 +43,9 @@ typedef void (*ha_detach_fn)(void *userdata, void *lease);
 void ha_control_set_zone_hooks(HaControl *c, ha_attach_fn attach, ha_detach_fn detach,
                                void *userdata);
 
-/* Take the settings that may change while running. */
-void ha_control_set_config(HaControl *c, const HaConfig *cfg);
+/* A reload swapped the config: apply client_timeout_ms to the open
+ * connections too (new ones read it anyway). */
+void ha_control_config_changed(HaControl *c);
 
 /* Stop accepting and stop reading requests; the socket file is removed
  * (unless systemd passed the socket: then it is systemd's). */

@@ -51,7 +51,7 @@ typedef struct SvcStats {
 
 struct HaEngine {
         struct event_base *base;
-        HaConfig cfg;
+        const HaConfigSlot *cfg;        /* the daemon's: read, never copied */
         HaRegion region;
         HaQueue queue;
         HaAlloc *alloc;
@@ -253,8 +253,9 @@ int ha_engine_add_source(HaEngine *e, const HaSourceOps *ops, void *ctx, const c
         *ret_id = e->nsources;
         /* Published after the entry is filled: polling workers read it. */
         __atomic_store_n(&e->nsources, e->nsources + 1, __ATOMIC_RELEASE);
-        if (ops->poll && e->cfg.poll_us)
-                ha_pool_set_poll(e->pool, poll_sources, poll_sources_end, e, e->cfg.poll_us);
+        if (ops->poll && ha_config_get(e->cfg)->poll_us)
+                ha_pool_set_poll(e->pool, poll_sources, poll_sources_end, e,
+                                 ha_config_get(e->cfg)->poll_us);
         return 0;
 }
 
@@ -310,9 +311,10 @@ static void complete_cb(evutil_socket_t fd, short what, void *userdata)
         }
 }
 
-int ha_engine_new(struct event_base *base, const HaConfig *cfg, ha_complete_fn complete,
+int ha_engine_new(struct event_base *base, const HaConfigSlot *config, ha_complete_fn complete,
                   HaEngine **ret)
 {
+        const HaConfig *cfg = ha_config_get(config);
         HaEngine *e;
         int r;
 
@@ -320,7 +322,7 @@ int ha_engine_new(struct event_base *base, const HaConfig *cfg, ha_complete_fn c
         if (!e)
                 return -ENOMEM;
         e->base = base;
-        e->cfg = *cfg;
+        e->cfg = config;
         e->complete = complete;
         e->region.fd = -1;
         e->rl = (HaRatelimit)HA_RATELIMIT_INIT(10000, 5);
@@ -446,7 +448,7 @@ int ha_engine_submit(HaEngine *e, uint16_t service, struct evbuffer *src, size_t
         uint32_t off;
         int r;
 
-        if (len == 0 || len > e->cfg.max_payload)
+        if (len == 0 || len > ha_config_get(e->cfg)->max_payload)
                 return -EINVAL;
         if (ha_queue_acquire(&e->queue, &idx) < 0) {
                 e->st.busy++;
@@ -501,11 +503,6 @@ int ha_engine_stalled_worker(HaEngine *e, uint64_t min_ns, uint64_t *busy_ns)
         return ha_pool_longest_busy(e->pool, ha_now_ns(), min_ns, busy_ns);
 }
 
-void ha_engine_set_config(HaEngine *e, const HaConfig *cfg)
-{
-        e->cfg.max_payload = cfg->max_payload;
-}
-
 void ha_engine_on_drained(HaEngine *e, void (*cb)(void *), void *userdata)
 {
         if (e->in_flight == 0) {
@@ -531,7 +528,7 @@ void ha_engine_stats_json(HaEngine *e, cJSON *o)
         cJSON *q, *p, *r, *svcs, *w, *jobs;
 
         q = cJSON_AddObjectToObject(o, "queue");
-        cJSON_AddStringToObject(q, "shm_name", e->cfg.shm_name);
+        cJSON_AddStringToObject(q, "shm_name", ha_config_get(e->cfg)->shm_name);
         cJSON_AddNumberToObject(q, "capacity", e->queue.n);
         cJSON_AddNumberToObject(q, "depth", e->queue.nwaiting + ha_pool_queued(e->pool));
         cJSON_AddNumberToObject(q, "in_flight", e->in_flight);

@@ -30,7 +30,9 @@ typedef void (*ha_complete_fn)(void *owner, uint64_t req_id, uint16_t service,
                                enum ha_result r, const uint8_t *data, size_t len,
                                uint64_t latency_ns);
 
-int ha_engine_new(struct event_base *base, const HaConfig *cfg, ha_complete_fn complete,
+/* cfg: the daemon's config slot, read for the engine's life (max_payload
+ * as a reload sets it). */
+int ha_engine_new(struct event_base *base, const HaConfigSlot *cfg, ha_complete_fn complete,
                   HaEngine **ret);
 /* Waits for running jobs, then unmaps (and unlinks) the region. */
 HaEngine *ha_engine_free(HaEngine *e);
@@ -92,9 +94,6 @@ void ha_engine_counts(HaEngine *e, HaEngineCounts *ret);
 
 /* A worker stuck on one batch for more than min_ns, or -1. */
 int ha_engine_stalled_worker(HaEngine *e, uint64_t min_ns, uint64_t *busy_ns);
-
-/* Take the settings that may change while running (max_payload). */
-void ha_engine_set_config(HaEngine *e, const HaConfig *cfg);
 
 /* Adds queue, pool, request, service and worker sections to o. */
 void ha_engine_stats_json(HaEngine *e, cJSON *o);

@@ -13,7 +13,7 @@
 #include "engine.h"
 
 /*
- * Zone channels (include/hyperamp/zone.h): leases of shared memory through
+ * Zone channels (src/core/hyperamp/zone.h): leases of shared memory through
  * which attached clients submit without the socket.  Loop thread only,
  * except the source callbacks the workers call.
  */

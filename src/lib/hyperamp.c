@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* libhyperamp: the client side of zone channels (include/hyperamp/zone.h). */
+/* libhyperamp: the client side of zone channels (src/core/hyperamp/zone.h). */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -19,6 +19,7 @@
 #include <cjson/cJSON.h>
 
 #include "alloc.h"
+#include "clock.h"
 #include "cpu.h"
 #include "hyperamp/cleanup.h"
 #include "hyperamp/hyperamp.h"
@@ -62,14 +63,6 @@ struct hyperamp {
         unsigned spin;          /* adaptive spin budget, relaxed atomic */
         hyperamp_req_t reqs[HA_ZONE_ENTRIES];
 };
-
-static int64_t now_ms(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ===== attach ===== */
 
@@ -368,7 +361,7 @@ static int hand_back(hyperamp_t *h, int sock, const int fds[2], int64_t deadline
         ha_fds_put(&mh, &h->memfd, 1);
         if (sendmsg(fds[0], &mh, MSG_NOSIGNAL) != 1)
                 return -errno;
-        left = deadline - now_ms();
+        left = deadline - ha_mono_ms();
         if (left <= 0 || poll(p, 2, left > INT_MAX ? INT_MAX : (int)left) <= 0)
                 return -ETIMEDOUT;
         if (!(p[0].revents & POLLIN))
@@ -383,7 +376,7 @@ static int hand_back(hyperamp_t *h, int sock, const int fds[2], int64_t deadline
 static int resume_once(hyperamp_t *h, unsigned gen, int64_t deadline)
 {
         int sock, fds[3] = { -1, -1, -1 }, r;
-        int64_t left = deadline - now_ms();
+        int64_t left = deadline - ha_mono_ms();
         cJSON *res = NULL;
 
         if (left <= 0)
@@ -433,7 +426,7 @@ static int resume_once(hyperamp_t *h, unsigned gen, int64_t deadline)
  */
 static int resume(hyperamp_t *h, unsigned gen, int64_t deadline)
 {
-        int64_t cap = now_ms() + RESUME_MS;
+        int64_t cap = ha_mono_ms() + RESUME_MS;
         int backoff = 1, r;
 
         if (deadline > cap)
@@ -453,7 +446,7 @@ static int resume(hyperamp_t *h, unsigned gen, int64_t deadline)
                     r != -EPIPE && r != -EEXIST && r != -EBUSY && r != -ESHUTDOWN &&
                     r != -ETIMEDOUT)
                         break;
-                left = deadline - now_ms();
+                left = deadline - ha_mono_ms();
                 if (left <= 0) {
                         r = -ETIMEDOUT;
                         break;
@@ -470,7 +463,7 @@ EXPORT int hyperamp_wait(hyperamp_req_t *r, int timeout_ms)
         hyperamp_t *h = r->h;
         uint32_t *word = &h->v.done[r->idx].word;
         unsigned spin = __atomic_load_n(&h->spin, __ATOMIC_RELAXED);
-        int64_t deadline = timeout_ms < 0 ? INT64_MAX : now_ms() + timeout_ms;
+        int64_t deadline = timeout_ms < 0 ? INT64_MAX : ha_mono_ms() + timeout_ms;
         unsigned gen;
         uint32_t v;
 
@@ -500,7 +493,7 @@ EXPORT int hyperamp_wait(hyperamp_req_t *r, int timeout_ms)
                     !__atomic_compare_exchange_n(word, &v, v | HA_ZONE_WAITER, false,
                                                  __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
                         continue;       /* it changed under us: look again */
-                left = deadline - now_ms();
+                left = deadline - ha_mono_ms();
                 if (left <= 0)
                         return -ETIMEDOUT;
                 /* Sleep on the word; wake at least every LIVENESS_MS to
@@ -511,7 +504,7 @@ EXPORT int hyperamp_wait(hyperamp_req_t *r, int timeout_ms)
                 (void)syscall(SYS_futex, word, FUTEX_WAIT, v | HA_ZONE_WAITER, &ts, NULL, 0);
                 gen = __atomic_load_n(&h->gen, __ATOMIC_ACQUIRE);
                 if (!is_done(r, &v) && daemon_gone(h) && resume(h, gen, deadline) < 0)
-                        return now_ms() >= deadline ? -ETIMEDOUT : -ECONNRESET;
+                        return ha_mono_ms() >= deadline ? -ETIMEDOUT : -ECONNRESET;
         }
 }
 

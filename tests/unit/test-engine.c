@@ -74,6 +74,7 @@ int main(void)
         struct event *timer;
         HaEngine *e = NULL;
         HaConfig cfg;
+        HaConfigSlot slot = { &cfg };
         unsigned src;
 
         ha_config_defaults(&cfg);
@@ -82,7 +83,7 @@ int main(void)
         cfg.workers = 2;
         base = event_base_new();
         CHECK(base != NULL);
-        CHECK_EQ(ha_engine_new(base, &cfg, socket_done, &e), 0);
+        CHECK_EQ(ha_engine_new(base, &slot, socket_done, &e), 0);
         if (!e)
                 return check_done("engine");
         CHECK_EQ(ha_engine_add_source(e, &other_ops, NULL, "test", &src), 0);

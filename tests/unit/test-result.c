@@ -111,6 +111,7 @@ int main(void)
         const uint16_t success = ha_flag_make(HA_RESULT_SUCCESS);
         HaEngine *e = NULL;
         HaConfig cfg;
+        HaConfigSlot slot = { &cfg };
         struct stat st;
         HaRegionHdr *hdr;
         HaMsgQueue *q;
@@ -123,7 +124,7 @@ int main(void)
         cfg.workers = 1;
         base = event_base_new();
         CHECK(base != NULL);
-        CHECK_EQ(ha_engine_new(base, &cfg, done, &e), 0);
+        CHECK_EQ(ha_engine_new(base, &slot, done, &e), 0);
         if (!e)
                 return check_done("result");
         fd = shm_open(cfg.shm_name, O_RDWR, 0);
