@@ -78,6 +78,7 @@ struct HaControl {
         ha_shutdown_fn shutdown;
         void *hooks_userdata;
         ha_attach_fn attach;
+        ha_attached_fn attached;
         ha_detach_fn detach;
         void *zone_userdata;
         void (*closed_cb)(void *);
@@ -466,10 +467,28 @@ static void m_shutdown(Conn *c, const HaRequest *req, uint64_t id, struct evbuff
                 ctl->shutdown(ctl->hooks_userdata);
 }
 
+/* The attach reply goes straight out, with its fds, in one sendmsg: 0, or
+ * -errno (-EIO: only part of it went out).  Frees grant's result. */
+static int send_with_fds(Conn *c, uint64_t id, HaAttachGrant *grant)
+{
+        size_t len = 0;
+        char *json = ha_reply_print(id, grant->result, &len);
+        long n = json ? ha_frame_send(bufferevent_getfd(c->bev), json, len, grant->fds, grant->nfds,
+                                      MSG_NOSIGNAL | MSG_DONTWAIT) : -ENOMEM;
+
+        cJSON_Delete(grant->result);
+        free(json);
+        if (n < 0)
+                return (int)n;
+        return (size_t)n == HA_PROTO_HDR_SIZE + len ? 0 : -EIO;
+}
+
 static void m_attach(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer *in, uint32_t dlen)
 {
         HaControl *ctl = c->ctl;
         const cJSON *resume = cJSON_GetObjectItemCaseSensitive(req->params, "resume");
+        HaAttachGrant grant;
+        void *lease;
         int r;
         (void)in, (void)dlen;
 
@@ -491,8 +510,13 @@ static void m_attach(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer
                 send_error(c, id, HA_E_BUSY, "attach must wait for earlier replies");
                 return;
         }
-        r = ctl->attach(ctl->zone_userdata, bufferevent_getfd(c->bev), id, id != NO_ID,
-                        c->pid, c->uid, cJSON_IsTrue(resume), &c->lease);
+        r = ctl->attach(ctl->zone_userdata, c->pid, c->uid, cJSON_IsTrue(resume), &grant, &lease);
+        if (r == 0) {
+                r = send_with_fds(c, id, &grant);
+                ctl->attached(ctl->zone_userdata, lease, r);
+                if (r == 0)
+                        c->lease = lease;
+        }
         if (r == -EBUSY)
                 send_error(c, id, HA_E_LIMIT, "every zone slot is taken (zone_clients)");
         else if (r == -EOPNOTSUPP)
@@ -1111,10 +1135,11 @@ void ha_control_set_hooks(HaControl *ctl, ha_reload_fn reload, ha_shutdown_fn sh
         ctl->hooks_userdata = userdata;
 }
 
-void ha_control_set_zone_hooks(HaControl *ctl, ha_attach_fn attach, ha_detach_fn detach,
-                               void *userdata)
+void ha_control_set_zone_hooks(HaControl *ctl, ha_attach_fn attach, ha_attached_fn attached,
+                               ha_detach_fn detach, void *userdata)
 {
         ctl->attach = attach;
+        ctl->attached = attached;
         ctl->detach = detach;
         ctl->zone_userdata = userdata;
 }

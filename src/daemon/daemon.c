@@ -256,10 +256,16 @@ static void signal_cb(evutil_socket_t sig, short what, void *userdata)
 
 /* ===== zone channels ===== */
 
-static int zone_attach(void *userdata, int fd, uint64_t id, bool has_id, pid_t pid, uid_t uid,
-                       bool resume, void **lease)
+static int zone_attach(void *userdata, pid_t pid, uid_t uid, bool resume, HaAttachGrant *grant,
+                       void **lease)
 {
-        return ha_zones_attach(userdata, fd, id, has_id, pid, uid, resume, (HaZone **)lease);
+        return ha_zones_attach(userdata, pid, uid, resume, grant, (HaZone **)lease);
+}
+
+static void zone_attached(void *userdata, void *lease, int sent)
+{
+        (void)userdata;
+        ha_zones_attached(lease, sent);
 }
 
 static void zone_detach(void *userdata, void *lease)
@@ -343,7 +349,7 @@ int ha_daemon_run(const HaConfig *cfg, const HaDaemonOptions *opts)
                 log_error_errno(r, "Failed to set up zone channels: %m");
                 goto out;
         }
-        ha_control_set_zone_hooks(d.control, zone_attach, zone_detach, d.zones);
+        ha_control_set_zone_hooks(d.control, zone_attach, zone_attached, zone_detach, d.zones);
         for (unsigned i = 0; i < d.cfg.n_v1_channels; i++) {
                 r = ha_v1chan_start(d.base, d.engine, &d.cfg.v1_channels[i], d.cfg.shm_name,
                                    &d.v1[i]);
