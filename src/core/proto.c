@@ -309,7 +309,9 @@ size_t ha_utf8_repair(const char *s, size_t len, char *out)
         return o;
 }
 
-/* The envelope's start, {"v":1,"id":N, then fmt, into buf as snprintf. */
+/* The envelope's start, {"v":1,"id":N, then fmt, into buf as snprintf.
+ * The id is printed as an integer: cJSON prints doubles with 15
+ * significant digits, and ids go up to 2^53-1 and must come back exact. */
 __attribute__((format(printf, 4, 5)))
 static int env_write(char *buf, size_t size, uint64_t id, const char *fmt, ...)
 {
