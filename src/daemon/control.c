@@ -27,7 +27,7 @@
 #include "services.h"
 #include "sockpath.h"
 
-#define NO_ID UINT64_MAX
+#define NO_ID HA_NO_ID
 #define OUTPUT_HIGH (4u << 20)  /* stop reading a client that does not read replies */
 /* Admins get in beyond max_connections while they hold fewer than this,
  * so that no one holding every connection can lock out reload. */
@@ -89,6 +89,7 @@ struct HaControl {
         ha_shutdown_fn shutdown;
         void *hooks_userdata;
         ha_attach_fn attach;
+        ha_attached_fn attached;
         ha_detach_fn detach;
         void *zone_userdata;
         void (*closed_cb)(void *);
@@ -258,73 +259,44 @@ static void send_frame(Conn *c, const char *json, size_t jlen, const void *data,
 {
         struct evbuffer *out = bufferevent_get_output(c->bev);
         uint8_t hdr[HA_PROTO_HDR_SIZE];
+        struct iovec iov[3];
+        int n = ha_frame_iov(iov, hdr, json, jlen, data, dlen);
 
-        ha_frame_hdr_write(hdr, (uint32_t)jlen, (uint32_t)dlen);
-        if (evbuffer_add(out, hdr, sizeof(hdr)) < 0 || evbuffer_add(out, json, jlen) < 0 ||
-            (dlen && evbuffer_add(out, data, dlen) < 0)) {
-                log_warning("Out of memory queueing a reply, closing the connection");
+        for (int i = 0; i < n; i++)
+                if (evbuffer_add(out, iov[i].iov_base, iov[i].iov_len) < 0) {
+                        log_warning("Out of memory queueing a reply, closing the connection");
+                        conn_close(c);
+                        return;
+                }
+}
+
+/* s: a reply printed by proto.c, consumed. */
+static void send_reply(Conn *c, char *s, size_t len)
+{
+        if (!s) {
+                log_warning("Out of memory building a reply, closing the connection");
                 conn_close(c);
+                return;
         }
-}
-
-static void send_json(Conn *c, cJSON *o)
-{
-        char *s = cJSON_PrintUnformatted(o), *fixed = NULL;
-        size_t len;
-
-        if (!s)
-                goto oom;
-        len = strlen(s);
-        /* Messages may quote a client's bytes, or a config file's: cJSON
-         * copies bytes over 0x7f as they are.  Replies are UTF-8. */
-        if (ha_utf8_valid_prefix(s, len) != len) {
-                fixed = malloc(3 * len);
-                if (!fixed)
-                        goto oom;
-                len = ha_utf8_repair(s, len, fixed);
-        }
-        send_frame(c, fixed ? fixed : s, len, NULL, 0);
-        free(fixed);
+        send_frame(c, s, len, NULL, 0);
         free(s);
-        return;
-oom:
-        free(s);
-        log_warning("Out of memory building a reply, closing the connection");
-        conn_close(c);
-}
-
-static cJSON *reply_new(uint64_t id)
-{
-        cJSON *o = cJSON_CreateObject();
-
-        cJSON_AddNumberToObject(o, "v", HA_PROTO_VERSION);
-        if (id != NO_ID) {
-                /* cJSON prints doubles with 15 significant digits; ids go up
-                 * to 2^53-1 and must come back exact. */
-                char buf[24];
-                snprintf(buf, sizeof(buf), "%llu", (unsigned long long)id);
-                cJSON_AddRawToObject(o, "id", buf);
-        }
-        return o;
 }
 
 static void send_error(Conn *c, uint64_t id, enum ha_error code, const char *message)
 {
-        cJSON *o = reply_new(id), *e = cJSON_AddObjectToObject(o, "error");
+        size_t len = 0;
+        char *s = ha_reply_error_print(id, code, message, &len);
 
-        cJSON_AddStringToObject(e, "code", ha_error_name(code));
-        cJSON_AddStringToObject(e, "message", message ? message : ha_error_text(code));
-        send_json(c, o);
-        cJSON_Delete(o);
+        send_reply(c, s, len);
 }
 
 static void send_result(Conn *c, uint64_t id, cJSON *result)
 {
-        cJSON *o = reply_new(id);
+        size_t len = 0;
+        char *s = ha_reply_print(id, result, &len);
 
-        cJSON_AddItemToObject(o, "result", result);
-        send_json(c, o);
-        cJSON_Delete(o);
+        cJSON_Delete(result);
+        send_reply(c, s, len);
 }
 
 /* One failed request, with its context in the journal; rate-limited. */
@@ -520,10 +492,28 @@ static void m_shutdown(Conn *c, const HaRequest *req, uint64_t id, struct evbuff
                 ctl->shutdown(ctl->hooks_userdata);
 }
 
+/* The attach reply goes straight out, with its fds, in one sendmsg: 0, or
+ * -errno (-EIO: only part of it went out).  Frees grant's result. */
+static int send_with_fds(Conn *c, uint64_t id, HaAttachGrant *grant)
+{
+        size_t len = 0;
+        char *json = ha_reply_print(id, grant->result, &len);
+        long n = json ? ha_frame_send(bufferevent_getfd(c->bev), json, len, grant->fds, grant->nfds,
+                                      MSG_NOSIGNAL | MSG_DONTWAIT) : -ENOMEM;
+
+        cJSON_Delete(grant->result);
+        free(json);
+        if (n < 0)
+                return (int)n;
+        return (size_t)n == HA_PROTO_HDR_SIZE + len ? 0 : -EIO;
+}
+
 static void m_attach(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer *in, uint32_t dlen)
 {
         HaControl *ctl = c->ctl;
         const cJSON *resume = cJSON_GetObjectItemCaseSensitive(req->params, "resume");
+        HaAttachGrant grant;
+        void *lease;
         int r;
         (void)in, (void)dlen;
 
@@ -545,8 +535,13 @@ static void m_attach(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer
                 send_error(c, id, HA_E_BUSY, "attach must wait for earlier replies");
                 return;
         }
-        r = ctl->attach(ctl->zone_userdata, bufferevent_getfd(c->bev), id, id != NO_ID,
-                        c->pid, c->uid, cJSON_IsTrue(resume), &c->lease);
+        r = ctl->attach(ctl->zone_userdata, c->pid, c->uid, cJSON_IsTrue(resume), &grant, &lease);
+        if (r == 0) {
+                r = send_with_fds(c, id, &grant);
+                ctl->attached(ctl->zone_userdata, lease, r);
+                if (r == 0)
+                        c->lease = lease;
+        }
         if (r == -EBUSY)
                 send_error(c, id, HA_E_LIMIT, "every zone slot is taken (zone_clients)");
         else if (r == -EOPNOTSUPP)
@@ -871,18 +866,8 @@ void ha_control_complete(void *owner, uint64_t req_id, uint16_t service, enum ha
                 return;
         }
         /* The hot path: formatted directly, no JSON tree. */
-        if (req_id != NO_ID)
-                n = snprintf(json, sizeof(json),
-                             "{\"v\":%d,\"id\":%llu,\"result\":{\"service\":%u,\"status\":\"%s\","
-                             "\"code\":%d,\"latency_us\":%.1f}}",
-                             HA_PROTO_VERSION, (unsigned long long)req_id, service,
-                             ha_result_name(r), (int)r, (double)latency_ns / 1000.0);
-        else
-                n = snprintf(json, sizeof(json),
-                             "{\"v\":%d,\"result\":{\"service\":%u,\"status\":\"%s\","
-                             "\"code\":%d,\"latency_us\":%.1f}}",
-                             HA_PROTO_VERSION, service, ha_result_name(r), (int)r,
-                             (double)latency_ns / 1000.0);
+        n = ha_reply_submit_write(json, sizeof(json), req_id, service, ha_result_name(r), (int)r,
+                                  (double)latency_ns / 1000.0);
         conn_enter(c);
         send_frame(c, json, (size_t)n, data, r == HA_RESULT_SUCCESS ? len : 0);
         if (conn_leave(c))
@@ -894,19 +879,17 @@ void ha_control_complete(void *owner, uint64_t req_id, uint16_t service, enum ha
 /* uid_cap: refused by max_connections_per_uid, not max_connections. */
 static void reject_conn(HaControl *ctl, int fd, uid_t uid, bool uid_cap)
 {
-        char json[192];
-        uint8_t hdr[HA_PROTO_HDR_SIZE];
+        char m[64];
         unsigned limit = uid_cap ? per_uid_cap(ctl) : cfg_of(ctl)->max_connections;
-        int n = snprintf(json, sizeof(json),
-                         "{\"v\":%d,\"error\":{\"code\":\"%s\",\"message\":\"connection limit "
-                         "%s(%u) reached\"}}", HA_PROTO_VERSION, ha_error_name(HA_E_LIMIT),
-                         uid_cap ? "per uid " : "", limit);
-        struct iovec iov[2] = { { hdr, sizeof(hdr) }, { json, (size_t)n } };
-        struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
         uint64_t suppressed;
+        size_t len = 0;
+        char *json;
 
-        ha_frame_hdr_write(hdr, (uint32_t)n, 0);
-        (void)sendmsg(fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+        snprintf(m, sizeof(m), "connection limit %s(%u) reached", uid_cap ? "per uid " : "", limit);
+        json = ha_reply_error_print(NO_ID, HA_E_LIMIT, m, &len);
+        if (json)
+                (void)ha_frame_send(fd, json, len, NULL, 0, MSG_DONTWAIT | MSG_NOSIGNAL);
+        free(json);
         close(fd);
         ctl->st.rejected_conns++;
         ctl->st.rejected_per_uid += uid_cap;
@@ -1179,10 +1162,11 @@ void ha_control_set_hooks(HaControl *ctl, ha_reload_fn reload, ha_shutdown_fn sh
         ctl->hooks_userdata = userdata;
 }
 
-void ha_control_set_zone_hooks(HaControl *ctl, ha_attach_fn attach, ha_detach_fn detach,
-                               void *userdata)
+void ha_control_set_zone_hooks(HaControl *ctl, ha_attach_fn attach, ha_attached_fn attached,
+                               ha_detach_fn detach, void *userdata)
 {
         ctl->attach = attach;
+        ctl->attached = attached;
         ctl->detach = detach;
         ctl->zone_userdata = userdata;
 }

@@ -233,10 +233,18 @@ static void signal_cb(evutil_socket_t sig, short what, void *userdata)
         begin_shutdown(d);
 }
 
-static int zone_attach(void *userdata, int fd, uint64_t id, bool has_id, pid_t pid, uid_t uid,
-                       bool resume, void **lease)
+/* ===== zone channels ===== */
+
+static int zone_attach(void *userdata, pid_t pid, uid_t uid, bool resume, HaAttachGrant *grant,
+                       void **lease)
 {
-        return ha_zones_attach(userdata, fd, id, has_id, pid, uid, resume, (HaZone **)lease);
+        return ha_zones_attach(userdata, pid, uid, resume, grant, (HaZone **)lease);
+}
+
+static void zone_attached(void *userdata, void *lease, int sent)
+{
+        (void)userdata;
+        ha_zones_attached(lease, sent);
 }
 
 static void zone_detach(void *userdata, void *lease)
@@ -344,7 +352,7 @@ static int control_start(Daemon *d)
         if (r < 0)
                 return r;
         ha_control_set_hooks(d->control, reload, begin_shutdown, d);
-        ha_control_set_zone_hooks(d->control, zone_attach, zone_detach, d->zones);
+        ha_control_set_zone_hooks(d->control, zone_attach, zone_attached, zone_detach, d->zones);
         return 0;
 }
 
