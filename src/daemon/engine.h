@@ -64,6 +64,7 @@ typedef struct HaRun {
         const HaExecutorOps *ops;
         void *ctx;
         unsigned worker;                /* the thread within the executor */
+        uint64_t since;                 /* a poll: when it began (ha_now_ns()) */
 } HaRun;
 
 /* Run the service on the job's executor (from a source's run()). */
