@@ -277,7 +277,7 @@ static void refuse_cb(evutil_socket_t fd, short what, void *userdata)
 
 static void refuse(HaEngine *e, unsigned source, const HaJobReq *req, int err)
 {
-        /* Cannot overflow: each entry of a source is in flight once. */
+        /* Cannot overflow: no source has more than its capacity outstanding. */
         e->refused[e->nrefused++] = (Refused){ (uint16_t)source, req->idx, req->service, err };
         if (e->nrefused == 1)
                 event_active(e->refuse_ev, 0, 0);
