@@ -11,6 +11,7 @@
 #include "config.h"
 #include "engine.h"
 #include "proto.h"
+#include "sockq.h"
 
 /*
  * The control socket: a Unix stream listener, one bufferevent per client,
@@ -19,8 +20,8 @@
 typedef struct HaControl HaControl;
 
 /* cfg: the daemon's config slot, read for the life of the control socket. */
-int ha_control_new(struct event_base *base, HaEngine *engine, const HaConfigSlot *cfg,
-                   const char *path, HaControl **ret);
+int ha_control_new(struct event_base *base, HaEngine *engine, HaSockq *sockq,
+                   const HaConfigSlot *cfg, const char *path, HaControl **ret);
 /* Closes connections and the listener, removes the socket file. */
 HaControl *ha_control_free(HaControl *c);
 
@@ -63,7 +64,10 @@ void ha_control_quiesce(HaControl *c);
  * when the last one is gone. */
 void ha_control_close_all(HaControl *c, void (*done)(void *), void *userdata);
 
-/* The engine's completion callback (owner is a connection). */
+/* The socket queue's refusal callback: an executor's queue was full. */
+void ha_control_refused(void *owner, uint64_t req_id, uint16_t service, int err);
+
+/* The socket queue's completion callback (owner is a connection). */
 void ha_control_complete(void *owner, uint64_t req_id, uint16_t service, enum ha_result r,
                          const uint8_t *data, size_t len, uint64_t latency_ns);
 

@@ -18,6 +18,7 @@
 #include "hyperamp-config.h"
 #include "log.h"
 #include "services.h"
+#include "sockq.h"
 #include "v1chan.h"
 #include "zones.h"
 
@@ -28,6 +29,7 @@ typedef struct Daemon {
         HaConfigSlot cfg;               /* the one running config */
         struct event_base *base;
         HaEngine *engine;
+        HaSockq *sockq;                 /* the socket's queue: a source */
         HaControl *control;
         HaV1Chan *v1[HA_V1_MAX_CHANNELS];       /* v1 compatibility channels */
         HaZones *zones;
@@ -74,13 +76,16 @@ static void notify_status(Daemon *d, const char *extra)
         uint64_t now = ha_now_ns();
         double rate = 0;
 
+        uint64_t completed = ha_sockq_completed(d->sockq);
+
         ha_engine_counts(d->engine, &n);
         if (d->status_ns && now > d->status_ns)
-                rate = (double)(n.completed - d->status_completed) * 1e9 / (double)(now - d->status_ns);
-        d->status_completed = n.completed;
+                rate = (double)(completed - d->status_completed) * 1e9 / (double)(now - d->status_ns);
+        d->status_completed = completed;
         d->status_ns = now;
         (void)sd_notifyf(0, "%sSTATUS=serving: %.0f req/s, queue %u/%u, %u workers",
-                         extra ? extra : "", rate, n.in_flight, n.capacity, n.workers);
+                         extra ? extra : "", rate, ha_sockq_in_flight(d->sockq), ha_sockq_capacity(d->sockq),
+                         n.workers);
 }
 
 static void status_cb(evutil_socket_t fd, short what, void *userdata)
@@ -203,7 +208,7 @@ static void deadline_cb(evutil_socket_t fd, short what, void *userdata)
         (void)fd, (void)what;
 
         log_warning("Shutdown deadline (%d s) passed with %u requests in flight, exiting anyway",
-                    SHUTDOWN_DEADLINE_S, ha_engine_in_flight(d->engine));
+                    SHUTDOWN_DEADLINE_S, ha_sockq_in_flight(d->sockq));
         d->abandoned = true;
         event_base_loopexit(d->base, NULL);
 }
@@ -312,17 +317,29 @@ static int seams_start(Daemon *d)
 
 static int engine_start(Daemon *d)
 {
-        return ha_engine_new(d->base, &d->cfg, ha_control_complete, &d->engine);
-}
-
-static void engine_drain(Daemon *d)
-{
-        ha_engine_on_drained(d->engine, drain_next, d);
+        return ha_engine_new(d->base, cfg_of(d), &d->engine);
 }
 
 static void engine_free(Daemon *d)
 {
         d->engine = ha_engine_free(d->engine);
+}
+
+/* The socket's queue: a source like the others, registered first. */
+static int sockq_start(Daemon *d)
+{
+        return ha_sockq_new(d->base, d->engine, &d->cfg, ha_control_complete,
+                            ha_control_refused, &d->sockq);
+}
+
+static void sockq_drain(Daemon *d)
+{
+        ha_sockq_on_drained(d->sockq, drain_next, d);
+}
+
+static void sockq_free(Daemon *d)
+{
+        d->sockq = ha_sockq_free(d->sockq);
 }
 
 static int zones_start(Daemon *d)
@@ -347,7 +364,8 @@ static void zones_free(Daemon *d)
 
 static int control_start(Daemon *d)
 {
-        int r = ha_control_new(d->base, d->engine, &d->cfg, d->opts->socket_path, &d->control);
+        int r = ha_control_new(d->base, d->engine, d->sockq, &d->cfg, d->opts->socket_path,
+                               &d->control);
 
         if (r < 0)
                 return r;
@@ -444,10 +462,10 @@ static void systemd_quiesce(Daemon *d)
         struct timeval tv = { SHUTDOWN_DEADLINE_S, 0 };
 
         (void)sd_notifyf(0, "STOPPING=1\nSTATUS=Shutting down, finishing %u requests",
-                         ha_engine_in_flight(d->engine));
+                         ha_sockq_in_flight(d->sockq));
         ha_log_ctx(LOG_INFO, HA_LOG_CTX(.message_id = HA_MID_STOPPING),
                    "Shutting down, finishing %u requests in flight",
-                   ha_engine_in_flight(d->engine));
+                   ha_sockq_in_flight(d->sockq));
         evtimer_add(d->deadline, &tv);
 }
 
@@ -475,7 +493,7 @@ static void systemd_free(Daemon *d)
  *
  * Start-up runs the table forward.  Shutdown runs quiesce (take no new
  * work) forward, then drain (finish what was taken: each calls
- * drain_next once idle) forward: the engine's requests first, then a
+ * drain_next once idle) forward: the socket queue's requests first, then a
  * zone's last look at its rings, then control closes its connections,
  * which carry the replies and hold the leases.  The loop ends; the one
  * barrier joins the workers; stop and free run in strict reverse.
@@ -498,7 +516,8 @@ static const struct Subsystem {
 #if HA_TEST_SEAMS
         { "test seams", seams_start, NULL, NULL, NULL, NULL, false },
 #endif
-        { "engine", engine_start, NULL, engine_drain, NULL, engine_free, true },
+        { "engine", engine_start, NULL, NULL, NULL, engine_free, true },
+        { "socket queue", sockq_start, NULL, sockq_drain, NULL, sockq_free, true },
         { "zones", zones_start, NULL, zones_drain, NULL, zones_free, true },
         { "control", control_start, control_quiesce, control_drain, NULL, control_free, false },
         { "v1", v1_start, NULL, NULL, NULL, v1_free, true },
@@ -544,7 +563,8 @@ static void join_workers(Daemon *d)
                  * it; exit() ends it. */
                 d->result = log_error_errno(-ETIMEDOUT, "A worker is stuck in a service; "
                                             "exiting without it");
-                ha_engine_leave(d->engine);
+                if (d->sockq)
+                        ha_sockq_leave(d->sockq);
                 d->stuck = true;
         }
 }
