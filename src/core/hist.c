@@ -26,6 +26,7 @@ void ha_hist_add(HaHist *h, uint64_t v)
 {
         h->b[bucket_of(v)]++;
         h->count++;
+        h->sum += v;
         if (v > h->max)
                 h->max = v;
 }
@@ -49,4 +50,13 @@ uint64_t ha_hist_quantile(const HaHist *h, double p)
                 }
         }
         return h->max;
+}
+
+uint64_t ha_hist_count_le(const HaHist *h, uint64_t v)
+{
+        uint64_t n = 0;
+
+        for (unsigned i = 0; i < HA_HIST_BUCKETS && bucket_upper(i) <= v; i++)
+                n += h->b[i];
+        return n;
 }
