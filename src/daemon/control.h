@@ -10,6 +10,7 @@
 
 #include "config.h"
 #include "engine.h"
+#include "stats.h"
 
 /*
  * The control socket: a Unix stream listener, one bufferevent per client,
@@ -41,6 +42,14 @@ typedef int (*ha_attach_fn)(void *userdata, int fd, uint64_t id, bool has_id, pi
 typedef void (*ha_detach_fn)(void *userdata, void *lease);
 void ha_control_set_zone_hooks(HaControl *c, ha_attach_fn attach, ha_detach_fn detach,
                                void *userdata);
+
+/* The whole of `stats`: the process, the engine (with its sources), the
+ * control socket, then each part added by ha_control_add_stats, in that
+ * order; each owner writes only its own counters. */
+void ha_control_stats(HaControl *c, HaStats *s);
+/* Another owner's part (up to 4), e.g. the metrics listener's counters. */
+void ha_control_add_stats(HaControl *c, void (*fn)(void *userdata, HaStats *s),
+                          void *userdata);
 
 /* Take the settings that may change while running. */
 void ha_control_set_config(HaControl *c, const HaConfig *cfg);

@@ -516,88 +516,138 @@ void ha_engine_on_drained(HaEngine *e, void (*cb)(void *), void *userdata)
         e->drained_userdata = userdata;
 }
 
-static void add_latency(cJSON *o, const HaHist *h)
-{
-        cJSON *l = cJSON_AddObjectToObject(o, "latency_us");
+/* The engine's part of stats (stats.h): JSON key, metric, unit, help, value. */
+#define ENGINE_QUEUE_GAUGES(X)                                                          \
+        X("capacity", "queue_capacity", "", "Entries of the socket's HyperAMP queue",   \
+          e->queue.n)                                                                   \
+        X("depth", "queue_depth", "", "Entries accepted, not yet picked up by a worker", \
+          e->queue.nwaiting + ha_pool_queued(e->pool))                                  \
+        X("in_flight", "queue_in_flight", "", "Entries accepted, not yet answered",     \
+          e->in_flight)                                                                 \
+        X("free", "queue_free", "", "Free entries of the queue", e->queue.nfree)
+#define ENGINE_QUEUE_CHECKS(X)                                                          \
+        X("bad_index", "shm_bad_index", "", "Bad indexes found in the shared queue lists", \
+          e->queue.st.bad_index)                                                        \
+        X("cycles", "shm_cycles", "", "Cycles found in the shared queue lists",         \
+          e->queue.st.cycles)                                                           \
+        X("bad_state", "shm_bad_state", "", "Entries found in a bad state in the shared queue", \
+          e->queue.st.bad_state)                                                        \
+        X("repairs", "shm_repairs", "", "Times the shared queue lists were rebuilt",    \
+          e->queue.st.repairs)                                                          \
+        X("sigbus_repaired", "shm_sigbus_repaired", "",                                 \
+          "Accesses to shrunk shared memory repaired by growing the file back",         \
+          e->sigbus_seen)                                                               \
+        X("sigbus_lost", "shm_sigbus_lost", "",                                         \
+          "Accesses to shrunk shared memory covered by private pages", e->sigbus_lost)
+#define ENGINE_POOL_GAUGES(X)                                                           \
+        X("size", "pool_size", "bytes", "Bytes of the socket's data buffer pool", as.pool_bytes) \
+        X("bytes_in_use", "pool_in_use", "bytes", "Bytes of the pool in use", as.bytes_in_use) \
+        X("buffers_in_use", "pool_buffers_in_use", "", "Buffers of the pool in use",     \
+          as.buffers_in_use)                                                            \
+        X("largest_free", "pool_largest_free", "bytes", "Largest free block of the pool", \
+          as.largest_free)
+#define ENGINE_POOL_COUNTERS(X)                                                         \
+        X("alloc_failures", "pool_alloc_failures", "", "Pool allocations that failed",   \
+          as.alloc_failures)
+#define ENGINE_REQUEST_COUNTERS(X)                                                      \
+        X("submitted", "requests_submitted", "", "Socket requests that entered the queue", \
+          e->st.submitted)                                                              \
+        X("completed", "requests_completed", "", "Socket requests answered", e->st.completed) \
+        X("failed", "requests_failed", "", "Socket requests answered with a failure",   \
+          e->st.failed)                                                                 \
+        X("busy", "requests_busy", "", "Socket requests refused for lack of an entry or buffer", \
+          e->st.busy)                                                                   \
+        X("tampered", "requests_tampered", "",                                          \
+          "Requests whose shared entry was changed under the daemon",                   \
+          __atomic_load_n(&e->tampered, __ATOMIC_RELAXED))
+#define ENGINE_SOCKET_SOURCE_COUNTERS(X)                                                \
+        X("submitted", "source_requests_submitted", "", "Requests taken from a source", \
+          e->st.submitted)                                                              \
+        X("completed", "source_requests_completed", "", "Requests of a source answered", \
+          e->st.completed)                                                              \
+        X("failed", "source_requests_failed", "", "Requests of a source answered with a failure", \
+          e->st.failed)
 
-        cJSON_AddNumberToObject(l, "p50", (double)ha_hist_quantile(h, 0.50) / 1000.0);
-        cJSON_AddNumberToObject(l, "p99", (double)ha_hist_quantile(h, 0.99) / 1000.0);
-        cJSON_AddNumberToObject(l, "max", (double)h->max / 1000.0);
+static void service_stats(HaStats *s, const SvcStats *ss)
+{
+        static const HaMetric requests = { "requests", NULL, HA_MT_COUNTER, "", "" };
+        static const HaMetric failed = { "failed", NULL, HA_MT_COUNTER, "", "" };
+        static const HaMetric by_result = { NULL, "requests", HA_MT_COUNTER, "",
+                                            "Requests answered, by service, source and result" };
+        static const HaMetric latency = { "latency_us", "request_duration", HA_MT_GAUGE, "",
+                                          "Time from submit to completion" };
+
+        ha_stat(s, &requests, (double)ss->requests);
+        ha_stat(s, &failed, (double)ss->failed);
+        /* The service table counts socket requests. */
+        ha_stats_label(s, "source", "socket");
+        ha_stat_labeled(s, &by_result, "result", "success", (double)(ss->requests - ss->failed));
+        ha_stat_labeled(s, &by_result, "result", "failure", (double)ss->failed);
+        ha_stat_hist(s, &latency, &ss->latency);
 }
 
-void ha_engine_stats_json(HaEngine *e, cJSON *o)
+void ha_engine_stats(HaEngine *e, HaStats *s)
 {
+        static const HaMetric id = { "id", NULL, HA_MT_GAUGE, "", "" };
+        static const HaMetric workers = { "count", "workers", HA_MT_GAUGE, "", "Worker threads" };
+        static const HaMetric jobs = { "jobs", "worker_jobs", HA_MT_COUNTER, "",
+                                       "Jobs run by each worker" };
+        uint64_t wjobs[256];
+        unsigned nw = ha_pool_size(e->pool);
         HaAllocStats as;
-        cJSON *q, *p, *r, *svcs, *w, *jobs;
 
-        q = cJSON_AddObjectToObject(o, "queue");
-        cJSON_AddStringToObject(q, "shm_name", e->cfg.shm_name);
-        cJSON_AddNumberToObject(q, "capacity", e->queue.n);
-        cJSON_AddNumberToObject(q, "depth", e->queue.nwaiting + ha_pool_queued(e->pool));
-        cJSON_AddNumberToObject(q, "in_flight", e->in_flight);
-        cJSON_AddNumberToObject(q, "free", e->queue.nfree);
-        cJSON_AddNumberToObject(q, "bad_index", (double)e->queue.st.bad_index);
-        cJSON_AddNumberToObject(q, "cycles", (double)e->queue.st.cycles);
-        cJSON_AddNumberToObject(q, "bad_state", (double)e->queue.st.bad_state);
-        cJSON_AddNumberToObject(q, "repairs", (double)e->queue.st.repairs);
+        ha_stats_section(s, "queue");
+        ha_stat_str(s, "shm_name", e->cfg.shm_name);
+        ENGINE_QUEUE_GAUGES(HA_GAUGE_EMIT)
         check_region(e);
-        cJSON_AddNumberToObject(q, "sigbus_repaired", (double)e->sigbus_seen);
-        cJSON_AddNumberToObject(q, "sigbus_lost", (double)e->sigbus_lost);
+        ENGINE_QUEUE_CHECKS(HA_COUNTER_EXPR_EMIT)
+        ha_stats_leave(s);
 
         ha_alloc_stats(e->alloc, &as);
-        p = cJSON_AddObjectToObject(o, "pool");
-        cJSON_AddNumberToObject(p, "size", (double)as.pool_bytes);
-        cJSON_AddNumberToObject(p, "bytes_in_use", (double)as.bytes_in_use);
-        cJSON_AddNumberToObject(p, "buffers_in_use", (double)as.buffers_in_use);
-        cJSON_AddNumberToObject(p, "largest_free", (double)as.largest_free);
-        cJSON_AddNumberToObject(p, "alloc_failures", (double)as.alloc_failures);
+        ha_stats_section(s, "pool");
+        ENGINE_POOL_GAUGES(HA_GAUGE_EMIT)
+        ENGINE_POOL_COUNTERS(HA_COUNTER_EXPR_EMIT)
+        ha_stats_leave(s);
 
-        r = cJSON_AddObjectToObject(o, "requests");
-        cJSON_AddNumberToObject(r, "submitted", (double)e->st.submitted);
-        cJSON_AddNumberToObject(r, "completed", (double)e->st.completed);
-        cJSON_AddNumberToObject(r, "failed", (double)e->st.failed);
-        cJSON_AddNumberToObject(r, "busy", (double)e->st.busy);
-        cJSON_AddNumberToObject(r, "tampered",
-                                (double)__atomic_load_n(&e->tampered, __ATOMIC_RELAXED));
+        ha_stats_section(s, "requests");
+        ENGINE_REQUEST_COUNTERS(HA_COUNTER_EXPR_EMIT)
+        ha_stats_leave(s);
 
-        svcs = cJSON_AddArrayToObject(o, "services");
         for (size_t i = 0; i <= e->nsvc; i++) {
-                cJSON *s;
                 if (i == e->nsvc && e->svc[i].requests == 0)
                         break;
-                s = cJSON_CreateObject();
-                if (i < e->nsvc) {
-                        cJSON_AddNumberToObject(s, "id", e->svc_table[i].id);
-                        cJSON_AddStringToObject(s, "name", e->svc_table[i].name);
-                } else {
-                        cJSON_AddNullToObject(s, "id");
-                        cJSON_AddStringToObject(s, "name", "(unknown id)");
-                }
-                cJSON_AddNumberToObject(s, "requests", (double)e->svc[i].requests);
-                cJSON_AddNumberToObject(s, "failed", (double)e->svc[i].failed);
-                add_latency(s, &e->svc[i].latency);
-                cJSON_AddItemToArray(svcs, s);
+                ha_stats_element(s, "services", "service",
+                                 i < e->nsvc ? e->svc_table[i].name : "(unknown id)");
+                if (i < e->nsvc)
+                        ha_stat(s, &id, e->svc_table[i].id);
+                else
+                        ha_stat_null(s, "id");
+                ha_stat_str(s, "name", i < e->nsvc ? e->svc_table[i].name : "(unknown id)");
+                service_stats(s, &e->svc[i]);
+                ha_stats_leave(s);
         }
 
-        cJSON *srcs = cJSON_AddArrayToObject(o, "sources");
         for (unsigned i = 0; i < e->nsources; i++) {
-                cJSON *so = cJSON_CreateObject();
-                cJSON_AddStringToObject(so, "name", e->sources[i].name);
+                const char *kind = i == HA_SOURCE_SOCKET ? "socket" : e->sources[i].ops->kind;
+
+                ha_stats_element(s, "sources", "source", e->sources[i].name);
+                ha_stats_label(s, "kind", kind);
+                ha_stat_str(s, "name", e->sources[i].name);
+                ha_stat_str(s, "kind", kind);
                 if (i == HA_SOURCE_SOCKET) {
-                        cJSON_AddStringToObject(so, "kind", "socket");
-                        cJSON_AddNumberToObject(so, "submitted", (double)e->st.submitted);
-                        cJSON_AddNumberToObject(so, "completed", (double)e->st.completed);
-                        cJSON_AddNumberToObject(so, "failed", (double)e->st.failed);
+                        ENGINE_SOCKET_SOURCE_COUNTERS(HA_COUNTER_EXPR_EMIT)
                 } else {
-                        cJSON_AddStringToObject(so, "kind", e->sources[i].ops->kind);
-                        e->sources[i].ops->stats_json(e->sources[i].ctx, so);
+                        e->sources[i].ops->stats(e->sources[i].ctx, s);
                 }
-                cJSON_AddItemToArray(srcs, so);
+                ha_stats_leave(s);
         }
 
-        w = cJSON_AddObjectToObject(o, "workers");
-        cJSON_AddNumberToObject(w, "count", ha_pool_size(e->pool));
-        jobs = cJSON_AddArrayToObject(w, "jobs");
-        for (unsigned i = 0; i < ha_pool_size(e->pool); i++)
-                cJSON_AddItemToArray(jobs, cJSON_CreateNumber((double)ha_pool_worker_jobs(e->pool, i)));
+        if (nw > ELEMENTSOF(wjobs))
+                nw = ELEMENTSOF(wjobs);
+        for (unsigned i = 0; i < nw; i++)
+                wjobs[i] = ha_pool_worker_jobs(e->pool, i);
+        ha_stats_section(s, "workers");
+        ha_stat(s, &workers, ha_pool_size(e->pool));
+        ha_stat_vec(s, &jobs, "worker", wjobs, nw);
+        ha_stats_leave(s);
 }

@@ -10,6 +10,7 @@
 #include <event2/buffer.h>
 
 #include "config.h"
+#include "stats.h"
 #include "hyperamp/wire.h"
 
 /*
@@ -62,7 +63,8 @@ typedef struct HaSourceOps {
         const char *kind;
         void (*run)(void *ctx, uint16_t idx, unsigned worker);
         void (*complete)(void *ctx, uint16_t idx);
-        void (*stats_json)(void *ctx, cJSON *o);
+        /* Its counters, into the element of sources[] made for it. */
+        void (*stats)(void *ctx, HaStats *s);
         /* Optional, on a worker with nothing queued: take and run whatever
          * waits, inline; returns how many it ran, or -1 when there is
          * nothing to poll at all (no client attached). */
@@ -96,7 +98,7 @@ int ha_engine_stalled_worker(HaEngine *e, uint64_t min_ns, uint64_t *busy_ns);
 /* Take the settings that may change while running (max_payload). */
 void ha_engine_set_config(HaEngine *e, const HaConfig *cfg);
 
-/* Adds queue, pool, request, service and worker sections to o. */
-void ha_engine_stats_json(HaEngine *e, cJSON *o);
+/* Adds the queue, pool, requests, services, sources and workers sections. */
+void ha_engine_stats(HaEngine *e, HaStats *s);
 
 #endif

@@ -42,13 +42,13 @@ static void other_complete(void *ctx, uint16_t idx)
         other_completed++;
 }
 
-static void other_stats(void *ctx, cJSON *o)
+static void other_stats(void *ctx, HaStats *o)
 {
         (void)ctx, (void)o;
 }
 
 static const HaSourceOps other_ops = {
-        .kind = "test", .run = other_run, .complete = other_complete, .stats_json = other_stats,
+        .kind = "test", .run = other_run, .complete = other_complete, .stats = other_stats,
 };
 
 static void socket_done(void *owner, uint64_t req_id, uint16_t service, enum ha_result r,
