@@ -21,6 +21,7 @@
 #include "control.h"
 #include "hyperamp-config.h"
 #include "hyperamp/cleanup.h"
+#include "listenfds.h"
 #include "log.h"
 #include "ownpath.h"
 #include "proto.h"
@@ -1086,28 +1087,14 @@ static void accept_error_cb(struct evconnlistener *l, void *userdata)
  */
 static int inherited_socket(void)
 {
-        char **names = NULL;
-        int n, fd = -ENOENT;
+        int fd = ha_listen_fd_take("control", true);
 
-        n = sd_listen_fds_with_names(1, &names);
-        if (n <= 0)
-                return n < 0 ? n : -ENOENT;
-        for (int i = 0; i < n; i++) {
-                int cand = SD_LISTEN_FDS_START + i;
-                bool named = names && names[i] && strcmp(names[i], "control") == 0;
-
-                if (fd < 0 && (named || n == 1) &&
-                    sd_is_socket_unix(cand, SOCK_STREAM, 1, NULL, 0) > 0)
-                        fd = cand;
-                else
-                        close(cand);    /* not ours to keep */
-        }
-        for (int i = 0; names && i < n; i++)
-                free(names[i]);
-        free(names);
-        if (fd < 0) {
-                log_warning("systemd passed %d sockets, none a listening stream socket named "
-                            "'control', ignoring them", n);
+        if (fd < 0)
+                return fd;
+        if (sd_is_socket_unix(fd, SOCK_STREAM, 1, NULL, 0) <= 0) {
+                log_warning("systemd passed a socket for 'control' (fd %d) that is not a "
+                            "listening Unix stream socket, ignoring it", fd);
+                close(fd);
                 return -ENOENT;
         }
         if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0) {

@@ -16,7 +16,9 @@
 #include "daemon.h"
 #include "engine.h"
 #include "hyperamp-config.h"
+#include "listenfds.h"
 #include "log.h"
+#include "metrics.h"
 #include "services.h"
 #include "v1chan.h"
 #include "zones.h"
@@ -29,6 +31,7 @@ typedef struct Daemon {
         struct event_base *base;
         HaEngine *engine;
         HaControl *control;
+        HaMetrics *metrics;
         HaV1Chan *v1[HA_V1_MAX_CHANNELS];       /* v1 compatibility channels */
         HaZones *zones;
         struct event *sig_term, *sig_int, *sig_hup;
@@ -302,6 +305,11 @@ static struct event_base *new_base(void)
         return base;
 }
 
+static void render_metrics(void *userdata, HaStats *s)
+{
+        ha_control_stats(userdata, s);
+}
+
 int ha_daemon_run(const HaConfig *cfg, const HaDaemonOptions *opts)
 {
         Daemon d = { .opts = opts, .cfg = *cfg };
@@ -338,6 +346,12 @@ int ha_daemon_run(const HaConfig *cfg, const HaDaemonOptions *opts)
         if (r < 0)
                 goto out;
         ha_control_set_hooks(d.control, reload, begin_shutdown, &d);
+        r = ha_metrics_new(d.base, &d.cfg, render_metrics, d.control, &d.metrics);
+        if (r < 0)
+                goto out;
+        if (d.metrics)
+                ha_control_add_stats(d.control, ha_metrics_stats, d.metrics);
+        ha_listen_fds_close_rest();
         r = ha_zones_new(d.base, d.engine, &d.cfg, &d.zones);
         if (r < 0) {
                 log_error_errno(r, "Failed to set up zone channels: %m");
@@ -400,6 +414,7 @@ out:
                             "were dropped");
         else if (r == 0)
                 ha_log_ctx(LOG_INFO, HA_LOG_CTX(.message_id = HA_MID_STOPPED), "Stopped cleanly");
+        d.metrics = ha_metrics_free(d.metrics);
         d.engine = ha_engine_free(d.engine);
         d.control = ha_control_free(d.control);
         d.zones = ha_zones_free(d.zones);
