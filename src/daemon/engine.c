@@ -49,6 +49,22 @@ typedef struct SvcStats {
         HaHist latency;
 } SvcStats;
 
+/* The engine's scalar counters (stats.h): field, JSON key in "requests",
+ * metric, unit, help. */
+#define ENGINE_COUNTERS(X)                                                              \
+        X(submitted, "submitted", "requests_submitted", "",                             \
+          "Socket requests that entered the queue")                                     \
+        X(completed, "completed", "requests_completed", "", "Socket requests answered")  \
+        X(failed, "failed", "requests_failed", "", "Socket requests answered with a failure") \
+        X(busy, "busy", "requests_busy", "",                                            \
+          "Socket requests refused for lack of an entry or buffer")                     \
+        X(tampered, "tampered", "requests_tampered", "",                                \
+          "Requests whose shared entry was changed under the daemon")
+
+typedef struct EngineCounters {
+        ENGINE_COUNTERS(HA_COUNTER_FIELD)
+} EngineCounters;
+
 struct HaEngine {
         struct event_base *base;
         HaConfig cfg;
@@ -69,10 +85,7 @@ struct HaEngine {
         unsigned in_flight;
         unsigned other_jobs;            /* other sources' jobs in the pool */
 
-        struct {
-                uint64_t submitted, completed, failed, busy;
-        } st;
-        uint64_t tampered;              /* atomic: workers count too */
+        EngineCounters st;              /* loop; tampered by workers too */
 
         size_t nsvc;
         const HaService *svc_table;
@@ -116,7 +129,7 @@ static void run_jobs(void *userdata, const HaJob *jobs, size_t n, unsigned worke
                 enum ha_result r;
 
                 if (sid != c->service || off != c->off || len != c->len) {
-                        __atomic_fetch_add(&e->tampered, 1, __ATOMIC_RELAXED);
+                        HA_INC(&e->st, tampered);
                         r = HA_RESULT_FAIL;
                 } else
                         r = ha_service_run(sid, e->region.pool + off, len);
@@ -292,10 +305,10 @@ static void complete_cb(evutil_socket_t fd, short what, void *userdata)
                 SvcStats *ss = svc_stats(e, c->service);
                 uint64_t lat = now - c->t_submit;
 
-                e->st.completed++;
+                HA_INC(&e->st, completed);
                 ss->requests++;
                 if (r != HA_RESULT_SUCCESS) {
-                        e->st.failed++;
+                        HA_INC(&e->st, failed);
                         ss->failed++;
                 }
                 ha_hist_add(&ss->latency, lat);
@@ -449,7 +462,7 @@ int ha_engine_submit(HaEngine *e, uint16_t service, struct evbuffer *src, size_t
         if (len == 0 || len > e->cfg.max_payload)
                 return -EINVAL;
         if (ha_queue_acquire(&e->queue, &idx) < 0) {
-                e->st.busy++;
+                HA_INC(&e->st, busy);
                 return -EAGAIN;
         }
         r = ha_alloc_get(e->alloc, len, &off);
@@ -457,7 +470,7 @@ int ha_engine_submit(HaEngine *e, uint16_t service, struct evbuffer *src, size_t
                 ha_queue_release(&e->queue, idx);
                 if (r != -ENOMEM)
                         return r;       /* can never fit: not worth a retry */
-                e->st.busy++;
+                HA_INC(&e->st, busy);
                 return -EAGAIN;
         }
         if (evbuffer_remove(src, e->region.pool + off, len) != (int)len)
@@ -474,7 +487,7 @@ int ha_engine_submit(HaEngine *e, uint16_t service, struct evbuffer *src, size_t
                        .off = off, .len = (uint32_t)len, .service = service, .live = true };
         ha_queue_enqueue(&e->queue, idx);
         e->in_flight++;
-        e->st.submitted++;
+        HA_INC(&e->st, submitted);
         if (!e->collect_pending) {
                 /* One collector pass per loop iteration takes the whole burst. */
                 e->collect_pending = true;
@@ -490,7 +503,7 @@ unsigned ha_engine_in_flight(const HaEngine *e)
 
 void ha_engine_counts(HaEngine *e, HaEngineCounts *ret)
 {
-        ret->completed = e->st.completed;
+        ret->completed = HA_GET(&e->st, completed);
         ret->in_flight = e->in_flight;
         ret->capacity = e->queue.n;
         ret->workers = ha_pool_size(e->pool);
@@ -549,24 +562,13 @@ void ha_engine_on_drained(HaEngine *e, void (*cb)(void *), void *userdata)
 #define ENGINE_POOL_COUNTERS(X)                                                         \
         X("alloc_failures", "pool_alloc_failures", "", "Pool allocations that failed",   \
           as.alloc_failures)
-#define ENGINE_REQUEST_COUNTERS(X)                                                      \
-        X("submitted", "requests_submitted", "", "Socket requests that entered the queue", \
-          e->st.submitted)                                                              \
-        X("completed", "requests_completed", "", "Socket requests answered", e->st.completed) \
-        X("failed", "requests_failed", "", "Socket requests answered with a failure",   \
-          e->st.failed)                                                                 \
-        X("busy", "requests_busy", "", "Socket requests refused for lack of an entry or buffer", \
-          e->st.busy)                                                                   \
-        X("tampered", "requests_tampered", "",                                          \
-          "Requests whose shared entry was changed under the daemon",                   \
-          __atomic_load_n(&e->tampered, __ATOMIC_RELAXED))
 #define ENGINE_SOCKET_SOURCE_COUNTERS(X)                                                \
         X("submitted", "source_requests_submitted", "", "Requests taken from a source", \
-          e->st.submitted)                                                              \
+          HA_GET(&e->st, submitted))                                                    \
         X("completed", "source_requests_completed", "", "Requests of a source answered", \
-          e->st.completed)                                                              \
+          HA_GET(&e->st, completed))                                                    \
         X("failed", "source_requests_failed", "", "Requests of a source answered with a failure", \
-          e->st.failed)
+          HA_GET(&e->st, failed))
 
 static void service_stats(HaStats *s, const SvcStats *ss)
 {
@@ -610,7 +612,10 @@ void ha_engine_stats(HaEngine *e, HaStats *s)
         ha_stats_leave(s);
 
         ha_stats_section(s, "requests");
-        ENGINE_REQUEST_COUNTERS(HA_COUNTER_EXPR_EMIT)
+        {
+                const EngineCounters *blk = &e->st;
+                ENGINE_COUNTERS(HA_COUNTER_EMIT)
+        }
         ha_stats_leave(s);
 
         for (size_t i = 0; i <= e->nsvc; i++) {
