@@ -158,6 +158,40 @@ class MetricsTest(unittest.TestCase):
             self.assertEqual(rc, 2)
             self.assertIn('--format', err)
 
+    def test_stats_keys_unchanged(self):
+        """The counters declared once give --json stats exactly the keys it
+        had before (tests, docs/protocol.md and scripts read them)."""
+        with Daemon({'zone_clients': 1}) as d:
+            o = d.ctl_json('stats')
+            self.assertEqual(set(o), {'version', 'pid', 'uptime_s', 'queue', 'pool', 'requests',
+                                      'services', 'sources', 'workers', 'connections'})
+            self.assertEqual(set(o['queue']), {
+                'shm_name', 'capacity', 'depth', 'in_flight', 'free', 'bad_index', 'cycles',
+                'bad_state', 'repairs', 'sigbus_repaired', 'sigbus_lost'})
+            self.assertEqual(set(o['pool']), {'size', 'bytes_in_use', 'buffers_in_use',
+                                              'largest_free', 'alloc_failures'})
+            self.assertEqual(set(o['requests']), {'submitted', 'completed', 'failed', 'busy',
+                                                  'tampered', 'rejected', 'orphaned'})
+            self.assertEqual(set(o['workers']), {'count', 'jobs'})
+            self.assertEqual(set(o['connections']), {
+                'current', 'total', 'rejected', 'max', 'protocol_errors', 'timeouts', 'denied',
+                'max_per_uid', 'rejected_per_uid', 'output_bytes', 'output_bytes_max',
+                'output_budget', 'output_paused', 'budget_pauses'})
+            for svc in o['services']:
+                self.assertEqual(set(svc), {'id', 'name', 'requests', 'failed', 'latency_us'})
+                self.assertEqual(set(svc['latency_us']), {'p50', 'p99', 'max'})
+            sock, zone = o['sources']
+            self.assertEqual(sock, {'name': 'socket', 'kind': 'socket', 'submitted': 0,
+                                    'completed': 0, 'failed': 0})
+            self.assertEqual(set(zone), {
+                'name', 'kind', 'state', 'pid', 'grants', 'submitted', 'completed',
+                'run_by_poller', 'failed', 'in_flight', 'in_pool', 'wakeups', 'bad_index',
+                'bad_state', 'bad_ring', 'dispatch_failed', 'bad_range', 'abandoned',
+                'teardown_deferred', 'resumed', 'resume_refused', 'bad_journal', 'recovered'})
+            self.assertEqual(set(zone['recovered']), {'requeued', 'republished',
+                                                      'already_published'})
+            self.assertEqual((zone['name'], zone['kind'], zone['state']), ('zone-0', 'shm', 'free'))
+
     def test_hostile_http(self):
         with Daemon({'metrics_listen': '127.0.0.1:0', 'metrics_max_connections': 2}) as d:
             addr, connect = self.tcp(d)
