@@ -248,7 +248,7 @@ static void sample(HaStats *s, Family *f, const char *suffix, const char *extra,
                 return;
         buf_printf(s, &f->lines, "%s%s%s%s%s%s%s ", f->name, suffix, any ? "{" : "", l,
                    l[0] && extra && extra[0] ? "," : "", extra ? extra : "", any ? "}" : "");
-        if (v == (double)(int64_t)v && v < 9e15 && v > -9e15)
+        if (v < 9e15 && v > -9e15 && v == (double)(int64_t)v)   /* range first: the cast */
                 buf_printf(s, &f->lines, "%lld\n", (long long)v);
         else
                 buf_printf(s, &f->lines, "%s\n", shortest(num, sizeof(num), v));
