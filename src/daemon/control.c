@@ -509,7 +509,8 @@ static void m_stats(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer 
         HaStats *s;
         (void)in, (void)dlen;
 
-        if (format && !text && !(cJSON_IsString(format) && strcmp(format->valuestring, "json") == 0)) {
+        if (format && !text &&
+            !(cJSON_IsString(format) && strcmp(format->valuestring, "json") == 0)) {
                 cJSON_Delete(r);
                 send_error(c, id, HA_E_INVALID, "\"format\" must be \"json\" or \"openmetrics\"");
                 return;

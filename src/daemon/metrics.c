@@ -153,7 +153,8 @@ static void describe(HaMetrics *m, int fd)
         if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
                 return;
         if (ss.ss_family == AF_UNIX)
-                snprintf(m->addr, sizeof(m->addr), "unix:%s", ((struct sockaddr_un *)&ss)->sun_path);
+                snprintf(m->addr, sizeof(m->addr), "unix:%s",
+                         ((struct sockaddr_un *)&ss)->sun_path);
         else if (ss.ss_family == AF_INET6 &&
                  inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host, sizeof(host)))
                 snprintf(m->addr, sizeof(m->addr), "[%s]:%u", host,

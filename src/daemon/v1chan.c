@@ -88,7 +88,8 @@ typedef struct JHdr {
         X(no_memory, "no_memory", "v1_no_memory", "", "v1 requests failed out of memory") \
         X(dispatch_failed, "dispatch_failed", "source_dispatch_failed", "",             \
           "Requests answered FAIL at once because the worker pool was full")            \
-        X(reformats, "reformats", "v1_reformats", "", "Batches cut by the client formatting the queue") \
+        X(reformats, "reformats", "v1_reformats", "",                                   \
+          "Batches cut by the client formatting the queue")                             \
         X(lost, "lost", "v1_lost", "", "v1 entries failed unpublished (a reformat)")    \
         X(bad_layout, "bad_layout", "v1_bad_layout", "", "v1 layouts refused")
 #define V1_RECOVERED(X)                                                                 \

@@ -366,7 +366,8 @@ static void zone_stats(void *ctx, HaStats *s)
         uint64_t done = __atomic_load_n(&z->st.completed, __ATOMIC_ACQUIRE);
         uint64_t taken = __atomic_load_n(&z->st.requests, __ATOMIC_RELAXED);
         HA_GAUGE_EMIT("in_flight", "source_in_flight", "",
-                      "Requests of a source taken, not yet answered", taken > done ? taken - done : 0)
+                      "Requests of a source taken, not yet answered",
+                      taken > done ? taken - done : 0)
         HA_GAUGE_EMIT("in_pool", "zone_in_pool", "", "Zone requests handed to the worker pool",
                       z->running)
         recovered_stats(&z->rec, s);

@@ -191,6 +191,16 @@ class MetricsTest(unittest.TestCase):
             self.assertEqual(set(zone['recovered']), {'requeued', 'republished',
                                                       'already_published'})
             self.assertEqual((zone['name'], zone['kind'], zone['state']), ('zone-0', 'shm', 'free'))
+            # The format param: json is the default, openmetrics the text, else E_INVALID.
+            with d.client() as c:
+                self.assertEqual(set(c.result('stats', {'format': 'json'})[0]), set(o))
+                r = c.result('stats', {'format': 'openmetrics'})[0]
+                self.assertEqual(r['format'], 'openmetrics')
+                self.assertIn(('hyperamp_queue_capacity', frozenset()), samples(r['text']))
+                for bad in ('xml', 5, None, ['openmetrics']):
+                    rep, _ = c.call('stats', {'format': bad})
+                    self.assertEqual(rep['error']['code'], 'E_INVALID', bad)
+                c.ping()        # the connection still serves
 
     def test_hostile_http(self):
         with Daemon({'metrics_listen': '127.0.0.1:0', 'metrics_max_connections': 2}) as d:
