@@ -564,11 +564,12 @@ static void sum_block(const SvcStats *ss, uint64_t *requests, uint64_t *failed, 
 {
         *requests += __atomic_load_n(&ss->requests, __ATOMIC_RELAXED);
         *failed += __atomic_load_n(&ss->failed, __ATOMIC_RELAXED);
-        ha_hist_merge(h, &ss->latency);
+        if (h)
+                ha_hist_merge(h, &ss->latency);
 }
 
 /* Service row i of source src, summed over every writer, added to the
- * totals. */
+ * totals (h: NULL for the counts only). */
 static void sum_source(HaEngine *e, unsigned src, size_t i, uint64_t *requests,
                        uint64_t *failed, HaHist *h)
 {
@@ -581,7 +582,8 @@ static void sum_source(HaEngine *e, unsigned src, size_t i, uint64_t *requests,
 /*
  * services[]: JSON has each service's totals over every source; the
  * metrics have one row per service and source (a source's row once it
- * counted a job of that service; the socket's always).
+ * counted a job of that service; the socket's always).  The rows are
+ * metrics only and the totals JSON only, so each source is summed once.
  */
 static void services_stats(HaEngine *e, HaStats *s, HaHist *h, HaHist *hs)
 {
@@ -598,25 +600,28 @@ static void services_stats(HaEngine *e, HaStats *s, HaHist *h, HaHist *hs)
                 const char *name = i < e->nsvc ? e->svc_table[i].name : "(unknown id)";
                 uint64_t requests = 0, failed = 0;
 
-                memset(h, 0, sizeof(*h));
-                for (unsigned src = 0; src < e->nsources; src++)
-                        sum_source(e, src, i, &requests, &failed, h);
-                if (i == e->nsvc && requests == 0)
-                        break;
+                if (i == e->nsvc) {
+                        for (unsigned src = 0; src < e->nsources; src++)
+                                sum_source(e, src, i, &requests, &failed, NULL);
+                        if (requests == 0)
+                                break;
+                        requests = failed = 0;
+                }
                 ha_stats_element(s, "services", "service", name);
                 if (i < e->nsvc)
                         ha_stat(s, &id, e->svc_table[i].id);
                 else
                         ha_stat_null(s, "id");
                 ha_stat_str(s, "name", name);
-                ha_stat(s, &requests_m, (double)requests);
-                ha_stat(s, &failed_m, (double)failed);
-                ha_stat_hist(s, &latency_json, h);
+                memset(h, 0, sizeof(*h));
                 for (unsigned src = 0; src < e->nsources; src++) {
                         uint64_t r = 0, f = 0;
 
                         memset(hs, 0, sizeof(*hs));
                         sum_source(e, src, i, &r, &f, hs);
+                        requests += r;
+                        failed += f;
+                        ha_hist_merge(h, hs);
                         if (r == 0 && strcmp(e->sources[src].ops->kind, "socket") != 0)
                                 continue;
                         ha_stats_group(s, "source", e->sources[src].name);
@@ -625,6 +630,9 @@ static void services_stats(HaEngine *e, HaStats *s, HaHist *h, HaHist *hs)
                         ha_stat_hist(s, &latency, hs);
                         ha_stats_leave(s);
                 }
+                ha_stat(s, &requests_m, (double)requests);
+                ha_stat(s, &failed_m, (double)failed);
+                ha_stat_hist(s, &latency_json, h);
                 ha_stats_leave(s);
         }
 }
