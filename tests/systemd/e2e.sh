@@ -640,8 +640,10 @@ while True:
         break
     b += c
 print(b.decode())') || fail "scraping /run/hyperamp/metrics.sock failed"
-echo "$scrape" | grep -q "^HTTP/1.[01] 200" || fail "the scrape was not answered 200: $(echo "$scrape" | head -3)"
-echo "$scrape" | grep -q "^hyperamp_metrics_requests_total 1" ||
+# grep -q stops at the first match: from a here-string, since under
+# pipefail an echo cut off by it (the page is larger than a pipe) fails.
+grep -q "^HTTP/1.[01] 200" <<<"$scrape" || fail "the scrape was not answered 200: $(echo "$scrape" | head -3)"
+grep -q "^hyperamp_metrics_requests_total 1" <<<"$scrape" ||
         fail "the scrape lacks hyperamp_metrics_requests_total 1: $(echo "$scrape" | grep metrics_requests)"
 s=$(ns systemctl is-active hyperampd.service) || true
 [ "$s" = active ] || fail "hyperampd.service is '$s' after a scrape of its metrics socket, expected active"
