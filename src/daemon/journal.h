@@ -30,6 +30,15 @@
 #include "engine.h"
 #include "services.h"
 
+/* What a channel's recovery after a crash did (stats.h rows): every
+ * channel that keeps a journal counts these in its "recovered" section. */
+#define HA_JOURNAL_RECOVERED(X)                                                         \
+        X(requeued, "requeued", "recovered_requeued", "", "Recovered requests run again") \
+        X(republished, "republished", "recovered_republished", "",                      \
+          "Recovered results copied back")                                              \
+        X(already_published, "already_published", "recovered_already_published", "",   \
+          "Recovered results that were already published")
+
 enum { HA_J_FREE, HA_J_TAKEN, HA_J_COMMIT };
 
 /* One record, 32 bytes: a zone lease's journal page holds them in this

@@ -87,17 +87,13 @@ typedef struct JHdr {
         X(bad_header, "bad_header", "v1_bad_header", "", "v1 root queue headers refused") \
         X(no_memory, "no_memory", "v1_no_memory", "", "v1 requests failed out of memory") \
         X(dispatch_failed, "dispatch_failed", "source_dispatch_failed", "",             \
-          "Requests answered FAIL at once because the worker pool was full")            \
+          "Requests answered without running: executor full or no route")            \
         X(reformats, "reformats", "v1_reformats", "",                                   \
           "Batches cut by the client formatting the queue")                             \
         X(lost, "lost", "v1_lost", "", "v1 entries failed unpublished (a reformat)")    \
         X(bad_layout, "bad_layout", "v1_bad_layout", "", "v1 layouts refused")
 #define V1_RECOVERED(X)                                                                 \
-        X(requeued, "requeued", "recovered_requeued", "", "Recovered requests run again") \
-        X(republished, "republished", "recovered_republished", "",                      \
-          "Recovered results copied back")                                              \
-        X(already_published, "already_published", "recovered_already_published", "",   \
-          "Recovered results that were already published")                              \
+        HA_JOURNAL_RECOVERED(X)                                                         \
         X(abandoned, "abandoned", "recovered_abandoned", "",                            \
           "Recovered entries the client had reused")
 

@@ -76,12 +76,7 @@ _Static_assert(sizeof(ZoneJrec) == sizeof(HaJrec) && SAME(state, state) && SAME(
         X(bad_journal, "bad_journal", "zone_bad_journal", "",                           \
           "Crash journal records found corrupt on a take-over")
 /* Of a take-over: "recovered": {...}. */
-#define ZONE_RECOVERED(X)                                                               \
-        X(requeued, "requeued", "recovered_requeued", "", "Recovered requests run again") \
-        X(republished, "republished", "recovered_republished", "",                      \
-          "Recovered results copied back")                                              \
-        X(already_published, "already_published", "recovered_already_published", "",   \
-          "Recovered results that were already published")
+#define ZONE_RECOVERED(X) HA_JOURNAL_RECOVERED(X)
 
 typedef struct ZoneCounters {
         ZONE_COUNTERS(HA_COUNTER_FIELD)
