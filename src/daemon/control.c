@@ -350,19 +350,12 @@ static int parse_service(const cJSON *v, uint16_t *ret, char *err, size_t errlen
         return r;
 }
 
-static void m_submit(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer *in, uint32_t dlen)
+/* A submit whose service is known: the fast path's and the general one's. */
+static void submit(Conn *c, uint64_t id, uint16_t sid, struct evbuffer *in, uint32_t dlen)
 {
         HaControl *ctl = c->ctl;
-        char err[128];
-        uint16_t sid;
         int r;
 
-        if (parse_service(cJSON_GetObjectItemCaseSensitive(req->params, "service"), &sid,
-                          err, sizeof(err)) < 0) {
-                ctl->st.rejected_requests++;
-                send_error(c, id, HA_E_INVALID, err);
-                return;
-        }
         if (dlen == 0) {
                 ctl->st.rejected_requests++;
                 send_error(c, id, HA_E_INVALID, "the payload is empty");
@@ -384,6 +377,20 @@ static void m_submit(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer
                 return;
         }
         c->pending++;
+}
+
+static void m_submit(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer *in, uint32_t dlen)
+{
+        char err[128];
+        uint16_t sid;
+
+        if (parse_service(cJSON_GetObjectItemCaseSensitive(req->params, "service"), &sid,
+                          err, sizeof(err)) < 0) {
+                c->ctl->st.rejected_requests++;
+                send_error(c, id, HA_E_INVALID, err);
+                return;
+        }
+        submit(c, id, sid, in, dlen);
 }
 
 static void m_ping(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer *in, uint32_t dlen)
@@ -621,6 +628,29 @@ static const struct method {
 
 /* ===== frame decoding ===== */
 
+/*
+ * A submit in its plain shape, decoded without a JSON tree: true when it
+ * was taken (answered or queued).  What the fast parser does not take, a
+ * name it does not know, or any frame while shutting down goes the general
+ * way, so both make the same of every frame.
+ */
+static bool handle_submit_fast(Conn *c, struct evbuffer *in, const char *json)
+{
+        uint32_t jlen = c->jlen, dlen = c->dlen;
+        HaSubmitFast f;
+        size_t before;
+
+        if (c->ctl->quiesced || !ha_submit_parse_fast(json, jlen, &f) ||
+            (f.name[0] && ha_service_parse(f.name, &f.service) < 0))
+                return false;
+        evbuffer_drain(in, jlen);
+        before = evbuffer_get_length(in);
+        submit(c, f.id, f.service, in, dlen);
+        /* Taken or not, the payload is consumed. */
+        evbuffer_drain(in, dlen - (before - evbuffer_get_length(in)));
+        return true;
+}
+
 static void handle_frame(Conn *c, struct evbuffer *in)
 {
         HaControl *ctl = c->ctl;
@@ -638,6 +668,8 @@ static void handle_frame(Conn *c, struct evbuffer *in)
                 conn_close(c);
                 return;
         }
+        if (handle_submit_fast(c, in, json))
+                return;
         if (ha_request_parse(json, jlen, &req, &err, &msg) < 0) {
                 ctl->st.protocol_errors++;
                 send_error(c, req.has_id ? req.id : NO_ID, err, msg);
@@ -885,14 +917,14 @@ void ha_control_complete(void *owner, uint64_t req_id, uint16_t service, enum ha
                          const uint8_t *data, size_t len, uint64_t latency_ns)
 {
         Conn *c = owner;
-        char json[256];
+        char json[HA_SUBMIT_JSON_MAX];
         int n;
 
         if (!reply_due(c, req_id, service, r != HA_RESULT_SUCCESS ? ha_result_name(r) : NULL))
                 return;
-        /* The hot path: formatted directly, no JSON tree. */
+        /* The hot path: written directly, no JSON tree, snprintf or allocation. */
         n = ha_reply_submit_write(json, sizeof(json), req_id, service, ha_result_name(r), (int)r,
-                                  (double)latency_ns / 1000.0);
+                                  latency_ns);
         conn_enter(c);
         send_frame(c, json, (size_t)n, data, r == HA_RESULT_SUCCESS ? len : 0);
         if (conn_leave(c))
