@@ -61,6 +61,8 @@ struct Conn {
         struct evbuffer_cb_entry *out_cb;       /* counts its output in ctl->out_bytes */
         bool in_use;            /* a callback has it on the stack (conn_enter) */
         bool admin;             /* an admin when it connected: the reserve, no uid cap */
+        bool flush_queued;      /* on ctl->flushq: replies to write this loop pass */
+        LIST_ENTRY(Conn) flush_link;
         void *lease;            /* a zone lease held by this connection */
         uint32_t jlen, dlen;
         pid_t pid;
@@ -78,6 +80,8 @@ struct HaControl {
         struct event *retry_ev;
         LIST_HEAD(, Conn) conns;
         LIST_HEAD(, Conn) orphans;      /* closed, waiting for their requests */
+        LIST_HEAD(, Conn) flushq;       /* with replies added this pass */
+        struct event *flush_ev;         /* writes them, once per pass */
         unsigned nconns;
         unsigned nadmins;       /* of them, admins */
         unsigned npaused;       /* of them, not read for their backlog of replies */
@@ -151,6 +155,10 @@ static void conn_close(Conn *c)
         if (c->lease && ctl->detach)
                 ctl->detach(ctl->zone_userdata, c->lease);
         c->lease = NULL;
+        if (c->flush_queued) {
+                LIST_REMOVE(c, flush_link);
+                c->flush_queued = false;
+        }
         /* Its unsent replies leave the budget with it. */
         evbuffer_remove_cb_entry(bufferevent_get_output(c->bev), c->out_cb);
         ctl->out_bytes -= evbuffer_get_length(bufferevent_get_output(c->bev));
@@ -256,6 +264,34 @@ static bool conn_check_eof(Conn *c)
         return true;
 }
 
+static bool conn_flush(Conn *c);
+
+/*
+ * Replies are written once per loop pass, not one by one: send_frame
+ * queues c for flush_cb, which writes each connection's replies with one
+ * writev.  The bufferevent's EV_WRITE stays disabled while that keeps up,
+ * so a reply costs no epoll_ctl; only a socket that is full hands the rest
+ * to the bufferevent (EV_WRITE and its write timeout) until it drains.
+ *
+ * Batching must not let replies pile up in the daemon that the socket
+ * would take: the output budget (conn_backlogged) counts what is buffered
+ * here.  So a connection that holds FLUSH_NOW or more, or any while all
+ * together are over output_budget, is written at once, as unbatched.
+ */
+#define FLUSH_NOW (64u << 10)
+
+static void queue_flush(Conn *c)
+{
+        HaControl *ctl = c->ctl;
+
+        if (c->flush_queued)
+                return;
+        c->flush_queued = true;
+        LIST_INSERT_HEAD(&ctl->flushq, c, flush_link);
+        if (LIST_NEXT(c, flush_link) == NULL)
+                event_active(ctl->flush_ev, EV_WRITE, 0);
+}
+
 static void send_frame(Conn *c, const char *json, size_t jlen, const void *data, size_t dlen)
 {
         struct evbuffer *out = bufferevent_get_output(c->bev);
@@ -269,6 +305,11 @@ static void send_frame(Conn *c, const char *json, size_t jlen, const void *data,
                         conn_close(c);
                         return;
                 }
+        if (c->in_use && (evbuffer_get_length(out) >= FLUSH_NOW ||
+                          c->ctl->out_bytes > cfg_of(c->ctl)->output_budget))
+                (void)conn_flush(c);    /* in use: a failure closes it at conn_leave */
+        else
+                queue_flush(c);
 }
 
 /* s: a reply printed by proto.c, consumed. */
@@ -822,12 +863,9 @@ static void conn_read_cb(struct bufferevent *bev, void *userdata)
         (void)conn_read(userdata);
 }
 
-static void conn_write_cb(struct bufferevent *bev, void *userdata)
+/* The output has been fully written. */
+static void conn_written(Conn *c)
 {
-        Conn *c = userdata;
-        (void)bev;
-
-        /* Called when the output has been fully written. */
         if (c->paused && conn_may_read(c)) {
                 c->paused = false;
                 c->ctl->npaused--;
@@ -837,6 +875,59 @@ static void conn_write_cb(struct bufferevent *bev, void *userdata)
                         return;
         }
         (void)conn_close_if_done(c);
+}
+
+static void conn_write_cb(struct bufferevent *bev, void *userdata)
+{
+        /* The socket drained: flush_cb writes again. */
+        bufferevent_disable(bev, EV_WRITE);
+        conn_written(userdata);
+}
+
+/* Write what c holds; false when c was closed (and may be freed). */
+static bool conn_flush(Conn *c)
+{
+        struct bufferevent *bev = c->bev;
+        struct evbuffer *out = bufferevent_get_output(bev);
+        int fd = bufferevent_getfd(bev), n = 0;
+
+        if (c->flush_queued) {
+                LIST_REMOVE(c, flush_link);
+                c->flush_queued = false;
+        }
+        if (bufferevent_get_enabled(bev) & EV_WRITE)
+                return true;    /* the bufferevent writes it as the socket drains */
+        if (c->state == CONN_DOOMED)
+                return true;    /* conn_leave closes it */
+        /* The bufferevent keeps its output's front frozen outside its own writes. */
+        evbuffer_unfreeze(out, 1);
+        while (evbuffer_get_length(out) > 0 && (n = evbuffer_write(out, fd)) > 0)
+                ;
+        evbuffer_freeze(out, 1);
+        if (n < 0 && errno != EAGAIN && errno != EINTR) {
+                log_debug("Client pid %d: writing replies failed: %m, closing", (int)c->pid);
+                conn_close(c);
+                return false;
+        }
+        if (evbuffer_get_length(out) > 0) {
+                bufferevent_enable(bev, EV_WRITE);      /* full: wait for room, with a timeout */
+                return true;
+        }
+        if (c->in_use)
+                queue_flush(c);         /* conn_written once c is off the stack */
+        else
+                conn_written(c);
+        return true;
+}
+
+static void flush_cb(evutil_socket_t fd, short what, void *userdata)
+{
+        HaControl *ctl = userdata;
+        Conn *c;
+        (void)fd, (void)what;
+
+        while ((c = LIST_FIRST(&ctl->flushq)))
+                (void)conn_flush(c);
 }
 
 static void conn_event_cb(struct bufferevent *bev, short what, void *userdata)
@@ -1032,7 +1123,8 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
          * libevent 2.1: evbuffer_read takes at most 4 KiB a call.) */
         bufferevent_set_max_single_read(c->bev, 256 * 1024);
         bufferevent_set_max_single_write(c->bev, 256 * 1024);
-        bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+        /* EV_WRITE only while a full socket holds replies back (conn_flush). */
+        bufferevent_enable(c->bev, EV_READ);
         LIST_INSERT_HEAD(&ctl->conns, c, link);
         ctl->nconns++;
         ctl->nadmins += admin;
@@ -1121,6 +1213,7 @@ int ha_control_new(struct event_base *base, HaEngine *engine, HaSockq *sockq,
         ctl->rl_budget = (HaRatelimit)HA_RATELIMIT_INIT(10000, 5);
         LIST_INIT(&ctl->conns);
         LIST_INIT(&ctl->orphans);
+        LIST_INIT(&ctl->flushq);
         snprintf(ctl->path, sizeof(ctl->path), "%s", path);
 
         fd = inherited_socket();
@@ -1145,9 +1238,10 @@ int ha_control_new(struct event_base *base, HaEngine *engine, HaSockq *sockq,
                 return fd;
         }
         ctl->retry_ev = evtimer_new(base, retry_cb, ctl);
+        ctl->flush_ev = event_new(base, -1, 0, flush_cb, ctl);
         ctl->listener = evconnlistener_new(base, accept_cb, ctl,
                                            LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
-        if (!ctl->retry_ev || !ctl->listener) {
+        if (!ctl->retry_ev || !ctl->flush_ev || !ctl->listener) {
                 if (!ctl->listener)
                         close(fd);
                 ha_control_free(ctl);
@@ -1208,6 +1302,8 @@ HaControl *ha_control_free(HaControl *ctl)
         }
         if (ctl->retry_ev)
                 event_free(ctl->retry_ev);
+        if (ctl->flush_ev)
+                event_free(ctl->flush_ev);
         free(ctl);
         return NULL;
 }
