@@ -81,6 +81,15 @@ struct HaEngine {
         size_t nrefused;
         struct event *refuse_ev;
 
+        /* Jobs the loop runs itself (ha_engine_dispatch): this pass's list
+         * and the one being run, HA_LOOP_PASS_JOBS each. */
+        HaJobReq loopq[2][HA_LOOP_PASS_JOBS];
+        uint16_t loopq_src[2][HA_LOOP_PASS_JOBS];
+        size_t nloop, loop_bytes;
+        unsigned loopq_cur;
+        struct event *loop_ev;
+        uint64_t loop_jobs;
+
         size_t nsvc;
         const HaService *svc_table;
         SvcStats *svc;                  /* the loop's block; each block has nsvc + 1
@@ -230,27 +239,86 @@ static long poll_sources_end(void *userdata, unsigned worker)
 
 /* ===== the loop ===== */
 
+static void complete_one(Executor *x, unsigned source, uint16_t idx)
+{
+        HaEngine *e = x->e;
+        Source *s = &e->sources[source];
+
+        x->queued--;
+        x->completed++;
+        e->in_flight--;
+        e->completed++;
+        s->ops->complete(s->ctx, idx);
+}
+
 static void complete_cb(evutil_socket_t fd, short what, void *userdata)
 {
         Executor *x = userdata;
-        HaEngine *e = x->e;
         HaJob jobs[CHUNK];
         size_t n;
         (void)fd, (void)what;
 
         do {
                 n = ha_pool_take_completed(x->pool, jobs, CHUNK);
-                for (size_t i = 0; i < n; i++) {
-                        Source *s = &e->sources[HA_JOB_SOURCE(jobs[i])];
-                        uint16_t idx = HA_JOB_INDEX(jobs[i]);
-
-                        x->queued--;
-                        x->completed++;
-                        e->in_flight--;
-                        e->completed++;
-                        s->ops->complete(s->ctx, idx);
-                }
+                for (size_t i = 0; i < n; i++)
+                        complete_one(x, HA_JOB_SOURCE(jobs[i]), HA_JOB_INDEX(jobs[i]));
         } while (n == CHUNK);
+}
+
+/* The jobs the loop runs itself: as a worker would (the source's run()
+ * through the local executor), counted in the loop's block, then
+ * completed.  complete() may dispatch: those go to the other list. */
+static void loop_cb(evutil_socket_t fd, short what, void *userdata)
+{
+        HaEngine *e = userdata;
+        Executor *x = e->exec[HA_EXECUTOR_LOCAL];
+        HaRun run = { .ops = &ha_executor_local, .worker = ha_pool_size(x->pool) };
+        unsigned cur = e->loopq_cur;
+        const HaJobReq *reqs = e->loopq[cur];
+        const uint16_t *src = e->loopq_src[cur];
+        size_t n = e->nloop;
+        enum ha_result r[HA_LOOP_PASS_JOBS];
+        uint64_t t[HA_LOOP_PASS_JOBS], now;
+        (void)fd, (void)what;
+
+        e->loopq_cur ^= 1;
+        e->nloop = 0;
+        e->loop_bytes = 0;
+        for (size_t i = 0; i < n; i++) {
+                Source *s = &e->sources[src[i]];
+
+                t[i] = __atomic_load_n(&s->rec[reqs[i].idx].t_dispatch, __ATOMIC_RELAXED);
+                r[i] = s->ops->run(s->ctx, reqs[i].idx, &run);
+        }
+        now = ha_now_ns();
+        e->loop_jobs += n;
+        for (size_t i = 0; i < n; i++) {
+                account(e, e->svc, reqs[i].service, r[i], now - t[i]);
+                complete_one(x, src[i], reqs[i].idx);
+        }
+}
+
+bool ha_engine_workers_asleep(HaEngine *e)
+{
+        return ha_pool_asleep(e->exec[HA_EXECUTOR_LOCAL]->pool);
+}
+
+/* The policy in engine.h: whether the loop runs this job itself.  asleep:
+ * every local worker sleeps, asked once per dispatch (-1: not yet). */
+static bool loop_takes(HaEngine *e, const HaJobReq *req, int *asleep)
+{
+        const HaService *svc;
+
+        if (req->len == 0 || req->len > HA_LOOP_JOB_BYTES || e->nloop >= HA_LOOP_PASS_JOBS ||
+            e->loop_bytes + req->len > HA_LOOP_PASS_BYTES ||
+            e->route[req->service] != HA_EXECUTOR_LOCAL)
+                return false;
+        svc = ha_service_by_id(req->service);
+        if (!svc || !svc->quick)
+                return false;
+        if (*asleep < 0)
+                *asleep = ha_engine_workers_asleep(e);
+        return *asleep;
 }
 
 static void refuse_cb(evutil_socket_t fd, short what, void *userdata)
@@ -296,6 +364,7 @@ void ha_engine_dispatch(HaEngine *e, unsigned source, const HaJobReq *reqs, size
         uint64_t now = ha_now_ns();
         HaJob jobs[CHUNK];
         Executor *cur = NULL;
+        int asleep = -1;
         size_t k = 0;
 
         e->in_flight += (unsigned)n;
@@ -323,6 +392,14 @@ void ha_engine_dispatch(HaEngine *e, unsigned source, const HaJobReq *reqs, size
                 __atomic_store_n(&s->rec[idx].t_dispatch, now, __ATOMIC_RELAXED);
                 __atomic_store_n(&s->rec[idx].service, reqs[i].service, __ATOMIC_RELAXED);
                 x->queued++;
+                if (loop_takes(e, &reqs[i], &asleep)) {
+                        e->loopq[e->loopq_cur][e->nloop] = reqs[i];
+                        e->loopq_src[e->loopq_cur][e->nloop] = (uint16_t)source;
+                        e->loop_bytes += reqs[i].len;
+                        if (e->nloop++ == 0)
+                                event_active(e->loop_ev, 0, 0);
+                        continue;
+                }
                 jobs[k++] = HA_JOB(source, idx);
         }
         if (cur)
@@ -470,7 +547,8 @@ int ha_engine_new(struct event_base *base, const HaConfig *cfg, HaEngine **ret)
         e->svc_table = ha_services(&e->nsvc);
         e->svc = calloc(e->nsvc + 1, sizeof(*e->svc));
         e->refuse_ev = event_new(base, -1, 0, refuse_cb, e);
-        if (!e->svc || !e->refuse_ev) {
+        e->loop_ev = event_new(base, -1, 0, loop_cb, e);
+        if (!e->svc || !e->refuse_ev || !e->loop_ev) {
                 r = -ENOMEM;
                 goto fail;
         }
@@ -519,6 +597,8 @@ HaEngine *ha_engine_free(HaEngine *e)
         }
         if (e->refuse_ev)
                 event_free(e->refuse_ev);
+        if (e->loop_ev)
+                event_free(e->loop_ev);
         for (unsigned i = 0; i < e->nsources; i++)
                 free(e->sources[i].rec);
         free(e->refused);
@@ -634,6 +714,7 @@ void ha_engine_stats_json(HaEngine *e, cJSON *o)
 
         w = cJSON_AddObjectToObject(o, "workers");
         cJSON_AddNumberToObject(w, "count", ha_pool_size(local));
+        cJSON_AddNumberToObject(w, "loop_jobs", (double)e->loop_jobs);
         jobs = cJSON_AddArrayToObject(w, "jobs");
         for (unsigned i = 0; i < ha_pool_size(local); i++)
                 cJSON_AddItemToArray(jobs, cJSON_CreateNumber((double)ha_pool_worker_jobs(local, i)));
