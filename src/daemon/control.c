@@ -9,6 +9,7 @@
 #include <sys/queue.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -29,6 +30,7 @@
 
 #define NO_ID HA_NO_ID
 #define OUTPUT_HIGH (4u << 20)  /* stop reading a client that does not read replies */
+#define READ_CHUNK (64u << 10)  /* one readv takes up to this much */
 /* Admins get in beyond max_connections while they hold fewer than this,
  * so that no one holding every connection can lock out reload. */
 #define ADMIN_RESERVE 4u
@@ -52,7 +54,8 @@ enum conn_state {
 
 struct Conn {
         HaControl *ctl;
-        struct bufferevent *bev;
+        struct bufferevent *bev;        /* its buffers, writes and write timeout */
+        struct event *rev;              /* reads, and the idle timeout (conn_rev_cb) */
         LIST_ENTRY(Conn) link;
         unsigned pending;       /* requests in the engine */
         enum conn_state state;
@@ -65,6 +68,11 @@ struct Conn {
         LIST_ENTRY(Conn) flush_link;
         void *lease;            /* a zone lease held by this connection */
         uint32_t jlen, dlen;
+        /* Reply bytes on their way: the payloads of its requests in
+         * flight (a failure's reply carries none, so this may overcount
+         * until pending is 0 again).  Counted against its share of the
+         * output budget before they land. */
+        uint64_t inflight_bytes;
         pid_t pid;
         uid_t uid;
         gid_t gid;
@@ -150,6 +158,7 @@ static void conn_close(Conn *c)
                 /* Code below us still reads c->bev's buffers: no free yet. */
                 conn_to(c, CONN_DOOMED);
                 bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+                event_del(c->rev);
                 return;
         }
         if (c->lease && ctl->detach)
@@ -162,6 +171,8 @@ static void conn_close(Conn *c)
         /* Its unsent replies leave the budget with it. */
         evbuffer_remove_cb_entry(bufferevent_get_output(c->bev), c->out_cb);
         ctl->out_bytes -= evbuffer_get_length(bufferevent_get_output(c->bev));
+        event_free(c->rev);
+        c->rev = NULL;
         bufferevent_free(c->bev);
         c->bev = NULL;
         conn_to(c, CONN_CLOSED);
@@ -199,6 +210,24 @@ static bool conn_leave(Conn *c)
         return false;
 }
 
+/*
+ * Reading is c->rev's, not the bufferevent's: libevent 2.1's evbuffer_read
+ * asks FIONREAD before each read and takes at most 4 KiB.  A persistent
+ * event whose timeout restarts at each read is the idle timeout.
+ */
+static void conn_read_on(Conn *c)
+{
+        unsigned ms = cfg_of(c->ctl)->client_timeout_ms;
+        struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+
+        event_add(c->rev, &tv);
+}
+
+static void conn_read_off(Conn *c)
+{
+        event_del(c->rev);
+}
+
 /* Whether c reads frames.  A closing connection still does while the
  * daemon shuts down: each frame it reads is answered E_SHUTDOWN. */
 static bool conn_may_read(const Conn *c)
@@ -217,7 +246,7 @@ static size_t conn_sweep(Conn *c)
         size_t got = 0;
 
         conn_to(c, CONN_SWEPT);
-        bufferevent_disable(c->bev, EV_READ);
+        conn_read_off(c);
         if (ioctl(fd, FIONREAD, &waiting) < 0)
                 return 0;
         /* The bufferevent keeps its input's end frozen outside its own reads. */
@@ -252,7 +281,7 @@ static bool conn_close_after_flush(Conn *c)
                 return false;
         conn_to(c, CONN_CLOSING);
         if (!conn_may_read(c))
-                bufferevent_disable(c->bev, EV_READ);
+                conn_read_off(c);
         return conn_close_if_done(c);
 }
 
@@ -264,21 +293,13 @@ static bool conn_check_eof(Conn *c)
         return true;
 }
 
-static bool conn_flush(Conn *c);
-
 /*
  * Replies are written once per loop pass, not one by one: send_frame
  * queues c for flush_cb, which writes each connection's replies with one
  * writev.  The bufferevent's EV_WRITE stays disabled while that keeps up,
  * so a reply costs no epoll_ctl; only a socket that is full hands the rest
  * to the bufferevent (EV_WRITE and its write timeout) until it drains.
- *
- * Batching must not let replies pile up in the daemon that the socket
- * would take: the output budget (conn_backlogged) counts what is buffered
- * here.  So a connection that holds FLUSH_NOW or more, or any while all
- * together are over output_budget, is written at once, as unbatched.
  */
-#define FLUSH_NOW (64u << 10)
 
 static void queue_flush(Conn *c)
 {
@@ -305,11 +326,7 @@ static void send_frame(Conn *c, const char *json, size_t jlen, const void *data,
                         conn_close(c);
                         return;
                 }
-        if (c->in_use && (evbuffer_get_length(out) >= FLUSH_NOW ||
-                          c->ctl->out_bytes > cfg_of(c->ctl)->output_budget))
-                (void)conn_flush(c);    /* in use: a failure closes it at conn_leave */
-        else
-                queue_flush(c);
+        queue_flush(c);
 }
 
 /* s: a reply printed by proto.c, consumed. */
@@ -418,6 +435,7 @@ static void submit(Conn *c, uint64_t id, uint16_t sid, struct evbuffer *in, uint
                 return;
         }
         c->pending++;
+        c->inflight_bytes += dlen;
 }
 
 static void m_submit(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer *in, uint32_t dlen)
@@ -775,13 +793,16 @@ static void out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, vo
  * than OUTPUT_HIGH, or all connections together hold more than
  * output_budget and c has at least its share (the budget over the
  * connections): those that hold the most stop first, those that read
- * their replies go on.  Only the replies of requests in flight (at most
- * the pool) and one frame's reply per connection land beyond the budget.
+ * their replies go on.  c's share counts the replies of its requests in
+ * flight too, so a connection whose output went into its socket reads
+ * at most a share and a frame more, not the pool's worth.
  */
 static bool conn_backlogged(Conn *c)
 {
         HaControl *ctl = c->ctl;
-        size_t out = evbuffer_get_length(bufferevent_get_output(c->bev));
+        /* With the replies on their way: a connection whose output went
+         * into its socket may not read a pool's worth more at once. */
+        uint64_t out = evbuffer_get_length(bufferevent_get_output(c->bev)) + c->inflight_bytes;
         uint64_t suppressed;
 
         if (out > OUTPUT_HIGH)
@@ -794,9 +815,9 @@ static bool conn_backlogged(Conn *c)
                 ha_log_ctx(LOG_WARNING, HA_LOG_CTX(.client_pid = (int)c->pid,
                                                    .client_uid = (uint32_t)c->uid),
                            "Replies waiting for clients passed output_budget (%llu bytes): not "
-                           "reading pid %d uid %u, which holds %zu bytes of them, until it "
+                           "reading pid %d uid %u, which holds %llu bytes of them, until it "
                            "reads them%s", (unsigned long long)cfg_of(ctl)->output_budget,
-                           (int)c->pid, (unsigned)c->uid, out,
+                           (int)c->pid, (unsigned)c->uid, (unsigned long long)out,
                            suppressed ? " (similar messages were suppressed)" : "");
         return true;
 }
@@ -805,7 +826,7 @@ static void conn_pause(Conn *c)
 {
         c->paused = true;
         c->ctl->npaused++;
-        bufferevent_disable(c->bev, EV_READ);
+        conn_read_off(c);
 }
 
 /* false when c was closed (and may be freed). */
@@ -857,10 +878,57 @@ static bool conn_read(Conn *c)
         return conn_leave(c) && conn_check_eof(c) && conn_close_if_done(c);
 }
 
-static void conn_read_cb(struct bufferevent *bev, void *userdata)
+static void conn_idle(Conn *c);
+
+static void conn_rev_cb(evutil_socket_t fd, short what, void *userdata)
 {
-        (void)bev;
-        (void)conn_read(userdata);
+        Conn *c = userdata;
+        struct evbuffer *in = bufferevent_get_input(c->bev);
+        struct evbuffer_iovec v[2];
+        ssize_t n;
+        int nv;
+
+        if (what & EV_TIMEOUT) {
+                conn_idle(c);
+                return;
+        }
+        /* The bufferevent keeps its input's end frozen outside its own reads. */
+        evbuffer_unfreeze(in, 0);
+        nv = evbuffer_reserve_space(in, READ_CHUNK, v, 2);
+        n = nv < 0 ? -1 : readv(fd, (struct iovec *)v, nv);
+        if (n > 0) {
+                size_t left = (size_t)n;
+
+                for (int i = 0; i < nv; i++) {
+                        v[i].iov_len = v[i].iov_len < left ? v[i].iov_len : left;
+                        left -= v[i].iov_len;
+                }
+                evbuffer_commit_space(in, v, nv);
+        }
+        evbuffer_freeze(in, 0);
+        if (nv < 0) {
+                log_warning("Out of memory reading a request, closing the connection");
+                conn_close(c);
+                return;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+                return;
+        if (n < 0) {
+                if (c->pending)
+                        log_debug("Client pid %d went away with %u requests in flight",
+                                  (int)c->pid, c->pending);
+                conn_close(c);
+                return;
+        }
+        if (n == 0) {
+                /* A half-close ("send everything, then read until EOF"):
+                 * what was sent is still answered. */
+                conn_read_off(c);
+                conn_to(c, CONN_EOF);
+                conn_check_eof(c);
+                return;
+        }
+        (void)conn_read(c);
 }
 
 /* The output has been fully written. */
@@ -870,7 +938,7 @@ static void conn_written(Conn *c)
                 c->paused = false;
                 c->ctl->npaused--;
                 if (c->state != CONN_EOF && c->state != CONN_SWEPT)
-                        bufferevent_enable(c->bev, EV_READ);
+                        conn_read_on(c);
                 if (!conn_read(c))      /* frames that waited for room */
                         return;
         }
@@ -913,10 +981,7 @@ static bool conn_flush(Conn *c)
                 bufferevent_enable(bev, EV_WRITE);      /* full: wait for room, with a timeout */
                 return true;
         }
-        if (c->in_use)
-                queue_flush(c);         /* conn_written once c is off the stack */
-        else
-                conn_written(c);
+        conn_written(c);
         return true;
 }
 
@@ -930,47 +995,41 @@ static void flush_cb(evutil_socket_t fd, short what, void *userdata)
                 (void)conn_flush(c);
 }
 
+/* Writing failed, or a client read none of its replies for client_timeout_ms. */
 static void conn_event_cb(struct bufferevent *bev, short what, void *userdata)
 {
         Conn *c = userdata;
         HaControl *ctl = c->ctl;
-        struct evbuffer *in = bufferevent_get_input(bev);
+        (void)bev;
 
-        if (what & BEV_EVENT_ERROR) {
-                if (c->pending)
-                        log_debug("Client pid %d went away with %u requests in flight",
-                                  (int)c->pid, c->pending);
-                conn_close(c);
-                return;
-        }
-        if (what & BEV_EVENT_EOF) {
-                /* A half-close ("send everything, then read until EOF"):
-                 * what was sent is still answered. */
-                conn_to(c, CONN_EOF);
-                conn_check_eof(c);
-                return;
-        }
-        if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_WRITING)) {
+        if (what & BEV_EVENT_TIMEOUT) {
                 ctl->st.timeouts++;
                 log_debug("Client pid %d read none of its replies for %u ms, closing",
                           (int)c->pid, cfg_of(ctl)->client_timeout_ms);
-                conn_close(c);
+        } else if (c->pending) {
+                log_debug("Client pid %d went away with %u requests in flight",
+                          (int)c->pid, c->pending);
+        }
+        conn_close(c);
+}
+
+/* Nothing read for client_timeout_ms. */
+static void conn_idle(Conn *c)
+{
+        HaControl *ctl = c->ctl;
+        struct evbuffer *in = bufferevent_get_input(c->bev);
+
+        if ((c->pending > 0 || c->lease) && !c->have_hdr && evbuffer_get_length(in) == 0) {
+                /* Quiet because it waits for replies, or because it holds
+                 * a zone lease and talks through shared memory: closing
+                 * would take its lease away.  Fine: the timeout restarts. */
                 return;
         }
-        if (what & BEV_EVENT_TIMEOUT) {
-                if ((c->pending > 0 || c->lease) && !c->have_hdr && evbuffer_get_length(in) == 0) {
-                        /* Quiet because it waits for replies, or because it
-                         * holds a zone lease and talks through shared memory:
-                         * closing would take its lease away.  Fine. */
-                        bufferevent_enable(bev, EV_READ);
-                        return;
-                }
-                ctl->st.timeouts++;
-                log_debug("Client pid %d %s for %u ms, closing", (int)c->pid,
-                          c->have_hdr || evbuffer_get_length(in) ? "stalled mid-frame" : "idle",
-                          cfg_of(ctl)->client_timeout_ms);
-                conn_close(c);
-        }
+        ctl->st.timeouts++;
+        log_debug("Client pid %d %s for %u ms, closing", (int)c->pid,
+                  c->have_hdr || evbuffer_get_length(in) ? "stalled mid-frame" : "idle",
+                  cfg_of(ctl)->client_timeout_ms);
+        conn_close(c);
 }
 
 /* A request came back: false when its client has gone (the reply is
@@ -978,6 +1037,8 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *userdata)
 static bool reply_due(Conn *c, uint64_t req_id, uint16_t service, const char *failure)
 {
         c->pending--;
+        if (c->pending == 0)
+                c->inflight_bytes = 0;
         if (failure)
                 log_request_error(c, req_id, service, failure);
         if (!c->bev) {
@@ -1013,6 +1074,7 @@ void ha_control_complete(void *owner, uint64_t req_id, uint16_t service, enum ha
 
         if (!reply_due(c, req_id, service, r != HA_RESULT_SUCCESS ? ha_result_name(r) : NULL))
                 return;
+        c->inflight_bytes -= len < c->inflight_bytes ? len : c->inflight_bytes;
         /* The hot path: written directly, no JSON tree, snprintf or allocation. */
         n = ha_reply_submit_write(json, sizeof(json), req_id, service, ha_result_name(r), (int)r,
                                   latency_ns);
@@ -1072,7 +1134,9 @@ static void conn_set_timeouts(Conn *c)
         unsigned ms = cfg_of(c->ctl)->client_timeout_ms;
         struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
 
-        bufferevent_set_timeouts(c->bev, &tv, &tv);
+        bufferevent_set_timeouts(c->bev, NULL, &tv);
+        if (event_pending(c->rev, EV_READ, NULL))
+                conn_read_on(c);
 }
 
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
@@ -1117,14 +1181,23 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
                 free(c);
                 return;
         }
-        bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+        c->rev = event_new(ctl->base, fd, EV_READ | EV_PERSIST, conn_rev_cb, c);
+        if (!c->rev) {
+                log_warning("Out of memory accepting a client, ignoring");
+                evbuffer_remove_cb_entry(bufferevent_get_output(c->bev), c->out_cb);
+                bufferevent_free(c->bev);
+                free(c);
+                return;
+        }
+        bufferevent_setcb(c->bev, NULL, conn_write_cb, conn_event_cb, c);
         conn_set_timeouts(c);
-        /* Larger writes for large replies.  (The read size does not help on
-         * libevent 2.1: evbuffer_read takes at most 4 KiB a call.) */
-        bufferevent_set_max_single_read(c->bev, 256 * 1024);
+        /* Larger writes for large replies. */
         bufferevent_set_max_single_write(c->bev, 256 * 1024);
-        /* EV_WRITE only while a full socket holds replies back (conn_flush). */
-        bufferevent_enable(c->bev, EV_READ);
+        /* The bufferevent neither reads (c->rev does) nor writes until a
+         * full socket holds replies back (conn_flush); a new one has
+         * EV_WRITE enabled. */
+        bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+        conn_read_on(c);
         LIST_INSERT_HEAD(&ctl->conns, c, link);
         ctl->nconns++;
         ctl->nadmins += admin;
