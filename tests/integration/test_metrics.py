@@ -217,7 +217,8 @@ class MetricsTest(unittest.TestCase):
                                               'largest_free', 'alloc_failures'})
             self.assertEqual(set(o['requests']), {'submitted', 'completed', 'failed', 'busy',
                                                   'tampered', 'rejected', 'orphaned'})
-            self.assertEqual(set(o['workers']), {'count', 'jobs'})
+            # loop_jobs: issue 14's hand-off to the loop
+            self.assertEqual(set(o['workers']), {'count', 'loop_jobs', 'jobs'})
             self.assertEqual(set(o['connections']), {
                 'current', 'total', 'rejected', 'max', 'protocol_errors', 'timeouts', 'denied',
                 'max_per_uid', 'rejected_per_uid', 'output_bytes', 'output_bytes_max',
