@@ -45,13 +45,15 @@ static void check(bool ok, const char *what)
  * left exactly as it was. */
 static void run_batch(HaV1Chan *c, size_t k)
 {
+        static const HaRun run = { .ops = &ha_executor_local };
+
         __atomic_store_n(&c->lost, false, __ATOMIC_RELAXED);    /* as dispatch() */
         for (size_t i = 0; i < k; i++) {
                 uint16_t before;
 
                 check(c->batch[i] < c->n, "batch index out of range");
                 before = c->q->entries[c->batch[i]].msg.flag;
-                v1_run(c, c->batch[i], 0);
+                v1_run(c, c->batch[i], &run);
                 check(c->jent[c->batch[i]].state == HA_J_FREE, "entry not FREE after its run");
                 if (c->slots[c->batch[i]].why == HA_V1_LOST)
                         check(c->lost && c->q->entries[c->batch[i]].msg.flag == before,

@@ -54,6 +54,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         static uint8_t mem[HA_ZONE_SIZE(POOL)] __attribute__((aligned(4096)));
         static HaZones zs;
         static HaZone z;
+        static const HaRun run = { .ops = &ha_executor_local };
         uint32_t before[HA_ZONE_ENTRIES], head, tail;
         unsigned expect[HA_ZONE_ENTRIES] = { 0 }, on_ring[HA_ZONE_ENTRIES] = { 0 };
         ZoneView v = ha_zone_view(mem, POOL);
@@ -99,9 +100,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         k = zone_recover(&z);
         check(k <= HA_ZONE_ENTRIES, "more re-runs than entries", 0);
         for (size_t i = 0; i < k; i++) {
-                check(z.batch[i] < HA_ZONE_ENTRIES, "re-run index out of range", z.batch[i]);
-                check(expect[z.batch[i]] == 1, "re-run against the rules", z.batch[i]);
-                zone_run(&z, z.batch[i], 0);
+                uint16_t idx = z.batch[i].idx;
+
+                check(idx < HA_ZONE_ENTRIES, "re-run index out of range", idx);
+                check(expect[idx] == 1, "re-run against the rules", idx);
+                zone_run(&z, idx, &run);
         }
         /* The ring after recovery, as a polling worker takes it. */
         (void)drain_pass(&z, 0, &left);

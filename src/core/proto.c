@@ -404,11 +404,297 @@ char *ha_reply_error_print(uint64_t id, enum ha_error code, const char *message,
         return env_print(id, "error", body, len);
 }
 
-int ha_reply_submit_write(char *buf, size_t size, uint64_t id, unsigned service,
-                          const char *status, int code, double latency_us)
+/* ===== the submit hot path: no tree, no snprintf, no allocation ===== */
+
+typedef struct Scan {
+        const char *p, *end;
+} Scan;
+
+static void scan_ws(Scan *s)
 {
-        return env_write(buf, size, id, "\"result\":{\"service\":%u,\"status\":\"%s\","
-                         "\"code\":%d,\"latency_us\":%.1f}}", service, status, code, latency_us);
+        while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
+                s->p++;
+}
+
+static bool scan_char(Scan *s, char ch)
+{
+        scan_ws(s);
+        if (s->p >= s->end || *s->p != ch)
+                return false;
+        s->p++;
+        return true;
+}
+
+/* Digits only, no leading zero, at most max: what strtod makes of them
+ * exactly, since max < 2^53. */
+static bool scan_uint(Scan *s, uint64_t max, uint64_t *ret)
+{
+        const char *start;
+        uint64_t v = 0;
+
+        scan_ws(s);
+        start = s->p;
+        while (s->p < s->end && *s->p >= '0' && *s->p <= '9') {
+                v = v * 10 + (uint64_t)(*s->p - '0');
+                if (v > max)
+                        return false;
+                s->p++;
+        }
+        if (s->p == start || (*start == '0' && s->p - start > 1))
+                return false;
+        /* A fraction or an exponent: the general path judges it. */
+        if (s->p < s->end && (*s->p == '.' || *s->p == 'e' || *s->p == 'E'))
+                return false;
+        *ret = v;
+        return true;
+}
+
+/* A string of printable ASCII without escapes: *str (not terminated), *n. */
+static bool scan_str(Scan *s, const char **str, size_t *n)
+{
+        if (!scan_char(s, '"'))
+                return false;
+        *str = s->p;
+        while (s->p < s->end && *s->p != '"') {
+                if (*s->p < 0x20 || *s->p > 0x7e || *s->p == '\\')
+                        return false;
+                s->p++;
+        }
+        if (s->p >= s->end)
+                return false;
+        *n = (size_t)(s->p++ - *str);
+        return true;
+}
+
+static bool str_is(const char *str, size_t n, const char *lit)
+{
+        return n == strlen(lit) && memcmp(str, lit, n) == 0;
+}
+
+static bool scan_lit(Scan *s, const char *lit)
+{
+        size_t n = strlen(lit);
+
+        if ((size_t)(s->end - s->p) < n || memcmp(s->p, lit, n) != 0)
+                return false;
+        s->p += n;
+        return true;
+}
+
+static bool scan_service(Scan *s, HaSubmitFast *f)
+{
+        const char *str;
+        uint64_t v;
+        size_t n;
+
+        scan_ws(s);
+        if (s->p < s->end && *s->p != '"') {
+                if (!scan_uint(s, UINT16_MAX, &v))
+                        return false;
+                f->service = (uint16_t)v;
+                return true;
+        }
+        if (!scan_str(s, &str, &n) || n == 0 || n >= sizeof(f->name))
+                return false;
+        memcpy(f->name, str, n);
+        f->name[n] = '\0';
+        return true;
+}
+
+/* "params": exactly {"service": S}. */
+static bool scan_params(Scan *s, HaSubmitFast *f)
+{
+        const char *key;
+        size_t n;
+
+        return scan_char(s, '{') && scan_str(s, &key, &n) && str_is(key, n, "service") &&
+               scan_char(s, ':') && scan_service(s, f) && scan_char(s, '}');
+}
+
+bool ha_submit_parse_fast(const char *json, size_t len, HaSubmitFast *f)
+{
+        enum { K_V = 1, K_ID = 2, K_METHOD = 4, K_PARAMS = 8 };
+        Scan s = { json, json + len };
+        unsigned seen = 0;
+        uint64_t v;
+
+        memset(f, 0, sizeof(*f));
+        if (!scan_char(&s, '{'))
+                return false;
+        for (;;) {
+                const char *key, *str;
+                size_t n, sn;
+                unsigned k;
+
+                if (!scan_str(&s, &key, &n) || !scan_char(&s, ':'))
+                        return false;
+                if (str_is(key, n, "v"))
+                        k = K_V;
+                else if (str_is(key, n, "id"))
+                        k = K_ID;
+                else if (str_is(key, n, "method"))
+                        k = K_METHOD;
+                else if (str_is(key, n, "params"))
+                        k = K_PARAMS;
+                else
+                        return false;
+                if (seen & k)
+                        return false;   /* a duplicate: which one wins is the general path's call */
+                seen |= k;
+                if (k == K_V && (!scan_uint(&s, 1, &v) || v != HA_PROTO_VERSION))
+                        return false;
+                if (k == K_ID && !scan_uint(&s, HA_PROTO_MAX_ID, &f->id))
+                        return false;
+                if (k == K_METHOD && (!scan_str(&s, &str, &sn) || !str_is(str, sn, HA_METHOD_SUBMIT)))
+                        return false;
+                if (k == K_PARAMS && !scan_params(&s, f))
+                        return false;
+                if (scan_char(&s, '}'))
+                        break;
+                if (!scan_char(&s, ','))
+                        return false;
+        }
+        scan_ws(&s);
+        if (s.p != s.end || (seen | K_ID) != (K_V | K_ID | K_METHOD | K_PARAMS))
+                return false;
+        f->has_id = seen & K_ID;
+        if (!f->has_id)
+                f->id = HA_NO_ID;
+        return true;
+}
+
+bool ha_submit_fast_agrees(const char *json, size_t len)
+{
+        enum ha_error err;
+        const cJSON *svc;
+        HaSubmitFast f;
+        const char *msg;
+        HaRequest req;
+        bool same;
+
+        if (!ha_submit_parse_fast(json, len, &f))
+                return true;
+        if (ha_request_parse(json, len, &req, &err, &msg) < 0) {
+                ha_request_done(&req);
+                return false;
+        }
+        svc = req.params ? cJSON_GetObjectItemCaseSensitive(req.params, "service") : NULL;
+        same = req.has_id == f.has_id && (!f.has_id || req.id == f.id) &&
+               strcmp(req.method, HA_METHOD_SUBMIT) == 0 &&
+               (f.name[0] ? cJSON_IsString(svc) && strcmp(svc->valuestring, f.name) == 0 :
+                cJSON_IsNumber(svc) && svc->valuedouble == f.service);
+        ha_request_done(&req);
+        return same;
+}
+
+/* Decimal digits of v at p; returns the end. */
+static char *put_u64(char *p, uint64_t v)
+{
+        char tmp[20];
+        int n = 0;
+
+        do {
+                tmp[n++] = (char)('0' + v % 10);
+                v /= 10;
+        } while (v);
+        while (n)
+                *p++ = tmp[--n];
+        return p;
+}
+
+static char *put_lit(char *p, const char *lit)
+{
+        size_t n = strlen(lit);
+
+        memcpy(p, lit, n);
+        return p + n;
+}
+
+/* {"v":1, or {"v":1,"id":N, */
+static char *put_env_start(char *p, uint64_t id)
+{
+        p = put_lit(p, "{\"v\":");
+        p = put_u64(p, HA_PROTO_VERSION);
+        *p++ = ',';
+        if (id != HA_NO_ID) {
+                p = put_lit(p, "\"id\":");
+                p = put_u64(p, id);
+                *p++ = ',';
+        }
+        return p;
+}
+
+int ha_request_submit_write(char *buf, size_t size, uint64_t id, unsigned service)
+{
+        char *p = buf;
+
+        if (size < HA_SUBMIT_JSON_MAX || service > UINT16_MAX)
+                return -EINVAL;
+        p = put_env_start(p, id);
+        p = put_lit(p, "\"method\":\"" HA_METHOD_SUBMIT "\",\"params\":{\"service\":");
+        p = put_u64(p, service);
+        p = put_lit(p, "}}");
+        return (int)(p - buf);
+}
+
+int ha_reply_submit_write(char *buf, size_t size, uint64_t id, unsigned service,
+                          const char *status, int code, uint64_t latency_ns)
+{
+        /* Tenths of a microsecond, rounded half up. */
+        uint64_t tenths = latency_ns / 100 + (latency_ns % 100 >= 50);
+        size_t slen = strnlen(status, 32);
+        char *p = buf;
+
+        if (size < HA_SUBMIT_JSON_MAX || service > UINT16_MAX)
+                return -EINVAL;
+        p = put_env_start(p, id);
+        p = put_lit(p, "\"result\":{\"service\":");
+        p = put_u64(p, service);
+        p = put_lit(p, ",\"status\":\"");
+        memcpy(p, status, slen);
+        p += slen;
+        p = put_lit(p, "\",\"code\":");
+        if (code < 0) {
+                *p++ = '-';
+                p = put_u64(p, (uint64_t)-(int64_t)code);
+        } else {
+                p = put_u64(p, (uint64_t)code);
+        }
+        p = put_lit(p, ",\"latency_us\":");
+        p = put_u64(p, tenths / 10);
+        *p++ = '.';
+        *p++ = (char)('0' + tenths % 10);
+        p = put_lit(p, "}}");
+        *p = '\0';
+        return (int)(p - buf);
+}
+
+bool ha_reply_submit_parse_fast(const char *json, size_t len, uint64_t *id, unsigned *service,
+                                bool *status_ok)
+{
+        Scan s = { json, json + len };
+        uint64_t v, svc, code;
+        const char *status;
+        size_t n;
+
+        if (!scan_lit(&s, "{\"v\":1,\"id\":") || !scan_uint(&s, HA_PROTO_MAX_ID, &v) ||
+            !scan_lit(&s, ",\"result\":{\"service\":") || !scan_uint(&s, UINT16_MAX, &svc) ||
+            !scan_lit(&s, ",\"status\":") || !scan_str(&s, &status, &n) ||
+            !scan_lit(&s, ",\"code\":") || !scan_uint(&s, 255, &code) ||
+            !scan_lit(&s, ",\"latency_us\":"))
+                return false;
+        /* The latency only in the writer's form: digits, a point, one digit. */
+        while (s.p < s.end && *s.p >= '0' && *s.p <= '9')
+                s.p++;
+        if (!scan_lit(&s, ".") || s.p >= s.end || *s.p < '0' || *s.p > '9')
+                return false;
+        s.p++;
+        if (!scan_lit(&s, "}}") || s.p != s.end)
+                return false;
+        *id = v;
+        *service = (unsigned)svc;
+        *status_ok = str_is(status, n, "SUCCESS");
+        return true;
 }
 
 void ha_request_done(HaRequest *req)

@@ -54,9 +54,51 @@ char *ha_request_print(uint64_t id, const char *method, const cJSON *params, siz
 /* Replies are UTF-8 even where a message quotes a client's bytes. */
 char *ha_reply_print(uint64_t id, const cJSON *result, size_t *len);
 char *ha_reply_error_print(uint64_t id, enum ha_error code, const char *message, size_t *len);
-/* The submit reply, the hot path: no tree.  status is ha_result_name(code). */
+
+/*
+ * The submit hot path, written without a tree, snprintf or an allocation;
+ * buf needs HA_SUBMIT_JSON_MAX bytes (-EINVAL otherwise, or for a service
+ * over 65535); returns the length (the reply is also NUL-terminated).
+ * The request: {"v":1[,"id":N],"method":"submit","params":{"service":S}}.
+ * The reply: {"v":1[,"id":N],"result":{"service":S,"status":"NAME",
+ * "code":C,"latency_us":X.Y}}, status ha_result_name(code), the latency in
+ * tenths of a microsecond rounded half up.
+ */
+#define HA_SUBMIT_JSON_MAX 192
+int ha_request_submit_write(char *buf, size_t size, uint64_t id, unsigned service);
 int ha_reply_submit_write(char *buf, size_t size, uint64_t id, unsigned service,
-                          const char *status, int code, double latency_us);
+                          const char *status, int code, uint64_t latency_ns);
+
+/*
+ * The daemon's side: a submit request in its plain shape, decoded without
+ * a tree.  Takes only an object with the keys "v" (exactly 1), "id"
+ * (optional, digits only, at most 2^53-1), "method" (exactly "submit") and
+ * "params" (an object whose one key "service" is an id of digits up to
+ * 65535, or a name of 1 to 63 printable ASCII bytes without escapes), each
+ * once, in any order, JSON whitespace between tokens.  true: f holds what
+ * ha_request_parse makes of it (name[0]: the service by that name; else
+ * its id in service; id HA_NO_ID when has_id is false).  false for
+ * anything else, which takes the general path and its errors.
+ */
+typedef struct HaSubmitFast {
+        bool has_id;
+        uint64_t id;
+        uint16_t service;
+        char name[64];
+} HaSubmitFast;
+
+bool ha_submit_parse_fast(const char *json, size_t len, HaSubmitFast *f);
+/* For tests and the fuzzer: false when the fast parser takes json and
+ * ha_request_parse makes something else of it. */
+bool ha_submit_fast_agrees(const char *json, size_t len);
+
+/*
+ * A client's side: a reply in exactly the shape ha_reply_submit_write
+ * makes, with an id.  true with *id, *service and *status_ok (status
+ * "SUCCESS"); false for anything else: use ha_reply_parse.
+ */
+bool ha_reply_submit_parse_fast(const char *json, size_t len, uint64_t *id, unsigned *service,
+                                bool *status_ok);
 
 /*
  * Check a received header.  0 on success; otherwise *err says why:

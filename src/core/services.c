@@ -47,9 +47,9 @@ static enum ha_result svc_echo(uint8_t *buf, size_t len)
 }
 
 static const HaService table[] = {
-        { 1, "encrypt", "XOR with the 16-byte HyperAMP key, then 0x55", svc_xor, false },
-        { 2, "decrypt", "inverse of encrypt", svc_xor, false },
-        { 66, "echo", "returns the payload unchanged", svc_echo, true },
+        { 1, "encrypt", "XOR with the 16-byte HyperAMP key, then 0x55", svc_xor, false, true },
+        { 2, "decrypt", "inverse of encrypt", svc_xor, false, true },
+        { 66, "echo", "returns the payload unchanged", svc_echo, true, true },
 };
 
 #if HA_TEST_SEAMS
@@ -69,7 +69,8 @@ static enum ha_result svc_stall(uint8_t *buf, size_t len)
 }
 
 static const HaService stall_service = {
-        HA_SERVICE_STALL, "stall", "test seam: waits for a byte per request", svc_stall, true
+        HA_SERVICE_STALL, "stall", "test seam: waits for a byte per request", svc_stall, true,
+        false   /* blocks: never on the loop */
 };
 
 void ha_services_enable_stall(int fd)

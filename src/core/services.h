@@ -18,6 +18,7 @@ typedef struct HaService {
         const char *summary;
         ha_service_fn fn;
         bool reads_only;        /* never writes buf: may run where a crash could interrupt it */
+        bool quick;             /* never blocks, a few ns a byte: a small one may run on the loop */
 } HaService;
 
 /*

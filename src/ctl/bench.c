@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * hyperampctl bench: keep C requests in flight over K connections from one
- * thread (poll), or from T threads through shared memory, verify every
+ * thread (epoll), or from T threads through shared memory, verify every
  * response against the reference service, and report throughput and
  * latency percentiles.  -n runs a number of requests, --duration a time;
  * --mix cycles through every service and a ladder of sizes.
@@ -10,7 +10,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <sched.h>
-#include <poll.h>
+#include <sys/epoll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -30,6 +30,8 @@ typedef struct BConn {
         size_t out_len, out_off, out_cap;
         uint8_t *in;
         size_t in_len, in_cap;
+        bool want_out;          /* EPOLLOUT armed: the socket was full */
+        bool dirty;             /* on the list of connections to flush */
 } BConn;
 
 /* One kind of request: request id uses var[id % nvar]. */
@@ -56,6 +58,7 @@ typedef struct Bench {
         unsigned long ring;
         unsigned long *owner;
         uint64_t *t_sent;       /* ns, by the same slot */
+        uint64_t now_ns;        /* the socket loop's clock: read once a pass */
         /* Latencies: each one with -n (exact percentiles); with --duration a
          * histogram, so memory stays fixed however long it runs. */
         uint64_t *lat;
@@ -73,7 +76,7 @@ static const Variant *variant_of(const Bench *b, unsigned long id)
 
 static bool socket_more(const Bench *b)
 {
-        return b->duration_s ? ha_now_ns() < b->deadline_ns : b->sent < b->total;
+        return b->duration_s ? b->now_ns < b->deadline_ns : b->sent < b->total;
 }
 
 /* Threads may call this at once (shm): each takes its own lat slot. */
@@ -119,13 +122,11 @@ static int queue_request(Bench *b, BConn *bc, unsigned long id)
 {
         const Variant *v = variant_of(b, id);
         unsigned long slot = id % b->ring;
-        char json[128], params[32];
+        char json[HA_SUBMIT_JSON_MAX];
         uint8_t hdr[HA_PROTO_HDR_SIZE];
         size_t need;
-        int n;
-
-        snprintf(params, sizeof(params), "{\"service\":%u}", v->service);
-        n = ha_request_write(json, sizeof(json), id, HA_METHOD_SUBMIT, params);
+        /* The shape the daemon's fast path takes, without snprintf. */
+        int n = ha_request_submit_write(json, sizeof(json), id, v->service);
 
         if (b->owner[slot]) {
                 /* Its slot came round again: that request is lost, and a
@@ -151,18 +152,49 @@ static int queue_request(Bench *b, BConn *bc, unsigned long id)
         memcpy(bc->out + bc->out_len + sizeof(hdr) + n, b->payload + v->off, v->size);
         bc->out_len = need;
         b->owner[slot] = id + 1;
-        b->t_sent[slot] = ha_now_ns();
+        b->t_sent[slot] = b->now_ns;
         return 0;
+}
+
+/* The reply to id, known to be outstanding: check it against the reference. */
+static void check_reply(Bench *b, unsigned long id, uint16_t service, bool success,
+                        const char *status, const uint8_t *data, uint32_t dlen)
+{
+        unsigned long slot = id % b->ring;
+        const Variant *v = variant_of(b, id);
+
+        b->owner[slot] = 0;
+        b->done++;
+        if (service != v->service)
+                fail(b, id, "answered by another service", "");
+        else if (!success)
+                fail(b, id, "status ", status);
+        else if (dlen != v->size || memcmp(data, b->expect + v->off, v->size) != 0)
+                fail(b, id, "result bytes differ from the reference", "");
+        else
+                record_latency(b, &b->hist, b->now_ns - b->t_sent[slot]);
+}
+
+static bool outstanding(const Bench *b, uint64_t id)
+{
+        return id < b->sent && b->owner[id % b->ring] == id + 1;
 }
 
 /* Check one reply frame; returns -EBADMSG for a stream we cannot follow. */
 static int handle_reply(Bench *b, const char *json, uint32_t jlen, const uint8_t *data, uint32_t dlen)
 {
-        const Variant *v;
         HaReply rep;
-        const cJSON *st;
-        unsigned long id, slot;
+        const cJSON *st, *svc;
+        uint64_t fid;
+        uint16_t want;
+        unsigned fsvc;
+        bool ok;
 
+        /* The daemon's own shape for a submit reply: no JSON tree. */
+        if (ha_reply_submit_parse_fast(json, jlen, &fid, &fsvc, &ok) && ok && outstanding(b, fid)) {
+                check_reply(b, (unsigned long)fid, (uint16_t)fsvc, true, "SUCCESS", data, dlen);
+                return 0;
+        }
         if (ha_reply_parse(json, jlen, &rep) < 0) {
                 snprintf(b->first_error, sizeof(b->first_error), "a reply that is not hyperampd's");
                 return -EBADMSG;
@@ -175,35 +207,30 @@ static int handle_reply(Bench *b, const char *json, uint32_t jlen, const uint8_t
                 ha_reply_done(&rep);
                 return -ECONNREFUSED;
         }
-        if (!rep.has_id || rep.id >= b->sent || b->owner[rep.id % b->ring] != rep.id + 1) {
+        if (!rep.has_id || !outstanding(b, rep.id)) {
                 snprintf(b->first_error, sizeof(b->first_error),
                          "reply with a missing, unsent or repeated id");
                 ha_reply_done(&rep);
                 return -EBADMSG;
         }
-        id = (unsigned long)rep.id;
-        slot = id % b->ring;
-        v = variant_of(b, id);
-        b->owner[slot] = 0;
-        b->done++;
         if (rep.error_code) {
+                unsigned long id = (unsigned long)rep.id;
+
+                b->owner[id % b->ring] = 0;
+                b->done++;
                 if (strcmp(rep.error_code, "E_BUSY") == 0)
                         b->busy++;
                 fail(b, id, "error ", rep.error_code);
-        } else {
-                const cJSON *svc = cJSON_GetObjectItemCaseSensitive(rep.result, "service");
-
-                st = cJSON_GetObjectItemCaseSensitive(rep.result, "status");
-                if (!cJSON_IsNumber(svc) || svc->valuedouble != v->service)
-                        fail(b, id, "answered by another service", "");
-                else if (!cJSON_IsString(st) || strcmp(st->valuestring, "SUCCESS") != 0)
-                        fail(b, id, "status ",
-                             cJSON_IsString(st) ? st->valuestring : "missing");
-                else if (dlen != v->size || memcmp(data, b->expect + v->off, v->size) != 0)
-                        fail(b, id, "result bytes differ from the reference", "");
-                else
-                        record_latency(b, &b->hist, ha_now_ns() - b->t_sent[slot]);
+                ha_reply_done(&rep);
+                return 0;
         }
+        svc = cJSON_GetObjectItemCaseSensitive(rep.result, "service");
+        st = cJSON_GetObjectItemCaseSensitive(rep.result, "status");
+        want = variant_of(b, rep.id)->service;
+        check_reply(b, (unsigned long)rep.id,
+                    cJSON_IsNumber(svc) && svc->valuedouble == want ? want : (uint16_t)(want + 1u),
+                    cJSON_IsString(st) && strcmp(st->valuestring, "SUCCESS") == 0,
+                    cJSON_IsString(st) ? st->valuestring : "missing", data, dlen);
         ha_reply_done(&rep);
         return 0;
 }
@@ -292,77 +319,149 @@ static void progress(const Bench *b, uint64_t start, bool final)
                 fputc('\n', stderr);
 }
 
+/* Write what bc holds; arm EPOLLOUT only while the socket is full. */
+static void flush_conn(int ep, BConn *bc, unsigned long i)
+{
+        bool full = false;
+
+        while (bc->out_len > bc->out_off) {
+                ssize_t n = send(bc->cl.fd, bc->out + bc->out_off, bc->out_len - bc->out_off,
+                                 MSG_NOSIGNAL | MSG_DONTWAIT);
+
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0 && errno == EAGAIN) {
+                        full = true;
+                        break;
+                }
+                if (n < 0) {
+                        /* The daemon went: its last words are read as EPOLLIN. */
+                        bc->out_off = bc->out_len = 0;
+                        break;
+                }
+                bc->out_off += (size_t)n;
+        }
+        if (bc->out_off == bc->out_len)
+                bc->out_off = bc->out_len = 0;
+        if (full != bc->want_out) {
+                struct epoll_event ev = { .events = EPOLLIN | (full ? EPOLLOUT : 0), .data.u64 = i };
+
+                bc->want_out = full;
+                (void)epoll_ctl(ep, EPOLL_CTL_MOD, bc->cl.fd, &ev);
+        }
+}
+
+/* Read what bc's socket holds and check every whole reply in it; returns
+ * how many bytes came. */
+static ssize_t read_conn(Bench *b, BConn *bc)
+{
+        ssize_t got = 0;
+
+        for (;;) {
+                size_t room;
+                ssize_t n;
+                int e;
+
+                if (buf_reserve(&bc->in, &bc->in_cap, bc->in_len + 65536) < 0)
+                        return -ENOMEM;
+                room = bc->in_cap - bc->in_len;
+                n = recv(bc->cl.fd, bc->in + bc->in_len, room, MSG_DONTWAIT);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0 && errno == EAGAIN)
+                        return got;
+                if (n <= 0)
+                        return -ECONNRESET;
+                got += n;
+                bc->in_len += (size_t)n;
+                e = drain_input(b, bc);
+                if (e < 0)
+                        return e;   /* -EBADMSG, or -ECONNREFUSED: the daemon refused */
+                if ((size_t)n < room)
+                        return got; /* short of the room: nothing more waits */
+        }
+}
+
+/*
+ * One thread, every connection on one epoll set: a pass reads the clock
+ * once, reads the replies that came, queues as many requests as that made
+ * room for (each on the next connection in turn), and writes each
+ * connection's batch with one send.
+ */
 static int run(Bench *b, Ctx *ctx, BConn *conns, double *ret_secs)
 {
-        _cleanup_free_ struct pollfd *pfd = calloc(b->nconns, sizeof(*pfd));
+        _cleanup_free_ struct epoll_event *evs = calloc(b->nconns, sizeof(*evs));
+        _cleanup_free_ unsigned long *dirty = calloc(b->nconns, sizeof(*dirty));
+        _cleanup_close_ int ep = epoll_create1(EPOLL_CLOEXEC);
         bool tty = isatty(STDERR_FILENO) == 1;
-        unsigned long next_conn = 0, shown = 0;
+        unsigned long next_conn = 0, shown = 0, ndirty = 0;
         int64_t idle_deadline;
         uint64_t start;
 
-        if (!pfd)
+        if (!evs || !dirty)
                 return -ENOMEM;
-        start = ha_now_ns();
+        if (ep < 0)
+                return -errno;
+        for (unsigned long i = 0; i < b->nconns; i++) {
+                struct epoll_event ev = { .events = EPOLLIN, .data.u64 = i };
+
+                if (epoll_ctl(ep, EPOLL_CTL_ADD, conns[i].cl.fd, &ev) < 0)
+                        return -errno;
+        }
+        start = b->now_ns = ha_now_ns();
         /* From the same instant as the elapsed time: a run is never shorter. */
         b->deadline_ns = start + (uint64_t)b->duration_s * 1000000000ull;
         idle_deadline = ha_mono_ms() + ctx->timeout_ms;
         for (;;) {
-                bool more = socket_more(b);
+                bool more = socket_more(b), progressed = false;
                 int r;
 
                 if (!more && b->done >= b->sent)
                         break;
                 while (more && b->sent - b->done < b->conc) {
-                        if (queue_request(b, &conns[next_conn], b->sent) < 0)
+                        BConn *bc = &conns[next_conn];
+
+                        if (queue_request(b, bc, b->sent) < 0)
                                 return -ENOMEM;
+                        if (!bc->dirty) {
+                                bc->dirty = true;
+                                dirty[ndirty++] = next_conn;
+                        }
                         b->sent++;
                         next_conn = (next_conn + 1) % b->nconns;
                         more = b->duration_s || b->sent < b->total;
                 }
-                for (unsigned long i = 0; i < b->nconns; i++) {
-                        pfd[i].fd = conns[i].cl.fd;
-                        pfd[i].events = POLLIN | (conns[i].out_len > conns[i].out_off ? POLLOUT : 0);
+                for (unsigned long k = 0; k < ndirty; k++) {
+                        conns[dirty[k]].dirty = false;
+                        flush_conn(ep, &conns[dirty[k]], dirty[k]);
                 }
+                ndirty = 0;
                 int64_t left = idle_deadline - ha_mono_ms();
                 if (left <= 0)
                         return -ETIMEDOUT;
-                r = poll(pfd, b->nconns, (int)(left > INT32_MAX ? INT32_MAX : left));
+                r = epoll_wait(ep, evs, (int)b->nconns, (int)(left > INT32_MAX ? INT32_MAX : left));
                 if (r < 0 && errno != EINTR)
                         return -errno;
-                for (unsigned long i = 0; r > 0 && i < b->nconns; i++) {
+                b->now_ns = ha_now_ns();
+                for (int k = 0; k < r; k++) {
+                        unsigned long i = (unsigned long)evs[k].data.u64;
                         BConn *bc = &conns[i];
-                        if (pfd[i].revents & POLLOUT) {
-                                ssize_t n = send(bc->cl.fd, bc->out + bc->out_off,
-                                                 bc->out_len - bc->out_off, MSG_NOSIGNAL);
-                                if (n < 0 && errno != EAGAIN && errno != EINTR) {
-                                        pfd[i].revents |= POLLIN;  /* read its last words */
-                                        bc->out_off = bc->out_len = 0;
-                                }
-                                if (n > 0)
-                                        bc->out_off += (size_t)n;
-                                if (bc->out_off == bc->out_len)
-                                        bc->out_off = bc->out_len = 0;
-                        }
-                        if (pfd[i].revents & (POLLIN | POLLHUP | POLLERR)) {
-                                ssize_t n;
-                                if (buf_reserve(&bc->in, &bc->in_cap, bc->in_len + 65536) < 0)
-                                        return -ENOMEM;
-                                n = recv(bc->cl.fd, bc->in + bc->in_len, bc->in_cap - bc->in_len, 0);
-                                if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
-                                        return -ECONNRESET;
-                                if (n > 0) {
-                                        bc->in_len += (size_t)n;
-                                        int e = drain_input(b, bc);
 
-                                        if (e < 0)
-                                                return e;
-                                        idle_deadline = ha_mono_ms() + ctx->timeout_ms;
-                                }
+                        if (evs[k].events & EPOLLOUT)
+                                flush_conn(ep, bc, i);
+                        if (evs[k].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+                                ssize_t n = read_conn(b, bc);
+
+                                if (n < 0)
+                                        return (int)n;
+                                progressed |= n > 0;
                         }
                 }
+                if (progressed)
+                        idle_deadline = ha_mono_ms() + ctx->timeout_ms;
                 if (tty && !ctx->json) {
                         unsigned long pct = b->duration_s ?
-                                (unsigned long)((ha_now_ns() - start) / 10000000ull / b->duration_s) :
+                                (unsigned long)((b->now_ns - start) / 10000000ull / b->duration_s) :
                                 b->done * 100 / b->total;
                         if (pct != shown) {
                                 shown = pct;

@@ -9,6 +9,7 @@
 #include <sys/queue.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -31,6 +32,7 @@
 
 #define NO_ID HA_NO_ID
 #define OUTPUT_HIGH (4u << 20)  /* stop reading a client that does not read replies */
+#define READ_CHUNK (64u << 10)  /* one readv takes up to this much */
 /* Admins get in beyond max_connections while they hold fewer than this,
  * so that no one holding every connection can lock out reload. */
 #define ADMIN_RESERVE 4u
@@ -54,7 +56,8 @@ enum conn_state {
 
 struct Conn {
         HaControl *ctl;
-        struct bufferevent *bev;
+        struct bufferevent *bev;        /* its buffers, writes and write timeout */
+        struct event *rev;              /* reads, and the idle timeout (conn_rev_cb) */
         LIST_ENTRY(Conn) link;
         unsigned pending;       /* requests in the engine */
         enum conn_state state;
@@ -63,8 +66,15 @@ struct Conn {
         struct evbuffer_cb_entry *out_cb;       /* counts its output in ctl->out_bytes */
         bool in_use;            /* a callback has it on the stack (conn_enter) */
         bool admin;             /* an admin when it connected: the reserve, no uid cap */
+        bool flush_queued;      /* on ctl->flushq: replies to write this loop pass */
+        LIST_ENTRY(Conn) flush_link;
         void *lease;            /* a zone lease held by this connection */
         uint32_t jlen, dlen;
+        /* Reply bytes on their way: the payloads of its requests in
+         * flight (a failure's reply carries none, so this may overcount
+         * until pending is 0 again).  Counted against its share of the
+         * output budget before they land. */
+        uint64_t inflight_bytes;
         pid_t pid;
         uid_t uid;
         gid_t gid;
@@ -127,6 +137,8 @@ struct HaControl {
         struct event *retry_ev;
         LIST_HEAD(, Conn) conns;
         LIST_HEAD(, Conn) orphans;      /* closed, waiting for their requests */
+        LIST_HEAD(, Conn) flushq;       /* with replies added this pass */
+        struct event *flush_ev;         /* writes them, once per pass */
         unsigned nconns;
         unsigned nadmins;       /* of them, admins */
         unsigned npaused;       /* of them, not read for their backlog of replies */
@@ -193,14 +205,21 @@ static void conn_close(Conn *c)
                 /* Code below us still reads c->bev's buffers: no free yet. */
                 conn_to(c, CONN_DOOMED);
                 bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+                event_del(c->rev);
                 return;
         }
         if (c->lease && ctl->detach)
                 ctl->detach(ctl->zone_userdata, c->lease);
         c->lease = NULL;
+        if (c->flush_queued) {
+                LIST_REMOVE(c, flush_link);
+                c->flush_queued = false;
+        }
         /* Its unsent replies leave the budget with it. */
         evbuffer_remove_cb_entry(bufferevent_get_output(c->bev), c->out_cb);
         ctl->out_bytes -= evbuffer_get_length(bufferevent_get_output(c->bev));
+        event_free(c->rev);
+        c->rev = NULL;
         bufferevent_free(c->bev);
         c->bev = NULL;
         conn_to(c, CONN_CLOSED);
@@ -238,6 +257,24 @@ static bool conn_leave(Conn *c)
         return false;
 }
 
+/*
+ * Reading is c->rev's, not the bufferevent's: libevent 2.1's evbuffer_read
+ * asks FIONREAD before each read and takes at most 4 KiB.  A persistent
+ * event whose timeout restarts at each read is the idle timeout.
+ */
+static void conn_read_on(Conn *c)
+{
+        unsigned ms = cfg_of(c->ctl)->client_timeout_ms;
+        struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+
+        event_add(c->rev, &tv);
+}
+
+static void conn_read_off(Conn *c)
+{
+        event_del(c->rev);
+}
+
 /* Whether c reads frames.  A closing connection still does while the
  * daemon shuts down: each frame it reads is answered E_SHUTDOWN. */
 static bool conn_may_read(const Conn *c)
@@ -256,7 +293,7 @@ static size_t conn_sweep(Conn *c)
         size_t got = 0;
 
         conn_to(c, CONN_SWEPT);
-        bufferevent_disable(c->bev, EV_READ);
+        conn_read_off(c);
         if (ioctl(fd, FIONREAD, &waiting) < 0)
                 return 0;
         /* The bufferevent keeps its input's end frozen outside its own reads. */
@@ -291,7 +328,7 @@ static bool conn_close_after_flush(Conn *c)
                 return false;
         conn_to(c, CONN_CLOSING);
         if (!conn_may_read(c))
-                bufferevent_disable(c->bev, EV_READ);
+                conn_read_off(c);
         return conn_close_if_done(c);
 }
 
@@ -301,6 +338,26 @@ static bool conn_check_eof(Conn *c)
         if (c->bev && c->state >= CONN_EOF && !c->paused && c->pending == 0)
                 return conn_close_after_flush(c);
         return true;
+}
+
+/*
+ * Replies are written once per loop pass, not one by one: send_frame
+ * queues c for flush_cb, which writes each connection's replies with one
+ * writev.  The bufferevent's EV_WRITE stays disabled while that keeps up,
+ * so a reply costs no epoll_ctl; only a socket that is full hands the rest
+ * to the bufferevent (EV_WRITE and its write timeout) until it drains.
+ */
+
+static void queue_flush(Conn *c)
+{
+        HaControl *ctl = c->ctl;
+
+        if (c->flush_queued)
+                return;
+        c->flush_queued = true;
+        LIST_INSERT_HEAD(&ctl->flushq, c, flush_link);
+        if (LIST_NEXT(c, flush_link) == NULL)
+                event_active(ctl->flush_ev, EV_WRITE, 0);
 }
 
 static void send_frame(Conn *c, const char *json, size_t jlen, const void *data, size_t dlen)
@@ -316,6 +373,7 @@ static void send_frame(Conn *c, const char *json, size_t jlen, const void *data,
                         conn_close(c);
                         return;
                 }
+        queue_flush(c);
 }
 
 /* s: a reply printed by proto.c, consumed. */
@@ -397,19 +455,12 @@ static int parse_service(const cJSON *v, uint16_t *ret, char *err, size_t errlen
         return r;
 }
 
-static void m_submit(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer *in, uint32_t dlen)
+/* A submit whose service is known: the fast path's and the general one's. */
+static void submit(Conn *c, uint64_t id, uint16_t sid, struct evbuffer *in, uint32_t dlen)
 {
         HaControl *ctl = c->ctl;
-        char err[128];
-        uint16_t sid;
         int r;
 
-        if (parse_service(cJSON_GetObjectItemCaseSensitive(req->params, "service"), &sid,
-                          err, sizeof(err)) < 0) {
-                HA_INC(&ctl->st, rejected_requests);
-                send_error(c, id, HA_E_INVALID, err);
-                return;
-        }
         if (dlen == 0) {
                 HA_INC(&ctl->st, rejected_requests);
                 send_error(c, id, HA_E_INVALID, "the payload is empty");
@@ -431,6 +482,21 @@ static void m_submit(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer
                 return;
         }
         c->pending++;
+        c->inflight_bytes += dlen;
+}
+
+static void m_submit(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer *in, uint32_t dlen)
+{
+        char err[128];
+        uint16_t sid;
+
+        if (parse_service(cJSON_GetObjectItemCaseSensitive(req->params, "service"), &sid,
+                          err, sizeof(err)) < 0) {
+                HA_INC(&c->ctl->st, rejected_requests);
+                send_error(c, id, HA_E_INVALID, err);
+                return;
+        }
+        submit(c, id, sid, in, dlen);
 }
 
 static void m_ping(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer *in, uint32_t dlen)
@@ -707,6 +773,29 @@ static const struct method {
 
 /* ===== frame decoding ===== */
 
+/*
+ * A submit in its plain shape, decoded without a JSON tree: true when it
+ * was taken (answered or queued).  What the fast parser does not take, a
+ * name it does not know, or any frame while shutting down goes the general
+ * way, so both make the same of every frame.
+ */
+static bool handle_submit_fast(Conn *c, struct evbuffer *in, const char *json)
+{
+        uint32_t jlen = c->jlen, dlen = c->dlen;
+        HaSubmitFast f;
+        size_t before;
+
+        if (c->ctl->quiesced || !ha_submit_parse_fast(json, jlen, &f) ||
+            (f.name[0] && ha_service_parse(f.name, &f.service) < 0))
+                return false;
+        evbuffer_drain(in, jlen);
+        before = evbuffer_get_length(in);
+        submit(c, f.id, f.service, in, dlen);
+        /* Taken or not, the payload is consumed. */
+        evbuffer_drain(in, dlen - (before - evbuffer_get_length(in)));
+        return true;
+}
+
 static void handle_frame(Conn *c, struct evbuffer *in)
 {
         HaControl *ctl = c->ctl;
@@ -724,6 +813,8 @@ static void handle_frame(Conn *c, struct evbuffer *in)
                 conn_close(c);
                 return;
         }
+        if (handle_submit_fast(c, in, json))
+                return;
         if (ha_request_parse(json, jlen, &req, &err, &msg) < 0) {
                 HA_INC(&ctl->st, protocol_errors);
                 send_error(c, req.has_id ? req.id : NO_ID, err, msg);
@@ -788,13 +879,16 @@ static void out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, vo
  * than OUTPUT_HIGH, or all connections together hold more than
  * output_budget and c has at least its share (the budget over the
  * connections): those that hold the most stop first, those that read
- * their replies go on.  Only the replies of requests in flight (at most
- * the pool) and one frame's reply per connection land beyond the budget.
+ * their replies go on.  c's share counts the replies of its requests in
+ * flight too, so a connection whose output went into its socket reads
+ * at most a share and a frame more, not the pool's worth.
  */
 static bool conn_backlogged(Conn *c)
 {
         HaControl *ctl = c->ctl;
-        size_t out = evbuffer_get_length(bufferevent_get_output(c->bev));
+        /* With the replies on their way: a connection whose output went
+         * into its socket may not read a pool's worth more at once. */
+        uint64_t out = evbuffer_get_length(bufferevent_get_output(c->bev)) + c->inflight_bytes;
         uint64_t suppressed;
 
         if (out > OUTPUT_HIGH)
@@ -807,9 +901,9 @@ static bool conn_backlogged(Conn *c)
                 ha_log_ctx(LOG_WARNING, HA_LOG_CTX(.client_pid = (int)c->pid,
                                                    .client_uid = (uint32_t)c->uid),
                            "Replies waiting for clients passed output_budget (%llu bytes): not "
-                           "reading pid %d uid %u, which holds %zu bytes of them, until it "
+                           "reading pid %d uid %u, which holds %llu bytes of them, until it "
                            "reads them%s", (unsigned long long)cfg_of(ctl)->output_budget,
-                           (int)c->pid, (unsigned)c->uid, out,
+                           (int)c->pid, (unsigned)c->uid, (unsigned long long)out,
                            suppressed ? " (similar messages were suppressed)" : "");
         return true;
 }
@@ -818,7 +912,7 @@ static void conn_pause(Conn *c)
 {
         c->paused = true;
         c->ctl->npaused++;
-        bufferevent_disable(c->bev, EV_READ);
+        conn_read_off(c);
 }
 
 /* false when c was closed (and may be freed). */
@@ -870,70 +964,158 @@ static bool conn_read(Conn *c)
         return conn_leave(c) && conn_check_eof(c) && conn_close_if_done(c);
 }
 
-static void conn_read_cb(struct bufferevent *bev, void *userdata)
-{
-        (void)bev;
-        (void)conn_read(userdata);
-}
+static void conn_idle(Conn *c);
 
-static void conn_write_cb(struct bufferevent *bev, void *userdata)
+static void conn_rev_cb(evutil_socket_t fd, short what, void *userdata)
 {
         Conn *c = userdata;
-        (void)bev;
+        struct evbuffer *in = bufferevent_get_input(c->bev);
+        struct evbuffer_iovec v[2];
+        ssize_t n;
+        int nv;
 
-        /* Called when the output has been fully written. */
-        if (c->paused && conn_may_read(c)) {
-                c->paused = false;
-                c->ctl->npaused--;
-                if (c->state != CONN_EOF && c->state != CONN_SWEPT)
-                        bufferevent_enable(c->bev, EV_READ);
-                if (!conn_read(c))      /* frames that waited for room */
-                        return;
+        if (what & EV_TIMEOUT) {
+                conn_idle(c);
+                return;
         }
-        (void)conn_close_if_done(c);
-}
+        /* The bufferevent keeps its input's end frozen outside its own reads. */
+        evbuffer_unfreeze(in, 0);
+        nv = evbuffer_reserve_space(in, READ_CHUNK, v, 2);
+        n = nv < 0 ? -1 : readv(fd, (struct iovec *)v, nv);
+        if (n > 0) {
+                size_t left = (size_t)n;
 
-static void conn_event_cb(struct bufferevent *bev, short what, void *userdata)
-{
-        Conn *c = userdata;
-        HaControl *ctl = c->ctl;
-        struct evbuffer *in = bufferevent_get_input(bev);
-
-        if (what & BEV_EVENT_ERROR) {
+                for (int i = 0; i < nv; i++) {
+                        v[i].iov_len = v[i].iov_len < left ? v[i].iov_len : left;
+                        left -= v[i].iov_len;
+                }
+                evbuffer_commit_space(in, v, nv);
+        }
+        evbuffer_freeze(in, 0);
+        if (nv < 0) {
+                log_warning("Out of memory reading a request, closing the connection");
+                conn_close(c);
+                return;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+                return;
+        if (n < 0) {
                 if (c->pending)
                         log_debug("Client pid %d went away with %u requests in flight",
                                   (int)c->pid, c->pending);
                 conn_close(c);
                 return;
         }
-        if (what & BEV_EVENT_EOF) {
+        if (n == 0) {
                 /* A half-close ("send everything, then read until EOF"):
                  * what was sent is still answered. */
+                conn_read_off(c);
                 conn_to(c, CONN_EOF);
                 conn_check_eof(c);
                 return;
         }
-        if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_WRITING)) {
+        (void)conn_read(c);
+}
+
+/* The output has been fully written. */
+static void conn_written(Conn *c)
+{
+        if (c->paused && conn_may_read(c)) {
+                c->paused = false;
+                c->ctl->npaused--;
+                if (c->state != CONN_EOF && c->state != CONN_SWEPT)
+                        conn_read_on(c);
+                if (!conn_read(c))      /* frames that waited for room */
+                        return;
+        }
+        (void)conn_close_if_done(c);
+}
+
+static void conn_write_cb(struct bufferevent *bev, void *userdata)
+{
+        /* The socket drained: flush_cb writes again. */
+        bufferevent_disable(bev, EV_WRITE);
+        conn_written(userdata);
+}
+
+/* Write what c holds; false when c was closed (and may be freed). */
+static bool conn_flush(Conn *c)
+{
+        struct bufferevent *bev = c->bev;
+        struct evbuffer *out = bufferevent_get_output(bev);
+        int fd = bufferevent_getfd(bev), n = 0;
+
+        if (c->flush_queued) {
+                LIST_REMOVE(c, flush_link);
+                c->flush_queued = false;
+        }
+        if (bufferevent_get_enabled(bev) & EV_WRITE)
+                return true;    /* the bufferevent writes it as the socket drains */
+        if (c->state == CONN_DOOMED)
+                return true;    /* conn_leave closes it */
+        /* The bufferevent keeps its output's front frozen outside its own writes. */
+        evbuffer_unfreeze(out, 1);
+        while (evbuffer_get_length(out) > 0 && (n = evbuffer_write(out, fd)) > 0)
+                ;
+        evbuffer_freeze(out, 1);
+        if (n < 0 && errno != EAGAIN && errno != EINTR) {
+                log_debug("Client pid %d: writing replies failed: %m, closing", (int)c->pid);
+                conn_close(c);
+                return false;
+        }
+        if (evbuffer_get_length(out) > 0) {
+                bufferevent_enable(bev, EV_WRITE);      /* full: wait for room, with a timeout */
+                return true;
+        }
+        conn_written(c);
+        return true;
+}
+
+static void flush_cb(evutil_socket_t fd, short what, void *userdata)
+{
+        HaControl *ctl = userdata;
+        Conn *c;
+        (void)fd, (void)what;
+
+        while ((c = LIST_FIRST(&ctl->flushq)))
+                (void)conn_flush(c);
+}
+
+/* Writing failed, or a client read none of its replies for client_timeout_ms. */
+static void conn_event_cb(struct bufferevent *bev, short what, void *userdata)
+{
+        Conn *c = userdata;
+        HaControl *ctl = c->ctl;
+        (void)bev;
+
+        if (what & BEV_EVENT_TIMEOUT) {
                 HA_INC(&ctl->st, timeouts);
                 log_debug("Client pid %d read none of its replies for %u ms, closing",
                           (int)c->pid, cfg_of(ctl)->client_timeout_ms);
-                conn_close(c);
+        } else if (c->pending) {
+                log_debug("Client pid %d went away with %u requests in flight",
+                          (int)c->pid, c->pending);
+        }
+        conn_close(c);
+}
+
+/* Nothing read for client_timeout_ms. */
+static void conn_idle(Conn *c)
+{
+        HaControl *ctl = c->ctl;
+        struct evbuffer *in = bufferevent_get_input(c->bev);
+
+        if ((c->pending > 0 || c->lease) && !c->have_hdr && evbuffer_get_length(in) == 0) {
+                /* Quiet because it waits for replies, or because it holds
+                 * a zone lease and talks through shared memory: closing
+                 * would take its lease away.  Fine: the timeout restarts. */
                 return;
         }
-        if (what & BEV_EVENT_TIMEOUT) {
-                if ((c->pending > 0 || c->lease) && !c->have_hdr && evbuffer_get_length(in) == 0) {
-                        /* Quiet because it waits for replies, or because it
-                         * holds a zone lease and talks through shared memory:
-                         * closing would take its lease away.  Fine. */
-                        bufferevent_enable(bev, EV_READ);
-                        return;
-                }
-                HA_INC(&ctl->st, timeouts);
-                log_debug("Client pid %d %s for %u ms, closing", (int)c->pid,
-                          c->have_hdr || evbuffer_get_length(in) ? "stalled mid-frame" : "idle",
-                          cfg_of(ctl)->client_timeout_ms);
-                conn_close(c);
-        }
+        HA_INC(&ctl->st, timeouts);
+        log_debug("Client pid %d %s for %u ms, closing", (int)c->pid,
+                  c->have_hdr || evbuffer_get_length(in) ? "stalled mid-frame" : "idle",
+                  cfg_of(ctl)->client_timeout_ms);
+        conn_close(c);
 }
 
 /* A request came back: false when its client has gone (the reply is
@@ -941,6 +1123,8 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *userdata)
 static bool reply_due(Conn *c, uint64_t req_id, uint16_t service, const char *failure)
 {
         c->pending--;
+        if (c->pending == 0)
+                c->inflight_bytes = 0;
         if (failure)
                 log_request_error(c, req_id, service, failure);
         if (!c->bev) {
@@ -971,14 +1155,15 @@ void ha_control_complete(void *owner, uint64_t req_id, uint16_t service, enum ha
                          const uint8_t *data, size_t len, uint64_t latency_ns)
 {
         Conn *c = owner;
-        char json[256];
+        char json[HA_SUBMIT_JSON_MAX];
         int n;
 
         if (!reply_due(c, req_id, service, r != HA_RESULT_SUCCESS ? ha_result_name(r) : NULL))
                 return;
-        /* The hot path: formatted directly, no JSON tree. */
+        c->inflight_bytes -= len < c->inflight_bytes ? len : c->inflight_bytes;
+        /* The hot path: written directly, no JSON tree, snprintf or allocation. */
         n = ha_reply_submit_write(json, sizeof(json), req_id, service, ha_result_name(r), (int)r,
-                                  (double)latency_ns / 1000.0);
+                                  latency_ns);
         conn_enter(c);
         send_frame(c, json, (size_t)n, data, r == HA_RESULT_SUCCESS ? len : 0);
         if (conn_leave(c))
@@ -1035,7 +1220,9 @@ static void conn_set_timeouts(Conn *c)
         unsigned ms = cfg_of(c->ctl)->client_timeout_ms;
         struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
 
-        bufferevent_set_timeouts(c->bev, &tv, &tv);
+        bufferevent_set_timeouts(c->bev, NULL, &tv);
+        if (event_pending(c->rev, EV_READ, NULL))
+                conn_read_on(c);
 }
 
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
@@ -1080,13 +1267,23 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
                 free(c);
                 return;
         }
-        bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+        c->rev = event_new(ctl->base, fd, EV_READ | EV_PERSIST, conn_rev_cb, c);
+        if (!c->rev) {
+                log_warning("Out of memory accepting a client, ignoring");
+                evbuffer_remove_cb_entry(bufferevent_get_output(c->bev), c->out_cb);
+                bufferevent_free(c->bev);
+                free(c);
+                return;
+        }
+        bufferevent_setcb(c->bev, NULL, conn_write_cb, conn_event_cb, c);
         conn_set_timeouts(c);
-        /* Larger writes for large replies.  (The read size does not help on
-         * libevent 2.1: evbuffer_read takes at most 4 KiB a call.) */
-        bufferevent_set_max_single_read(c->bev, 256 * 1024);
+        /* Larger writes for large replies. */
         bufferevent_set_max_single_write(c->bev, 256 * 1024);
-        bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+        /* The bufferevent neither reads (c->rev does) nor writes until a
+         * full socket holds replies back (conn_flush); a new one has
+         * EV_WRITE enabled. */
+        bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+        conn_read_on(c);
         LIST_INSERT_HEAD(&ctl->conns, c, link);
         ctl->nconns++;
         ctl->nadmins += admin;
@@ -1161,6 +1358,7 @@ int ha_control_new(struct event_base *base, HaEngine *engine, HaSockq *sockq,
         ctl->rl_budget = (HaRatelimit)HA_RATELIMIT_INIT(10000, 5);
         LIST_INIT(&ctl->conns);
         LIST_INIT(&ctl->orphans);
+        LIST_INIT(&ctl->flushq);
         snprintf(ctl->path, sizeof(ctl->path), "%s", path);
 
         fd = inherited_socket();
@@ -1185,9 +1383,10 @@ int ha_control_new(struct event_base *base, HaEngine *engine, HaSockq *sockq,
                 return fd;
         }
         ctl->retry_ev = evtimer_new(base, retry_cb, ctl);
+        ctl->flush_ev = event_new(base, -1, 0, flush_cb, ctl);
         ctl->listener = evconnlistener_new(base, accept_cb, ctl,
                                            LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
-        if (!ctl->retry_ev || !ctl->listener) {
+        if (!ctl->retry_ev || !ctl->flush_ev || !ctl->listener) {
                 if (!ctl->listener)
                         close(fd);
                 ha_control_free(ctl);
@@ -1248,6 +1447,8 @@ HaControl *ha_control_free(HaControl *ctl)
         }
         if (ctl->retry_ev)
                 event_free(ctl->retry_ev);
+        if (ctl->flush_ev)
+                event_free(ctl->flush_ev);
         free(ctl);
         return NULL;
 }

@@ -31,15 +31,15 @@ typedef struct Source {
         char name[64];
         unsigned capacity;
         JobRec *rec;                    /* capacity */
-        struct SvcStats *refused;       /* the loop's block for its refused jobs */
+        struct SvcStats *loop;          /* the loop's block: jobs it refused or ran */
 } Source;
 
 /*
  * Per source and service: one block per writer, so no job pays for a lock
  * or an atomic read-modify-write.  Each executor thread has its own for
  * each source (the local pool's worker w also for the jobs it runs inline
- * when polling), the loop one per source for refused jobs.  Writers store
- * with relaxed atomics; the stats sum.
+ * when polling), the loop one per source for the jobs it refuses or runs.
+ * Writers store with relaxed atomics; the stats sum.
  */
 typedef struct SvcStats {
         uint64_t requests;
@@ -82,6 +82,15 @@ struct HaEngine {
         Refused *refused, *refused_run; /* total_capacity each */
         size_t nrefused;
         struct event *refuse_ev;
+
+        /* Jobs the loop runs itself (ha_engine_dispatch): this pass's list
+         * and the one being run, HA_LOOP_PASS_JOBS each. */
+        HaJobReq loopq[2][HA_LOOP_PASS_JOBS];
+        uint16_t loopq_src[2][HA_LOOP_PASS_JOBS];
+        size_t nloop, loop_bytes;
+        unsigned loopq_cur;
+        struct event *loop_ev;
+        uint64_t loop_jobs;
 
         size_t nsvc;                    /* each block has nsvc + 1 rows, the last
                                          * for "unknown id" */
@@ -240,27 +249,86 @@ static long poll_sources_end(void *userdata, unsigned worker)
 
 /* ===== the loop ===== */
 
+static void complete_one(Executor *x, unsigned source, uint16_t idx)
+{
+        HaEngine *e = x->e;
+        Source *s = &e->sources[source];
+
+        x->queued--;
+        x->completed++;
+        e->in_flight--;
+        e->completed++;
+        s->ops->complete(s->ctx, idx);
+}
+
 static void complete_cb(evutil_socket_t fd, short what, void *userdata)
 {
         Executor *x = userdata;
-        HaEngine *e = x->e;
         HaJob jobs[CHUNK];
         size_t n;
         (void)fd, (void)what;
 
         do {
                 n = ha_pool_take_completed(x->pool, jobs, CHUNK);
-                for (size_t i = 0; i < n; i++) {
-                        Source *s = &e->sources[HA_JOB_SOURCE(jobs[i])];
-                        uint16_t idx = HA_JOB_INDEX(jobs[i]);
-
-                        x->queued--;
-                        x->completed++;
-                        e->in_flight--;
-                        e->completed++;
-                        s->ops->complete(s->ctx, idx);
-                }
+                for (size_t i = 0; i < n; i++)
+                        complete_one(x, HA_JOB_SOURCE(jobs[i]), HA_JOB_INDEX(jobs[i]));
         } while (n == CHUNK);
+}
+
+/* The jobs the loop runs itself: as a worker would (the source's run()
+ * through the local executor), counted in the loop's block, then
+ * completed.  complete() may dispatch: those go to the other list. */
+static void loop_cb(evutil_socket_t fd, short what, void *userdata)
+{
+        HaEngine *e = userdata;
+        Executor *x = e->exec[HA_EXECUTOR_LOCAL];
+        HaRun run = { .ops = &ha_executor_local, .worker = ha_pool_size(x->pool) };
+        unsigned cur = e->loopq_cur;
+        const HaJobReq *reqs = e->loopq[cur];
+        const uint16_t *src = e->loopq_src[cur];
+        size_t n = e->nloop;
+        enum ha_result r[HA_LOOP_PASS_JOBS];
+        uint64_t t[HA_LOOP_PASS_JOBS], now;
+        (void)fd, (void)what;
+
+        e->loopq_cur ^= 1;
+        e->nloop = 0;
+        e->loop_bytes = 0;
+        for (size_t i = 0; i < n; i++) {
+                Source *s = &e->sources[src[i]];
+
+                t[i] = __atomic_load_n(&s->rec[reqs[i].idx].t_dispatch, __ATOMIC_RELAXED);
+                r[i] = s->ops->run(s->ctx, reqs[i].idx, &run);
+        }
+        now = ha_now_ns();
+        e->loop_jobs += n;
+        for (size_t i = 0; i < n; i++) {
+                account(e, e->sources[src[i]].loop, reqs[i].service, r[i], now - t[i]);
+                complete_one(x, src[i], reqs[i].idx);
+        }
+}
+
+bool ha_engine_workers_asleep(HaEngine *e)
+{
+        return ha_pool_asleep(e->exec[HA_EXECUTOR_LOCAL]->pool);
+}
+
+/* The policy in engine.h: whether the loop runs this job itself.  asleep:
+ * every local worker sleeps, asked once per dispatch (-1: not yet). */
+static bool loop_takes(HaEngine *e, const HaJobReq *req, int *asleep)
+{
+        const HaService *svc;
+
+        if (req->len == 0 || req->len > HA_LOOP_JOB_BYTES || e->nloop >= HA_LOOP_PASS_JOBS ||
+            e->loop_bytes + req->len > HA_LOOP_PASS_BYTES ||
+            e->route[req->service] != HA_EXECUTOR_LOCAL)
+                return false;
+        svc = ha_service_by_id(req->service);
+        if (!svc || !svc->quick)
+                return false;
+        if (*asleep < 0)
+                *asleep = ha_engine_workers_asleep(e);
+        return *asleep;
 }
 
 static void refuse_cb(evutil_socket_t fd, short what, void *userdata)
@@ -279,7 +347,7 @@ static void refuse_cb(evutil_socket_t fd, short what, void *userdata)
                 Source *s = &e->sources[run[i].source];
 
                 e->in_flight--;
-                account(e, s->refused, run[i].service, run[i].err == -ENOENT ?
+                account(e, s->loop, run[i].service, run[i].err == -ENOENT ?
                         HA_RESULT_NOT_EXITS : HA_RESULT_FAIL, 0);
                 s->ops->fail(s->ctx, run[i].idx, run[i].err);
         }
@@ -306,6 +374,7 @@ void ha_engine_dispatch(HaEngine *e, unsigned source, const HaJobReq *reqs, size
         uint64_t now = ha_now_ns();
         HaJob jobs[CHUNK];
         Executor *cur = NULL;
+        int asleep = -1;
         size_t k = 0;
 
         e->in_flight += (unsigned)n;
@@ -333,6 +402,14 @@ void ha_engine_dispatch(HaEngine *e, unsigned source, const HaJobReq *reqs, size
                 __atomic_store_n(&s->rec[idx].t_dispatch, now, __ATOMIC_RELAXED);
                 __atomic_store_n(&s->rec[idx].service, reqs[i].service, __ATOMIC_RELAXED);
                 x->queued++;
+                if (loop_takes(e, &reqs[i], &asleep)) {
+                        e->loopq[e->loopq_cur][e->nloop] = reqs[i];
+                        e->loopq_src[e->loopq_cur][e->nloop] = (uint16_t)source;
+                        e->loop_bytes += reqs[i].len;
+                        if (e->nloop++ == 0)
+                                event_active(e->loop_ev, 0, 0);
+                        continue;
+                }
                 jobs[k++] = HA_JOB(source, idx);
         }
         if (cur)
@@ -429,14 +506,14 @@ int ha_engine_add_source(HaEngine *e, const HaSourceOps *ops, void *ctx, const c
         total = e->total_capacity + capacity;
         s = &e->sources[e->nsources];
         s->rec = calloc(capacity, sizeof(*s->rec));
-        s->refused = calloc(e->nsvc + 1, sizeof(*s->refused));
+        s->loop = calloc(e->nsvc + 1, sizeof(*s->loop));
         a = realloc(e->refused, total * sizeof(*a));
         if (a)
                 e->refused = a;
         b = realloc(e->refused_run, total * sizeof(*b));
         if (b)
                 e->refused_run = b;
-        r = !s->rec || !s->refused || !a || !b ? -ENOMEM : 0;
+        r = !s->rec || !s->loop || !a || !b ? -ENOMEM : 0;
         for (unsigned i = 0; i < e->nexec && r == 0; i++)
                 r = alloc_blocks(e, e->exec[i], e->nsources);
         /* The local pool holds every source's entries at once. */
@@ -448,9 +525,9 @@ int ha_engine_add_source(HaEngine *e, const HaSourceOps *ops, void *ctx, const c
                         e->exec[i]->svc[e->nsources] = NULL;
                 }
                 free(s->rec);
-                free(s->refused);
+                free(s->loop);
                 s->rec = NULL;
-                s->refused = NULL;
+                s->loop = NULL;
                 return r;
         }
         local->capacity = total;
@@ -482,7 +559,8 @@ int ha_engine_new(struct event_base *base, const HaConfig *cfg, HaEngine **ret)
         e->poll_us = cfg->poll_us;
         e->svc_table = ha_services(&e->nsvc);
         e->refuse_ev = event_new(base, -1, 0, refuse_cb, e);
-        if (!e->refuse_ev) {
+        e->loop_ev = event_new(base, -1, 0, loop_cb, e);
+        if (!e->refuse_ev || !e->loop_ev) {
                 r = -ENOMEM;
                 goto fail;
         }
@@ -532,9 +610,11 @@ HaEngine *ha_engine_free(HaEngine *e)
         }
         if (e->refuse_ev)
                 event_free(e->refuse_ev);
+        if (e->loop_ev)
+                event_free(e->loop_ev);
         for (unsigned i = 0; i < e->nsources; i++) {
                 free(e->sources[i].rec);
-                free(e->sources[i].refused);
+                free(e->sources[i].loop);
         }
         free(e->refused);
         free(e->refused_run);
@@ -573,7 +653,7 @@ static void sum_block(const SvcStats *ss, uint64_t *requests, uint64_t *failed, 
 static void sum_source(HaEngine *e, unsigned src, size_t i, uint64_t *requests,
                        uint64_t *failed, HaHist *h)
 {
-        sum_block(&e->sources[src].refused[i], requests, failed, h);
+        sum_block(&e->sources[src].loop[i], requests, failed, h);
         for (unsigned x = 0; x < e->nexec; x++)
                 for (unsigned w = 0; w < ha_pool_size(e->exec[x]->pool); w++)
                         sum_block(&thread_block(e, e->exec[x], src, w)[i], requests, failed, h);
@@ -654,6 +734,8 @@ void ha_engine_stats(HaEngine *e, HaStats *s)
         static const HaMetric workers = { "count", "workers", HA_MT_GAUGE, "", "Worker threads" };
         static const HaMetric jobs = { "jobs", "worker_jobs", HA_MT_COUNTER, "",
                                        "Jobs run by each worker" };
+        static const HaMetric loop_jobs = { "loop_jobs", "loop_jobs", HA_MT_COUNTER, "",
+                                            "Socket jobs the loop ran itself" };
         HaPool *local = e->exec[HA_EXECUTOR_LOCAL]->pool;
         HaHist *h = malloc(2 * sizeof(*h));
         uint64_t wjobs[256];
@@ -696,6 +778,7 @@ void ha_engine_stats(HaEngine *e, HaStats *s)
                 wjobs[i] = ha_pool_worker_jobs(local, i);
         ha_stats_section(s, "workers");
         ha_stat(s, &workers, ha_pool_size(local));
+        ha_stat(s, &loop_jobs, e->loop_jobs);
         ha_stat_vec(s, &jobs, "worker", wjobs, nw);
         ha_stats_leave(s);
 }

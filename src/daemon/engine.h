@@ -151,10 +151,29 @@ int ha_engine_add_source(HaEngine *e, const HaSourceOps *ops, void *ctx, const c
 typedef struct HaJobReq {
         uint16_t idx;
         uint16_t service;
+        /* Its payload's bytes, for a source whose small jobs may run on the
+         * loop (the socket's); 0: never on the loop. */
+        uint32_t len;
 } HaJobReq;
 
-/* Hand n entries to the executors their services route to.  Every entry
- * is taken: each gets one complete() or fail() later, on the loop. */
+/*
+ * Hand n entries to the executors their services route to.  Every entry
+ * is taken: each gets one complete() or fail() later, on the loop.
+ *
+ * The hand-off that scales down: a job routed to the local executor, for a
+ * quick service (services.h; never the stall seam or an unknown id), with
+ * a len of 1 to HA_LOOP_JOB_BYTES, dispatched while every local worker
+ * sleeps, is run by the loop itself on a later pass (its own event), at
+ * most HA_LOOP_PASS_JOBS jobs and HA_LOOP_PASS_BYTES bytes a pass: two
+ * thread hand-offs cost far more than such a job.  Everything else, and
+ * everything routed to a remote executor, goes to the executor's pool, so
+ * an expensive job never holds the loop.  stats: workers.loop_jobs.
+ */
+#define HA_LOOP_JOB_BYTES 1024u
+#define HA_LOOP_PASS_JOBS 256u
+#define HA_LOOP_PASS_BYTES (64u << 10)
+/* The policy's condition: every local worker sleeps (for tests). */
+bool ha_engine_workers_asleep(HaEngine *e);
 void ha_engine_dispatch(HaEngine *e, unsigned source, const HaJobReq *reqs, size_t n);
 
 /* On a local worker that polls (run is what poll was handed): run n

@@ -171,7 +171,8 @@ static void collect_cb(evutil_socket_t fd, short what, void *userdata)
         report_queue_anomalies(q);
         /* The service from our own record, never the shared entry. */
         for (size_t i = 0; i < n; i++)
-                q->reqs[i] = (HaJobReq){ q->batch[i], q->ctx[q->batch[i]].service };
+                q->reqs[i] = (HaJobReq){ q->batch[i], q->ctx[q->batch[i]].service,
+                                         q->ctx[q->batch[i]].len };
         ha_engine_dispatch(q->engine, q->source, q->reqs, n);
 }
 

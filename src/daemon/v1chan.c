@@ -494,7 +494,7 @@ static void dispatch(HaV1Chan *c, size_t k)
         __atomic_store_n(&c->lost, false, __ATOMIC_RELAXED);
         /* The service as recorded at the take, never re-read. */
         for (size_t i = 0; i < k; i++)
-                c->reqs[i] = (HaJobReq){ c->batch[i], c->jent[c->batch[i]].service };
+                c->reqs[i] = (HaJobReq){ c->batch[i], c->jent[c->batch[i]].service, 0 };
         ha_engine_dispatch(c->engine, c->source, c->reqs, k);
 }
 

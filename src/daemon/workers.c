@@ -14,6 +14,10 @@
 #include "workers.h"
 
 #define BATCH_MAX 64
+/* ha_pool_submit wakes one sleeper per this many jobs; a worker that leaves
+ * jobs behind wakes the next (the chain scales up): for cheap jobs a
+ * second wake-up costs more than it saves. */
+#define WAKE_JOBS 8
 
 typedef struct Worker {
         HaPool *pool;
@@ -117,6 +121,8 @@ static void *worker_main(void *arg)
                 take = (p->count + p->nworkers - 1) / p->nworkers;
                 if (take > BATCH_MAX)
                         take = BATCH_MAX;
+                if (p->count > take && p->idle_workers > 0)
+                        pthread_cond_signal(&p->work);
                 for (unsigned i = 0; i < take; i++) {
                         batch[i] = p->ring[p->head];
                         p->head = (p->head + 1) % p->capacity;
@@ -312,15 +318,20 @@ int ha_pool_submit(HaPool *p, const HaJob *jobs, size_t n)
         p->count += (unsigned)n;
         __atomic_store_n(&p->count_hint, p->count, __ATOMIC_RELAXED);
         p->outstanding += (unsigned)n;
-        if (p->idle_workers > 0) {
-                if (n >= p->idle_workers)
-                        pthread_cond_broadcast(&p->work);
-                else
-                        for (size_t i = 0; i < n; i++)
-                                pthread_cond_signal(&p->work);
-        }
+        for (size_t i = 0; i < n && i / WAKE_JOBS < p->idle_workers; i += WAKE_JOBS)
+                pthread_cond_signal(&p->work);
         pthread_mutex_unlock(&p->lock);
         return 0;
+}
+
+bool ha_pool_asleep(HaPool *p)
+{
+        bool r;
+
+        pthread_mutex_lock(&p->lock);
+        r = p->count == 0 && p->running == 0 && p->idle_workers == p->nworkers;
+        pthread_mutex_unlock(&p->lock);
+        return r;
 }
 
 void ha_pool_set_poll(HaPool *p, ha_poll_fn poll, ha_poll_end_fn poll_end, void *userdata,

@@ -66,6 +66,9 @@ void ha_pool_wait_idle(HaPool *p);
 
 unsigned ha_pool_size(const HaPool *p);
 uint64_t ha_pool_worker_jobs(const HaPool *p, unsigned worker);
+/* Every worker sleeps (none runs, polls or has a job waiting): a job
+ * submitted now would cost a wake-up. */
+bool ha_pool_asleep(HaPool *p);
 /* Jobs queued for the workers but not yet picked up. */
 unsigned ha_pool_queued(HaPool *p);
 

@@ -488,7 +488,7 @@ static size_t drain_pass(HaZone *z, const HaRun *run, bool *left)
                 }
                 __atomic_store_n(&z->running_entry[idx], 1, __ATOMIC_RELAXED);
                 zone_take(z, idx, head);
-                z->batch[k++] = (HaJobReq){ idx, z->taken[idx].service };
+                z->batch[k++] = (HaJobReq){ idx, z->taken[idx].service, 0 };
         }
         z->head = head;
         ha_crash_point("zone_taken");
@@ -833,7 +833,7 @@ static size_t zone_recover(HaZone *z)
                          * is checked as a fresh submission would be. */
                         z->taken[idx] = rec;
                         __atomic_store_n(&z->running_entry[idx], 1, __ATOMIC_RELAXED);
-                        z->batch[k++] = (HaJobReq){ idx, rec.service };
+                        z->batch[k++] = (HaJobReq){ idx, rec.service, 0 };
                         break;
                 case HA_JR_REPUBLISH:
                         publish(z, idx, rec.flag);

@@ -553,7 +553,7 @@ class StatsCountTest(unittest.TestCase):
             self.assertEqual(s['queue']['free'], s['queue']['capacity'])
             self.assertEqual(s['pool']['buffers_in_use'], 0)
             self.assertEqual(s['pool']['bytes_in_use'], 0)
-            self.assertEqual(sum(s['workers']['jobs']), 10)
+            self.assertEqual(sum(s['workers']['jobs']) + s['workers']['loop_jobs'], 10)
             # 10 submits, a services lookup, the raw client and this stats
             self.assertEqual(s['connections']['total'], 13)
             self.assertEqual(s['connections']['protocol_errors'], 0)

@@ -182,6 +182,32 @@ class ProtocolTest(unittest.TestCase):
                 self.assertEqual(data, b'')
         self.assert_usable(c)
 
+    def test_submit_shapes_fast_and_general_alike(self):
+        """Issue 14: the daemon reads the plain submit shape without cJSON.
+        Old clients' frames (other key orders, spaces, a name, no id, an
+        id the fast path leaves to cJSON such as 7.0 or 1e1) are answered
+        the same way, and the payload always comes back whole."""
+        c = self.client()
+        shapes = [
+            (b'{"v":1,"id":7,"method":"submit","params":{"service":"echo"}}', 7),
+            (b' { "params" : { "service" : 66 } , "method":"submit", "id":7 , "v":1 }\r\n', 7),
+            (b'{"v":1,"id":7.0,"method":"submit","params":{"service":"echo"}}', 7),
+            (b'{"v":1.0,"id":1e1,"method":"submit","params":{"service":66.0}}', 10),
+            (b'{"v":1,"id":7,"method":"submit","params":{"service":"ech\\u006f"}}', 7),
+            (b'{"v":1,"method":"submit","params":{"service":"echo"}}', None),
+        ]
+        for i, (j, rid) in enumerate(shapes):
+            with self.subTest(frame=j):
+                data = bytes([i]) * (100 + i)
+                c.send(j, data)
+                rep, out = c.recv_frame()
+                self.assertEqual(rep.get('id'), rid, rep)
+                self.assertEqual(rep['result']['status'], 'SUCCESS', rep)
+                self.assertEqual(rep["result"]["service"], 66, rep)
+                self.assertIsInstance(rep['result']['latency_us'], float)
+                self.assertEqual(out, data)
+        self.assert_usable(c)
+
     def test_submit_unknown_service_id(self):
         c = self.client()
         rep, data = c.submit(99, b'hello')

@@ -60,7 +60,7 @@ class StressTest(unittest.TestCase):
             self.assertEqual(s['requests']['orphaned'], 0)
             self.assertEqual(service_entry(s, 'encrypt')['requests'], 10000)
             self.assertEqual(service_entry(s, 'encrypt')['failed'], 0)
-            self.assertEqual(sum(s['workers']['jobs']), 10000)
+            self.assertEqual(sum(s['workers']['jobs']) + s['workers']['loop_jobs'], 10000)
             self.assertEqual(s['connections']['total'], 64 + 1)     # bench + stats
             self.assertEqual(s['connections']['rejected'], 0)
             self.assertEqual(s['connections']['protocol_errors'], 0)

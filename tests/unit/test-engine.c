@@ -5,13 +5,16 @@
  * socket ran out: the ninth v1-sized source got -ENOSPC); a job routed to a
  * full executor or to no executor is answered once, through fail(), never
  * from inside the dispatch; every job is counted per service; a remote
- * executor gets the socket's payload as a private copy.
+ * executor gets the socket's payload as a private copy; the loop runs a
+ * small quick socket job itself only while every local worker sleeps, and
+ * never one that is large, slow or routed to a remote executor.
  */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -127,8 +130,8 @@ static void socket_done(void *owner, uint64_t req_id, uint16_t service, enum ha_
                         const uint8_t *data, size_t len, uint64_t latency_ns)
 {
         (void)owner, (void)service, (void)latency_ns;
-        CHECK_EQ(req_id, 7);
-        CHECK_EQ(len, 5);
+        CHECK(req_id == 7 || req_id == 8);
+        CHECK_EQ(len, req_id == 7 ? 5 : 2000);
         memcpy(socket_data, data, len < sizeof(socket_data) ? len : sizeof(socket_data));
         socket_result = r;
 }
@@ -178,20 +181,84 @@ static bool socket_done_p(void)
         return socket_result >= 0;
 }
 
-static double svc_requests(HaEngine *e, unsigned id)
+/* The engine's stats as JSON (the caller deletes them). */
+static cJSON *engine_stats(HaEngine *e)
 {
-        cJSON *o = cJSON_CreateObject(), *s;
+        cJSON *o = cJSON_CreateObject();
         HaStats *sink = ha_stats_json(o);
-        double n = -1;
 
         CHECK(sink != NULL);
         ha_engine_stats(e, sink);
         ha_stats_free(sink);
+        return o;
+}
+
+static double svc_requests(HaEngine *e, unsigned id)
+{
+        cJSON *o = engine_stats(e), *s;
+        double n = -1;
+
         cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(o, "services"))
                 if (cJSON_GetObjectItemCaseSensitive(s, "id")->valuedouble == id)
                         n = cJSON_GetObjectItemCaseSensitive(s, "requests")->valuedouble;
         cJSON_Delete(o);
         return n;
+}
+
+static double loop_jobs(HaEngine *e)
+{
+        cJSON *o = engine_stats(e);
+        double n;
+
+        n = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(o, "workers"),
+                                             "loop_jobs")->valuedouble;
+        cJSON_Delete(o);
+        return n;
+}
+
+/* Workers go to sleep on their own, with no event to wait for: poll,
+ * spinning briefly, then backing off up to 10 ms, for at most 30 s. */
+static bool wait_asleep(HaEngine *e)
+{
+        struct timespec ts = { 0, 0 };
+
+        for (unsigned i = 0; i < 100000; i++) {
+                if (ha_engine_workers_asleep(e))
+                        return true;
+                if (i < 1000)
+                        continue;
+                ts.tv_nsec = ts.tv_nsec ? (ts.tv_nsec * 2 > 10000000 ? 10000000 : ts.tv_nsec * 2) :
+                             1000;
+                nanosleep(&ts, NULL);
+        }
+        return false;
+}
+
+/* Who runs a socket job: the loop for a small quick local one while every
+ * worker sleeps; the pool for a large one; the remote executor for one
+ * routed there. */
+static void test_loop_policy(HaEngine *e, HaSockq *q, struct evbuffer *payload)
+{
+        static uint8_t big[2000];
+        double before = loop_jobs(e), echoes = svc_requests(e, ECHO);
+
+        CHECK(ha_service_by_id(ECHO)->quick && ha_service_by_id(1)->quick);
+        CHECK(wait_asleep(e));
+        socket_result = -1;
+        evbuffer_add(payload, "hello", 5);
+        CHECK_EQ(ha_sockq_submit(q, ECHO, payload, 5, NULL, 7), 0);
+        loop_until(socket_done_p);
+        CHECK_EQ(socket_result, HA_RESULT_SUCCESS);
+        CHECK_EQ(loop_jobs(e), before + 1);
+        CHECK_EQ(svc_requests(e, ECHO), echoes + 1);    /* counted as a worker's */
+        /* Over HA_LOOP_JOB_BYTES: the pool, even with every worker asleep. */
+        CHECK(wait_asleep(e));
+        socket_result = -1;
+        evbuffer_add(payload, big, sizeof(big));
+        CHECK_EQ(ha_sockq_submit(q, ECHO, payload, sizeof(big), NULL, 8), 0);
+        loop_until(socket_done_p);
+        CHECK_EQ(socket_result, HA_RESULT_SUCCESS);
+        CHECK_EQ(loop_jobs(e), before + 1);
 }
 
 int main(void)
@@ -203,6 +270,7 @@ int main(void)
         HaSockq *q = NULL;
         HaConfig cfg;
         HaConfigSlot slot = { &cfg };
+        double ran_on_loop;
         unsigned remote;
         cJSON *o;
 
@@ -228,7 +296,7 @@ int main(void)
 
         /* Every source full at once: all of it taken, nothing refused. */
         for (unsigned i = 0; i < SRC_CAP; i++)
-                reqs[i] = (HaJobReq){ (uint16_t)i, ECHO };
+                reqs[i] = (HaJobReq){ (uint16_t)i, ECHO, 0 };
         in_engine = true;
         for (unsigned i = 0; i < NSRC; i++)
                 ha_engine_dispatch(e, srcs[i].id, reqs, SRC_CAP);
@@ -258,7 +326,7 @@ int main(void)
         CHECK_EQ(ha_engine_add_source(e, &src_ops, &small, "small", 4, &small.id), 0);
         set_released(false);
         {
-                HaJobReq r3[] = { { 0, 200 }, { 1, 200 }, { 2, 200 }, { 3, 201 } };
+                HaJobReq r3[] = { { 0, 200, 0 }, { 1, 200, 0 }, { 2, 200, 0 }, { 3, 201, 0 } };
 
                 in_engine = true;
                 ha_engine_dispatch(e, small.id, r3, 4);
@@ -288,6 +356,8 @@ int main(void)
         /* A socket request routed to the remote executor: it computes on a
          * private copy, never the shared pool, and the client gets it. */
         CHECK_EQ(ha_engine_route(e, 1, remote), 0);
+        ran_on_loop = loop_jobs(e);
+        CHECK(wait_asleep(e));  /* so only the route keeps it off the loop */
         socket_result = -1;
         evbuffer_add(payload, "hello", 5);
         CHECK_EQ(ha_sockq_submit(q, 1, payload, 5, NULL, 7), 0);
@@ -296,6 +366,10 @@ int main(void)
         CHECK(memcmp(socket_data, cipher, 5) == 0);
         CHECK_EQ(__atomic_load_n(&remote_calls, __ATOMIC_RELAXED), 3);
         CHECK(!__atomic_load_n(&remote_bad_worker, __ATOMIC_RELAXED));   /* one thread */
+        /* Small and quick, but routed to the remote executor: never the loop. */
+        CHECK_EQ(loop_jobs(e), ran_on_loop);
+
+        test_loop_policy(e, q, payload);
 
         CHECK_EQ(ha_engine_stop(e, false), 0);
         ha_engine_free(e);

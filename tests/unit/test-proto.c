@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /* The protocol codec on well-formed, malformed and oversize input. */
 #include <errno.h>
+#include <math.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "check.h"
+#include "hyperamp/cleanup.h"
 #include "proto.h"
 
 static enum ha_error parse_err(const char *json, HaRequest *req)
@@ -270,7 +273,7 @@ static void test_envelopes(void)
         free(s);
 
         /* The submit reply, formatted without a tree. */
-        n = ha_reply_submit_write(buf, sizeof(buf), 42, 3, "SUCCESS", 1, 12.345);
+        n = ha_reply_submit_write(buf, sizeof(buf), 42, 3, "SUCCESS", 1, 12345);
         CHECK(strcmp(buf, "{\"v\":1,\"id\":42,\"result\":{\"service\":3,\"status\":\"SUCCESS\","
                           "\"code\":1,\"latency_us\":12.3}}") == 0);
         CHECK_EQ(n, strlen(buf));
@@ -333,6 +336,137 @@ static void test_frame_send(void)
         close(sv[1]);
 }
 
+static bool fast(const char *json, HaSubmitFast *f)
+{
+        bool ok = ha_submit_parse_fast(json, strlen(json), f);
+
+        CHECK(ha_submit_fast_agrees(json, strlen(json)));
+        return ok;
+}
+
+/* The daemon's submit fast path: it takes the plain shape only, and only
+ * what the general parser reads the same way; old clients' frames (any
+ * key order, spaces, a name, no id) are taken or go the general way. */
+static void test_submit_fast(void)
+{
+        HaSubmitFast f;
+        static const char *const taken[] = {
+                "{\"v\":1,\"id\":42,\"method\":\"submit\",\"params\":{\"service\":1}}",
+                " { \"method\" : \"submit\" ,\"params\":{ \"service\" :\"echo\"},\"id\":0,\"v\":1}\r\n",
+                "{\"v\":1,\"method\":\"submit\",\"params\":{\"service\":65535}}",
+                "{\"v\":1,\"id\":9007199254740991,\"method\":\"submit\",\"params\":{\"service\":\"7\"}}",
+        };
+        static const char *const declined[] = {
+                "{\"v\":1,\"id\":1,\"method\":\"ping\"}",
+                "{\"v\":2,\"id\":1,\"method\":\"submit\",\"params\":{\"service\":1}}",
+                "{\"v\":1.0,\"id\":1,\"method\":\"submit\",\"params\":{\"service\":1}}",
+                "{\"v\":1,\"id\":1.5,\"method\":\"submit\",\"params\":{\"service\":1}}",
+                "{\"v\":1,\"id\":1.0,\"method\":\"submit\",\"params\":{\"service\":1}}",
+                "{\"v\":1,\"id\":1e3,\"method\":\"submit\",\"params\":{\"service\":1}}",
+                "{\"v\":1,\"id\":-1,\"method\":\"submit\",\"params\":{\"service\":1}}",
+                "{\"v\":1,\"id\":01,\"method\":\"submit\",\"params\":{\"service\":1}}",
+                "{\"v\":1,\"id\":9007199254740992,\"method\":\"submit\",\"params\":{\"service\":1}}",
+                "{\"v\":1,\"id\":99999999999999999999999,\"method\":\"submit\",\"params\":{\"service\":1}}",
+                "{\"v\":1,\"id\":\"1\",\"method\":\"submit\",\"params\":{\"service\":1}}",
+                "{\"v\":1,\"id\":1,\"id\":2,\"method\":\"submit\",\"params\":{\"service\":1}}",
+                "{\"v\":1,\"method\":\"submit\",\"method\":\"ping\",\"params\":{\"service\":1}}",
+                "{\"v\":1,\"method\":\"submit\",\"params\":{\"service\":1,\"service\":2}}",
+                "{\"v\":1,\"method\":\"submit\",\"params\":{\"service\":65536}}",
+                "{\"v\":1,\"method\":\"submit\",\"params\":{\"service\":true}}",
+                "{\"v\":1,\"method\":\"submit\",\"params\":{\"service\":\"\"}}",
+                "{\"v\":1,\"method\":\"submit\",\"params\":{\"service\":\"ec\\u0068o\"}}",
+                "{\"v\":1,\"method\":\"submit\",\"params\":{\"service\":\"echo\\u0000x\"}}",
+                "{\"v\":1,\"method\":\"sub\\u006dit\",\"params\":{\"service\":1}}",
+                "{\"v\":1,\"method\":\"submit\\u0000\",\"params\":{\"service\":1}}",
+                "{\"v\":1,\"method\":\"submit\",\"params\":{\"service\":\"\xc3\xa9\"}}",
+                "{\"v\":1,\"method\":\"submit\",\"params\":{\"service\":1},\"x\":0}",
+                "{\"v\":1,\"method\":\"submit\",\"params\":{\"service\":1,\"x\":0}}",
+                "{\"v\":1,\"method\":\"submit\",\"params\":{}}",
+                "{\"v\":1,\"method\":\"submit\",\"params\":[1]}",
+                "{\"v\":1,\"method\":\"submit\"}",
+                "{\"id\":1,\"method\":\"submit\",\"params\":{\"service\":1}}",
+                "{\"v\":1,\"method\":\"submit\",\"params\":{\"service\":1}} x",
+                "{\"v\":1,\"method\":\"submit\",\"params\":{\"service\":1}",
+                "{\"v\":1,\"method\":\"submit\",\"params\":{\"service\":1},}",
+                "{\"v\":1,,\"method\":\"submit\",\"params\":{\"service\":1}}",
+                "\x01{\"v\":1,\"method\":\"submit\",\"params\":{\"service\":1}}",
+                "{\"v\":1,\"method\":\"submit\",\"params\":{\"service\":1}}\x0b",
+                "{}",
+                "",
+        };
+        static const char nul[] = "{\"v\":1,\"method\":\"submit\",\"params\":{\"service\":\"ec\0ho\"}}";
+        char big[256];
+        int n;
+
+        for (size_t i = 0; i < ELEMENTSOF(taken); i++)
+                CHECK(fast(taken[i], &f));
+        CHECK(fast(taken[0], &f) && f.has_id && f.id == 42 && f.service == 1 && !f.name[0]);
+        CHECK(fast(taken[1], &f) && f.has_id && f.id == 0 && strcmp(f.name, "echo") == 0);
+        CHECK(fast(taken[2], &f) && !f.has_id && f.id == HA_NO_ID && f.service == 65535);
+        CHECK(fast(taken[3], &f) && f.id == 9007199254740991ull && strcmp(f.name, "7") == 0);
+        for (size_t i = 0; i < ELEMENTSOF(declined); i++) {
+                if (fast(declined[i], &f))
+                        fprintf(stderr, "taken: %s\n", declined[i]);
+                CHECK(!ha_submit_parse_fast(declined[i], strlen(declined[i]), &f));
+        }
+        /* What the bench client writes is what the fast path takes. */
+        n = ha_request_submit_write(big, sizeof(big), 9007199254740991ull, 65535);
+        CHECK(n > 0 && ha_submit_parse_fast(big, (size_t)n, &f) && f.has_id &&
+              f.id == 9007199254740991ull && f.service == 65535 && !f.name[0]);
+        CHECK(ha_submit_fast_agrees(big, (size_t)n));
+        CHECK(n > 0 && strcmp(big, "{\"v\":1,\"id\":9007199254740991,\"method\":\"submit\","
+                              "\"params\":{\"service\":65535}}") == 0);
+        CHECK_EQ(ha_request_submit_write(big, 16, 1, 1), -EINVAL);
+        /* A raw NUL inside the frame: the frame length covers it. */
+        CHECK(!ha_submit_parse_fast(nul, sizeof(nul) - 1, &f));
+        CHECK(ha_submit_fast_agrees(nul, sizeof(nul) - 1));
+        /* Truncated at every length: never taken, never read past len. */
+        for (size_t k = 0; k < strlen(taken[0]); k++)
+                CHECK(!ha_submit_parse_fast(taken[0], k, &f));
+        /* A name longer than the room for it is the general path's. */
+        snprintf(big, sizeof(big), "{\"v\":1,\"method\":\"submit\",\"params\":{\"service\":\"%0100d\"}}", 7);
+        CHECK(!fast(big, &f));
+}
+
+/* The submit reply without snprintf: exact text, rounding, the client's
+ * fast reader, and the general parser agreeing. */
+static void test_submit_reply(void)
+{
+        char out[HA_SUBMIT_JSON_MAX];
+        unsigned svc;
+        HaReply rep;
+        uint64_t id;
+        bool ok;
+        int n;
+
+        n = ha_reply_submit_write(out, sizeof(out), 9007199254740991ull, 65535, "SUCCESS", 1, 41549);
+        CHECK(n > 0 && strcmp(out, "{\"v\":1,\"id\":9007199254740991,\"result\":{\"service\":65535,"
+                              "\"status\":\"SUCCESS\",\"code\":1,\"latency_us\":41.5}}") == 0);
+        CHECK_EQ(ha_reply_parse(out, (size_t)n, &rep), 0);
+        CHECK(rep.has_id && rep.id == 9007199254740991ull && rep.result);
+        ha_reply_done(&rep);
+        CHECK(ha_reply_submit_parse_fast(out, (size_t)n, &id, &svc, &ok));
+        CHECK(id == 9007199254740991ull && svc == 65535 && ok);
+        for (int k = 0; k < n; k++)
+                CHECK(!ha_reply_submit_parse_fast(out, (size_t)k, &id, &svc, &ok));
+        /* Rounded half up to tenths: 0.04 -> 0.0, 0.05 -> 0.1. */
+        n = ha_reply_submit_write(out, sizeof(out), HA_NO_ID, 0, "SERVICE_ERROR", 4, 40);
+        CHECK(n > 0 && strcmp(out, "{\"v\":1,\"result\":{\"service\":0,\"status\":\"SERVICE_ERROR\","
+                              "\"code\":4,\"latency_us\":0.0}}") == 0);
+        CHECK(!ha_reply_submit_parse_fast(out, (size_t)n, &id, &svc, &ok));   /* no id */
+        n = ha_reply_submit_write(out, sizeof(out), 1, 0, "SUCCESS", 1, 50);
+        CHECK(n > 0 && strstr(out, "\"latency_us\":0.1}") != NULL);
+        n = ha_reply_submit_write(out, sizeof(out), 0, 3, "SERVICE_ERROR", 4, 123456789050ull);
+        CHECK_EQ(ha_reply_parse(out, (size_t)n, &rep), 0);
+        CHECK(fabs(cJSON_GetObjectItem(rep.result, "latency_us")->valuedouble - 123456789.1) < 1e-6);
+        ha_reply_done(&rep);
+        CHECK(ha_reply_submit_parse_fast(out, (size_t)n, &id, &svc, &ok) && id == 0 && svc == 3 && !ok);
+        CHECK_EQ(ha_reply_submit_write(out, 64, 1, 1, "SUCCESS", 1, 0), -EINVAL);
+        /* Anything else is the general parser's. */
+        CHECK(!ha_reply_submit_parse_fast("{\"v\":1,\"id\":3,\"result\":{\"pong\":true}}", 35,
+                                          &id, &svc, &ok));
+}
+
 int main(void)
 {
         test_header();
@@ -342,5 +476,7 @@ int main(void)
         test_utf8();
         test_envelopes();
         test_frame_send();
+        test_submit_fast();
+        test_submit_reply();
         return check_done("test-proto");
 }

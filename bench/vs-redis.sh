@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# The control socket side by side with redis over a Unix socket, in one run:
+# start a private redis-server and a private hyperampd (built-in defaults but
+# queue_entries 1024, for 64 x 16 in flight),
+# run each shape (connections x requests in flight per connection) against
+# both, interleaved, for ROUNDS rounds, and print the medians and ratios.
+#   bench/vs-redis.sh [BUILD_DIR] [ROUNDS]
+# redis:    redis-benchmark -s SOCK --csv -c C [-P P] -n N ECHO <64 B>
+# hyperamp: hyperampctl bench -s echo --size 64 -c C*P --connections C -n N
+# hyperampctl bench verifies every response.  SCALE=0.5 halves every N.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${1:-build}
+rounds=${2:-3}
+. scripts/lib.sh
+command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null ||
+        ensure_packages redis-server redis-tools
+exec python3 - "$build" "$rounds" "${SCALE:-1}" <<'PY'
+import json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile
+
+build, rounds, scale = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+# (connections, in flight per connection, requests per run)
+SHAPES = [(1, 1, 40000), (8, 1, 150000), (64, 1, 200000),
+          (8, 16, 600000), (1, 16, 300000), (64, 16, 600000)]
+PAYLOAD = "x" * 64
+d = tempfile.mkdtemp(prefix="vs-redis.")
+procs = []
+
+
+def start(argv, name):
+    """Start argv with NOTIFY_SOCKET ours; wait (bounded) for READY=1."""
+    ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    ns.bind(f"{d}/{name}.notify")
+    ns.settimeout(15)
+    p = subprocess.Popen(argv, env=dict(os.environ, NOTIFY_SOCKET=f"{d}/{name}.notify"),
+                         stdout=subprocess.DEVNULL)
+    procs.append(p)
+    try:
+        while b"READY=1" not in ns.recv(4096):
+            pass
+    except socket.timeout:
+        sys.exit(f"{name} did not become ready")
+    ns.close()
+    return p
+
+
+def redis(c, p, n):
+    argv = ["redis-benchmark", "-s", f"{d}/redis.sock", "--csv", "-c", str(c), "-n", str(n)]
+    if p > 1:
+        argv += ["-P", str(p)]
+    out = subprocess.run(argv + ["ECHO", PAYLOAD], check=True, capture_output=True,
+                         text=True, timeout=300).stdout
+    # "test","rps",...  then one row per command
+    rows = [l for l in out.splitlines() if l.startswith('"') and not l.startswith('"test"')]
+    return float(rows[-1].split(",")[1].strip('"'))
+
+
+def hyperamp(c, p, n):
+    out = subprocess.run([f"{build}/src/ctl/hyperampctl", "--socket", f"{d}/ha.sock", "--json",
+                          "bench", "-s", "echo", "--size", "64", "-c", str(c * p),
+                          "--connections", str(c), "-n", str(n)],
+                         check=True, capture_output=True, text=True, timeout=300).stdout
+    r = json.loads(out)
+    if r["failures"]:
+        sys.exit(f"hyperampctl bench reported {r['failures']} failures: {r}")
+    return float(r["req_per_s"])
+
+
+try:
+    start(["redis-server", "--port", "0", "--unixsocket", f"{d}/redis.sock",
+           "--save", "", "--appendonly", "no", "--supervised", "systemd",
+           "--loglevel", "warning"], "redis")
+    with open(f"{d}/cfg.json", "w") as f:
+        # Defaults, but a queue that holds 64 x 16 in flight (the default 255 would
+        # refuse the requests past it with E_BUSY).
+        json.dump({"shm_name": f"/hyperamp-vs-redis-{os.getpid()}", "queue_entries": 1024}, f)
+    start([f"{build}/src/daemon/hyperampd", "--config", f"{d}/cfg.json",
+           "--socket", f"{d}/ha.sock", "--log-level", "warning"], "hyperampd")
+    res = {s: {"redis": [], "hyperamp": []} for s in SHAPES}
+    for rnd in range(rounds):
+        for s in SHAPES:
+            c, p, n = s
+            n = max(1000, int(n * scale))
+            # Alternate which goes first, so neither always runs on a warm cache.
+            order = [("redis", redis), ("hyperamp", hyperamp)]
+            if rnd % 2:
+                order.reverse()
+            for name, fn in order:
+                res[s][name].append(fn(c, p, n))
+            print(f"round {rnd + 1}: {c}x{p}: redis {res[s]['redis'][-1]:,.0f}, "
+                  f"hyperamp {res[s]['hyperamp'][-1]:,.0f} req/s", file=sys.stderr)
+    print(f"| shape (connections x in flight) | redis req/s | hyperamp req/s | ratio |")
+    print("|---|---|---|---|")
+    for s in SHAPES:
+        r = statistics.median(res[s]["redis"])
+        h = statistics.median(res[s]["hyperamp"])
+        print(f"| {s[0]} x {s[1]} | {r:,.0f} | {h:,.0f} | {h / r:.2f} |")
+    print(f"(median of {rounds} interleaved rounds)")
+finally:
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    shutil.rmtree(d, ignore_errors=True)
+PY
