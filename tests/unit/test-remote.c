@@ -9,15 +9,19 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "check.h"
+#include "devmem.h"
 #include "log.h"
 #include "queue.h"
 #include "remote_v1.h"
@@ -278,6 +282,85 @@ static void test_too_big(void)
         peer_stop(&p);
 }
 
+/* ===== a hostile peer, in a thread: what no simulated profile does ===== */
+
+enum lie { LIE_LENGTH, LIE_OFFSET, LIE_SERVICE, LIE_RESERVED, LIE_NO_RESULT, LIE_NUL };
+
+typedef struct Liar {
+        enum lie how;
+        int stop;
+        uint8_t *mem;
+} Liar;
+
+static void *liar_main(void *arg)
+{
+        Liar *l = arg;
+        HaMsgQueue *q = (HaMsgQueue *)(l->mem + 0x10000);
+
+        __atomic_store_n((uint32_t *)(l->mem + 0x11000), HA_MARK_INITIALIZED, __ATOMIC_RELEASE);
+        while (!__atomic_load_n(&l->stop, __ATOMIC_ACQUIRE)) {
+                uint16_t head, bs;
+                HaMsgEntry *e;
+                uint32_t off, len;
+
+                if (__atomic_load_n(&q->working_mark, __ATOMIC_ACQUIRE) != HA_MARK_BUSY) {
+                        sched_yield();
+                        continue;
+                }
+                head = ha_ld16(&q->proc_ing_h);
+                bs = ha_ld16(&q->buf_size);
+                if (head >= bs)
+                        continue;
+                e = &q->entries[head];
+                off = ha_ld32(&e->msg.offset);
+                len = __atomic_load_n(&e->msg.length, __ATOMIC_ACQUIRE);
+                if (len == 0 || off >= 0x10000 || len > 0x10000 - off)
+                        continue;
+                for (uint32_t i = 0; i < len - (l->how == LIE_NUL ? 0 : 1); i++)
+                        l->mem[off + i] ^= 0x5a;
+                switch (l->how) {
+                case LIE_LENGTH: ha_st32(&e->msg.length, len + 1); break;
+                case LIE_OFFSET: ha_st32(&e->msg.offset, off + 64); break;
+                case LIE_SERVICE: ha_st16(&e->msg.service_id, 9); break;
+                default: break;
+                }
+                __atomic_store_n(&e->msg.flag, l->how == LIE_RESERVED ? 0x0103 :
+                                 l->how == LIE_NO_RESULT ? HA_FLAG_DEAL_STATE : 0x0003,
+                                 __ATOMIC_RELEASE);
+                ha_st16(&q->proc_ing_h, bs);
+                __atomic_store_n(&q->working_mark, HA_MARK_IDLE, __ATOMIC_RELEASE);
+        }
+        return NULL;
+}
+
+/* Each lie: the request fails (no bytes handed back as a result), the
+ * fault is counted, and the next honest answer is served again. */
+static void test_lie(enum lie how, const char *counter)
+{
+        Liar l = { .how = how };
+        pthread_t t;
+        HaRemoteV1 *r;
+        uint8_t b[16];
+        int fd;
+
+        fresh_memory();
+        fd = open(mem_path, O_RDWR);
+        l.mem = mmap(NULL, MEM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        close(fd);
+        CHECK(l.mem != MAP_FAILED);
+        CHECK_EQ(pthread_create(&t, NULL, liar_main, &l), 0);
+        r = gateway(HA_PEER_FREERTOS, HA_BELL_NONE, 5000);
+        CHECK_EQ(submit(r, 1, "hello", b), HA_RESULT_FAIL);
+        CHECK(memcmp(b, "hello", 5) == 0);      /* nothing of the peer's copied back */
+        CHECK_EQ(stat_of(r, counter), 1);
+        CHECK_EQ(stat_of(r, "failures"), 1);
+        CHECK(strcmp(ha_remote_v1_state(r), "ready") == 0);
+        __atomic_store_n(&l.stop, 1, __ATOMIC_RELEASE);
+        pthread_join(t, NULL);
+        ha_remote_v1_free(r);
+        munmap(l.mem, MEM_SIZE);
+}
+
 int main(void)
 {
         signal(SIGPIPE, SIG_IGN);
@@ -299,6 +382,12 @@ int main(void)
         test_faulty("restart", "--restart-at", "2", "peer_restarts", 1);
         test_faulty("scribble", NULL, NULL, "bad_header", 1);
         test_too_big();
+        test_lie(LIE_LENGTH, "bad_entry");
+        test_lie(LIE_OFFSET, "bad_entry");
+        test_lie(LIE_SERVICE, "bad_entry");
+        test_lie(LIE_RESERVED, "bad_flag");
+        test_lie(LIE_NO_RESULT, "no_result");
+        test_lie(LIE_NUL, "profile_mismatch");
         unlink(cfg_path);
         unlink(mem_path);
         unlink(bell_path);
