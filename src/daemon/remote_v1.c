@@ -65,6 +65,7 @@ struct HaRemoteV1 {
         HaBackoff bo;
         bool bo_ready;
         bool formatted;
+        bool adopt_done;                /* the first look at the queue is over */
         Record out;                     /* the request at the peer, if any */
         int released[2];                /* the entries released last, -1: none */
         uint16_t next_k;
@@ -79,7 +80,7 @@ struct HaRemoteV1 {
                 uint64_t requests, completed, failures, timeouts, peer_restarts, resyncs;
                 uint64_t bad_flag, bad_entry, bad_header, no_result, late_answers;
                 uint64_t double_answers, idle_missing, profile_mismatch, too_big;
-                uint64_t rings, rerings, bell_errors, not_ready, fast_fails;
+                uint64_t rings, rerings, bell_errors, not_ready, fast_fails, adopted;
                 uint64_t spins, timer_waits;
         } st;
 };
@@ -389,6 +390,48 @@ static void note_peer_change(HaRemoteV1 *r, int why)
                            "the queue header was overwritten");
 }
 
+/*
+ * The first time after a start: a queue that is still as a previous run of
+ * the daemon left it (header and canary) is taken over, not re-formatted
+ * under the peer: a request that run handed over (BUSY, proc_ing_h on an
+ * entry with a length) becomes the quarantined one, answered or timed out
+ * before anything else is sent; every other entry still holding a length
+ * is released.  Its values are the previous run's, read back: used only
+ * to release the entry, never to deliver anything.
+ */
+static bool adopt(HaRemoteV1 *r)
+{
+        bool held;
+        uint16_t p;
+
+        if (r->adopt_done)
+                return false;
+        r->adopt_done = true;
+        if (peer_changed(r) != PEER_SAME)
+                return false;
+        p = ha_ld16(&r->q->proc_ing_h);
+        held = mark(r) == HA_MARK_BUSY && p < r->n && ha_ld32(&entry(r, p)->msg.length) != 0;
+        for (uint16_t i = 0; i < r->n; i++)
+                if ((!held || i != p) && ha_ld32(&entry(r, i)->msg.length) != 0)
+                        release(r, i);
+        r->out.active = false;
+        if (held) {
+                HaMsgEntry *en = entry(r, p);
+
+                r->out = (Record){ .active = true, .k = p, .service = ha_ld16(&en->msg.service_id),
+                                   .offset = ha_ld32(&en->msg.offset),
+                                   .length = ha_ld32(&en->msg.length) };
+        }
+        r->released[0] = r->released[1] = -1;
+        r->next_k = (uint16_t)(r->out.active && r->out.k + 1 < r->n ? r->out.k + 1 :
+                               r->n > FIRST_ENTRY ? FIRST_ENTRY : 0);
+        r->formatted = true;
+        COUNT(r, adopted, 1);
+        log_notice("remote zone '%s': took over the queue as a previous run left it%s",
+                   r->cfg.name, r->out.active ? ", with its request still at the peer" : "");
+        return true;
+}
+
 /* Everything before sending: the ready mark, the quarantined request, a
  * peer restart (re-format), IDLE.  0, or -ETIMEDOUT / -ENOTCONN. */
 static int prepare(HaRemoteV1 *r, uint64_t deadline)
@@ -401,8 +444,7 @@ static int prepare(HaRemoteV1 *r, uint64_t deadline)
         if (!ready_mark_ok(r)) {
                 /* Gone or never there: whatever it comes back as, it is a
                  * new lifetime. */
-                if (r->formatted)
-                        r->formatted = false;
+                r->formatted = false;
                 r->out.active = false;
                 set_state(r, HA_REMOTE_WAITING_READY);
                 if (wait_for(r, check_ready, deadline) < 0) {
@@ -410,7 +452,11 @@ static int prepare(HaRemoteV1 *r, uint64_t deadline)
                         return -ENOTCONN;
                 }
         }
-        if (r->formatted && r->out.active) {
+        if (!r->formatted && !adopt(r)) {
+                set_state(r, HA_REMOTE_RESYNCING);
+                format(r);
+        }
+        if (r->out.active) {
                 if (!check_out(r)) {
                         ring_again(r);
                         if (wait_for(r, check_out, until) < 0)
@@ -418,10 +464,7 @@ static int prepare(HaRemoteV1 *r, uint64_t deadline)
                 }
         }
         for (int tries = 0;; tries++) {
-                if (!r->formatted) {
-                        set_state(r, HA_REMOTE_RESYNCING);
-                        format(r);
-                } else if ((why = peer_changed(r)) != PEER_SAME) {
+                if ((why = peer_changed(r)) != PEER_SAME) {
                         note_peer_change(r, why);
                         set_state(r, HA_REMOTE_RESYNCING);
                         format(r);
@@ -780,6 +823,7 @@ void ha_remote_v1_stats_json(void *ctx, cJSON *o)
         cJSON_AddNumberToObject(o, "timeouts", (double)r->st.timeouts);
         cJSON_AddNumberToObject(o, "peer_restarts", (double)r->st.peer_restarts);
         cJSON_AddNumberToObject(o, "resyncs", (double)r->st.resyncs);
+        cJSON_AddNumberToObject(o, "adopted", (double)r->st.adopted);
         cJSON_AddNumberToObject(o, "late_answers", (double)r->st.late_answers);
         cJSON_AddNumberToObject(o, "rings", (double)r->st.rings);
         cJSON_AddNumberToObject(o, "rerings", (double)r->st.rerings);

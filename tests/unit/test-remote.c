@@ -361,6 +361,50 @@ static void test_lie(enum lie how, const char *counter)
         munmap(l.mem, MEM_SIZE);
 }
 
+/* Crash safety: a daemon that died with a request at the peer leaves the
+ * queue BUSY on it.  The next one takes the queue over without
+ * re-formatting it under the peer, lets the peer finish that request,
+ * releases it, and only then sends its own. */
+static void test_takeover(void)
+{
+        Peer p;
+        HaRemoteV1 *r;
+        HaMsgQueue *q;
+        HaMsgEntry *e;
+        uint8_t *mem;
+        int fd;
+
+        fresh_memory();
+        p = peer_start("linux", NULL, NULL);
+        r = gateway(HA_PEER_LINUX, HA_BELL_FIFO, 5000);
+        CHECK_EQ(hellos(r, 1, linux_hello), 1);
+        ha_remote_v1_free(r);
+        /* What the dead run left: entry 200 handed over, BUSY, not rung. */
+        fd = open(mem_path, O_RDWR);
+        mem = mmap(NULL, MEM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        close(fd);
+        CHECK(mem != MAP_FAILED);
+        q = (HaMsgQueue *)(mem + 0x10000);
+        e = &q->entries[200];
+        memcpy(mem + 0x4000, "world", 6);
+        e->msg.service_id = 1;
+        e->msg.offset = 0x4000;
+        e->msg.length = 6;
+        q->proc_ing_h = 200;
+        __atomic_store_n(&q->working_mark, HA_MARK_BUSY, __ATOMIC_RELEASE);
+        r = gateway(HA_PEER_LINUX, HA_BELL_FIFO, 5000);
+        CHECK_EQ(hellos(r, 2, linux_hello), 2);
+        CHECK_EQ(stat_of(r, "adopted"), 1);
+        CHECK_EQ(stat_of(r, "resyncs"), 0);     /* never re-formatted */
+        CHECK_EQ(stat_of(r, "late_answers"), 1);        /* the dead run's request */
+        CHECK_EQ(q->buf_size, 255);
+        CHECK_EQ(e->msg.length, 0);             /* released */
+        CHECK_EQ(e->msg.flag, 0);
+        ha_remote_v1_free(r);
+        munmap(mem, MEM_SIZE);
+        peer_stop(&p);
+}
+
 int main(void)
 {
         signal(SIGPIPE, SIG_IGN);
@@ -382,6 +426,7 @@ int main(void)
         test_faulty("restart", "--restart-at", "2", "peer_restarts", 1);
         test_faulty("scribble", NULL, NULL, "bad_header", 1);
         test_too_big();
+        test_takeover();
         test_lie(LIE_LENGTH, "bad_entry");
         test_lie(LIE_OFFSET, "bad_entry");
         test_lie(LIE_SERVICE, "bad_entry");
