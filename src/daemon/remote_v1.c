@@ -812,13 +812,13 @@ void ha_remote_v1_stats_json(void *ctx, cJSON *o)
         HaRemoteV1 *r = ctx;
         cJSON *f, *rt;
 
-        cJSON_AddStringToObject(o, "state", ha_remote_v1_state(r));
+        /* The engine adds name, kind, state and its own job counts. */
         cJSON_AddStringToObject(o, "protocol", "v1");
         cJSON_AddStringToObject(o, "peer", ha_peer_name(r->cfg.peer));
         cJSON_AddStringToObject(o, "doorbell", ha_bell_name(r->cfg.bell));
         pthread_mutex_lock(&r->lock);
         cJSON_AddNumberToObject(o, "requests", (double)r->st.requests);
-        cJSON_AddNumberToObject(o, "completed", (double)r->st.completed);
+        cJSON_AddNumberToObject(o, "succeeded", (double)r->st.completed);
         cJSON_AddNumberToObject(o, "failures", (double)r->st.failures);
         cJSON_AddNumberToObject(o, "timeouts", (double)r->st.timeouts);
         cJSON_AddNumberToObject(o, "peer_restarts", (double)r->st.peer_restarts);

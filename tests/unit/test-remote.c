@@ -194,7 +194,7 @@ static void test_profile(const char *profile, enum ha_peer peer, enum ha_bell be
         CHECK_EQ(ha_remote_v1_call(r, 1, b, sizeof(b), 0), HA_RESULT_SUCCESS);
         CHECK(memcmp(b, expect, sizeof(b)) == 0);
         CHECK(strcmp(ha_remote_v1_state(r), "ready") == 0);
-        CHECK_EQ(stat_of(r, "completed"), 22);
+        CHECK_EQ(stat_of(r, "succeeded"), 22);
         CHECK_EQ(stat_of(r, "failures"), 0);
         CHECK_EQ(stat_of(r, "timeouts"), 0);
         CHECK_EQ(stat_of(r, "bad_entry") + stat_of(r, "bad_flag") + stat_of(r, "bad_header"), 0);
