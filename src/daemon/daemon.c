@@ -19,6 +19,7 @@
 #include "log.h"
 #include "services.h"
 #include "sockq.h"
+#include "remote_v1.h"
 #include "v1chan.h"
 #include "zones.h"
 
@@ -32,6 +33,7 @@ typedef struct Daemon {
         HaSockq *sockq;                 /* the socket's queue: a source */
         HaControl *control;
         HaV1Chan *v1[HA_V1_MAX_CHANNELS];       /* v1 compatibility channels */
+        HaRemoteV1 *remote[HA_REMOTE_MAX_ZONES]; /* remote zones: executors */
         HaZones *zones;
         struct event *sig_term, *sig_int, *sig_hup;
         struct event *deadline, *status_timer, *watchdog_timer;
@@ -307,6 +309,37 @@ static struct event_base *new_base(void)
         return base;
 }
 
+/* Each remote zone: an executor with one thread (stop-and-wait) and a
+ * queue of max_pending, and its service ids routed to it.  Before any
+ * source runs a job. */
+static int start_remote_zones(Daemon *d)
+{
+        for (unsigned i = 0; i < d->cfg.n_remote_zones; i++) {
+                const HaRemoteZoneConfig *z = &d->cfg.remote_zones[i];
+                unsigned id;
+                int r;
+
+                r = ha_remote_v1_new(z, &d->remote[i]);
+                if (r < 0)
+                        return r;
+                r = ha_engine_add_executor(d->engine, &ha_executor_remote_v1, d->remote[i],
+                                           z->name, 1, z->max_pending, &id);
+                if (r < 0)
+                        return log_error_errno(r, "remote zone '%s': cannot add its executor: %m",
+                                               z->name);
+                for (unsigned k = 0; k < z->n_services; k++) {
+                        r = ha_engine_route(d->engine, z->services[k], id);
+                        if (r < 0)
+                                return log_error_errno(r, "remote zone '%s': cannot route "
+                                                       "service %u: %m", z->name,
+                                                       z->services[k]);
+                }
+                log_info("remote zone '%s': services %u%s routed to it", z->name, z->services[0],
+                         z->n_services > 1 ? " and more" : "");
+        }
+        return 0;
+}
+
 int ha_daemon_run(const HaConfig *cfg, const HaDaemonOptions *opts)
 {
         Daemon d = { .opts = opts, .cfg = *cfg };
@@ -337,6 +370,9 @@ int ha_daemon_run(const HaConfig *cfg, const HaDaemonOptions *opts)
 
         enable_test_seams();
         r = ha_engine_new(d.base, &d.cfg, &d.engine);
+        if (r < 0)
+                goto out;
+        r = start_remote_zones(&d);
         if (r < 0)
                 goto out;
         r = ha_sockq_new(d.base, d.engine, &d.cfg, ha_control_complete,
@@ -405,6 +441,7 @@ out:
                         ha_sockq_leave(d.sockq);
                 d.engine = NULL, d.zones = NULL, d.sockq = NULL;
                 memset(d.v1, 0, sizeof(d.v1));
+                memset(d.remote, 0, sizeof(d.remote));
         } else if (r == 0 && d.abandoned)
                 log_warning("Stopped at the shutdown deadline; requests still in flight "
                             "were dropped");
@@ -418,6 +455,9 @@ out:
         /* After the engine: its workers may run v1 entries until joined. */
         for (unsigned i = 0; i < HA_V1_MAX_CHANNELS; i++)
                 d.v1[i] = ha_v1chan_free(d.v1[i]);
+        /* After the engine: their threads call them until joined. */
+        for (unsigned i = 0; i < HA_REMOTE_MAX_ZONES; i++)
+                d.remote[i] = ha_remote_v1_free(d.remote[i]);
         struct event *evs[] = { d.sig_term, d.sig_int, d.sig_hup, d.deadline, d.status_timer,
                                 d.watchdog_timer };
         for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)

@@ -850,3 +850,11 @@ void ha_remote_v1_stats_json(void *ctx, cJSON *o)
         }
         pthread_mutex_unlock(&r->lock);
 }
+
+const HaExecutorOps ha_executor_remote_v1 = {
+        .kind = "v1",
+        .remote = true,
+        .call = ha_remote_v1_call,
+        .stats_json = ha_remote_v1_stats_json,
+        .state = ha_remote_v1_state,
+};

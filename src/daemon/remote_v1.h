@@ -7,6 +7,7 @@
 #include <cjson/cJSON.h>
 
 #include "config.h"
+#include "engine.h"
 #include "hyperamp/wire.h"
 
 /*
@@ -56,6 +57,9 @@ enum ha_result ha_remote_v1_call(void *ctx, uint16_t service, uint8_t *buf, uint
 void ha_remote_v1_stats_json(void *ctx, cJSON *o);
 const char *ha_remote_v1_state(void *ctx);
 const char *ha_remote_state_name(enum ha_remote_state s);
+
+/* The executor ops (kind "v1", remote: handed private copies only). */
+extern const HaExecutorOps ha_executor_remote_v1;
 
 /* The largest payload this zone takes (half the buf region past 64). */
 uint32_t ha_remote_v1_max_payload(const HaRemoteV1 *r);
