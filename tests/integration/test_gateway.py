@@ -179,6 +179,9 @@ class GatewayTest(unittest.TestCase):
             self.assertGreaterEqual(x['round_trip_us']['p99'], x['round_trip_us']['p50'])
             rc, out, _ = d.ctl('stats')
             self.assertEqual(rc, 0)
+            row = [ln for ln in out.decode().splitlines() if ln.startswith('rtos ')]
+            self.assertEqual(row[0].split()[:7], ['rtos', 'freertos', 'ready', '10', '0', '0',
+                                                  '0'], out)
 
     def test_lease_client_reaches_remote(self):
         """libhyperamp (zone lease): every request verified by bench."""
