@@ -17,7 +17,7 @@ import tempfile
 import unittest
 
 import harness
-from harness import Daemon, scaled, wait_until
+from harness import Daemon, request, scaled, wait_until
 
 V1PEER = os.environ.get('V1PEER') or os.path.join(harness.BUILD, 'tests', 'peers', 'v1peer')
 V1CLIENT = os.environ.get('V1CLIENT') or os.path.join(harness.BUILD, 'tests', 'integration',
@@ -234,6 +234,26 @@ class GatewayTest(unittest.TestCase):
             self.zone.start('linux')
             self.assertEqual(self.submit(d, 'encrypt', 'hello')[0], LINUX_HELLO)
             self.assertEqual(executor(d, 'rtos')['state'], 'ready')
+
+    def test_pending_fifo_is_bounded(self):
+        """max_pending bounds what waits for the zone: past it E_BUSY, at
+        once; the rest are answered once each (here E_TIMEOUT, code 4)."""
+        self.zone.start('mute')
+        with self.daemon(self.zone.config('linux', [1], timeout_ms=300, max_pending=2)) as d:
+            with d.client(timeout=scaled(30)) as c:
+                for i in range(3):
+                    c.send(request('submit', id=i, params={'service': 1}), b'hello')
+                replies = {}
+                for _ in range(3):
+                    rep, data = c.recv_frame()
+                    replies[rep['id']] = rep
+                    self.assertEqual(data, b'')
+            self.assertEqual(replies[2]['error']['code'], 'E_BUSY')
+            for i in (0, 1):
+                self.assertEqual((replies[i]['result']['status'], replies[i]['result']['code']),
+                                 ('E_TIMEOUT', 4))
+            x = executor(d, 'rtos')
+            self.assertEqual((x['refused'], x['timeouts'], x['in_flight']), (1, 2, 0))
 
     def faulty(self, profile, *args, counter=None, want=LINUX_HELLO, peer='linux'):
         self.zone.start(profile, *args)
