@@ -113,10 +113,12 @@ static int get_state(HaRemoteV1 *r)
 
 static void set_state(HaRemoteV1 *r, enum ha_remote_state s)
 {
-        int old = __atomic_exchange_n(&r->state, (int)s, __ATOMIC_RELAXED);
+        /* One writer (the zone's thread): no exchange needed. */
+        int old = __atomic_load_n(&r->state, __ATOMIC_RELAXED);
 
         if (old == (int)s)
                 return;
+        __atomic_store_n(&r->state, (int)s, __ATOMIC_RELAXED);
         /* Transitions a user cares about; busy/ready flip per request. */
         if (s == HA_REMOTE_DOWN || old == HA_REMOTE_DOWN || s == HA_REMOTE_WAITING_READY ||
             old == HA_REMOTE_WAITING_READY) {
