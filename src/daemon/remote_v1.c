@@ -83,7 +83,7 @@ struct HaRemoteV1 {
                 uint64_t requests, completed, failures, timeouts, peer_restarts, resyncs;
                 uint64_t bad_flag, bad_entry, bad_header, no_result, late_answers;
                 uint64_t double_answers, idle_missing, profile_mismatch, too_big;
-                uint64_t rings, rerings, bell_errors, not_ready, fast_fails, adopted;
+                uint64_t rings, rerings, reasserts, bell_errors, not_ready, fast_fails, adopted;
                 uint64_t spins, timer_waits;
         } st;
 };
@@ -276,25 +276,32 @@ static void ring(HaRemoteV1 *r, uint16_t service)
                 COUNT(r, bell_errors, 1);
 }
 
-/* Half the timeout gone, no answer.  A peer with a doorbell keeps its
- * cursor: ring it again.  A polling one (seL4) may have reset its cursor
- * (proc_ing_h = 0, IDLE after 32 empty polls) in the instant we set it:
- * set it again, but only if it is no longer ours, so an entry the peer is
- * working on is never handed over twice. */
-static void ring_again(HaRemoteV1 *r)
+/* A polling peer (seL4) moves its cursor to 0 and sets IDLE after 32
+ * empty polls, and may do so in the instant we set proc_ing_h: put it back,
+ * but only while the entry is not done and no longer at the cursor, so an
+ * entry the peer is working on (the cursor stays on it) is never handed
+ * over twice. */
+static void reassert(HaRemoteV1 *r)
 {
-        COUNT(r, rerings, 1);
-        if (r->cfg.bell != HA_BELL_NONE) {
-                ring(r, r->out.service);
-                return;
-        }
         if (mark(r) == HA_MARK_IDLE && ha_ld16(&r->q->proc_ing_h) != r->out.k &&
             !(__atomic_load_n(&entry(r, r->out.k)->msg.flag, __ATOMIC_ACQUIRE) &
               HA_FLAG_DEAL_STATE)) {
                 ha_st16(&r->q->proc_ing_h, r->out.k);
                 __atomic_thread_fence(__ATOMIC_RELEASE);
                 __atomic_store_n(&r->q->working_mark, HA_MARK_BUSY, __ATOMIC_RELEASE);
+                COUNT(r, reasserts, 1);
         }
+}
+
+/* Half the timeout gone, no answer: ring again (an IRQ lost before the
+ * peer's poll is otherwise fatal; duplicates are harmless). */
+static void ring_again(HaRemoteV1 *r)
+{
+        COUNT(r, rerings, 1);
+        if (r->cfg.bell != HA_BELL_NONE)
+                ring(r, r->out.service);
+        else
+                reassert(r);
 }
 
 /* ===== waiting (executor thread): spin, then the timerfd backoff ===== */
@@ -495,6 +502,8 @@ static int check_done(HaRemoteV1 *r)
 {
         if (__atomic_load_n(&entry(r, r->out.k)->msg.flag, __ATOMIC_ACQUIRE) & HA_FLAG_DEAL_STATE)
                 return 1;
+        if (r->cfg.bell == HA_BELL_NONE)
+                reassert(r);
         /* A restart under the request: looked for on every 8th poll, so
          * the spin stays one load of the flag. */
         if (++r->polls % CHANGE_EVERY)
@@ -840,6 +849,7 @@ void ha_remote_v1_stats_json(void *ctx, cJSON *o)
         cJSON_AddNumberToObject(o, "late_answers", LD(r->st.late_answers));
         cJSON_AddNumberToObject(o, "rings", LD(r->st.rings));
         cJSON_AddNumberToObject(o, "rerings", LD(r->st.rerings));
+        cJSON_AddNumberToObject(o, "reasserts", LD(r->st.reasserts));
         cJSON_AddNumberToObject(o, "fast_fails", LD(r->st.fast_fails));
         cJSON_AddNumberToObject(o, "not_ready", LD(r->st.not_ready));
         f = cJSON_AddObjectToObject(o, "faults");

@@ -465,6 +465,26 @@ static void measure_cpu(void)
         peer_stop(&p);
 }
 
+/* A spinning seL4 peer resets its cursor (proc_ing_h 0, IDLE) after 32
+ * empty polls, often in the instant a request is handed over: the cursor
+ * is put back at once, not at half the timeout (1 s here). */
+static void test_sel4_cursor_race(void)
+{
+        Peer p;
+        HaRemoteV1 *r;
+
+        fresh_memory();
+        p = peer_start("sel4", "--spin", NULL);
+        r = gateway(HA_PEER_SEL4, HA_BELL_NONE, 2000);
+        CHECK_EQ(hellos(r, 2000, xor5a_hello), 2000);
+        CHECK_EQ(stat_of(r, "rerings"), 0);
+        CHECK_EQ(stat_of(r, "timeouts"), 0);
+        printf("sel4 --spin: %g cursor resets put back in 2000 requests\n",
+               stat_of(r, "reasserts"));
+        ha_remote_v1_free(r);
+        peer_stop(&p);
+}
+
 int main(void)
 {
         signal(SIGPIPE, SIG_IGN);
@@ -479,6 +499,7 @@ int main(void)
         test_profile("freertos-a", HA_PEER_FREERTOS, HA_BELL_FIFO, xor5a_hello);
         test_profile("linux", HA_PEER_LINUX, HA_BELL_FIFO, linux_hello);
         test_profile("sel4", HA_PEER_SEL4, HA_BELL_NONE, xor5a_hello);
+        test_sel4_cursor_race();
         test_not_ready_then_down_then_back();
         test_faulty("twice", NULL, NULL, "double_answers", 1);
         test_faulty("result-first", "--hold-ms", "20", NULL, 0);
