@@ -432,6 +432,10 @@ out:
                 (void)sd_notifyf(0, "ERRNO=%d\nSTATUS=Failed to start: %s", -r, strerror(-r));
         /* Reverse order of start-up: the engine joins its workers first, so
          * no completion can reach a freed connection. */
+        /* A dead zone would hold every request queued for it for its
+         * timeout: they fail now instead. */
+        for (unsigned i = 0; i < HA_REMOTE_MAX_ZONES; i++)
+                ha_remote_v1_cancel(d.remote[i]);
         if (ha_engine_stop(d.engine, d.abandoned) < 0) {
                 /* Its memory (engine, leases, v1 buffers) stays mapped for
                  * it; exit() ends it. */

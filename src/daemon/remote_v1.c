@@ -77,6 +77,7 @@ struct HaRemoteV1 {
         HaRatelimit rl;
         /* Any thread. */
         int state;                      /* enum ha_remote_state, atomic */
+        int cancel;                     /* atomic: the daemon is stopping */
         pthread_mutex_t lock;           /* rtt */
         HaHist rtt;
         struct {
@@ -84,6 +85,7 @@ struct HaRemoteV1 {
                 uint64_t bad_flag, bad_entry, bad_header, no_result, late_answers;
                 uint64_t double_answers, idle_missing, profile_mismatch, too_big;
                 uint64_t rings, rerings, reasserts, bell_errors, not_ready, fast_fails, adopted;
+                uint64_t cancelled;
                 uint64_t spins, timer_waits;
         } st;
 };
@@ -317,13 +319,18 @@ static int wait_for(HaRemoteV1 *r, int (*check)(HaRemoteV1 *), uint64_t until)
                 return c > 0 ? 0 : c;
         now = ha_backoff_now();
         ha_backoff_begin(&r->bo, until > now ? until - now : 0);
-        while ((c = check(r)) == 0)
+        while ((c = check(r)) == 0) {
+                if (__atomic_load_n(&r->cancel, __ATOMIC_RELAXED)) {
+                        c = -ECANCELED;
+                        break;
+                }
                 if (ha_backoff_wait(&r->bo) < 0) {
                         c = check(r);
                         if (c == 0)
                                 c = -ETIMEDOUT;
                         break;
                 }
+        }
         COUNT(r, spins, r->bo.spins - spins);
         COUNT(r, timer_waits, r->bo.timer_waits - waits);
         return c > 0 ? 0 : c;
@@ -639,6 +646,11 @@ enum ha_result ha_remote_v1_call(void *ctx, uint16_t service, uint8_t *buf, uint
 
         (void)worker;
         COUNT(r, requests, 1);
+        if (__atomic_load_n(&r->cancel, __ATOMIC_RELAXED)) {
+                COUNT(r, cancelled, 1);
+                COUNT(r, failures, 1);
+                return HA_RESULT_FAIL;
+        }
         if (!r->bo_ready) {
                 if (ha_backoff_init(&r->bo, SPIN_NS, MAX_STEP_NS) < 0) {
                         COUNT(r, failures, 1);
@@ -663,6 +675,12 @@ enum ha_result ha_remote_v1_call(void *ctx, uint16_t service, uint8_t *buf, uint
                         continue;       /* nothing of it was answered: send again */
                 }
                 break;
+        }
+        if (c < 0 && __atomic_load_n(&r->cancel, __ATOMIC_RELAXED)) {
+                /* The daemon is stopping: not the zone's fault. */
+                COUNT(r, cancelled, 1);
+                COUNT(r, failures, 1);
+                return HA_RESULT_FAIL;
         }
         if (c < 0) {
                 bool was_down = get_state(r) == HA_REMOTE_DOWN;
@@ -823,6 +841,12 @@ HaRemoteV1 *ha_remote_v1_free(HaRemoteV1 *r)
         return NULL;
 }
 
+void ha_remote_v1_cancel(HaRemoteV1 *r)
+{
+        if (r)
+                __atomic_store_n(&r->cancel, 1, __ATOMIC_RELAXED);
+}
+
 /* ===== observing (any thread) ===== */
 
 const char *ha_remote_v1_state(void *ctx)
@@ -852,6 +876,7 @@ void ha_remote_v1_stats_json(void *ctx, cJSON *o)
         cJSON_AddNumberToObject(o, "reasserts", LD(r->st.reasserts));
         cJSON_AddNumberToObject(o, "fast_fails", LD(r->st.fast_fails));
         cJSON_AddNumberToObject(o, "not_ready", LD(r->st.not_ready));
+        cJSON_AddNumberToObject(o, "cancelled", LD(r->st.cancelled));
         f = cJSON_AddObjectToObject(o, "faults");
         if (f) {
                 cJSON_AddNumberToObject(f, "bad_flag", LD(r->st.bad_flag));

@@ -49,6 +49,11 @@ enum ha_remote_state {
  * for the peer.  Logs the reason on failure. */
 int ha_remote_v1_new(const HaRemoteZoneConfig *cfg, HaRemoteV1 **ret);
 HaRemoteV1 *ha_remote_v1_free(HaRemoteV1 *r);
+/* Any thread, at shutdown: the request at the peer and those queued stop
+ * waiting (within a poll step) and fail, rather than each taking up to
+ * timeout_ms while the engine waits for them.  Nothing is written to the
+ * peer: a request left there is found by the next start (adopt). */
+void ha_remote_v1_cancel(HaRemoteV1 *r);
 
 /* The executor's call: buf holds len bytes, transformed in place on
  * SUCCESS.  Returns within the zone's timeout_ms (plus one poll step). */

@@ -255,6 +255,25 @@ class GatewayTest(unittest.TestCase):
             x = executor(d, 'rtos')
             self.assertEqual((x['refused'], x['timeouts'], x['in_flight']), (1, 2, 0))
 
+    def test_shutdown_with_a_dead_zone(self):
+        """SIGTERM while a request waits on a zone that never answers (60 s
+        timeout): the daemon finishes what it can until its shutdown
+        deadline, then the zone's waits are cancelled and it exits cleanly,
+        not past a thread stuck in the zone."""
+        self.zone.start('mute')
+        with self.daemon(self.zone.config('linux', [1], timeout_ms=60000)) as d:
+            ctl = subprocess.Popen([*harness.EXE_WRAPPER, harness.HYPERAMPCTL, '--socket',
+                                    d.socket_path, 'submit', '-s', 'encrypt', 'hello'],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            wait_until(lambda: executor(d, 'rtos')['state'] == 'busy', 10,
+                       'the request at the peer')
+            d.check_clean_exit = False
+            self.assertEqual(d.terminate_and_wait(scaled(30)), 0, d.log())
+            log = d.log()
+        ctl.communicate(timeout=scaled(30))
+        self.assertIn('Stopped at the shutdown deadline', log)
+        self.assertNotIn('stuck', log)
+
     def faulty(self, profile, *args, counter=None, want=LINUX_HELLO, peer='linux'):
         self.zone.start(profile, *args)
         with self.daemon(self.zone.config(peer, [1])) as d:
