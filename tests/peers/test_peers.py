@@ -6,12 +6,10 @@ This is what lets the gateway's tests trust the simulators.
 
 A regular file plays /dev/mem (the QEMU addresses, "base" at the buf
 region) and a FIFO the doorbell, as for the daemon's v1 channels."""
-import json
 import os
 import re
 import select
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
@@ -20,19 +18,12 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'integration'))
 import harness  # noqa: E402
+import test_v1  # noqa: E402
 from harness import scaled  # noqa: E402
+from test_v1 import BASE, BUF, HEADER, MARK_IDLE, MARK_INITIALIZED, QUEUE, READY  # noqa: E402
 
 V1PEER = os.environ.get('V1PEER') or os.path.join(harness.BUILD, 'tests', 'peers', 'v1peer')
 RAW_V1 = os.environ.get('RAW_V1') or os.path.join(harness.BUILD, 'tests', 'peers', 'raw-v1')
-
-BASE = 0x7E000000
-BUF = 0x7E000000
-QUEUE = 0x7E400000
-READY = 0x7E410000
-MEM_SIZE = READY + 0x1000 - BASE
-HEADER = struct.Struct('<IHHHH')        # working_mark, buf_size, empty_h, wait_h, proc_ing_h
-MARK_INITIALIZED = 0xEEEEEEEE
-MARK_IDLE = 0xBBBBBBBB
 
 KEY = bytes.fromhex('2b7e151628aed2a6abf7158809cf4f3c')
 
@@ -107,28 +98,9 @@ class Peer:
             self.proc.communicate()
 
 
-class Rig:
-    def __init__(self, tmp):
-        self.mem = os.path.join(tmp, 'mem')
-        self.bell = os.path.join(tmp, 'bell')
-        self.cfg = os.path.join(tmp, 'shm_config.json')
-        with open(self.mem, 'wb') as f:
-            f.truncate(MEM_SIZE)
-        os.mkfifo(self.bell)
-        with open(self.cfg, 'w') as f:
-            json.dump({'shm_regions': [
-                {'region_flag': 'linux-2-npucore-buf', 'zone0_ram_ipa': '0x7e000000',
-                 'zonex_ram_ipa': '0x7e000000', 'mem_size': '0x400000'},
-                {'region_flag': 'linux-2-npucore-msg', 'zone0_ram_ipa': '0x7e400000',
-                 'zonex_ram_ipa': '0x7e410000', 'mem_size': '0x1000'}]}, f)
-
-    def read(self, addr, n):
-        with open(self.mem, 'rb') as f:
-            return os.pread(f.fileno(), n, addr - BASE)
-
-    def write(self, addr, data):
-        with open(self.mem, 'r+b') as f:
-            os.pwrite(f.fileno(), data, addr - BASE)
+class Rig(test_v1.Rig):
+    """test_v1's stand-in hardware (memory file, FIFO, shm_config), plus the
+    raw driver."""
 
     def raw(self, peer, *args, bell=True, timeout_ms=10000, expect_rc=0):
         cmd = [*harness.EXE_WRAPPER, RAW_V1, '--shm-config', self.cfg, '--mem', self.mem,
