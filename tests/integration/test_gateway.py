@@ -335,8 +335,12 @@ class GatewayTest(unittest.TestCase):
         d1.kill()
         ctl.communicate(timeout=scaled(10))
         d1.__exit__(None, None, None)
-        with self.daemon(cfg) as d2:
-            self.assertEqual(self.submit(d2, 'encrypt', 'hello')[0], LINUX_HELLO)
+        # This peer holds every answer half-written until the next ring:
+        # the new request completes at its half-timeout re-ring (0.5 s).
+        with self.daemon(dict(cfg, timeout_ms=int(scaled(1000)))) as d2:
+            code, out, err = d2.ctl('--timeout', str(int(scaled(30))), 'submit', '-s',
+                                    'encrypt', 'hello')
+            self.assertEqual((code, out), (0, LINUX_HELLO), err)
             x = executor(d2, 'rtos')
             self.assertEqual((x['adopted'], x['resyncs'], x['late_answers']), (1, 0, 1))
             self.assertEqual(self.zone.header()[0], MARK_IDLE)
