@@ -199,6 +199,7 @@ int main(void)
         HaEngine *e = NULL;
         HaSockq *q = NULL;
         HaConfig cfg;
+        HaConfigSlot slot = { &cfg };
         unsigned remote;
         cJSON *o;
 
@@ -211,7 +212,7 @@ int main(void)
         CHECK_EQ(ha_engine_new(base, &cfg, &e), 0);
         if (!e)
                 return check_done("engine");
-        CHECK_EQ(ha_sockq_new(base, e, &cfg, socket_done, socket_refused, &q), 0);
+        CHECK_EQ(ha_sockq_new(base, e, &slot, socket_done, socket_refused, &q), 0);
         CHECK_EQ(ha_engine_add_source(e, &src_ops, &small, "zero", 0, &small.id), -EINVAL);
         for (unsigned i = 0; i < NSRC; i++) {
                 char name[16];
