@@ -16,7 +16,7 @@ out=$(realpath -m "${1:-build-deb}")
 
 . scripts/lib.sh
 ensure_packages dpkg-dev debhelper lintian fakeroot meson ninja-build pkg-config python3 \
-        libevent-dev libcjson-dev libsystemd-dev systemd bash-completion
+        libevent-dev libcjson-dev libsystemd-dev systemd bash-completion python3-prometheus-client
 
 # Only what an earlier run left in OUT_DIR is removed.
 mkdir -p "$out"

@@ -13,7 +13,7 @@ shift || true
 
 . scripts/lib.sh
 ensure_packages gcc meson ninja-build pkg-config libevent-dev libcjson-dev libsystemd-dev python3 \
-        systemd man-db util-linux valgrind
+        systemd man-db util-linux valgrind python3-prometheus-client
 
 opts=(-Dtest_seams=true "$@")
 [ "${CI:-}" = "true" ] && opts+=(-Dwerror=true)

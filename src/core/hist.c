@@ -26,6 +26,7 @@ void ha_hist_add(HaHist *h, uint64_t v)
 {
         h->b[bucket_of(v)]++;
         h->count++;
+        h->sum += v;
         if (v > h->max)
                 h->max = v;
 }
@@ -36,6 +37,7 @@ void ha_hist_add_shared(HaHist *h, uint64_t v)
 
         __atomic_store_n(&h->b[b], h->b[b] + 1, __ATOMIC_RELAXED);
         __atomic_store_n(&h->count, h->count + 1, __ATOMIC_RELAXED);
+        __atomic_store_n(&h->sum, h->sum + v, __ATOMIC_RELAXED);
         if (v > h->max)
                 __atomic_store_n(&h->max, v, __ATOMIC_RELAXED);
 }
@@ -50,6 +52,7 @@ void ha_hist_merge(HaHist *dst, const HaHist *src)
                 dst->b[i] += n;
                 dst->count += n;        /* the buckets, so quantiles stay in range */
         }
+        dst->sum += __atomic_load_n(&src->sum, __ATOMIC_RELAXED);
         if (max > dst->max)
                 dst->max = max;
 }
@@ -73,4 +76,13 @@ uint64_t ha_hist_quantile(const HaHist *h, double p)
                 }
         }
         return h->max;
+}
+
+uint64_t ha_hist_count_le(const HaHist *h, uint64_t v)
+{
+        uint64_t n = 0;
+
+        for (unsigned i = 0; i < HA_HIST_BUCKETS && bucket_upper(i) <= v; i++)
+                n += h->b[i];
+        return n;
 }

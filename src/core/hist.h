@@ -13,6 +13,7 @@
 typedef struct HaHist {
         uint64_t count;
         uint64_t max;
+        uint64_t sum;
         uint64_t b[HA_HIST_BUCKETS];
 } HaHist;
 
@@ -25,5 +26,8 @@ void ha_hist_merge(HaHist *dst, const HaHist *src);
 /* The upper bound of the bucket holding the p-quantile (0 < p <= 1),
  * clamped to the maximum seen; 0 when empty. */
 uint64_t ha_hist_quantile(const HaHist *h, double p);
+/* Samples at most v, exact when v is the upper bound of a bucket (any
+ * 2^k - 1); for the cumulative buckets of a Prometheus histogram. */
+uint64_t ha_hist_count_le(const HaHist *h, uint64_t v);
 
 #endif

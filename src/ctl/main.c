@@ -40,11 +40,14 @@ static const CtlCommand commands[] = {
           "  -s, --service SERVICE   service name or id (default echo)\n"
           "  -f, --file FILE         read the payload from FILE (else DATA, else stdin)\n",
           cmd_submit },
-        { "stats", "[--watch [SEC] [--count N]]",
+        { "stats", "[--watch [SEC] [--count N] | --format openmetrics]",
           "Show the daemon's counters, queue and latency per service; with\n"
-          "--watch, rates per second every SEC seconds until Ctrl-C",
+          "--watch, rates per second every SEC seconds until Ctrl-C; with\n"
+          "--format openmetrics, the text GET /metrics serves",
           "      --watch [SEC]       live view: redraw every SEC seconds (default 1)\n"
-          "      --count N           with --watch: stop after N intervals\n",
+          "      --count N           with --watch: stop after N intervals\n"
+          "      --format FORMAT     text (default) or openmetrics (for node_exporter's\n"
+          "                          textfile collector)\n",
           cmd_stats },
         { "services", "", "List the services the daemon offers", "", cmd_services },
         { "ping", "", "Check that the daemon answers, and how fast", "", cmd_ping },
@@ -713,12 +716,44 @@ static int stats_watch(Ctx *ctx, double every, unsigned long count)
         return r;
 }
 
+/* The Prometheus text exposition, as the daemon's metrics listener has it. */
+static int stats_openmetrics(Ctx *ctx)
+{
+        _cleanup_free_ uint8_t *data = NULL;
+        cJSON *params = cJSON_CreateObject();
+        const char *text;
+        size_t dlen;
+        HaReply rep;
+        int r;
+
+        if (!params || !cJSON_AddStringToObject(params, "format", "openmetrics")) {
+                cJSON_Delete(params);
+                fprintf(stderr, "hyperampctl: out of memory\n");
+                return EXIT_FAILED;
+        }
+        r = simple_call(ctx, "stats", params, NULL, 0, &rep, &data, &dlen);
+        if (r)
+                return r;
+        text = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(rep.result, "text"));
+        if (!text) {
+                ha_reply_done(&rep);
+                fprintf(stderr, "hyperampctl: the daemon's stats reply has no \"text\": is it "
+                        "older than this hyperampctl?\n");
+                return EXIT_FAILED;
+        }
+        fputs(text, stdout);
+        ha_reply_done(&rep);
+        return EXIT_OK;
+}
+
 static int cmd_stats(Ctx *ctx, int argc, char **argv)
 {
         static const struct option own[] = {
                 { "watch", optional_argument, NULL, 'w' },
                 { "count", required_argument, NULL, 'n' },
+                { "format", required_argument, NULL, 'F' },
         };
+        bool openmetrics = false;
         const struct option *opts = ctl_options(own, ELEMENTSOF(own));
         const char *sec = NULL;
         unsigned long count = 0;
@@ -734,6 +769,12 @@ static int cmd_stats(Ctx *ctx, int argc, char **argv)
                 } else if (c == 'n') {
                         if (ctl_parse_uint(optarg, 1, 1000000000, &count) < 0)
                                 return ctl_usage_error("--count: '%s' is not a number from 1", optarg);
+                } else if (c == 'F') {
+                        if (strcmp(optarg, "openmetrics") == 0)
+                                openmetrics = true;
+                        else if (strcmp(optarg, "text") != 0)
+                                return ctl_usage_error("--format: '%s' is not text or openmetrics",
+                                                       optarg);
                 } else if ((r = ctl_global_opt(ctx, c, argv[0])) < 0)
                         return r;
         }
@@ -742,6 +783,12 @@ static int cmd_stats(Ctx *ctx, int argc, char **argv)
                 sec = argv[optind++];
         if (optind < argc)
                 return ctl_usage_error("stats: unexpected argument '%s'", argv[optind]);
+        if (openmetrics) {
+                if (watch || count || ctx->json)
+                        return ctl_usage_error("%s", "stats: --format openmetrics goes with no "
+                                               "--watch, --count or --json");
+                return stats_openmetrics(ctx);
+        }
         if (!watch) {
                 if (count)
                         return ctl_usage_error("%s", "stats: --count goes with --watch");

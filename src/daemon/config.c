@@ -16,6 +16,7 @@
 #include "hvcfg.h"
 #include "hyperamp/cleanup.h"
 #include "log.h"
+#include "metrics.h"
 
 #define MAX_CONFIG_BYTES (1u << 20)
 
@@ -45,6 +46,8 @@ void ha_config_defaults(HaConfig *c)
         c->admin_group[0] = '\0';
         c->admin_gid = (gid_t)-1;
         c->log_level = LOG_INFO;
+        c->metrics_listen[0] = '\0';
+        c->metrics_max_connections = 16;
 }
 
 unsigned ha_config_workers(const HaConfig *c)
@@ -58,7 +61,7 @@ unsigned ha_config_workers(const HaConfig *c)
 }
 
 enum key_type { K_UINT, K_U64, K_BOOL, K_SHM_NAME, K_MODE, K_LOGLEVEL, K_GROUP, K_V1CHANNELS,
-                K_REMOTE_ZONES };
+                K_LISTEN, K_REMOTE_ZONES };
 
 static const struct config_key {
         const char *name;
@@ -87,6 +90,8 @@ static const struct config_key {
         { "admin_group", K_GROUP, offsetof(HaConfig, admin_group), 0, 0, true },
         { "log_level", K_LOGLEVEL, offsetof(HaConfig, log_level), 0, 0, true },
         { "v1_channels", K_V1CHANNELS, offsetof(HaConfig, v1_channels), 0, 0, false },
+        { "metrics_listen", K_LISTEN, offsetof(HaConfig, metrics_listen), 0, 0, false },
+        { "metrics_max_connections", K_UINT, offsetof(HaConfig, metrics_max_connections), 1, 1024, false },
         { "remote_zones", K_REMOTE_ZONES, offsetof(HaConfig, remote_zones), 0, 0, false },
 };
 
@@ -304,6 +309,17 @@ static int set_key(HaConfig *c, const struct config_key *k, const cJSON *v,
         }
         case K_V1CHANNELS:
                 return set_v1_channels(c, v, err, errlen);
+        case K_LISTEN:
+                if (!cJSON_IsString(v))
+                        goto type;
+                if (strlen(v->valuestring) >= sizeof(c->metrics_listen) ||
+                    (v->valuestring[0] && ha_metrics_parse_listen(v->valuestring, NULL, NULL) < 0)) {
+                        snprintf(err, errlen, "\"%s\": must be \"\" (off), \"A.B.C.D:PORT\", "
+                                 "\"[IPV6]:PORT\" or \"unix:/PATH\" (under 108 bytes)", k->name);
+                        return -EINVAL;
+                }
+                snprintf(field, sizeof(c->metrics_listen), "%s", v->valuestring);
+                return 0;
         case K_REMOTE_ZONES:
                 return ha_config_set_remote_zones(c, v, err, errlen);
         }
@@ -537,6 +553,8 @@ char *ha_config_to_json(const HaConfig *c, const char *socket_path)
         cJSON_AddNumberToObject(o, "zone_pool_size", (double)c->zone_pool_size);
         cJSON_AddStringToObject(o, "admin_group", c->admin_group);
         cJSON_AddStringToObject(o, "log_level", ha_log_level_name(c->log_level));
+        cJSON_AddStringToObject(o, "metrics_listen", c->metrics_listen);
+        cJSON_AddNumberToObject(o, "metrics_max_connections", c->metrics_max_connections);
         if (c->n_v1_channels) {
                 cJSON *a = cJSON_AddArrayToObject(o, "v1_channels");
                 for (unsigned i = 0; i < c->n_v1_channels; i++) {
@@ -576,6 +594,8 @@ static size_t key_size(const struct config_key *k)
                 return HA_SHM_NAME_MAX;
         case K_GROUP:
                 return sizeof(((HaConfig *)0)->admin_group);
+        case K_LISTEN:
+                return sizeof(((HaConfig *)0)->metrics_listen);
         case K_V1CHANNELS:
         case K_REMOTE_ZONES:
                 break;
@@ -650,6 +670,7 @@ static bool key_differs(const struct config_key *k, const HaConfig *a, const HaC
                 return *(const int *)fa != *(const int *)fb;
         case K_SHM_NAME:
         case K_GROUP:
+        case K_LISTEN:
                 return strcmp(fa, fb) != 0;
         case K_V1CHANNELS:
                 return a->n_v1_channels != b->n_v1_channels ||

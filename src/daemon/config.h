@@ -63,6 +63,8 @@ typedef struct HaConfig {
         char admin_group[64];           /* may reload/shutdown; "" = none */
         gid_t admin_gid;                /* resolved; (gid_t)-1 when none */
         int log_level;
+        char metrics_listen[128];       /* "" off; ADDR:PORT, [V6]:PORT, unix:/PATH */
+        unsigned metrics_max_connections;
         unsigned n_v1_channels;         /* restart to change */
         HaV1ChannelConfig v1_channels[HA_V1_MAX_CHANNELS];
         unsigned n_remote_zones;        /* restart to change */

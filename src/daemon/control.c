@@ -21,11 +21,13 @@
 #include "control.h"
 #include "hyperamp-config.h"
 #include "hyperamp/cleanup.h"
+#include "listenfds.h"
 #include "log.h"
 #include "ownpath.h"
 #include "proto.h"
 #include "services.h"
 #include "sockpath.h"
+#include "stats.h"
 
 #define NO_ID HA_NO_ID
 #define OUTPUT_HIGH (4u << 20)  /* stop reading a client that does not read replies */
@@ -68,6 +70,53 @@ struct Conn {
         gid_t gid;
 };
 
+/* Control's counters (stats.h): field, JSON key, metric, unit, help. */
+#define CONTROL_REQUEST_COUNTERS(X)                                                     \
+        X(rejected_requests, "rejected", "control_requests_rejected", "",               \
+          "Requests refused before the queue (invalid, busy, limits, shutting down)")   \
+        X(orphaned_replies, "orphaned", "control_replies_orphaned", "",                 \
+          "Replies whose client had gone")
+#define CONTROL_CONN_COUNTERS(X)                                                        \
+        X(accepted, "total", "control_connections_accepted", "",                        \
+          "Control connections accepted")                                               \
+        X(rejected_conns, "rejected", "control_connections_rejected", "",               \
+          "Control connections refused at a connection limit")                          \
+        X(rejected_per_uid, "rejected_per_uid", "control_connections_rejected_per_uid", "", \
+          "Control connections refused over max_connections_per_uid")                   \
+        X(budget_pauses, "budget_pauses", "control_budget_pauses", "",                  \
+          "Times a client was not read for its backlog of replies (output_budget)")     \
+        X(protocol_errors, "protocol_errors", "control_protocol_errors", "",            \
+          "Malformed frames or requests on the control socket")                         \
+        X(timeouts, "timeouts", "control_timeouts", "",                                 \
+          "Control connections closed idle or stalled mid-frame")                       \
+        X(denied, "denied", "control_denied", "",                                       \
+          "Admin calls refused to a client that is not an admin")
+/* Gauges: JSON key, metric, unit, help, value (ctl in scope). */
+#define CONTROL_CONN_GAUGES(X)                                                          \
+        X("current", "control_connections", "", "Open control connections", ctl->nconns) \
+        X("max", "control_connections_max", "", "max_connections",                      \
+          cfg_of(ctl)->max_connections)                                                     \
+        X("max_per_uid", "control_connections_max_per_uid", "",                         \
+          "Effective max_connections_per_uid", per_uid_cap(ctl))                        \
+        X("output_bytes", "control_output", "bytes", "Reply bytes waiting for clients",  \
+          ctl->out_bytes)                                                               \
+        X("output_bytes_max", "control_output_max", "bytes",                            \
+          "Most reply bytes ever waiting for clients", ctl->out_bytes_max)              \
+        X("output_budget", "control_output_budget", "bytes", "output_budget",           \
+          cfg_of(ctl)->output_budget)                                                       \
+        X("output_paused", "control_connections_paused", "",                            \
+          "Clients not read now for their backlog of replies", ctl->npaused)
+
+typedef struct ControlCounters {
+        CONTROL_REQUEST_COUNTERS(HA_COUNTER_FIELD)
+        CONTROL_CONN_COUNTERS(HA_COUNTER_FIELD)
+} ControlCounters;
+
+typedef struct StatsHook {
+        void (*fn)(void *userdata, HaStats *s);
+        void *userdata;
+} StatsHook;
+
 struct HaControl {
         struct event_base *base;
         HaEngine *engine;
@@ -99,11 +148,9 @@ struct HaControl {
         HaRatelimit rl_denied, rl_limit, rl_accept;
         HaRatelimit rl_req;     /* per-request errors: a bad peer cannot flood the log */
         HaRatelimit rl_budget;
-        struct {
-                uint64_t accepted, rejected_conns, protocol_errors, rejected_requests,
-                        orphaned_replies, timeouts, denied, rejected_per_uid,
-                        budget_pauses;
-        } st;
+        ControlCounters st;
+        StatsHook stats_hooks[4];       /* other owners' parts of stats */
+        unsigned nstats_hooks;
 };
 
 static const HaConfig *cfg_of(const HaControl *ctl)
@@ -359,23 +406,23 @@ static void m_submit(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer
 
         if (parse_service(cJSON_GetObjectItemCaseSensitive(req->params, "service"), &sid,
                           err, sizeof(err)) < 0) {
-                ctl->st.rejected_requests++;
+                HA_INC(&ctl->st, rejected_requests);
                 send_error(c, id, HA_E_INVALID, err);
                 return;
         }
         if (dlen == 0) {
-                ctl->st.rejected_requests++;
+                HA_INC(&ctl->st, rejected_requests);
                 send_error(c, id, HA_E_INVALID, "the payload is empty");
                 return;
         }
         if (c->pending >= cfg_of(ctl)->max_inflight_per_conn) {
-                ctl->st.rejected_requests++;
+                HA_INC(&ctl->st, rejected_requests);
                 send_error(c, id, HA_E_BUSY, "too many requests in flight on this connection");
                 return;
         }
         r = ha_sockq_submit(ctl->sockq, sid, in, dlen, c, id);
         if (r < 0) {
-                ctl->st.rejected_requests++;
+                HA_INC(&ctl->st, rejected_requests);
                 log_request_error(c, id, sid, r == -EAGAIN ? "refused, queue or pool full" :
                                   "refused, larger than the pool can hold");
                 send_error(c, id, r == -EAGAIN ? HA_E_BUSY : HA_E_TOO_BIG,
@@ -436,36 +483,75 @@ static void m_services(Conn *c, const HaRequest *req, uint64_t id, struct evbuff
         send_result(c, id, r);
 }
 
+void ha_control_add_stats(HaControl *ctl, void (*fn)(void *userdata, HaStats *s),
+                          void *userdata)
+{
+        if (ctl->nstats_hooks < ELEMENTSOF(ctl->stats_hooks))
+                ctl->stats_hooks[ctl->nstats_hooks++] = (StatsHook){ fn, userdata };
+}
+
+void ha_control_stats(HaControl *ctl, HaStats *s)
+{
+        static const HaMetric pid = { "pid", NULL, HA_MT_GAUGE, "", "" };
+        static const HaMetric uptime = { "uptime_s", "uptime", HA_MT_GAUGE, "seconds",
+                                         "Seconds since hyperampd started" };
+        static const HaMetric build = { NULL, "build_info", HA_MT_GAUGE, "",
+                                        "hyperampd's version (the value is always 1)" };
+        static const char *const build_labels[] = { "version", HA_VERSION };
+        const ControlCounters *blk = &ctl->st;
+
+        ha_stat_str(s, "version", HA_VERSION);
+        ha_stat(s, &pid, getpid());
+        ha_stat(s, &uptime, (double)((ha_now_ns() - ctl->started_ns) / 1000000) / 1000.0);
+        ha_stat_info(s, &build, build_labels, 1);
+        ha_sockq_stats(ctl->sockq, s);
+        ha_engine_stats(ctl->engine, s);
+        ha_stats_section(s, "requests");
+        CONTROL_REQUEST_COUNTERS(HA_COUNTER_EMIT)
+        ha_stats_leave(s);
+        ha_stats_section(s, "connections");
+        CONTROL_CONN_GAUGES(HA_GAUGE_EMIT)
+        CONTROL_CONN_COUNTERS(HA_COUNTER_EMIT)
+        ha_stats_leave(s);
+        for (unsigned i = 0; i < ctl->nstats_hooks; i++)
+                ctl->stats_hooks[i].fn(ctl->stats_hooks[i].userdata, s);
+}
+
 static void m_stats(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer *in, uint32_t dlen)
 {
-        HaControl *ctl = c->ctl;
-        cJSON *r = cJSON_CreateObject(), *conns, *reqs;
-        (void)req, (void)in, (void)dlen;
+        const cJSON *format = cJSON_GetObjectItemCaseSensitive(req->params, "format");
+        bool text = cJSON_IsString(format) && strcmp(format->valuestring, "openmetrics") == 0;
+        cJSON *r = cJSON_CreateObject();
+        HaStats *s;
+        (void)in, (void)dlen;
 
-        cJSON_AddStringToObject(r, "version", HA_VERSION);
-        cJSON_AddNumberToObject(r, "pid", getpid());
-        cJSON_AddNumberToObject(r, "uptime_s",
-                                (double)((ha_now_ns() - ctl->started_ns) / 1000000) / 1000.0);
-        ha_sockq_stats_json(ctl->sockq, r);
-        ha_engine_stats_json(ctl->engine, r);
-        reqs = cJSON_GetObjectItemCaseSensitive(r, "requests");
-        cJSON_AddNumberToObject(reqs, "rejected", (double)ctl->st.rejected_requests);
-        cJSON_AddNumberToObject(reqs, "orphaned", (double)ctl->st.orphaned_replies);
-        conns = cJSON_AddObjectToObject(r, "connections");
-        cJSON_AddNumberToObject(conns, "current", ctl->nconns);
-        cJSON_AddNumberToObject(conns, "total", (double)ctl->st.accepted);
-        cJSON_AddNumberToObject(conns, "rejected", (double)ctl->st.rejected_conns);
-        cJSON_AddNumberToObject(conns, "max", cfg_of(ctl)->max_connections);
-        cJSON_AddNumberToObject(conns, "max_per_uid", per_uid_cap(ctl));
-        cJSON_AddNumberToObject(conns, "rejected_per_uid", (double)ctl->st.rejected_per_uid);
-        cJSON_AddNumberToObject(conns, "output_bytes", (double)ctl->out_bytes);
-        cJSON_AddNumberToObject(conns, "output_bytes_max", (double)ctl->out_bytes_max);
-        cJSON_AddNumberToObject(conns, "output_budget", (double)cfg_of(ctl)->output_budget);
-        cJSON_AddNumberToObject(conns, "output_paused", ctl->npaused);
-        cJSON_AddNumberToObject(conns, "budget_pauses", (double)ctl->st.budget_pauses);
-        cJSON_AddNumberToObject(conns, "protocol_errors", (double)ctl->st.protocol_errors);
-        cJSON_AddNumberToObject(conns, "timeouts", (double)ctl->st.timeouts);
-        cJSON_AddNumberToObject(conns, "denied", (double)ctl->st.denied);
+        if (format && !text &&
+            !(cJSON_IsString(format) && strcmp(format->valuestring, "json") == 0)) {
+                cJSON_Delete(r);
+                send_error(c, id, HA_E_INVALID, "\"format\" must be \"json\" or \"openmetrics\"");
+                return;
+        }
+        s = r ? (text ? ha_stats_metrics() : ha_stats_json(r)) : NULL;
+        if (!s) {
+                cJSON_Delete(r);
+                send_error(c, id, HA_E_INTERNAL, "out of memory");
+                return;
+        }
+        ha_control_stats(c->ctl, s);
+        if (text) {
+                char *t = ha_stats_text(s, NULL);
+
+                if (!t || !cJSON_AddStringToObject(r, "format", "openmetrics") ||
+                    !cJSON_AddStringToObject(r, "text", t)) {
+                        free(t);
+                        ha_stats_free(s);
+                        cJSON_Delete(r);
+                        send_error(c, id, HA_E_INTERNAL, "out of memory");
+                        return;
+                }
+                free(t);
+        }
+        ha_stats_free(s);
         send_result(c, id, r);
 }
 
@@ -655,13 +741,13 @@ static void handle_frame(Conn *c, struct evbuffer *in)
                 return;
         }
         if (ha_request_parse(json, jlen, &req, &err, &msg) < 0) {
-                ctl->st.protocol_errors++;
+                HA_INC(&ctl->st, protocol_errors);
                 send_error(c, req.has_id ? req.id : NO_ID, err, msg);
                 goto out;
         }
         id = req.has_id ? req.id : NO_ID;
         if (ctl->quiesced) {
-                ctl->st.rejected_requests++;
+                HA_INC(&ctl->st, rejected_requests);
                 send_error(c, id, HA_E_SHUTDOWN, "the daemon is shutting down");
                 goto out;
         }
@@ -669,7 +755,7 @@ static void handle_frame(Conn *c, struct evbuffer *in)
                 if (strcmp(methods[i].name, req.method) == 0)
                         m = &methods[i];
         if (!m) {
-                ctl->st.protocol_errors++;
+                HA_INC(&ctl->st, protocol_errors);
                 send_error(c, id, HA_E_METHOD,
                            "unknown method (try ping, services, stats, submit, attach, reload, shutdown)");
                 goto out;
@@ -677,7 +763,7 @@ static void handle_frame(Conn *c, struct evbuffer *in)
         if ((m->flags & M_ADMIN) && !peer_is_admin(c)) {
                 uint64_t suppressed;
 
-                ctl->st.denied++;
+                HA_INC(&ctl->st, denied);
                 if (ha_ratelimit_ok(&ctl->rl_denied, &suppressed))
                         ha_log_ctx(LOG_WARNING, HA_LOG_CTX(.message_id = HA_MID_DENIED,
                                                            .client_pid = (int)c->pid,
@@ -732,7 +818,7 @@ static bool conn_backlogged(Conn *c)
         if (ctl->out_bytes <= cfg_of(ctl)->output_budget || out == 0 ||
             out < cfg_of(ctl)->output_budget / ctl->nconns)
                 return false;
-        ctl->st.budget_pauses++;
+        HA_INC(&ctl->st, budget_pauses);
         if (ha_ratelimit_ok(&ctl->rl_budget, &suppressed))
                 ha_log_ctx(LOG_WARNING, HA_LOG_CTX(.client_pid = (int)c->pid,
                                                    .client_uid = (uint32_t)c->uid),
@@ -775,7 +861,7 @@ static bool conn_read(Conn *c)
                         if (ha_frame_hdr_parse(hdr, (uint32_t)cfg_of(ctl)->max_payload, &c->jlen,
                                                &c->dlen, &err) < 0) {
                                 char m[128];
-                                ctl->st.protocol_errors++;
+                                HA_INC(&ctl->st, protocol_errors);
                                 snprintf(m, sizeof(m), "frame of %u+%u bytes refused "
                                          "(JSON at most %u, payload at most %llu)",
                                          c->jlen, c->dlen, HA_PROTO_MAX_JSON,
@@ -844,7 +930,7 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *userdata)
                 return;
         }
         if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_WRITING)) {
-                ctl->st.timeouts++;
+                HA_INC(&ctl->st, timeouts);
                 log_debug("Client pid %d read none of its replies for %u ms, closing",
                           (int)c->pid, cfg_of(ctl)->client_timeout_ms);
                 conn_close(c);
@@ -858,7 +944,7 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *userdata)
                         bufferevent_enable(bev, EV_READ);
                         return;
                 }
-                ctl->st.timeouts++;
+                HA_INC(&ctl->st, timeouts);
                 log_debug("Client pid %d %s for %u ms, closing", (int)c->pid,
                           c->have_hdr || evbuffer_get_length(in) ? "stalled mid-frame" : "idle",
                           cfg_of(ctl)->client_timeout_ms);
@@ -874,7 +960,7 @@ static bool reply_due(Conn *c, uint64_t req_id, uint16_t service, const char *fa
         if (failure)
                 log_request_error(c, req_id, service, failure);
         if (!c->bev) {
-                c->ctl->st.orphaned_replies++;
+                HA_INC(&c->ctl->st, orphaned_replies);
                 if (c->pending == 0) {
                         LIST_REMOVE(c, link);
                         conn_free(c);
@@ -932,8 +1018,8 @@ static void reject_conn(HaControl *ctl, int fd, uid_t uid, bool uid_cap)
                 (void)ha_frame_send(fd, json, len, NULL, 0, MSG_DONTWAIT | MSG_NOSIGNAL);
         free(json);
         close(fd);
-        ctl->st.rejected_conns++;
-        ctl->st.rejected_per_uid += uid_cap;
+        HA_INC(&ctl->st, rejected_conns);
+        HA_ADD(&ctl->st, rejected_per_uid, uid_cap);
         if (!ha_ratelimit_ok(&ctl->rl_limit, &suppressed))
                 return;
         if (uid_cap)
@@ -1020,7 +1106,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         LIST_INSERT_HEAD(&ctl->conns, c, link);
         ctl->nconns++;
         ctl->nadmins += admin;
-        ctl->st.accepted++;
+        HA_INC(&ctl->st, accepted);
 }
 
 static void retry_cb(evutil_socket_t fd, short what, void *userdata)
@@ -1052,28 +1138,14 @@ static void accept_error_cb(struct evconnlistener *l, void *userdata)
  */
 static int inherited_socket(void)
 {
-        char **names = NULL;
-        int n, fd = -ENOENT;
+        int fd = ha_listen_fd_take("control", true);
 
-        n = sd_listen_fds_with_names(1, &names);
-        if (n <= 0)
-                return n < 0 ? n : -ENOENT;
-        for (int i = 0; i < n; i++) {
-                int cand = SD_LISTEN_FDS_START + i;
-                bool named = names && names[i] && strcmp(names[i], "control") == 0;
-
-                if (fd < 0 && (named || n == 1) &&
-                    sd_is_socket_unix(cand, SOCK_STREAM, 1, NULL, 0) > 0)
-                        fd = cand;
-                else
-                        close(cand);    /* not ours to keep */
-        }
-        for (int i = 0; names && i < n; i++)
-                free(names[i]);
-        free(names);
-        if (fd < 0) {
-                log_warning("systemd passed %d sockets, none a listening stream socket named "
-                            "'control', ignoring them", n);
+        if (fd < 0)
+                return fd;
+        if (sd_is_socket_unix(fd, SOCK_STREAM, 1, NULL, 0) <= 0) {
+                log_warning("systemd passed a socket for 'control' (fd %d) that is not a "
+                            "listening Unix stream socket, ignoring it", fd);
+                close(fd);
                 return -ENOENT;
         }
         if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0) {

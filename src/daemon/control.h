@@ -12,6 +12,7 @@
 #include "engine.h"
 #include "proto.h"
 #include "sockq.h"
+#include "stats.h"
 
 /*
  * The control socket: a Unix stream listener, one bufferevent per client,
@@ -56,6 +57,15 @@ void ha_control_set_zone_hooks(HaControl *c, ha_attach_fn attach, ha_attached_fn
 /* A reload swapped the config: apply client_timeout_ms to the open
  * connections too (new ones read it anyway). */
 void ha_control_config_changed(HaControl *c);
+
+/* The whole of `stats`: the process, the socket queue, the engine (with its
+ * sources and executors), the control socket, then each part added by
+ * ha_control_add_stats, in that order; each owner writes only its own
+ * counters. */
+void ha_control_stats(HaControl *c, HaStats *s);
+/* Another owner's part (up to 4), e.g. the metrics listener's counters. */
+void ha_control_add_stats(HaControl *c, void (*fn)(void *userdata, HaStats *s),
+                          void *userdata);
 
 /* Stop accepting and stop reading requests; the socket file is removed
  * (unless systemd passed the socket: then it is systemd's). */

@@ -16,7 +16,9 @@
 #include "daemon.h"
 #include "engine.h"
 #include "hyperamp-config.h"
+#include "listenfds.h"
 #include "log.h"
+#include "metrics.h"
 #include "services.h"
 #include "sockq.h"
 #include "remote_v1.h"
@@ -32,6 +34,7 @@ typedef struct Daemon {
         HaEngine *engine;
         HaSockq *sockq;                 /* the socket's queue: a source */
         HaControl *control;
+        HaMetrics *metrics;
         HaV1Chan *v1[HA_V1_MAX_CHANNELS];       /* v1 compatibility channels */
         HaRemoteV1 *remote[HA_REMOTE_MAX_ZONES]; /* remote zones: executors */
         HaZones *zones;
@@ -430,6 +433,31 @@ static void control_free(Daemon *d)
         d->control = ha_control_free(d->control);
 }
 
+static void render_metrics(void *userdata, HaStats *s)
+{
+        ha_control_stats(userdata, s);
+}
+
+/* After control: it renders through ha_control_stats.  Read-only, so it
+ * serves on through the drain; freed before control. */
+static int metrics_start(Daemon *d)
+{
+        int r = ha_metrics_new(d->base, cfg_of(d), render_metrics, d->control, &d->metrics);
+
+        if (r < 0)
+                return r;
+        if (d->metrics)
+                ha_control_add_stats(d->control, ha_metrics_stats, d->metrics);
+        /* Control and metrics have taken theirs: the rest would leak. */
+        ha_listen_fds_close_rest();
+        return 0;
+}
+
+static void metrics_free(Daemon *d)
+{
+        d->metrics = ha_metrics_free(d->metrics);
+}
+
 static int v1_start(Daemon *d)
 {
         for (unsigned i = 0; i < cfg_of(d)->n_v1_channels; i++) {
@@ -561,6 +589,7 @@ static const struct Subsystem {
         { "socket queue", sockq_start, NULL, sockq_drain, NULL, sockq_free, true },
         { "zones", zones_start, NULL, zones_drain, NULL, zones_free, true },
         { "control", control_start, control_quiesce, control_drain, NULL, control_free, false },
+        { "metrics", metrics_start, NULL, NULL, NULL, metrics_free, false },
         { "v1", v1_start, NULL, NULL, NULL, v1_free, true },
         { "signals", signals_start, NULL, NULL, NULL, signals_free, false },
         { "systemd", systemd_start, systemd_quiesce, NULL, systemd_stop, systemd_free, false },

@@ -7,6 +7,7 @@
 
 #include "engine.h"
 #include "hist.h"
+#include "hyperamp/cleanup.h"
 #include "log.h"
 #include "services.h"
 #include "workers.h"
@@ -30,14 +31,15 @@ typedef struct Source {
         char name[64];
         unsigned capacity;
         JobRec *rec;                    /* capacity */
+        struct SvcStats *refused;       /* the loop's block for its refused jobs */
 } Source;
 
 /*
- * Per service: one block per writer, so no job pays for a lock or an
- * atomic read-modify-write.  Each executor thread has its own (the local
- * pool's worker w also for the jobs it runs inline when polling), the loop
- * one for refused jobs.  Writers store with relaxed atomics; stats_json
- * sums.
+ * Per source and service: one block per writer, so no job pays for a lock
+ * or an atomic read-modify-write.  Each executor thread has its own for
+ * each source (the local pool's worker w also for the jobs it runs inline
+ * when polling), the loop one per source for refused jobs.  Writers store
+ * with relaxed atomics; the stats sum.
  */
 typedef struct SvcStats {
         uint64_t requests;
@@ -47,7 +49,7 @@ typedef struct SvcStats {
 
 typedef struct Executor {
         HaEngine *e;
-        SvcStats *svc;                  /* nthreads blocks */
+        SvcStats *svc[HA_ENGINE_MAX_SOURCES];   /* per source: nthreads blocks */
         const HaExecutorOps *ops;
         void *ctx;
         char name[64];
@@ -81,10 +83,9 @@ struct HaEngine {
         size_t nrefused;
         struct event *refuse_ev;
 
-        size_t nsvc;
+        size_t nsvc;                    /* each block has nsvc + 1 rows, the last
+                                         * for "unknown id" */
         const HaService *svc_table;
-        SvcStats *svc;                  /* the loop's block; each block has nsvc + 1
-                                         * rows, the last for "unknown id" */
 };
 
 static const char *local_state(void *ctx)
@@ -129,16 +130,24 @@ static void account(HaEngine *e, SvcStats *block, uint16_t service, enum ha_resu
                 ha_hist_add_shared(&s->latency, ns);
 }
 
-static SvcStats *thread_block(HaEngine *e, const Executor *x, unsigned worker)
+static SvcStats *thread_block(HaEngine *e, const Executor *x, unsigned source, unsigned worker)
 {
-        return &x->svc[(size_t)worker * (e->nsvc + 1)];
+        return &x->svc[source][(size_t)worker * (e->nsvc + 1)];
+}
+
+/* A source's blocks on executor x (loop, before any of its jobs). */
+static int alloc_blocks(HaEngine *e, Executor *x, unsigned source)
+{
+        x->svc[source] = calloc((size_t)ha_pool_size(x->pool) * (e->nsvc + 1),
+                                sizeof(SvcStats));
+        return x->svc[source] ? 0 : -ENOMEM;
 }
 
 /* ===== the executors' threads ===== */
 
 typedef struct Done {
         uint64_t t;
-        uint16_t service;
+        uint16_t source, service;
         enum ha_result r;
 } Done;
 
@@ -147,7 +156,6 @@ static void run_jobs(void *userdata, const HaJob *jobs, size_t n, unsigned worke
         Executor *x = userdata;
         HaEngine *e = x->e;
         HaRun run = { .ops = x->ops, .ctx = x->ctx, .worker = worker };
-        SvcStats *block = thread_block(e, x, worker);
         Done d[CHUNK];
 
         for (size_t i = 0; i < n; i += CHUNK) {
@@ -160,6 +168,7 @@ static void run_jobs(void *userdata, const HaJob *jobs, size_t n, unsigned worke
 
                         /* Before run(): from its answer on, the entry may
                          * be the next job's. */
+                        d[j].source = (uint16_t)HA_JOB_SOURCE(jobs[i + j]);
                         d[j].t = __atomic_load_n(&s->rec[idx].t_dispatch, __ATOMIC_RELAXED);
                         d[j].service = __atomic_load_n(&s->rec[idx].service, __ATOMIC_RELAXED);
                         d[j].r = s->ops->run(s->ctx, idx, &run);
@@ -167,7 +176,8 @@ static void run_jobs(void *userdata, const HaJob *jobs, size_t n, unsigned worke
                 /* One clock read per batch: the batch completes together. */
                 now = ha_now_ns();
                 for (size_t j = 0; j < k; j++)
-                        account(e, block, d[j].service, d[j].r, now - d[j].t);
+                        account(e, thread_block(e, x, d[j].source, worker), d[j].service,
+                                d[j].r, now - d[j].t);
         }
 }
 
@@ -175,7 +185,7 @@ void ha_engine_run_inline(HaEngine *e, unsigned source, const HaJobReq *reqs, si
                           const HaRun *run)
 {
         Source *s = &e->sources[source];
-        SvcStats *block = thread_block(e, e->exec[HA_EXECUTOR_LOCAL], run->worker);
+        SvcStats *block = thread_block(e, e->exec[HA_EXECUTOR_LOCAL], source, run->worker);
         uint64_t t = run->since, now;
         enum ha_result r[CHUNK];
 
@@ -269,7 +279,7 @@ static void refuse_cb(evutil_socket_t fd, short what, void *userdata)
                 Source *s = &e->sources[run[i].source];
 
                 e->in_flight--;
-                account(e, e->svc, run[i].service, run[i].err == -ENOENT ?
+                account(e, s->refused, run[i].service, run[i].err == -ENOENT ?
                         HA_RESULT_NOT_EXITS : HA_RESULT_FAIL, 0);
                 s->ops->fail(s->ctx, run[i].idx, run[i].err);
         }
@@ -349,24 +359,21 @@ int ha_engine_add_executor(HaEngine *e, const HaExecutorOps *ops, void *ctx, con
         x->ctx = ctx;
         x->capacity = capacity;
         snprintf(x->name, sizeof(x->name), "%s", name);
-        x->svc = calloc((size_t)nthreads * (e->nsvc + 1), sizeof(*x->svc));
-        if (!x->svc) {
-                free(x);
-                return -ENOMEM;
-        }
         r = ha_pool_new(nthreads, capacity, run_jobs, x, &x->pool);
         if (r < 0) {
-                free(x->svc);
                 free(x);
                 return r;
         }
-        x->complete_ev = event_new(e->base, ha_pool_fd(x->pool), EV_READ | EV_PERSIST,
-                                   complete_cb, x);
+        for (unsigned i = 0; i < e->nsources && r == 0; i++)
+                r = alloc_blocks(e, x, i);
+        x->complete_ev = r < 0 ? NULL : event_new(e->base, ha_pool_fd(x->pool),
+                                                   EV_READ | EV_PERSIST, complete_cb, x);
         if (!x->complete_ev || event_add(x->complete_ev, NULL) < 0) {
                 if (x->complete_ev)
                         event_free(x->complete_ev);
                 ha_pool_free(x->pool);
-                free(x->svc);
+                for (unsigned i = 0; i < e->nsources; i++)
+                        free(x->svc[i]);
                 free(x);
                 return -ENOMEM;
         }
@@ -427,22 +434,28 @@ int ha_engine_add_source(HaEngine *e, const HaSourceOps *ops, void *ctx, const c
         total = e->total_capacity + capacity;
         s = &e->sources[e->nsources];
         s->rec = calloc(capacity, sizeof(*s->rec));
+        s->refused = calloc(e->nsvc + 1, sizeof(*s->refused));
         a = realloc(e->refused, total * sizeof(*a));
         if (a)
                 e->refused = a;
         b = realloc(e->refused_run, total * sizeof(*b));
         if (b)
                 e->refused_run = b;
-        if (!s->rec || !a || !b) {
-                free(s->rec);
-                s->rec = NULL;
-                return -ENOMEM;
-        }
+        r = !s->rec || !s->refused || !a || !b ? -ENOMEM : 0;
+        for (unsigned i = 0; i < e->nexec && r == 0; i++)
+                r = alloc_blocks(e, e->exec[i], e->nsources);
         /* The local pool holds every source's entries at once. */
-        r = ha_pool_grow(local->pool, total);
+        if (r == 0)
+                r = ha_pool_grow(local->pool, total);
         if (r < 0) {
+                for (unsigned i = 0; i < e->nexec; i++) {
+                        free(e->exec[i]->svc[e->nsources]);
+                        e->exec[i]->svc[e->nsources] = NULL;
+                }
                 free(s->rec);
+                free(s->refused);
                 s->rec = NULL;
+                s->refused = NULL;
                 return r;
         }
         local->capacity = total;
@@ -473,9 +486,8 @@ int ha_engine_new(struct event_base *base, const HaConfig *cfg, HaEngine **ret)
         e->base = base;
         e->poll_us = cfg->poll_us;
         e->svc_table = ha_services(&e->nsvc);
-        e->svc = calloc(e->nsvc + 1, sizeof(*e->svc));
         e->refuse_ev = event_new(base, -1, 0, refuse_cb, e);
-        if (!e->svc || !e->refuse_ev) {
+        if (!e->refuse_ev) {
                 r = -ENOMEM;
                 goto fail;
         }
@@ -519,16 +531,18 @@ HaEngine *ha_engine_free(HaEngine *e)
 
                 event_free(x->complete_ev);
                 x->pool = ha_pool_free(x->pool);
-                free(x->svc);
+                for (unsigned j = 0; j < e->nsources; j++)
+                        free(x->svc[j]);
                 free(x);
         }
         if (e->refuse_ev)
                 event_free(e->refuse_ev);
-        for (unsigned i = 0; i < e->nsources; i++)
+        for (unsigned i = 0; i < e->nsources; i++) {
                 free(e->sources[i].rec);
+                free(e->sources[i].refused);
+        }
         free(e->refused);
         free(e->refused_run);
-        free(e->svc);
         free(e);
         return NULL;
 }
@@ -551,95 +565,142 @@ int ha_engine_stalled_worker(HaEngine *e, uint64_t min_ns, uint64_t *busy_ns)
 
 /* ===== stats ===== */
 
-static void add_latency(cJSON *o, const HaHist *h)
-{
-        cJSON *l = cJSON_AddObjectToObject(o, "latency_us");
-
-        cJSON_AddNumberToObject(l, "p50", (double)ha_hist_quantile(h, 0.50) / 1000.0);
-        cJSON_AddNumberToObject(l, "p99", (double)ha_hist_quantile(h, 0.99) / 1000.0);
-        cJSON_AddNumberToObject(l, "max", (double)h->max / 1000.0);
-}
-
 static void sum_block(const SvcStats *ss, uint64_t *requests, uint64_t *failed, HaHist *h)
 {
         *requests += __atomic_load_n(&ss->requests, __ATOMIC_RELAXED);
         *failed += __atomic_load_n(&ss->failed, __ATOMIC_RELAXED);
-        ha_hist_merge(h, &ss->latency);
+        if (h)
+                ha_hist_merge(h, &ss->latency);
 }
 
-static void services_json(HaEngine *e, cJSON *o)
+/* Service row i of source src, summed over every writer, added to the
+ * totals (h: NULL for the counts only). */
+static void sum_source(HaEngine *e, unsigned src, size_t i, uint64_t *requests,
+                       uint64_t *failed, HaHist *h)
 {
-        cJSON *svcs = cJSON_AddArrayToObject(o, "services");
-        HaHist *h = malloc(sizeof(*h));
+        sum_block(&e->sources[src].refused[i], requests, failed, h);
+        for (unsigned x = 0; x < e->nexec; x++)
+                for (unsigned w = 0; w < ha_pool_size(e->exec[x]->pool); w++)
+                        sum_block(&thread_block(e, e->exec[x], src, w)[i], requests, failed, h);
+}
 
-        if (!h)
-                return;
+/*
+ * services[]: JSON has each service's totals over every source; the
+ * metrics have one row per service and source (a source's row once it
+ * counted a job of that service; the socket's always).  The rows are
+ * metrics only and the totals JSON only, so each source is summed once.
+ */
+static void services_stats(HaEngine *e, HaStats *s, HaHist *h, HaHist *hs)
+{
+        static const HaMetric id = { "id", NULL, HA_MT_GAUGE, "", "" };
+        static const HaMetric requests_m = { "requests", NULL, HA_MT_COUNTER, "", "" };
+        static const HaMetric failed_m = { "failed", NULL, HA_MT_COUNTER, "", "" };
+        static const HaMetric latency_json = { "latency_us", NULL, HA_MT_GAUGE, "", "" };
+        static const HaMetric by_result = { NULL, "requests", HA_MT_COUNTER, "",
+                                            "Requests answered, by service, source and result" };
+        static const HaMetric latency = { NULL, "request_duration", HA_MT_GAUGE, "",
+                                          "Time from submit to completion" };
+
         for (size_t i = 0; i <= e->nsvc; i++) {
+                const char *name = i < e->nsvc ? e->svc_table[i].name : "(unknown id)";
                 uint64_t requests = 0, failed = 0;
-                cJSON *s;
 
-                memset(h, 0, sizeof(*h));
-                sum_block(&e->svc[i], &requests, &failed, h);
-                for (unsigned x = 0; x < e->nexec; x++)
-                        for (unsigned w = 0; w < ha_pool_size(e->exec[x]->pool); w++)
-                                sum_block(&thread_block(e, e->exec[x], w)[i], &requests,
-                                          &failed, h);
-                if (i == e->nsvc && requests == 0)
-                        break;
-                s = cJSON_CreateObject();
-                if (i < e->nsvc) {
-                        cJSON_AddNumberToObject(s, "id", e->svc_table[i].id);
-                        cJSON_AddStringToObject(s, "name", e->svc_table[i].name);
-                } else {
-                        cJSON_AddNullToObject(s, "id");
-                        cJSON_AddStringToObject(s, "name", "(unknown id)");
+                if (i == e->nsvc) {
+                        for (unsigned src = 0; src < e->nsources; src++)
+                                sum_source(e, src, i, &requests, &failed, NULL);
+                        if (requests == 0)
+                                break;
+                        requests = failed = 0;
                 }
-                cJSON_AddNumberToObject(s, "requests", (double)requests);
-                cJSON_AddNumberToObject(s, "failed", (double)failed);
-                add_latency(s, h);
-                cJSON_AddItemToArray(svcs, s);
+                ha_stats_element(s, "services", "service", name);
+                if (i < e->nsvc)
+                        ha_stat(s, &id, e->svc_table[i].id);
+                else
+                        ha_stat_null(s, "id");
+                ha_stat_str(s, "name", name);
+                memset(h, 0, sizeof(*h));
+                for (unsigned src = 0; src < e->nsources; src++) {
+                        uint64_t r = 0, f = 0;
+
+                        memset(hs, 0, sizeof(*hs));
+                        sum_source(e, src, i, &r, &f, hs);
+                        requests += r;
+                        failed += f;
+                        ha_hist_merge(h, hs);
+                        if (r == 0 && strcmp(e->sources[src].ops->kind, "socket") != 0)
+                                continue;
+                        ha_stats_group(s, "source", e->sources[src].name);
+                        ha_stat_labeled(s, &by_result, "result", "success", (double)(r - f));
+                        ha_stat_labeled(s, &by_result, "result", "failure", (double)f);
+                        ha_stat_hist(s, &latency, hs);
+                        ha_stats_leave(s);
+                }
+                ha_stat(s, &requests_m, (double)requests);
+                ha_stat(s, &failed_m, (double)failed);
+                ha_stat_hist(s, &latency_json, h);
+                ha_stats_leave(s);
         }
-        free(h);
 }
 
-void ha_engine_stats_json(HaEngine *e, cJSON *o)
+/* An executor's part (stats.h): JSON key, metric, unit, help, value. */
+#define EXECUTOR_GAUGES(X)                                                              \
+        X("threads", "executor_threads", "", "Threads of an executor", ha_pool_size(x->pool)) \
+        X("capacity", "executor_capacity", "", "Jobs an executor holds at most", x->capacity) \
+        X("in_flight", "executor_in_flight", "", "Jobs dispatched to an executor, not completed", \
+          x->queued)
+#define EXECUTOR_COUNTERS(X)                                                            \
+        X("completed", "executor_jobs_completed", "", "Jobs an executor completed",     \
+          x->completed)                                                                 \
+        X("refused", "executor_jobs_refused", "", "Jobs refused with its queue full",   \
+          x->refused)
+
+void ha_engine_stats(HaEngine *e, HaStats *s)
 {
+        static const HaMetric workers = { "count", "workers", HA_MT_GAUGE, "", "Worker threads" };
+        static const HaMetric jobs = { "jobs", "worker_jobs", HA_MT_COUNTER, "",
+                                       "Jobs run by each worker" };
         HaPool *local = e->exec[HA_EXECUTOR_LOCAL]->pool;
-        cJSON *srcs, *xs, *w, *jobs;
+        HaHist *h = malloc(2 * sizeof(*h));
+        uint64_t wjobs[256];
+        unsigned nw = ha_pool_size(local);
 
-        services_json(e, o);
-
-        srcs = cJSON_AddArrayToObject(o, "sources");
-        for (unsigned i = 0; i < e->nsources; i++) {
-                cJSON *so = cJSON_CreateObject();
-                cJSON_AddStringToObject(so, "name", e->sources[i].name);
-                cJSON_AddStringToObject(so, "kind", e->sources[i].ops->kind);
-                e->sources[i].ops->stats_json(e->sources[i].ctx, so);
-                cJSON_AddItemToArray(srcs, so);
+        if (h) {
+                services_stats(e, s, h, h + 1);
+                free(h);
         }
 
-        xs = cJSON_AddArrayToObject(o, "executors");
+        for (unsigned i = 0; i < e->nsources; i++) {
+                const char *kind = e->sources[i].ops->kind;
+
+                ha_stats_element(s, "sources", "source", e->sources[i].name);
+                ha_stats_label(s, "kind", kind);
+                ha_stat_str(s, "name", e->sources[i].name);
+                ha_stat_str(s, "kind", kind);
+                e->sources[i].ops->stats(e->sources[i].ctx, s);
+                ha_stats_leave(s);
+        }
+
         for (unsigned i = 0; i < e->nexec; i++) {
                 const Executor *x = e->exec[i];
-                cJSON *xo = cJSON_CreateObject();
 
-                cJSON_AddStringToObject(xo, "name", x->name);
-                cJSON_AddStringToObject(xo, "kind", x->ops->kind);
-                cJSON_AddStringToObject(xo, "state", x->ops->state ? x->ops->state(x->ctx) :
-                                        "ready");
-                cJSON_AddNumberToObject(xo, "threads", ha_pool_size(x->pool));
-                cJSON_AddNumberToObject(xo, "capacity", x->capacity);
-                cJSON_AddNumberToObject(xo, "in_flight", x->queued);
-                cJSON_AddNumberToObject(xo, "completed", (double)x->completed);
-                cJSON_AddNumberToObject(xo, "refused", (double)x->refused);
-                if (x->ops->stats_json)
-                        x->ops->stats_json(x->ctx, xo);
-                cJSON_AddItemToArray(xs, xo);
+                ha_stats_element(s, "executors", "executor", x->name);
+                ha_stats_label(s, "kind", x->ops->kind);
+                ha_stat_str(s, "name", x->name);
+                ha_stat_str(s, "kind", x->ops->kind);
+                ha_stat_str(s, "state", x->ops->state ? x->ops->state(x->ctx) : "ready");
+                EXECUTOR_GAUGES(HA_GAUGE_EMIT)
+                EXECUTOR_COUNTERS(HA_COUNTER_EXPR_EMIT)
+                if (x->ops->stats)
+                        x->ops->stats(x->ctx, s);
+                ha_stats_leave(s);
         }
 
-        w = cJSON_AddObjectToObject(o, "workers");
-        cJSON_AddNumberToObject(w, "count", ha_pool_size(local));
-        jobs = cJSON_AddArrayToObject(w, "jobs");
-        for (unsigned i = 0; i < ha_pool_size(local); i++)
-                cJSON_AddItemToArray(jobs, cJSON_CreateNumber((double)ha_pool_worker_jobs(local, i)));
+        if (nw > ELEMENTSOF(wjobs))
+                nw = ELEMENTSOF(wjobs);
+        for (unsigned i = 0; i < nw; i++)
+                wjobs[i] = ha_pool_worker_jobs(local, i);
+        ha_stats_section(s, "workers");
+        ha_stat(s, &workers, ha_pool_size(local));
+        ha_stat_vec(s, &jobs, "worker", wjobs, nw);
+        ha_stats_leave(s);
 }

@@ -10,6 +10,7 @@
 #include <event2/event.h>
 
 #include "config.h"
+#include "stats.h"
 #include "hyperamp/wire.h"
 
 /*
@@ -56,8 +57,9 @@ typedef struct HaExecutorOps {
          * transform buf[0..len) in place, same length.  Bounded in time. */
         enum ha_result (*call)(void *ctx, uint16_t service, uint8_t *buf, uint32_t len,
                                unsigned worker);
-        /* Loop: its counters, into its `executors[]` entry.  Optional. */
-        void (*stats_json)(void *ctx, cJSON *o);
+        /* Loop: its counters, into its `executors[]` element, through the
+         * sink (stats.h; docs/ARCHITECTURE.md).  Optional. */
+        void (*stats)(void *ctx, HaStats *s);
         /* Loop: "ready", "down", ... for `services`.  Optional ("ready"). */
         const char *(*state)(void *ctx);
 } HaExecutorOps;
@@ -123,7 +125,8 @@ typedef struct HaSourceOps {
          * full: the client gets BUSY where its protocol has it, else FAIL)
          * or -ENOENT (no route for its service: NOT_EXITS). */
         void (*fail)(void *ctx, uint16_t idx, int err);
-        void (*stats_json)(void *ctx, cJSON *o);
+        /* Loop: its counters, into the element of sources[] made for it. */
+        void (*stats)(void *ctx, HaStats *s);
         /* Optional, on an idle local worker: take and run whatever waits,
          * inline, through ha_engine_run_inline(); returns how many it ran,
          * or -1 when there is nothing to poll at all (no client attached). */
@@ -184,7 +187,7 @@ void ha_engine_counts(HaEngine *e, HaEngineCounts *ret);
 /* A local worker stuck on one batch for more than min_ns, or -1. */
 int ha_engine_stalled_worker(HaEngine *e, uint64_t min_ns, uint64_t *busy_ns);
 
-/* Adds the services, sources, executors and workers sections to o. */
-void ha_engine_stats_json(HaEngine *e, cJSON *o);
+/* The services, sources, executors and workers sections. */
+void ha_engine_stats(HaEngine *e, HaStats *s);
 
 #endif

@@ -17,6 +17,7 @@
 #include "physmem.h"
 #include "queue.h"
 #include "remote_v1.h"
+#include "stats.h"
 
 /* Payloads start here: the Linux service writes "Test\0" at offset 0 at
  * its start and FreeRTOS A clears 0..63; the canary lives there. */
@@ -43,6 +44,49 @@
 
 static const char canary[PAYLOAD_START] =
         "hyperampd gateway: root queue owner, payloads from offset 64.";
+
+/* Counters, declared once (stats.h): the JSON key and the metric. */
+#define REMOTE_COUNTERS(X)                                                              \
+        X(requests, "requests", "remote_requests", "", "Requests a remote zone's executor took") \
+        X(completed, "succeeded", "remote_succeeded", "", "Remote requests answered SUCCESS") \
+        X(failures, "failures", "remote_failures", "",                                  \
+          "Remote requests answered otherwise, or refused on a fault")                  \
+        X(timeouts, "timeouts", "remote_timeouts", "", "Remote requests that timed out (E_TIMEOUT)") \
+        X(peer_restarts, "peer_restarts", "remote_peer_restarts", "",                   \
+          "Restarts of a remote zone's service seen (re-format, canary)")               \
+        X(resyncs, "resyncs", "remote_resyncs", "", "Formats of a remote zone's root queue") \
+        X(adopted, "adopted", "remote_adopted", "",                                     \
+          "Root queues taken over as a previous run left them")                         \
+        X(late_answers, "late_answers", "remote_late_answers", "",                      \
+          "Answers to timed-out requests, dropped")                                     \
+        X(rings, "rings", "remote_rings", "", "Doorbells rung")                         \
+        X(rerings, "rerings", "remote_rerings", "", "Doorbells rung again at half the timeout") \
+        X(reasserts, "reasserts", "remote_reasserts", "",                               \
+          "Cursors of a polling peer put back under a hand-over")                       \
+        X(fast_fails, "fast_fails", "remote_fast_fails", "", "Requests failed while the zone was down") \
+        X(not_ready, "not_ready", "remote_not_ready", "", "Requests that found no ready mark") \
+        X(cancelled, "cancelled", "remote_cancelled", "", "Requests failed at shutdown") \
+        X(spins, "poll_spins", "remote_poll_spins", "", "Spin turns polling for completion") \
+        X(timer_waits, "poll_timer_waits", "remote_poll_timer_waits", "",               \
+          "Timer wake-ups polling for completion")
+#define REMOTE_FAULTS(X)                                                                \
+        X(bad_flag, "bad_flag", "remote_bad_flag", "", "Answers with reserved flag bits set") \
+        X(bad_entry, "bad_entry", "remote_bad_entry", "",                               \
+          "Answers with length, offset or service_id changed")                          \
+        X(bad_header, "bad_header", "remote_bad_header", "", "Root queue headers found overwritten") \
+        X(no_result, "no_result", "remote_no_result", "", "Answers with no result bits") \
+        X(double_answers, "double_answers", "remote_double_answers", "",                \
+          "Released entries answered again")                                            \
+        X(idle_missing, "idle_missing", "remote_idle_missing", "", "Answers never followed by IDLE") \
+        X(profile_mismatch, "profile_mismatch", "remote_profile_mismatch", "",          \
+          "Answers that transformed the NUL the peer profile leaves")                   \
+        X(too_big, "too_big", "remote_too_big", "", "Requests too big for the buf region") \
+        X(bell_errors, "bell_errors", "remote_bell_errors", "", "Doorbells that could not be rung")
+
+typedef struct RemoteCounters {
+        REMOTE_COUNTERS(HA_COUNTER_FIELD)
+        REMOTE_FAULTS(HA_COUNTER_FIELD)
+} RemoteCounters;
 
 typedef struct Record {                 /* what we wrote: never re-read as truth */
         bool active;
@@ -80,14 +124,7 @@ struct HaRemoteV1 {
         int cancel;                     /* atomic: the daemon is stopping */
         pthread_mutex_t lock;           /* rtt */
         HaHist rtt;
-        struct {
-                uint64_t requests, completed, failures, timeouts, peer_restarts, resyncs;
-                uint64_t bad_flag, bad_entry, bad_header, no_result, late_answers;
-                uint64_t double_answers, idle_missing, profile_mismatch, too_big;
-                uint64_t rings, rerings, reasserts, bell_errors, not_ready, fast_fails, adopted;
-                uint64_t cancelled;
-                uint64_t spins, timer_waits;
-        } st;
+        RemoteCounters st;
 };
 
 const char *ha_remote_state_name(enum ha_remote_state s)
@@ -106,7 +143,6 @@ const char *ha_remote_state_name(enum ha_remote_state s)
 #define COUNT(r, field, k) \
         __atomic_store_n(&(r)->st.field, __atomic_load_n(&(r)->st.field, __ATOMIC_RELAXED) + (k), \
                          __ATOMIC_RELAXED)
-#define LD(x) ((double)__atomic_load_n(&(x), __ATOMIC_RELAXED))
 
 static int get_state(HaRemoteV1 *r)
 {
@@ -850,56 +886,30 @@ const char *ha_remote_v1_state(void *ctx)
         return ha_remote_state_name((enum ha_remote_state)get_state(ctx));
 }
 
-void ha_remote_v1_stats_json(void *ctx, cJSON *o)
+void ha_remote_v1_stats(void *ctx, HaStats *s)
 {
+        static const HaMetric rtt = { "round_trip_us", "remote_round_trip", HA_MT_GAUGE, "",
+                                      "Round trips of a remote zone's requests" };
         HaRemoteV1 *r = ctx;
-        cJSON *f, *rt;
+        const RemoteCounters *blk = &r->st;
 
         /* The engine adds name, kind, state and its own job counts. */
-        cJSON_AddStringToObject(o, "protocol", "v1");
-        cJSON_AddStringToObject(o, "peer", ha_peer_name(r->cfg.peer));
-        cJSON_AddStringToObject(o, "doorbell", ha_bell_name(r->cfg.bell));
-        cJSON_AddNumberToObject(o, "requests", LD(r->st.requests));
-        cJSON_AddNumberToObject(o, "succeeded", LD(r->st.completed));
-        cJSON_AddNumberToObject(o, "failures", LD(r->st.failures));
-        cJSON_AddNumberToObject(o, "timeouts", LD(r->st.timeouts));
-        cJSON_AddNumberToObject(o, "peer_restarts", LD(r->st.peer_restarts));
-        cJSON_AddNumberToObject(o, "resyncs", LD(r->st.resyncs));
-        cJSON_AddNumberToObject(o, "adopted", LD(r->st.adopted));
-        cJSON_AddNumberToObject(o, "late_answers", LD(r->st.late_answers));
-        cJSON_AddNumberToObject(o, "rings", LD(r->st.rings));
-        cJSON_AddNumberToObject(o, "rerings", LD(r->st.rerings));
-        cJSON_AddNumberToObject(o, "reasserts", LD(r->st.reasserts));
-        cJSON_AddNumberToObject(o, "fast_fails", LD(r->st.fast_fails));
-        cJSON_AddNumberToObject(o, "not_ready", LD(r->st.not_ready));
-        cJSON_AddNumberToObject(o, "cancelled", LD(r->st.cancelled));
-        f = cJSON_AddObjectToObject(o, "faults");
-        if (f) {
-                cJSON_AddNumberToObject(f, "bad_flag", LD(r->st.bad_flag));
-                cJSON_AddNumberToObject(f, "bad_entry", LD(r->st.bad_entry));
-                cJSON_AddNumberToObject(f, "bad_header", LD(r->st.bad_header));
-                cJSON_AddNumberToObject(f, "no_result", LD(r->st.no_result));
-                cJSON_AddNumberToObject(f, "double_answers", LD(r->st.double_answers));
-                cJSON_AddNumberToObject(f, "idle_missing", LD(r->st.idle_missing));
-                cJSON_AddNumberToObject(f, "profile_mismatch", LD(r->st.profile_mismatch));
-                cJSON_AddNumberToObject(f, "too_big", LD(r->st.too_big));
-                cJSON_AddNumberToObject(f, "bell_errors", LD(r->st.bell_errors));
-        }
-        cJSON_AddNumberToObject(o, "poll_spins", LD(r->st.spins));
-        cJSON_AddNumberToObject(o, "poll_timer_waits", LD(r->st.timer_waits));
+        ha_stat_str(s, "protocol", "v1");
+        ha_stat_str(s, "peer", ha_peer_name(r->cfg.peer));
+        ha_stat_str(s, "doorbell", ha_bell_name(r->cfg.bell));
+        REMOTE_COUNTERS(HA_COUNTER_EMIT)
         pthread_mutex_lock(&r->lock);
-        rt = cJSON_AddObjectToObject(o, "round_trip_us");
-        if (rt) {
-                cJSON_AddNumberToObject(rt, "p50", (double)ha_hist_quantile(&r->rtt, 0.50) / 1000.0);
-                cJSON_AddNumberToObject(rt, "p99", (double)ha_hist_quantile(&r->rtt, 0.99) / 1000.0);
-        }
+        ha_stat_hist(s, &rtt, &r->rtt);
         pthread_mutex_unlock(&r->lock);
+        ha_stats_section(s, "faults");
+        REMOTE_FAULTS(HA_COUNTER_EMIT)
+        ha_stats_leave(s);
 }
 
 const HaExecutorOps ha_executor_remote_v1 = {
         .kind = "v1",
         .remote = true,
         .call = ha_remote_v1_call,
-        .stats_json = ha_remote_v1_stats_json,
+        .stats = ha_remote_v1_stats,
         .state = ha_remote_v1_state,
 };

@@ -8,6 +8,7 @@
 
 #include "config.h"
 #include "engine.h"
+#include "stats.h"
 #include "hyperamp/wire.h"
 
 /*
@@ -59,7 +60,7 @@ void ha_remote_v1_cancel(HaRemoteV1 *r);
  * SUCCESS.  Returns within the zone's timeout_ms (plus one poll step). */
 enum ha_result ha_remote_v1_call(void *ctx, uint16_t service, uint8_t *buf, uint32_t len,
                                  unsigned worker);
-void ha_remote_v1_stats_json(void *ctx, cJSON *o);
+void ha_remote_v1_stats(void *ctx, HaStats *s);
 const char *ha_remote_v1_state(void *ctx);
 const char *ha_remote_state_name(enum ha_remote_state s);
 

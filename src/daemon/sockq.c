@@ -30,6 +30,22 @@ typedef struct ReqCtx {
         uint8_t result;
 } ReqCtx;
 
+/* The socket queue's scalar counters (stats.h): field, JSON key in
+ * "requests", metric, unit, help. */
+#define SOCKQ_COUNTERS(X)                                                               \
+        X(submitted, "submitted", "requests_submitted", "",                             \
+          "Socket requests that entered the queue")                                     \
+        X(completed, "completed", "requests_completed", "", "Socket requests answered")  \
+        X(failed, "failed", "requests_failed", "", "Socket requests answered with a failure") \
+        X(busy, "busy", "requests_busy", "",                                            \
+          "Socket requests refused for lack of an entry or buffer")                     \
+        X(tampered, "tampered", "requests_tampered", "",                                \
+          "Requests whose shared entry was changed under the daemon")
+
+typedef struct SockqCounters {
+        SOCKQ_COUNTERS(HA_COUNTER_FIELD)
+} SockqCounters;
+
 struct HaSockq {
         HaEngine *engine;
         unsigned source;
@@ -46,10 +62,7 @@ struct HaSockq {
         ha_refused_fn refused;
         unsigned in_flight;
 
-        struct {
-                uint64_t submitted, completed, failed, busy;
-        } st;
-        uint64_t tampered;              /* atomic: executors count too */
+        SockqCounters st;               /* loop; tampered by executors too */
 
         HaQueueStats reported;
         HaRatelimit rl;
@@ -73,7 +86,7 @@ static enum ha_result sockq_run(void *ctx, uint16_t idx, const HaRun *run)
         enum ha_result r;
 
         if (sid != c->service || off != c->off || len != c->len) {
-                __atomic_fetch_add(&q->tampered, 1, __ATOMIC_RELAXED);
+                HA_INC(&q->st, tampered);
                 r = HA_RESULT_FAIL;
         } else if (!ha_run_private(run)) {
                 r = ha_run_call(run, sid, buf, len);
@@ -178,11 +191,11 @@ static void finish(HaSockq *q, uint16_t idx, enum ha_result r, int err)
 {
         ReqCtx *c = &q->ctx[idx];
 
-        q->st.completed++;
+        HA_INC(&q->st, completed);
         if (r != HA_RESULT_SUCCESS)
-                q->st.failed++;
+                HA_INC(&q->st, failed);
         if (err == -EBUSY) {
-                q->st.busy++;
+                HA_INC(&q->st, busy);
                 q->refused(c->owner, c->req_id, c->service, err);
         } else
                 q->complete(c->owner, c->req_id, c->service, r, q->region.pool + c->off,
@@ -211,13 +224,19 @@ static void sockq_fail(void *ctx, uint16_t idx, int err)
         finish(q, idx, r, err);
 }
 
-static void sockq_source_stats(void *ctx, cJSON *o)
+#define SOCKQ_SOURCE_COUNTERS(X)                                                        \
+        X("submitted", "source_requests_submitted", "", "Requests taken from a source", \
+          HA_GET(&q->st, submitted))                                                    \
+        X("completed", "source_requests_completed", "", "Requests of a source answered", \
+          HA_GET(&q->st, completed))                                                    \
+        X("failed", "source_requests_failed", "", "Requests of a source answered with a failure", \
+          HA_GET(&q->st, failed))
+
+static void sockq_source_stats(void *ctx, HaStats *s)
 {
         HaSockq *q = ctx;
 
-        cJSON_AddNumberToObject(o, "submitted", (double)q->st.submitted);
-        cJSON_AddNumberToObject(o, "completed", (double)q->st.completed);
-        cJSON_AddNumberToObject(o, "failed", (double)q->st.failed);
+        SOCKQ_SOURCE_COUNTERS(HA_COUNTER_EXPR_EMIT)
 }
 
 static const HaSourceOps sockq_ops = {
@@ -225,7 +244,7 @@ static const HaSourceOps sockq_ops = {
         .run = sockq_run,
         .complete = sockq_complete,
         .fail = sockq_fail,
-        .stats_json = sockq_source_stats,
+        .stats = sockq_source_stats,
 };
 
 int ha_sockq_new(struct event_base *base, HaEngine *e, const HaConfigSlot *slot,
@@ -337,7 +356,7 @@ int ha_sockq_submit(HaSockq *q, uint16_t service, struct evbuffer *src, size_t l
         if (len == 0 || len > ha_config_get(q->cfg)->max_payload)
                 return -EINVAL;
         if (ha_queue_acquire(&q->queue, &idx) < 0) {
-                q->st.busy++;
+                HA_INC(&q->st, busy);
                 return -EAGAIN;
         }
         r = ha_alloc_get(q->alloc, len, &off);
@@ -345,7 +364,7 @@ int ha_sockq_submit(HaSockq *q, uint16_t service, struct evbuffer *src, size_t l
                 ha_queue_release(&q->queue, idx);
                 if (r != -ENOMEM)
                         return r;       /* can never fit: not worth a retry */
-                q->st.busy++;
+                HA_INC(&q->st, busy);
                 return -EAGAIN;
         }
         if (evbuffer_remove(src, q->region.pool + off, len) != (int)len)
@@ -362,7 +381,7 @@ int ha_sockq_submit(HaSockq *q, uint16_t service, struct evbuffer *src, size_t l
                        .off = off, .len = (uint32_t)len, .service = service, .live = true };
         ha_queue_enqueue(&q->queue, idx);
         q->in_flight++;
-        q->st.submitted++;
+        HA_INC(&q->st, submitted);
         if (!q->collect_pending) {
                 /* One collector pass per loop iteration takes the whole burst. */
                 q->collect_pending = true;
@@ -383,7 +402,7 @@ unsigned ha_sockq_capacity(const HaSockq *q)
 
 uint64_t ha_sockq_completed(const HaSockq *q)
 {
-        return q->st.completed;
+        return HA_GET(&q->st, completed);
 }
 
 void ha_sockq_on_drained(HaSockq *q, void (*cb)(void *), void *userdata)
@@ -396,40 +415,64 @@ void ha_sockq_on_drained(HaSockq *q, void (*cb)(void *), void *userdata)
         q->drained_userdata = userdata;
 }
 
-void ha_sockq_stats_json(HaSockq *q, cJSON *o)
+/* The socket queue's part of stats (stats.h): JSON key, metric, unit, help,
+ * value. */
+#define SOCKQ_QUEUE_GAUGES(X)                                                           \
+        X("capacity", "queue_capacity", "", "Entries of the socket's HyperAMP queue",   \
+          q->queue.n)                                                                   \
+        X("depth", "queue_depth", "", "Entries accepted, not yet picked up by a worker", \
+          q->queue.nwaiting + n.queued)                                                 \
+        X("in_flight", "queue_in_flight", "", "Entries accepted, not yet answered",     \
+          q->in_flight)                                                                 \
+        X("free", "queue_free", "", "Free entries of the queue", q->queue.nfree)
+#define SOCKQ_QUEUE_CHECKS(X)                                                           \
+        X("bad_index", "shm_bad_index", "", "Bad indexes found in the shared queue lists", \
+          q->queue.st.bad_index)                                                        \
+        X("cycles", "shm_cycles", "", "Cycles found in the shared queue lists",         \
+          q->queue.st.cycles)                                                           \
+        X("bad_state", "shm_bad_state", "", "Entries found in a bad state in the shared queue", \
+          q->queue.st.bad_state)                                                        \
+        X("repairs", "shm_repairs", "", "Times the shared queue lists were rebuilt",    \
+          q->queue.st.repairs)                                                          \
+        X("sigbus_repaired", "shm_sigbus_repaired", "",                                 \
+          "Accesses to shrunk shared memory repaired by growing the file back",         \
+          q->sigbus_seen)                                                               \
+        X("sigbus_lost", "shm_sigbus_lost", "",                                         \
+          "Accesses to shrunk shared memory covered by private pages", q->sigbus_lost)
+#define SOCKQ_POOL_GAUGES(X)                                                            \
+        X("size", "pool_size", "bytes", "Bytes of the socket's data buffer pool", as.pool_bytes) \
+        X("bytes_in_use", "pool_in_use", "bytes", "Bytes of the pool in use", as.bytes_in_use) \
+        X("buffers_in_use", "pool_buffers_in_use", "", "Buffers of the pool in use",     \
+          as.buffers_in_use)                                                            \
+        X("largest_free", "pool_largest_free", "bytes", "Largest free block of the pool", \
+          as.largest_free)
+#define SOCKQ_POOL_COUNTERS(X)                                                          \
+        X("alloc_failures", "pool_alloc_failures", "", "Pool allocations that failed",   \
+          as.alloc_failures)
+
+void ha_sockq_stats(HaSockq *q, HaStats *s)
 {
         HaEngineCounts n;
         HaAllocStats as;
-        cJSON *s, *p, *r;
 
         ha_engine_counts(q->engine, &n);
-        s = cJSON_AddObjectToObject(o, "queue");
-        cJSON_AddStringToObject(s, "shm_name", ha_config_get(q->cfg)->shm_name);
-        cJSON_AddNumberToObject(s, "capacity", q->queue.n);
-        cJSON_AddNumberToObject(s, "depth", q->queue.nwaiting + n.queued);
-        cJSON_AddNumberToObject(s, "in_flight", q->in_flight);
-        cJSON_AddNumberToObject(s, "free", q->queue.nfree);
-        cJSON_AddNumberToObject(s, "bad_index", (double)q->queue.st.bad_index);
-        cJSON_AddNumberToObject(s, "cycles", (double)q->queue.st.cycles);
-        cJSON_AddNumberToObject(s, "bad_state", (double)q->queue.st.bad_state);
-        cJSON_AddNumberToObject(s, "repairs", (double)q->queue.st.repairs);
+        ha_stats_section(s, "queue");
+        ha_stat_str(s, "shm_name", ha_config_get(q->cfg)->shm_name);
+        SOCKQ_QUEUE_GAUGES(HA_GAUGE_EMIT)
         check_region(q);
-        cJSON_AddNumberToObject(s, "sigbus_repaired", (double)q->sigbus_seen);
-        cJSON_AddNumberToObject(s, "sigbus_lost", (double)q->sigbus_lost);
+        SOCKQ_QUEUE_CHECKS(HA_COUNTER_EXPR_EMIT)
+        ha_stats_leave(s);
 
         ha_alloc_stats(q->alloc, &as);
-        p = cJSON_AddObjectToObject(o, "pool");
-        cJSON_AddNumberToObject(p, "size", (double)as.pool_bytes);
-        cJSON_AddNumberToObject(p, "bytes_in_use", (double)as.bytes_in_use);
-        cJSON_AddNumberToObject(p, "buffers_in_use", (double)as.buffers_in_use);
-        cJSON_AddNumberToObject(p, "largest_free", (double)as.largest_free);
-        cJSON_AddNumberToObject(p, "alloc_failures", (double)as.alloc_failures);
+        ha_stats_section(s, "pool");
+        SOCKQ_POOL_GAUGES(HA_GAUGE_EMIT)
+        SOCKQ_POOL_COUNTERS(HA_COUNTER_EXPR_EMIT)
+        ha_stats_leave(s);
 
-        r = cJSON_AddObjectToObject(o, "requests");
-        cJSON_AddNumberToObject(r, "submitted", (double)q->st.submitted);
-        cJSON_AddNumberToObject(r, "completed", (double)q->st.completed);
-        cJSON_AddNumberToObject(r, "failed", (double)q->st.failed);
-        cJSON_AddNumberToObject(r, "busy", (double)q->st.busy);
-        cJSON_AddNumberToObject(r, "tampered",
-                                (double)__atomic_load_n(&q->tampered, __ATOMIC_RELAXED));
+        ha_stats_section(s, "requests");
+        {
+                const SockqCounters *blk = &q->st;
+                SOCKQ_COUNTERS(HA_COUNTER_EMIT)
+        }
+        ha_stats_leave(s);
 }

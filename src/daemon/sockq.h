@@ -11,6 +11,7 @@
 
 #include "config.h"
 #include "engine.h"
+#include "stats.h"
 #include "hyperamp/wire.h"
 
 /*
@@ -59,7 +60,7 @@ uint64_t ha_sockq_completed(const HaSockq *q);
 /* cb runs (once) when nothing is in flight any more; now if already so. */
 void ha_sockq_on_drained(HaSockq *q, void (*cb)(void *), void *userdata);
 
-/* Adds the queue, pool and requests sections to o. */
-void ha_sockq_stats_json(HaSockq *q, cJSON *o);
+/* Its queue, pool and requests sections. */
+void ha_sockq_stats(HaSockq *q, HaStats *s);
 
 #endif

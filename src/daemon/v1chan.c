@@ -64,6 +64,46 @@ typedef struct JHdr {
         uint16_t batch_head;            /* proc_ing_h when taken */
 } JHdr;
 
+/* A channel's counters (stats.h): field, JSON key, metric, unit, help;
+ * docs/hyperamp-v1.md says what each counts. */
+#define V1_COUNTERS(X)                                                                  \
+        X(requests, "requests", "source_requests_submitted", "",                        \
+          "Requests taken from a source")                                               \
+        X(completed, "completed", "source_requests_completed", "",                      \
+          "Requests of a source answered")                                              \
+        X(failed, "failed", "source_requests_failed", "",                               \
+          "Requests of a source answered with a failure")                               \
+        X(batches, "batches", "v1_batches", "", "Batches taken from a v1 root queue")   \
+        X(wakeups, "wakeups", "source_wakeups", "", "Doorbells taken from a source")    \
+        X(spurious, "spurious", "v1_spurious_wakeups", "", "v1 wake-ups with no batch")  \
+        X(bad_index, "bad_index", "source_bad_index", "", "Entries refused: bad index")  \
+        X(cycles, "cycles", "v1_cycles", "", "Cycles found in a v1 list")               \
+        X(bad_range, "bad_range", "source_bad_range", "",                               \
+          "Requests refused: data outside the pool")                                    \
+        X(bad_length, "bad_length", "v1_bad_length", "", "v1 requests of length 0")     \
+        X(bad_flag, "bad_flag", "v1_bad_flag", "", "v1 requests with a bad flag word")  \
+        X(bad_header, "bad_header", "v1_bad_header", "", "v1 root queue headers refused") \
+        X(no_memory, "no_memory", "v1_no_memory", "", "v1 requests failed out of memory") \
+        X(dispatch_failed, "dispatch_failed", "source_dispatch_failed", "",             \
+          "Requests answered FAIL at once because the worker pool was full")            \
+        X(reformats, "reformats", "v1_reformats", "",                                   \
+          "Batches cut by the client formatting the queue")                             \
+        X(lost, "lost", "v1_lost", "", "v1 entries failed unpublished (a reformat)")    \
+        X(bad_layout, "bad_layout", "v1_bad_layout", "", "v1 layouts refused")
+#define V1_RECOVERED(X)                                                                 \
+        X(requeued, "requeued", "recovered_requeued", "", "Recovered requests run again") \
+        X(republished, "republished", "recovered_republished", "",                      \
+          "Recovered results copied back")                                              \
+        X(already_published, "already_published", "recovered_already_published", "",   \
+          "Recovered results that were already published")                              \
+        X(abandoned, "abandoned", "recovered_abandoned", "",                            \
+          "Recovered entries the client had reused")
+
+typedef struct V1Counters {
+        V1_COUNTERS(HA_COUNTER_FIELD)
+        V1_RECOVERED(HA_COUNTER_FIELD)
+} V1Counters;
+
 struct HaV1Chan {
         HaV1ChannelConfig cfg;
         HaEngine *engine;
@@ -103,12 +143,7 @@ struct HaV1Chan {
         bool bad_layout;                /* not the original layout: not served */
         struct event *bell_ev, *rescan_ev;
         HaRatelimit rl;
-        struct {
-                uint64_t requests, completed, failed, batches, wakeups, spurious;
-                uint64_t bad_index, cycles, bad_range, bad_length, bad_flag, bad_header;
-                uint64_t no_memory, dispatch_failed, reformats, lost, bad_layout;
-                uint64_t requeued, republished, already_published, abandoned;
-        } st;
+        V1Counters st;                  /* loop only */
 };
 
 /* ===== one request (worker thread) ===== */
@@ -329,7 +364,7 @@ static int adopt_buf_size(HaV1Chan *c)
         if (bs == c->n)
                 return 0;
         if (bs == 0 || bs > c->cap) {
-                c->st.bad_header++;
+                HA_INC(&c->st, bad_header);
                 report(c, "root queue buf_size %u is not 1..%u (what its mem_size holds), "
                        "not serving it", bs, c->cap);
                 return -EINVAL;
@@ -369,7 +404,7 @@ static bool layout_ok(HaV1Chan *c)
         }
         /* Once per episode, not per wake-up: the client will not change. */
         if (!c->bad_layout) {
-                c->st.bad_layout++;
+                HA_INC(&c->st, bad_layout);
                 log_error("v1 channel '%s': incompatible queue layout: entry %u has cur_idx %u, "
                           "not its own index (the qos branch's 16-byte header with a lock moves "
                           "every entry by 4 bytes); not serving this queue until a client "
@@ -408,7 +443,7 @@ static bool batch_plausible(HaV1Chan *c, size_t k)
         for (size_t i = 0; i < k; i++) {
                 if (!c->held[c->batch[i]])
                         continue;
-                c->st.reformats++;
+                HA_INC(&c->st, reformats);
                 report(c, "proc_ing list runs into the free list or the wait list at entry %u "
                        "(the client is formatting the queue again?): not served", c->batch[i]);
                 return false;
@@ -496,20 +531,20 @@ static bool scan(HaV1Chan *c)
         if (k)
                 ha_crash_point("v1_cut");
         if (why & HA_WALK_BAD_INDEX) {
-                c->st.bad_index++;
+                HA_INC(&c->st, bad_index);
                 report(c, "proc_ing list has a link past buf_size %u after %zu entries, "
                        "cut there", c->n, k);
         }
         if (why & HA_WALK_CYCLE) {
-                c->st.cycles++;
+                HA_INC(&c->st, cycles);
                 report(c, "proc_ing list loops back after %zu entries, cut there", k);
         }
         if (k == 0) {
                 publish_idle(c);
                 return true;
         }
-        c->st.requests += k;
-        c->st.batches++;
+        HA_ADD(&c->st, requests, k);
+        HA_INC(&c->st, batches);
         dispatch(c, k);
         return true;
 }
@@ -518,7 +553,7 @@ static bool scan(HaV1Chan *c)
 static void batch_done(HaV1Chan *c)
 {
         if (__atomic_load_n(&c->lost, __ATOMIC_ACQUIRE)) {
-                c->st.reformats++;
+                HA_INC(&c->st, reformats);
                 report(c, "the client formatted the queue again while %zu requests were being "
                        "served: they failed, nothing of them was published", c->batch_lost);
         }
@@ -536,31 +571,31 @@ static void v1_complete(void *ctx, uint16_t idx)
         const Slot *s = &c->slots[idx];
         const HaJrec *j = &c->jent[idx];        /* kept until the next batch is taken */
 
-        c->st.completed++;
+        HA_INC(&c->st, completed);
         if (s->result != HA_RESULT_SUCCESS)
-                c->st.failed++;
+                HA_INC(&c->st, failed);
         switch (s->why) {
         case HA_V1_BAD_FLAG:
-                c->st.bad_flag++;
+                HA_INC(&c->st, bad_flag);
                 report(c, "entry %u handed over with flag 0x%04x (expected 0), failed", idx,
                        (unsigned)j->tag);
                 break;
         case HA_V1_ZERO_LENGTH:
-                c->st.bad_length++;
+                HA_INC(&c->st, bad_length);
                 report(c, "entry %u has length 0, failed", idx);
                 break;
         case HA_V1_BAD_RANGE:
-                c->st.bad_range++;
+                HA_INC(&c->st, bad_range);
                 report(c, "entry %u: offset 0x%x + length 0x%x is past the %zu-byte buf "
                        "region, failed", idx, j->offset, j->length, c->buf_len);
                 break;
         case HA_V1_NO_MEMORY:
-                c->st.no_memory++;
+                HA_INC(&c->st, no_memory);
                 report(c, "entry %u: no room for its %u-byte result in the staging area "
                        "(entries of the batch overlap?), failed", idx, j->length);
                 break;
         case HA_V1_LOST:
-                c->st.lost++;
+                HA_INC(&c->st, lost);
                 c->batch_lost++;
                 break;
         }
@@ -575,7 +610,7 @@ static void v1_fail(void *ctx, uint16_t idx, int err)
         Slot *s = &c->slots[idx];
         enum ha_result r = err == -ENOENT ? HA_RESULT_NOT_EXITS : HA_RESULT_FAIL;
 
-        c->st.dispatch_failed++;
+        HA_INC(&c->st, dispatch_failed);
         report(c, "entry %u not run: %s", idx, ha_result_name(r));
         s->why = HA_V1_OK;
         s->result = (uint8_t)r;
@@ -621,44 +656,27 @@ static void bell_cb(evutil_socket_t fd, short what, void *userdata)
 
         /* Interrupts coalesce: one wake-up may stand for many notifies. */
         drain_doorbell(c);
-        c->st.wakeups++;
+        HA_INC(&c->st, wakeups);
         if (!scan(c))
-                c->st.spurious++;
+                HA_INC(&c->st, spurious);
 }
 
-static void v1_stats(void *ctx, cJSON *o)
+static void v1_stats(void *ctx, HaStats *s)
 {
+        static const char *const states[] = { "serving", "bad_layout" };
+        static const HaMetric state = { "state", "v1_state", HA_MT_GAUGE, "",
+                                         "A v1 channel's state (1 for the current one)" };
         HaV1Chan *c = ctx;
+        const V1Counters *blk = &c->st;
 
-        cJSON_AddStringToObject(o, "state", c->bad_layout ? "bad_layout" : "serving");
-        cJSON_AddNumberToObject(o, "buf_size", c->n);
-        cJSON_AddNumberToObject(o, "in_flight", (double)c->pending);
-        cJSON_AddNumberToObject(o, "requests", (double)c->st.requests);
-        cJSON_AddNumberToObject(o, "completed", (double)c->st.completed);
-        cJSON_AddNumberToObject(o, "failed", (double)c->st.failed);
-        cJSON_AddNumberToObject(o, "batches", (double)c->st.batches);
-        cJSON_AddNumberToObject(o, "wakeups", (double)c->st.wakeups);
-        cJSON_AddNumberToObject(o, "spurious", (double)c->st.spurious);
-        cJSON_AddNumberToObject(o, "bad_index", (double)c->st.bad_index);
-        cJSON_AddNumberToObject(o, "cycles", (double)c->st.cycles);
-        cJSON_AddNumberToObject(o, "bad_range", (double)c->st.bad_range);
-        cJSON_AddNumberToObject(o, "bad_length", (double)c->st.bad_length);
-        cJSON_AddNumberToObject(o, "bad_flag", (double)c->st.bad_flag);
-        cJSON_AddNumberToObject(o, "bad_header", (double)c->st.bad_header);
-        cJSON_AddNumberToObject(o, "no_memory", (double)c->st.no_memory);
-        cJSON_AddNumberToObject(o, "dispatch_failed", (double)c->st.dispatch_failed);
-        cJSON_AddNumberToObject(o, "reformats", (double)c->st.reformats);
-        cJSON_AddNumberToObject(o, "lost", (double)c->st.lost);
-        cJSON_AddNumberToObject(o, "bad_layout", (double)c->st.bad_layout);
-        {
-                cJSON *rec = cJSON_AddObjectToObject(o, "recovered");
-
-                cJSON_AddNumberToObject(rec, "requeued", (double)c->st.requeued);
-                cJSON_AddNumberToObject(rec, "republished", (double)c->st.republished);
-                cJSON_AddNumberToObject(rec, "already_published",
-                                        (double)c->st.already_published);
-                cJSON_AddNumberToObject(rec, "abandoned", (double)c->st.abandoned);
-        }
+        ha_stat_state(s, &state, states, ELEMENTSOF(states), c->bad_layout);
+        HA_GAUGE_EMIT("buf_size", "v1_buf_size", "", "Entries of a v1 root queue", c->n)
+        HA_GAUGE_EMIT("in_flight", "source_in_flight", "",
+                      "Requests of a source taken, not yet answered", c->pending)
+        V1_COUNTERS(HA_COUNTER_EMIT)
+        ha_stats_section(s, "recovered");
+        V1_RECOVERED(HA_COUNTER_EMIT)
+        ha_stats_leave(s);
 }
 
 static const HaSourceOps v1_ops = {
@@ -666,7 +684,7 @@ static const HaSourceOps v1_ops = {
         .run = v1_run,
         .complete = v1_complete,
         .fail = v1_fail,
-        .stats_json = v1_stats,
+        .stats = v1_stats,
 };
 
 /* ===== start and stop ===== */
@@ -794,7 +812,7 @@ static size_t journal_recover(HaV1Chan *c)
 
         if (n == 0 || n > c->cap || n != ha_ld16(&c->q->buf_size)) {
                 for (unsigned i = 0; i < c->cap; i++)
-                        c->st.abandoned += c->jent[i].state != HA_J_FREE;
+                        HA_ADD(&c->st, abandoned, c->jent[i].state != HA_J_FREE);
                 log_warning("v1 channel '%s': journal is for a queue of %u entries, the queue "
                             "now has %u: the client formatted it again, nothing to recover",
                             c->cfg.name, n, ha_ld16(&c->q->buf_size));
@@ -817,14 +835,14 @@ static size_t journal_recover(HaV1Chan *c)
                         continue;
                 switch (ha_journal_recover(&c->j, i, &rec)) {
                 case HA_JR_ANSWERED:
-                        c->st.already_published++;
+                        HA_INC(&c->st, already_published);
                         break;
                 case HA_JR_REPUBLISH:
                         __atomic_store_n(&c->q->entries[i].msg.flag, rec.flag, __ATOMIC_RELEASE);
-                        c->st.republished++;
+                        HA_INC(&c->st, republished);
                         break;
                 default:
-                        c->st.abandoned++;      /* published, seen and reused */
+                        HA_INC(&c->st, abandoned);      /* published, seen and reused */
                         break;
                 }
                 ha_journal_free(&c->j, i);
@@ -849,7 +867,7 @@ static size_t journal_recover(HaV1Chan *c)
                 }
                 /* Not all recorded (the list was never cut), or not ours. */
                 if (r != HA_JR_UNCOMMITTED)
-                        c->st.abandoned++;
+                        HA_INC(&c->st, abandoned);
                 all_ours = false;
                 ha_journal_free(&c->j, i);
         }
@@ -860,7 +878,7 @@ static size_t journal_recover(HaV1Chan *c)
         ha_crash_order();
         c->jh->batch_k = (uint32_t)k;
         c->n = n;
-        c->st.requeued += k;
+        HA_ADD(&c->st, requeued, k);
         return k;
 }
 
@@ -1053,8 +1071,8 @@ static int start(HaV1Chan *c, struct event_base *base, HaEngine *e, const char *
         if (r < 0)
                 return fail(c, r, "cannot register with the engine: %s", strerror(-r));
         if (requeue) {
-                c->st.requests += requeue;
-                c->st.batches++;
+                HA_ADD(&c->st, requests, requeue);
+                HA_INC(&c->st, batches);
                 dispatch(c, requeue);
         }
 

@@ -47,6 +47,50 @@ _Static_assert(sizeof(ZoneJrec) == sizeof(HaJrec) && SAME(state, state) && SAME(
                "the lease journal is the journal's layout");
 #undef SAME
 
+/* A slot's counters (stats.h): field, JSON key, metric, unit, help. */
+#define ZONE_COUNTERS(X)                                                                \
+        X(grants, "grants", "zone_grants", "", "Leases granted on a zone slot")         \
+        X(requests, "submitted", "source_requests_submitted", "",                       \
+          "Requests taken from a source")                                               \
+        X(completed, "completed", "source_requests_completed", "",                      \
+          "Requests of a source answered")                                              \
+        X(inline_runs, "run_by_poller", "zone_run_by_poller", "",                       \
+          "Zone requests run by a polling worker itself")                               \
+        X(failed, "failed", "source_requests_failed", "",                               \
+          "Requests of a source answered with a failure")                               \
+        X(wakeups, "wakeups", "source_wakeups", "", "Doorbells taken from a source")    \
+        X(bad_index, "bad_index", "source_bad_index", "", "Entries refused: bad index")  \
+        X(bad_state, "bad_state", "source_bad_state", "", "Entries refused: bad state")  \
+        X(bad_ring, "bad_ring", "zone_bad_ring", "", "Zone rings found corrupt")         \
+        X(dispatch_failed, "dispatch_failed", "source_dispatch_failed", "",             \
+          "Requests answered without running: executor full or no route")            \
+        X(bad_range, "bad_range", "source_bad_range", "",                               \
+          "Requests refused: data outside the pool")                                    \
+        X(abandoned, "abandoned", "zone_abandoned", "",                                 \
+          "Entries of a client that had gone, answered FAIL without running")           \
+        X(teardown_deferred, "teardown_deferred", "zone_teardown_deferred", "",         \
+          "Slots taken back with a polling worker inside")                              \
+        X(resumed, "resumed", "zone_resumed", "", "Leases taken over from a daemon that died") \
+        X(resume_refused, "resume_refused", "zone_resume_refused", "",                  \
+          "Lease take-overs refused")                                                   \
+        X(bad_journal, "bad_journal", "zone_bad_journal", "",                           \
+          "Crash journal records found corrupt on a take-over")
+/* Of a take-over: "recovered": {...}. */
+#define ZONE_RECOVERED(X)                                                               \
+        X(requeued, "requeued", "recovered_requeued", "", "Recovered requests run again") \
+        X(republished, "republished", "recovered_republished", "",                      \
+          "Recovered results copied back")                                              \
+        X(already_published, "already_published", "recovered_already_published", "",   \
+          "Recovered results that were already published")
+
+typedef struct ZoneCounters {
+        ZONE_COUNTERS(HA_COUNTER_FIELD)
+} ZoneCounters;
+
+typedef struct ZoneRecovered {
+        ZONE_RECOVERED(HA_COUNTER_FIELD)
+} ZoneRecovered;
+
 struct HaZone {
         HaZones *zs;
         unsigned slot;
@@ -101,12 +145,8 @@ struct HaZone {
         uint32_t head;                  /* ring head, under drain_lock */
         bool throttled;                 /* entries left on the ring for lack of room */
 
-        /* counters: atomics (loop and workers) */
-        uint64_t requests, completed, wakeups, bad_index, bad_state, bad_ring, grants;
-        uint64_t failed, bad_range, inline_runs, dispatch_failed, abandoned;
-        /* loop only */
-        uint64_t teardown_deferred;
-        uint64_t resumed, resume_refused, requeued, republished, already_published, bad_journal;
+        ZoneCounters st;                /* loop and workers */
+        ZoneRecovered rec;              /* loop only */
 };
 
 #define GUARD_CLOSING 0x80000000u
@@ -167,11 +207,11 @@ static enum ha_result zone_run(void *ctx, uint16_t idx, const HaRun *run)
         if (!range_ok(z, off, len)) {
                 /* Checked against the client's own pool slice, first: a
                  * hostile entry is counted even if its client left. */
-                __atomic_fetch_add(&z->bad_range, 1, __ATOMIC_RELAXED);
+                HA_INC(&z->st, bad_range);
                 r = HA_RESULT_FAIL;
         } else if (__atomic_load_n(&z->closing, __ATOMIC_RELAXED)) {
                 /* Nobody waits for it, and the lease is waiting for us. */
-                __atomic_fetch_add(&z->abandoned, 1, __ATOMIC_RELAXED);
+                HA_INC(&z->st, abandoned);
                 r = HA_RESULT_FAIL;
         } else if (!svc) {
                 r = HA_RESULT_NOT_EXITS;
@@ -182,7 +222,7 @@ static enum ha_result zone_run(void *ctx, uint16_t idx, const HaRun *run)
                         ha_journal_commit(&z->j, idx, t, ha_flag_make(r), len);
         }
         if (r != HA_RESULT_SUCCESS)
-                __atomic_fetch_add(&z->failed, 1, __ATOMIC_RELAXED);
+                HA_INC(&z->st, failed);
         publish(z, idx, ha_flag_make(r));
         return r;
 }
@@ -255,7 +295,7 @@ static void zone_close(HaZone *z)
         old = __atomic_fetch_or(&z->guard, GUARD_CLOSING, __ATOMIC_SEQ_CST);
         if (old & ~GUARD_CLOSING) {
                 z->reaping = true;
-                z->teardown_deferred++;
+                HA_INC(&z->st, teardown_deferred);
                 if (z->state != SLOT_FREE)
                         z->state = SLOT_DRAINING;
                 log_debug("Zone slot %u (pid %d): a polling worker is inside the lease; "
@@ -285,7 +325,7 @@ static void zone_complete(void *ctx, uint16_t idx)
         (void)idx;
 
         z->running--;
-        __atomic_fetch_add(&z->completed, 1, __ATOMIC_RELEASE);
+        __atomic_fetch_add(&z->st.completed, 1, __ATOMIC_RELEASE);
         if (z->throttled && z->state == SLOT_ACTIVE && z->bell_ev) {
                 z->throttled = false;   /* room again: take what was left */
                 event_active(z->bell_ev, EV_READ, 0);
@@ -303,13 +343,20 @@ static void zone_fail(void *ctx, uint16_t idx, int err)
         HaZone *z = ctx;
         enum ha_result r = err == -ENOENT ? HA_RESULT_NOT_EXITS : HA_RESULT_FAIL;
 
-        __atomic_fetch_add(&z->dispatch_failed, 1, __ATOMIC_RELAXED);
-        __atomic_fetch_add(&z->failed, 1, __ATOMIC_RELAXED);
+        HA_INC(&z->st, dispatch_failed);
+        HA_INC(&z->st, failed);
         publish(z, idx, ha_flag_make(r));
         zone_complete(z, idx);
 }
 
-static void zone_stats(void *ctx, cJSON *o)
+static void recovered_stats(const ZoneRecovered *blk, HaStats *s)
+{
+        ha_stats_section(s, "recovered");
+        ZONE_RECOVERED(HA_COUNTER_EMIT)
+        ha_stats_leave(s);
+}
+
+static void zone_stats(void *ctx, HaStats *s)
 {
         HaZone *z = ctx;
 
@@ -317,41 +364,25 @@ static void zone_stats(void *ctx, cJSON *o)
                 [SLOT_FREE] = "free", [SLOT_ACTIVE] = "attached",
                 [SLOT_DRAINING] = "draining", [SLOT_RESUMING] = "resuming",
         };
-        cJSON *rec;
+        static const HaMetric state = { "state", "zone_state", HA_MT_GAUGE, "",
+                                         "A zone slot's state (1 for the current one)" };
+        static const HaMetric pid = { "pid", NULL, HA_MT_GAUGE, "", "" };
+        const ZoneCounters *blk = &z->st;
 
-        cJSON_AddStringToObject(o, "state", states[z->state]);
-        cJSON_AddNumberToObject(o, "pid", z->state == SLOT_FREE ? 0 : z->pid);
-        cJSON_AddNumberToObject(o, "grants", (double)z->grants);
-        cJSON_AddNumberToObject(o, "submitted", (double)__atomic_load_n(&z->requests, __ATOMIC_RELAXED));
-        cJSON_AddNumberToObject(o, "completed", (double)__atomic_load_n(&z->completed, __ATOMIC_RELAXED));
-        cJSON_AddNumberToObject(o, "run_by_poller",
-                                (double)__atomic_load_n(&z->inline_runs, __ATOMIC_RELAXED));
-        cJSON_AddNumberToObject(o, "failed", (double)__atomic_load_n(&z->failed, __ATOMIC_RELAXED));
+        ha_stat_state(s, &state, states, ELEMENTSOF(states), z->state);
+        ha_stat(s, &pid, z->state == SLOT_FREE ? 0 : z->pid);
+        ZONE_COUNTERS(HA_COUNTER_EMIT)
         /* Taken and not yet answered, by the pool or by a polling worker
          * inline (which "running" does not count).  completed first, with
          * acquire: its release increments come after those of requests. */
-        uint64_t done = __atomic_load_n(&z->completed, __ATOMIC_ACQUIRE);
-        uint64_t taken = __atomic_load_n(&z->requests, __ATOMIC_RELAXED);
-        cJSON_AddNumberToObject(o, "in_flight", taken > done ? (double)(taken - done) : 0);
-        cJSON_AddNumberToObject(o, "in_pool", z->running);
-        cJSON_AddNumberToObject(o, "wakeups", (double)__atomic_load_n(&z->wakeups, __ATOMIC_RELAXED));
-        cJSON_AddNumberToObject(o, "bad_index", (double)__atomic_load_n(&z->bad_index, __ATOMIC_RELAXED));
-        cJSON_AddNumberToObject(o, "bad_state", (double)__atomic_load_n(&z->bad_state, __ATOMIC_RELAXED));
-        cJSON_AddNumberToObject(o, "bad_ring", (double)__atomic_load_n(&z->bad_ring, __ATOMIC_RELAXED));
-        cJSON_AddNumberToObject(o, "dispatch_failed",
-                                (double)__atomic_load_n(&z->dispatch_failed, __ATOMIC_RELAXED));
-        cJSON_AddNumberToObject(o, "bad_range",
-                                (double)__atomic_load_n(&z->bad_range, __ATOMIC_RELAXED));
-        cJSON_AddNumberToObject(o, "abandoned",
-                                (double)__atomic_load_n(&z->abandoned, __ATOMIC_RELAXED));
-        cJSON_AddNumberToObject(o, "teardown_deferred", (double)z->teardown_deferred);
-        cJSON_AddNumberToObject(o, "resumed", (double)z->resumed);
-        cJSON_AddNumberToObject(o, "resume_refused", (double)z->resume_refused);
-        cJSON_AddNumberToObject(o, "bad_journal", (double)z->bad_journal);
-        rec = cJSON_AddObjectToObject(o, "recovered");
-        cJSON_AddNumberToObject(rec, "requeued", (double)z->requeued);
-        cJSON_AddNumberToObject(rec, "republished", (double)z->republished);
-        cJSON_AddNumberToObject(rec, "already_published", (double)z->already_published);
+        uint64_t done = __atomic_load_n(&z->st.completed, __ATOMIC_ACQUIRE);
+        uint64_t taken = __atomic_load_n(&z->st.requests, __ATOMIC_RELAXED);
+        HA_GAUGE_EMIT("in_flight", "source_in_flight", "",
+                      "Requests of a source taken, not yet answered",
+                      taken > done ? taken - done : 0)
+        HA_GAUGE_EMIT("in_pool", "zone_in_pool", "", "Zone requests handed to the worker pool",
+                      z->running)
+        recovered_stats(&z->rec, s);
 }
 
 static long zone_poll(void *ctx, const HaRun *run);
@@ -362,7 +393,7 @@ static const HaSourceOps zone_ops = {
         .run = zone_run,
         .complete = zone_complete,
         .fail = zone_fail,
-        .stats_json = zone_stats,
+        .stats = zone_stats,
         .poll = zone_poll,
         .poll_end = zone_poll_end,
 };
@@ -405,7 +436,7 @@ static void zone_take(HaZone *z, uint16_t idx, uint32_t pos)
 /* Answer an entry FAIL at once (no worker could take it). */
 static void fail_now(HaZone *z, uint16_t idx)
 {
-        __atomic_fetch_add(&z->failed, 1, __ATOMIC_RELAXED);
+        HA_INC(&z->st, failed);
         publish(z, idx, ha_flag_make(HA_RESULT_FAIL));
 }
 
@@ -413,11 +444,11 @@ static void fail_now(HaZone *z, uint16_t idx)
  * run them here (a polling worker). */
 static void hand_over(HaZone *z, size_t k, const HaRun *run)
 {
-        __atomic_fetch_add(&z->requests, k, __ATOMIC_RELAXED);
+        HA_ADD(&z->st, requests, k);
         if (run) {
                 ha_engine_run_inline(z->zs->engine, z->source, z->batch, k, run);
-                __atomic_fetch_add(&z->completed, k, __ATOMIC_RELEASE);
-                __atomic_fetch_add(&z->inline_runs, k, __ATOMIC_RELAXED);
+                __atomic_fetch_add(&z->st.completed, k, __ATOMIC_RELEASE);
+                HA_ADD(&z->st, inline_runs, k);
         } else {
                 /* Each gets zone_complete() or zone_fail(). */
                 z->running += (unsigned)k;
@@ -443,7 +474,7 @@ static size_t drain_pass(HaZone *z, const HaRun *run, bool *left)
         tail = ha_zring_tail(c);
         if (tail - head > HA_ZONE_RING) {
                 /* A tail no honest client can write: drop the lot. */
-                __atomic_fetch_add(&z->bad_ring, 1, __ATOMIC_RELAXED);
+                HA_INC(&z->st, bad_ring);
                 report(z, "submission ring tail out of range", tail - head);
                 head = tail;
         }
@@ -451,12 +482,12 @@ static size_t drain_pass(HaZone *z, const HaRun *run, bool *left)
                 uint16_t idx = ha_zring_at(c, head);
 
                 if (idx >= HA_ZONE_ENTRIES) {
-                        __atomic_fetch_add(&z->bad_index, 1, __ATOMIC_RELAXED);
+                        HA_INC(&z->st, bad_index);
                         report(z, "entry index out of range", idx);
                         continue;
                 }
                 if (__atomic_load_n(&z->running_entry[idx], __ATOMIC_ACQUIRE)) {
-                        __atomic_fetch_add(&z->bad_state, 1, __ATOMIC_RELAXED);
+                        HA_INC(&z->st, bad_state);
                         report(z, "entry submitted twice", idx);
                         continue;
                 }
@@ -612,7 +643,7 @@ static void bell_cb(evutil_socket_t fd, short what, void *userdata)
         /* Rings coalesce: take them all; a full queue of them is fine too. */
         for (int i = 0; i < 1024 && recv(fd, buf, sizeof(buf), MSG_DONTWAIT) >= 0; i++)
                 ;
-        __atomic_fetch_add(&z->wakeups, 1, __ATOMIC_RELAXED);
+        HA_INC(&z->st, wakeups);
         if (z->state == SLOT_ACTIVE)
                 loop_drain(z);
 }
@@ -795,12 +826,12 @@ static size_t zone_recover(HaZone *z)
                 case HA_JR_UNCOMMITTED:
                         break;
                 case HA_JR_BAD_STATE:
-                        z->bad_journal++;
+                        HA_INC(&z->st, bad_journal);
                         report(z, "journal record in an unknown state", rec.state);
                         break;
                 case HA_JR_ANSWERED:
                 case HA_JR_GONE:
-                        z->already_published++;
+                        HA_INC(&z->rec, already_published);
                         break;
                 case HA_JR_RERUN:
                         /* No record of ours survived the crash: this one
@@ -811,17 +842,17 @@ static size_t zone_recover(HaZone *z)
                         break;
                 case HA_JR_REPUBLISH:
                         publish(z, idx, rec.flag);
-                        z->republished++;
+                        HA_INC(&z->rec, republished);
                         break;
                 case HA_JR_BAD_RECORD:
-                        z->bad_journal++;
+                        HA_INC(&z->st, bad_journal);
                         report(z, "journal record with a range outside the pool or a bad flag",
                                rec.offset);
                         fail_now(z, idx);
                         break;
                 }
         }
-        z->requeued += k;
+        HA_ADD(&z->rec, requeued, k);
         return k;
 }
 
@@ -884,18 +915,18 @@ static void resume_read(HaZone *z, int fd)
         if (r == 1)
                 r = zone_adopt(z, memfd);
         if (r == 0) {
-                z->resumed++;
+                HA_INC(&z->st, resumed);
                 ha_log_ctx(LOG_INFO,
                            HA_LOG_CTX(.client_pid = (int)z->pid, .client_uid = (uint32_t)z->uid),
                            "Zone client pid %d resumed its lease in slot %u (epoch %u): "
                            "%llu requests run again, %llu results copied back",
-                           (int)z->pid, z->slot, z->epoch, (unsigned long long)z->requeued,
-                           (unsigned long long)z->republished);
+                           (int)z->pid, z->slot, z->epoch, (unsigned long long)z->rec.requeued,
+                           (unsigned long long)z->rec.republished);
                 return;
         }
         if (r != -EINVAL)
                 close(memfd);   /* ha_fds_take closed them all on -EINVAL */
-        z->resume_refused++;
+        HA_INC(&z->st, resume_refused);
         send_verdict(z, r);
         /* The slot is not live: no drainer shares the rate limit now. */
         if (ha_ratelimit_ok(&z->rl, &suppressed))
@@ -951,7 +982,7 @@ int ha_zones_attach(HaZones *zs, pid_t pid, uid_t uid, bool resume, HaAttachGran
         z->pid = pid;
         z->uid = uid;
         z->epoch = ++zs->next_epoch;
-        z->grants++;
+        HA_INC(&z->st, grants);
         z->running = 0;
         z->head = 0;
         z->throttled = false;

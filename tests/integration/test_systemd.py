@@ -328,7 +328,8 @@ class UnitFileTest(unittest.TestCase):
         env = dict(os.environ, MANPATH=tmp)
         p = subprocess.run(['systemd-analyze', 'verify',
                             os.path.join(self.UNITS, 'hyperampd.service'),
-                            os.path.join(self.UNITS, 'hyperampd.socket')],
+                            os.path.join(self.UNITS, 'hyperampd.socket'),
+                            os.path.join(self.UNITS, 'hyperampd-metrics.socket')],
                            capture_output=True, text=True, env=env, timeout=60)
         self.assertEqual((p.returncode, p.stdout + p.stderr), (0, ''))
 
@@ -378,6 +379,14 @@ class UnitFileTest(unittest.TestCase):
         self.assertIn('SocketMode=0660', text)
         self.assertIn('SocketGroup=hyperamp', text)
         self.assertIn('FileDescriptorName=control', text)
+
+    def test_metrics_socket_unit(self):
+        """The daemon finds the metrics socket by this name, on loopback."""
+        with open(os.path.join(self.UNITS, 'hyperampd-metrics.socket')) as f:
+            text = f.read()
+        self.assertIn('FileDescriptorName=metrics', text)
+        self.assertIn('Service=hyperampd.service', text)
+        self.assertIn('ListenStream=127.0.0.1:', text)
 
 
 if __name__ == '__main__':

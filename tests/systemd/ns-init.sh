@@ -97,7 +97,8 @@ say "dpkg -i $(cd /run/ci-debs && echo *.deb)"
 env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
         DEBIAN_FRONTEND=noninteractive dpkg -i /run/ci-debs/*.deb
 # The packaged units, in the only folder this systemd reads.
-cp /lib/systemd/system/hyperampd.service /lib/systemd/system/hyperampd.socket /run/ci-units/
+cp /lib/systemd/system/hyperampd.service /lib/systemd/system/hyperampd.socket \
+        /lib/systemd/system/hyperampd-metrics.socket /run/ci-units/
 
 mkdir -p /run/systemd/journald.conf.d
 printf '[Journal]\nStorage=volatile\nRateLimitBurst=0\n' >/run/systemd/journald.conf.d/ci.conf

@@ -85,14 +85,14 @@ static void src_fail(void *ctx, uint16_t idx, int err)
         s->answers[idx]++;
 }
 
-static void src_stats(void *ctx, cJSON *o)
+static void src_stats(void *ctx, HaStats *o)
 {
         (void)ctx, (void)o;
 }
 
 static const HaSourceOps src_ops = {
         .kind = "test", .run = src_run, .complete = src_complete, .fail = src_fail,
-        .stats_json = src_stats,
+        .stats = src_stats,
 };
 
 /* A remote executor: one thread, stop-and-wait; records what it got. */
@@ -181,9 +181,12 @@ static bool socket_done_p(void)
 static double svc_requests(HaEngine *e, unsigned id)
 {
         cJSON *o = cJSON_CreateObject(), *s;
+        HaStats *sink = ha_stats_json(o);
         double n = -1;
 
-        ha_engine_stats_json(e, o);
+        CHECK(sink != NULL);
+        ha_engine_stats(e, sink);
+        ha_stats_free(sink);
         cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(o, "services"))
                 if (cJSON_GetObjectItemCaseSensitive(s, "id")->valuedouble == id)
                         n = cJSON_GetObjectItemCaseSensitive(s, "requests")->valuedouble;

@@ -140,9 +140,11 @@ static enum ha_result submit(HaRemoteV1 *r, uint16_t svc, const char *in, uint8_
 static double stat_of(HaRemoteV1 *r, const char *key)
 {
         cJSON *o = cJSON_CreateObject(), *v;
+        HaStats *s = ha_stats_json(o);
         double d = -1;
 
-        ha_remote_v1_stats_json(r, o);
+        ha_remote_v1_stats(r, s);
+        ha_stats_free(s);
         v = cJSON_GetObjectItemCaseSensitive(o, key);
         if (!v)
                 v = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(o, "faults"),
