@@ -177,6 +177,10 @@ class GatewayTest(unittest.TestCase):
                              ('ready', 10, 0, 0))
             self.assertGreater(x['round_trip_us']['p50'], 0)
             self.assertGreaterEqual(x['round_trip_us']['p99'], x['round_trip_us']['p50'])
+            rc, out, _ = d.ctl('stats', '--format', 'openmetrics')
+            self.assertEqual(rc, 0)
+            self.assertIn(b'hyperamp_remote_requests_total{executor="rtos",kind="v1"} 10', out)
+            self.assertIn(b'hyperamp_remote_round_trip_seconds_count{executor="rtos"', out)
             rc, out, _ = d.ctl('stats')
             self.assertEqual(rc, 0)
             row = [ln for ln in out.decode().splitlines() if ln.startswith('rtos ')]
