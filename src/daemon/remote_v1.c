@@ -28,7 +28,6 @@
 #define DOWN_AFTER 3                    /* timeouts in a row */
 #define SPIN_NS 20000u                  /* then the timerfd backoff */
 #define MAX_STEP_NS 1000000u
-#define RESULT_WAIT_NS 10000000u        /* done seen, result bits not yet */
 #define DOWN_PROBE_NS 1000000u          /* how long a down zone is given */
 #define CANARY_CHECK 8                  /* bytes of it looked at per check */
 #define CHANGE_EVERY 8                  /* polls of the flag per look at the header */
@@ -623,10 +622,10 @@ static int complete(HaRemoteV1 *r, uint8_t *data, uint32_t len, uint64_t deadlin
         }
         if (c < 0)
                 return -ETIMEDOUT;
-        /* Peers write deal_state first, the result bits after. */
-        now = ha_backoff_now();
-        (void)wait_for(r, check_result, now + RESULT_WAIT_NS < deadline ? now + RESULT_WAIT_NS :
-                       deadline);
+        /* Peers write deal_state first, the result bits after, in two
+         * stores: a peer preempted between them (a loaded machine) must not
+         * turn a success into FAIL, so the wait is the request's own. */
+        (void)wait_for(r, check_result, deadline);
         flag = __atomic_load_n(&en->msg.flag, __ATOMIC_ACQUIRE);
         bad = false;
         if (flag & HA_FLAG_RESERVED) {
