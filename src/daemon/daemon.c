@@ -21,6 +21,7 @@
 #include "metrics.h"
 #include "services.h"
 #include "sockq.h"
+#include "remote_v1.h"
 #include "v1chan.h"
 #include "zones.h"
 
@@ -35,6 +36,7 @@ typedef struct Daemon {
         HaControl *control;
         HaMetrics *metrics;
         HaV1Chan *v1[HA_V1_MAX_CHANNELS];       /* v1 compatibility channels */
+        HaRemoteV1 *remote[HA_REMOTE_MAX_ZONES]; /* remote zones: executors */
         HaZones *zones;
         struct event *sig_term, *sig_int, *sig_hup;
         struct event *deadline, *status_timer, *watchdog_timer;
@@ -328,6 +330,44 @@ static void engine_free(Daemon *d)
         d->engine = ha_engine_free(d->engine);
 }
 
+/* Each remote zone: an executor with one thread (stop-and-wait) and a
+ * queue of max_pending, and its service ids routed to it.  Before any
+ * source runs a job. */
+static int remote_start(Daemon *d)
+{
+        for (unsigned i = 0; i < cfg_of(d)->n_remote_zones; i++) {
+                const HaRemoteZoneConfig *z = &cfg_of(d)->remote_zones[i];
+                unsigned id;
+                int r;
+
+                r = ha_remote_v1_new(z, &d->remote[i]);
+                if (r < 0)
+                        return r;
+                r = ha_engine_add_executor(d->engine, &ha_executor_remote_v1, d->remote[i],
+                                           z->name, 1, z->max_pending, &id);
+                if (r < 0)
+                        return log_error_errno(r, "remote zone '%s': cannot add its executor: %m",
+                                               z->name);
+                for (unsigned k = 0; k < z->n_services; k++) {
+                        r = ha_engine_route(d->engine, z->services[k], id);
+                        if (r < 0)
+                                return log_error_errno(r, "remote zone '%s': cannot route "
+                                                       "service %u: %m", z->name,
+                                                       z->services[k]);
+                }
+                log_info("remote zone '%s': services %u%s routed to it", z->name, z->services[0],
+                         z->n_services > 1 ? " and more" : "");
+        }
+        return 0;
+}
+
+/* After the engine: its threads call them until joined. */
+static void remote_free(Daemon *d)
+{
+        for (unsigned i = 0; i < HA_REMOTE_MAX_ZONES; i++)
+                d->remote[i] = ha_remote_v1_free(d->remote[i]);
+}
+
 /* The socket's queue: a source like the others, registered first. */
 static int sockq_start(Daemon *d)
 {
@@ -545,6 +585,7 @@ static const struct Subsystem {
         { "test seams", seams_start, NULL, NULL, NULL, NULL, false },
 #endif
         { "engine", engine_start, NULL, NULL, NULL, engine_free, true },
+        { "remote zones", remote_start, NULL, NULL, NULL, remote_free, true },
         { "socket queue", sockq_start, NULL, sockq_drain, NULL, sockq_free, true },
         { "zones", zones_start, NULL, zones_drain, NULL, zones_free, true },
         { "control", control_start, control_quiesce, control_drain, NULL, control_free, false },
@@ -587,6 +628,10 @@ static void begin_shutdown(void *userdata)
 /* The barrier: no worker runs after it, so nothing is freed under one. */
 static void join_workers(Daemon *d)
 {
+        /* A dead remote zone would hold every request queued for it for
+         * its timeout: they fail now instead. */
+        for (unsigned i = 0; i < HA_REMOTE_MAX_ZONES; i++)
+                ha_remote_v1_cancel(d->remote[i]);
         if (ha_engine_stop(d->engine, d->abandoned) < 0) {
                 /* Its memory (engine, leases, v1 buffers) stays mapped for
                  * it; exit() ends it. */
