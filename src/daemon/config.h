@@ -20,6 +20,21 @@ typedef struct HaV1ChannelConfig {
         uint64_t base;                          /* subtracted from addresses */
 } HaV1ChannelConfig;
 
+/* One remote zone over the HyperAMP v2 rings (remote_v2.h): an entry of
+ * "remote_zones" with "protocol": "v2". */
+#define HA_V2_MAX_ZONES 8
+#define HA_V2_MAX_SERVICES 16
+typedef struct HaV2ZoneConfig {
+        char name[64];
+        char mem[HA_V1_PATH_MAX];               /* /dev/mem, or a file in tests */
+        uint64_t address;                       /* the window's physical address */
+        uint64_t base;                          /* subtracted from addresses */
+        bool creator;                           /* role: creator or connector */
+        unsigned timeout_ms;                    /* one round trip */
+        unsigned n_services;
+        uint16_t services[HA_V2_MAX_SERVICES];  /* routed to this zone */
+} HaV2ZoneConfig;
+
 typedef struct HaConfig {
         unsigned workers;               /* 0: one per online CPU */
         char shm_name[HA_SHM_NAME_MAX]; /* POSIX shm object, "/name" */
@@ -43,6 +58,8 @@ typedef struct HaConfig {
         int log_level;
         unsigned n_v1_channels;         /* restart to change */
         HaV1ChannelConfig v1_channels[HA_V1_MAX_CHANNELS];
+        unsigned n_v2_zones;            /* restart to change */
+        HaV2ZoneConfig v2_zones[HA_V2_MAX_ZONES];
 } HaConfig;
 
 /* The embedded default: what hyperampd runs with and no config file. */

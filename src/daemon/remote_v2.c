@@ -1,0 +1,480 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "backoff.h"
+#include "devmem.h"
+#include "hist.h"
+#include "log.h"
+#include "remote_v2.h"
+#include "sigbus.h"
+#include "v2ring.h"
+
+/* Polling: the seL4 peer answers in microseconds when it spins, so spin
+ * about that long, then a timer step from 2 µs doubling to this cap. */
+#define SPIN_NS         50000u
+#define MAX_STEP_NS     500000u
+
+/* Until the gateway's timeout result is merged, a timeout is a FAIL. */
+#define V2_TIMEOUT_RESULT HA_RESULT_FAIL
+
+enum { ST_DOWN, ST_READY, ST_FAULT };
+
+typedef struct Counts {
+        uint64_t requests, ok, failures, refused, too_big, timeouts, peer_restarts, faults,
+                 peer_errors, stale_replies, lost_replies, bulk;
+} Counts;
+
+struct HaRemoteV2 {
+        HaV2ZoneConfig cfg;
+        uint64_t bulk_max;
+        int fd;
+        bool guarded;
+        void *map;
+        size_t map_len;
+        volatile uint8_t *win;
+        /* The executor's thread only. */
+        HaV2Ring tx, rx;        /* ring B (we produce), ring A (we consume) */
+        bool attached;
+        unsigned owed;          /* replies still due to requests that timed out */
+        bool bo_ready;
+        HaBackoff bo;
+        uint64_t half;          /* the call's point to stop waiting for owed replies */
+        HaRatelimit rl;
+        uint8_t slot[HA_V2_BLOCK];
+        /* Read by the loop. */
+        int state;              /* atomic */
+        Counts c;               /* atomic adds */
+        pthread_mutex_t lock;   /* rtt */
+        HaHist rtt;
+};
+
+static void bump(uint64_t *counter)
+{
+        __atomic_fetch_add(counter, 1, __ATOMIC_RELAXED);
+}
+
+static void set_state(HaRemoteV2 *z, int st)
+{
+        __atomic_store_n(&z->state, st, __ATOMIC_RELAXED);
+}
+
+static volatile uint8_t *data(HaRemoteV2 *z)
+{
+        return z->win + HA_V2_DATA_OFF;
+}
+
+int ha_remote_v2_transport(uint16_t service)
+{
+        switch (service) {
+        case 1:
+        case 2:
+                return 1;       /* XOR: a SERVICE reply, or BULK when large */
+        case 3:
+        case 4:
+        case 5:
+        case 7:
+        case 8:
+                return 2;       /* answered only as BULK */
+        default:
+                return 0;       /* 0 echo, proxy, unknown: never answered */
+        }
+}
+
+static void note(HaRemoteV2 *z, int level, const char *what, int e)
+{
+        uint64_t suppressed;
+
+        if (ha_ratelimit_ok(&z->rl, &suppressed))
+                ha_log(level, "v2 zone '%s': %s (%s)%s", z->cfg.name, what, strerror(-e),
+                       suppressed ? " (and earlier messages suppressed)" : "");
+}
+
+/* Take up the rings on the executor's thread: skip replies nobody waits
+ * for any more, and owe one reply for each request still unconsumed. */
+static int attach(HaRemoteV2 *z)
+{
+        int e, pending;
+
+        e = ha_v2_attach(&z->tx, z->win + HA_V2_PAGE_B, data(z), 1, 0);
+        if (e == 0)
+                e = ha_v2_attach(&z->rx, z->win + HA_V2_PAGE_A, data(z), 0, 1);
+        if (e == 0) {
+                pending = ha_v2_pending(&z->tx);
+                e = pending < 0 ? pending : 0;
+                z->owed = pending > 0 ? (unsigned)pending : 0;
+        }
+        if (e < 0) {
+                set_state(z, e == -EAGAIN ? ST_DOWN : ST_FAULT);
+                return e;
+        }
+        z->attached = true;
+        set_state(z, ST_READY);
+        return 0;
+}
+
+/* The next message on ring A; while there is none, also look at ring B
+ * (a peer that re-created the rings shows there first). */
+static int next_reply(HaRemoteV2 *z, HaV2Hdr *h)
+{
+        int e = ha_v2_recv(&z->rx, h, z->slot, sizeof(z->slot));
+
+        if (e == -EAGAIN) {
+                int p = ha_v2_pending(&z->tx);
+
+                if (p < 0)
+                        return p;
+        }
+        return e;
+}
+
+/* Replies owed by timed-out requests come before ours: take them, for at
+ * most half the call's time, then write them off. */
+static int settle(HaRemoteV2 *z)
+{
+        HaV2Hdr h;
+
+        while (z->owed) {
+                int e = next_reply(z, &h);
+
+                if (e == 0 || e == -EBADMSG) {
+                        z->owed--;
+                        bump(&z->c.stale_replies);
+                        continue;
+                }
+                if (e != -EAGAIN)
+                        return e;
+                if (ha_backoff_now() >= z->half) {
+                        __atomic_fetch_add(&z->c.lost_replies, z->owed, __ATOMIC_RELAXED);
+                        z->owed = 0;
+                        break;
+                }
+                (void)ha_backoff_wait(&z->bo);
+        }
+        return 0;
+}
+
+static int send_request(HaRemoteV2 *z, uint16_t service, const uint8_t *buf, uint32_t len,
+                        bool bulk)
+{
+        uint8_t desc[HA_V2_BULK_DESC_LEN];
+        int e;
+
+        if (bulk) {
+                /* Past slot 256 (data + 0x100000), which every 256th message
+                 * on either ring would write over (defect 1). */
+                HaV2Bulk d = { HA_V2_BULK_OFF, len, service, HA_V2_BULK_REQUEST };
+
+                ha_devmem_write(data(z) + HA_V2_BULK_OFF, buf, len);
+                ha_v2_bulk_pack(desc, &d);
+                bump(&z->c.bulk);
+        }
+        /* Full only while the peer consumes nothing: wait, bounded. */
+        while ((e = bulk ? ha_v2_send(&z->tx, HA_V2_BULK, service, 0, desc, sizeof(desc)) :
+                           ha_v2_send(&z->tx, HA_V2_SERVICE, service, 0, buf, (uint16_t)len)) ==
+               -EAGAIN)
+                if (ha_backoff_wait(&z->bo) == -ETIMEDOUT)
+                        return -ETIMEDOUT;
+        return e;
+}
+
+/* Is h the reply to our request?  1 and the result in buf when it is, 0
+ * for a reply to something else, 2 for ours with an error status, 3 for
+ * ours with a descriptor out of bounds. */
+static int match(HaRemoteV2 *z, const HaV2Hdr *h, uint16_t service, uint8_t *buf, uint32_t len,
+                 bool bulk)
+{
+        HaV2Bulk d;
+
+        if (!bulk) {
+                if (h->type != HA_V2_DATA || h->fsess != service || h->len != len)
+                        return 0;
+                memcpy(buf, z->slot, len);
+                return 1;
+        }
+        if (h->type != HA_V2_BULK || h->len < HA_V2_BULK_DESC_LEN)
+                return 0;
+        ha_v2_bulk_unpack(&d, z->slot);
+        if (d.service != service)
+                return 0;
+        if (!ha_v2_bulk_ok(d.status)) {
+                log_debug("v2 zone '%s': service %u: the peer's status %d", z->cfg.name,
+                          service, ha_v2_bulk_code(d.status));
+                return 2;
+        }
+        /* The result lies inside our buffer (a signed payload's past its
+         * 84-byte header); we read back the whole buffer, processed in
+         * place, so the length stays the request's. */
+        if (ha_v2_range_ok(d.offset, d.length, HA_V2_DATA_LEN) < 0 || d.offset < HA_V2_BULK_OFF ||
+            (uint64_t)d.offset + d.length > (uint64_t)HA_V2_BULK_OFF + len)
+                return 3;
+        ha_devmem_read(buf, data(z) + HA_V2_BULK_OFF, len);
+        return 1;
+}
+
+/* 0 with the result in buf, 2/3 as match(), or a negative errno. */
+static int await(HaRemoteV2 *z, uint16_t service, uint8_t *buf, uint32_t len, bool bulk)
+{
+        bool last = false;
+        HaV2Hdr h;
+
+        for (;;) {
+                int e = next_reply(z, &h), m;
+
+                if (e == -EAGAIN) {
+                        if (last) {
+                                z->owed++;
+                                return -ETIMEDOUT;
+                        }
+                        last = ha_backoff_wait(&z->bo) == -ETIMEDOUT;
+                        continue;
+                }
+                if (e < 0)
+                        return e;
+                m = match(z, &h, service, buf, len, bulk);
+                if (m == 1)
+                        return 0;
+                if (m > 1)
+                        return m;
+                /* Left by a request that timed out, or by an earlier run. */
+                bump(&z->c.stale_replies);
+                if (z->owed)
+                        z->owed--;
+        }
+}
+
+static enum ha_result finish(HaRemoteV2 *z, int e, uint64_t t0)
+{
+        if (e == 0) {
+                uint64_t rtt = ha_backoff_now() - t0;
+
+                bump(&z->c.ok);
+                pthread_mutex_lock(&z->lock);
+                ha_hist_add(&z->rtt, rtt);
+                pthread_mutex_unlock(&z->lock);
+                return HA_RESULT_SUCCESS;
+        }
+        bump(&z->c.failures);
+        switch (e) {
+        case 2:
+                bump(&z->c.peer_errors);
+                return HA_RESULT_FAIL;
+        case 3:
+                bump(&z->c.faults);
+                note(z, LOG_WARNING, "a bulk reply names bytes outside the request", -ERANGE);
+                return HA_RESULT_FAIL;
+        case -ETIMEDOUT:
+                bump(&z->c.timeouts);
+                note(z, LOG_WARNING, "no reply within timeout_ms", e);
+                return V2_TIMEOUT_RESULT;
+        case -ECONNRESET:
+                bump(&z->c.peer_restarts);
+                z->attached = false;
+                z->owed = 0;
+                note(z, LOG_WARNING, "the peer re-created the rings: the request in flight is lost",
+                     e);
+                return HA_RESULT_FAIL;
+        case -EAGAIN:
+                note(z, LOG_INFO, "the peer has not created the rings", e);
+                return HA_RESULT_FAIL;
+        default:
+                /* -EPROTO, -EBADMSG: garbage in the control block or the
+                 * reply; take the rings up afresh on the next call. */
+                bump(&z->c.faults);
+                z->attached = false;
+                set_state(z, ST_FAULT);
+                note(z, LOG_WARNING, "garbage from the peer", e);
+                return HA_RESULT_FAIL;
+        }
+}
+
+enum ha_result ha_remote_v2_call(void *ctx, uint16_t service, uint8_t *buf, uint32_t len,
+                                 unsigned worker)
+{
+        HaRemoteV2 *z = ctx;
+        int how = ha_remote_v2_transport(service), e;
+        uint64_t t0 = ha_backoff_now(), budget = (uint64_t)z->cfg.timeout_ms * 1000000u;
+        bool bulk = how == 2 || len > HA_V2_MAX_SLOT_PAYLOAD;
+
+        (void)worker;
+        bump(&z->c.requests);
+        if (!how) {
+                bump(&z->c.refused);
+                return HA_RESULT_NOT_EXITS;
+        }
+        if (len == 0 || (bulk && len > z->bulk_max)) {
+                bump(&z->c.too_big);
+                bump(&z->c.failures);
+                return HA_RESULT_FAIL;
+        }
+        /* The waiter's timerfd belongs to the thread that waits. */
+        if (!z->bo_ready) {
+                if (ha_backoff_init(&z->bo, SPIN_NS, MAX_STEP_NS) < 0) {
+                        bump(&z->c.failures);
+                        return HA_RESULT_FAIL;
+                }
+                z->bo_ready = true;
+        }
+        ha_backoff_begin(&z->bo, budget);
+        z->half = t0 + budget / 2;
+        e = z->attached ? 0 : attach(z);
+        if (e == 0)
+                e = settle(z);
+        if (e == 0)
+                e = send_request(z, service, buf, len, bulk);
+        if (e == 0)
+                e = await(z, service, buf, len, bulk);
+        return finish(z, e, t0);
+}
+
+const char *ha_remote_v2_state(void *ctx)
+{
+        HaRemoteV2 *z = ctx;
+
+        switch (__atomic_load_n(&z->state, __ATOMIC_RELAXED)) {
+        case ST_READY:
+                return "ready";
+        case ST_FAULT:
+                return "fault";
+        default:
+                return "down";
+        }
+}
+
+void ha_remote_v2_stats_json(void *ctx, cJSON *o)
+{
+        HaRemoteV2 *z = ctx;
+        const struct { const char *name; uint64_t *v; } rows[] = {
+                { "requests", &z->c.requests },
+                { "ok", &z->c.ok },
+                { "failures", &z->c.failures },
+                { "refused", &z->c.refused },
+                { "too_big", &z->c.too_big },
+                { "timeouts", &z->c.timeouts },
+                { "peer_restarts", &z->c.peer_restarts },
+                { "faults", &z->c.faults },
+                { "peer_errors", &z->c.peer_errors },
+                { "stale_replies", &z->c.stale_replies },
+                { "lost_replies", &z->c.lost_replies },
+                { "bulk", &z->c.bulk },
+        };
+        uint64_t p50, p99;
+
+        cJSON_AddStringToObject(o, "protocol", "v2");
+        cJSON_AddStringToObject(o, "state", ha_remote_v2_state(z));
+        for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+                cJSON_AddNumberToObject(o, rows[i].name,
+                                        (double)__atomic_load_n(rows[i].v, __ATOMIC_RELAXED));
+        pthread_mutex_lock(&z->lock);
+        p50 = ha_hist_quantile(&z->rtt, 0.5);
+        p99 = ha_hist_quantile(&z->rtt, 0.99);
+        pthread_mutex_unlock(&z->lock);
+        cJSON_AddNumberToObject(o, "rtt_p50_us", (double)p50 / 1000.0);
+        cJSON_AddNumberToObject(o, "rtt_p99_us", (double)p99 / 1000.0);
+        /* Informational: the fake lock is never taken nor waited on. */
+        cJSON_AddBoolToObject(o, "peer_lock_held",
+                              ha_v2_ld32(z->win + HA_V2_PAGE_A, HA_V2Q_LOCK) != 0 ||
+                              ha_v2_ld32(z->win + HA_V2_PAGE_B, HA_V2Q_LOCK) != 0);
+}
+
+static int fail(const HaV2ZoneConfig *cfg, int r, const char *what)
+{
+        log_error("v2 zone '%s': %s: %s (%s, address 0x%llx, base 0x%llx)", cfg->name, what,
+                  strerror(-r), cfg->mem, (unsigned long long)cfg->address,
+                  (unsigned long long)cfg->base);
+        return r;
+}
+
+int ha_remote_v2_open(const HaV2ZoneConfig *cfg, uint64_t bulk_max, HaRemoteV2 **ret)
+{
+        uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE), off, aligned;
+        HaRemoteV2 *z;
+        struct stat st;
+        int r;
+
+        if (cfg->address < cfg->base || ((cfg->address - cfg->base) & (HA_V2_PAGE - 1)))
+                return fail(cfg, -EINVAL, "the window must lie at a 4 KiB boundary above base");
+        off = cfg->address - cfg->base;
+        aligned = off & ~(page - 1);
+        if (aligned > (uint64_t)INT64_MAX)
+                return fail(cfg, -EINVAL, "the window cannot be mapped");
+        z = calloc(1, sizeof(*z));
+        if (!z)
+                return fail(cfg, -ENOMEM, "out of memory");
+        z->cfg = *cfg;
+        z->fd = -1;
+        z->bulk_max = bulk_max < HA_V2_BULK_MAX ? bulk_max : HA_V2_BULK_MAX;
+        z->rl = (HaRatelimit)HA_RATELIMIT_INIT(10000, 5);
+        pthread_mutex_init(&z->lock, NULL);
+        z->fd = open(cfg->mem, O_RDWR | O_SYNC | O_CLOEXEC);
+        if (z->fd < 0 || fstat(z->fd, &st) < 0) {
+                r = fail(cfg, -errno, "cannot open the memory device");
+                goto err;
+        }
+        /* A regular file stands in for /dev/mem: a page past its end
+         * would be SIGBUS. */
+        if (S_ISREG(st.st_mode) && (off > (uint64_t)st.st_size ||
+                                    HA_V2_WINDOW_LEN > (uint64_t)st.st_size - off)) {
+                r = fail(cfg, -EINVAL, "the window (0x402000 bytes) is past the end of the file");
+                goto err;
+        }
+        z->map_len = (size_t)(off - aligned) + HA_V2_WINDOW_LEN;
+        z->map = mmap(NULL, z->map_len, PROT_READ | PROT_WRITE, MAP_SHARED, z->fd, (off_t)aligned);
+        if (z->map == MAP_FAILED) {
+                z->map = NULL;
+                r = fail(cfg, -errno, "cannot map the window");
+                goto err;
+        }
+        if (S_ISREG(st.st_mode)) {
+                if (ha_sigbus_guard(z->map, z->map_len, z->fd, (off_t)aligned) < 0) {
+                        r = fail(cfg, -ENOSPC, "cannot guard the mapping");
+                        goto err;
+                }
+                z->guarded = true;
+        }
+        z->win = (volatile uint8_t *)z->map + (off - aligned);
+        if (cfg->creator) {
+                ha_v2_create(z->win + HA_V2_PAGE_A, cfg->address + HA_V2_PAGE_A,
+                             (uintptr_t)(z->win + HA_V2_PAGE_A));
+                ha_v2_create(z->win + HA_V2_PAGE_B, cfg->address + HA_V2_PAGE_B,
+                             (uintptr_t)(z->win + HA_V2_PAGE_B));
+        }
+        r = ha_v2_check(z->win + HA_V2_PAGE_A);
+        if (r == 0)
+                r = ha_v2_check(z->win + HA_V2_PAGE_B);
+        set_state(z, r == 0 ? ST_READY : r == -EAGAIN ? ST_DOWN : ST_FAULT);
+        log_info("v2 zone '%s': window 0x%llx as %s, %s", cfg->name,
+                 (unsigned long long)cfg->address, cfg->creator ? "creator" : "connector",
+                 r == 0 ? "rings ready" : r == -EAGAIN ? "waiting for the peer to create the rings" :
+                 "the control blocks hold garbage");
+        *ret = z;
+        return 0;
+err:
+        ha_remote_v2_close(z);
+        return r;
+}
+
+HaRemoteV2 *ha_remote_v2_close(HaRemoteV2 *z)
+{
+        if (!z)
+                return NULL;
+        if (z->map) {
+                if (z->guarded)
+                        ha_sigbus_unguard(z->map);
+                munmap(z->map, z->map_len);
+        }
+        if (z->fd >= 0)
+                close(z->fd);
+        if (z->bo_ready)
+                ha_backoff_fini(&z->bo);
+        pthread_mutex_destroy(&z->lock);
+        free(z);
+        return NULL;
+}
