@@ -86,7 +86,8 @@ static const char global_help[] =
 
 static const char exit_help[] =
         "Exit status: 0 success; 1 the daemon reported an error or the service\n"
-        "failed; 2 usage error; 4 no such service (by name or id); 69 daemon\n"
+        "failed; 2 usage error; 3 the remote zone serving it did not answer\n"
+        "(E_TIMEOUT); 4 no such service (by name or id); 69 daemon\n"
         "unreachable or gone; 75 timed out.\n";
 
 /* Print text with every line indented. */
@@ -571,14 +572,17 @@ static int cmd_submit(Ctx *ctx, int argc, char **argv)
                 }
         }
         bool missing = cJSON_IsString(status) && strcmp(status->valuestring, "NOT_EXITS") == 0;
+        bool timeout = cJSON_IsString(status) && strcmp(status->valuestring, "E_TIMEOUT") == 0;
         if (!ok)
                 fprintf(stderr, "hyperampctl: service %s: %s%s\n", service,
                         cJSON_IsString(status) ? status->valuestring : "no status",
-                        missing ? " (no such service)" : "");
+                        missing ? " (no such service)" :
+                        timeout ? " (the remote zone serving it did not answer in time)" : "");
         ha_reply_done(&rep);
         if (fflush(stdout) != 0)
                 return EXIT_FAILED;
-        return ok ? EXIT_OK : missing ? EXIT_NOSERVICE : EXIT_FAILED;
+        return ok ? EXIT_OK : missing ? EXIT_NOSERVICE : timeout ? EXIT_REMOTE_TIMEOUT :
+               EXIT_FAILED;
 }
 
 /*

@@ -13,7 +13,6 @@
 #include <cjson/cJSON.h>
 
 #include "config.h"
-#include "config_v2.h"
 #include "hvcfg.h"
 #include "hyperamp/cleanup.h"
 #include "log.h"
@@ -59,7 +58,7 @@ unsigned ha_config_workers(const HaConfig *c)
 }
 
 enum key_type { K_UINT, K_U64, K_BOOL, K_SHM_NAME, K_MODE, K_LOGLEVEL, K_GROUP, K_V1CHANNELS,
-               K_REMOTE_ZONES };
+                K_REMOTE_ZONES };
 
 static const struct config_key {
         const char *name;
@@ -88,7 +87,7 @@ static const struct config_key {
         { "admin_group", K_GROUP, offsetof(HaConfig, admin_group), 0, 0, true },
         { "log_level", K_LOGLEVEL, offsetof(HaConfig, log_level), 0, 0, true },
         { "v1_channels", K_V1CHANNELS, offsetof(HaConfig, v1_channels), 0, 0, false },
-        { "remote_zones", K_REMOTE_ZONES, offsetof(HaConfig, v2_zones), 0, 0, false },
+        { "remote_zones", K_REMOTE_ZONES, offsetof(HaConfig, remote_zones), 0, 0, false },
 };
 
 static bool shm_name_ok(const char *s)
@@ -220,49 +219,6 @@ static int set_v1_channels(HaConfig *c, const cJSON *v, char *err, size_t errlen
         return 0;
 }
 
-/* ===== remote_zones: [{"name", "protocol", ...}] ===== */
-
-static int set_remote_zones(HaConfig *c, const cJSON *v, char *err, size_t errlen)
-{
-        const cJSON *o;
-        unsigned i = 0;
-        int r;
-
-        if (!cJSON_IsArray(v)) {
-                snprintf(err, errlen, "\"remote_zones\": wrong type (an array expected)");
-                return -EINVAL;
-        }
-        memset(c->v2_zones, 0, sizeof(c->v2_zones));
-        c->n_v2_zones = 0;
-        cJSON_ArrayForEach(o, v) {
-                const cJSON *proto = cJSON_GetObjectItemCaseSensitive(o, "protocol");
-
-                if (!cJSON_IsObject(o) || !cJSON_IsString(proto) ||
-                    strcmp(proto->valuestring, "v2") != 0) {
-                        snprintf(err, errlen, "\"remote_zones[%u]\": an object with "
-                                 "\"protocol\": \"v2\" expected", i);
-                        return -EINVAL;
-                }
-                if (c->n_v2_zones == HA_V2_MAX_ZONES) {
-                        snprintf(err, errlen, "\"remote_zones\": at most %d v2 zones",
-                                 HA_V2_MAX_ZONES);
-                        return -EINVAL;
-                }
-                r = ha_config_v2_zone(&c->v2_zones[c->n_v2_zones], o, i, err, errlen);
-                if (r < 0)
-                        return r;
-                for (unsigned j = 0; j < c->n_v2_zones; j++)
-                        if (strcmp(c->v2_zones[j].name, c->v2_zones[c->n_v2_zones].name) == 0) {
-                                snprintf(err, errlen, "\"remote_zones[%u]\": same name as "
-                                         "another zone", i);
-                                return -EINVAL;
-                        }
-                c->n_v2_zones++;
-                i++;
-        }
-        return 0;
-}
-
 static int set_key(HaConfig *c, const struct config_key *k, const cJSON *v,
                    char *err, size_t errlen)
 {
@@ -349,7 +305,7 @@ static int set_key(HaConfig *c, const struct config_key *k, const cJSON *v,
         case K_V1CHANNELS:
                 return set_v1_channels(c, v, err, errlen);
         case K_REMOTE_ZONES:
-                return set_remote_zones(c, v, err, errlen);
+                return ha_config_set_remote_zones(c, v, err, errlen);
         }
 type:
         snprintf(err, errlen, "\"%s\": wrong type (%s expected)", k->name,
@@ -597,21 +553,13 @@ char *ha_config_to_json(const HaConfig *c, const char *socket_path)
                         cJSON_AddItemToArray(a, co);
                 }
         }
-        if (c->n_v2_zones) {
-                cJSON *a = cJSON_AddArrayToObject(o, "remote_zones");
-                for (unsigned i = 0; i < c->n_v2_zones; i++) {
-                        cJSON *co = cJSON_CreateObject();
-
-                        ha_config_v2_zone_json(&c->v2_zones[i], co);
-                        cJSON_AddItemToArray(a, co);
-                }
-        }
+        ha_config_remote_zones_json(c, o);
         s = cJSON_Print(o);
         cJSON_Delete(o);
         return s;
 }
 
-/* Bytes of a scalar or string key's field; v1_channels never changes live. */
+/* Bytes of a scalar or string key's field; the zone arrays never change live. */
 static size_t key_size(const struct config_key *k)
 {
         switch (k->type) {
@@ -665,8 +613,8 @@ static bool key_differs(const struct config_key *k, const HaConfig *a, const HaC
                 return a->n_v1_channels != b->n_v1_channels ||
                        memcmp(a->v1_channels, b->v1_channels, sizeof(a->v1_channels)) != 0;
         case K_REMOTE_ZONES:
-                return a->n_v2_zones != b->n_v2_zones ||
-                       memcmp(a->v2_zones, b->v2_zones, sizeof(a->v2_zones)) != 0;
+                return a->n_remote_zones != b->n_remote_zones ||
+                       memcmp(a->remote_zones, b->remote_zones, sizeof(a->remote_zones)) != 0;
         }
         return false;
 }

@@ -20,20 +20,32 @@ typedef struct HaV1ChannelConfig {
         uint64_t base;                          /* subtracted from addresses */
 } HaV1ChannelConfig;
 
-/* One remote zone over the HyperAMP v2 rings (remote_v2.h): an entry of
- * "remote_zones" with "protocol": "v2". */
-#define HA_V2_MAX_ZONES 8
-#define HA_V2_MAX_SERVICES 16
-typedef struct HaV2ZoneConfig {
+/* One remote service zone: hyperampd as the root-zone owner of its v1
+ * queue (remote_v1.h), or as the frontend of its v2 rings (remote_v2.h),
+ * forwarding the listed service ids there. */
+#define HA_REMOTE_MAX_ZONES 8
+#define HA_REMOTE_MAX_SERVICES 256
+enum ha_peer { HA_PEER_LINUX, HA_PEER_FREERTOS, HA_PEER_SEL4 };
+enum ha_bell { HA_BELL_NONE, HA_BELL_IOCTL, HA_BELL_MMIO, HA_BELL_FIFO };
+enum ha_protocol { HA_PROTOCOL_V1, HA_PROTOCOL_V2 };
+typedef struct HaRemoteZoneConfig {
         char name[64];
-        char mem[HA_V1_PATH_MAX];               /* /dev/mem, or a file in tests */
-        uint64_t address;                       /* the window's physical address */
-        uint64_t base;                          /* subtracted from addresses */
-        bool creator;                           /* role: creator or connector */
-        unsigned timeout_ms;                    /* one round trip */
+        enum ha_protocol protocol;
+        uint64_t address;                       /* v2: the window (page A) */
+        bool creator;                           /* v2: role creator, else connector */
+        enum ha_peer peer;                      /* v1: the payload convention */
+        char shm_config[HA_V1_PATH_MAX];
+        char mem[HA_V1_PATH_MAX];
+        uint64_t base;
+        enum ha_bell bell;
+        char bell_path[HA_V1_PATH_MAX];         /* ioctl: device; fifo: path */
+        unsigned bell_zone;                     /* ioctl, mmio: target zone */
+        uint64_t bell_address;                  /* mmio: physical address */
+        unsigned timeout_ms;                    /* per request */
+        unsigned max_pending;                   /* requests queued for the zone */
         unsigned n_services;
-        uint16_t services[HA_V2_MAX_SERVICES];  /* routed to this zone */
-} HaV2ZoneConfig;
+        uint16_t services[HA_REMOTE_MAX_SERVICES];
+} HaRemoteZoneConfig;
 
 typedef struct HaConfig {
         unsigned workers;               /* 0: one per online CPU */
@@ -58,8 +70,8 @@ typedef struct HaConfig {
         int log_level;
         unsigned n_v1_channels;         /* restart to change */
         HaV1ChannelConfig v1_channels[HA_V1_MAX_CHANNELS];
-        unsigned n_v2_zones;            /* restart to change */
-        HaV2ZoneConfig v2_zones[HA_V2_MAX_ZONES];
+        unsigned n_remote_zones;        /* restart to change */
+        HaRemoteZoneConfig remote_zones[HA_REMOTE_MAX_ZONES];
 } HaConfig;
 
 /* The embedded default: what hyperampd runs with and no config file. */
@@ -92,5 +104,13 @@ int ha_config_validate(const HaConfig *c, char *err, size_t errlen);
 char *ha_config_to_json(const HaConfig *c, const char *socket_path);
 
 unsigned ha_config_workers(const HaConfig *c);
+
+/* remote_zones (config_remote.c): parse the array over c (err names the
+ * key), and the names ha_config_to_json prints. */
+struct cJSON;
+int ha_config_set_remote_zones(HaConfig *c, const struct cJSON *v, char *err, size_t errlen);
+void ha_config_remote_zones_json(const HaConfig *c, struct cJSON *o);
+const char *ha_peer_name(enum ha_peer p);
+const char *ha_bell_name(enum ha_bell b);
 
 #endif

@@ -1,29 +1,22 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "backoff.h"
 #include "devmem.h"
 #include "hist.h"
 #include "log.h"
+#include "physmem.h"
 #include "remote_v2.h"
-#include "sigbus.h"
 #include "v2ring.h"
 
 /* Polling: the seL4 peer answers in microseconds when it spins, so spin
  * about that long, then a timer step from 2 µs doubling to this cap. */
 #define SPIN_NS         50000u
 #define MAX_STEP_NS     500000u
-
-/* Until the gateway's timeout result is merged, a timeout is a FAIL. */
-#define V2_TIMEOUT_RESULT HA_RESULT_FAIL
 
 enum { ST_DOWN, ST_READY, ST_FAULT };
 
@@ -33,12 +26,10 @@ typedef struct Counts {
 } Counts;
 
 struct HaRemoteV2 {
-        HaV2ZoneConfig cfg;
+        HaRemoteZoneConfig cfg;
         uint64_t bulk_max;
-        int fd;
-        bool guarded;
-        void *map;
-        size_t map_len;
+        HaPhysMem mem;
+        HaPhysMap map;
         volatile uint8_t *win;
         /* The executor's thread only. */
         HaV2Ring tx, rx;        /* ring B (we produce), ring A (we consume) */
@@ -273,7 +264,7 @@ static enum ha_result finish(HaRemoteV2 *z, int e, uint64_t t0)
         case -ETIMEDOUT:
                 bump(&z->c.timeouts);
                 note(z, LOG_WARNING, "no reply within timeout_ms", e);
-                return V2_TIMEOUT_RESULT;
+                return HA_RESULT_TIMEOUT;
         case -ECONNRESET:
                 bump(&z->c.peer_restarts);
                 z->attached = false;
@@ -384,62 +375,36 @@ void ha_remote_v2_stats_json(void *ctx, cJSON *o)
                               ha_v2_ld32(z->win + HA_V2_PAGE_B, HA_V2Q_LOCK) != 0);
 }
 
-static int fail(const HaV2ZoneConfig *cfg, int r, const char *what)
+static int fail(HaRemoteV2 *z, int r, const char *what)
 {
-        log_error("v2 zone '%s': %s: %s (%s, address 0x%llx, base 0x%llx)", cfg->name, what,
-                  strerror(-r), cfg->mem, (unsigned long long)cfg->address,
-                  (unsigned long long)cfg->base);
+        log_error("v2 zone '%s': %s", z->cfg.name, what);
+        ha_remote_v2_close(z);
         return r;
 }
 
-int ha_remote_v2_open(const HaV2ZoneConfig *cfg, uint64_t bulk_max, HaRemoteV2 **ret)
+int ha_remote_v2_open(const HaRemoteZoneConfig *cfg, uint64_t bulk_max, HaRemoteV2 **ret)
 {
-        uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE), off, aligned;
+        char err[512];
         HaRemoteV2 *z;
-        struct stat st;
+        void *p;
         int r;
 
-        if (cfg->address < cfg->base || ((cfg->address - cfg->base) & (HA_V2_PAGE - 1)))
-                return fail(cfg, -EINVAL, "the window must lie at a 4 KiB boundary above base");
-        off = cfg->address - cfg->base;
-        aligned = off & ~(page - 1);
-        if (aligned > (uint64_t)INT64_MAX)
-                return fail(cfg, -EINVAL, "the window cannot be mapped");
         z = calloc(1, sizeof(*z));
         if (!z)
-                return fail(cfg, -ENOMEM, "out of memory");
+                return -ENOMEM;
         z->cfg = *cfg;
-        z->fd = -1;
+        z->mem.fd = -1;
         z->bulk_max = bulk_max < HA_V2_BULK_MAX ? bulk_max : HA_V2_BULK_MAX;
         z->rl = (HaRatelimit)HA_RATELIMIT_INIT(10000, 5);
         pthread_mutex_init(&z->lock, NULL);
-        z->fd = open(cfg->mem, O_RDWR | O_SYNC | O_CLOEXEC);
-        if (z->fd < 0 || fstat(z->fd, &st) < 0) {
-                r = fail(cfg, -errno, "cannot open the memory device");
-                goto err;
-        }
-        /* A regular file stands in for /dev/mem: a page past its end
-         * would be SIGBUS. */
-        if (S_ISREG(st.st_mode) && (off > (uint64_t)st.st_size ||
-                                    HA_V2_WINDOW_LEN > (uint64_t)st.st_size - off)) {
-                r = fail(cfg, -EINVAL, "the window (0x402000 bytes) is past the end of the file");
-                goto err;
-        }
-        z->map_len = (size_t)(off - aligned) + HA_V2_WINDOW_LEN;
-        z->map = mmap(NULL, z->map_len, PROT_READ | PROT_WRITE, MAP_SHARED, z->fd, (off_t)aligned);
-        if (z->map == MAP_FAILED) {
-                z->map = NULL;
-                r = fail(cfg, -errno, "cannot map the window");
-                goto err;
-        }
-        if (S_ISREG(st.st_mode)) {
-                if (ha_sigbus_guard(z->map, z->map_len, z->fd, (off_t)aligned) < 0) {
-                        r = fail(cfg, -ENOSPC, "cannot guard the mapping");
-                        goto err;
-                }
-                z->guarded = true;
-        }
-        z->win = (volatile uint8_t *)z->map + (off - aligned);
+        r = ha_physmem_open(&z->mem, cfg->mem, cfg->base, err, sizeof(err));
+        if (r == 0)
+                r = ha_physmem_map(&z->mem, "the v2 window", cfg->address, HA_V2_WINDOW_LEN,
+                                   &z->map, &p, err, sizeof(err));
+        if (r < 0)
+                return fail(z, r, err);
+        /* Page aligned (config), so every control field is naturally aligned. */
+        z->win = p;
         if (cfg->creator) {
                 ha_v2_create(z->win + HA_V2_PAGE_A, cfg->address + HA_V2_PAGE_A,
                              (uintptr_t)(z->win + HA_V2_PAGE_A));
@@ -456,22 +421,16 @@ int ha_remote_v2_open(const HaV2ZoneConfig *cfg, uint64_t bulk_max, HaRemoteV2 *
                  "the control blocks hold garbage");
         *ret = z;
         return 0;
-err:
-        ha_remote_v2_close(z);
-        return r;
 }
 
 HaRemoteV2 *ha_remote_v2_close(HaRemoteV2 *z)
 {
         if (!z)
                 return NULL;
-        if (z->map) {
-                if (z->guarded)
-                        ha_sigbus_unguard(z->map);
-                munmap(z->map, z->map_len);
-        }
-        if (z->fd >= 0)
-                close(z->fd);
+        /* Nothing is written to the rings: the peer keeps its state. */
+        ha_physmap_unmap(&z->map);
+        if (z->mem.fd >= 0)
+                ha_physmem_close(&z->mem);
         if (z->bo_ready)
                 ha_backoff_fini(&z->bo);
         pthread_mutex_destroy(&z->lock);

@@ -30,7 +30,7 @@ typedef struct HaRemoteV2 HaRemoteV2;
  * formats both control blocks.  A connector whose peer has not created the
  * rings yet still opens (state "down": calls fail fast until it has).
  * Logs the reason on failure.  bulk_max: the daemon's max_payload. */
-int ha_remote_v2_open(const HaV2ZoneConfig *cfg, uint64_t bulk_max, HaRemoteV2 **ret);
+int ha_remote_v2_open(const HaRemoteZoneConfig *cfg, uint64_t bulk_max, HaRemoteV2 **ret);
 HaRemoteV2 *ha_remote_v2_close(HaRemoteV2 *z);
 
 /* The executor's call, on its one thread: buf[0..len) is a private copy,
