@@ -213,7 +213,8 @@ static int set_services(HaRemoteZoneConfig *z, const Ctx *x, const cJSON *v)
 static int set_zone_v2(HaRemoteZoneConfig *z, const Ctx *x, const cJSON *o)
 {
         static const char *const keys[] = { "name", "protocol", "address", "mem", "base",
-                                            "role", "services", "timeout_ms", NULL };
+                                            "role", "services", "timeout_ms", "max_pending",
+                                            NULL };
         const cJSON *v;
         unsigned role = 0;
         int r;
@@ -245,6 +246,9 @@ static int set_zone_v2(HaRemoteZoneConfig *z, const Ctx *x, const cJSON *o)
         if (r == 0)
                 r = get_uint(x, cJSON_GetObjectItemCaseSensitive(o, "timeout_ms"), "timeout_ms",
                              false, 1, 3600000, &z->timeout_ms);
+        if (r == 0)
+                r = get_uint(x, cJSON_GetObjectItemCaseSensitive(o, "max_pending"),
+                             "max_pending", false, 1, 65535, &z->max_pending);
         return r;
 }
 
@@ -380,6 +384,7 @@ static void zone_v2_json(const HaRemoteZoneConfig *z, cJSON *zo)
         for (unsigned k = 0; s && k < z->n_services; k++)
                 cJSON_AddItemToArray(s, cJSON_CreateNumber(z->services[k]));
         cJSON_AddNumberToObject(zo, "timeout_ms", z->timeout_ms);
+        cJSON_AddNumberToObject(zo, "max_pending", z->max_pending);
 }
 
 void ha_config_remote_zones_json(const HaConfig *c, cJSON *o)
