@@ -35,6 +35,8 @@ struct HaRemoteV2 {
         HaV2Ring tx, rx;        /* ring B (we produce), ring A (we consume) */
         bool attached;
         unsigned owed;          /* replies still due to requests that timed out */
+        bool resync;            /* the peer re-created a ring: see attach() */
+        uint16_t old_a, old_b;  /* our indices before that */
         bool bo_ready;
         HaBackoff bo;
         uint64_t half;          /* the call's point to stop waiting for owed replies */
@@ -88,20 +90,32 @@ static void note(HaRemoteV2 *z, int level, const char *what, int e)
                        suppressed ? " (and earlier messages suppressed)" : "");
 }
 
-/* Take up the rings on the executor's thread: skip replies nobody waits
- * for any more, and owe one reply for each request still unconsumed. */
+/*
+ * Take up the rings on the executor's thread.  Replies already on ring A
+ * are skipped: nobody waits for them any more.  Replies still to come for
+ * requests an earlier run sent (a daemon killed mid-request) are owed:
+ * every request hyperampd sends has exactly one reply, so while the rings
+ * are in step that is how far ring B's producer index is ahead of ring
+ * A's.  A wrong guess (another client drifted the rings) costs at most
+ * half of one call's time, in settle().
+ */
 static int attach(HaRemoteV2 *z)
 {
-        int e, pending;
+        int e;
 
+        /* After a re-creation, give the peer (bounded) the time to redo
+         * the other ring too: it formats one control block, then the next,
+         * and an index of ours still in one of them is the old ring. */
+        while (z->resync && ha_backoff_now() < z->half &&
+               ((z->old_b && ha_v2_ld16(z->win + HA_V2_PAGE_B, HA_V2Q_HEADER) == z->old_b) ||
+                (z->old_a && ha_v2_ld16(z->win + HA_V2_PAGE_A, HA_V2Q_TAIL) == z->old_a)))
+                (void)ha_backoff_wait(&z->bo);
+        z->resync = false;
         e = ha_v2_attach(&z->tx, z->win + HA_V2_PAGE_B, data(z), 1, 0);
         if (e == 0)
                 e = ha_v2_attach(&z->rx, z->win + HA_V2_PAGE_A, data(z), 0, 1);
-        if (e == 0) {
-                pending = ha_v2_pending(&z->tx);
-                e = pending < 0 ? pending : 0;
-                z->owed = pending > 0 ? (unsigned)pending : 0;
-        }
+        if (e == 0)
+                z->owed = (unsigned)(z->tx.mine + HA_V2_CAPACITY - z->rx.mine) % HA_V2_CAPACITY;
         if (e < 0) {
                 set_state(z, e == -EAGAIN ? ST_DOWN : ST_FAULT);
                 return e;
@@ -268,6 +282,9 @@ static enum ha_result finish(HaRemoteV2 *z, int e, uint64_t t0)
         case -ECONNRESET:
                 bump(&z->c.peer_restarts);
                 z->attached = false;
+                z->resync = true;
+                z->old_b = z->tx.mine;
+                z->old_a = z->rx.mine;
                 z->owed = 0;
                 note(z, LOG_WARNING, "the peer re-created the rings: the request in flight is lost",
                      e);

@@ -21,6 +21,8 @@
  *   silent   never answer again
  *   garbage  write a garbage producer index on ring A instead of answering
  *   lock     hold the fake queue lock from the start (a crashed holder)
+ *   hold     keep request K unanswered (prints "sel4v2 holding") until
+ *            SIGUSR2, then answer it ("sel4v2 released")
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -37,9 +39,9 @@
 #include "cpu.h"
 #include "v2ring.h"
 
-enum fault { FT_NONE, FT_REBOOT, FT_SILENT, FT_GARBAGE, FT_LOCK };
+enum fault { FT_NONE, FT_REBOOT, FT_SILENT, FT_GARBAGE, FT_LOCK, FT_HOLD };
 
-static volatile sig_atomic_t stop, reboot_now;
+static volatile sig_atomic_t stop, reboot_now, release;
 static uint8_t *win;
 static HaV2Ring rx, tx;
 static int creator = 1, spin, frontend;
@@ -51,6 +53,8 @@ static void on_signal(int sig)
 {
         if (sig == SIGUSR1)
                 reboot_now = 1;
+        else if (sig == SIGUSR2)
+                release = 1;
         else
                 stop = 1;
 }
@@ -219,9 +223,23 @@ reply:
         replied++;
 }
 
+static HaV2Hdr held_hdr;
+static uint8_t held[HA_V2_BLOCK];
+static int holding;
+
+static void answer(const HaV2Hdr *h, uint8_t *payload);
+
 static void serve(const HaV2Hdr *h, uint8_t *payload)
 {
         served++;
+        if (fault == FT_HOLD && served == after) {
+                held_hdr = *h;
+                memcpy(held, payload, h->len);
+                holding = 1;
+                printf("sel4v2 holding\n");
+                fflush(stdout);
+                return;
+        }
         if (fault == FT_SILENT && served >= after)
                 return;
         if ((fault == FT_REBOOT || fault == FT_GARBAGE) && served == after) {
@@ -235,6 +253,11 @@ static void serve(const HaV2Hdr *h, uint8_t *payload)
                 ha_v2_st16(page(HA_V2_PAGE_A), HA_V2Q_HEADER, 0x7777);
                 return;
         }
+        answer(h, payload);
+}
+
+static void answer(const HaV2Hdr *h, uint8_t *payload)
+{
         if (h->type == HA_V2_BULK) {
                 bulk(h, payload);
                 return;
@@ -258,6 +281,12 @@ static void backend(void)
         while (!stop) {
                 int e;
 
+                if (release && holding) {
+                        holding = 0;
+                        answer(&held_hdr, held);
+                        printf("sel4v2 released\n");
+                        fflush(stdout);
+                }
                 if (reboot_now) {
                         reboot_now = 0;
                         (void)attach(1);
@@ -311,9 +340,10 @@ static int frontend_run(unsigned long n, uint16_t service, const char *msg)
 
 static enum fault parse_fault(const char *s)
 {
-        static const char *const names[] = { "none", "reboot", "silent", "garbage", "lock" };
+        static const char *const names[] = { "none", "reboot", "silent", "garbage", "lock",
+                                             "hold" };
 
-        for (int i = 0; i < 5; i++)
+        for (int i = 0; i < 6; i++)
                 if (strcmp(s, names[i]) == 0)
                         return (enum fault)i;
         fprintf(stderr, "sel4v2: unknown fault %s\n", s);
@@ -358,13 +388,14 @@ int main(int argc, char **argv)
         }
         if (!mem || strlen(msg) > HA_V2_MAX_SLOT_PAYLOAD || after == 0) {
                 fprintf(stderr, "usage: sel4v2 --mem FILE [--offset N] [--connector] [--spin] "
-                        "[--fault reboot|silent|garbage|lock --after K] "
+                        "[--fault reboot|silent|garbage|lock|hold --after K] "
                         "[--frontend N --service S --payload MSG]\n");
                 return 2;
         }
         sigaction(SIGTERM, &sa, NULL);
         sigaction(SIGINT, &sa, NULL);
         sigaction(SIGUSR1, &sa, NULL);
+        sigaction(SIGUSR2, &sa, NULL);
         fd = open(mem, O_RDWR | O_CLOEXEC);
         if (fd < 0 || fstat(fd, &st) < 0 || (off & (HA_V2_PAGE - 1)) ||
             (unsigned long long)st.st_size < off + HA_V2_WINDOW_LEN) {

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -399,6 +400,50 @@ static void test_creator_and_stale(void)
         peer_stop(&p);
 }
 
+static void *release_peer(void *arg)
+{
+        kill(*(pid_t *)arg, SIGUSR2);
+        return NULL;
+}
+
+/* A daemon killed with a request at the peer: the next run must not take
+ * that request's late reply for its own first one (same service, same
+ * length).  The reply lands before or during the new run's attach; either
+ * way it is skipped or owed, never returned. */
+static void test_restart_mid_request(void)
+{
+        uint8_t b[8];
+        HaRemoteV2 *z;
+        pthread_t t;
+        Peer p;
+
+        fresh_file();
+        peer_start(&p, (const char *[]){ "--fault", "hold", "--after", "2", NULL });
+        z = open_zone(false, 300);
+        memcpy(b, "abcd", 4);
+        CHECK_EQ(call(z, 1, b, 4), HA_RESULT_SUCCESS);
+        memcpy(b, "abcd", 4);
+        CHECK_EQ(call(z, 1, b, 4), HA_RESULT_TIMEOUT);
+        CHECK_EQ(peer_wait(&p, "sel4v2 holding"), 0);
+        ha_remote_v2_close(z);          /* the old run's private state is gone */
+
+        z = open_zone(false, 10000);
+        CHECK_EQ(pthread_create(&t, NULL, release_peer, &p.pid), 0);
+        memcpy(b, "wxyz", 4);
+        CHECK_EQ(call(z, 1, b, 4), HA_RESULT_SUCCESS);
+        CHECK_EQ(b[0], 'w' ^ 0x5a);
+        pthread_join(t, NULL);
+        CHECK_EQ(peer_wait(&p, "sel4v2 released"), 0);
+        for (int i = 0; i < 5; i++) {
+                memcpy(b, "wxyz", 4);
+                CHECK_EQ(call(z, 1, b, 4), HA_RESULT_SUCCESS);
+                CHECK_EQ(b[3], 'z' ^ 0x5a);
+        }
+        CHECK_EQ(stat_of(z, "lost_replies"), 0);
+        ha_remote_v2_close(z);
+        peer_stop(&p);
+}
+
 int main(int argc, char **argv)
 {
         if (argc < 2)
@@ -411,6 +456,7 @@ int main(int argc, char **argv)
         test_silent();
         test_garbage_lock_down();
         test_creator_and_stale();
+        test_restart_mid_request();
         unlink(file);
         return check_done("test-remote-v2");
 }
