@@ -110,10 +110,16 @@ static int attach(HaRemoteV2 *z)
                ((z->old_b && ha_v2_ld16(z->win + HA_V2_PAGE_B, HA_V2Q_HEADER) == z->old_b) ||
                 (z->old_a && ha_v2_ld16(z->win + HA_V2_PAGE_A, HA_V2Q_TAIL) == z->old_a)))
                 (void)ha_backoff_wait(&z->bo);
+        for (;;) {
+                e = ha_v2_attach(&z->tx, z->win + HA_V2_PAGE_B, data(z), 1, 0);
+                if (e == 0)
+                        e = ha_v2_attach(&z->rx, z->win + HA_V2_PAGE_A, data(z), 0, 1);
+                /* Capacity 0 mid-way through that formatting: wait too. */
+                if (e != -EAGAIN || !z->resync || ha_backoff_now() >= z->half)
+                        break;
+                (void)ha_backoff_wait(&z->bo);
+        }
         z->resync = false;
-        e = ha_v2_attach(&z->tx, z->win + HA_V2_PAGE_B, data(z), 1, 0);
-        if (e == 0)
-                e = ha_v2_attach(&z->rx, z->win + HA_V2_PAGE_A, data(z), 0, 1);
         if (e == 0)
                 z->owed = (unsigned)(z->tx.mine + HA_V2_CAPACITY - z->rx.mine) % HA_V2_CAPACITY;
         if (e < 0) {
