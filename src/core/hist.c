@@ -30,6 +30,30 @@ void ha_hist_add(HaHist *h, uint64_t v)
                 h->max = v;
 }
 
+void ha_hist_add_shared(HaHist *h, uint64_t v)
+{
+        unsigned b = bucket_of(v);
+
+        __atomic_store_n(&h->b[b], h->b[b] + 1, __ATOMIC_RELAXED);
+        __atomic_store_n(&h->count, h->count + 1, __ATOMIC_RELAXED);
+        if (v > h->max)
+                __atomic_store_n(&h->max, v, __ATOMIC_RELAXED);
+}
+
+void ha_hist_merge(HaHist *dst, const HaHist *src)
+{
+        uint64_t max = __atomic_load_n(&src->max, __ATOMIC_RELAXED);
+
+        for (unsigned i = 0; i < HA_HIST_BUCKETS; i++) {
+                uint64_t n = __atomic_load_n(&src->b[i], __ATOMIC_RELAXED);
+
+                dst->b[i] += n;
+                dst->count += n;        /* the buckets, so quantiles stay in range */
+        }
+        if (max > dst->max)
+                dst->max = max;
+}
+
 uint64_t ha_hist_quantile(const HaHist *h, double p)
 {
         uint64_t rank, seen = 0;

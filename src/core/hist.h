@@ -17,6 +17,11 @@ typedef struct HaHist {
 } HaHist;
 
 void ha_hist_add(HaHist *h, uint64_t v);
+/* One writer, readers on other threads: relaxed atomic stores, no
+ * read-modify-write.  Read such a histogram with ha_hist_merge(). */
+void ha_hist_add_shared(HaHist *h, uint64_t v);
+/* dst += src (src may be written meanwhile by ha_hist_add_shared). */
+void ha_hist_merge(HaHist *dst, const HaHist *src);
 /* The upper bound of the bucket holding the p-quantile (0 < p <= 1),
  * clamped to the maximum seen; 0 when empty. */
 uint64_t ha_hist_quantile(const HaHist *h, double p);

@@ -683,9 +683,23 @@ static void print_services(const cJSON *res, double elapsed_us)
         const cJSON *s;
         (void)elapsed_us;
 
-        printf("%-6s %-10s %s\n", "ID", "NAME", "SUMMARY");
-        cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(res, "services"))
-                printf("%-6.0f %-10s %s\n", num(s, "id"), str(s, "name"), str(s, "summary"));
+        printf("%-6s %-10s %-16s %s\n", "ID", "NAME", "RUNS_ON", "SUMMARY");
+        cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(res, "services")) {
+                const char *on = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(s, "runs_on"));
+                const char *st = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(s,
+                                                                             "executor_state"));
+                char where[80];
+
+                /* "local", "zone-b (down)", or "-" for no route. */
+                if (!on)
+                        snprintf(where, sizeof(where), "-");
+                else if (!st || strcmp(st, "ready") == 0)
+                        snprintf(where, sizeof(where), "%s", on);
+                else
+                        snprintf(where, sizeof(where), "%s (%s)", on, st);
+                printf("%-6.0f %-10s %-16s %s\n", num(s, "id"), str(s, "name"), where,
+                       str(s, "summary"));
+        }
 }
 
 static void print_ping(const cJSON *res, double elapsed_us)

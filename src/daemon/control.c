@@ -60,6 +60,7 @@ struct Conn {
 struct HaControl {
         struct event_base *base;
         HaEngine *engine;
+        HaSockq *sockq;
         HaConfig cfg;
         char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
         struct evconnlistener *listener;
@@ -375,7 +376,7 @@ static void m_submit(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer
                 send_error(c, id, HA_E_BUSY, "too many requests in flight on this connection");
                 return;
         }
-        r = ha_engine_submit(ctl->engine, sid, in, dlen, c, id);
+        r = ha_sockq_submit(ctl->sockq, sid, in, dlen, c, id);
         if (r < 0) {
                 ctl->st.rejected_requests++;
                 log_request_error(c, id, sid, r == -EAGAIN ? "refused, queue or pool full" :
@@ -416,6 +417,7 @@ static void m_services(Conn *c, const HaRequest *req, uint64_t id, struct evbuff
                 cJSON_AddNumberToObject(s, "id", t[i].id);
                 cJSON_AddStringToObject(s, "name", t[i].name);
                 cJSON_AddStringToObject(s, "summary", t[i].summary);
+                ha_engine_route_json(c->ctl->engine, t[i].id, s);
                 cJSON_AddItemToArray(a, s);
         }
         send_result(c, id, r);
@@ -431,6 +433,7 @@ static void m_stats(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer 
         cJSON_AddNumberToObject(r, "pid", getpid());
         cJSON_AddNumberToObject(r, "uptime_s",
                                 (double)((ha_now_ns() - ctl->started_ns) / 1000000) / 1000.0);
+        ha_sockq_stats_json(ctl->sockq, r);
         ha_engine_stats_json(ctl->engine, r);
         reqs = cJSON_GetObjectItemCaseSensitive(r, "requests");
         cJSON_AddNumberToObject(reqs, "rejected", (double)ctl->st.rejected_requests);
@@ -826,6 +829,37 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *userdata)
         }
 }
 
+/* A request came back: false when its client has gone (the reply is
+ * dropped, and the last one frees the connection). */
+static bool reply_due(Conn *c, uint64_t req_id, uint16_t service, const char *failure)
+{
+        c->pending--;
+        if (failure)
+                log_request_error(c, req_id, service, failure);
+        if (!c->bev) {
+                c->ctl->st.orphaned_replies++;
+                if (c->pending == 0) {
+                        LIST_REMOVE(c, link);
+                        conn_free(c);
+                }
+                return false;
+        }
+        return true;
+}
+
+void ha_control_refused(void *owner, uint64_t req_id, uint16_t service, int err)
+{
+        Conn *c = owner;
+        (void)err;      /* -EBUSY, the only one */
+
+        if (!reply_due(c, req_id, service, "refused, executor queue full"))
+                return;
+        conn_enter(c);
+        send_error(c, req_id, HA_E_BUSY, "executor queue full, try again");
+        if (conn_leave(c))
+                conn_check_eof(c);
+}
+
 void ha_control_complete(void *owner, uint64_t req_id, uint16_t service, enum ha_result r,
                          const uint8_t *data, size_t len, uint64_t latency_ns)
 {
@@ -833,17 +867,8 @@ void ha_control_complete(void *owner, uint64_t req_id, uint16_t service, enum ha
         char json[256];
         int n;
 
-        c->pending--;
-        if (r != HA_RESULT_SUCCESS)
-                log_request_error(c, req_id, service, ha_result_name(r));
-        if (!c->bev) {
-                c->ctl->st.orphaned_replies++;
-                if (c->pending == 0) {
-                        LIST_REMOVE(c, link);
-                        conn_free(c);
-                }
+        if (!reply_due(c, req_id, service, r != HA_RESULT_SUCCESS ? ha_result_name(r) : NULL))
                 return;
-        }
         /* The hot path: formatted directly, no JSON tree. */
         if (req_id != NO_ID)
                 n = snprintf(json, sizeof(json),
@@ -1035,8 +1060,8 @@ static int inherited_socket(void)
         return fd;
 }
 
-int ha_control_new(struct event_base *base, HaEngine *engine, const HaConfig *cfg,
-                   const char *path, HaControl **ret)
+int ha_control_new(struct event_base *base, HaEngine *engine, HaSockq *sockq,
+                   const HaConfig *cfg, const char *path, HaControl **ret)
 {
         HaControl *ctl;
         int fd;
@@ -1046,6 +1071,7 @@ int ha_control_new(struct event_base *base, HaEngine *engine, const HaConfig *cf
                 return -ENOMEM;
         ctl->base = base;
         ctl->engine = engine;
+        ctl->sockq = sockq;
         ctl->cfg = *cfg;
         ctl->started_ns = ha_now_ns();
         ctl->rl_denied = ctl->rl_limit = ctl->rl_accept = (HaRatelimit)HA_RATELIMIT_INIT(10000, 5);

@@ -10,6 +10,7 @@
 
 #include "config.h"
 #include "engine.h"
+#include "sockq.h"
 
 /*
  * The control socket: a Unix stream listener, one bufferevent per client,
@@ -17,8 +18,8 @@
  */
 typedef struct HaControl HaControl;
 
-int ha_control_new(struct event_base *base, HaEngine *engine, const HaConfig *cfg,
-                   const char *path, HaControl **ret);
+int ha_control_new(struct event_base *base, HaEngine *engine, HaSockq *sockq,
+                   const HaConfig *cfg, const char *path, HaControl **ret);
 /* Closes connections and the listener, removes the socket file. */
 HaControl *ha_control_free(HaControl *c);
 
@@ -52,7 +53,10 @@ void ha_control_quiesce(HaControl *c);
  * when the last one is gone. */
 void ha_control_close_all(HaControl *c, void (*done)(void *), void *userdata);
 
-/* The engine's completion callback (owner is a connection). */
+/* The socket queue's refusal callback: an executor's queue was full. */
+void ha_control_refused(void *owner, uint64_t req_id, uint16_t service, int err);
+
+/* The socket queue's completion callback (owner is a connection). */
 void ha_control_complete(void *owner, uint64_t req_id, uint16_t service, enum ha_result r,
                          const uint8_t *data, size_t len, uint64_t latency_ns);
 

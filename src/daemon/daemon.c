@@ -18,6 +18,7 @@
 #include "hyperamp-config.h"
 #include "log.h"
 #include "services.h"
+#include "sockq.h"
 #include "v1chan.h"
 #include "zones.h"
 
@@ -28,6 +29,7 @@ typedef struct Daemon {
         HaConfig cfg;
         struct event_base *base;
         HaEngine *engine;
+        HaSockq *sockq;                 /* the socket's queue: a source */
         HaControl *control;
         HaV1Chan *v1[HA_V1_MAX_CHANNELS];       /* v1 compatibility channels */
         HaZones *zones;
@@ -65,13 +67,16 @@ static void notify_status(Daemon *d, const char *extra)
         uint64_t now = ha_now_ns();
         double rate = 0;
 
+        uint64_t completed = ha_sockq_completed(d->sockq);
+
         ha_engine_counts(d->engine, &n);
         if (d->status_ns && now > d->status_ns)
-                rate = (double)(n.completed - d->status_completed) * 1e9 / (double)(now - d->status_ns);
-        d->status_completed = n.completed;
+                rate = (double)(completed - d->status_completed) * 1e9 / (double)(now - d->status_ns);
+        d->status_completed = completed;
         d->status_ns = now;
         (void)sd_notifyf(0, "%sSTATUS=serving: %.0f req/s, queue %u/%u, %u workers",
-                         extra ? extra : "", rate, n.in_flight, n.capacity, n.workers);
+                         extra ? extra : "", rate, ha_sockq_in_flight(d->sockq), ha_sockq_capacity(d->sockq),
+                         n.workers);
 }
 
 static void status_cb(evutil_socket_t fd, short what, void *userdata)
@@ -155,7 +160,7 @@ static int reload(void *userdata, cJSON **ret, char *err, size_t errlen)
 
         d->cfg = eff;
         ha_log_set_level(eff.log_level);
-        ha_engine_set_config(d->engine, &eff);
+        ha_sockq_set_config(d->sockq, &eff);
         ha_control_set_config(d->control, &eff);
         arm_status_timer(d);
         ha_log_ctx(LOG_INFO, HA_LOG_CTX(.message_id = HA_MID_RELOADED),
@@ -208,7 +213,7 @@ static void deadline_cb(evutil_socket_t fd, short what, void *userdata)
         (void)fd, (void)what;
 
         log_warning("Shutdown deadline (%d s) passed with %u requests in flight, exiting anyway",
-                    SHUTDOWN_DEADLINE_S, ha_engine_in_flight(d->engine));
+                    SHUTDOWN_DEADLINE_S, ha_sockq_in_flight(d->sockq));
         d->abandoned = true;
         event_base_loopexit(d->base, NULL);
 }
@@ -222,13 +227,13 @@ static void begin_shutdown(void *userdata)
                 return;
         d->stopping = true;
         (void)sd_notifyf(0, "STOPPING=1\nSTATUS=Shutting down, finishing %u requests",
-                         ha_engine_in_flight(d->engine));
+                         ha_sockq_in_flight(d->sockq));
         ha_log_ctx(LOG_INFO, HA_LOG_CTX(.message_id = HA_MID_STOPPING),
                    "Shutting down, finishing %u requests in flight",
-                   ha_engine_in_flight(d->engine));
+                   ha_sockq_in_flight(d->sockq));
         ha_control_quiesce(d->control);
         evtimer_add(d->deadline, &tv);
-        ha_engine_on_drained(d->engine, shutdown_drained, d);
+        ha_sockq_on_drained(d->sockq, shutdown_drained, d);
 }
 
 static void signal_cb(evutil_socket_t sig, short what, void *userdata)
@@ -331,10 +336,14 @@ int ha_daemon_run(const HaConfig *cfg, const HaDaemonOptions *opts)
                    cJSON_Version(), ha_log_target_name());
 
         enable_test_seams();
-        r = ha_engine_new(d.base, &d.cfg, ha_control_complete, &d.engine);
+        r = ha_engine_new(d.base, &d.cfg, &d.engine);
         if (r < 0)
                 goto out;
-        r = ha_control_new(d.base, d.engine, &d.cfg, opts->socket_path, &d.control);
+        r = ha_sockq_new(d.base, d.engine, &d.cfg, ha_control_complete,
+                         ha_control_refused, &d.sockq);
+        if (r < 0)
+                goto out;
+        r = ha_control_new(d.base, d.engine, d.sockq, &d.cfg, opts->socket_path, &d.control);
         if (r < 0)
                 goto out;
         ha_control_set_hooks(d.control, reload, begin_shutdown, &d);
@@ -392,8 +401,9 @@ out:
                  * it; exit() ends it. */
                 r = log_error_errno(-ETIMEDOUT, "A worker is stuck in a service; "
                                     "exiting without it");
-                ha_engine_leave(d.engine);
-                d.engine = NULL, d.zones = NULL;
+                if (d.sockq)
+                        ha_sockq_leave(d.sockq);
+                d.engine = NULL, d.zones = NULL, d.sockq = NULL;
                 memset(d.v1, 0, sizeof(d.v1));
         } else if (r == 0 && d.abandoned)
                 log_warning("Stopped at the shutdown deadline; requests still in flight "
@@ -402,6 +412,8 @@ out:
                 ha_log_ctx(LOG_INFO, HA_LOG_CTX(.message_id = HA_MID_STOPPED), "Stopped cleanly");
         d.engine = ha_engine_free(d.engine);
         d.control = ha_control_free(d.control);
+        /* After the engine: its workers may run socket entries until joined. */
+        d.sockq = ha_sockq_free(d.sockq);
         d.zones = ha_zones_free(d.zones);
         /* After the engine: its workers may run v1 entries until joined. */
         for (unsigned i = 0; i < HA_V1_MAX_CHANNELS; i++)

@@ -5,220 +5,187 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "alloc.h"
 #include "engine.h"
-#include "fault.h"
 #include "hist.h"
-#include "hyperamp/cleanup.h"
 #include "log.h"
-#include "queue.h"
-#include "region.h"
 #include "services.h"
-#include "sigbus.h"
 #include "workers.h"
 
-/* What the daemon itself knows about each entry it put on the queue; the
- * shared copy is checked against it, since another zone may rewrite it. */
-typedef struct ReqCtx {
-        void *owner;
-        uint64_t req_id;
-        uint64_t t_submit;
-        uint32_t off;
-        uint32_t len;
+/* Jobs handed to or taken from a pool per call: bounds the stack. */
+#define CHUNK 256
+
+/* The engine's record of one dispatched job: written by the loop at
+ * dispatch, read by the executor's thread before it runs the job (the
+ * pool's lock orders the two).  Relaxed atomics: a zone may reuse the
+ * entry as soon as the job published its answer, before the completion
+ * reaches the loop, and the loop then writes the next job's record. */
+typedef struct JobRec {
+        uint64_t t_dispatch;
         uint16_t service;
-        bool live;
-        /* What the worker computed: the completion answers this, never the
-         * shared flag, which a peer can rewrite.  Written by the worker,
-         * read by the loop after the pool's hand-back (its locks order it). */
-        uint8_t result;
-} ReqCtx;
+} JobRec;
 
 typedef struct Source {
         const HaSourceOps *ops;
         void *ctx;
         char name[64];
+        unsigned capacity;
+        JobRec *rec;                    /* capacity */
 } Source;
 
-/* Room in the worker pool for other sources' entries, on top of ours.  They
- * may never take more (other_jobs), so the socket's queue always fits. */
-#define EXTRA_JOBS 65536u
-
+/*
+ * Per service: one block per writer, so no job pays for a lock or an
+ * atomic read-modify-write.  Each executor thread has its own (the local
+ * pool's worker w also for the jobs it runs inline when polling), the loop
+ * one for refused jobs.  Writers store with relaxed atomics; stats_json
+ * sums.
+ */
 typedef struct SvcStats {
         uint64_t requests;
         uint64_t failed;
         HaHist latency;
 } SvcStats;
 
+typedef struct Executor {
+        HaEngine *e;
+        SvcStats *svc;                  /* nthreads blocks */
+        const HaExecutorOps *ops;
+        void *ctx;
+        char name[64];
+        HaPool *pool;
+        struct event *complete_ev;
+        unsigned capacity;              /* the pool holds this many */
+        unsigned queued;                /* dispatched, not completed */
+        uint64_t completed, refused;
+} Executor;
+
+/* A job answered without running (no route, executor full). */
+typedef struct Refused {
+        uint16_t source, idx, service;
+        int err;
+} Refused;
+
 struct HaEngine {
         struct event_base *base;
         HaConfig cfg;
-        HaRegion region;
-        HaQueue queue;
-        HaAlloc *alloc;
-        HaPool *pool;
-        ReqCtx *ctx;
-        uint16_t *batch;
-        HaJob *jobs;            /* completions being handed back */
-        HaJob *djobs;           /* a batch being dispatched (may happen during the above) */
         Source sources[HA_ENGINE_MAX_SOURCES];
         unsigned nsources;
-        struct event *collect_ev;
-        struct event *complete_ev;
-        bool collect_pending;
-        ha_complete_fn complete;
+        unsigned total_capacity;        /* of every source: the local pool's capacity */
+        Executor *exec[HA_ENGINE_MAX_EXECUTORS];
+        unsigned nexec;
+        uint8_t route[65536];
+        unsigned not_local;             /* services routed elsewhere (polling off) */
         unsigned in_flight;
-        unsigned other_jobs;            /* other sources' jobs in the pool */
+        uint64_t completed;
 
-        struct {
-                uint64_t submitted, completed, failed, busy;
-        } st;
-        uint64_t tampered;              /* atomic: workers count too */
+        Refused *refused, *refused_run; /* total_capacity each */
+        size_t nrefused;
+        struct event *refuse_ev;
 
         size_t nsvc;
         const HaService *svc_table;
-        SvcStats *svc;                  /* nsvc + 1: the last is "unknown id" */
-
-        HaQueueStats reported;
-        HaRatelimit rl;
-        uint64_t sigbus_seen;           /* ha_sigbus_restored() last looked at */
-        uint64_t sigbus_lost;           /* ha_sigbus_lost() last looked at */
-
-        void (*drained_cb)(void *);
-        void *drained_userdata;
+        SvcStats *svc;                  /* the loop's block; each block has nsvc + 1
+                                         * rows, the last for "unknown id" */
 };
 
-static SvcStats *svc_stats(HaEngine *e, uint16_t id)
+static const char *local_state(void *ctx)
+{
+        (void)ctx;
+        return "ready";
+}
+
+static enum ha_result local_call(void *ctx, uint16_t service, uint8_t *buf, uint32_t len,
+                                 unsigned worker)
+{
+        (void)ctx, (void)worker;
+        return ha_service_run(service, buf, len);
+}
+
+const HaExecutorOps ha_executor_local = {
+        .kind = "local",
+        .call = local_call,
+        .state = local_state,
+};
+
+/* ===== per-service counters ===== */
+
+static SvcStats *svc_stats(HaEngine *e, SvcStats *b, uint16_t id)
 {
         for (size_t i = 0; i < e->nsvc; i++)
                 if (e->svc_table[i].id == id)
-                        return &e->svc[i];
-        return &e->svc[e->nsvc];
+                        return &b[i];
+        return &b[e->nsvc];
 }
 
-/* Worker thread: run the services of a batch in place. */
+/* ns: the latency, or 0 for a job that never ran (no sample). */
+static void account(HaEngine *e, SvcStats *block, uint16_t service, enum ha_result r,
+                    uint64_t ns)
+{
+        SvcStats *s = svc_stats(e, block, service);
+
+        __atomic_store_n(&s->requests, s->requests + 1, __ATOMIC_RELAXED);
+        if (r != HA_RESULT_SUCCESS)
+                __atomic_store_n(&s->failed, s->failed + 1, __ATOMIC_RELAXED);
+        if (ns)
+                ha_hist_add_shared(&s->latency, ns);
+}
+
+static SvcStats *thread_block(HaEngine *e, const Executor *x, unsigned worker)
+{
+        return &x->svc[(size_t)worker * (e->nsvc + 1)];
+}
+
+/* ===== the executors' threads ===== */
+
 static void run_jobs(void *userdata, const HaJob *jobs, size_t n, unsigned worker)
 {
-        HaEngine *e = userdata;
+        Executor *x = userdata;
+        HaEngine *e = x->e;
+        HaRun run = { .ops = x->ops, .ctx = x->ctx, .worker = worker };
+        SvcStats *block = thread_block(e, x, worker);
 
         for (size_t i = 0; i < n; i++) {
-                unsigned src = HA_JOB_SOURCE(jobs[i]);
+                Source *s = &e->sources[HA_JOB_SOURCE(jobs[i])];
                 uint16_t idx = HA_JOB_INDEX(jobs[i]);
+                /* Before run(): from its answer on the entry is the next job's. */
+                uint64_t t = __atomic_load_n(&s->rec[idx].t_dispatch, __ATOMIC_RELAXED);
+                uint16_t service = __atomic_load_n(&s->rec[idx].service, __ATOMIC_RELAXED);
+                enum ha_result r = s->ops->run(s->ctx, idx, &run);
 
-                if (src != HA_SOURCE_SOCKET) {
-                        e->sources[src].ops->run(e->sources[src].ctx, idx, worker);
-                        continue;
-                }
-                HaMsgEntry *en = &e->queue.q->entries[idx];
-                ReqCtx *c = &e->ctx[idx];
-                uint16_t sid = __atomic_load_n(&en->msg.service_id, __ATOMIC_RELAXED);
-                uint32_t off = __atomic_load_n(&en->msg.offset, __ATOMIC_RELAXED);
-                uint32_t len = __atomic_load_n(&en->msg.length, __ATOMIC_RELAXED);
-                enum ha_result r;
-
-                if (sid != c->service || off != c->off || len != c->len) {
-                        __atomic_fetch_add(&e->tampered, 1, __ATOMIC_RELAXED);
-                        r = HA_RESULT_FAIL;
-                } else
-                        r = ha_service_run(sid, e->region.pool + off, len);
-                c->result = (uint8_t)r;
-                /* Result and done bit in one store, after the payload. */
-                __atomic_store_n(&en->msg.flag, ha_flag_make(r), __ATOMIC_RELEASE);
+                account(e, block, service, r, ha_now_ns() - t);
         }
 }
 
-/* A peer shrank the object and the SIGBUS guard grew it back, or (no
- * space) put private pages there: the pages it cut read as zeros.  Put
- * back what peers check before they use the queue; the lists and entries
- * heal as any scribble does. */
-static void check_region(HaEngine *e)
+void ha_engine_run_inline(HaEngine *e, unsigned source, const HaJobReq *reqs, size_t n,
+                          const HaRun *run)
 {
-        uint64_t n = ha_sigbus_restored(), lost = ha_sigbus_lost(), suppressed;
-        HaMsgQueue *q = e->queue.q;
+        Source *s = &e->sources[source];
+        SvcStats *block = thread_block(e, e->exec[HA_EXECUTOR_LOCAL], run->worker);
+        uint64_t t = ha_now_ns();
 
-        if (n == e->sigbus_seen && lost == e->sigbus_lost)
-                return;
-        if (lost != e->sigbus_lost)
-                /* Once per check that saw it: no heal until a restart. */
-                log_error("Shared memory was shrunk by another process and could not be grown "
-                          "back (no space in /dev/shm?): the cut part is now private to "
-                          "hyperampd (%llu times so far); socket clients are still served, "
-                          "peers of the shared memory no longer are until a restart",
-                          (unsigned long long)lost);
-        else if (ha_ratelimit_ok(&e->rl, &suppressed))
-                log_warning("Shared memory was shrunk by another process under hyperampd; "
-                            "grown back (%llu faults repaired so far%s): what was cut reads as "
-                            "zeros, and requests whose entries changed are answered FAIL",
-                            (unsigned long long)n,
-                            suppressed ? "; earlier reports suppressed" : "");
-        e->sigbus_seen = n;
-        e->sigbus_lost = lost;
-        ha_region_stamp(&e->region);
-        if (__atomic_load_n(&q->working_mark, __ATOMIC_RELAXED) == HA_MARK_RAW)
-                __atomic_store_n(&q->working_mark, HA_MARK_IDLE, __ATOMIC_RELEASE);
-        ha_st16(&q->buf_size, e->queue.n);
+        for (size_t i = 0; i < n; i++) {
+                enum ha_result r = s->ops->run(s->ctx, reqs[i].idx, run);
+                uint64_t now = ha_now_ns();
+
+                account(e, block, reqs[i].service, r, now - t);
+                t = now;
+        }
 }
 
-static void report_queue_anomalies(HaEngine *e)
-{
-        const HaQueueStats *s = &e->queue.st;
-        uint64_t suppressed;
-
-        check_region(e);
-        if (memcmp(s, &e->reported, sizeof(*s)) == 0)
-                return;
-        if (ha_ratelimit_ok(&e->rl, &suppressed))
-                log_warning("Shared queue corrupted by a peer (bad index %llu, cycles %llu, "
-                            "bad state %llu, repairs %llu so far%s), lists rebuilt from own "
-                            "records, no request lost",
-                            (unsigned long long)s->bad_index, (unsigned long long)s->cycles,
-                            (unsigned long long)s->bad_state, (unsigned long long)s->repairs,
-                            suppressed ? "; earlier reports suppressed" : "");
-        e->reported = *s;
-}
-
-static void collect_cb(evutil_socket_t fd, short what, void *userdata)
-{
-        HaEngine *e = userdata;
-        size_t n;
-        (void)fd;
-        (void)what;
-
-        e->collect_pending = false;
-        n = ha_queue_collect(&e->queue, e->batch);
-        report_queue_anomalies(e);
-        /* Cannot fail: in_flight never exceeds the queue size, and other
-         * sources leave that much of the pool free. */
-        if (ha_engine_dispatch(e, HA_SOURCE_SOCKET, e->batch, n) < 0)
-                abort();
-}
-
-int ha_engine_dispatch(HaEngine *e, unsigned source, const uint16_t *idx, size_t n)
-{
-        bool other = source != HA_SOURCE_SOCKET;
-        int r;
-
-        if (n > (other ? EXTRA_JOBS - e->other_jobs : e->queue.n))
-                return -ENOSPC;
-        for (size_t i = 0; i < n; i++)
-                e->djobs[i] = HA_JOB(source, idx[i]);
-        r = ha_pool_submit(e->pool, e->djobs, n);
-        if (r == 0 && other)
-                e->other_jobs += (unsigned)n;
-        return r;
-}
-
-/* Worker thread, idle: let the sources that can poll do so.  -1 when
- * none has anything to poll, so the worker does not spin for nothing. */
+/* Local worker, idle: let the sources that can poll do so.  -1 when none
+ * has anything to poll, so the worker does not spin for nothing. */
 static long poll_sources(void *userdata, unsigned worker)
 {
         HaEngine *e = userdata;
         unsigned n = __atomic_load_n(&e->nsources, __ATOMIC_ACQUIRE);
+        HaRun run = { .ops = &ha_executor_local, .worker = worker };
         long done = 0;
         bool any = false;
 
-        for (unsigned i = 1; i < n; i++)
+        if (__atomic_load_n(&e->not_local, __ATOMIC_RELAXED))
+                return -1;
+        for (unsigned i = 0; i < n; i++)
                 if (e->sources[i].ops->poll) {
-                        long r = e->sources[i].ops->poll(e->sources[i].ctx, worker);
+                        long r = e->sources[i].ops->poll(e->sources[i].ctx, &run);
                         if (r >= 0) {
                                 any = true;
                                 done += r;
@@ -231,88 +198,246 @@ static long poll_sources_end(void *userdata, unsigned worker)
 {
         HaEngine *e = userdata;
         unsigned n = __atomic_load_n(&e->nsources, __ATOMIC_ACQUIRE);
+        HaRun run = { .ops = &ha_executor_local, .worker = worker };
         long more = 0;
 
-        for (unsigned i = 1; i < n; i++)
+        for (unsigned i = 0; i < n; i++)
                 if (e->sources[i].ops->poll_end)
-                        more |= e->sources[i].ops->poll_end(e->sources[i].ctx, worker);
+                        more |= e->sources[i].ops->poll_end(e->sources[i].ctx, &run);
         return more;
 }
 
-int ha_engine_add_source(HaEngine *e, const HaSourceOps *ops, void *ctx, const char *name,
-                         unsigned *ret_id)
+/* ===== the loop ===== */
+
+static void complete_cb(evutil_socket_t fd, short what, void *userdata)
 {
+        Executor *x = userdata;
+        HaEngine *e = x->e;
+        HaJob jobs[CHUNK];
+        size_t n;
+        (void)fd, (void)what;
+
+        do {
+                n = ha_pool_take_completed(x->pool, jobs, CHUNK);
+                for (size_t i = 0; i < n; i++) {
+                        Source *s = &e->sources[HA_JOB_SOURCE(jobs[i])];
+                        uint16_t idx = HA_JOB_INDEX(jobs[i]);
+
+                        x->queued--;
+                        x->completed++;
+                        e->in_flight--;
+                        e->completed++;
+                        s->ops->complete(s->ctx, idx);
+                }
+        } while (n == CHUNK);
+}
+
+static void refuse_cb(evutil_socket_t fd, short what, void *userdata)
+{
+        HaEngine *e = userdata;
+        Refused *run = e->refused;
+        size_t n = e->nrefused;
+        (void)fd, (void)what;
+
+        /* fail() may dispatch, and so refuse more: those go to the other
+         * list and come on the next pass. */
+        e->refused = e->refused_run;
+        e->refused_run = run;
+        e->nrefused = 0;
+        for (size_t i = 0; i < n; i++) {
+                Source *s = &e->sources[run[i].source];
+
+                e->in_flight--;
+                account(e, e->svc, run[i].service, run[i].err == -ENOENT ?
+                        HA_RESULT_NOT_EXITS : HA_RESULT_FAIL, 0);
+                s->ops->fail(s->ctx, run[i].idx, run[i].err);
+        }
+}
+
+static void refuse(HaEngine *e, unsigned source, const HaJobReq *req, int err)
+{
+        /* Cannot overflow: each entry of a source is in flight once. */
+        e->refused[e->nrefused++] = (Refused){ (uint16_t)source, req->idx, req->service, err };
+        if (e->nrefused == 1)
+                event_active(e->refuse_ev, 0, 0);
+}
+
+static void submit(Executor *x, const HaJob *jobs, size_t n)
+{
+        /* Cannot fail: queued never passes capacity, which the pool holds. */
+        if (n && ha_pool_submit(x->pool, jobs, n) < 0)
+                abort();
+}
+
+void ha_engine_dispatch(HaEngine *e, unsigned source, const HaJobReq *reqs, size_t n)
+{
+        Source *s = &e->sources[source];
+        uint64_t now = ha_now_ns();
+        HaJob jobs[CHUNK];
+        Executor *cur = NULL;
+        size_t k = 0;
+
+        e->in_flight += (unsigned)n;
+        for (size_t i = 0; i < n; i++) {
+                uint16_t idx = reqs[i].idx;
+                unsigned id = e->route[reqs[i].service];
+                Executor *x;
+
+                if (id == HA_EXECUTOR_NONE) {
+                        refuse(e, source, &reqs[i], -ENOENT);
+                        continue;
+                }
+                x = e->exec[id];
+                if (x->queued >= x->capacity) {
+                        x->refused++;
+                        refuse(e, source, &reqs[i], -EBUSY);
+                        continue;
+                }
+                if (x != cur || k == CHUNK) {
+                        if (cur)
+                                submit(cur, jobs, k);
+                        cur = x;
+                        k = 0;
+                }
+                __atomic_store_n(&s->rec[idx].t_dispatch, now, __ATOMIC_RELAXED);
+                __atomic_store_n(&s->rec[idx].service, reqs[i].service, __ATOMIC_RELAXED);
+                x->queued++;
+                jobs[k++] = HA_JOB(source, idx);
+        }
+        if (cur)
+                submit(cur, jobs, k);
+}
+
+/* ===== registration ===== */
+
+int ha_engine_add_executor(HaEngine *e, const HaExecutorOps *ops, void *ctx, const char *name,
+                           unsigned nthreads, unsigned capacity, unsigned *ret_id)
+{
+        Executor *x;
+        int r;
+
+        if (e->nexec >= HA_ENGINE_MAX_EXECUTORS)
+                return -ENOSPC;
+        if (nthreads == 0 || capacity == 0)
+                return -EINVAL;
+        x = calloc(1, sizeof(*x));
+        if (!x)
+                return -ENOMEM;
+        x->e = e;
+        x->ops = ops;
+        x->ctx = ctx;
+        x->capacity = capacity;
+        snprintf(x->name, sizeof(x->name), "%s", name);
+        x->svc = calloc((size_t)nthreads * (e->nsvc + 1), sizeof(*x->svc));
+        if (!x->svc) {
+                free(x);
+                return -ENOMEM;
+        }
+        r = ha_pool_new(nthreads, capacity, run_jobs, x, &x->pool);
+        if (r < 0) {
+                free(x->svc);
+                free(x);
+                return r;
+        }
+        x->complete_ev = event_new(e->base, ha_pool_fd(x->pool), EV_READ | EV_PERSIST,
+                                   complete_cb, x);
+        if (!x->complete_ev || event_add(x->complete_ev, NULL) < 0) {
+                if (x->complete_ev)
+                        event_free(x->complete_ev);
+                ha_pool_free(x->pool);
+                free(x->svc);
+                free(x);
+                return -ENOMEM;
+        }
+        *ret_id = e->nexec;
+        e->exec[e->nexec++] = x;
+        return 0;
+}
+
+int ha_engine_route(HaEngine *e, uint16_t service, unsigned executor)
+{
+        unsigned old = e->route[service], n = e->not_local;   /* the loop's own */
+
+        if (executor != HA_EXECUTOR_NONE && executor >= e->nexec)
+                return -EINVAL;
+        if (old != HA_EXECUTOR_LOCAL && executor == HA_EXECUTOR_LOCAL)
+                n--;
+        else if (old == HA_EXECUTOR_LOCAL && executor != HA_EXECUTOR_LOCAL)
+                n++;
+        /* Pollers look: a job they run inline runs locally. */
+        __atomic_store_n(&e->not_local, n, __ATOMIC_RELAXED);
+        e->route[service] = (uint8_t)executor;
+        return 0;
+}
+
+void ha_engine_route_json(HaEngine *e, uint16_t service, cJSON *o)
+{
+        unsigned id = e->route[service];
+        const Executor *x;
+
+        if (id == HA_EXECUTOR_NONE) {
+                cJSON_AddNullToObject(o, "runs_on");
+                return;
+        }
+        x = e->exec[id];
+        cJSON_AddStringToObject(o, "runs_on", x->name);
+        cJSON_AddStringToObject(o, "executor_state", x->ops->state ? x->ops->state(x->ctx) :
+                                "ready");
+}
+
+int ha_engine_add_source(HaEngine *e, const HaSourceOps *ops, void *ctx, const char *name,
+                         unsigned capacity, unsigned *ret_id)
+{
+        Executor *local = e->exec[HA_EXECUTOR_LOCAL];
+        unsigned total;
+        Refused *a, *b;
         Source *s;
+        int r;
 
         if (e->nsources >= HA_ENGINE_MAX_SOURCES)
                 return -ENOSPC;
+        if (capacity == 0 || capacity > 65536)
+                return -EINVAL;
+        total = e->total_capacity + capacity;
         s = &e->sources[e->nsources];
+        s->rec = calloc(capacity, sizeof(*s->rec));
+        a = realloc(e->refused, total * sizeof(*a));
+        if (a)
+                e->refused = a;
+        b = realloc(e->refused_run, total * sizeof(*b));
+        if (b)
+                e->refused_run = b;
+        if (!s->rec || !a || !b) {
+                free(s->rec);
+                s->rec = NULL;
+                return -ENOMEM;
+        }
+        /* The local pool holds every source's entries at once. */
+        r = ha_pool_grow(local->pool, total);
+        if (r < 0) {
+                free(s->rec);
+                s->rec = NULL;
+                return r;
+        }
+        local->capacity = total;
+        e->total_capacity = total;
         s->ops = ops;
         s->ctx = ctx;
+        s->capacity = capacity;
         snprintf(s->name, sizeof(s->name), "%s", name);
         *ret_id = e->nsources;
         /* Published after the entry is filled: polling workers read it. */
         __atomic_store_n(&e->nsources, e->nsources + 1, __ATOMIC_RELEASE);
         if (ops->poll && e->cfg.poll_us)
-                ha_pool_set_poll(e->pool, poll_sources, poll_sources_end, e, e->cfg.poll_us);
+                ha_pool_set_poll(local->pool, poll_sources, poll_sources_end, e, e->cfg.poll_us);
         return 0;
 }
 
-static void release_entry(HaEngine *e, uint16_t idx)
+/* ===== the engine ===== */
+
+int ha_engine_new(struct event_base *base, const HaConfig *cfg, HaEngine **ret)
 {
-        ReqCtx *c = &e->ctx[idx];
-
-        if (ha_alloc_put(e->alloc, c->off) < 0)
-                abort();        /* our own record: a failure here is a bug */
-        ha_queue_release(&e->queue, idx);
-        c->live = false;
-        e->in_flight--;
-}
-
-static void complete_cb(evutil_socket_t fd, short what, void *userdata)
-{
-        HaEngine *e = userdata;
-        uint64_t now = ha_now_ns();
-        size_t n;
-        (void)fd;
-        (void)what;
-
-        n = ha_pool_take_completed(e->pool, e->jobs, e->queue.n + EXTRA_JOBS);
-        for (size_t i = 0; i < n; i++) {
-                unsigned src = HA_JOB_SOURCE(e->jobs[i]);
-                uint16_t idx = HA_JOB_INDEX(e->jobs[i]);
-
-                if (src != HA_SOURCE_SOCKET) {
-                        e->other_jobs--;
-                        e->sources[src].ops->complete(e->sources[src].ctx, idx);
-                        continue;
-                }
-                ReqCtx *c = &e->ctx[idx];
-                enum ha_result r = (enum ha_result)c->result;
-                SvcStats *ss = svc_stats(e, c->service);
-                uint64_t lat = now - c->t_submit;
-
-                e->st.completed++;
-                ss->requests++;
-                if (r != HA_RESULT_SUCCESS) {
-                        e->st.failed++;
-                        ss->failed++;
-                }
-                ha_hist_add(&ss->latency, lat);
-                e->complete(c->owner, c->req_id, c->service, r,
-                            e->region.pool + c->off, c->len, lat);
-                release_entry(e, idx);
-        }
-        if (e->in_flight == 0 && e->drained_cb) {
-                void (*cb)(void *) = e->drained_cb;
-                e->drained_cb = NULL;
-                cb(e->drained_userdata);
-        }
-}
-
-int ha_engine_new(struct event_base *base, const HaConfig *cfg, ha_complete_fn complete,
-                  HaEngine **ret)
-{
+        unsigned workers = ha_config_workers(cfg), id;
         HaEngine *e;
         int r;
 
@@ -321,66 +446,22 @@ int ha_engine_new(struct event_base *base, const HaConfig *cfg, ha_complete_fn c
                 return -ENOMEM;
         e->base = base;
         e->cfg = *cfg;
-        e->complete = complete;
-        e->region.fd = -1;
-        e->rl = (HaRatelimit)HA_RATELIMIT_INIT(10000, 5);
         e->svc_table = ha_services(&e->nsvc);
-
-        r = ha_region_open(&e->region, cfg->shm_name, cfg->shm_mode, cfg->queue_entries,
-                           cfg->pool_size, cfg->shm_persist);
-        if (r == -EBUSY)
-                log_error("Shared memory '%s' is in use by another hyperampd", cfg->shm_name);
-        else if (r == -EPERM)
-                log_error("Shared memory '%s' belongs to another user", cfg->shm_name);
-        else if (r == -ENOSPC)
-                log_error("No room for shared memory '%s' (%zu bytes): lower pool_size or "
-                          "enlarge /dev/shm", cfg->shm_name, (size_t)cfg->pool_size);
-        else if (r < 0)
-                log_error_errno(r, "Failed to set up shared memory '%s': %m", cfg->shm_name);
-        if (r < 0)
-                goto fail;
-        r = ha_queue_init(&e->queue, e->region.queue_mem, e->region.queue_len,
-                          cfg->queue_entries);
-        if (r < 0)
-                goto fail_log;
-        r = ha_fault("alloc");
-        if (r == 0)
-                r = ha_alloc_new(cfg->pool_size, &e->alloc);
-        if (r < 0)
-                goto fail_log;
-        e->ctx = calloc(cfg->queue_entries, sizeof(*e->ctx));
-        e->batch = calloc(cfg->queue_entries, sizeof(*e->batch));
-        e->jobs = calloc(cfg->queue_entries + EXTRA_JOBS, sizeof(*e->jobs));
-        e->djobs = calloc(cfg->queue_entries + EXTRA_JOBS, sizeof(*e->djobs));
         e->svc = calloc(e->nsvc + 1, sizeof(*e->svc));
-        if (!e->ctx || !e->batch || !e->jobs || !e->djobs || !e->svc) {
+        e->refuse_ev = event_new(base, -1, 0, refuse_cb, e);
+        if (!e->svc || !e->refuse_ev) {
                 r = -ENOMEM;
-                goto fail_log;
-        }
-        /* Source 0 is our own queue, fed by the control socket. */
-        e->nsources = 1;
-        snprintf(e->sources[0].name, sizeof(e->sources[0].name), "socket");
-        r = ha_pool_new(ha_config_workers(cfg), cfg->queue_entries + EXTRA_JOBS, run_jobs, e,
-                        &e->pool);
-        if (r < 0) {
-                log_error_errno(r, "Failed to start %u workers: %m", ha_config_workers(cfg));
                 goto fail;
         }
-        e->collect_ev = event_new(base, -1, 0, collect_cb, e);
-        e->complete_ev = event_new(base, ha_pool_fd(e->pool), EV_READ | EV_PERSIST,
-                                   complete_cb, e);
-        if (!e->collect_ev || !e->complete_ev || event_add(e->complete_ev, NULL) < 0) {
-                r = -ENOMEM;
-                goto fail_log;
+        /* Everything runs on the local pool until a route says otherwise;
+         * its capacity grows with each source. */
+        r = ha_engine_add_executor(e, &ha_executor_local, NULL, "local", workers, 1, &id);
+        if (r < 0) {
+                log_error_errno(r, "Failed to start %u workers: %m", workers);
+                goto fail;
         }
-        log_info("Queue '%s' ready: %u entries, %llu byte pool, %u workers",
-                 cfg->shm_name, cfg->queue_entries, (unsigned long long)cfg->pool_size,
-                 ha_pool_size(e->pool));
         *ret = e;
         return 0;
-
-fail_log:
-        log_error_errno(r, "Failed to set up the request queue: %m");
 fail:
         ha_engine_free(e);
         return r;
@@ -388,133 +469,61 @@ fail:
 
 int ha_engine_stop(HaEngine *e, bool abandon)
 {
+        int r = 0;
+
         /* Past the deadline a second is plenty for a service that is not
          * stuck; after a clean drain the workers are idle, and ten seconds
          * only bound a worker stuck where nothing counted it (a poller). */
-        if (!e || !e->pool)
+        if (!e)
                 return 0;
-        return ha_pool_stop(e->pool, abandon, abandon ? 1000 : 10000);
-}
-
-void ha_engine_leave(HaEngine *e)
-{
-        __atomic_store_n(&e->queue.q->working_mark, HA_MARK_DESTROYED, __ATOMIC_RELEASE);
-        ha_region_unlink(&e->region);
+        for (unsigned i = 0; i < e->nexec; i++)
+                if (ha_pool_stop(e->exec[i]->pool, abandon, abandon ? 1000 : 10000) < 0)
+                        r = -ETIMEDOUT;
+        return r;
 }
 
 HaEngine *ha_engine_free(HaEngine *e)
 {
         if (!e)
                 return NULL;
-        /* The completion event watches the pool's eventfd: drop it first.
-         * Then join the workers: nothing may touch the pool after this. */
-        if (e->collect_ev)
-                event_free(e->collect_ev);
-        if (e->complete_ev)
-                event_free(e->complete_ev);
-        e->pool = ha_pool_free(e->pool);
-        if (e->ctx && e->alloc && e->queue.q) {
-                unsigned released = 0;
-                for (unsigned i = 0; i < e->queue.n; i++)
-                        if (e->ctx[i].live) {
-                                release_entry(e, (uint16_t)i);
-                                released++;
-                        }
-                if (released)
-                        log_warning("Dropped %u requests still queued at shutdown", released);
+        /* The completion events watch the pools' eventfds: drop them first.
+         * Then join the threads: nothing may touch a pool after this. */
+        for (unsigned i = 0; i < e->nexec; i++) {
+                Executor *x = e->exec[i];
+
+                event_free(x->complete_ev);
+                x->pool = ha_pool_free(x->pool);
+                free(x->svc);
+                free(x);
         }
-        if (e->queue.q)
-                __atomic_store_n(&e->queue.q->working_mark, HA_MARK_DESTROYED, __ATOMIC_RELEASE);
-        ha_queue_fini(&e->queue);
-        e->alloc = ha_alloc_free(e->alloc);
-        ha_region_close(&e->region);
-        free(e->ctx);
-        free(e->batch);
-        free(e->jobs);
-        free(e->djobs);
+        if (e->refuse_ev)
+                event_free(e->refuse_ev);
+        for (unsigned i = 0; i < e->nsources; i++)
+                free(e->sources[i].rec);
+        free(e->refused);
+        free(e->refused_run);
         free(e->svc);
         free(e);
         return NULL;
 }
 
-int ha_engine_submit(HaEngine *e, uint16_t service, struct evbuffer *src, size_t len,
-                     void *owner, uint64_t req_id)
-{
-        HaMsgEntry *en;
-        ReqCtx *c;
-        uint16_t idx;
-        uint32_t off;
-        int r;
-
-        if (len == 0 || len > e->cfg.max_payload)
-                return -EINVAL;
-        if (ha_queue_acquire(&e->queue, &idx) < 0) {
-                e->st.busy++;
-                return -EAGAIN;
-        }
-        r = ha_alloc_get(e->alloc, len, &off);
-        if (r < 0) {
-                ha_queue_release(&e->queue, idx);
-                if (r != -ENOMEM)
-                        return r;       /* can never fit: not worth a retry */
-                e->st.busy++;
-                return -EAGAIN;
-        }
-        if (evbuffer_remove(src, e->region.pool + off, len) != (int)len)
-                abort();        /* caller guarantees len bytes are buffered */
-
-        en = ha_queue_entry(&e->queue, idx);
-        en->msg.service_id = service;
-        en->msg.offset = off;
-        en->msg.length = (uint32_t)len;
-        en->msg.flag = 0;
-
-        c = &e->ctx[idx];
-        *c = (ReqCtx){ .owner = owner, .req_id = req_id, .t_submit = ha_now_ns(),
-                       .off = off, .len = (uint32_t)len, .service = service, .live = true };
-        ha_queue_enqueue(&e->queue, idx);
-        e->in_flight++;
-        e->st.submitted++;
-        if (!e->collect_pending) {
-                /* One collector pass per loop iteration takes the whole burst. */
-                e->collect_pending = true;
-                event_active(e->collect_ev, 0, 0);
-        }
-        return 0;
-}
-
-unsigned ha_engine_in_flight(const HaEngine *e)
-{
-        return e->in_flight;
-}
-
 void ha_engine_counts(HaEngine *e, HaEngineCounts *ret)
 {
-        ret->completed = e->st.completed;
+        ret->completed = e->completed;
         ret->in_flight = e->in_flight;
-        ret->capacity = e->queue.n;
-        ret->workers = ha_pool_size(e->pool);
+        ret->workers = ha_pool_size(e->exec[HA_EXECUTOR_LOCAL]->pool);
+        ret->queued = 0;
+        for (unsigned i = 0; i < e->nexec; i++)
+                ret->queued += ha_pool_queued(e->exec[i]->pool);
 }
 
 int ha_engine_stalled_worker(HaEngine *e, uint64_t min_ns, uint64_t *busy_ns)
 {
-        return ha_pool_longest_busy(e->pool, ha_now_ns(), min_ns, busy_ns);
+        return ha_pool_longest_busy(e->exec[HA_EXECUTOR_LOCAL]->pool, ha_now_ns(), min_ns,
+                                    busy_ns);
 }
 
-void ha_engine_set_config(HaEngine *e, const HaConfig *cfg)
-{
-        e->cfg.max_payload = cfg->max_payload;
-}
-
-void ha_engine_on_drained(HaEngine *e, void (*cb)(void *), void *userdata)
-{
-        if (e->in_flight == 0) {
-                cb(userdata);
-                return;
-        }
-        e->drained_cb = cb;
-        e->drained_userdata = userdata;
-}
+/* ===== stats ===== */
 
 static void add_latency(cJSON *o, const HaHist *h)
 {
@@ -525,45 +534,31 @@ static void add_latency(cJSON *o, const HaHist *h)
         cJSON_AddNumberToObject(l, "max", (double)h->max / 1000.0);
 }
 
-void ha_engine_stats_json(HaEngine *e, cJSON *o)
+static void sum_block(const SvcStats *ss, uint64_t *requests, uint64_t *failed, HaHist *h)
 {
-        HaAllocStats as;
-        cJSON *q, *p, *r, *svcs, *w, *jobs;
+        *requests += __atomic_load_n(&ss->requests, __ATOMIC_RELAXED);
+        *failed += __atomic_load_n(&ss->failed, __ATOMIC_RELAXED);
+        ha_hist_merge(h, &ss->latency);
+}
 
-        q = cJSON_AddObjectToObject(o, "queue");
-        cJSON_AddStringToObject(q, "shm_name", e->cfg.shm_name);
-        cJSON_AddNumberToObject(q, "capacity", e->queue.n);
-        cJSON_AddNumberToObject(q, "depth", e->queue.nwaiting + ha_pool_queued(e->pool));
-        cJSON_AddNumberToObject(q, "in_flight", e->in_flight);
-        cJSON_AddNumberToObject(q, "free", e->queue.nfree);
-        cJSON_AddNumberToObject(q, "bad_index", (double)e->queue.st.bad_index);
-        cJSON_AddNumberToObject(q, "cycles", (double)e->queue.st.cycles);
-        cJSON_AddNumberToObject(q, "bad_state", (double)e->queue.st.bad_state);
-        cJSON_AddNumberToObject(q, "repairs", (double)e->queue.st.repairs);
-        check_region(e);
-        cJSON_AddNumberToObject(q, "sigbus_repaired", (double)e->sigbus_seen);
-        cJSON_AddNumberToObject(q, "sigbus_lost", (double)e->sigbus_lost);
+static void services_json(HaEngine *e, cJSON *o)
+{
+        cJSON *svcs = cJSON_AddArrayToObject(o, "services");
+        HaHist *h = malloc(sizeof(*h));
 
-        ha_alloc_stats(e->alloc, &as);
-        p = cJSON_AddObjectToObject(o, "pool");
-        cJSON_AddNumberToObject(p, "size", (double)as.pool_bytes);
-        cJSON_AddNumberToObject(p, "bytes_in_use", (double)as.bytes_in_use);
-        cJSON_AddNumberToObject(p, "buffers_in_use", (double)as.buffers_in_use);
-        cJSON_AddNumberToObject(p, "largest_free", (double)as.largest_free);
-        cJSON_AddNumberToObject(p, "alloc_failures", (double)as.alloc_failures);
-
-        r = cJSON_AddObjectToObject(o, "requests");
-        cJSON_AddNumberToObject(r, "submitted", (double)e->st.submitted);
-        cJSON_AddNumberToObject(r, "completed", (double)e->st.completed);
-        cJSON_AddNumberToObject(r, "failed", (double)e->st.failed);
-        cJSON_AddNumberToObject(r, "busy", (double)e->st.busy);
-        cJSON_AddNumberToObject(r, "tampered",
-                                (double)__atomic_load_n(&e->tampered, __ATOMIC_RELAXED));
-
-        svcs = cJSON_AddArrayToObject(o, "services");
+        if (!h)
+                return;
         for (size_t i = 0; i <= e->nsvc; i++) {
+                uint64_t requests = 0, failed = 0;
                 cJSON *s;
-                if (i == e->nsvc && e->svc[i].requests == 0)
+
+                memset(h, 0, sizeof(*h));
+                sum_block(&e->svc[i], &requests, &failed, h);
+                for (unsigned x = 0; x < e->nexec; x++)
+                        for (unsigned w = 0; w < ha_pool_size(e->exec[x]->pool); w++)
+                                sum_block(&thread_block(e, e->exec[x], w)[i], &requests,
+                                          &failed, h);
+                if (i == e->nsvc && requests == 0)
                         break;
                 s = cJSON_CreateObject();
                 if (i < e->nsvc) {
@@ -573,31 +568,52 @@ void ha_engine_stats_json(HaEngine *e, cJSON *o)
                         cJSON_AddNullToObject(s, "id");
                         cJSON_AddStringToObject(s, "name", "(unknown id)");
                 }
-                cJSON_AddNumberToObject(s, "requests", (double)e->svc[i].requests);
-                cJSON_AddNumberToObject(s, "failed", (double)e->svc[i].failed);
-                add_latency(s, &e->svc[i].latency);
+                cJSON_AddNumberToObject(s, "requests", (double)requests);
+                cJSON_AddNumberToObject(s, "failed", (double)failed);
+                add_latency(s, h);
                 cJSON_AddItemToArray(svcs, s);
         }
+        free(h);
+}
 
-        cJSON *srcs = cJSON_AddArrayToObject(o, "sources");
+void ha_engine_stats_json(HaEngine *e, cJSON *o)
+{
+        HaPool *local = e->exec[HA_EXECUTOR_LOCAL]->pool;
+        cJSON *srcs, *xs, *w, *jobs;
+
+        services_json(e, o);
+
+        srcs = cJSON_AddArrayToObject(o, "sources");
         for (unsigned i = 0; i < e->nsources; i++) {
                 cJSON *so = cJSON_CreateObject();
                 cJSON_AddStringToObject(so, "name", e->sources[i].name);
-                if (i == HA_SOURCE_SOCKET) {
-                        cJSON_AddStringToObject(so, "kind", "socket");
-                        cJSON_AddNumberToObject(so, "submitted", (double)e->st.submitted);
-                        cJSON_AddNumberToObject(so, "completed", (double)e->st.completed);
-                        cJSON_AddNumberToObject(so, "failed", (double)e->st.failed);
-                } else {
-                        cJSON_AddStringToObject(so, "kind", e->sources[i].ops->kind);
-                        e->sources[i].ops->stats_json(e->sources[i].ctx, so);
-                }
+                cJSON_AddStringToObject(so, "kind", e->sources[i].ops->kind);
+                e->sources[i].ops->stats_json(e->sources[i].ctx, so);
                 cJSON_AddItemToArray(srcs, so);
         }
 
+        xs = cJSON_AddArrayToObject(o, "executors");
+        for (unsigned i = 0; i < e->nexec; i++) {
+                const Executor *x = e->exec[i];
+                cJSON *xo = cJSON_CreateObject();
+
+                cJSON_AddStringToObject(xo, "name", x->name);
+                cJSON_AddStringToObject(xo, "kind", x->ops->kind);
+                cJSON_AddStringToObject(xo, "state", x->ops->state ? x->ops->state(x->ctx) :
+                                        "ready");
+                cJSON_AddNumberToObject(xo, "threads", ha_pool_size(x->pool));
+                cJSON_AddNumberToObject(xo, "capacity", x->capacity);
+                cJSON_AddNumberToObject(xo, "in_flight", x->queued);
+                cJSON_AddNumberToObject(xo, "completed", (double)x->completed);
+                cJSON_AddNumberToObject(xo, "refused", (double)x->refused);
+                if (x->ops->stats_json)
+                        x->ops->stats_json(x->ctx, xo);
+                cJSON_AddItemToArray(xs, xo);
+        }
+
         w = cJSON_AddObjectToObject(o, "workers");
-        cJSON_AddNumberToObject(w, "count", ha_pool_size(e->pool));
+        cJSON_AddNumberToObject(w, "count", ha_pool_size(local));
         jobs = cJSON_AddArrayToObject(w, "jobs");
-        for (unsigned i = 0; i < ha_pool_size(e->pool); i++)
-                cJSON_AddItemToArray(jobs, cJSON_CreateNumber((double)ha_pool_worker_jobs(e->pool, i)));
+        for (unsigned i = 0; i < ha_pool_size(local); i++)
+                cJSON_AddItemToArray(jobs, cJSON_CreateNumber((double)ha_pool_worker_jobs(local, i)));
 }

@@ -2,101 +2,182 @@
 #ifndef HA_ENGINE_H
 #define HA_ENGINE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include <cjson/cJSON.h>
 #include <event2/event.h>
-#include <event2/buffer.h>
 
 #include "config.h"
 #include "hyperamp/wire.h"
 
 /*
- * The request pipeline: the shm region with its HyperAMP queue and buffer
- * pool, the collector on the event loop and the worker pool.  Every request,
- * whatever its source, takes the same path:
- *   acquire a free entry + a pool buffer -> write the Msg -> wait list
- *   -> collector (one batch per loop pass) -> workers run the service in
- *   place and set the flag -> eventfd -> completion on the loop -> the
- *   owner's callback -> buffer and entry released.
- * All functions run on the loop thread.
+ * The job multiplexer.  Sources produce requests, executors run them:
+ *
+ *   source (sockq.c, zones.c, v1chan.c) --ha_engine_dispatch--> route table
+ *   --> executor's queue (its own HaPool, workers.c) --> source's run() on an
+ *   executor thread, which calls the executor (ha_run_call) for the service
+ *   --> the executor's completion eventfd --> complete() on the loop.
+ *
+ * Every job passes dispatch and completion here, so the per-service
+ * counters and latency are kept here, for every source.  A job the engine
+ * cannot run (no route for its service, its executor's queue full) is
+ * answered through the source's fail() instead: every dispatched job gets
+ * exactly one complete() or one fail().
+ *
+ * The re-entrancy rule (the one rule, for every source):
+ *  - complete() and fail() run on the loop, from the engine's own events,
+ *    never from inside a call the source made into the engine (dispatch
+ *    included): a refused job is answered on a later loop pass.
+ *  - complete() and fail() may call back into the engine, ha_engine_dispatch
+ *    included: the engine keeps a completion pass's jobs apart from a
+ *    dispatch.
+ * Unless noted, the functions below run on the loop thread.
  */
 typedef struct HaEngine HaEngine;
 
-/* Called on the loop for every finished request; data is valid only during
- * the call (it points into the pool). */
-typedef void (*ha_complete_fn)(void *owner, uint64_t req_id, uint16_t service,
-                               enum ha_result r, const uint8_t *data, size_t len,
-                               uint64_t latency_ns);
-
-int ha_engine_new(struct event_base *base, const HaConfig *cfg, ha_complete_fn complete,
-                  HaEngine **ret);
-/* Waits for running jobs, then unmaps (and unlinks) the region. */
-HaEngine *ha_engine_free(HaEngine *e);
-/* Stops the workers first.  abandon: drop what no worker has started and
- * give a running job a second (else ten); -ETIMEDOUT if a worker is stuck
- * in a service: then do not free the engine (its memory is in use), leave. */
-int ha_engine_stop(HaEngine *e, bool abandon);
-/* For an exit past a stuck worker: mark the queue gone, unlink its name. */
-void ha_engine_leave(HaEngine *e);
+/* ===== executors ===== */
 
 /*
- * Take len bytes from the front of src as the payload of a request to
- * service.  0 once queued; -EAGAIN when no entry or buffer is free (src is
- * left untouched); -EINVAL for an empty or oversized payload.
+ * An executor runs services: the local worker pool ("local"), or a remote
+ * zone reached over shared memory ("v1", "v2") that does a blocking
+ * stop-and-wait round trip bounded by its own timeout.
  */
-int ha_engine_submit(HaEngine *e, uint16_t service, struct evbuffer *src, size_t len,
-                     void *owner, uint64_t req_id);
+typedef struct HaExecutorOps {
+        const char *kind;               /* "local", "v1", "v2" */
+        /* Never given a client's or device memory buffer, only a private
+         * staged copy (ha_run_private()): true for every remote executor. */
+        bool remote;
+        /* On one of the executor's own threads (worker: 0..nthreads-1):
+         * transform buf[0..len) in place, same length.  Bounded in time. */
+        enum ha_result (*call)(void *ctx, uint16_t service, uint8_t *buf, uint32_t len,
+                               unsigned worker);
+        /* Loop: its counters, into its `executors[]` entry.  Optional. */
+        void (*stats_json)(void *ctx, cJSON *o);
+        /* Loop: "ready", "down", ... for `services`.  Optional ("ready"). */
+        const char *(*state)(void *ctx);
+} HaExecutorOps;
 
-unsigned ha_engine_in_flight(const HaEngine *e);
-/* cb runs (once) when nothing is in flight any more; now if already so. */
-void ha_engine_on_drained(HaEngine *e, void (*cb)(void *), void *userdata);
+/* What a source's run() is handed: the executor its job was routed to. */
+typedef struct HaRun {
+        const HaExecutorOps *ops;
+        void *ctx;
+        unsigned worker;                /* the thread within the executor */
+} HaRun;
+
+/* Run the service on the job's executor (from a source's run()). */
+static inline enum ha_result ha_run_call(const HaRun *run, uint16_t service, uint8_t *buf,
+                                         uint32_t len)
+{
+        return run->ops->call(run->ctx, service, buf, len, run->worker);
+}
+
+/* True when run() must hand the executor a private staged copy. */
+static inline bool ha_run_private(const HaRun *run)
+{
+        return run->ops->remote;
+}
+
+/* The local worker pool's: runs the service in the calling thread. */
+extern const HaExecutorOps ha_executor_local;
+
+#define HA_ENGINE_MAX_EXECUTORS 32
+#define HA_EXECUTOR_LOCAL 0             /* the worker pool; every route's default */
+#define HA_EXECUTOR_NONE  0xff          /* no route: jobs fail with -ENOENT */
 
 /*
- * Another queue whose entries the workers run: a zone channel.  Its entries
- * reach the workers as jobs tagged with the source id; the source says how
- * to run one (worker thread) and what to do once it ran (loop thread).
+ * Add an executor with its own pool of nthreads threads (a remote zone: 1,
+ * stop-and-wait) and completion eventfd.  capacity bounds its queue (jobs
+ * dispatched to it and not completed): past it a job is answered through
+ * its source's fail() with -EBUSY.  Before any job is routed to it.
  */
+int ha_engine_add_executor(HaEngine *e, const HaExecutorOps *ops, void *ctx, const char *name,
+                           unsigned nthreads, unsigned capacity, unsigned *ret_id);
+/* Route a service id to an executor (HA_EXECUTOR_NONE: no route).  Set at
+ * start, before the sources run jobs; while any service routes elsewhere
+ * than the local pool, idle local workers do not poll sources (a polled
+ * job would run locally). */
+int ha_engine_route(HaEngine *e, uint16_t service, unsigned executor);
+/* "local", or the executor's name and state: for `services`. */
+void ha_engine_route_json(HaEngine *e, uint16_t service, cJSON *o);
+
+/* ===== sources ===== */
+
 typedef struct HaSourceOps {
         const char *kind;
-        void (*run)(void *ctx, uint16_t idx, unsigned worker);
+        /* On the executor's thread: run entry idx by the one run policy
+         * (ha_journal_run(), ha_service_staged(), ha_run_private()),
+         * obtaining the service's result from ha_run_call(run, ...), never
+         * from ha_service_run().  Returns the result, for the counters. */
+        enum ha_result (*run)(void *ctx, uint16_t idx, const HaRun *run);
+        /* Loop: entry idx ran (the re-entrancy rule above). */
         void (*complete)(void *ctx, uint16_t idx);
+        /* Loop: entry idx never ran.  err: -EBUSY (its executor's queue was
+         * full: the client gets BUSY where its protocol has it, else FAIL)
+         * or -ENOENT (no route for its service: NOT_EXITS). */
+        void (*fail)(void *ctx, uint16_t idx, int err);
         void (*stats_json)(void *ctx, cJSON *o);
-        /* Optional, on a worker with nothing queued: take and run whatever
-         * waits, inline; returns how many it ran, or -1 when there is
-         * nothing to poll at all (no client attached). */
-        long (*poll)(void *ctx, unsigned worker);
+        /* Optional, on an idle local worker: take and run whatever waits,
+         * inline, through ha_engine_run_inline(); returns how many it ran,
+         * or -1 when there is nothing to poll at all (no client attached). */
+        long (*poll)(void *ctx, const HaRun *run);
         /* The worker stops polling: whatever poll set aside, restore.
          * Non-zero when work turned up meanwhile (the worker polls on). */
-        long (*poll_end)(void *ctx, unsigned worker);
+        long (*poll_end)(void *ctx, const HaRun *run);
 } HaSourceOps;
 
 #define HA_ENGINE_MAX_SOURCES 64
-#define HA_SOURCE_SOCKET 0
 
-/* Register a source; *ret_id tags its jobs.  -ENOSPC past the limit. */
+/*
+ * Register a source whose entries are indices 0..capacity-1 (at most one
+ * job in flight per index); *ret_id tags its jobs.  The local pool's
+ * capacity grows by capacity.  -ENOSPC past the limit, -EINVAL for a
+ * capacity of 0 or past 65536.
+ */
 int ha_engine_add_source(HaEngine *e, const HaSourceOps *ops, void *ctx, const char *name,
-                         unsigned *ret_id);
-/* Hand entries of a source to the workers, in one batch.  -ENOSPC when the
- * other sources already have 65536 jobs in the pool: the rest of it stays
- * for the socket's queue. */
-int ha_engine_dispatch(HaEngine *e, unsigned source, const uint16_t *idx, size_t n);
+                         unsigned capacity, unsigned *ret_id);
+
+/* One job: an entry of a source and its service id, from the source's own
+ * record (never re-read from shared memory). */
+typedef struct HaJobReq {
+        uint16_t idx;
+        uint16_t service;
+} HaJobReq;
+
+/* Hand n entries to the executors their services route to.  Every entry
+ * is taken: each gets one complete() or fail() later, on the loop. */
+void ha_engine_dispatch(HaEngine *e, unsigned source, const HaJobReq *reqs, size_t n);
+
+/* On a local worker that polls (run is what poll was handed): run n
+ * entries of a source here, counted as dispatched ones are.  The source
+ * answers them itself; no complete() follows. */
+void ha_engine_run_inline(HaEngine *e, unsigned source, const HaJobReq *reqs, size_t n,
+                          const HaRun *run);
+
+/* ===== the engine ===== */
+
+int ha_engine_new(struct event_base *base, const HaConfig *cfg, HaEngine **ret);
+/* Joins the executors' threads, then frees. */
+HaEngine *ha_engine_free(HaEngine *e);
+/* Stops the executors first.  abandon: drop what no thread has started and
+ * give a running job a second (else ten); -ETIMEDOUT if a thread is stuck
+ * in a service: then do not free the engine or the sources (their memory
+ * is in use), leave. */
+int ha_engine_stop(HaEngine *e, bool abandon);
 
 typedef struct HaEngineCounts {
-        uint64_t completed;
-        unsigned in_flight, capacity, workers;
+        uint64_t completed;             /* jobs of every source */
+        unsigned in_flight, workers;
+        unsigned queued;                /* dispatched, no thread has picked up yet */
 } HaEngineCounts;
 
 void ha_engine_counts(HaEngine *e, HaEngineCounts *ret);
 
-/* A worker stuck on one batch for more than min_ns, or -1. */
+/* A local worker stuck on one batch for more than min_ns, or -1. */
 int ha_engine_stalled_worker(HaEngine *e, uint64_t min_ns, uint64_t *busy_ns);
 
-/* Take the settings that may change while running (max_payload). */
-void ha_engine_set_config(HaEngine *e, const HaConfig *cfg);
-
-/* Adds queue, pool, request, service and worker sections to o. */
+/* Adds the services, sources, executors and workers sections to o. */
 void ha_engine_stats_json(HaEngine *e, cJSON *o);
 
 #endif

@@ -53,8 +53,13 @@ void ha_journal_take(HaJournal *j, uint16_t idx, const HaJrec *t)
         ha_crash_point(j->site[SITE_TAKING]);
 }
 
+bool ha_journal_staged(const HaService *svc, const HaRun *run)
+{
+        return ha_service_staged(svc) || ha_run_private(run);
+}
+
 enum ha_result ha_journal_run(HaJournal *j, const HaJrec *t, const HaService *svc,
-                              uint8_t *in_place)
+                              uint8_t *in_place, const HaRun *run)
 {
         uint8_t *s = j->stage + t->stage_off;
 
@@ -62,12 +67,12 @@ enum ha_result ha_journal_run(HaJournal *j, const HaJrec *t, const HaService *sv
          * writes into the client's memory.  Services never see 0 bytes. */
         if (t->stage_len == 0 || !range_ok(j, t))
                 return HA_RESULT_FAIL;
-        if (!ha_service_staged(svc) && in_place)
-                return svc->fn(in_place + t->offset, t->stage_len);
+        if (!ha_journal_staged(svc, run) && in_place)
+                return ha_run_call(run, svc->id, in_place + t->offset, t->stage_len);
         /* Compute aside: a crash must never leave a half-done buffer that a
          * rerun would transform again. */
         j->ops->load(j->ctx, s, t->offset, t->stage_len);
-        return svc->fn(s, t->stage_len);
+        return ha_run_call(run, svc->id, s, t->stage_len);
 }
 
 void ha_journal_commit(HaJournal *j, uint16_t idx, const HaJrec *t, uint16_t flag, uint32_t n)

@@ -27,6 +27,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engine.h"
 #include "services.h"
 
 enum { HA_J_FREE, HA_J_TAKEN, HA_J_COMMIT };
@@ -99,12 +100,16 @@ void ha_journal_take(HaJournal *j, uint16_t idx, const HaJrec *t);
 
 /*
  * Run svc on the entry taken as *t by the one run policy
- * (ha_service_staged): a service that only reads runs on in_place if the
- * channel has it (NULL: no direct access, it reads a staged copy); one that
- * writes computes on a staged copy, and the caller commits a success.
+ * (ha_service_staged), on the executor of run: a service that only reads
+ * runs on in_place if the channel has it (NULL: no direct access, it reads
+ * a staged copy) and the executor is local; one that writes, or any on a
+ * remote executor, computes on a staged copy, and the caller commits a
+ * success of a writing service (ha_journal_staged()).
  */
 enum ha_result ha_journal_run(HaJournal *j, const HaJrec *t, const HaService *svc,
-                              uint8_t *in_place);
+                              uint8_t *in_place, const HaRun *run);
+/* Whether ha_journal_run() computes svc on a staged copy, on run's executor. */
+bool ha_journal_staged(const HaService *svc, const HaRun *run);
 
 /* COMMIT: the staged result is whole, with the flag to publish; then its
  * first n bytes are copied back (0: nothing to copy).  From here it is

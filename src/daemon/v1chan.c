@@ -88,6 +88,7 @@ struct HaV1Chan {
         uint16_t n;                     /* trusted buf_size; 0 until adopted */
         HaWalkSet walk;
         uint16_t *batch;
+        HaJobReq *reqs;                 /* the batch, with each entry's service */
         uint16_t *scratch;              /* list walks beside c->batch */
         uint8_t *held;                  /* entries on the client's lists */
         Slot *slots;
@@ -262,7 +263,7 @@ static void entry_end(HaV1Chan *c)
                 publish_idle(c);
 }
 
-static void v1_run(void *ctx, uint16_t idx, unsigned worker)
+static enum ha_result v1_run(void *ctx, uint16_t idx, const HaRun *run)
 {
         HaV1Chan *c = ctx;
         const HaJrec *j = &c->jent[idx];        /* idx < n <= cap: the walk checked it */
@@ -271,7 +272,6 @@ static void v1_run(void *ctx, uint16_t idx, unsigned worker)
         enum ha_result r;
         unsigned why;
         size_t n;
-        (void)worker;
 
         /* The fields as read once when the batch was taken: the peer may
          * rewrite the entry under us. */
@@ -284,8 +284,8 @@ static void v1_run(void *ctx, uint16_t idx, unsigned worker)
         }
         if (n) {
                 /* No in place on device memory: the staged copy. */
-                r = ha_journal_run(&c->j, j, svc, NULL);
-                if (r != HA_RESULT_SUCCESS || !ha_service_staged(svc))
+                r = ha_journal_run(&c->j, j, svc, NULL, run);
+                if (r != HA_RESULT_SUCCESS || !ha_journal_staged(svc, run))
                         n = 0;
         }
         if (!publish(c, idx, ha_flag_make(r), n)) {
@@ -295,6 +295,7 @@ static void v1_run(void *ctx, uint16_t idx, unsigned worker)
         s->why = (uint8_t)why;
         s->result = (uint8_t)r;
         entry_end(c);
+        return r;
 }
 
 /* ===== the batch (loop thread) ===== */
@@ -417,22 +418,6 @@ static bool batch_plausible(HaV1Chan *c, size_t k)
 
 static void batch_done(HaV1Chan *c);
 
-/* A batch the workers cannot take: fail each entry here. */
-static void fail_batch(HaV1Chan *c, size_t k)
-{
-        for (size_t i = 0; i < k; i++) {
-                if (publish(c, c->batch[i], ha_flag_make(HA_RESULT_FAIL), 0))
-                        c->st.dispatch_failed++;
-                else
-                        c->st.lost++, c->batch_lost++;
-                entry_end(c);
-        }
-        c->st.completed += k;
-        c->st.failed += k;
-        c->pending = 0;
-        batch_done(c);
-}
-
 /* Record the batch in c->batch as handed over, before the list changes. */
 static void journal_take(HaV1Chan *c, size_t k, uint16_t head)
 {
@@ -474,10 +459,10 @@ static void dispatch(HaV1Chan *c, size_t k)
         /* The workers see these through the engine's hand-over. */
         __atomic_store_n(&c->left, k, __ATOMIC_RELAXED);
         __atomic_store_n(&c->lost, false, __ATOMIC_RELAXED);
-        if (ha_engine_dispatch(c->engine, c->source, c->batch, k) < 0) {
-                report(c, "%zu requests failed: the worker pool is full", k);
-                fail_batch(c, k);
-        }
+        /* The service as recorded at the take, never re-read. */
+        for (size_t i = 0; i < k; i++)
+                c->reqs[i] = (HaJobReq){ c->batch[i], c->jent[c->batch[i]].service };
+        ha_engine_dispatch(c->engine, c->source, c->reqs, k);
 }
 
 /* Take and dispatch the proc_ing list; false if the queue was not BUSY. */
@@ -539,9 +524,10 @@ static void batch_done(HaV1Chan *c)
         }
         c->batch_lost = 0;
         /* BUSY again since the IDLE (or after a format): a doorbell that
-         * came while the batch was completing was passed over. */
+         * came while the batch was completing was passed over.  Taken now:
+         * complete() may dispatch (engine.h). */
         if (__atomic_load_n(&c->q->working_mark, __ATOMIC_ACQUIRE) == HA_MARK_BUSY)
-                event_active(c->rescan_ev, 0, 0);
+                (void)scan(c);
 }
 
 static void v1_complete(void *ctx, uint16_t idx)
@@ -578,10 +564,27 @@ static void v1_complete(void *ctx, uint16_t idx)
                 c->batch_lost++;
                 break;
         }
-        /* Not batch_done()'s rescan from here: we are inside the engine's
-         * completion pass, which must not be handed new jobs. */
         if (c->pending && --c->pending == 0)
                 batch_done(c);
+}
+
+/* Never ran (its executor was full, or no route): answer here. */
+static void v1_fail(void *ctx, uint16_t idx, int err)
+{
+        HaV1Chan *c = ctx;
+        Slot *s = &c->slots[idx];
+        enum ha_result r = err == -ENOENT ? HA_RESULT_NOT_EXITS : HA_RESULT_FAIL;
+
+        c->st.dispatch_failed++;
+        report(c, "entry %u not run: %s", idx, ha_result_name(r));
+        s->why = HA_V1_OK;
+        s->result = (uint8_t)r;
+        if (!publish(c, idx, ha_flag_make(r), 0)) {
+                s->why = HA_V1_LOST;
+                s->result = HA_RESULT_FAIL;
+        }
+        entry_end(c);
+        v1_complete(c, idx);
 }
 
 static void rescan_cb(evutil_socket_t fd, short what, void *userdata)
@@ -662,6 +665,7 @@ static const HaSourceOps v1_ops = {
         .kind = "v1",
         .run = v1_run,
         .complete = v1_complete,
+        .fail = v1_fail,
         .stats_json = v1_stats,
 };
 
@@ -1009,10 +1013,11 @@ static int start(HaV1Chan *c, struct event_base *base, HaEngine *e, const char *
         c->ready = p;
 
         c->batch = calloc((size_t)c->cap + 1, sizeof(*c->batch));
+        c->reqs = calloc((size_t)c->cap + 1, sizeof(*c->reqs));
         c->scratch = calloc((size_t)c->cap + 1, sizeof(*c->scratch));
         c->slots = calloc(c->cap, sizeof(*c->slots));
         c->held = calloc(c->cap, 1);
-        if (!c->batch || !c->scratch || !c->slots || !c->held || ha_walkset_init(&c->walk, c->cap) < 0)
+        if (!c->batch || !c->reqs || !c->scratch || !c->slots || !c->held || ha_walkset_init(&c->walk, c->cap) < 0)
                 return fail(c, -ENOMEM, "out of memory");
 
         /* The client formats the queue; before it has, buf_size is 0. */
@@ -1041,10 +1046,12 @@ static int start(HaV1Chan *c, struct event_base *base, HaEngine *e, const char *
         if (event_add(c->bell_ev, NULL) < 0)
                 return fail(c, -EIO, "cannot watch doorbell %s", c->cfg.doorbell);
         c->engine = e;
-        r = ha_engine_add_source(e, &v1_ops, c, c->cfg.name, &c->source);
-        if (r < 0)
+        r = ha_engine_add_source(e, &v1_ops, c, c->cfg.name, c->cap, &c->source);
+        if (r == -ENOSPC)
                 return fail(c, r, "too many queues for the engine (at most %d)",
                             HA_ENGINE_MAX_SOURCES);
+        if (r < 0)
+                return fail(c, r, "cannot register with the engine: %s", strerror(-r));
         if (requeue) {
                 c->st.requests += requeue;
                 c->st.batches++;
@@ -1122,6 +1129,7 @@ HaV1Chan *ha_v1chan_free(HaV1Chan *c)
         closep(&c->bell_fd);
         ha_walkset_fini(&c->walk);
         free(c->batch);
+        free(c->reqs);
         free(c->scratch);
         free(c->slots);
         free(c->held);

@@ -273,6 +273,36 @@ HaPool *ha_pool_free(HaPool *p)
         return NULL;
 }
 
+int ha_pool_grow(HaPool *p, unsigned capacity)
+{
+        HaJob *ring, *done;
+
+        if (capacity <= p->capacity)
+                return 0;
+        ring = calloc(capacity, sizeof(HaJob));
+        done = calloc(capacity, sizeof(HaJob));
+        if (!ring || !done) {
+                free(ring);
+                free(done);
+                return -ENOMEM;
+        }
+        /* Lock order as in the workers: the queue, then the done list. */
+        pthread_mutex_lock(&p->lock);
+        for (unsigned i = 0; i < p->count; i++)
+                ring[i] = p->ring[(p->head + i) % p->capacity];
+        free(p->ring);
+        p->ring = ring;
+        p->head = 0;
+        pthread_mutex_lock(&p->done_lock);
+        memcpy(done, p->done, p->ndone * sizeof(HaJob));
+        free(p->done);
+        p->done = done;
+        p->capacity = capacity;
+        pthread_mutex_unlock(&p->done_lock);
+        pthread_mutex_unlock(&p->lock);
+        return 0;
+}
+
 int ha_pool_submit(HaPool *p, const HaJob *jobs, size_t n)
 {
         if (n == 0)

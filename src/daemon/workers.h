@@ -46,6 +46,9 @@ HaPool *ha_pool_free(HaPool *p);
  * pool must not be freed. */
 int ha_pool_stop(HaPool *p, bool drop, int wait_ms);
 
+/* Room for capacity outstanding jobs from now on (never shrinks). */
+int ha_pool_grow(HaPool *p, unsigned capacity);
+
 /* -ENOSPC when more than capacity jobs would be outstanding. */
 int ha_pool_submit(HaPool *p, const HaJob *jobs, size_t n);
 

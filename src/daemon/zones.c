@@ -73,7 +73,7 @@ struct HaZone {
          * caught. */
         uint8_t running_entry[HA_ZONE_ENTRIES];
         unsigned running;               /* loop: handed to the pool, not back */
-        uint16_t batch[HA_ZONE_RING];   /* under drain_lock */
+        HaJobReq batch[HA_ZONE_RING];   /* under drain_lock */
         /* Each entry as taken off the ring: the daemon's own record, since
          * the journal's copy lives in memory the client writes too.  By the
          * drainer; read by whoever runs the entry. */
@@ -155,7 +155,7 @@ static bool range_ok(const HaZone *z, uint32_t off, uint32_t len)
         return len != 0 && off <= z->pool_size && len <= z->pool_size - off;
 }
 
-static void zone_run(void *ctx, uint16_t idx, unsigned worker)
+static enum ha_result zone_run(void *ctx, uint16_t idx, const HaRun *run)
 {
         HaZone *z = ctx;
         /* As taken (drain_pass), from our own record. */
@@ -163,7 +163,6 @@ static void zone_run(void *ctx, uint16_t idx, unsigned worker)
         uint32_t off = t->offset, len = t->length;
         const HaService *svc = ha_service_by_id(t->service);
         enum ha_result r;
-        (void)worker;
 
         if (!range_ok(z, off, len)) {
                 /* Checked against the client's own pool slice, first: a
@@ -178,13 +177,14 @@ static void zone_run(void *ctx, uint16_t idx, unsigned worker)
                 r = HA_RESULT_NOT_EXITS;
         } else {
                 /* The stage mirrors the pool: t->stage_off is off. */
-                r = ha_journal_run(&z->j, t, svc, z->v.pool);
-                if (r == HA_RESULT_SUCCESS && ha_service_staged(svc))
+                r = ha_journal_run(&z->j, t, svc, z->v.pool, run);
+                if (r == HA_RESULT_SUCCESS && ha_journal_staged(svc, run))
                         ha_journal_commit(&z->j, idx, t, ha_flag_make(r), len);
         }
         if (r != HA_RESULT_SUCCESS)
                 __atomic_fetch_add(&z->failed, 1, __ATOMIC_RELAXED);
         publish(z, idx, ha_flag_make(r));
+        return r;
 }
 
 /* Result and done bit in one store, then the completion word. */
@@ -297,6 +297,18 @@ static void zone_complete(void *ctx, uint16_t idx)
         maybe_idle(z->zs);
 }
 
+/* Never ran (its executor was full, or no route): answer at once. */
+static void zone_fail(void *ctx, uint16_t idx, int err)
+{
+        HaZone *z = ctx;
+        enum ha_result r = err == -ENOENT ? HA_RESULT_NOT_EXITS : HA_RESULT_FAIL;
+
+        __atomic_fetch_add(&z->dispatch_failed, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&z->failed, 1, __ATOMIC_RELAXED);
+        publish(z, idx, ha_flag_make(r));
+        zone_complete(z, idx);
+}
+
 static void zone_stats(void *ctx, cJSON *o)
 {
         HaZone *z = ctx;
@@ -342,13 +354,14 @@ static void zone_stats(void *ctx, cJSON *o)
         cJSON_AddNumberToObject(rec, "already_published", (double)z->already_published);
 }
 
-static long zone_poll(void *ctx, unsigned worker);
-static long zone_poll_end(void *ctx, unsigned worker);
+static long zone_poll(void *ctx, const HaRun *run);
+static long zone_poll_end(void *ctx, const HaRun *run);
 
 static const HaSourceOps zone_ops = {
         .kind = "shm",
         .run = zone_run,
         .complete = zone_complete,
+        .fail = zone_fail,
         .stats_json = zone_stats,
         .poll = zone_poll,
         .poll_end = zone_poll_end,
@@ -396,23 +409,20 @@ static void fail_now(HaZone *z, uint16_t idx)
         publish(z, idx, ha_flag_make(HA_RESULT_FAIL));
 }
 
-/* Hand k entries of z->batch to the pool, or run them here (a worker). */
-static void hand_over(HaZone *z, size_t k, int worker)
+/* Hand k entries of z->batch to the executors (the loop: run NULL), or
+ * run them here (a polling worker). */
+static void hand_over(HaZone *z, size_t k, const HaRun *run)
 {
         __atomic_fetch_add(&z->requests, k, __ATOMIC_RELAXED);
-        if (worker >= 0) {
-                for (size_t i = 0; i < k; i++)
-                        zone_run(z, z->batch[i], (unsigned)worker);
+        if (run) {
+                ha_engine_run_inline(z->zs->engine, z->source, z->batch, k, run);
                 __atomic_fetch_add(&z->completed, k, __ATOMIC_RELEASE);
                 __atomic_fetch_add(&z->inline_runs, k, __ATOMIC_RELAXED);
-        } else if (ha_engine_dispatch(z->zs->engine, z->source, z->batch, k) < 0) {
-                /* The pool is full of other sources' work: answer, don't wait. */
-                for (size_t i = 0; i < k; i++)
-                        fail_now(z, z->batch[i]);
-                __atomic_fetch_add(&z->completed, k, __ATOMIC_RELEASE);
-                __atomic_fetch_add(&z->dispatch_failed, k, __ATOMIC_RELAXED);
-        } else
+        } else {
+                /* Each gets zone_complete() or zone_fail(). */
                 z->running += (unsigned)k;
+                ha_engine_dispatch(z->zs->engine, z->source, z->batch, k);
+        }
 }
 
 /*
@@ -422,11 +432,11 @@ static void hand_over(HaZone *z, size_t k, int worker)
  * head is ours: the copy in shared memory is only published, never read.
  * *left: entries were left on the ring for lack of room.
  */
-static size_t drain_pass(HaZone *z, int worker, bool *left)
+static size_t drain_pass(HaZone *z, const HaRun *run, bool *left)
 {
         ZoneCtl *c = z->v.ctl;
         uint32_t head = z->head, tail;
-        size_t k = 0, room = worker >= 0 ? HA_ZONE_RING : HA_ZONE_ENTRIES - z->running;
+        size_t k = 0, room = run ? HA_ZONE_RING : HA_ZONE_ENTRIES - z->running;
 
         __atomic_store_n(&c->sleeping, 0, __ATOMIC_RELAXED);
         __atomic_store_n(&c->bell, 0, __ATOMIC_SEQ_CST);
@@ -452,7 +462,7 @@ static size_t drain_pass(HaZone *z, int worker, bool *left)
                 }
                 __atomic_store_n(&z->running_entry[idx], 1, __ATOMIC_RELAXED);
                 zone_take(z, idx, head);
-                z->batch[k++] = idx;
+                z->batch[k++] = (HaJobReq){ idx, z->taken[idx].service };
         }
         z->head = head;
         ha_crash_point("zone_taken");
@@ -461,7 +471,7 @@ static size_t drain_pass(HaZone *z, int worker, bool *left)
         *left = head != tail;
         if (k == 0)
                 return 0;
-        hand_over(z, k, worker);
+        hand_over(z, k, run);
         return k;
 }
 
@@ -478,7 +488,7 @@ static size_t drain_pass(HaZone *z, int worker, bool *left)
  * were submitted while `sleeping` was 0, so nobody rang for them: it rings
  * the doorbell itself and the loop takes them.
  */
-static size_t zone_drain(HaZone *z, int worker, enum drain_mode mode, bool *busy)
+static size_t zone_drain(HaZone *z, const HaRun *run, enum drain_mode mode, bool *busy)
 {
         size_t total = 0;
 
@@ -497,7 +507,7 @@ static size_t zone_drain(HaZone *z, int worker, enum drain_mode mode, bool *busy
                                 *busy = false;
                                 break;
                         }
-                        total += drain_pass(z, worker, &left);
+                        total += drain_pass(z, run, &left);
                         if (left) {
                                 z->throttled = true;    /* zone_complete() re-arms */
                                 *busy = false;
@@ -543,7 +553,7 @@ static bool guard_enter(HaZone *z)
 }
 
 /* Worker thread, idle and polling. */
-static long zone_poll(void *ctx, unsigned worker)
+static long zone_poll(void *ctx, const HaRun *run)
 {
         HaZone *z = ctx;
         long n = 0;
@@ -556,14 +566,14 @@ static long zone_poll(void *ctx, unsigned worker)
         /* sq_head is only a hint here: the drain uses its own copy. */
         if (__atomic_load_n(&z->v.ctl->sq_tail, __ATOMIC_ACQUIRE) !=
             __atomic_load_n(&z->v.ctl->sq_head, __ATOMIC_RELAXED))
-                n = (long)zone_drain(z, (int)worker, DRAIN_POLL, &busy);
+                n = (long)zone_drain(z, run, DRAIN_POLL, &busy);
         guard_leave(z);
         return n;
 }
 
 /* The poller stops: doorbells are needed again, with the final look.
  * Returns 1 when work turned up meanwhile, so the worker polls on. */
-static long zone_poll_end(void *ctx, unsigned worker)
+static long zone_poll_end(void *ctx, const HaRun *run)
 {
         HaZone *z = ctx;
         bool busy = false;
@@ -572,7 +582,7 @@ static long zone_poll_end(void *ctx, unsigned worker)
         if (!__atomic_load_n(&z->live, __ATOMIC_ACQUIRE) || !guard_enter(z))
                 return 0;
         if (!__atomic_load_n(&z->v.ctl->sleeping, __ATOMIC_SEQ_CST))
-                n = zone_drain(z, (int)worker, DRAIN_POLL_END, &busy);
+                n = zone_drain(z, run, DRAIN_POLL_END, &busy);
         guard_leave(z);
         return busy || n ? 1 : 0;
 }
@@ -582,7 +592,7 @@ static void loop_drain(HaZone *z)
 {
         bool busy;
 
-        (void)zone_drain(z, -1, DRAIN_LOOP, &busy);
+        (void)zone_drain(z, NULL, DRAIN_LOOP, &busy);
         if (busy && z->bell_ev)
                 event_active(z->bell_ev, EV_READ, 0);
 }
@@ -797,7 +807,7 @@ static size_t zone_recover(HaZone *z)
                          * is checked as a fresh submission would be. */
                         z->taken[idx] = rec;
                         __atomic_store_n(&z->running_entry[idx], 1, __ATOMIC_RELAXED);
-                        z->batch[k++] = idx;
+                        z->batch[k++] = (HaJobReq){ idx, rec.service };
                         break;
                 case HA_JR_REPUBLISH:
                         publish(z, idx, rec.flag);
@@ -845,7 +855,7 @@ static int zone_adopt(HaZone *z, int memfd)
         z->state = SLOT_ACTIVE;
         k = zone_recover(z);
         if (k)
-                hand_over(z, k, -1);
+                hand_over(z, k, NULL);
         __atomic_store_n(&z->live, true, __ATOMIC_RELEASE);
         loop_drain(z);
         return 0;
@@ -1075,7 +1085,7 @@ int ha_zones_new(struct event_base *base, HaEngine *engine, const HaConfig *cfg,
                         return -ENOMEM;
                 }
                 snprintf(name, sizeof(name), "zone-%u", i);
-                r = ha_engine_add_source(engine, &zone_ops, z, name, &z->source);
+                r = ha_engine_add_source(engine, &zone_ops, z, name, HA_ZONE_ENTRIES, &z->source);
                 if (r < 0) {
                         ha_zones_free(zs);
                         return r;

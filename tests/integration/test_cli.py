@@ -155,12 +155,17 @@ class OutputTest(SharedDaemonTest):
         for s in o['services']:
             self.assertIsInstance(s['summary'], str)
             self.assertTrue(s['summary'])
+            # issue 11: where each id runs; today every one on the local pool
+            self.assertEqual((s['runs_on'], s['executor_state']), ('local', 'ready'))
 
     def test_services_plain(self):
         out, _ = self.ok('services')
         text = out.decode()
+        self.assertIn('RUNS_ON', text.splitlines()[0])
         for name in harness.SERVICES:
             self.assertIn(name, text)
+            row = [l.split() for l in text.splitlines()[1:] if l.split()[1] == name]
+            self.assertEqual(row[0][2], 'local', text)
 
     def test_ping_json(self):
         o = self.d.ctl_json('ping')

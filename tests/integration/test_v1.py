@@ -313,6 +313,26 @@ class ServiceTest(unittest.TestCase):
         self.assertGreaterEqual(int(row[0][4]), s['requests'], out)
         self.assertGreater(int(row[0][4]), 0, out)
 
+    def test_services_count_v1_requests(self):
+        """issue 11: `hyperampctl --json stats` counts v1 requests in
+        services[] (an unknown id in its own row); before, only socket
+        requests were counted there."""
+        def rows():
+            s = self.d.ctl_json('stats')
+            return ({x['name']: x['requests'] for x in s['services']},
+                    {x['name']: x['failed'] for x in s['services']})
+        before, failed = rows()
+        for payload in ('one', 'two', 'three'):
+            self.assertEqual(self.rig.send(66, payload)['result'], 'SUCCESS')
+        self.assertEqual(self.rig.send(9999, 'x')['result'], 'NOT_EXITS')
+        # the client sees its done bit before the daemon counts it
+        after = wait_until(lambda: (lambda r: r if r[0].get('(unknown id)', 0) >
+                                    before.get('(unknown id)', 0) and r[0]['echo'] >=
+                                    before['echo'] + 3 else None)(rows()), 10,
+                           'the v1 requests counted per service')[0]
+        self.assertEqual(after['echo'] - before['echo'], 3)
+        self.assertEqual(after['(unknown id)'] - before.get('(unknown id)', 0), 1)
+
     def test_spurious_wakeup(self):
         # A doorbell with the queue IDLE: counted, nothing touched.
         before = source(self.d)

@@ -63,6 +63,27 @@ class ZoneTest(unittest.TestCase):
             self.assertEqual(sum(z['failed'] for z in zs), 0)
             self.assertEqual(sum(z['bad_state'] + z['bad_index'] for z in zs), 0)
 
+    def test_services_count_zone_requests(self):
+        """issue 11: `hyperampctl --json stats` counts zone requests in
+        services[], however they ran (the pool, or a polling worker
+        inline); before, only socket requests were counted there."""
+        with Daemon() as d:
+            rc, out, err = zclient(d, 'race', '2', '50')      # 2 x 50, services 1, 2, 66
+            self.assertEqual(rc, 0, err)
+
+            def counted():
+                s = d.ctl_json('stats')
+                n = sum(x['requests'] for x in s['services'])
+                return s if n >= 100 else None
+            s = wait_until(counted, 10, 'the 100 zone requests counted per service')
+            self.assertEqual(sum(x['requests'] for x in s['services']), 100)
+            self.assertEqual(sum(x['failed'] for x in s['services']), 0)
+            self.assertEqual(sum(z['completed'] for z in zones(s)), 100)
+            self.assertEqual(s['requests']['submitted'], 0)   # none over the socket
+            for x in s['services']:
+                if x['requests']:
+                    self.assertGreater(x['latency_us']['max'], 0, x)
+
     def test_killed_client_is_reclaimed(self):
         tmp = tempfile.mkdtemp(prefix='hyperamp-kill-')
         self.addCleanup(shutil.rmtree, tmp)

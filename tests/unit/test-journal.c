@@ -58,6 +58,23 @@ static void t_place(void *ctx, HaJrec *r)
         r->stage_len = r->length;
 }
 
+/* The local executor: the service runs here. */
+static const HaRun local = { .ops = &ha_executor_local };
+
+/* A remote executor: records the buffer it was handed. */
+static const uint8_t *remote_got;
+
+static enum ha_result remote_call(void *ctx, uint16_t service, uint8_t *buf, uint32_t len,
+                                  unsigned worker)
+{
+        (void)ctx, (void)worker;
+        remote_got = buf;
+        return ha_service_run(service, buf, len);
+}
+
+static const HaExecutorOps remote_ops = { .kind = "v1", .remote = true, .call = remote_call };
+static const HaRun remote = { .ops = &remote_ops };
+
 static const HaJournalOps ops = { .kind = "t", .load = t_load, .store = t_store, .state = t_state };
 static const HaJournalOps ops_place = {
         .kind = "tp", .load = t_load, .store = t_store, .place = t_place, .state = t_state,
@@ -125,7 +142,7 @@ static void crash_at(const char *site, enum ha_jrecover want)
         if (pid == 0) {
                 setenv("HYPERAMP_TEST_CRASH", site, 1);
                 ha_journal_take(&j, 3, &t);
-                if (ha_journal_run(&j, &t, ha_service_by_id(1), NULL) == HA_RESULT_SUCCESS)
+                if (ha_journal_run(&j, &t, ha_service_by_id(1), NULL, &local) == HA_RESULT_SUCCESS)
                         ha_journal_commit(&j, 3, &t, ha_flag_make(HA_RESULT_SUCCESS),
                                           t.stage_len);
                 _exit(0);
@@ -138,7 +155,7 @@ static void crash_at(const char *site, enum ha_jrecover want)
         if (want == HA_JR_RERUN) {
                 /* Nothing was written back: running it again is right. */
                 CHECK(c->buf[16] == 16 && c->buf[47] == 47);
-                CHECK_EQ(ha_journal_run(&j, &out, ha_service_by_id(1), NULL), HA_RESULT_SUCCESS);
+                CHECK_EQ(ha_journal_run(&j, &out, ha_service_by_id(1), NULL, &local), HA_RESULT_SUCCESS);
                 ha_journal_commit(&j, 3, &out, ha_flag_make(HA_RESULT_SUCCESS), out.stage_len);
         } else {
                 CHECK_EQ(out.flag, ha_flag_make(HA_RESULT_SUCCESS));
@@ -185,7 +202,7 @@ int main(void)
         CHECK_EQ(c.rec[2].stage_len, 16);
 
         /* A writer runs staged: the buffer is untouched until the commit. */
-        CHECK_EQ(ha_journal_run(&j, &t, enc, c.buf), HA_RESULT_SUCCESS);
+        CHECK_EQ(ha_journal_run(&j, &t, enc, c.buf, &local), HA_RESULT_SUCCESS);
         CHECK_EQ(c.loads, 1);
         CHECK(c.buf[64] == 64 && c.buf[79] == 79);
         ha_journal_commit(&j, 2, &t, ha_flag_make(HA_RESULT_SUCCESS), 16);
@@ -198,20 +215,25 @@ int main(void)
 
         /* A reader runs in place when the channel has it, staged otherwise. */
         t = req(0, 8, 66);
-        CHECK_EQ(ha_journal_run(&j, &t, echo, c.buf), HA_RESULT_SUCCESS);
+        CHECK_EQ(ha_journal_run(&j, &t, echo, c.buf, &local), HA_RESULT_SUCCESS);
         CHECK_EQ(c.loads, 1);
-        CHECK_EQ(ha_journal_run(&j, &t, echo, NULL), HA_RESULT_SUCCESS);
+        CHECK_EQ(ha_journal_run(&j, &t, echo, NULL, &local), HA_RESULT_SUCCESS);
         CHECK_EQ(c.loads, 2);
+        /* A remote executor is never handed the channel's memory: staged. */
+        CHECK_EQ(ha_journal_run(&j, &t, echo, c.buf, &remote), HA_RESULT_SUCCESS);
+        CHECK_EQ(c.loads, 3);
+        CHECK(remote_got != NULL && remote_got != c.buf + t.offset);
+        CHECK(ha_journal_staged(echo, &remote) && !ha_journal_staged(echo, &local));
 
         /* A take out of range never runs; nor does one of 0 bytes. */
         t = req(250, 16, 1);
-        CHECK_EQ(ha_journal_run(&j, &t, enc, NULL), HA_RESULT_FAIL);
+        CHECK_EQ(ha_journal_run(&j, &t, enc, NULL, &local), HA_RESULT_FAIL);
         t = req(0, 16, 1);
         t.stage_off = SIZE - 8;
-        CHECK_EQ(ha_journal_run(&j, &t, enc, NULL), HA_RESULT_FAIL);
+        CHECK_EQ(ha_journal_run(&j, &t, enc, NULL, &local), HA_RESULT_FAIL);
         t = req(0, 0, 1);
-        CHECK_EQ(ha_journal_run(&j, &t, enc, NULL), HA_RESULT_FAIL);
-        CHECK_EQ(c.loads, 2);
+        CHECK_EQ(ha_journal_run(&j, &t, enc, NULL, &local), HA_RESULT_FAIL);
+        CHECK_EQ(c.loads, 3);    /* none of them loaded */
         /* A commit of more than was staged copies nothing. */
         t = req(128, 8, 1);
         ha_journal_take(&j, 4, &t);

@@ -21,6 +21,7 @@
 #include "check.h"
 #include "config.h"
 #include "engine.h"
+#include "sockq.h"
 #include "hyperamp/region.h"
 
 static struct event_base *base;
@@ -72,7 +73,7 @@ static bool wait_done(HaMsgEntry *en)
  * the entry's service id (retarget != 0); after it ran, the peer writes
  * `forged` over the flag.  Returns the status the client was answered.
  */
-static int run_one(HaEngine *e, HaMsgQueue *q, unsigned n, uint16_t service,
+static int run_one(HaSockq *e, HaMsgQueue *q, unsigned n, uint16_t service,
                    const char *payload, uint16_t retarget, uint16_t forged)
 {
         struct evbuffer *b = evbuffer_new();
@@ -82,7 +83,7 @@ static int run_one(HaEngine *e, HaMsgQueue *q, unsigned n, uint16_t service,
 
         result = -1;
         evbuffer_add(b, payload, strlen(payload));
-        CHECK_EQ(ha_engine_submit(e, service, b, strlen(payload), NULL, 1), 0);
+        CHECK_EQ(ha_sockq_submit(e, service, b, strlen(payload), NULL, 1), 0);
         en = find_entry(q, n);
         CHECK(en != NULL);
         if (!en)
@@ -110,6 +111,7 @@ int main(void)
         static const uint8_t cipher[] = { 0x16, 0x4e, 0x2c, 0x2f, 0x12 };
         const uint16_t success = ha_flag_make(HA_RESULT_SUCCESS);
         HaEngine *e = NULL;
+        HaSockq *sq = NULL;
         HaConfig cfg;
         struct stat st;
         HaRegionHdr *hdr;
@@ -123,8 +125,9 @@ int main(void)
         cfg.workers = 1;
         base = event_base_new();
         CHECK(base != NULL);
-        CHECK_EQ(ha_engine_new(base, &cfg, done, &e), 0);
-        if (!e)
+        CHECK_EQ(ha_engine_new(base, &cfg, &e), 0);
+        CHECK_EQ(ha_sockq_new(base, e, &cfg, done, NULL, &sq), 0);
+        if (!e || !sq)
                 return check_done("result");
         fd = shm_open(cfg.shm_name, O_RDWR, 0);
         CHECK(fd >= 0 && fstat(fd, &st) == 0);
@@ -134,24 +137,25 @@ int main(void)
         q = (HaMsgQueue *)((uint8_t *)map + hdr->queue_off);
 
         /* Untouched: the worker's result and bytes. */
-        CHECK_EQ(run_one(e, q, cfg.queue_entries, 1, "hello", 0, success), HA_RESULT_SUCCESS);
+        CHECK_EQ(run_one(sq, q, cfg.queue_entries, 1, "hello", 0, success), HA_RESULT_SUCCESS);
         CHECK(got_len == 5 && memcmp(got, cipher, 5) == 0);
         /* No such service, forged SUCCESS afterwards: still NOT_EXITS. */
-        CHECK_EQ(run_one(e, q, cfg.queue_entries, 999, "hello", 0, success),
+        CHECK_EQ(run_one(sq, q, cfg.queue_entries, 999, "hello", 0, success),
                  HA_RESULT_NOT_EXITS);
         /* Retargeted under the daemon (FAIL, not run), then forged SUCCESS:
          * the client must not get its plaintext as an encrypt SUCCESS. */
-        CHECK_EQ(run_one(e, q, cfg.queue_entries, 1, "hello", 2, success), HA_RESULT_FAIL);
+        CHECK_EQ(run_one(sq, q, cfg.queue_entries, 1, "hello", 2, success), HA_RESULT_FAIL);
         CHECK(got_len == 5 && memcmp(got, "hello", 5) == 0);
         /* A forged FAIL over a SUCCESS changes nothing either. */
-        CHECK_EQ(run_one(e, q, cfg.queue_entries, 1, "hello", 0,
+        CHECK_EQ(run_one(sq, q, cfg.queue_entries, 1, "hello", 0,
                          ha_flag_make(HA_RESULT_FAIL)), HA_RESULT_SUCCESS);
         /* Nor a flag with no done bit. */
-        CHECK_EQ(run_one(e, q, cfg.queue_entries, 1, "hello", 0, 0), HA_RESULT_SUCCESS);
+        CHECK_EQ(run_one(sq, q, cfg.queue_entries, 1, "hello", 0, 0), HA_RESULT_SUCCESS);
 
         munmap(map, (size_t)st.st_size);
         close(fd);
         ha_engine_free(e);
+        ha_sockq_free(sq);
         event_base_free(base);
         return check_done("result");
 }
