@@ -18,6 +18,7 @@
 #include "hyperamp-config.h"
 #include "log.h"
 #include "services.h"
+#include "remote_v2.h"
 #include "sockq.h"
 #include "v1chan.h"
 #include "zones.h"
@@ -32,6 +33,7 @@ typedef struct Daemon {
         HaSockq *sockq;                 /* the socket's queue: a source */
         HaControl *control;
         HaV1Chan *v1[HA_V1_MAX_CHANNELS];       /* v1 compatibility channels */
+        HaRemoteV2 *v2[HA_REMOTE_MAX_ZONES];    /* remote zones on the v2 rings */
         HaZones *zones;
         struct event *sig_term, *sig_int, *sig_hup;
         struct event *deadline, *status_timer, *watchdog_timer;
@@ -307,6 +309,31 @@ static struct event_base *new_base(void)
         return base;
 }
 
+/* Remote zones on the HyperAMP v2 rings: an executor each, with one
+ * thread (one request outstanding: the rings have no correlation id), and
+ * their services routed there.  Before any source runs a job. */
+static int start_remote_v2(Daemon *d)
+{
+        for (unsigned i = 0; i < d->cfg.n_remote_zones; i++) {
+                const HaRemoteZoneConfig *z = &d->cfg.remote_zones[i];
+                unsigned id;
+                int r;
+
+                if (z->protocol != HA_PROTOCOL_V2)
+                        continue;
+                r = ha_remote_v2_open(z, HA_V2_BULK_MAX, &d->v2[i]);
+                if (r < 0)
+                        return r;
+                r = ha_engine_add_executor(d->engine, &ha_executor_v2, d->v2[i], z->name, 1,
+                                           z->max_pending, &id);
+                for (unsigned k = 0; r == 0 && k < z->n_services; k++)
+                        r = ha_engine_route(d->engine, z->services[k], id);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to set up v2 zone '%s': %m", z->name);
+        }
+        return 0;
+}
+
 int ha_daemon_run(const HaConfig *cfg, const HaDaemonOptions *opts)
 {
         Daemon d = { .opts = opts, .cfg = *cfg };
@@ -337,6 +364,9 @@ int ha_daemon_run(const HaConfig *cfg, const HaDaemonOptions *opts)
 
         enable_test_seams();
         r = ha_engine_new(d.base, &d.cfg, &d.engine);
+        if (r < 0)
+                goto out;
+        r = start_remote_v2(&d);
         if (r < 0)
                 goto out;
         r = ha_sockq_new(d.base, d.engine, &d.cfg, ha_control_complete,
@@ -405,6 +435,7 @@ out:
                         ha_sockq_leave(d.sockq);
                 d.engine = NULL, d.zones = NULL, d.sockq = NULL;
                 memset(d.v1, 0, sizeof(d.v1));
+                memset(d.v2, 0, sizeof(d.v2));
         } else if (r == 0 && d.abandoned)
                 log_warning("Stopped at the shutdown deadline; requests still in flight "
                             "were dropped");
@@ -418,6 +449,9 @@ out:
         /* After the engine: its workers may run v1 entries until joined. */
         for (unsigned i = 0; i < HA_V1_MAX_CHANNELS; i++)
                 d.v1[i] = ha_v1chan_free(d.v1[i]);
+        /* After the engine: its executor threads call into them until joined. */
+        for (unsigned i = 0; i < HA_REMOTE_MAX_ZONES; i++)
+                d.v2[i] = ha_remote_v2_close(d.v2[i]);
         struct event *evs[] = { d.sig_term, d.sig_int, d.sig_hup, d.deadline, d.status_timer,
                                 d.watchdog_timer };
         for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)

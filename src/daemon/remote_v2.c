@@ -369,7 +369,7 @@ void ha_remote_v2_stats_json(void *ctx, cJSON *o)
                 { "requests", &z->c.requests },
                 { "ok", &z->c.ok },
                 { "failures", &z->c.failures },
-                { "refused", &z->c.refused },
+                { "not_answered", &z->c.refused },
                 { "too_big", &z->c.too_big },
                 { "timeouts", &z->c.timeouts },
                 { "peer_restarts", &z->c.peer_restarts },
@@ -381,8 +381,7 @@ void ha_remote_v2_stats_json(void *ctx, cJSON *o)
         };
         uint64_t p50, p99;
 
-        cJSON_AddStringToObject(o, "protocol", "v2");
-        cJSON_AddStringToObject(o, "state", ha_remote_v2_state(z));
+        /* kind and state are the engine's: the rest is the zone's own. */
         for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
                 cJSON_AddNumberToObject(o, rows[i].name,
                                         (double)__atomic_load_n(rows[i].v, __ATOMIC_RELAXED));
@@ -397,6 +396,14 @@ void ha_remote_v2_stats_json(void *ctx, cJSON *o)
                               ha_v2_ld32(z->win + HA_V2_PAGE_A, HA_V2Q_LOCK) != 0 ||
                               ha_v2_ld32(z->win + HA_V2_PAGE_B, HA_V2Q_LOCK) != 0);
 }
+
+const HaExecutorOps ha_executor_v2 = {
+        .kind = "v2",
+        .remote = true,
+        .call = ha_remote_v2_call,
+        .stats_json = ha_remote_v2_stats_json,
+        .state = ha_remote_v2_state,
+};
 
 static int fail(HaRemoteV2 *z, int r, const char *what)
 {

@@ -7,7 +7,9 @@
 #include <cjson/cJSON.h>
 
 #include "config.h"
+#include "engine.h"
 #include "hyperamp/wire.h"
+#include "v2ring.h"
 
 /*
  * A remote zone over the HyperAMP v2 rings (src/core/v2ring.h), hyperampd
@@ -25,6 +27,9 @@
  * docs/gateway.md has the defects of the protocol and how each is avoided.
  */
 typedef struct HaRemoteV2 HaRemoteV2;
+
+/* The executor: kind "v2", remote (handed private staged copies). */
+extern const HaExecutorOps ha_executor_v2;
 
 /* Map the window (cfg->mem at cfg->address - cfg->base); a creator also
  * formats both control blocks.  A connector whose peer has not created the

@@ -161,7 +161,7 @@ static void test_services(void)
         CHECK_EQ(call(z, 9, hello, 5), HA_RESULT_NOT_EXITS);
         CHECK_EQ(call(z, 10, hello, 5), HA_RESULT_NOT_EXITS);
         CHECK_EQ(call(z, 13, hello, 5), HA_RESULT_NOT_EXITS);
-        CHECK_EQ(stat_of(z, "refused"), 4);
+        CHECK_EQ(stat_of(z, "not_answered"), 4);
         /* The largest slot payload, then the smallest bulk one, then 2 MiB. */
         for (uint32_t len = HA_V2_MAX_SLOT_PAYLOAD; len <= HA_V2_MAX_SLOT_PAYLOAD + 1; len++) {
                 for (uint32_t i = 0; i < len; i++)
