@@ -1,0 +1,283 @@
+# SPDX-License-Identifier: MIT
+"""HyperAMP v2 remote zones: hyperampd as the frontend of a seL4 zone's v2
+rings (docs/gateway.md), against sel4v2, a simulated seL4 peer written from
+the protocol description (tests/peers/sel4v2.c), on a regular file standing
+in for the physical window.  Requests come from every source: the control
+socket (hyperampctl and a persistent client), a zone lease (bench/lease-v2)
+and a v1 channel (tests/v1/v1client)."""
+import os
+import select
+import shutil
+import signal
+import subprocess
+import tempfile
+import unittest
+
+import harness
+from harness import Daemon, scaled
+import test_v1
+
+TESTS = os.path.join(harness.BUILD, 'tests')
+SEL4V2 = os.environ.get('SEL4V2') or os.path.join(TESTS, 'sel4v2')
+LEASE_V2 = os.environ.get('LEASE_V2') or os.path.join(TESTS, 'lease-v2')
+
+ADDRESS = 0xDE000000                    # Phytium Pi: page A, page B, data
+BASE = 0xDDFFF000                       # the file starts one page below
+WINDOW = 0x402000
+
+
+def xor5a(data):
+    return bytes(b ^ 0x5A for b in data)
+
+
+def sub(c, service, data):
+    """One submit on a RawClient: (status, result bytes)."""
+    rep, out = c.submit(service, data)
+    return rep.get('result', {}).get('status') or rep.get('error', {}).get('code'), out
+
+
+class Peer:
+    """sel4v2 on the window file; waits for its lines, never sleeps."""
+
+    def __init__(self, mem, *opts):
+        self.mem = mem
+        self.proc = subprocess.Popen(
+            [*harness.EXE_WRAPPER, SEL4V2, '--mem', mem, '--offset', hex(ADDRESS - BASE),
+             *opts], stdout=subprocess.PIPE)
+        self.out = b''
+        self.wait_line('sel4v2 ready')
+
+    def wait_line(self, text, timeout=20):
+        end = harness.time.monotonic() + scaled(timeout)
+        while text.encode() not in self.out:
+            left = end - harness.time.monotonic()
+            r, _, _ = select.select([self.proc.stdout], [], [], max(left, 0))
+            if not r:
+                raise AssertionError('sel4v2 did not print %r; output so far: %r'
+                                     % (text, self.out))
+            chunk = os.read(self.proc.stdout.fileno(), 4096)
+            if not chunk:
+                raise AssertionError('sel4v2 exited before %r: %r' % (text, self.out))
+            self.out += chunk
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self):
+        """SIGTERM; returns the summary counts."""
+        self.proc.send_signal(signal.SIGTERM)
+        self.wait_line('sel4v2 served')
+        self.proc.wait(timeout=scaled(10))
+        self.proc.stdout.close()
+        line = self.out.decode().split('sel4v2 served')[1].split('\n')[0].split()
+        return {'served': int(line[0]), 'replied': int(line[2]), 'silent': int(line[4])}
+
+
+class V2Test(unittest.TestCase):
+    services = [1, 2, 3, 4, 5, 7, 8, 9]
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix='hyperamp-v2-')
+        self.mem = os.path.join(self.tmp, 'window.mem')
+        with open(self.mem, 'wb') as f:
+            f.truncate(ADDRESS - BASE + WINDOW)
+        self.peers = []
+
+    def tearDown(self):
+        for p in self.peers:
+            if p.proc.poll() is None:
+                p.proc.kill()
+                p.proc.wait()
+                p.proc.stdout.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def peer(self, *opts):
+        p = Peer(self.mem, *opts)
+        self.peers.append(p)
+        return p
+
+    def zone(self, **kw):
+        z = {'name': 'sel4', 'protocol': 'v2', 'address': hex(ADDRESS), 'base': hex(BASE),
+             'mem': self.mem, 'services': self.services, 'timeout_ms': 2000}
+        z.update(kw)
+        return z
+
+    def daemon(self, zone=None, **config):
+        cfg = {'workers': 2, 'remote_zones': [zone or self.zone()]}
+        cfg.update(config)
+        return Daemon(cfg)
+
+    def executor(self, d, name='sel4'):
+        for x in d.stats()['executors']:
+            if x['name'] == name:
+                return x
+        raise AssertionError('no executor %r in stats' % name)
+
+
+class ServiceTest(V2Test):
+    def test_encrypt_hello(self):
+        self.peer()
+        with self.daemon() as d:
+            rc, out, err = d.ctl('submit', '-s', 'encrypt', 'hello')
+            self.assertEqual((rc, out.hex(' ')), (0, '32 3f 36 36 35'), err)
+            rc, out, err = d.ctl('submit', '-s', 'decrypt', input=out)
+            self.assertEqual((rc, out), (0, b'hello'), err)
+            # Not routed there: still the local service.
+            rc, out, _ = d.ctl('submit', '-s', 'echo', 'local')
+            self.assertEqual((rc, out), (0, b'local'))
+            rc, out, _ = d.ctl('services')
+            self.assertRegex(out.decode(), r'encrypt\s+sel4')
+
+    def test_slot_bulk_and_limits(self):
+        self.peer()
+        with self.daemon(max_payload=4 << 20) as d, d.client() as c:
+            for n in (1, 4088, 4089, 100000, 2 << 20):
+                data = bytes((i * 13 + n) & 0xFF for i in range(n))
+                self.assertEqual(sub(c, 1, data), ('SUCCESS', xor5a(data)), n)
+            status, _ = sub(c, 1, b'x' * ((2 << 20) + 1))
+            self.assertEqual(status, 'FAIL')
+            x = self.executor(d)
+            self.assertEqual((x['bulk'], x['too_big'], x['ok']), (3, 1, 5))
+
+    def test_ids_the_peer_never_answers_are_refused(self):
+        peer = self.peer()
+        with self.daemon() as d, d.client() as c:
+            # 9 is routed to the zone, but seL4 never answers it: NOT_EXITS,
+            # and it is never sent (the rings stay in step).
+            self.assertEqual(sub(c, 9, b'abc')[0], 'NOT_EXITS')
+            self.assertEqual(sub(c, 1, b'abc'), ('SUCCESS', xor5a(b'abc')))
+            self.assertEqual(self.executor(d)['not_answered'], 1)
+        self.assertEqual(peer.stop(), {'served': 1, 'replied': 1, 'silent': 0})
+
+    def test_signed_and_json_services(self):
+        self.peer()
+        json_doc = b'{"ts":1,"img":"x","lvl":2,"scr":3,"cnt":4,"tgt":5}'
+        payload = b'mission data'
+        # The magic is the u32 0x53494731 ("SIG1" read big-endian).
+        signed = ((0x53494731).to_bytes(4, 'little') + (70).to_bytes(2, 'little') + b'\0\0'
+                  + len(payload).to_bytes(4, 'little') + b'\x30' + bytes(71) + payload)
+        with self.daemon() as d, d.client() as c:
+            self.assertEqual(sub(c, 3, signed), ('SUCCESS', signed))
+            self.assertEqual(sub(c, 4, signed), ('SUCCESS', signed[:84] + xor5a(payload)))
+            self.assertEqual(sub(c, 5, b'XXXX' + signed[4:])[0], 'FAIL')
+            self.assertEqual(sub(c, 7, json_doc), ('SUCCESS', xor5a(json_doc)))
+            self.assertEqual(sub(c, 8, xor5a(json_doc)), ('SUCCESS', json_doc))
+            self.assertEqual(sub(c, 7, b'{"ts":1}')[0], 'FAIL')
+            self.assertEqual(self.executor(d)['peer_errors'], 2)
+
+    def test_creator_role(self):
+        with self.daemon(self.zone(role='creator')) as d:
+            self.peer('--connector')
+            rc, out, err = d.ctl('submit', '-s', 'encrypt', 'hello')
+            self.assertEqual((rc, out), (0, xor5a(b'hello')), err)
+
+    def test_no_peer_yet(self):
+        with self.daemon() as d:
+            self.assertEqual(self.executor(d)['state'], 'down')
+            rc, _, _ = d.ctl('submit', '-s', 'encrypt', 'hello')
+            self.assertEqual(rc, 1)
+            # The peer comes up later: served from then on.
+            self.peer()
+            rc, out, _ = d.ctl('submit', '-s', 'encrypt', 'hello')
+            self.assertEqual((rc, out), (0, xor5a(b'hello')))
+            self.assertEqual(self.executor(d)['state'], 'ready')
+
+
+class SequentialTest(V2Test):
+    """10,000 sequential requests from each source kind, every one checked."""
+
+    def test_socket_lease_and_v1_channel(self):
+        self.peer('--spin')
+        rig = test_v1.Rig(self.tmp)
+        with self.daemon(v1_channels=[rig.channel()]) as d:
+            with d.client() as c:
+                for i in range(10000):
+                    data = i.to_bytes(4, 'little') + bytes(((i + k) & 0xFF) for k in range(i % 61))
+                    self.assertEqual(sub(c, 1 + i % 2, data), ('SUCCESS', xor5a(data)), i)
+            p = subprocess.run([*harness.EXE_WRAPPER, LEASE_V2, '--socket', d.socket_path,
+                                '-n', '10000'], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               timeout=scaled(300))
+            self.assertEqual(p.returncode, 0, p.stderr.decode())
+            self.assertIn(b'lease-v2 n=10000', p.stdout)
+            # The original client's v1 channel, routed to the v2 zone too.
+            r = rig.send(1, 'hello', init=True)
+            self.assertEqual((r['result'], bytes.fromhex(r['data'])),
+                             ('SUCCESS', xor5a(b'hello')))
+            for i in range(20):
+                text = 'v1 request %d' % i
+                r = rig.send(2, text)
+                self.assertEqual(bytes.fromhex(r['data']), xor5a(text.encode()))
+            x = self.executor(d)
+            self.assertEqual((x['ok'], x['failures'], x['stale_replies']), (20021, 0, 0))
+
+
+class FaultTest(V2Test):
+    def test_peer_reboots_mid_request(self):
+        peer = self.peer('--fault', 'reboot', '--after', '3')
+        with self.daemon(self.zone(timeout_ms=int(scaled(20000)))) as d, d.client() as c:
+            for _ in range(2):
+                self.assertEqual(sub(c, 1, b'abcd'), ('SUCCESS', xor5a(b'abcd')))
+            # Lost in the reboot: a clear failure, long before the timeout.
+            self.assertEqual(sub(c, 1, b'abcd')[0], 'FAIL')
+            peer.wait_line('sel4v2 recreated')
+            self.assertEqual(sub(c, 1, b'abcd'), ('SUCCESS', xor5a(b'abcd')))
+            x = self.executor(d)
+            self.assertEqual((x['peer_restarts'], x['timeouts']), (1, 0))
+            self.assertIn('re-created the rings', d.log())
+
+    def test_reply_never_comes(self):
+        self.peer('--fault', 'silent', '--after', '2')
+        with self.daemon(self.zone(timeout_ms=300)) as d:
+            rc, _, _ = d.ctl('submit', '-s', 'encrypt', 'a')
+            self.assertEqual(rc, 0)
+            rc, _, err = d.ctl('submit', '-s', 'encrypt', 'b')
+            self.assertEqual(rc, 3, err)            # E_TIMEOUT
+            self.assertEqual(self.executor(d)['timeouts'], 1)
+            # The daemon itself still serves.
+            self.assertEqual(d.ctl('submit', '-s', 'echo', 'ok')[:2], (0, b'ok'))
+
+    def test_garbage_indices(self):
+        peer = self.peer('--fault', 'garbage', '--after', '2')
+        with self.daemon() as d, d.client() as c:
+            self.assertEqual(sub(c, 1, b'abcd')[0], 'SUCCESS')
+            self.assertEqual(sub(c, 1, b'abcd')[0], 'FAIL')
+            x = self.executor(d)
+            self.assertEqual((x['state'], x['faults'], x['timeouts']), ('fault', 1, 0))
+            peer.signal(signal.SIGUSR1)             # the peer re-creates its rings
+            peer.wait_line('sel4v2 recreated')
+            self.assertEqual(sub(c, 1, b'abcd'), ('SUCCESS', xor5a(b'abcd')))
+            self.assertEqual(self.executor(d)['state'], 'ready')
+
+    def test_stuck_lock(self):
+        self.peer('--fault', 'lock')
+        with self.daemon() as d, d.client() as c:
+            for i in range(50):
+                self.assertEqual(sub(c, 2, b'lock %d' % i), ('SUCCESS', xor5a(b'lock %d' % i)))
+            self.assertTrue(self.executor(d)['peer_lock_held'])
+
+    def test_sigkill_with_a_request_in_flight(self):
+        peer = self.peer('--fault', 'hold', '--after', '2')
+        zone = self.zone(timeout_ms=int(scaled(10000)))
+        with self.daemon(zone) as d:
+            with d.client() as c:
+                self.assertEqual(sub(c, 1, b'abcd')[0], 'SUCCESS')
+                c.send(harness.request('submit', id=7, params={'service': 1}), b'abcd')
+                peer.wait_line('sel4v2 holding')        # in flight at the peer
+                d.check_clean_exit = False
+                d.kill()
+                with self.assertRaises(harness.Closed):
+                    c.recv_frame()                      # never answered by the dead one
+        peer.signal(signal.SIGUSR2)                     # its late reply lands now...
+        with self.daemon(zone) as d2, d2.client() as c:
+            # ...and is never taken for the new daemon's first request.
+            self.assertEqual(sub(c, 1, b'wxyz'), ('SUCCESS', xor5a(b'wxyz')))
+            peer.wait_line('sel4v2 released')
+            for i in range(20):
+                data = b'n%03d' % i
+                self.assertEqual(sub(c, 1, data), ('SUCCESS', xor5a(data)))
+            x = self.executor(d2)
+            self.assertEqual((x['ok'], x['failures']), (21, 0))
+
+
+if __name__ == '__main__':
+    unittest.main()
