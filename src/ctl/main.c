@@ -664,6 +664,21 @@ static void print_stats(const cJSON *res, double elapsed_us)
                        str(s, "kind"), state ? state : "-", num(s, "pid"), submitted,
                        num(s, "completed"), num(s, "failed"), bad);
         }
+        /* Remote zones (docs/gateway.md): the executors with a protocol. */
+        bool header = false;
+        cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(res, "executors")) {
+                if (!cJSON_GetObjectItemCaseSensitive(s, "protocol"))
+                        continue;
+                if (!header)
+                        printf("\n%-10s %-6s %-13s %9s %8s %8s %8s %9s %9s\n", "ZONE", "PEER",
+                               "STATE", "REQUESTS", "FAILED", "TIMEOUTS", "RESTARTS", "RTT P50us",
+                               "RTT P99us");
+                header = true;
+                printf("%-10s %-6s %-13s %9.0f %8.0f %8.0f %8.0f %9.1f %9.1f\n", str(s, "name"),
+                       str(s, "peer"), str(s, "state"), num(s, "requests"), num(s, "failures"),
+                       num(s, "timeouts"), num(s, "peer_restarts"), num(s, "round_trip_us.p50"),
+                       num(s, "round_trip_us.p99"));
+        }
         printf("\n%-6s %-14s %10s %8s %10s %10s %10s\n", "ID", "SERVICE", "REQUESTS", "FAILED",
                "P50 us", "P99 us", "MAX us");
         cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(res, "services")) {

@@ -18,8 +18,9 @@
 #include "hyperamp-config.h"
 #include "log.h"
 #include "services.h"
-#include "remote_v2.h"
 #include "sockq.h"
+#include "remote_v1.h"
+#include "remote_v2.h"
 #include "v1chan.h"
 #include "zones.h"
 
@@ -33,7 +34,8 @@ typedef struct Daemon {
         HaSockq *sockq;                 /* the socket's queue: a source */
         HaControl *control;
         HaV1Chan *v1[HA_V1_MAX_CHANNELS];       /* v1 compatibility channels */
-        HaRemoteV2 *v2[HA_REMOTE_MAX_ZONES];    /* remote zones on the v2 rings */
+        HaRemoteV1 *remote[HA_REMOTE_MAX_ZONES]; /* remote zones: executors */
+        HaRemoteV2 *v2[HA_REMOTE_MAX_ZONES];    /* those on the v2 rings */
         HaZones *zones;
         struct event *sig_term, *sig_int, *sig_hup;
         struct event *deadline, *status_timer, *watchdog_timer;
@@ -309,27 +311,41 @@ static struct event_base *new_base(void)
         return base;
 }
 
-/* Remote zones on the HyperAMP v2 rings: an executor each, with one
- * thread (one request outstanding: the rings have no correlation id), and
- * their services routed there.  Before any source runs a job. */
-static int start_remote_v2(Daemon *d)
+/* Each remote zone: an executor with one thread (stop-and-wait) and a
+ * queue of max_pending, and its service ids routed to it.  Before any
+ * source runs a job. */
+static int start_remote_zones(Daemon *d)
 {
         for (unsigned i = 0; i < d->cfg.n_remote_zones; i++) {
                 const HaRemoteZoneConfig *z = &d->cfg.remote_zones[i];
                 unsigned id;
                 int r;
 
-                if (z->protocol != HA_PROTOCOL_V2)
-                        continue;
-                r = ha_remote_v2_open(z, HA_V2_BULK_MAX, &d->v2[i]);
+                /* v2: one thread too, as the rings have no correlation id. */
+                if (z->protocol == HA_PROTOCOL_V2)
+                        r = ha_remote_v2_open(z, HA_V2_BULK_MAX, &d->v2[i]);
+                else
+                        r = ha_remote_v1_new(z, &d->remote[i]);
                 if (r < 0)
                         return r;
-                r = ha_engine_add_executor(d->engine, &ha_executor_v2, d->v2[i], z->name, 1,
-                                           z->max_pending, &id);
-                for (unsigned k = 0; r == 0 && k < z->n_services; k++)
-                        r = ha_engine_route(d->engine, z->services[k], id);
+                if (z->protocol == HA_PROTOCOL_V2)
+                        r = ha_engine_add_executor(d->engine, &ha_executor_v2, d->v2[i], z->name,
+                                                   1, z->max_pending, &id);
+                else
+                        r = ha_engine_add_executor(d->engine, &ha_executor_remote_v1,
+                                                   d->remote[i], z->name, 1, z->max_pending, &id);
                 if (r < 0)
-                        return log_error_errno(r, "Failed to set up v2 zone '%s': %m", z->name);
+                        return log_error_errno(r, "remote zone '%s': cannot add its executor: %m",
+                                               z->name);
+                for (unsigned k = 0; k < z->n_services; k++) {
+                        r = ha_engine_route(d->engine, z->services[k], id);
+                        if (r < 0)
+                                return log_error_errno(r, "remote zone '%s': cannot route "
+                                                       "service %u: %m", z->name,
+                                                       z->services[k]);
+                }
+                log_info("remote zone '%s': services %u%s routed to it", z->name, z->services[0],
+                         z->n_services > 1 ? " and more" : "");
         }
         return 0;
 }
@@ -366,7 +382,7 @@ int ha_daemon_run(const HaConfig *cfg, const HaDaemonOptions *opts)
         r = ha_engine_new(d.base, &d.cfg, &d.engine);
         if (r < 0)
                 goto out;
-        r = start_remote_v2(&d);
+        r = start_remote_zones(&d);
         if (r < 0)
                 goto out;
         r = ha_sockq_new(d.base, d.engine, &d.cfg, ha_control_complete,
@@ -426,6 +442,12 @@ out:
                 (void)sd_notifyf(0, "ERRNO=%d\nSTATUS=Failed to start: %s", -r, strerror(-r));
         /* Reverse order of start-up: the engine joins its workers first, so
          * no completion can reach a freed connection. */
+        /* A dead zone would hold every request queued for it for its
+         * timeout: they fail now instead. */
+        for (unsigned i = 0; i < HA_REMOTE_MAX_ZONES; i++) {
+                ha_remote_v1_cancel(d.remote[i]);
+                ha_remote_v2_cancel(d.v2[i]);
+        }
         if (ha_engine_stop(d.engine, d.abandoned) < 0) {
                 /* Its memory (engine, leases, v1 buffers) stays mapped for
                  * it; exit() ends it. */
@@ -435,6 +457,7 @@ out:
                         ha_sockq_leave(d.sockq);
                 d.engine = NULL, d.zones = NULL, d.sockq = NULL;
                 memset(d.v1, 0, sizeof(d.v1));
+                memset(d.remote, 0, sizeof(d.remote));
                 memset(d.v2, 0, sizeof(d.v2));
         } else if (r == 0 && d.abandoned)
                 log_warning("Stopped at the shutdown deadline; requests still in flight "
@@ -449,7 +472,9 @@ out:
         /* After the engine: its workers may run v1 entries until joined. */
         for (unsigned i = 0; i < HA_V1_MAX_CHANNELS; i++)
                 d.v1[i] = ha_v1chan_free(d.v1[i]);
-        /* After the engine: its executor threads call into them until joined. */
+        /* After the engine: their threads call them until joined. */
+        for (unsigned i = 0; i < HA_REMOTE_MAX_ZONES; i++)
+                d.remote[i] = ha_remote_v1_free(d.remote[i]);
         for (unsigned i = 0; i < HA_REMOTE_MAX_ZONES; i++)
                 d.v2[i] = ha_remote_v2_close(d.v2[i]);
         struct event *evs[] = { d.sig_term, d.sig_int, d.sig_hup, d.deadline, d.status_timer,

@@ -20,8 +20,11 @@
  *   executor thread, which calls the executor (ha_run_call) for the service
  *   --> the executor's completion eventfd --> complete() on the loop.
  *
- * Every job passes dispatch and completion here, so the per-service
- * counters and latency are kept here, for every source.  A job the engine
+ * Every job passes the engine (dispatch, its run on an executor thread,
+ * completion; or ha_engine_run_inline() for a job a polling worker runs),
+ * so the per-service counters and latency are kept here, for every
+ * source: on the thread that ran the job, once its run() returned (a zone
+ * or v1 client may see its answer just before it is counted).  A job the engine
  * cannot run (no route for its service, its executor's queue full) is
  * answered through the source's fail() instead: every dispatched job gets
  * exactly one complete() or one fail().
@@ -64,6 +67,7 @@ typedef struct HaRun {
         const HaExecutorOps *ops;
         void *ctx;
         unsigned worker;                /* the thread within the executor */
+        uint64_t since;                 /* a poll: when it began (ha_now_ns()) */
 } HaRun;
 
 /* Run the service on the job's executor (from a source's run()). */
@@ -99,6 +103,8 @@ int ha_engine_add_executor(HaEngine *e, const HaExecutorOps *ops, void *ctx, con
  * than the local pool, idle local workers do not poll sources (a polled
  * job would run locally). */
 int ha_engine_route(HaEngine *e, uint16_t service, unsigned executor);
+/* The executor a service id is routed to (HA_EXECUTOR_LOCAL unless set). */
+unsigned ha_engine_route_of(const HaEngine *e, uint16_t service);
 /* "local", or the executor's name and state: for `services`. */
 void ha_engine_route_json(HaEngine *e, uint16_t service, cJSON *o);
 
@@ -130,8 +136,9 @@ typedef struct HaSourceOps {
 #define HA_ENGINE_MAX_SOURCES 64
 
 /*
- * Register a source whose entries are indices 0..capacity-1 (at most one
- * job in flight per index); *ret_id tags its jobs.  The local pool's
+ * Register a source whose entries are indices 0..capacity-1, with at most
+ * capacity of its jobs outstanding (dispatched, no complete() or fail()
+ * yet); *ret_id tags its jobs.  The local pool's
  * capacity grows by capacity.  -ENOSPC past the limit, -EINVAL for a
  * capacity of 0 or past 65536.
  */

@@ -29,6 +29,8 @@
 #define MAX_STEP_NS 1000000u
 #define RESULT_WAIT_NS 10000000u        /* done seen, result bits not yet */
 #define DOWN_PROBE_NS 1000000u          /* how long a down zone is given */
+#define CANARY_CHECK 8                  /* bytes of it looked at per check */
+#define CHANGE_EVERY 8                  /* polls of the flag per look at the header */
 
 /* hvisor.ko (hvisor-tool include/hvisor.h): the shm signal is the plain
  * request number 10 with a 24-byte argument; the zone list is
@@ -65,21 +67,25 @@ struct HaRemoteV1 {
         HaBackoff bo;
         bool bo_ready;
         bool formatted;
+        bool adopt_done;                /* the first look at the queue is over */
         Record out;                     /* the request at the peer, if any */
         int released[2];                /* the entries released last, -1: none */
         uint16_t next_k;
         unsigned slot;
         unsigned in_a_row;              /* timeouts */
+        unsigned polls;                 /* check_done calls */
         HaRatelimit rl;
         /* Any thread. */
         int state;                      /* enum ha_remote_state, atomic */
-        pthread_mutex_t lock;           /* st and rtt */
+        int cancel;                     /* atomic: the daemon is stopping */
+        pthread_mutex_t lock;           /* rtt */
         HaHist rtt;
         struct {
                 uint64_t requests, completed, failures, timeouts, peer_restarts, resyncs;
                 uint64_t bad_flag, bad_entry, bad_header, no_result, late_answers;
                 uint64_t double_answers, idle_missing, profile_mismatch, too_big;
-                uint64_t rings, rerings, bell_errors, not_ready, fast_fails;
+                uint64_t rings, rerings, reasserts, bell_errors, not_ready, fast_fails, adopted;
+                uint64_t cancelled;
                 uint64_t spins, timer_waits;
         } st;
 };
@@ -95,11 +101,12 @@ const char *ha_remote_state_name(enum ha_remote_state s)
         return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "?";
 }
 
-#define COUNT(r, field, k) do {                                 \
-                pthread_mutex_lock(&(r)->lock);                 \
-                (r)->st.field += (k);                           \
-                pthread_mutex_unlock(&(r)->lock);               \
-        } while (0)
+/* Counters have one writer, the zone's thread: a relaxed load and store
+ * (no read-modify-write, no lock); stats reads them relaxed. */
+#define COUNT(r, field, k) \
+        __atomic_store_n(&(r)->st.field, __atomic_load_n(&(r)->st.field, __ATOMIC_RELAXED) + (k), \
+                         __ATOMIC_RELAXED)
+#define LD(x) ((double)__atomic_load_n(&(x), __ATOMIC_RELAXED))
 
 static int get_state(HaRemoteV1 *r)
 {
@@ -108,10 +115,12 @@ static int get_state(HaRemoteV1 *r)
 
 static void set_state(HaRemoteV1 *r, enum ha_remote_state s)
 {
-        int old = __atomic_exchange_n(&r->state, (int)s, __ATOMIC_RELAXED);
+        /* One writer (the zone's thread): no exchange needed. */
+        int old = __atomic_load_n(&r->state, __ATOMIC_RELAXED);
 
         if (old == (int)s)
                 return;
+        __atomic_store_n(&r->state, (int)s, __ATOMIC_RELAXED);
         /* Transitions a user cares about; busy/ready flip per request. */
         if (s == HA_REMOTE_DOWN || old == HA_REMOTE_DOWN || s == HA_REMOTE_WAITING_READY ||
             old == HA_REMOTE_WAITING_READY) {
@@ -151,7 +160,7 @@ enum { PEER_SAME = 0, PEER_RESTARTED, PEER_SCRIBBLED };
  * "Test\0" over the canary, FreeRTOS A zeroes it. */
 static int peer_changed(HaRemoteV1 *r)
 {
-        uint8_t c[PAYLOAD_START];
+        uint8_t c[CANARY_CHECK];
         uint32_t m = mark(r);
         uint16_t bs = ha_ld16(&r->q->buf_size), e = ha_ld16(&r->q->empty_h);
         uint16_t w = ha_ld16(&r->q->wait_h), p = ha_ld16(&r->q->proc_ing_h);
@@ -163,8 +172,10 @@ static int peer_changed(HaRemoteV1 *r)
                         return PEER_RESTARTED;
                 return PEER_SCRIBBLED;
         }
-        ha_devmem_read(c, r->buf, sizeof(c));
-        return memcmp(c, canary, sizeof(c)) == 0 ? PEER_SAME : PEER_RESTARTED;
+        /* Its first 8 bytes: every known start-up write covers them, and
+         * each look is two uncached loads, not sixteen. */
+        ha_devmem_read(c, r->buf, CANARY_CHECK);
+        return memcmp(c, canary, CANARY_CHECK) == 0 ? PEER_SAME : PEER_RESTARTED;
 }
 
 /* Once per peer lifetime, with nothing at the peer: lists linked as the
@@ -267,25 +278,32 @@ static void ring(HaRemoteV1 *r, uint16_t service)
                 COUNT(r, bell_errors, 1);
 }
 
-/* Half the timeout gone, no answer.  A peer with a doorbell keeps its
- * cursor: ring it again.  A polling one (seL4) may have reset its cursor
- * (proc_ing_h = 0, IDLE after 32 empty polls) in the instant we set it:
- * set it again, but only if it is no longer ours, so an entry the peer is
- * working on is never handed over twice. */
-static void ring_again(HaRemoteV1 *r)
+/* A polling peer (seL4) moves its cursor to 0 and sets IDLE after 32
+ * empty polls, and may do so in the instant we set proc_ing_h: put it back,
+ * but only while the entry is not done and no longer at the cursor, so an
+ * entry the peer is working on (the cursor stays on it) is never handed
+ * over twice. */
+static void reassert(HaRemoteV1 *r)
 {
-        COUNT(r, rerings, 1);
-        if (r->cfg.bell != HA_BELL_NONE) {
-                ring(r, r->out.service);
-                return;
-        }
         if (mark(r) == HA_MARK_IDLE && ha_ld16(&r->q->proc_ing_h) != r->out.k &&
             !(__atomic_load_n(&entry(r, r->out.k)->msg.flag, __ATOMIC_ACQUIRE) &
               HA_FLAG_DEAL_STATE)) {
                 ha_st16(&r->q->proc_ing_h, r->out.k);
                 __atomic_thread_fence(__ATOMIC_RELEASE);
                 __atomic_store_n(&r->q->working_mark, HA_MARK_BUSY, __ATOMIC_RELEASE);
+                COUNT(r, reasserts, 1);
         }
+}
+
+/* Half the timeout gone, no answer: ring again (an IRQ lost before the
+ * peer's poll is otherwise fatal; duplicates are harmless). */
+static void ring_again(HaRemoteV1 *r)
+{
+        COUNT(r, rerings, 1);
+        if (r->cfg.bell != HA_BELL_NONE)
+                ring(r, r->out.service);
+        else
+                reassert(r);
 }
 
 /* ===== waiting (executor thread): spin, then the timerfd backoff ===== */
@@ -293,21 +311,28 @@ static void ring_again(HaRemoteV1 *r)
 /* check: > 0 done, 0 not yet, < 0 give up with that. */
 static int wait_for(HaRemoteV1 *r, int (*check)(HaRemoteV1 *), uint64_t until)
 {
-        uint64_t now = ha_backoff_now(), spins = r->bo.spins, waits = r->bo.timer_waits;
-        int c;
+        uint64_t now, spins = r->bo.spins, waits = r->bo.timer_waits;
+        int c = check(r);
 
+        /* Most waits are over at the first look: no clock read for them. */
+        if (c != 0)
+                return c > 0 ? 0 : c;
+        now = ha_backoff_now();
         ha_backoff_begin(&r->bo, until > now ? until - now : 0);
-        while ((c = check(r)) == 0)
+        while ((c = check(r)) == 0) {
+                if (__atomic_load_n(&r->cancel, __ATOMIC_RELAXED)) {
+                        c = -ECANCELED;
+                        break;
+                }
                 if (ha_backoff_wait(&r->bo) < 0) {
                         c = check(r);
                         if (c == 0)
                                 c = -ETIMEDOUT;
                         break;
                 }
-        pthread_mutex_lock(&r->lock);
-        r->st.spins += r->bo.spins - spins;
-        r->st.timer_waits += r->bo.timer_waits - waits;
-        pthread_mutex_unlock(&r->lock);
+        }
+        COUNT(r, spins, r->bo.spins - spins);
+        COUNT(r, timer_waits, r->bo.timer_waits - waits);
         return c > 0 ? 0 : c;
 }
 
@@ -389,6 +414,48 @@ static void note_peer_change(HaRemoteV1 *r, int why)
                            "the queue header was overwritten");
 }
 
+/*
+ * The first time after a start: a queue that is still as a previous run of
+ * the daemon left it (header and canary) is taken over, not re-formatted
+ * under the peer: a request that run handed over (BUSY, proc_ing_h on an
+ * entry with a length) becomes the quarantined one, answered or timed out
+ * before anything else is sent; every other entry still holding a length
+ * is released.  Its values are the previous run's, read back: used only
+ * to release the entry, never to deliver anything.
+ */
+static bool adopt(HaRemoteV1 *r)
+{
+        bool held;
+        uint16_t p;
+
+        if (r->adopt_done)
+                return false;
+        r->adopt_done = true;
+        if (peer_changed(r) != PEER_SAME)
+                return false;
+        p = ha_ld16(&r->q->proc_ing_h);
+        held = mark(r) == HA_MARK_BUSY && p < r->n && ha_ld32(&entry(r, p)->msg.length) != 0;
+        for (uint16_t i = 0; i < r->n; i++)
+                if ((!held || i != p) && ha_ld32(&entry(r, i)->msg.length) != 0)
+                        release(r, i);
+        r->out.active = false;
+        if (held) {
+                HaMsgEntry *en = entry(r, p);
+
+                r->out = (Record){ .active = true, .k = p, .service = ha_ld16(&en->msg.service_id),
+                                   .offset = ha_ld32(&en->msg.offset),
+                                   .length = ha_ld32(&en->msg.length) };
+        }
+        r->released[0] = r->released[1] = -1;
+        r->next_k = (uint16_t)(r->out.active && r->out.k + 1 < r->n ? r->out.k + 1 :
+                               r->n > FIRST_ENTRY ? FIRST_ENTRY : 0);
+        r->formatted = true;
+        COUNT(r, adopted, 1);
+        log_notice("remote zone '%s': took over the queue as a previous run left it%s",
+                   r->cfg.name, r->out.active ? ", with its request still at the peer" : "");
+        return true;
+}
+
 /* Everything before sending: the ready mark, the quarantined request, a
  * peer restart (re-format), IDLE.  0, or -ETIMEDOUT / -ENOTCONN. */
 static int prepare(HaRemoteV1 *r, uint64_t deadline)
@@ -401,8 +468,7 @@ static int prepare(HaRemoteV1 *r, uint64_t deadline)
         if (!ready_mark_ok(r)) {
                 /* Gone or never there: whatever it comes back as, it is a
                  * new lifetime. */
-                if (r->formatted)
-                        r->formatted = false;
+                r->formatted = false;
                 r->out.active = false;
                 set_state(r, HA_REMOTE_WAITING_READY);
                 if (wait_for(r, check_ready, deadline) < 0) {
@@ -410,7 +476,11 @@ static int prepare(HaRemoteV1 *r, uint64_t deadline)
                         return -ENOTCONN;
                 }
         }
-        if (r->formatted && r->out.active) {
+        if (!r->formatted && !adopt(r)) {
+                set_state(r, HA_REMOTE_RESYNCING);
+                format(r);
+        }
+        if (r->out.active) {
                 if (!check_out(r)) {
                         ring_again(r);
                         if (wait_for(r, check_out, until) < 0)
@@ -418,10 +488,7 @@ static int prepare(HaRemoteV1 *r, uint64_t deadline)
                 }
         }
         for (int tries = 0;; tries++) {
-                if (!r->formatted) {
-                        set_state(r, HA_REMOTE_RESYNCING);
-                        format(r);
-                } else if ((why = peer_changed(r)) != PEER_SAME) {
+                if ((why = peer_changed(r)) != PEER_SAME) {
                         note_peer_change(r, why);
                         set_state(r, HA_REMOTE_RESYNCING);
                         format(r);
@@ -442,6 +509,12 @@ static int check_done(HaRemoteV1 *r)
 {
         if (__atomic_load_n(&entry(r, r->out.k)->msg.flag, __ATOMIC_ACQUIRE) & HA_FLAG_DEAL_STATE)
                 return 1;
+        if (r->cfg.bell == HA_BELL_NONE)
+                reassert(r);
+        /* A restart under the request: looked for on every 8th poll, so
+         * the spin stays one load of the flag. */
+        if (++r->polls % CHANGE_EVERY)
+                return 0;
         return peer_changed(r) != PEER_SAME ? -EAGAIN : 0;
 }
 
@@ -573,6 +646,11 @@ enum ha_result ha_remote_v1_call(void *ctx, uint16_t service, uint8_t *buf, uint
 
         (void)worker;
         COUNT(r, requests, 1);
+        if (__atomic_load_n(&r->cancel, __ATOMIC_RELAXED)) {
+                COUNT(r, cancelled, 1);
+                COUNT(r, failures, 1);
+                return HA_RESULT_FAIL;
+        }
         if (!r->bo_ready) {
                 if (ha_backoff_init(&r->bo, SPIN_NS, MAX_STEP_NS) < 0) {
                         COUNT(r, failures, 1);
@@ -598,6 +676,12 @@ enum ha_result ha_remote_v1_call(void *ctx, uint16_t service, uint8_t *buf, uint
                 }
                 break;
         }
+        if (c < 0 && __atomic_load_n(&r->cancel, __ATOMIC_RELAXED)) {
+                /* The daemon is stopping: not the zone's fault. */
+                COUNT(r, cancelled, 1);
+                COUNT(r, failures, 1);
+                return HA_RESULT_FAIL;
+        }
         if (c < 0) {
                 bool was_down = get_state(r) == HA_REMOTE_DOWN;
 
@@ -614,11 +698,11 @@ enum ha_result ha_remote_v1_call(void *ctx, uint16_t service, uint8_t *buf, uint
         }
         r->in_a_row = 0;
         set_state(r, HA_REMOTE_READY);
-        pthread_mutex_lock(&r->lock);
         if (res == HA_RESULT_SUCCESS)
-                r->st.completed++;
+                COUNT(r, completed, 1);
         else
-                r->st.failures++;
+                COUNT(r, failures, 1);
+        pthread_mutex_lock(&r->lock);
         ha_hist_add(&r->rtt, ha_backoff_now() - t0);
         pthread_mutex_unlock(&r->lock);
         return res;
@@ -757,6 +841,12 @@ HaRemoteV1 *ha_remote_v1_free(HaRemoteV1 *r)
         return NULL;
 }
 
+void ha_remote_v1_cancel(HaRemoteV1 *r)
+{
+        if (r)
+                __atomic_store_n(&r->cancel, 1, __ATOMIC_RELAXED);
+}
+
 /* ===== observing (any thread) ===== */
 
 const char *ha_remote_v1_state(void *ctx)
@@ -769,36 +859,39 @@ void ha_remote_v1_stats_json(void *ctx, cJSON *o)
         HaRemoteV1 *r = ctx;
         cJSON *f, *rt;
 
-        cJSON_AddStringToObject(o, "state", ha_remote_v1_state(r));
+        /* The engine adds name, kind, state and its own job counts. */
         cJSON_AddStringToObject(o, "protocol", "v1");
         cJSON_AddStringToObject(o, "peer", ha_peer_name(r->cfg.peer));
         cJSON_AddStringToObject(o, "doorbell", ha_bell_name(r->cfg.bell));
-        pthread_mutex_lock(&r->lock);
-        cJSON_AddNumberToObject(o, "requests", (double)r->st.requests);
-        cJSON_AddNumberToObject(o, "completed", (double)r->st.completed);
-        cJSON_AddNumberToObject(o, "failures", (double)r->st.failures);
-        cJSON_AddNumberToObject(o, "timeouts", (double)r->st.timeouts);
-        cJSON_AddNumberToObject(o, "peer_restarts", (double)r->st.peer_restarts);
-        cJSON_AddNumberToObject(o, "resyncs", (double)r->st.resyncs);
-        cJSON_AddNumberToObject(o, "late_answers", (double)r->st.late_answers);
-        cJSON_AddNumberToObject(o, "rings", (double)r->st.rings);
-        cJSON_AddNumberToObject(o, "rerings", (double)r->st.rerings);
-        cJSON_AddNumberToObject(o, "fast_fails", (double)r->st.fast_fails);
-        cJSON_AddNumberToObject(o, "not_ready", (double)r->st.not_ready);
+        cJSON_AddNumberToObject(o, "requests", LD(r->st.requests));
+        cJSON_AddNumberToObject(o, "succeeded", LD(r->st.completed));
+        cJSON_AddNumberToObject(o, "failures", LD(r->st.failures));
+        cJSON_AddNumberToObject(o, "timeouts", LD(r->st.timeouts));
+        cJSON_AddNumberToObject(o, "peer_restarts", LD(r->st.peer_restarts));
+        cJSON_AddNumberToObject(o, "resyncs", LD(r->st.resyncs));
+        cJSON_AddNumberToObject(o, "adopted", LD(r->st.adopted));
+        cJSON_AddNumberToObject(o, "late_answers", LD(r->st.late_answers));
+        cJSON_AddNumberToObject(o, "rings", LD(r->st.rings));
+        cJSON_AddNumberToObject(o, "rerings", LD(r->st.rerings));
+        cJSON_AddNumberToObject(o, "reasserts", LD(r->st.reasserts));
+        cJSON_AddNumberToObject(o, "fast_fails", LD(r->st.fast_fails));
+        cJSON_AddNumberToObject(o, "not_ready", LD(r->st.not_ready));
+        cJSON_AddNumberToObject(o, "cancelled", LD(r->st.cancelled));
         f = cJSON_AddObjectToObject(o, "faults");
         if (f) {
-                cJSON_AddNumberToObject(f, "bad_flag", (double)r->st.bad_flag);
-                cJSON_AddNumberToObject(f, "bad_entry", (double)r->st.bad_entry);
-                cJSON_AddNumberToObject(f, "bad_header", (double)r->st.bad_header);
-                cJSON_AddNumberToObject(f, "no_result", (double)r->st.no_result);
-                cJSON_AddNumberToObject(f, "double_answers", (double)r->st.double_answers);
-                cJSON_AddNumberToObject(f, "idle_missing", (double)r->st.idle_missing);
-                cJSON_AddNumberToObject(f, "profile_mismatch", (double)r->st.profile_mismatch);
-                cJSON_AddNumberToObject(f, "too_big", (double)r->st.too_big);
-                cJSON_AddNumberToObject(f, "bell_errors", (double)r->st.bell_errors);
+                cJSON_AddNumberToObject(f, "bad_flag", LD(r->st.bad_flag));
+                cJSON_AddNumberToObject(f, "bad_entry", LD(r->st.bad_entry));
+                cJSON_AddNumberToObject(f, "bad_header", LD(r->st.bad_header));
+                cJSON_AddNumberToObject(f, "no_result", LD(r->st.no_result));
+                cJSON_AddNumberToObject(f, "double_answers", LD(r->st.double_answers));
+                cJSON_AddNumberToObject(f, "idle_missing", LD(r->st.idle_missing));
+                cJSON_AddNumberToObject(f, "profile_mismatch", LD(r->st.profile_mismatch));
+                cJSON_AddNumberToObject(f, "too_big", LD(r->st.too_big));
+                cJSON_AddNumberToObject(f, "bell_errors", LD(r->st.bell_errors));
         }
-        cJSON_AddNumberToObject(o, "poll_spins", (double)r->st.spins);
-        cJSON_AddNumberToObject(o, "poll_timer_waits", (double)r->st.timer_waits);
+        cJSON_AddNumberToObject(o, "poll_spins", LD(r->st.spins));
+        cJSON_AddNumberToObject(o, "poll_timer_waits", LD(r->st.timer_waits));
+        pthread_mutex_lock(&r->lock);
         rt = cJSON_AddObjectToObject(o, "round_trip_us");
         if (rt) {
                 cJSON_AddNumberToObject(rt, "p50", (double)ha_hist_quantile(&r->rtt, 0.50) / 1000.0);
@@ -806,3 +899,11 @@ void ha_remote_v1_stats_json(void *ctx, cJSON *o)
         }
         pthread_mutex_unlock(&r->lock);
 }
+
+const HaExecutorOps ha_executor_remote_v1 = {
+        .kind = "v1",
+        .remote = true,
+        .call = ha_remote_v1_call,
+        .stats_json = ha_remote_v1_stats_json,
+        .state = ha_remote_v1_state,
+};

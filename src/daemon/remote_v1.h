@@ -7,6 +7,7 @@
 #include <cjson/cJSON.h>
 
 #include "config.h"
+#include "engine.h"
 #include "hyperamp/wire.h"
 
 /*
@@ -48,6 +49,11 @@ enum ha_remote_state {
  * for the peer.  Logs the reason on failure. */
 int ha_remote_v1_new(const HaRemoteZoneConfig *cfg, HaRemoteV1 **ret);
 HaRemoteV1 *ha_remote_v1_free(HaRemoteV1 *r);
+/* Any thread, at shutdown: the request at the peer and those queued stop
+ * waiting (within a poll step) and fail, rather than each taking up to
+ * timeout_ms while the engine waits for them.  Nothing is written to the
+ * peer: a request left there is found by the next start (adopt). */
+void ha_remote_v1_cancel(HaRemoteV1 *r);
 
 /* The executor's call: buf holds len bytes, transformed in place on
  * SUCCESS.  Returns within the zone's timeout_ms (plus one poll step). */
@@ -56,6 +62,9 @@ enum ha_result ha_remote_v1_call(void *ctx, uint16_t service, uint8_t *buf, uint
 void ha_remote_v1_stats_json(void *ctx, cJSON *o);
 const char *ha_remote_v1_state(void *ctx);
 const char *ha_remote_state_name(enum ha_remote_state s);
+
+/* The executor ops (kind "v1", remote: handed private copies only). */
+extern const HaExecutorOps ha_executor_remote_v1;
 
 /* The largest payload this zone takes (half the buf region past 64). */
 uint32_t ha_remote_v1_max_payload(const HaRemoteV1 *r);

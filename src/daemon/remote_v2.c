@@ -44,6 +44,7 @@ struct HaRemoteV2 {
         uint8_t slot[HA_V2_BLOCK];
         /* Read by the loop. */
         int state;              /* atomic */
+        int cancel;             /* atomic: the daemon stops, waits end now */
         Counts c;               /* atomic adds */
         pthread_mutex_t lock;   /* rtt */
         HaHist rtt;
@@ -57,6 +58,14 @@ static void bump(uint64_t *counter)
 static void set_state(HaRemoteV2 *z, int st)
 {
         __atomic_store_n(&z->state, st, __ATOMIC_RELAXED);
+}
+
+/* One poll step; -ETIMEDOUT past the deadline or once cancelled. */
+static int step(HaRemoteV2 *z)
+{
+        if (__atomic_load_n(&z->cancel, __ATOMIC_RELAXED))
+                return -ETIMEDOUT;
+        return ha_backoff_wait(&z->bo);
 }
 
 static volatile uint8_t *data(HaRemoteV2 *z)
@@ -108,16 +117,16 @@ static int attach(HaRemoteV2 *z)
          * and an index of ours still in one of them is the old ring. */
         while (z->resync && ha_backoff_now() < z->half &&
                ((z->old_b && ha_v2_ld16(z->win + HA_V2_PAGE_B, HA_V2Q_HEADER) == z->old_b) ||
-                (z->old_a && ha_v2_ld16(z->win + HA_V2_PAGE_A, HA_V2Q_TAIL) == z->old_a)))
-                (void)ha_backoff_wait(&z->bo);
+                (z->old_a && ha_v2_ld16(z->win + HA_V2_PAGE_A, HA_V2Q_TAIL) == z->old_a)) &&
+               step(z) == 0)
+                ;
         for (;;) {
                 e = ha_v2_attach(&z->tx, z->win + HA_V2_PAGE_B, data(z), 1, 0);
                 if (e == 0)
                         e = ha_v2_attach(&z->rx, z->win + HA_V2_PAGE_A, data(z), 0, 1);
                 /* Capacity 0 mid-way through that formatting: wait too. */
-                if (e != -EAGAIN || !z->resync || ha_backoff_now() >= z->half)
+                if (e != -EAGAIN || !z->resync || ha_backoff_now() >= z->half || step(z) < 0)
                         break;
-                (void)ha_backoff_wait(&z->bo);
         }
         z->resync = false;
         if (e == 0)
@@ -162,12 +171,11 @@ static int settle(HaRemoteV2 *z)
                 }
                 if (e != -EAGAIN)
                         return e;
-                if (ha_backoff_now() >= z->half) {
+                if (ha_backoff_now() >= z->half || step(z) < 0) {
                         __atomic_fetch_add(&z->c.lost_replies, z->owed, __ATOMIC_RELAXED);
                         z->owed = 0;
                         break;
                 }
-                (void)ha_backoff_wait(&z->bo);
         }
         return 0;
 }
@@ -191,7 +199,7 @@ static int send_request(HaRemoteV2 *z, uint16_t service, const uint8_t *buf, uin
         while ((e = bulk ? ha_v2_send(&z->tx, HA_V2_BULK, service, 0, desc, sizeof(desc)) :
                            ha_v2_send(&z->tx, HA_V2_SERVICE, service, 0, buf, (uint16_t)len)) ==
                -EAGAIN)
-                if (ha_backoff_wait(&z->bo) == -ETIMEDOUT)
+                if (step(z) < 0)
                         return -ETIMEDOUT;
         return e;
 }
@@ -244,7 +252,7 @@ static int await(HaRemoteV2 *z, uint16_t service, uint8_t *buf, uint32_t len, bo
                                 z->owed++;
                                 return -ETIMEDOUT;
                         }
-                        last = ha_backoff_wait(&z->bo) == -ETIMEDOUT;
+                        last = step(z) < 0;
                         continue;
                 }
                 if (e < 0)
@@ -346,6 +354,12 @@ enum ha_result ha_remote_v2_call(void *ctx, uint16_t service, uint8_t *buf, uint
         if (e == 0)
                 e = await(z, service, buf, len, bulk);
         return finish(z, e, t0);
+}
+
+void ha_remote_v2_cancel(HaRemoteV2 *z)
+{
+        if (z)
+                __atomic_store_n(&z->cancel, 1, __ATOMIC_RELAXED);
 }
 
 const char *ha_remote_v2_state(void *ctx)

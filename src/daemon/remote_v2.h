@@ -37,6 +37,9 @@ extern const HaExecutorOps ha_executor_v2;
  * Logs the reason on failure.  bulk_max: the daemon's max_payload. */
 int ha_remote_v2_open(const HaRemoteZoneConfig *cfg, uint64_t bulk_max, HaRemoteV2 **ret);
 HaRemoteV2 *ha_remote_v2_close(HaRemoteV2 *z);
+/* Any thread, at shutdown: the call in progress and every later one stop
+ * waiting for the peer (they fail at once) instead of using timeout_ms. */
+void ha_remote_v2_cancel(HaRemoteV2 *z);
 
 /* The executor's call, on its one thread: buf[0..len) is a private copy,
  * transformed in place; returns within the zone's timeout. */

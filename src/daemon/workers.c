@@ -61,8 +61,10 @@ static void poll_while_busy(HaPool *p, Worker *w)
                __atomic_load_n(&p->count_hint, __ATOMIC_RELAXED) == 0) {
                 long n;
 
-                __atomic_store_n(&w->busy_since, ha_now_ns(), __ATOMIC_RELAXED);
-                n = p->poll(p->poll_userdata, w->id);
+                uint64_t now = ha_now_ns();
+
+                __atomic_store_n(&w->busy_since, now, __ATOMIC_RELAXED);
+                n = p->poll(p->poll_userdata, w->id, now);
                 __atomic_store_n(&w->busy_since, 0, __ATOMIC_RELAXED);
                 if (n < 0)
                         break;          /* nobody to poll for */

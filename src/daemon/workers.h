@@ -34,7 +34,10 @@ int ha_pool_new(unsigned nworkers, unsigned capacity, ha_job_fn fn, void *userda
  * and only then sleeps.  poll returns how much work it did.  While the
  * daemon is busy this takes cross-core wake-ups off the request path.
  */
-typedef long (*ha_poll_fn)(void *userdata, unsigned worker);   /* -1: nothing to poll */
+/* now_ns: when this poll began (CLOCK_MONOTONIC), for the poller's latency
+ * figures without a clock read of its own. */
+typedef long (*ha_poll_fn)(void *userdata, unsigned worker,
+                           uint64_t now_ns);   /* -1: nothing to poll */
 typedef long (*ha_poll_end_fn)(void *userdata, unsigned worker);  /* non-zero: poll on */
 void ha_pool_set_poll(HaPool *p, ha_poll_fn poll, ha_poll_end_fn poll_end, void *userdata,
                       unsigned spin_us);

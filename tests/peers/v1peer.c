@@ -267,7 +267,12 @@ static enum ha_result run_service(Peer *pr, uint16_t id, uint32_t off, uint32_t 
                 return HA_RESULT_FAIL;
         ha_devmem_read(b, pr->m.buf + off, len);
         if (pr->p->style == LINUX) {
+                /* Its cipher refuses a non-positive length: "" fails. */
                 n = len - 1;
+                if (!n) {
+                        free(b);
+                        return HA_RESULT_FAIL;
+                }
                 v1sim_linux_cipher(b, n);
         } else {
                 if (pr->p->style == RTOS && b[len - 1] == 0)

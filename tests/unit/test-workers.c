@@ -63,6 +63,60 @@ static void test_stop_with_a_stuck_worker(void)
         ha_pool_free(p);
 }
 
+static pthread_mutex_t gate_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cond = PTHREAD_COND_INITIALIZER;
+static bool gate_open;
+
+static void gated_job(void *userdata, const HaJob *jobs, size_t n, unsigned worker)
+{
+        pthread_mutex_lock(&gate_lock);
+        while (!gate_open)
+                pthread_cond_wait(&gate_cond, &gate_lock);
+        pthread_mutex_unlock(&gate_lock);
+        job(userdata, jobs, n, worker);
+}
+
+/* Growing a pool with jobs running and done: nothing lost, room for more. */
+static void test_grow(void)
+{
+        HaJob jobs[9], done[16];
+        unsigned seen[9] = { 0 };
+        size_t have = 0;
+        HaPool *p;
+
+        memset(runs, 0, sizeof(runs));
+        CHECK_EQ(ha_pool_new(1, 4, gated_job, NULL, &p), 0);
+        for (unsigned i = 0; i < 9; i++)
+                jobs[i] = HA_JOB(3, i);
+        CHECK_EQ(ha_pool_submit(p, jobs, 4), 0);
+        CHECK_EQ(ha_pool_submit(p, jobs + 4, 1), -ENOSPC);
+        CHECK_EQ(ha_pool_grow(p, 8), 0);
+        CHECK_EQ(ha_pool_grow(p, 2), 0);        /* never shrinks */
+        CHECK_EQ(ha_pool_submit(p, jobs + 4, 4), 0);
+        CHECK_EQ(ha_pool_submit(p, jobs + 8, 1), -ENOSPC);
+        pthread_mutex_lock(&gate_lock);
+        gate_open = true;
+        pthread_cond_broadcast(&gate_cond);
+        pthread_mutex_unlock(&gate_lock);
+        while (have < 8) {
+                struct pollfd pfd = { .fd = ha_pool_fd(p), .events = POLLIN };
+                size_t k;
+
+                if (poll(&pfd, 1, 10000) != 1) {
+                        CHECK(!"completion eventfd never became readable");
+                        break;
+                }
+                k = ha_pool_take_completed(p, done, 16);
+                for (size_t i = 0; i < k; i++)
+                        seen[HA_JOB_INDEX(done[i])]++;
+                have += k;
+        }
+        for (unsigned i = 0; i < 8; i++)
+                CHECK_EQ(seen[i], 1);
+        CHECK_EQ(seen[8], 0);
+        ha_pool_free(p);
+}
+
 int main(void)
 {
         HaPool *p;
@@ -123,5 +177,6 @@ int main(void)
                 CHECK_EQ(runs[i], 1);
 
         test_stop_with_a_stuck_worker();
+        test_grow();
         return check_done("test-workers");
 }
