@@ -3,7 +3,7 @@
 # spinning simulated seL4 peer (sel4v2 --spin) on a file standing in for the
 # window, driven by
 #   - raw-v2: the minimal ring driver, spinning (the floor);
-#   - hyperampd's v2 executor: its own round trip (stats rtt_p50_us), and
+#   - hyperampd's v2 executor: its own round trip (stats round_trip_us), and
 #     end to end from a zone lease (lease-v2) and from the control socket;
 #   - raw-v2 with the original tools' fixed poll step (1 ms, 100 ms).
 #   bench/v2.sh [BUILD_DIR] [REQUESTS]
@@ -64,7 +64,7 @@ python3 - "$stats" <<'PY'
 import json, sys
 x = [e for e in json.loads(sys.argv[1])["executors"] if e["name"] == "sel4"][0]
 print("| hyperampd, the v2 executor's own round trip (stats) | %.1f | %.1f |"
-      % (x["rtt_p50_us"], x["rtt_p99_us"]))
+      % (x["round_trip_us"]["p50"], x["round_trip_us"]["p99"]))
 PY
 kill -TERM "$daemon"
 wait $wrapper || true

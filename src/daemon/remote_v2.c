@@ -381,7 +381,7 @@ void ha_remote_v2_stats_json(void *ctx, cJSON *o)
         HaRemoteV2 *z = ctx;
         const struct { const char *name; uint64_t *v; } rows[] = {
                 { "requests", &z->c.requests },
-                { "ok", &z->c.ok },
+                { "succeeded", &z->c.ok },
                 { "failures", &z->c.failures },
                 { "not_answered", &z->c.refused },
                 { "too_big", &z->c.too_big },
@@ -393,18 +393,22 @@ void ha_remote_v2_stats_json(void *ctx, cJSON *o)
                 { "lost_replies", &z->c.lost_replies },
                 { "bulk", &z->c.bulk },
         };
-        uint64_t p50, p99;
+        cJSON *rt;
 
-        /* kind and state are the engine's: the rest is the zone's own. */
+        /* The engine adds name, kind, state and its own job counts; the
+         * keys shared with a v1 zone's row mean the same. */
+        cJSON_AddStringToObject(o, "protocol", "v2");
+        cJSON_AddStringToObject(o, "peer", "sel4");
         for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
                 cJSON_AddNumberToObject(o, rows[i].name,
                                         (double)__atomic_load_n(rows[i].v, __ATOMIC_RELAXED));
-        pthread_mutex_lock(&z->lock);
-        p50 = ha_hist_quantile(&z->rtt, 0.5);
-        p99 = ha_hist_quantile(&z->rtt, 0.99);
-        pthread_mutex_unlock(&z->lock);
-        cJSON_AddNumberToObject(o, "rtt_p50_us", (double)p50 / 1000.0);
-        cJSON_AddNumberToObject(o, "rtt_p99_us", (double)p99 / 1000.0);
+        rt = cJSON_AddObjectToObject(o, "round_trip_us");
+        if (rt) {
+                pthread_mutex_lock(&z->lock);
+                cJSON_AddNumberToObject(rt, "p50", (double)ha_hist_quantile(&z->rtt, 0.5) / 1000.0);
+                cJSON_AddNumberToObject(rt, "p99", (double)ha_hist_quantile(&z->rtt, 0.99) / 1000.0);
+                pthread_mutex_unlock(&z->lock);
+        }
         /* Informational: the fake lock is never taken nor waited on. */
         cJSON_AddBoolToObject(o, "peer_lock_held",
                               ha_v2_ld32(z->win + HA_V2_PAGE_A, HA_V2Q_LOCK) != 0 ||

@@ -137,7 +137,7 @@ class ServiceTest(V2Test):
             status, _ = sub(c, 1, b'x' * ((2 << 20) + 1))
             self.assertEqual(status, 'FAIL')
             x = self.executor(d)
-            self.assertEqual((x['bulk'], x['too_big'], x['ok']), (3, 1, 5))
+            self.assertEqual((x['bulk'], x['too_big'], x['succeeded']), (3, 1, 5))
 
     def test_ids_the_peer_never_answers_are_refused(self):
         peer = self.peer()
@@ -208,7 +208,7 @@ class SequentialTest(V2Test):
                 r = rig.send(2, text)
                 self.assertEqual(bytes.fromhex(r['data']), xor5a(text.encode()))
             x = self.executor(d)
-            self.assertEqual((x['ok'], x['failures'], x['stale_replies']), (20021, 0, 0))
+            self.assertEqual((x['succeeded'], x['failures'], x['stale_replies']), (20021, 0, 0))
 
 
 class FaultTest(V2Test):
@@ -276,7 +276,7 @@ class FaultTest(V2Test):
                 data = b'n%03d' % i
                 self.assertEqual(sub(c, 1, data), ('SUCCESS', xor5a(data)))
             x = self.executor(d2)
-            self.assertEqual((x['ok'], x['failures']), (21, 0))
+            self.assertEqual((x['succeeded'], x['failures']), (21, 0))
 
 
 if __name__ == '__main__':
