@@ -47,6 +47,17 @@ typedef struct HaRemoteZoneConfig {
         uint16_t services[HA_REMOTE_MAX_SERVICES];
 } HaRemoteZoneConfig;
 
+/* One HyperAMP v2 backend channel (v2chan.h): a seL4 frontend's requests
+ * on the v2 rings, served here. */
+#define HA_V2_MAX_CHANNELS 8
+typedef struct HaV2ChannelConfig {
+        char name[64];
+        char mem[HA_V1_PATH_MAX];
+        uint64_t address;                       /* the window (page A) */
+        uint64_t base;                          /* subtracted from address */
+        bool creator;                           /* role creator, else connector */
+} HaV2ChannelConfig;
+
 typedef struct HaConfig {
         unsigned workers;               /* 0: one per online CPU */
         char shm_name[HA_SHM_NAME_MAX]; /* POSIX shm object, "/name" */
@@ -72,6 +83,8 @@ typedef struct HaConfig {
         HaV1ChannelConfig v1_channels[HA_V1_MAX_CHANNELS];
         unsigned n_remote_zones;        /* restart to change */
         HaRemoteZoneConfig remote_zones[HA_REMOTE_MAX_ZONES];
+        unsigned n_v2_channels;         /* restart to change */
+        HaV2ChannelConfig v2_channels[HA_V2_MAX_CHANNELS];
 } HaConfig;
 
 /* The embedded default: what hyperampd runs with and no config file. */
@@ -110,6 +123,9 @@ unsigned ha_config_workers(const HaConfig *c);
 struct cJSON;
 int ha_config_set_remote_zones(HaConfig *c, const struct cJSON *v, char *err, size_t errlen);
 void ha_config_remote_zones_json(const HaConfig *c, struct cJSON *o);
+/* v2_channels, the same way. */
+int ha_config_set_v2_channels(HaConfig *c, const struct cJSON *v, char *err, size_t errlen);
+void ha_config_v2_channels_json(const HaConfig *c, struct cJSON *o);
 const char *ha_peer_name(enum ha_peer p);
 const char *ha_bell_name(enum ha_bell b);
 

@@ -435,3 +435,125 @@ void ha_config_remote_zones_json(const HaConfig *c, cJSON *o)
                 cJSON_AddNumberToObject(zo, "max_pending", z->max_pending);
         }
 }
+
+/* ===== v2_channels: [{"name", "address", "mem", "base", "role"}] ===== */
+
+__attribute__((format(printf, 4, 5)))
+static int bad_chan(char *err, size_t errlen, unsigned i, const char *fmt, ...)
+{
+        char why[200];
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(why, sizeof(why), fmt, ap);
+        va_end(ap);
+        snprintf(err, errlen, "\"v2_channels[%u]\": %s", i, why);
+        return -EINVAL;
+}
+
+static int set_v2_channel(HaV2ChannelConfig *ch, const cJSON *o, unsigned i, char *err,
+                          size_t errlen)
+{
+        static const char *const keys[] = { "name", "address", "mem", "base", "role" };
+        const cJSON *item, *v;
+
+        if (!cJSON_IsObject(o))
+                return bad_chan(err, errlen, i, "must be an object");
+        cJSON_ArrayForEach(item, o) {
+                bool ok = false;
+
+                if (!item->string || item->string[0] == '#')
+                        continue;
+                for (size_t k = 0; k < ELEMENTSOF(keys); k++)
+                        ok = ok || strcmp(item->string, keys[k]) == 0;
+                if (!ok)
+                        return bad_chan(err, errlen, i, "unknown key \"%.64s\"", item->string);
+        }
+        v = cJSON_GetObjectItemCaseSensitive(o, "name");
+        if (!cJSON_IsString(v) || !v->valuestring[0] || strlen(v->valuestring) >= sizeof(ch->name) ||
+            strspn(v->valuestring, NAME_CHARS) != strlen(v->valuestring))
+                return bad_chan(err, errlen, i, "name: %s", !v ? "missing" :
+                                "must be 1-63 of [A-Za-z0-9._-]");
+        snprintf(ch->name, sizeof(ch->name), "%s", v->valuestring);
+        v = cJSON_GetObjectItemCaseSensitive(o, "mem");
+        if (v && (!cJSON_IsString(v) || v->valuestring[0] != '/' ||
+                  strlen(v->valuestring) >= sizeof(ch->mem)))
+                return bad_chan(err, errlen, i, "mem: must be an absolute path (under 256 bytes)");
+        snprintf(ch->mem, sizeof(ch->mem), "%s", v ? v->valuestring : "/dev/mem");
+        v = cJSON_GetObjectItemCaseSensitive(o, "address");
+        if (!cJSON_IsString(v) || ha_hvcfg_parse_hex(v->valuestring, &ch->address) < 0)
+                return bad_chan(err, errlen, i, "address: %s", !v ? "missing" :
+                                "must be a hex string such as \"0xde000000\"");
+        v = cJSON_GetObjectItemCaseSensitive(o, "base");
+        if (v && (!cJSON_IsString(v) || ha_hvcfg_parse_hex(v->valuestring, &ch->base) < 0))
+                return bad_chan(err, errlen, i, "base: must be a hex string");
+        if (ch->address < ch->base || ((ch->address - ch->base) & 0xfff))
+                return bad_chan(err, errlen, i, "address: must be 4 KiB aligned and not below base");
+        v = cJSON_GetObjectItemCaseSensitive(o, "role");
+        if (v && (!cJSON_IsString(v) || (strcmp(v->valuestring, "connector") != 0 &&
+                                         strcmp(v->valuestring, "creator") != 0)))
+                return bad_chan(err, errlen, i, "role: must be connector or creator");
+        ch->creator = v && strcmp(v->valuestring, "creator") == 0;
+        return 0;
+}
+
+int ha_config_set_v2_channels(HaConfig *c, const cJSON *v, char *err, size_t errlen)
+{
+        const cJSON *o;
+        unsigned n = 0;
+        int r;
+
+        if (!cJSON_IsArray(v)) {
+                snprintf(err, errlen, "\"v2_channels\": wrong type (an array expected)");
+                return -EINVAL;
+        }
+        memset(c->v2_channels, 0, sizeof(c->v2_channels));
+        c->n_v2_channels = 0;
+        cJSON_ArrayForEach(o, v) {
+                HaV2ChannelConfig *ch = &c->v2_channels[n];
+
+                if (n == HA_V2_MAX_CHANNELS) {
+                        snprintf(err, errlen, "\"v2_channels\": at most %d channels",
+                                 HA_V2_MAX_CHANNELS);
+                        return -EINVAL;
+                }
+                r = set_v2_channel(ch, o, n, err, errlen);
+                if (r < 0)
+                        return r;
+                for (unsigned j = 0; j < n; j++)
+                        if (strcmp(c->v2_channels[j].name, ch->name) == 0 ||
+                            (strcmp(c->v2_channels[j].mem, ch->mem) == 0 &&
+                             c->v2_channels[j].address - c->v2_channels[j].base ==
+                             ch->address - ch->base))
+                                return bad_chan(err, errlen, n, "same name or window as "
+                                                "v2_channels[%u]", j);
+                n++;
+        }
+        c->n_v2_channels = n;
+        return 0;
+}
+
+void ha_config_v2_channels_json(const HaConfig *c, cJSON *o)
+{
+        cJSON *a;
+
+        if (!c->n_v2_channels)
+                return;
+        a = cJSON_AddArrayToObject(o, "v2_channels");
+        for (unsigned i = 0; a && i < c->n_v2_channels; i++) {
+                const HaV2ChannelConfig *ch = &c->v2_channels[i];
+                cJSON *co = cJSON_CreateObject();
+                char hex[24];
+
+                if (!co)
+                        return;
+                cJSON_AddItemToArray(a, co);
+                cJSON_AddStringToObject(co, "name", ch->name);
+                snprintf(hex, sizeof(hex), "0x%llx", (unsigned long long)ch->address);
+                cJSON_AddStringToObject(co, "address", hex);
+                cJSON_AddStringToObject(co, "mem", ch->mem);
+                snprintf(hex, sizeof(hex), "0x%llx", (unsigned long long)ch->base);
+                cJSON_AddStringToObject(co, "base", hex);
+                cJSON_AddStringToObject(co, "role", role_names[ch->creator]);
+        }
+}

@@ -21,6 +21,7 @@
 #include "sockq.h"
 #include "remote_v1.h"
 #include "remote_v2.h"
+#include "v2chan.h"
 #include "v1chan.h"
 #include "zones.h"
 
@@ -36,6 +37,7 @@ typedef struct Daemon {
         HaV1Chan *v1[HA_V1_MAX_CHANNELS];       /* v1 compatibility channels */
         HaRemoteV1 *remote[HA_REMOTE_MAX_ZONES]; /* remote zones: executors */
         HaRemoteV2 *v2[HA_REMOTE_MAX_ZONES];    /* those on the v2 rings */
+        HaV2Chan *v2chan[HA_V2_MAX_CHANNELS];   /* v2 backend channels: sources */
         HaZones *zones;
         struct event *sig_term, *sig_int, *sig_hup;
         struct event *deadline, *status_timer, *watchdog_timer;
@@ -405,6 +407,11 @@ int ha_daemon_run(const HaConfig *cfg, const HaDaemonOptions *opts)
                 if (r < 0)
                         goto out;
         }
+        for (unsigned i = 0; i < d.cfg.n_v2_channels; i++) {
+                r = ha_v2chan_start(d.base, d.engine, &d.cfg.v2_channels[i], &d.v2chan[i]);
+                if (r < 0)
+                        goto out;
+        }
 
         d.sig_term = evsignal_new(d.base, SIGTERM, signal_cb, &d);
         d.sig_int = evsignal_new(d.base, SIGINT, signal_cb, &d);
@@ -448,6 +455,9 @@ out:
                 ha_remote_v1_cancel(d.remote[i]);
                 ha_remote_v2_cancel(d.v2[i]);
         }
+        /* A v2 channel's poller may wait for a job: it stops waiting. */
+        for (unsigned i = 0; i < HA_V2_MAX_CHANNELS; i++)
+                ha_v2chan_stop(d.v2chan[i]);
         if (ha_engine_stop(d.engine, d.abandoned) < 0) {
                 /* Its memory (engine, leases, v1 buffers) stays mapped for
                  * it; exit() ends it. */
@@ -459,6 +469,7 @@ out:
                 memset(d.v1, 0, sizeof(d.v1));
                 memset(d.remote, 0, sizeof(d.remote));
                 memset(d.v2, 0, sizeof(d.v2));
+                memset(d.v2chan, 0, sizeof(d.v2chan));
         } else if (r == 0 && d.abandoned)
                 log_warning("Stopped at the shutdown deadline; requests still in flight "
                             "were dropped");
@@ -477,6 +488,8 @@ out:
                 d.remote[i] = ha_remote_v1_free(d.remote[i]);
         for (unsigned i = 0; i < HA_REMOTE_MAX_ZONES; i++)
                 d.v2[i] = ha_remote_v2_close(d.v2[i]);
+        for (unsigned i = 0; i < HA_V2_MAX_CHANNELS; i++)
+                d.v2chan[i] = ha_v2chan_free(d.v2chan[i]);
         struct event *evs[] = { d.sig_term, d.sig_int, d.sig_hup, d.deadline, d.status_timer,
                                 d.watchdog_timer };
         for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)

@@ -9,12 +9,13 @@ import os
 import select
 import shutil
 import signal
+import struct
 import subprocess
 import tempfile
 import unittest
 
 import harness
-from harness import Daemon, scaled
+from harness import Daemon, scaled, wait_until
 import test_v1
 
 TESTS = os.path.join(harness.BUILD, 'tests')
@@ -277,6 +278,117 @@ class FaultTest(V2Test):
                 self.assertEqual(sub(c, 1, data), ('SUCCESS', xor5a(data)))
             x = self.executor(d2)
             self.assertEqual((x['succeeded'], x['failures']), (21, 0))
+
+
+class RawRings:
+    """The seL4 side of a window by hand: produce on ring A, consume ring B
+    (as a hostile or buggy frontend would)."""
+
+    def __init__(self, mem):
+        self.fd = os.open(mem, os.O_RDWR)
+        self.off = ADDRESS - BASE
+
+    def __del__(self):
+        os.close(self.fd)
+
+    def u16(self, page, field, value=None):
+        at = self.off + page + field
+        if value is None:
+            return struct.unpack('<H', os.pread(self.fd, 2, at))[0]
+        os.pwrite(self.fd, struct.pack('<H', value), at)
+
+    def send(self, mtype, fsess, payload, raw_len=None):
+        h = self.u16(0, 2)
+        slot = self.off + 0x2000 + (h + 1) * 4096
+        n = len(payload) if raw_len is None else raw_len
+        os.pwrite(self.fd, struct.pack('<BBHHH', 1, mtype, fsess, 0, n) + payload, slot)
+        self.u16(0, 2, (h + 1) % 256)
+
+    def recv(self):
+        """Next reply on ring B: (type, fsess, bsess, payload)."""
+        wait_until(lambda: self.u16(0x1000, 2) != self.u16(0x1000, 4), scaled(10), 'a reply')
+        t = self.u16(0x1000, 4)
+        slot = self.off + 0x2000 + (t + 1) * 4096
+        v, mtype, fsess, bsess, n = struct.unpack('<BBHHH', os.pread(self.fd, 8, slot))
+        payload = os.pread(self.fd, n, slot + 8)
+        self.u16(0x1000, 4, (t + 1) % 256)
+        return mtype, fsess, bsess, payload
+
+
+class BackendTest(V2Test):
+    """v2_channels: the seL4 zone as the frontend, hyperampd answering."""
+
+    def channel(self, mem, **kw):
+        ch = {'name': 'sel4fe', 'address': hex(ADDRESS), 'base': hex(BASE), 'mem': mem,
+              'role': 'creator'}
+        ch.update(kw)
+        return ch
+
+    def frontend(self, mem, n, service, payload, *opts):
+        p = subprocess.run([*harness.EXE_WRAPPER, SEL4V2, '--mem', mem, '--offset',
+                            hex(ADDRESS - BASE), '--connector', '--frontend', str(n),
+                            '--service', str(service), '--payload', payload, *opts],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=scaled(60))
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        return [l for l in p.stdout.decode().splitlines() if l.startswith('reply')]
+
+    def source(self, d, name='sel4fe'):
+        for s in d.stats()['sources']:
+            if s['name'] == name:
+                return s
+        raise AssertionError('no source %r' % name)
+
+    def test_local_services_for_the_peer(self):
+        enc = harness.expected_result(1, b'hello').hex(' ')
+        with Daemon({'workers': 2, 'v2_channels': [self.channel(self.mem)]}) as d:
+            self.assertEqual(self.frontend(self.mem, 3, 1, 'hello'),
+                             ['reply type 3 service 1 status 0 len 5: ' + enc] * 3)
+            # As BULK from the original bulk buffer: the result comes back
+            # past slot 256, wherever the request was.
+            self.assertEqual(self.frontend(self.mem, 2, 1, 'hello', '--bulk'),
+                             ['reply bulk service 1 status 1 offset 0x101000 len 5: ' + enc] * 2)
+            # No such service: still answered, so the peer's replies stay
+            # in order; the result code in backend_sess_id / the status.
+            self.assertEqual(self.frontend(self.mem, 1, 9999, 'x'),
+                             ['reply type 3 service 9999 status 3 len 0:'])
+            self.assertEqual(self.frontend(self.mem, 1, 9999, 'x', '--bulk'),
+                             ['reply bulk service 9999 status -3 offset 0x101000 len 0:'])
+            s = self.source(d)
+            self.assertEqual((s['requests'], s['succeeded'], s['failed'], s['bulk']),
+                             (7, 5, 2, 3))
+
+    def test_hostile_requests(self):
+        """Requests a peer can scribble: each answered FAIL in order,
+        counted, nothing read outside the data region."""
+        with Daemon({'workers': 2, 'v2_channels': [self.channel(self.mem)]}) as d:
+            wait_until(lambda: self.source(d)['state'] == 'ready', scaled(10), 'the rings')
+            ring = RawRings(self.mem)
+            ring.send(0x10, 1, (5000).to_bytes(2, 'little'), raw_len=5000)   # > 4088
+            ring.send(0x77, 1, b'abc')                                       # no such type
+            ring.send(0x20, 1, struct.pack('<IIII', 0x3FFFFF, 100, 1, 0))    # past the region
+            ring.send(0x20, 1, struct.pack('<IIII', 0x10, 100, 1, 0))        # on the slots
+            ring.send(0x10, 1, b'hello')
+            got = [ring.recv() for _ in range(5)]
+            self.assertEqual([(t, status) for t, _, status, _ in got[:2]], [(3, 2), (3, 2)])
+            self.assertEqual([struct.unpack('<IIII', p)[3] for _, _, _, p in got[2:4]],
+                             [0xFFFFFFFE, 0xFFFFFFFE])
+            self.assertEqual(got[4], (3, 1, 0, harness.expected_result(1, b'hello')))
+            s = self.source(d)
+            self.assertEqual((s['bad_messages'], s['bad_ranges'], s['succeeded']), (2, 2, 1))
+
+    def test_peer_to_remote_zone(self):
+        """Any source to any executor: the peer's request on one window runs
+        on a v2 remote zone (another simulated seL4 backend) on another."""
+        other = os.path.join(self.tmp, 'zone.mem')
+        with open(other, 'wb') as f:
+            f.truncate(ADDRESS - BASE + WINDOW)
+        self.peers.append(Peer(other))
+        zone = self.zone(mem=other, services=[1])
+        with Daemon({'workers': 2, 'v2_channels': [self.channel(self.mem)],
+                     'remote_zones': [zone]}) as d:
+            self.assertEqual(self.frontend(self.mem, 2, 1, 'hello'),
+                             ['reply type 3 service 1 status 0 len 5: 32 3f 36 36 35'] * 2)
+            self.assertEqual(self.executor(d)['succeeded'], 2)
 
 
 if __name__ == '__main__':

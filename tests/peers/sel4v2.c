@@ -11,8 +11,9 @@
  * BULK processes the data region in place (1/2 XOR, 3 verify a "SIG1"
  * signed payload, 4/5 verify then XOR, 7 check the JSON keys then XOR, 8
  * XOR then check, other ids XOR) and replies with the descriptor.
- * Frontend (--frontend N): sends N SERVICE requests on ring A and prints
- * each reply taken from ring B.
+ * Frontend (--frontend N): sends N SERVICE requests (--bulk: BULK, the
+ * input at the original bulk buffer) on ring A and prints each reply taken
+ * from ring B.
  *
  * Prints "sel4v2 ready" once the rings are up (and "sel4v2 recreated"
  * after each re-creation); SIGTERM ends it cleanly, SIGUSR1 re-creates the
@@ -44,7 +45,7 @@ enum fault { FT_NONE, FT_REBOOT, FT_SILENT, FT_GARBAGE, FT_LOCK, FT_HOLD };
 static volatile sig_atomic_t stop, reboot_now, release;
 static uint8_t *win;
 static HaV2Ring rx, tx;
-static int creator = 1, spin, frontend;
+static int creator = 1, spin, frontend, front_bulk;
 static enum fault fault;
 static unsigned long after = 1, served, replied, silent, bad;
 static HaBackoff bo;
@@ -318,9 +319,23 @@ static int frontend_run(unsigned long n, uint16_t service, const char *msg)
         for (unsigned long i = 0; i < n && !stop; i++) {
                 int e;
 
-                while ((e = ha_v2_send(&tx, HA_V2_SERVICE, service, 0, msg, (uint16_t)len)) ==
-                       -EAGAIN && !stop)
-                        idle();
+                if (front_bulk) {
+                        /* As hyperamp_linux -B: the input at the original
+                         * bulk buffer, a descriptor in the slot. */
+                        HaV2Bulk d = { HA_V2_BULK_ORIG_OFF, (uint32_t)len, service, 0 };
+                        uint8_t desc[HA_V2_BULK_DESC_LEN];
+
+                        for (size_t k = 0; k < len; k++)
+                                data()[HA_V2_BULK_ORIG_OFF + k] = (uint8_t)msg[k];
+                        ha_v2_bulk_pack(desc, &d);
+                        while ((e = ha_v2_send(&tx, HA_V2_BULK, service, 0, desc, sizeof(desc))) ==
+                               -EAGAIN && !stop)
+                                idle();
+                } else {
+                        while ((e = ha_v2_send(&tx, HA_V2_SERVICE, service, 0, msg,
+                                               (uint16_t)len)) == -EAGAIN && !stop)
+                                idle();
+                }
                 if (e < 0)
                         return e;
                 busy();
@@ -328,9 +343,21 @@ static int frontend_run(unsigned long n, uint16_t service, const char *msg)
                         idle();
                 if (e < 0)
                         return e;
-                printf("reply type %u service %u len %u:", h.type, h.fsess, h.len);
-                for (unsigned k = 0; k < h.len && k < 64; k++)
-                        printf(" %02x", buf[k]);
+                if (h.type == HA_V2_BULK && h.len >= HA_V2_BULK_DESC_LEN) {
+                        HaV2Bulk d;
+
+                        ha_v2_bulk_unpack(&d, buf);
+                        printf("reply bulk service %u status %d offset 0x%x len %u:", d.service,
+                               (int32_t)d.status, d.offset, d.length);
+                        for (uint32_t k = 0; (uint64_t)d.offset + d.length <= HA_V2_DATA_LEN &&
+                                             k < d.length && k < 64; k++)
+                                printf(" %02x", data()[d.offset + k]);
+                } else {
+                        printf("reply type %u service %u status %u len %u:", h.type, h.fsess,
+                               h.bsess, h.len);
+                        for (unsigned k = 0; k < h.len && k < 64; k++)
+                                printf(" %02x", buf[k]);
+                }
                 printf("\n");
                 fflush(stdout);
                 replied++;
@@ -362,6 +389,7 @@ int main(int argc, char **argv)
                 { "frontend", required_argument, NULL, 'F' },
                 { "service", required_argument, NULL, 'S' },
                 { "payload", required_argument, NULL, 'p' },
+                { "bulk", no_argument, NULL, 'B' },
                 { NULL, 0, NULL, 0 },
         };
         const char *mem = NULL, *msg = "hello";
@@ -383,13 +411,14 @@ int main(int argc, char **argv)
                 case 'F': frontend = 1; nfront = strtoul(optarg, NULL, 0); break;
                 case 'S': service = (uint16_t)strtoul(optarg, NULL, 0); break;
                 case 'p': msg = optarg; break;
+                case 'B': front_bulk = 1; break;
                 default: return 2;
                 }
         }
         if (!mem || strlen(msg) > HA_V2_MAX_SLOT_PAYLOAD || after == 0) {
                 fprintf(stderr, "usage: sel4v2 --mem FILE [--offset N] [--connector] [--spin] "
                         "[--fault reboot|silent|garbage|lock|hold --after K] "
-                        "[--frontend N --service S --payload MSG]\n");
+                        "[--frontend N --service S --payload MSG [--bulk]]\n");
                 return 2;
         }
         sigaction(SIGTERM, &sa, NULL);

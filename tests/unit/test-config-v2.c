@@ -76,6 +76,25 @@ int main(void)
         expect_error("{\"remote_zones\":[{\"name\":\"a\",\"protocol\":\"v2\",\"address\":\"0x1000\","
                      "\"services\":[1]},{\"name\":\"b\",\"protocol\":\"v2\",\"address\":\"0x1000\","
                      "\"services\":[2]}]}", "same window");
+        /* v2_channels: the backend role. */
+        CHECK_EQ(load("{\"v2_channels\":[{\"name\":\"fe\",\"address\":\"0x7e000000\","
+                      "\"role\":\"creator\"}]}", &c, err, sizeof(err)), 0);
+        CHECK_EQ(c.n_v2_channels, 1);
+        CHECK(c.v2_channels[0].creator);
+        CHECK(strcmp(c.v2_channels[0].mem, "/dev/mem") == 0);
+        json = ha_config_to_json(&c, NULL);
+        CHECK(json && strstr(json, "\"v2_channels\"") && strstr(json, "\"0x7e000000\""));
+        free(json);
+        expect_error("{\"v2_channels\":[{\"name\":\"fe\"}]}", "address");
+        expect_error("{\"v2_channels\":[{\"name\":\"fe\",\"address\":\"0x1001\"}]}",
+                     "aligned");
+        expect_error("{\"v2_channels\":[{\"name\":\"fe\",\"address\":\"0x1000\","
+                     "\"services\":[1]}]}", "services");
+        expect_error("{\"v2_channels\":[{\"name\":\"fe\",\"address\":\"0x1000\","
+                     "\"role\":\"x\"}]}", "role");
+        expect_error("{\"v2_channels\":[{\"name\":\"a\",\"address\":\"0x1000\"},"
+                     "{\"name\":\"b\",\"address\":\"0x1000\"}]}", "same name or window");
+        expect_error("{\"v2_channels\":{}}", "v2_channels");
         unlink(path);
         return check_done("test-config-v2");
 }
