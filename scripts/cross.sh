@@ -59,7 +59,9 @@ printf "[constants]\nsysroot = '%s'\n" "$sysroot" > "$consts"
 
 if [ ! -f "$build/build.ninja" ]; then
         meson setup "$build" --cross-file "$consts" --cross-file "cross/$triplet.ini" \
-                -Dwerror=true >/dev/null
+                -Dwerror=true -Dtest_seams=true >/dev/null
+else
+        meson configure "$build" -Dtest_seams=true >/dev/null   # a tree set up before the option
 fi
 build_tree "$build"
 echo "cross: built $arch in $build/" >&2

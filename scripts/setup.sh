@@ -2,7 +2,9 @@
 # Install what hyperamp needs (Debian 12 packages), then configure and build.
 #   scripts/setup.sh [BUILD_DIR [MESON_OPTION...]]
 # Installing packages needs root (or sudo); building does not.  With CI=true
-# warnings are errors.
+# warnings are errors.  This is a test build: the test seams are compiled in
+# (-Dtest_seams=true; a later -Dtest_seams=false wins).  scripts/deb.sh
+# builds the release without them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +15,7 @@ shift || true
 ensure_packages gcc meson ninja-build pkg-config libevent-dev libcjson-dev libsystemd-dev python3 \
         systemd man-db util-linux valgrind
 
-opts=("$@")
+opts=(-Dtest_seams=true "$@")
 [ "${CI:-}" = "true" ] && opts+=(-Dwerror=true)
 if [ -f "$build/build.ninja" ]; then
         meson configure "$build" "${opts[@]}" >/dev/null

@@ -59,7 +59,7 @@ int ha_backoff_wait(HaBackoff *b)
                  * relative to the spin. */
                 for (int i = 0; i < 32; i++)
                         cpu_relax();
-                b->spins++;
+                __atomic_fetch_add(&b->spins, 1, __ATOMIC_RELAXED);
                 return 0;
         }
         at = now + b->step;
@@ -79,6 +79,6 @@ int ha_backoff_wait(HaBackoff *b)
         while (read(b->tfd, &expirations, sizeof(expirations)) < 0)
                 if (errno != EINTR && errno != EAGAIN)
                         return -errno;
-        b->timer_waits++;
+        __atomic_fetch_add(&b->timer_waits, 1, __ATOMIC_RELAXED);
         return 0;
 }

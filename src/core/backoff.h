@@ -21,7 +21,8 @@ typedef struct HaBackoff {
         uint64_t deadline;      /* absolute, CLOCK_MONOTONIC ns */
         uint64_t spin_until;
         uint64_t step;
-        uint64_t spins;         /* counters, totals over the HaBackoff's life */
+        uint64_t spins;         /* counters over the HaBackoff's life; relaxed
+                                 * atomics, since stats read them elsewhere */
         uint64_t timer_waits;
 } HaBackoff;
 

@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "shmio.h"
+
 /*
  * Copies to and from a mapping of another zone's memory through /dev/mem.
  * With O_SYNC that is Device memory on arm64, where memcpy's unaligned and
@@ -15,15 +17,5 @@
  */
 void ha_devmem_read(void *dst, const volatile void *src, size_t len);
 void ha_devmem_write(volatile void *dst, const void *src, size_t len);
-
-static inline uint32_t ha_ld32(const uint32_t *p)
-{
-        return __atomic_load_n(p, __ATOMIC_RELAXED);
-}
-
-static inline void ha_st32(uint32_t *p, uint32_t v)
-{
-        __atomic_store_n(p, v, __ATOMIC_RELAXED);
-}
 
 #endif

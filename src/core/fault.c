@@ -9,6 +9,8 @@
 
 #include "fault.h"
 
+#if HA_TEST_SEAMS
+
 static int errno_of(const char *s, size_t len)
 {
         static const struct { const char *name; int e; } names[] = {
@@ -77,3 +79,4 @@ void ha_pause_point(const char *site)
         fprintf(stderr, "HYPERAMP_TEST_PAUSE: stopped at %s\n", site);
         (void)raise(SIGSTOP);
 }
+#endif

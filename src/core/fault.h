@@ -2,6 +2,12 @@
 #ifndef HA_FAULT_H
 #define HA_FAULT_H
 
+#include "hyperamp-config.h"
+
+/* The seams below exist only in a build with -Dtest_seams=true; in any
+ * other they are empty inlines, and no $HYPERAMP_TEST_* is ever read. */
+#if HA_TEST_SEAMS
+
 /*
  * Fault injection for tests: $HYPERAMP_TEST_FAIL="site:ERRNO[,site:ERRNO]"
  * makes ha_fault("site") return -ERRNO (a number or a name such as ENOMEM),
@@ -25,6 +31,23 @@ void ha_crash_point(const char *site);
  * it is there.  Does nothing when not asked for.
  */
 void ha_pause_point(const char *site);
+#else
+static inline int ha_fault(const char *site)
+{
+        (void)site;
+        return 0;
+}
+
+static inline void ha_crash_point(const char *site)
+{
+        (void)site;
+}
+
+static inline void ha_pause_point(const char *site)
+{
+        (void)site;
+}
+#endif
 
 /* What a crash leaves in shared memory: one thread's stores in program
  * order (the kill lands between two instructions and the stores before it

@@ -205,14 +205,6 @@ int ha_log_errno_at(const HaLogLoc *loc, int level, int r, const char *fmt, ...)
         return r;
 }
 
-uint64_t ha_now_ns(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 bool ha_ratelimit_ok(HaRatelimit *rl, uint64_t *ret_suppressed)
 {
         uint64_t now = ha_now_ns();

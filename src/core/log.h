@@ -7,6 +7,8 @@
 #include <sys/types.h>
 #include <syslog.h>
 
+#include "clock.h"
+
 /*
  * One logger for the daemon.  On a terminal it prints plain lines; otherwise
  * every line carries a <N> syslog priority prefix, which journald and most
@@ -100,7 +102,5 @@ typedef struct HaRatelimit {
 
 /* true: log now; *ret_suppressed tells how many were dropped before it */
 bool ha_ratelimit_ok(HaRatelimit *rl, uint64_t *ret_suppressed);
-
-uint64_t ha_now_ns(void);
 
 #endif

@@ -1,8 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "proto.h"
@@ -46,6 +50,40 @@ void ha_frame_hdr_write(uint8_t hdr[HA_PROTO_HDR_SIZE], uint32_t json_len, uint3
 {
         put_be32(hdr, json_len);
         put_be32(hdr + 4, data_len);
+}
+
+int ha_frame_iov(struct iovec iov[3], uint8_t hdr[HA_PROTO_HDR_SIZE],
+                 const void *json, size_t jlen, const void *data, size_t dlen)
+{
+        ha_frame_hdr_write(hdr, (uint32_t)jlen, (uint32_t)dlen);
+        iov[0] = (struct iovec){ hdr, HA_PROTO_HDR_SIZE };
+        iov[1] = (struct iovec){ (void *)json, jlen };
+        if (dlen == 0)
+                return 2;
+        iov[2] = (struct iovec){ (void *)data, dlen };
+        return 3;
+}
+
+long ha_frame_send(int fd, const char *json, size_t jlen, const int *fds, size_t nfds, int flags)
+{
+        uint8_t hdr[HA_PROTO_HDR_SIZE];
+        struct iovec iov[3];
+        union {
+                char buf[CMSG_SPACE(HA_PROTO_MAX_FDS * sizeof(int))];
+                struct cmsghdr align;
+        } u;
+        struct msghdr mh = { .msg_iov = iov, .msg_control = u.buf };
+        ssize_t n;
+
+        if (nfds > HA_PROTO_MAX_FDS)
+                return -EINVAL;
+        mh.msg_iovlen = (size_t)ha_frame_iov(iov, hdr, json, jlen, NULL, 0);
+        if (nfds > 0)
+                ha_fds_put(&mh, fds, nfds);
+        else
+                mh.msg_control = NULL;
+        n = sendmsg(fd, &mh, flags);
+        return n < 0 ? -errno : (long)n;
 }
 
 int ha_frame_hdr_parse(const uint8_t hdr[HA_PROTO_HDR_SIZE], uint32_t max_data,
@@ -269,6 +307,108 @@ size_t ha_utf8_repair(const char *s, size_t len, char *out)
                 i += n;
         }
         return o;
+}
+
+/* The envelope's start, {"v":1,"id":N, then fmt, into buf as snprintf.
+ * The id is printed as an integer: cJSON prints doubles with 15
+ * significant digits, and ids go up to 2^53-1 and must come back exact. */
+__attribute__((format(printf, 4, 5)))
+static int env_write(char *buf, size_t size, uint64_t id, const char *fmt, ...)
+{
+        va_list ap;
+        size_t off;
+        int h, n;
+
+        if (id == HA_NO_ID)
+                h = snprintf(buf, size, "{\"v\":%d,", HA_PROTO_VERSION);
+        else
+                h = snprintf(buf, size, "{\"v\":%d,\"id\":%llu,", HA_PROTO_VERSION,
+                             (unsigned long long)id);
+        off = (size_t)h < size ? (size_t)h : size;
+        va_start(ap, fmt);
+        n = vsnprintf(size ? buf + off : NULL, size - off, fmt, ap);
+        va_end(ap);
+        return h < 0 || n < 0 ? -EINVAL : h + n;
+}
+
+/* "key":body} after the start, malloc'd; body is consumed.  Repaired to
+ * UTF-8: a message may quote a client's bytes or a config
+ * file's, and cJSON copies bytes over 0x7f as they are. */
+static char *env_print(uint64_t id, const char *key, char *body, size_t *len)
+{
+        char *s = NULL, *fixed;
+        int n;
+
+        if (!body)
+                return NULL;
+        n = env_write(NULL, 0, id, "\"%s\":%s}", key, body);
+        if (n < 0 || !(s = malloc((size_t)n + 1)))
+                goto out;
+        env_write(s, (size_t)n + 1, id, "\"%s\":%s}", key, body);
+        *len = (size_t)n;
+        if (ha_utf8_valid_prefix(s, *len) == *len)
+                goto out;
+        fixed = malloc(3 * *len + 1);
+        if (fixed) {
+                *len = ha_utf8_repair(s, *len, fixed);
+                fixed[*len] = '\0';
+        }
+        free(s);
+        s = fixed;
+out:
+        free(body);
+        return s;
+}
+
+int ha_request_write(char *buf, size_t size, uint64_t id, const char *method, const char *params)
+{
+        /* Printed as it is: a name that would need escaping is not one of ours. */
+        for (const char *p = method; *p; p++)
+                if (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20)
+                        return -EINVAL;
+        return env_write(buf, size, id, "\"method\":\"%s\"%s%s}", method,
+                         params ? ",\"params\":" : "", params ? params : "");
+}
+
+char *ha_request_print(uint64_t id, const char *method, const cJSON *params, size_t *len)
+{
+        char *p = params ? cJSON_PrintUnformatted(params) : NULL, *s;
+        int n;
+
+        if (params && !p)
+                return NULL;
+        n = ha_request_write(NULL, 0, id, method, p);
+        s = n < 0 ? NULL : malloc((size_t)n + 1);
+        if (s) {
+                ha_request_write(s, (size_t)n + 1, id, method, p);
+                *len = (size_t)n;
+        }
+        free(p);
+        return s;
+}
+
+char *ha_reply_print(uint64_t id, const cJSON *result, size_t *len)
+{
+        return env_print(id, "result", cJSON_PrintUnformatted(result), len);
+}
+
+char *ha_reply_error_print(uint64_t id, enum ha_error code, const char *message, size_t *len)
+{
+        cJSON *e = cJSON_CreateObject();
+        char *body = NULL;
+
+        if (e && cJSON_AddStringToObject(e, "code", ha_error_name(code)) &&
+            cJSON_AddStringToObject(e, "message", message ? message : ha_error_text(code)))
+                body = cJSON_PrintUnformatted(e);
+        cJSON_Delete(e);
+        return env_print(id, "error", body, len);
+}
+
+int ha_reply_submit_write(char *buf, size_t size, uint64_t id, unsigned service,
+                          const char *status, int code, double latency_us)
+{
+        return env_write(buf, size, id, "\"result\":{\"service\":%u,\"status\":\"%s\","
+                         "\"code\":%d,\"latency_us\":%.1f}}", service, status, code, latency_us);
 }
 
 void ha_request_done(HaRequest *req)

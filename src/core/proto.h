@@ -5,12 +5,58 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include <cjson/cJSON.h>
 
 #include "hyperamp/protocol.h"
 
+/* A request or reply without "id" (none sent, or none could be read). */
+#define HA_NO_ID UINT64_MAX
+/* The most fds one frame carries (zone attach). */
+#define HA_PROTO_MAX_FDS 3
+
 void ha_frame_hdr_write(uint8_t hdr[HA_PROTO_HDR_SIZE], uint32_t json_len, uint32_t data_len);
+
+/*
+ * A whole frame as iovecs: hdr (the caller's room for the header), json,
+ * then data when dlen > 0.  Returns how many of iov[3] it filled.
+ */
+int ha_frame_iov(struct iovec iov[3], uint8_t hdr[HA_PROTO_HDR_SIZE],
+                 const void *json, size_t jlen, const void *data, size_t dlen);
+
+/*
+ * Send a frame without payload in one sendmsg, with nfds fds
+ * (SCM_RIGHTS, at most HA_PROTO_MAX_FDS) on its first byte.  Returns the
+ * bytes sent (maybe short) or -errno.
+ */
+long ha_frame_send(int fd, const char *json, size_t jlen, const int *fds, size_t nfds, int flags);
+
+/*
+ * Envelopes.  Every request and reply on the wire is written here, so the
+ * keys and their order live in one place:
+ *
+ *   {"v":1,"id":N,"method":"M","params":{...}}          request
+ *   {"v":1,"id":N,"result":{...}}                       reply
+ *   {"v":1,"id":N,"error":{"code":"E_X","message":"..."}}
+ *
+ * "id" is left out for HA_NO_ID, "params" for NULL.  The _write calls
+ * format into buf as snprintf does (the length needed is returned, and
+ * nothing past size is written); the _print calls return a malloc'd,
+ * NUL-terminated string and its length (NULL when out of memory, or for
+ * a request, a bad method).
+ */
+/* method: a name from protocol.h (-EINVAL for one that would need
+ * escaping); params: a JSON object's text or NULL. */
+int ha_request_write(char *buf, size_t size, uint64_t id, const char *method, const char *params);
+char *ha_request_print(uint64_t id, const char *method, const cJSON *params, size_t *len);
+
+/* Replies are UTF-8 even where a message quotes a client's bytes. */
+char *ha_reply_print(uint64_t id, const cJSON *result, size_t *len);
+char *ha_reply_error_print(uint64_t id, enum ha_error code, const char *message, size_t *len);
+/* The submit reply, the hot path: no tree.  status is ha_result_name(code). */
+int ha_reply_submit_write(char *buf, size_t size, uint64_t id, unsigned service,
+                          const char *status, int code, double latency_us);
 
 /*
  * Check a received header.  0 on success; otherwise *err says why:

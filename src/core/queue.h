@@ -7,21 +7,7 @@
 #include <stdint.h>
 
 #include "hyperamp/wire.h"
-
-/*
- * Shared memory can be rewritten by another zone at any moment, so every
- * access to a list head or link goes through these (no torn or cached reads)
- * and every value read is validated before it is used.
- */
-static inline uint16_t ha_ld16(const uint16_t *p)
-{
-        return __atomic_load_n(p, __ATOMIC_RELAXED);
-}
-
-static inline void ha_st16(uint16_t *p, uint16_t v)
-{
-        __atomic_store_n(p, v, __ATOMIC_RELAXED);
-}
+#include "shmio.h"     /* every list head and link goes through ha_ld16/ha_st16 */
 
 /* Why a list walk stopped early. */
 enum {

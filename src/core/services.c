@@ -52,6 +52,7 @@ static const HaService table[] = {
         { 66, "echo", "returns the payload unchanged", svc_echo, true },
 };
 
+#if HA_TEST_SEAMS
 static int stall_fd = -1;
 
 static enum ha_result svc_stall(uint8_t *buf, size_t len)
@@ -75,6 +76,7 @@ void ha_services_enable_stall(int fd)
 {
         stall_fd = fd;
 }
+#endif
 
 const HaService *ha_services(size_t *ret_n)
 {
@@ -87,8 +89,10 @@ const HaService *ha_service_by_id(uint16_t id)
         for (size_t i = 0; i < ELEMENTSOF(table); i++)
                 if (table[i].id == id)
                         return &table[i];
+#if HA_TEST_SEAMS
         if (id == HA_SERVICE_STALL && stall_fd >= 0)
                 return &stall_service;
+#endif
         return NULL;
 }
 

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "hyperamp-config.h"
 #include "hyperamp/wire.h"
 
 /* A service transforms len bytes in place; it never sees len == 0. */
@@ -48,8 +49,11 @@ const char *ha_result_name(enum ha_result r);
  * Test seam: service HA_SERVICE_STALL, hidden from the table, blocks its
  * worker until one byte can be read from fd per request.  It lets tests
  * wedge a worker (watchdog) or slow a service down, without sleeping.
+ * Only with -Dtest_seams=true (fault.h).
  */
 #define HA_SERVICE_STALL 65000
+#if HA_TEST_SEAMS
 void ha_services_enable_stall(int fd);
+#endif
 
 #endif

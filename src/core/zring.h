@@ -7,7 +7,7 @@
 #include "hyperamp/zone.h"
 
 /*
- * The lock-free steps of a zone channel (include/hyperamp/zone.h), shared by
+ * The lock-free steps of a zone channel (src/core/hyperamp/zone.h), shared by
  * libhyperamp (client), zones.c (daemon) and tests/unit/test-litmus.c, each
  * with the ordering it needs; docs/memory-ordering.md has the table.  Every
  * access to the lease memory here is an atomic: the other side is another

@@ -119,12 +119,13 @@ static int queue_request(Bench *b, BConn *bc, unsigned long id)
 {
         const Variant *v = variant_of(b, id);
         unsigned long slot = id % b->ring;
-        char json[128];
+        char json[128], params[32];
         uint8_t hdr[HA_PROTO_HDR_SIZE];
-        int n = snprintf(json, sizeof(json),
-                         "{\"v\":%d,\"id\":%lu,\"method\":\"submit\",\"params\":{\"service\":%u}}",
-                         HA_PROTO_VERSION, id, v->service);
         size_t need;
+        int n;
+
+        snprintf(params, sizeof(params), "{\"service\":%u}", v->service);
+        n = ha_request_write(json, sizeof(json), id, HA_METHOD_SUBMIT, params);
 
         if (b->owner[slot]) {
                 /* Its slot came round again: that request is lost, and a

@@ -44,10 +44,11 @@ int ctl_no_such_service(const char *service);
 
 int cmd_bench(Ctx *ctx, int argc, char **argv);
 
-/* Shared by the commands (main.c). */
+/* Shared by the commands (common.c). */
 enum { OPT_SOCKET = 0x100, OPT_SIZE, OPT_CONNECTIONS, OPT_OVERLOAD, OPT_TRANSPORT, OPT_THREADS,
        OPT_DURATION, OPT_MIX };
-#define CTL_STOP_OK (-1000)     /* --help or --version printed: exit 0 */
+#define CTL_STOP_OK (-1000)     /* --version printed: exit 0 */
+#define CTL_STOP_HELP (-1001)   /* --help: main() prints it, exits 0 */
 int ctl_parse_uint(const char *s, unsigned long min, unsigned long max, unsigned long *ret);
 /* getopt_long that reports errors itself, naming the program, not its path;
  * shortopts must start with "+:" or ":" for a missing argument to show. */

@@ -588,6 +588,48 @@ static size_t key_size(const struct config_key *k)
         return 0;
 }
 
+/* ===== the running snapshot ===== */
+
+typedef struct Snapshot {
+        unsigned refs;
+        HaConfig cfg;
+} Snapshot;
+
+static Snapshot *snapshot_of(const HaConfig *c)
+{
+        return (Snapshot *)((char *)c - offsetof(Snapshot, cfg));
+}
+
+HaConfig *ha_config_new(const HaConfig *src)
+{
+        Snapshot *s = malloc(sizeof(*s));
+
+        if (!s)
+                return NULL;
+        s->refs = 1;
+        s->cfg = *src;
+        return &s->cfg;
+}
+
+const HaConfig *ha_config_ref(const HaConfig *c)
+{
+        if (c)
+                __atomic_add_fetch(&snapshot_of(c)->refs, 1, __ATOMIC_RELAXED);
+        return c;
+}
+
+void ha_config_unref(const HaConfig *c)
+{
+        /* acq_rel: the last holder sees every other holder's reads done. */
+        if (c && __atomic_sub_fetch(&snapshot_of(c)->refs, 1, __ATOMIC_ACQ_REL) == 0)
+                free(snapshot_of(c));
+}
+
+void ha_config_swap(HaConfigSlot *s, const HaConfig *snap)
+{
+        ha_config_unref(__atomic_exchange_n(&s->cur, snap, __ATOMIC_ACQ_REL));
+}
+
 void ha_config_apply_live(HaConfig *dst, const HaConfig *src)
 {
         for (size_t i = 0; i < ELEMENTSOF(keys); i++)

@@ -87,6 +87,31 @@ typedef struct HaConfig {
         HaV2ChannelConfig v2_channels[HA_V2_MAX_CHANNELS];
 } HaConfig;
 
+/*
+ * The running config is one immutable snapshot, refcounted, in one slot
+ * that the daemon owns and a reload swaps (on the loop thread).  Readers
+ * keep a pointer to the slot, never a copy: on the loop, ha_config_get()
+ * lends the current snapshot for the callback at hand; whoever keeps one
+ * longer, or hands it to another thread, takes a reference.
+ */
+typedef struct HaConfigSlot {
+        const HaConfig *cur;
+} HaConfigSlot;
+
+/* A new snapshot, a copy of src, with one reference; NULL when out of memory. */
+HaConfig *ha_config_new(const HaConfig *src);
+const HaConfig *ha_config_ref(const HaConfig *c);
+void ha_config_unref(const HaConfig *c);
+
+static inline const HaConfig *ha_config_get(const HaConfigSlot *s)
+{
+        return __atomic_load_n(&s->cur, __ATOMIC_ACQUIRE);
+}
+
+/* Put snap in the slot, which takes over the caller's reference; the
+ * snapshot it held loses the slot's (NULL: empty the slot).  Loop thread. */
+void ha_config_swap(HaConfigSlot *s, const HaConfig *snap);
+
 /* The embedded default: what hyperampd runs with and no config file. */
 void ha_config_defaults(HaConfig *c);
 

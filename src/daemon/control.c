@@ -27,7 +27,7 @@
 #include "services.h"
 #include "sockpath.h"
 
-#define NO_ID UINT64_MAX
+#define NO_ID HA_NO_ID
 #define OUTPUT_HIGH (4u << 20)  /* stop reading a client that does not read replies */
 /* Admins get in beyond max_connections while they hold fewer than this,
  * so that no one holding every connection can lock out reload. */
@@ -35,20 +35,31 @@
 
 typedef struct Conn Conn;
 
+/* Where a connection is in its life.  It only moves down this list, by
+ * conn_to(); being paused for its backlog is flow control, not a state. */
+enum conn_state {
+        CONN_OPEN,              /* reading frames, answering them */
+        CONN_EOF,               /* the client half-closed: answer, then close */
+        CONN_CLOSING,           /* close once the output is written; shutting
+                                 * down, frames are still read (E_SHUTDOWN) */
+        CONN_SWEPT,             /* closing, shutting down: its socket was read a
+                                 * last time */
+        CONN_BROKEN,            /* bad header: the stream cannot re-sync; close
+                                 * once the output is written, read no more */
+        CONN_DOOMED,            /* conn_close while in use: done at conn_leave */
+        CONN_CLOSED,            /* the socket is gone; waits for its requests */
+};
+
 struct Conn {
         HaControl *ctl;
         struct bufferevent *bev;
         LIST_ENTRY(Conn) link;
         unsigned pending;       /* requests in the engine */
+        enum conn_state state;
         bool have_hdr;
-        bool closing;           /* close once the output is written */
-        bool broken;            /* bad header: the stream cannot re-sync, read no more */
-        bool swept;             /* shutting down: its socket was read a last time */
         bool paused;            /* reading stopped: output backlog */
         struct evbuffer_cb_entry *out_cb;       /* counts its output in ctl->out_bytes */
         bool in_use;            /* a callback has it on the stack (conn_enter) */
-        bool close_later;       /* conn_close while in use: done at conn_leave */
-        bool eof;               /* the client half-closed: answer, then close */
         bool admin;             /* an admin when it connected: the reserve, no uid cap */
         void *lease;            /* a zone lease held by this connection */
         uint32_t jlen, dlen;
@@ -61,7 +72,7 @@ struct HaControl {
         struct event_base *base;
         HaEngine *engine;
         HaSockq *sockq;
-        HaConfig cfg;
+        const HaConfigSlot *cfg;        /* the daemon's: read, never copied */
         char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
         struct evconnlistener *listener;
         struct event *retry_ev;
@@ -79,6 +90,7 @@ struct HaControl {
         ha_shutdown_fn shutdown;
         void *hooks_userdata;
         ha_attach_fn attach;
+        ha_attached_fn attached;
         ha_detach_fn detach;
         void *zone_userdata;
         void (*closed_cb)(void *);
@@ -94,7 +106,20 @@ struct HaControl {
         } st;
 };
 
+static const HaConfig *cfg_of(const HaControl *ctl)
+{
+        return ha_config_get(ctl->cfg);
+}
+
 /* ===== connections ===== */
+
+/* The one transition: forward only, so a lesser event that comes late
+ * (the client's EOF on a closing connection) changes nothing. */
+static void conn_to(Conn *c, enum conn_state s)
+{
+        if (s > c->state)
+                c->state = s;
+}
 
 static void conn_free(Conn *c)
 {
@@ -119,7 +144,7 @@ static void conn_close(Conn *c)
                 return;
         if (c->in_use) {
                 /* Code below us still reads c->bev's buffers: no free yet. */
-                c->close_later = true;
+                conn_to(c, CONN_DOOMED);
                 bufferevent_disable(c->bev, EV_READ | EV_WRITE);
                 return;
         }
@@ -131,6 +156,7 @@ static void conn_close(Conn *c)
         ctl->out_bytes -= evbuffer_get_length(bufferevent_get_output(c->bev));
         bufferevent_free(c->bev);
         c->bev = NULL;
+        conn_to(c, CONN_CLOSED);
         LIST_REMOVE(c, link);
         ctl->nconns--;
         ctl->nadmins -= c->admin;
@@ -159,9 +185,8 @@ static void conn_enter(Conn *c)
 static bool conn_leave(Conn *c)
 {
         c->in_use = false;
-        if (!c->close_later)
+        if (c->state != CONN_DOOMED)
                 return true;
-        c->close_later = false;
         conn_close(c);
         return false;
 }
@@ -170,7 +195,7 @@ static bool conn_leave(Conn *c)
  * daemon shuts down: each frame it reads is answered E_SHUTDOWN. */
 static bool conn_may_read(const Conn *c)
 {
-        return !c->broken && !c->close_later && (!c->closing || c->ctl->quiesced);
+        return c->state < CONN_BROKEN && (c->state < CONN_CLOSING || c->ctl->quiesced);
 }
 
 static bool conn_read(Conn *c);
@@ -183,7 +208,7 @@ static size_t conn_sweep(Conn *c)
         int fd = bufferevent_getfd(c->bev), waiting = 0, n;
         size_t got = 0;
 
-        c->swept = true;
+        conn_to(c, CONN_SWEPT);
         bufferevent_disable(c->bev, EV_READ);
         if (ioctl(fd, FIONREAD, &waiting) < 0)
                 return 0;
@@ -204,9 +229,10 @@ static size_t conn_sweep(Conn *c)
  */
 static bool conn_close_if_done(Conn *c)
 {
-        if (!c->bev || !c->closing || evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
+        if (!c->bev || c->state < CONN_CLOSING || c->state == CONN_DOOMED ||
+            evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
                 return true;
-        if (conn_may_read(c) && !c->swept && !c->in_use && conn_sweep(c) > 0)
+        if (conn_may_read(c) && c->state != CONN_SWEPT && !c->in_use && conn_sweep(c) > 0)
                 return conn_read(c);    /* comes back here, swept */
         conn_close(c);
         return false;
@@ -216,7 +242,7 @@ static bool conn_close_after_flush(Conn *c)
 {
         if (!c->bev)
                 return false;
-        c->closing = true;
+        conn_to(c, CONN_CLOSING);
         if (!conn_may_read(c))
                 bufferevent_disable(c->bev, EV_READ);
         return conn_close_if_done(c);
@@ -225,7 +251,7 @@ static bool conn_close_after_flush(Conn *c)
 /* A half-closed client is done once every request it sent is answered. */
 static bool conn_check_eof(Conn *c)
 {
-        if (c->bev && c->eof && !c->paused && c->pending == 0)
+        if (c->bev && c->state >= CONN_EOF && !c->paused && c->pending == 0)
                 return conn_close_after_flush(c);
         return true;
 }
@@ -234,73 +260,44 @@ static void send_frame(Conn *c, const char *json, size_t jlen, const void *data,
 {
         struct evbuffer *out = bufferevent_get_output(c->bev);
         uint8_t hdr[HA_PROTO_HDR_SIZE];
+        struct iovec iov[3];
+        int n = ha_frame_iov(iov, hdr, json, jlen, data, dlen);
 
-        ha_frame_hdr_write(hdr, (uint32_t)jlen, (uint32_t)dlen);
-        if (evbuffer_add(out, hdr, sizeof(hdr)) < 0 || evbuffer_add(out, json, jlen) < 0 ||
-            (dlen && evbuffer_add(out, data, dlen) < 0)) {
-                log_warning("Out of memory queueing a reply, closing the connection");
+        for (int i = 0; i < n; i++)
+                if (evbuffer_add(out, iov[i].iov_base, iov[i].iov_len) < 0) {
+                        log_warning("Out of memory queueing a reply, closing the connection");
+                        conn_close(c);
+                        return;
+                }
+}
+
+/* s: a reply printed by proto.c, consumed. */
+static void send_reply(Conn *c, char *s, size_t len)
+{
+        if (!s) {
+                log_warning("Out of memory building a reply, closing the connection");
                 conn_close(c);
+                return;
         }
-}
-
-static void send_json(Conn *c, cJSON *o)
-{
-        char *s = cJSON_PrintUnformatted(o), *fixed = NULL;
-        size_t len;
-
-        if (!s)
-                goto oom;
-        len = strlen(s);
-        /* Messages may quote a client's bytes, or a config file's: cJSON
-         * copies bytes over 0x7f as they are.  Replies are UTF-8. */
-        if (ha_utf8_valid_prefix(s, len) != len) {
-                fixed = malloc(3 * len);
-                if (!fixed)
-                        goto oom;
-                len = ha_utf8_repair(s, len, fixed);
-        }
-        send_frame(c, fixed ? fixed : s, len, NULL, 0);
-        free(fixed);
+        send_frame(c, s, len, NULL, 0);
         free(s);
-        return;
-oom:
-        free(s);
-        log_warning("Out of memory building a reply, closing the connection");
-        conn_close(c);
-}
-
-static cJSON *reply_new(uint64_t id)
-{
-        cJSON *o = cJSON_CreateObject();
-
-        cJSON_AddNumberToObject(o, "v", HA_PROTO_VERSION);
-        if (id != NO_ID) {
-                /* cJSON prints doubles with 15 significant digits; ids go up
-                 * to 2^53-1 and must come back exact. */
-                char buf[24];
-                snprintf(buf, sizeof(buf), "%llu", (unsigned long long)id);
-                cJSON_AddRawToObject(o, "id", buf);
-        }
-        return o;
 }
 
 static void send_error(Conn *c, uint64_t id, enum ha_error code, const char *message)
 {
-        cJSON *o = reply_new(id), *e = cJSON_AddObjectToObject(o, "error");
+        size_t len = 0;
+        char *s = ha_reply_error_print(id, code, message, &len);
 
-        cJSON_AddStringToObject(e, "code", ha_error_name(code));
-        cJSON_AddStringToObject(e, "message", message ? message : ha_error_text(code));
-        send_json(c, o);
-        cJSON_Delete(o);
+        send_reply(c, s, len);
 }
 
 static void send_result(Conn *c, uint64_t id, cJSON *result)
 {
-        cJSON *o = reply_new(id);
+        size_t len = 0;
+        char *s = ha_reply_print(id, result, &len);
 
-        cJSON_AddItemToObject(o, "result", result);
-        send_json(c, o);
-        cJSON_Delete(o);
+        cJSON_Delete(result);
+        send_reply(c, s, len);
 }
 
 /* One failed request, with its context in the journal; rate-limited. */
@@ -322,9 +319,9 @@ static void log_request_error(Conn *c, uint64_t id, int service, const char *wha
 /* max_connections_per_uid; 0 is a quarter of max_connections. */
 static unsigned per_uid_cap(const HaControl *ctl)
 {
-        unsigned n = ctl->cfg.max_connections_per_uid;
+        unsigned n = cfg_of(ctl)->max_connections_per_uid;
 
-        return n ? n : ctl->cfg.max_connections / 4 ? ctl->cfg.max_connections / 4 : 1;
+        return n ? n : cfg_of(ctl)->max_connections / 4 ? cfg_of(ctl)->max_connections / 4 : 1;
 }
 
 /* ===== methods ===== */
@@ -371,7 +368,7 @@ static void m_submit(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer
                 send_error(c, id, HA_E_INVALID, "the payload is empty");
                 return;
         }
-        if (c->pending >= ctl->cfg.max_inflight_per_conn) {
+        if (c->pending >= cfg_of(ctl)->max_inflight_per_conn) {
                 ctl->st.rejected_requests++;
                 send_error(c, id, HA_E_BUSY, "too many requests in flight on this connection");
                 return;
@@ -398,9 +395,9 @@ static void m_ping(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer *
         cJSON_AddStringToObject(r, "version", HA_VERSION);
         cJSON_AddNumberToObject(r, "protocol", HA_PROTO_VERSION);
         cJSON_AddNumberToObject(r, "pid", getpid());
-        cJSON_AddNumberToObject(r, "max_payload", (double)c->ctl->cfg.max_payload);
-        cJSON_AddNumberToObject(r, "queue_capacity", c->ctl->cfg.queue_entries);
-        cJSON_AddNumberToObject(r, "max_inflight_per_conn", c->ctl->cfg.max_inflight_per_conn);
+        cJSON_AddNumberToObject(r, "max_payload", (double)cfg_of(c->ctl)->max_payload);
+        cJSON_AddNumberToObject(r, "queue_capacity", cfg_of(c->ctl)->queue_entries);
+        cJSON_AddNumberToObject(r, "max_inflight_per_conn", cfg_of(c->ctl)->max_inflight_per_conn);
         send_result(c, id, r);
 }
 
@@ -458,12 +455,12 @@ static void m_stats(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer 
         cJSON_AddNumberToObject(conns, "current", ctl->nconns);
         cJSON_AddNumberToObject(conns, "total", (double)ctl->st.accepted);
         cJSON_AddNumberToObject(conns, "rejected", (double)ctl->st.rejected_conns);
-        cJSON_AddNumberToObject(conns, "max", ctl->cfg.max_connections);
+        cJSON_AddNumberToObject(conns, "max", cfg_of(ctl)->max_connections);
         cJSON_AddNumberToObject(conns, "max_per_uid", per_uid_cap(ctl));
         cJSON_AddNumberToObject(conns, "rejected_per_uid", (double)ctl->st.rejected_per_uid);
         cJSON_AddNumberToObject(conns, "output_bytes", (double)ctl->out_bytes);
         cJSON_AddNumberToObject(conns, "output_bytes_max", (double)ctl->out_bytes_max);
-        cJSON_AddNumberToObject(conns, "output_budget", (double)ctl->cfg.output_budget);
+        cJSON_AddNumberToObject(conns, "output_budget", (double)cfg_of(ctl)->output_budget);
         cJSON_AddNumberToObject(conns, "output_paused", ctl->npaused);
         cJSON_AddNumberToObject(conns, "budget_pauses", (double)ctl->st.budget_pauses);
         cJSON_AddNumberToObject(conns, "protocol_errors", (double)ctl->st.protocol_errors);
@@ -514,10 +511,28 @@ static void m_shutdown(Conn *c, const HaRequest *req, uint64_t id, struct evbuff
                 ctl->shutdown(ctl->hooks_userdata);
 }
 
+/* The attach reply goes straight out, with its fds, in one sendmsg: 0, or
+ * -errno (-EIO: only part of it went out).  Frees grant's result. */
+static int send_with_fds(Conn *c, uint64_t id, HaAttachGrant *grant)
+{
+        size_t len = 0;
+        char *json = ha_reply_print(id, grant->result, &len);
+        long n = json ? ha_frame_send(bufferevent_getfd(c->bev), json, len, grant->fds, grant->nfds,
+                                      MSG_NOSIGNAL | MSG_DONTWAIT) : -ENOMEM;
+
+        cJSON_Delete(grant->result);
+        free(json);
+        if (n < 0)
+                return (int)n;
+        return (size_t)n == HA_PROTO_HDR_SIZE + len ? 0 : -EIO;
+}
+
 static void m_attach(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer *in, uint32_t dlen)
 {
         HaControl *ctl = c->ctl;
         const cJSON *resume = cJSON_GetObjectItemCaseSensitive(req->params, "resume");
+        HaAttachGrant grant;
+        void *lease;
         int r;
         (void)in, (void)dlen;
 
@@ -539,8 +554,13 @@ static void m_attach(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer
                 send_error(c, id, HA_E_BUSY, "attach must wait for earlier replies");
                 return;
         }
-        r = ctl->attach(ctl->zone_userdata, bufferevent_getfd(c->bev), id, id != NO_ID,
-                        c->pid, c->uid, cJSON_IsTrue(resume), &c->lease);
+        r = ctl->attach(ctl->zone_userdata, c->pid, c->uid, cJSON_IsTrue(resume), &grant, &lease);
+        if (r == 0) {
+                r = send_with_fds(c, id, &grant);
+                ctl->attached(ctl->zone_userdata, lease, r);
+                if (r == 0)
+                        c->lease = lease;
+        }
         if (r == -EBUSY)
                 send_error(c, id, HA_E_LIMIT, "every zone slot is taken (zone_clients)");
         else if (r == -EOPNOTSUPP)
@@ -589,9 +609,9 @@ static bool cred_is_admin(const HaControl *ctl, int fd, uid_t uid, gid_t gid)
 {
         if (uid == 0 || uid == geteuid())
                 return true;
-        if (ctl->cfg.admin_gid == (gid_t)-1)
+        if (cfg_of(ctl)->admin_gid == (gid_t)-1)
                 return false;
-        return gid == ctl->cfg.admin_gid || peer_in_group(fd, ctl->cfg.admin_gid);
+        return gid == cfg_of(ctl)->admin_gid || peer_in_group(fd, cfg_of(ctl)->admin_gid);
 }
 
 static bool peer_is_admin(const Conn *c)
@@ -665,7 +685,8 @@ static void handle_frame(Conn *c, struct evbuffer *in)
                                    "Denied '%s' to pid %d uid %u: admin calls need root, "
                                    "uid %u or group '%s'", m->name, (int)c->pid,
                                    (unsigned)c->uid, (unsigned)geteuid(),
-                                   ctl->cfg.admin_group[0] ? ctl->cfg.admin_group : "(none set)");
+                                   cfg_of(ctl)->admin_group[0] ? cfg_of(ctl)->admin_group :
+                                   "(none set)");
                 send_error(c, id, HA_E_DENIED, "admin calls need root, the daemon's user "
                            "or its admin_group");
                 goto out;
@@ -708,8 +729,8 @@ static bool conn_backlogged(Conn *c)
 
         if (out > OUTPUT_HIGH)
                 return true;
-        if (ctl->out_bytes <= ctl->cfg.output_budget || out == 0 ||
-            out < ctl->cfg.output_budget / ctl->nconns)
+        if (ctl->out_bytes <= cfg_of(ctl)->output_budget || out == 0 ||
+            out < cfg_of(ctl)->output_budget / ctl->nconns)
                 return false;
         ctl->st.budget_pauses++;
         if (ha_ratelimit_ok(&ctl->rl_budget, &suppressed))
@@ -717,7 +738,7 @@ static bool conn_backlogged(Conn *c)
                                                    .client_uid = (uint32_t)c->uid),
                            "Replies waiting for clients passed output_budget (%llu bytes): not "
                            "reading pid %d uid %u, which holds %zu bytes of them, until it "
-                           "reads them%s", (unsigned long long)ctl->cfg.output_budget,
+                           "reads them%s", (unsigned long long)cfg_of(ctl)->output_budget,
                            (int)c->pid, (unsigned)c->uid, out,
                            suppressed ? " (similar messages were suppressed)" : "");
         return true;
@@ -751,17 +772,17 @@ static bool conn_read(Conn *c)
                         if (evbuffer_get_length(in) < sizeof(hdr))
                                 break;
                         evbuffer_remove(in, hdr, sizeof(hdr));
-                        if (ha_frame_hdr_parse(hdr, (uint32_t)ctl->cfg.max_payload, &c->jlen,
+                        if (ha_frame_hdr_parse(hdr, (uint32_t)cfg_of(ctl)->max_payload, &c->jlen,
                                                &c->dlen, &err) < 0) {
                                 char m[128];
                                 ctl->st.protocol_errors++;
                                 snprintf(m, sizeof(m), "frame of %u+%u bytes refused "
                                          "(JSON at most %u, payload at most %llu)",
                                          c->jlen, c->dlen, HA_PROTO_MAX_JSON,
-                                         (unsigned long long)ctl->cfg.max_payload);
+                                         (unsigned long long)cfg_of(ctl)->max_payload);
                                 send_error(c, NO_ID, err, err == HA_E_TOO_BIG ? m : NULL);
                                 /* The stream cannot be trusted to re-sync. */
-                                c->broken = true;
+                                conn_to(c, CONN_BROKEN);
                                 conn_close_after_flush(c);
                                 break;
                         }
@@ -773,7 +794,7 @@ static bool conn_read(Conn *c)
                 handle_frame(c, in);
         }
         /* Nor read its socket while its replies pile up. */
-        if (!c->close_later && !c->paused && conn_backlogged(c))
+        if (c->state != CONN_DOOMED && !c->paused && conn_backlogged(c))
                 conn_pause(c);
         /* Shutting down, c may have read the last of its frames. */
         return conn_leave(c) && conn_check_eof(c) && conn_close_if_done(c);
@@ -794,7 +815,7 @@ static void conn_write_cb(struct bufferevent *bev, void *userdata)
         if (c->paused && conn_may_read(c)) {
                 c->paused = false;
                 c->ctl->npaused--;
-                if (!c->eof && !c->swept)
+                if (c->state != CONN_EOF && c->state != CONN_SWEPT)
                         bufferevent_enable(c->bev, EV_READ);
                 if (!conn_read(c))      /* frames that waited for room */
                         return;
@@ -818,14 +839,14 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *userdata)
         if (what & BEV_EVENT_EOF) {
                 /* A half-close ("send everything, then read until EOF"):
                  * what was sent is still answered. */
-                c->eof = true;
+                conn_to(c, CONN_EOF);
                 conn_check_eof(c);
                 return;
         }
         if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_WRITING)) {
                 ctl->st.timeouts++;
                 log_debug("Client pid %d read none of its replies for %u ms, closing",
-                          (int)c->pid, ctl->cfg.client_timeout_ms);
+                          (int)c->pid, cfg_of(ctl)->client_timeout_ms);
                 conn_close(c);
                 return;
         }
@@ -840,7 +861,7 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *userdata)
                 ctl->st.timeouts++;
                 log_debug("Client pid %d %s for %u ms, closing", (int)c->pid,
                           c->have_hdr || evbuffer_get_length(in) ? "stalled mid-frame" : "idle",
-                          ctl->cfg.client_timeout_ms);
+                          cfg_of(ctl)->client_timeout_ms);
                 conn_close(c);
         }
 }
@@ -886,18 +907,8 @@ void ha_control_complete(void *owner, uint64_t req_id, uint16_t service, enum ha
         if (!reply_due(c, req_id, service, r != HA_RESULT_SUCCESS ? ha_result_name(r) : NULL))
                 return;
         /* The hot path: formatted directly, no JSON tree. */
-        if (req_id != NO_ID)
-                n = snprintf(json, sizeof(json),
-                             "{\"v\":%d,\"id\":%llu,\"result\":{\"service\":%u,\"status\":\"%s\","
-                             "\"code\":%d,\"latency_us\":%.1f}}",
-                             HA_PROTO_VERSION, (unsigned long long)req_id, service,
-                             ha_result_name(r), (int)r, (double)latency_ns / 1000.0);
-        else
-                n = snprintf(json, sizeof(json),
-                             "{\"v\":%d,\"result\":{\"service\":%u,\"status\":\"%s\","
-                             "\"code\":%d,\"latency_us\":%.1f}}",
-                             HA_PROTO_VERSION, service, ha_result_name(r), (int)r,
-                             (double)latency_ns / 1000.0);
+        n = ha_reply_submit_write(json, sizeof(json), req_id, service, ha_result_name(r), (int)r,
+                                  (double)latency_ns / 1000.0);
         conn_enter(c);
         send_frame(c, json, (size_t)n, data, r == HA_RESULT_SUCCESS ? len : 0);
         if (conn_leave(c))
@@ -909,19 +920,17 @@ void ha_control_complete(void *owner, uint64_t req_id, uint16_t service, enum ha
 /* uid_cap: refused by max_connections_per_uid, not max_connections. */
 static void reject_conn(HaControl *ctl, int fd, uid_t uid, bool uid_cap)
 {
-        char json[192];
-        uint8_t hdr[HA_PROTO_HDR_SIZE];
-        unsigned limit = uid_cap ? per_uid_cap(ctl) : ctl->cfg.max_connections;
-        int n = snprintf(json, sizeof(json),
-                         "{\"v\":%d,\"error\":{\"code\":\"%s\",\"message\":\"connection limit "
-                         "%s(%u) reached\"}}", HA_PROTO_VERSION, ha_error_name(HA_E_LIMIT),
-                         uid_cap ? "per uid " : "", limit);
-        struct iovec iov[2] = { { hdr, sizeof(hdr) }, { json, (size_t)n } };
-        struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
+        char m[64];
+        unsigned limit = uid_cap ? per_uid_cap(ctl) : cfg_of(ctl)->max_connections;
         uint64_t suppressed;
+        size_t len = 0;
+        char *json;
 
-        ha_frame_hdr_write(hdr, (uint32_t)n, 0);
-        (void)sendmsg(fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+        snprintf(m, sizeof(m), "connection limit %s(%u) reached", uid_cap ? "per uid " : "", limit);
+        json = ha_reply_error_print(NO_ID, HA_E_LIMIT, m, &len);
+        if (json)
+                (void)ha_frame_send(fd, json, len, NULL, 0, MSG_DONTWAIT | MSG_NOSIGNAL);
+        free(json);
         close(fd);
         ctl->st.rejected_conns++;
         ctl->st.rejected_per_uid += uid_cap;
@@ -953,7 +962,7 @@ static bool uid_at_cap(const HaControl *ctl, uid_t uid)
  * runs the write timeout only while output waits, from the last progress. */
 static void conn_set_timeouts(Conn *c)
 {
-        unsigned ms = c->ctl->cfg.client_timeout_ms;
+        unsigned ms = cfg_of(c->ctl)->client_timeout_ms;
         struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
 
         bufferevent_set_timeouts(c->bev, &tv, &tv);
@@ -971,7 +980,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 
         (void)getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen);
         admin = cred_is_admin(ctl, fd, cred.uid, cred.gid);
-        if (ctl->nconns >= ctl->cfg.max_connections &&
+        if (ctl->nconns >= cfg_of(ctl)->max_connections &&
             !(admin && ctl->nadmins < ADMIN_RESERVE)) {
                 reject_conn(ctl, fd, cred.uid, false);
                 return;
@@ -1077,7 +1086,7 @@ static int inherited_socket(void)
 }
 
 int ha_control_new(struct event_base *base, HaEngine *engine, HaSockq *sockq,
-                   const HaConfig *cfg, const char *path, HaControl **ret)
+                   const HaConfigSlot *cfg, const char *path, HaControl **ret)
 {
         HaControl *ctl;
         int fd;
@@ -1088,7 +1097,7 @@ int ha_control_new(struct event_base *base, HaEngine *engine, HaSockq *sockq,
         ctl->base = base;
         ctl->engine = engine;
         ctl->sockq = sockq;
-        ctl->cfg = *cfg;
+        ctl->cfg = cfg;
         ctl->started_ns = ha_now_ns();
         ctl->rl_denied = ctl->rl_limit = ctl->rl_accept = (HaRatelimit)HA_RATELIMIT_INIT(10000, 5);
         ctl->rl_req = (HaRatelimit)HA_RATELIMIT_INIT(10000, 10);
@@ -1175,7 +1184,8 @@ HaControl *ha_control_free(HaControl *ctl)
         ha_control_quiesce(ctl);
         while ((c = LIST_FIRST(&ctl->conns)))
                 conn_close(c);
-        /* The engine is gone by now: these replies will never come. */
+        /* The workers are joined and the loop is over: these replies will
+         * never come. */
         while ((c = LIST_FIRST(&ctl->orphans))) {
                 LIST_REMOVE(c, link);
                 conn_free(c);
@@ -1194,19 +1204,19 @@ void ha_control_set_hooks(HaControl *ctl, ha_reload_fn reload, ha_shutdown_fn sh
         ctl->hooks_userdata = userdata;
 }
 
-void ha_control_set_zone_hooks(HaControl *ctl, ha_attach_fn attach, ha_detach_fn detach,
-                               void *userdata)
+void ha_control_set_zone_hooks(HaControl *ctl, ha_attach_fn attach, ha_attached_fn attached,
+                               ha_detach_fn detach, void *userdata)
 {
         ctl->attach = attach;
+        ctl->attached = attached;
         ctl->detach = detach;
         ctl->zone_userdata = userdata;
 }
 
-void ha_control_set_config(HaControl *ctl, const HaConfig *cfg)
+void ha_control_config_changed(HaControl *ctl)
 {
         Conn *c;
 
-        ctl->cfg = *cfg;
         LIST_FOREACH(c, &ctl->conns, link)
                 conn_set_timeouts(c);
 }

@@ -10,6 +10,7 @@
 
 #include "config.h"
 #include "engine.h"
+#include "proto.h"
 #include "sockq.h"
 
 /*
@@ -18,8 +19,9 @@
  */
 typedef struct HaControl HaControl;
 
+/* cfg: the daemon's config slot, read for the life of the control socket. */
 int ha_control_new(struct event_base *base, HaEngine *engine, HaSockq *sockq,
-                   const HaConfig *cfg, const char *path, HaControl **ret);
+                   const HaConfigSlot *cfg, const char *path, HaControl **ret);
 /* Closes connections and the listener, removes the socket file. */
 HaControl *ha_control_free(HaControl *c);
 
@@ -34,17 +36,26 @@ void ha_control_set_hooks(HaControl *c, ha_reload_fn reload, ha_shutdown_fn shut
 
 /*
  * Zone leases: attach grants one (resume: for memory the client keeps
- * from a daemon that died) and sends the reply itself on fd (it carries
- * file descriptors); detach runs when that connection closes.
+ * from a daemon that died) and fills *grant; control writes the reply with
+ * the grant's fds on the client's socket, then calls attached with 0 (the
+ * client has them) or the send's -errno (the lease is undone).  detach runs
+ * when that connection closes.
  */
-typedef int (*ha_attach_fn)(void *userdata, int fd, uint64_t id, bool has_id, pid_t pid,
-                            uid_t uid, bool resume, void **lease);
+typedef struct HaAttachGrant {
+        cJSON *result;                  /* the reply's result: control frees it */
+        int fds[HA_PROTO_MAX_FDS];      /* lent: the lease keeps them */
+        unsigned nfds;
+} HaAttachGrant;
+typedef int (*ha_attach_fn)(void *userdata, pid_t pid, uid_t uid, bool resume,
+                            HaAttachGrant *grant, void **lease);
+typedef void (*ha_attached_fn)(void *userdata, void *lease, int sent);
 typedef void (*ha_detach_fn)(void *userdata, void *lease);
-void ha_control_set_zone_hooks(HaControl *c, ha_attach_fn attach, ha_detach_fn detach,
-                               void *userdata);
+void ha_control_set_zone_hooks(HaControl *c, ha_attach_fn attach, ha_attached_fn attached,
+                               ha_detach_fn detach, void *userdata);
 
-/* Take the settings that may change while running. */
-void ha_control_set_config(HaControl *c, const HaConfig *cfg);
+/* A reload swapped the config: apply client_timeout_ms to the open
+ * connections too (new ones read it anyway). */
+void ha_control_config_changed(HaControl *c);
 
 /* Stop accepting and stop reading requests; the socket file is removed
  * (unless systemd passed the socket: then it is systemd's). */

@@ -21,15 +21,15 @@
 #include "sockq.h"
 #include "remote_v1.h"
 #include "remote_v2.h"
-#include "v2chan.h"
 #include "v1chan.h"
+#include "v2chan.h"
 #include "zones.h"
 
 #define SHUTDOWN_DEADLINE_S 10
 
 typedef struct Daemon {
         const HaDaemonOptions *opts;
-        HaConfig cfg;
+        HaConfigSlot cfg;               /* the one running config */
         struct event_base *base;
         HaEngine *engine;
         HaSockq *sockq;                 /* the socket's queue: a source */
@@ -41,12 +41,21 @@ typedef struct Daemon {
         HaZones *zones;
         struct event *sig_term, *sig_int, *sig_hup;
         struct event *deadline, *status_timer, *watchdog_timer;
+        sigset_t sigs, old_sigs;        /* ours, blocked outside the loop; the rest */
+        unsigned draining;              /* the next subsystem to drain */
+        int result;                     /* what ha_daemon_run returns */
         bool stopping;
         bool abandoned;                 /* deadline or second signal: stop now */
+        bool stuck;                     /* a worker did not come back: leave its memory */
         bool wedged;                    /* the watchdog is holding back pings */
         uint64_t status_completed;      /* for req/s between STATUS= updates */
         uint64_t status_ns;
 } Daemon;
+
+static const HaConfig *cfg_of(const Daemon *d)
+{
+        return ha_config_get(&d->cfg);
+}
 
 int ha_daemon_load_config(HaConfig *cfg, const HaDaemonOptions *opts, char *err, size_t errlen)
 {
@@ -96,8 +105,8 @@ static void status_cb(evutil_socket_t fd, short what, void *userdata)
 
 static void arm_status_timer(Daemon *d)
 {
-        struct timeval tv = { d->cfg.status_interval_ms / 1000,
-                              (d->cfg.status_interval_ms % 1000) * 1000 };
+        struct timeval tv = { cfg_of(d)->status_interval_ms / 1000,
+                              (cfg_of(d)->status_interval_ms % 1000) * 1000 };
 
         evtimer_add(d->status_timer, &tv);     /* re-adding moves the deadline */
 }
@@ -119,7 +128,7 @@ static void watchdog_cb(evutil_socket_t fd, short what, void *userdata)
         int w;
         (void)fd, (void)what;
 
-        w = ha_engine_stalled_worker(d->engine, (uint64_t)d->cfg.worker_stall_ms * 1000000u,
+        w = ha_engine_stalled_worker(d->engine, (uint64_t)cfg_of(d)->worker_stall_ms * 1000000u,
                                      &busy_ns);
         if (w >= 0) {
                 if (!d->wedged)
@@ -143,6 +152,7 @@ static int reload(void *userdata, cJSON **ret, char *err, size_t errlen)
         Daemon *d = userdata;
         char live[512], restart[512];
         HaConfig n, eff;
+        HaConfig *snap = NULL;
         cJSON *o, *a;
         int r;
 
@@ -152,10 +162,14 @@ static int reload(void *userdata, cJSON **ret, char *err, size_t errlen)
         if (r == 0) {
                 /* Take only what can change live; validate that against the
                  * pool and queue that exist now. */
-                eff = d->cfg;
-                ha_config_diff(&d->cfg, &n, live, sizeof(live), restart, sizeof(restart));
+                eff = *cfg_of(d);
+                ha_config_diff(cfg_of(d), &n, live, sizeof(live), restart, sizeof(restart));
                 ha_config_apply_live(&eff, &n);
                 r = ha_config_validate(&eff, err, errlen);
+        }
+        if (r == 0 && !(snap = ha_config_new(&eff))) {
+                snprintf(err, errlen, "out of memory");
+                r = -ENOMEM;
         }
         if (r < 0) {
                 ha_log_ctx(LOG_ERR, HA_LOG_CTX(.message_id = HA_MID_RELOAD_FAILED),
@@ -164,10 +178,10 @@ static int reload(void *userdata, cJSON **ret, char *err, size_t errlen)
                 return r;
         }
 
-        d->cfg = eff;
+        /* Everyone reads the slot: the engine and control see it from here on. */
+        ha_config_swap(&d->cfg, snap);
         ha_log_set_level(eff.log_level);
-        ha_sockq_set_config(d->sockq, &eff);
-        ha_control_set_config(d->control, &eff);
+        ha_control_config_changed(d->control);
         arm_status_timer(d);
         ha_log_ctx(LOG_INFO, HA_LOG_CTX(.message_id = HA_MID_RELOADED),
                    "Configuration reloaded from %s; applied: %s; needs a restart: %s",
@@ -190,28 +204,9 @@ static int reload(void *userdata, cJSON **ret, char *err, size_t errlen)
         return 0;
 }
 
-/* ===== shutdown ===== */
+/* ===== subsystems ===== */
 
-static void shutdown_closed(void *userdata)
-{
-        Daemon *d = userdata;
-
-        event_base_loopexit(d->base, NULL);
-}
-
-static void shutdown_zones_idle(void *userdata)
-{
-        Daemon *d = userdata;
-
-        ha_control_close_all(d->control, shutdown_closed, d);
-}
-
-static void shutdown_drained(void *userdata)
-{
-        Daemon *d = userdata;
-
-        ha_zones_quiesce(d->zones, shutdown_zones_idle, d);
-}
+static void drain_next(void *userdata);
 
 static void deadline_cb(evutil_socket_t fd, short what, void *userdata)
 {
@@ -224,23 +219,7 @@ static void deadline_cb(evutil_socket_t fd, short what, void *userdata)
         event_base_loopexit(d->base, NULL);
 }
 
-static void begin_shutdown(void *userdata)
-{
-        Daemon *d = userdata;
-        struct timeval tv = { SHUTDOWN_DEADLINE_S, 0 };
-
-        if (d->stopping)
-                return;
-        d->stopping = true;
-        (void)sd_notifyf(0, "STOPPING=1\nSTATUS=Shutting down, finishing %u requests",
-                         ha_sockq_in_flight(d->sockq));
-        ha_log_ctx(LOG_INFO, HA_LOG_CTX(.message_id = HA_MID_STOPPING),
-                   "Shutting down, finishing %u requests in flight",
-                   ha_sockq_in_flight(d->sockq));
-        ha_control_quiesce(d->control);
-        evtimer_add(d->deadline, &tv);
-        ha_sockq_on_drained(d->sockq, shutdown_drained, d);
-}
+static void begin_shutdown(void *userdata);
 
 static void signal_cb(evutil_socket_t sig, short what, void *userdata)
 {
@@ -267,36 +246,22 @@ static void signal_cb(evutil_socket_t sig, short what, void *userdata)
 
 /* ===== zone channels ===== */
 
-static int zone_attach(void *userdata, int fd, uint64_t id, bool has_id, pid_t pid, uid_t uid,
-                       bool resume, void **lease)
+static int zone_attach(void *userdata, pid_t pid, uid_t uid, bool resume, HaAttachGrant *grant,
+                       void **lease)
 {
-        return ha_zones_attach(userdata, fd, id, has_id, pid, uid, resume, (HaZone **)lease);
+        return ha_zones_attach(userdata, pid, uid, resume, grant, (HaZone **)lease);
+}
+
+static void zone_attached(void *userdata, void *lease, int sent)
+{
+        (void)userdata;
+        ha_zones_attached(lease, sent);
 }
 
 static void zone_detach(void *userdata, void *lease)
 {
         (void)userdata;
         ha_zones_detach(lease);
-}
-
-/* ===== start-up ===== */
-
-/* $HYPERAMP_TEST_STALL_FIFO turns on the stall service (services.h); the
- * fd stays open for the life of the process, on purpose. */
-static void enable_test_seams(void)
-{
-        const char *fifo = getenv("HYPERAMP_TEST_STALL_FIFO");
-        int fd;
-
-        if (!fifo || !*fifo)
-                return;
-        fd = open(fifo, O_RDWR | O_CLOEXEC);
-        if (fd < 0) {
-                log_warning_errno(-errno, "HYPERAMP_TEST_STALL_FIFO=%s: %m, ignoring", fifo);
-                return;
-        }
-        ha_services_enable_stall(fd);
-        log_warning("Test seam enabled: service %d blocks on %s", HA_SERVICE_STALL, fifo);
 }
 
 static struct event_base *new_base(void)
@@ -313,17 +278,70 @@ static struct event_base *new_base(void)
         return base;
 }
 
-/* Each remote zone: an executor with one thread (stop-and-wait) and a
- * queue of max_pending, and its service ids routed to it.  Before any
- * source runs a job. */
-static int start_remote_zones(Daemon *d)
+static int loop_start(Daemon *d)
 {
-        for (unsigned i = 0; i < d->cfg.n_remote_zones; i++) {
-                const HaRemoteZoneConfig *z = &d->cfg.remote_zones[i];
+        evthread_use_pthreads();
+        d->base = new_base();
+        if (!d->base)
+                return log_error_errno(-ENOMEM, "Failed to create the event loop: %m");
+        ha_log_ctx(LOG_INFO, HA_LOG_CTX(.message_id = HA_MID_STARTED),
+                   "hyperampd %s starting (libevent %s, %s backend; cJSON %s; logging to %s)",
+                   HA_VERSION, event_get_version(), event_base_get_method(d->base),
+                   cJSON_Version(), ha_log_target_name());
+        return 0;
+}
+
+static void loop_free(Daemon *d)
+{
+        if (d->base)
+                event_base_free(d->base);
+        d->base = NULL;
+        libevent_global_shutdown();
+}
+
+#if HA_TEST_SEAMS
+/* $HYPERAMP_TEST_STALL_FIFO turns on the stall service (services.h); the
+ * fd stays open for the life of the process, on purpose. */
+static int seams_start(Daemon *d)
+{
+        const char *fifo = getenv("HYPERAMP_TEST_STALL_FIFO");
+        int fd;
+        (void)d;
+
+        if (!fifo || !*fifo)
+                return 0;
+        fd = open(fifo, O_RDWR | O_CLOEXEC);
+        if (fd < 0) {
+                log_warning_errno(-errno, "HYPERAMP_TEST_STALL_FIFO=%s: %m, ignoring", fifo);
+                return 0;
+        }
+        ha_services_enable_stall(fd);
+        log_warning("Test seam enabled: service %d blocks on %s", HA_SERVICE_STALL, fifo);
+        return 0;
+}
+#endif
+
+static int engine_start(Daemon *d)
+{
+        return ha_engine_new(d->base, cfg_of(d), &d->engine);
+}
+
+static void engine_free(Daemon *d)
+{
+        d->engine = ha_engine_free(d->engine);
+}
+
+/* Each remote zone: an executor with one thread (stop-and-wait; for v2,
+ * also because the rings have no correlation id) and a queue of
+ * max_pending, and its service ids routed to it.  Before any source runs
+ * a job. */
+static int remote_start(Daemon *d)
+{
+        for (unsigned i = 0; i < cfg_of(d)->n_remote_zones; i++) {
+                const HaRemoteZoneConfig *z = &cfg_of(d)->remote_zones[i];
                 unsigned id;
                 int r;
 
-                /* v2: one thread too, as the rings have no correlation id. */
                 if (z->protocol == HA_PROTOCOL_V2)
                         r = ha_remote_v2_open(z, HA_V2_BULK_MAX, &d->v2[i]);
                 else
@@ -352,151 +370,334 @@ static int start_remote_zones(Daemon *d)
         return 0;
 }
 
-int ha_daemon_run(const HaConfig *cfg, const HaDaemonOptions *opts)
+/* After the engine: its threads call them until joined. */
+static void remote_free(Daemon *d)
 {
-        Daemon d = { .opts = opts, .cfg = *cfg };
-        uint64_t wd_usec = 0;
-        sigset_t mask, old;
-        int r = 0;
+        for (unsigned i = 0; i < HA_REMOTE_MAX_ZONES; i++)
+                d->remote[i] = ha_remote_v1_free(d->remote[i]);
+        for (unsigned i = 0; i < HA_REMOTE_MAX_ZONES; i++)
+                d->v2[i] = ha_remote_v2_close(d->v2[i]);
+}
 
-        /* Workers inherit a mask with our signals blocked, so only the loop
-         * thread ever sees them. */
-        sigemptyset(&mask);
-        sigaddset(&mask, SIGTERM);
-        sigaddset(&mask, SIGINT);
-        sigaddset(&mask, SIGHUP);
-        pthread_sigmask(SIG_BLOCK, &mask, &old);
-        signal(SIGPIPE, SIG_IGN);
+/* The socket's queue: a source like the others, registered first. */
+static int sockq_start(Daemon *d)
+{
+        return ha_sockq_new(d->base, d->engine, &d->cfg, ha_control_complete,
+                            ha_control_refused, &d->sockq);
+}
 
-        evthread_use_pthreads();
-        d.base = new_base();
-        if (!d.base) {
-                log_error("Failed to create the event loop");
-                r = -ENOMEM;
-                goto out;
-        }
-        ha_log_ctx(LOG_INFO, HA_LOG_CTX(.message_id = HA_MID_STARTED),
-                   "hyperampd %s starting (libevent %s, %s backend; cJSON %s; logging to %s)",
-                   HA_VERSION, event_get_version(), event_base_get_method(d.base),
-                   cJSON_Version(), ha_log_target_name());
+static void sockq_drain(Daemon *d)
+{
+        ha_sockq_on_drained(d->sockq, drain_next, d);
+}
 
-        enable_test_seams();
-        r = ha_engine_new(d.base, &d.cfg, &d.engine);
+static void sockq_free(Daemon *d)
+{
+        d->sockq = ha_sockq_free(d->sockq);
+}
+
+static int zones_start(Daemon *d)
+{
+        int r = ha_zones_new(d->base, d->engine, cfg_of(d), &d->zones);
+
         if (r < 0)
-                goto out;
-        r = start_remote_zones(&d);
-        if (r < 0)
-                goto out;
-        r = ha_sockq_new(d.base, d.engine, &d.cfg, ha_control_complete,
-                         ha_control_refused, &d.sockq);
-        if (r < 0)
-                goto out;
-        r = ha_control_new(d.base, d.engine, d.sockq, &d.cfg, opts->socket_path, &d.control);
-        if (r < 0)
-                goto out;
-        ha_control_set_hooks(d.control, reload, begin_shutdown, &d);
-        r = ha_zones_new(d.base, d.engine, &d.cfg, &d.zones);
-        if (r < 0) {
                 log_error_errno(r, "Failed to set up zone channels: %m");
-                goto out;
-        }
-        ha_control_set_zone_hooks(d.control, zone_attach, zone_detach, d.zones);
-        for (unsigned i = 0; i < d.cfg.n_v1_channels; i++) {
-                r = ha_v1chan_start(d.base, d.engine, &d.cfg.v1_channels[i], d.cfg.shm_name,
-                                   &d.v1[i]);
-                if (r < 0)
-                        goto out;
-        }
-        for (unsigned i = 0; i < d.cfg.n_v2_channels; i++) {
-                r = ha_v2chan_start(d.base, d.engine, &d.cfg.v2_channels[i], &d.v2chan[i]);
-                if (r < 0)
-                        goto out;
-        }
+        return r;
+}
 
-        d.sig_term = evsignal_new(d.base, SIGTERM, signal_cb, &d);
-        d.sig_int = evsignal_new(d.base, SIGINT, signal_cb, &d);
-        d.sig_hup = evsignal_new(d.base, SIGHUP, signal_cb, &d);
-        d.deadline = evtimer_new(d.base, deadline_cb, &d);
-        d.status_timer = evtimer_new(d.base, status_timer_cb, &d);
-        d.watchdog_timer = event_new(d.base, -1, EV_PERSIST, watchdog_cb, &d);
-        if (!d.sig_term || !d.sig_int || !d.sig_hup || !d.deadline || !d.status_timer ||
-            !d.watchdog_timer || evsignal_add(d.sig_term, NULL) < 0 ||
-            evsignal_add(d.sig_int, NULL) < 0 || evsignal_add(d.sig_hup, NULL) < 0) {
-                r = log_error_errno(-ENOMEM, "Failed to set up signal handling: %m");
-                goto out;
+/* After the engine's requests: what is on every ring is taken a last time. */
+static void zones_drain(Daemon *d)
+{
+        ha_zones_quiesce(d->zones, drain_next, d);
+}
+
+static void zones_free(Daemon *d)
+{
+        d->zones = ha_zones_free(d->zones);
+}
+
+static int control_start(Daemon *d)
+{
+        int r = ha_control_new(d->base, d->engine, d->sockq, &d->cfg, d->opts->socket_path,
+                               &d->control);
+
+        if (r < 0)
+                return r;
+        ha_control_set_hooks(d->control, reload, begin_shutdown, d);
+        ha_control_set_zone_hooks(d->control, zone_attach, zone_attached, zone_detach, d->zones);
+        return 0;
+}
+
+static void control_quiesce(Daemon *d)
+{
+        ha_control_quiesce(d->control);
+}
+
+/* Last: the connections carry the replies and hold the zone leases. */
+static void control_drain(Daemon *d)
+{
+        ha_control_close_all(d->control, drain_next, d);
+}
+
+static void control_free(Daemon *d)
+{
+        d->control = ha_control_free(d->control);
+}
+
+static int v1_start(Daemon *d)
+{
+        for (unsigned i = 0; i < cfg_of(d)->n_v1_channels; i++) {
+                int r = ha_v1chan_start(d->base, d->engine, &cfg_of(d)->v1_channels[i],
+                                        cfg_of(d)->shm_name, &d->v1[i]);
+                if (r < 0)
+                        return r;
         }
+        return 0;
+}
+
+static void v1_free(Daemon *d)
+{
+        for (unsigned i = 0; i < HA_V1_MAX_CHANNELS; i++)
+                d->v1[i] = ha_v1chan_free(d->v1[i]);
+}
+
+/* v2 backend channels: a seL4 frontend's requests, a poller thread each. */
+static int v2chan_start(Daemon *d)
+{
+        for (unsigned i = 0; i < cfg_of(d)->n_v2_channels; i++) {
+                int r = ha_v2chan_start(d->base, d->engine, &cfg_of(d)->v2_channels[i],
+                                        &d->v2chan[i]);
+
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* After the barrier: a poller waiting for a job the loop will not
+ * complete any more stops waiting. */
+static void v2chan_stop(Daemon *d)
+{
+        for (unsigned i = 0; i < HA_V2_MAX_CHANNELS; i++)
+                ha_v2chan_stop(d->v2chan[i]);
+}
+
+static void v2chan_free(Daemon *d)
+{
+        for (unsigned i = 0; i < HA_V2_MAX_CHANNELS; i++)
+                d->v2chan[i] = ha_v2chan_free(d->v2chan[i]);
+}
+
+static int signals_start(Daemon *d)
+{
+        d->sig_term = evsignal_new(d->base, SIGTERM, signal_cb, d);
+        d->sig_int = evsignal_new(d->base, SIGINT, signal_cb, d);
+        d->sig_hup = evsignal_new(d->base, SIGHUP, signal_cb, d);
+        if (!d->sig_term || !d->sig_int || !d->sig_hup || evsignal_add(d->sig_term, NULL) < 0 ||
+            evsignal_add(d->sig_int, NULL) < 0 || evsignal_add(d->sig_hup, NULL) < 0)
+                return log_error_errno(-ENOMEM, "Failed to set up signal handling: %m");
         /* Only now: a signal before this point waits, blocked, for the loop. */
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        pthread_sigmask(SIG_SETMASK, &d->old_sigs, NULL);
+        return 0;
+}
 
+static void free_event(struct event **ev)
+{
+        if (*ev)
+                event_free(*ev);
+        *ev = NULL;
+}
+
+static void signals_free(Daemon *d)
+{
+        free_event(&d->sig_term);
+        free_event(&d->sig_int);
+        free_event(&d->sig_hup);
+}
+
+static int systemd_start(Daemon *d)
+{
+        uint64_t wd_usec = 0;
+
+        d->deadline = evtimer_new(d->base, deadline_cb, d);
+        d->status_timer = evtimer_new(d->base, status_timer_cb, d);
+        d->watchdog_timer = event_new(d->base, -1, EV_PERSIST, watchdog_cb, d);
+        if (!d->deadline || !d->status_timer || !d->watchdog_timer)
+                return log_error_errno(-ENOMEM, "Failed to set up the timers: %m");
         if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0) {
                 struct timeval tv = { (time_t)(wd_usec / 2 / 1000000),
                                       (suseconds_t)(wd_usec / 2 % 1000000) };
-                event_add(d.watchdog_timer, &tv);
+                event_add(d->watchdog_timer, &tv);
                 log_info("Watchdog enabled: pinging every %.3f s while workers make progress",
                          (double)wd_usec / 2e6);
         }
-        arm_status_timer(&d);
-
-        notify_status(&d, "READY=1\n");
+        arm_status_timer(d);
+        notify_status(d, "READY=1\n");
         ha_log_ctx(LOG_INFO, HA_LOG_CTX(.message_id = HA_MID_READY),
-                   "Ready: serving on %s", opts->socket_path);
-        if (event_base_dispatch(d.base) < 0)
-                r = log_error_errno(-EIO, "Event loop failed");
-out:
-        /* Stopping already: a late SIGTERM must not kill the teardown. */
-        pthread_sigmask(SIG_BLOCK, &mask, NULL);
-        if (r < 0)
-                (void)sd_notifyf(0, "ERRNO=%d\nSTATUS=Failed to start: %s", -r, strerror(-r));
-        /* Reverse order of start-up: the engine joins its workers first, so
-         * no completion can reach a freed connection. */
-        /* A dead zone would hold every request queued for it for its
-         * timeout: they fail now instead. */
-        for (unsigned i = 0; i < HA_REMOTE_MAX_ZONES; i++) {
-                ha_remote_v1_cancel(d.remote[i]);
-                ha_remote_v2_cancel(d.v2[i]);
-        }
-        /* A v2 channel's poller may wait for a job: it stops waiting. */
-        for (unsigned i = 0; i < HA_V2_MAX_CHANNELS; i++)
-                ha_v2chan_stop(d.v2chan[i]);
-        if (ha_engine_stop(d.engine, d.abandoned) < 0) {
-                /* Its memory (engine, leases, v1 buffers) stays mapped for
-                 * it; exit() ends it. */
-                r = log_error_errno(-ETIMEDOUT, "A worker is stuck in a service; "
-                                    "exiting without it");
-                if (d.sockq)
-                        ha_sockq_leave(d.sockq);
-                d.engine = NULL, d.zones = NULL, d.sockq = NULL;
-                memset(d.v1, 0, sizeof(d.v1));
-                memset(d.remote, 0, sizeof(d.remote));
-                memset(d.v2, 0, sizeof(d.v2));
-                memset(d.v2chan, 0, sizeof(d.v2chan));
-        } else if (r == 0 && d.abandoned)
+                   "Ready: serving on %s", d->opts->socket_path);
+        return 0;
+}
+
+static void systemd_quiesce(Daemon *d)
+{
+        struct timeval tv = { SHUTDOWN_DEADLINE_S, 0 };
+
+        (void)sd_notifyf(0, "STOPPING=1\nSTATUS=Shutting down, finishing %u requests",
+                         ha_sockq_in_flight(d->sockq));
+        ha_log_ctx(LOG_INFO, HA_LOG_CTX(.message_id = HA_MID_STOPPING),
+                   "Shutting down, finishing %u requests in flight",
+                   ha_sockq_in_flight(d->sockq));
+        evtimer_add(d->deadline, &tv);
+}
+
+/* How it ended, once the workers are joined. */
+static void systemd_stop(Daemon *d)
+{
+        if (d->result < 0 || d->stuck)
+                return;         /* said where it failed */
+        if (d->abandoned)
                 log_warning("Stopped at the shutdown deadline; requests still in flight "
                             "were dropped");
-        else if (r == 0)
+        else
                 ha_log_ctx(LOG_INFO, HA_LOG_CTX(.message_id = HA_MID_STOPPED), "Stopped cleanly");
-        d.engine = ha_engine_free(d.engine);
-        d.control = ha_control_free(d.control);
-        /* After the engine: its workers may run socket entries until joined. */
-        d.sockq = ha_sockq_free(d.sockq);
-        d.zones = ha_zones_free(d.zones);
-        /* After the engine: its workers may run v1 entries until joined. */
-        for (unsigned i = 0; i < HA_V1_MAX_CHANNELS; i++)
-                d.v1[i] = ha_v1chan_free(d.v1[i]);
-        /* After the engine: their threads call them until joined. */
-        for (unsigned i = 0; i < HA_REMOTE_MAX_ZONES; i++)
-                d.remote[i] = ha_remote_v1_free(d.remote[i]);
-        for (unsigned i = 0; i < HA_REMOTE_MAX_ZONES; i++)
-                d.v2[i] = ha_remote_v2_close(d.v2[i]);
-        for (unsigned i = 0; i < HA_V2_MAX_CHANNELS; i++)
-                d.v2chan[i] = ha_v2chan_free(d.v2chan[i]);
-        struct event *evs[] = { d.sig_term, d.sig_int, d.sig_hup, d.deadline, d.status_timer,
-                                d.watchdog_timer };
-        for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
-                if (evs[i])
-                        event_free(evs[i]);
-        if (d.base)
-                event_base_free(d.base);
-        libevent_global_shutdown();
-        return r;
+}
+
+static void systemd_free(Daemon *d)
+{
+        free_event(&d->deadline);
+        free_event(&d->status_timer);
+        free_event(&d->watchdog_timer);
+}
+
+/*
+ * The subsystems, in start-up order: each may use those above it.
+ *
+ * Start-up runs the table forward.  Shutdown runs quiesce (take no new
+ * work) forward, then drain (finish what was taken: each calls
+ * drain_next once idle) forward: the socket queue's requests first, then a
+ * zone's last look at its rings, then control closes its connections,
+ * which carry the replies and hold the leases.  The loop ends; the one
+ * barrier joins the workers; stop and free run in strict reverse.
+ *
+ * A new subsystem is one row (and its functions above): any slot may be
+ * NULL, free must take what a failed start left.  worker_memory: the
+ * workers may be inside its memory, so a stuck worker means it is left
+ * to exit() rather than freed.
+ */
+static const struct Subsystem {
+        const char *name;
+        int (*start)(Daemon *d);
+        void (*quiesce)(Daemon *d);
+        void (*drain)(Daemon *d);
+        void (*stop)(Daemon *d);
+        void (*free)(Daemon *d);
+        bool worker_memory;
+} subsystems[] = {
+        { "loop", loop_start, NULL, NULL, NULL, loop_free, false },
+#if HA_TEST_SEAMS
+        { "test seams", seams_start, NULL, NULL, NULL, NULL, false },
+#endif
+        { "engine", engine_start, NULL, NULL, NULL, engine_free, true },
+        { "remote zones", remote_start, NULL, NULL, NULL, remote_free, true },
+        { "socket queue", sockq_start, NULL, sockq_drain, NULL, sockq_free, true },
+        { "zones", zones_start, NULL, zones_drain, NULL, zones_free, true },
+        { "control", control_start, control_quiesce, control_drain, NULL, control_free, false },
+        { "v1", v1_start, NULL, NULL, NULL, v1_free, true },
+        { "v2 channels", v2chan_start, NULL, NULL, v2chan_stop, v2chan_free, true },
+        { "signals", signals_start, NULL, NULL, NULL, signals_free, false },
+        { "systemd", systemd_start, systemd_quiesce, NULL, systemd_stop, systemd_free, false },
+};
+
+#define N_SUBSYSTEMS (sizeof(subsystems) / sizeof(subsystems[0]))
+
+static void drain_next(void *userdata)
+{
+        Daemon *d = userdata;
+
+        while (d->draining < N_SUBSYSTEMS) {
+                const struct Subsystem *s = &subsystems[d->draining++];
+
+                if (s->drain) {
+                        s->drain(d);    /* calls back here once idle, maybe at once */
+                        return;
+                }
+        }
+        event_base_loopexit(d->base, NULL);
+}
+
+static void begin_shutdown(void *userdata)
+{
+        Daemon *d = userdata;
+
+        if (d->stopping)
+                return;
+        d->stopping = true;
+        for (size_t i = 0; i < N_SUBSYSTEMS; i++)
+                if (subsystems[i].quiesce)
+                        subsystems[i].quiesce(d);
+        drain_next(d);
+}
+
+/* The barrier: no worker runs after it, so nothing is freed under one. */
+static void join_workers(Daemon *d)
+{
+        /* A dead remote zone would hold every request queued for it for
+         * its timeout: they fail now instead. */
+        for (unsigned i = 0; i < HA_REMOTE_MAX_ZONES; i++) {
+                ha_remote_v1_cancel(d->remote[i]);
+                ha_remote_v2_cancel(d->v2[i]);
+        }
+        if (ha_engine_stop(d->engine, d->abandoned) < 0) {
+                /* Its memory (engine, leases, v1 buffers) stays mapped for
+                 * it; exit() ends it. */
+                d->result = log_error_errno(-ETIMEDOUT, "A worker is stuck in a service; "
+                                            "exiting without it");
+                if (d->sockq)
+                        ha_sockq_leave(d->sockq);
+                d->stuck = true;
+        }
+}
+
+int ha_daemon_run(const HaConfig *cfg, const HaDaemonOptions *opts)
+{
+        Daemon d = { .opts = opts };
+        size_t started = 0;
+        int r = 0;
+
+        d.cfg.cur = ha_config_new(cfg);
+        if (!d.cfg.cur)
+                return log_error_errno(-ENOMEM, "Failed to start: %m");
+        /* Workers inherit a mask with our signals blocked, so only the loop
+         * thread ever sees them. */
+        sigemptyset(&d.sigs);
+        sigaddset(&d.sigs, SIGTERM);
+        sigaddset(&d.sigs, SIGINT);
+        sigaddset(&d.sigs, SIGHUP);
+        pthread_sigmask(SIG_BLOCK, &d.sigs, &d.old_sigs);
+        signal(SIGPIPE, SIG_IGN);
+
+        /* A failed start leaves its own half to its free, like the rest. */
+        while (started < N_SUBSYSTEMS && r == 0) {
+                const struct Subsystem *s = &subsystems[started++];
+
+                r = s->start ? s->start(&d) : 0;
+        }
+        if (r == 0 && event_base_dispatch(d.base) < 0)
+                r = log_error_errno(-EIO, "Event loop failed");
+
+        /* Stopping already: a late SIGTERM must not kill the teardown. */
+        pthread_sigmask(SIG_BLOCK, &d.sigs, NULL);
+        if (r < 0)
+                (void)sd_notifyf(0, "ERRNO=%d\nSTATUS=Failed to start: %s", -r, strerror(-r));
+        d.result = r;
+        join_workers(&d);
+        for (size_t i = started; i-- > 0;)
+                if (subsystems[i].stop)
+                        subsystems[i].stop(&d);
+        for (size_t i = started; i-- > 0;)
+                if (subsystems[i].free && !(d.stuck && subsystems[i].worker_memory))
+                        subsystems[i].free(&d);
+        /* Even past a stuck worker: workers never read the config. */
+        ha_config_swap(&d.cfg, NULL);
+        return d.result;
 }

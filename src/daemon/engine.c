@@ -66,7 +66,7 @@ typedef struct Refused {
 
 struct HaEngine {
         struct event_base *base;
-        HaConfig cfg;
+        unsigned poll_us;               /* restart-only: read at start */
         Source sources[HA_ENGINE_MAX_SOURCES];
         unsigned nsources;
         unsigned total_capacity;        /* of every source: the local pool's capacity */
@@ -454,8 +454,8 @@ int ha_engine_add_source(HaEngine *e, const HaSourceOps *ops, void *ctx, const c
         *ret_id = e->nsources;
         /* Published after the entry is filled: polling workers read it. */
         __atomic_store_n(&e->nsources, e->nsources + 1, __ATOMIC_RELEASE);
-        if (ops->poll && e->cfg.poll_us)
-                ha_pool_set_poll(local->pool, poll_sources, poll_sources_end, e, e->cfg.poll_us);
+        if (ops->poll && e->poll_us)
+                ha_pool_set_poll(local->pool, poll_sources, poll_sources_end, e, e->poll_us);
         return 0;
 }
 
@@ -471,7 +471,7 @@ int ha_engine_new(struct event_base *base, const HaConfig *cfg, HaEngine **ret)
         if (!e)
                 return -ENOMEM;
         e->base = base;
-        e->cfg = *cfg;
+        e->poll_us = cfg->poll_us;
         e->svc_table = ha_services(&e->nsvc);
         e->svc = calloc(e->nsvc + 1, sizeof(*e->svc));
         e->refuse_ev = event_new(base, -1, 0, refuse_cb, e);

@@ -241,12 +241,10 @@ static void ring(HaRemoteV1 *r, uint16_t service)
         case HA_BELL_NONE:
                 return;
         case HA_BELL_MMIO:
-                /* Everything before it is visible first (dmb before the
-                 * trapped store). */
-                __atomic_thread_fence(__ATOMIC_SEQ_CST);
+                /* Everything before it is visible first: a seq_cst store
+                 * (no fence: TSan does not model fences). */
                 __atomic_store_n(r->mmio_bell, (uint32_t)r->cfg.bell_zone << 16 | service,
-                                 __ATOMIC_RELAXED);
-                __atomic_thread_fence(__ATOMIC_SEQ_CST);
+                                 __ATOMIC_SEQ_CST);
                 break;
         case HA_BELL_FIFO:
                 if (r->bell_fd < 0)
@@ -289,7 +287,6 @@ static void reassert(HaRemoteV1 *r)
             !(__atomic_load_n(&entry(r, r->out.k)->msg.flag, __ATOMIC_ACQUIRE) &
               HA_FLAG_DEAL_STATE)) {
                 ha_st16(&r->q->proc_ing_h, r->out.k);
-                __atomic_thread_fence(__ATOMIC_RELEASE);
                 __atomic_store_n(&r->q->working_mark, HA_MARK_BUSY, __ATOMIC_RELEASE);
                 COUNT(r, reasserts, 1);
         }
@@ -367,7 +364,6 @@ static void check_released(HaRemoteV1 *r)
                     ha_ld32(&en->msg.length) != 0) {
                         COUNT(r, double_answers, 1);
                         ha_st32(&en->msg.length, 0);
-                        __atomic_thread_fence(__ATOMIC_RELEASE);
                         __atomic_store_n(&en->msg.flag, 0, __ATOMIC_RELEASE);
                 }
         }
@@ -377,9 +373,10 @@ static void release(HaRemoteV1 *r, uint16_t k)
 {
         HaMsgEntry *en = entry(r, k);
 
-        /* length first: a polling peer never sees "length > 0, not dealt". */
+        /* length first: a polling peer never sees "length > 0, not dealt".
+         * The release store of flag orders it after (every store before a
+         * release store is visible first; no fence: TSan models none). */
         ha_st32(&en->msg.length, 0);
-        __atomic_thread_fence(__ATOMIC_RELEASE);
         __atomic_store_n(&en->msg.flag, 0, __ATOMIC_RELEASE);
         r->out.active = false;
         r->released[1] = r->released[0];
@@ -553,11 +550,10 @@ static void publish(HaRemoteV1 *r, uint16_t service, const uint8_t *data, uint32
         ha_st32(&en->msg.offset, off);
         ha_st16(&en->cur_idx, k);
         ha_st16(&en->nxt_idx, r->n);
-        /* length last: the polling seL4 peer takes the entry on it. */
-        __atomic_thread_fence(__ATOMIC_RELEASE);
+        /* length last, a release store: the polling seL4 peer takes the
+         * entry on it.  Then proc_ing_h, then BUSY (release). */
         __atomic_store_n(&en->msg.length, wire, __ATOMIC_RELEASE);
         ha_st16(&r->q->proc_ing_h, k);
-        __atomic_thread_fence(__ATOMIC_RELEASE);
         __atomic_store_n(&r->q->working_mark, HA_MARK_BUSY, __ATOMIC_RELEASE);
         r->out = (Record){ .active = true, .k = k, .service = service, .offset = off,
                            .length = wire };

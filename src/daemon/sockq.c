@@ -33,7 +33,7 @@ typedef struct ReqCtx {
 struct HaSockq {
         HaEngine *engine;
         unsigned source;
-        HaConfig cfg;
+        const HaConfigSlot *cfg;        /* the daemon's: read, never copied */
         HaRegion region;
         HaQueue queue;
         HaAlloc *alloc;
@@ -228,9 +228,10 @@ static const HaSourceOps sockq_ops = {
         .stats_json = sockq_source_stats,
 };
 
-int ha_sockq_new(struct event_base *base, HaEngine *e, const HaConfig *cfg,
+int ha_sockq_new(struct event_base *base, HaEngine *e, const HaConfigSlot *slot,
                  ha_complete_fn complete, ha_refused_fn refused, HaSockq **ret)
 {
+        const HaConfig *cfg;
         HaSockq *q;
         int r;
 
@@ -238,7 +239,8 @@ int ha_sockq_new(struct event_base *base, HaEngine *e, const HaConfig *cfg,
         if (!q)
                 return -ENOMEM;
         q->engine = e;
-        q->cfg = *cfg;
+        q->cfg = slot;
+        cfg = ha_config_get(slot);
         q->complete = complete;
         q->refused = refused;
         q->region.fd = -1;
@@ -332,7 +334,7 @@ int ha_sockq_submit(HaSockq *q, uint16_t service, struct evbuffer *src, size_t l
         uint32_t off;
         int r;
 
-        if (len == 0 || len > q->cfg.max_payload)
+        if (len == 0 || len > ha_config_get(q->cfg)->max_payload)
                 return -EINVAL;
         if (ha_queue_acquire(&q->queue, &idx) < 0) {
                 q->st.busy++;
@@ -384,11 +386,6 @@ uint64_t ha_sockq_completed(const HaSockq *q)
         return q->st.completed;
 }
 
-void ha_sockq_set_config(HaSockq *q, const HaConfig *cfg)
-{
-        q->cfg.max_payload = cfg->max_payload;
-}
-
 void ha_sockq_on_drained(HaSockq *q, void (*cb)(void *), void *userdata)
 {
         if (q->in_flight == 0) {
@@ -407,7 +404,7 @@ void ha_sockq_stats_json(HaSockq *q, cJSON *o)
 
         ha_engine_counts(q->engine, &n);
         s = cJSON_AddObjectToObject(o, "queue");
-        cJSON_AddStringToObject(s, "shm_name", q->cfg.shm_name);
+        cJSON_AddStringToObject(s, "shm_name", ha_config_get(q->cfg)->shm_name);
         cJSON_AddNumberToObject(s, "capacity", q->queue.n);
         cJSON_AddNumberToObject(s, "depth", q->queue.nwaiting + n.queued);
         cJSON_AddNumberToObject(s, "in_flight", q->in_flight);

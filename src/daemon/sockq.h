@@ -37,7 +37,7 @@ typedef void (*ha_refused_fn)(void *owner, uint64_t req_id, uint16_t service, in
 
 /* Maps the region and registers as the engine's source (queue_entries of
  * capacity). */
-int ha_sockq_new(struct event_base *base, HaEngine *e, const HaConfig *cfg,
+int ha_sockq_new(struct event_base *base, HaEngine *e, const HaConfigSlot *cfg,
                  ha_complete_fn complete, ha_refused_fn refused, HaSockq **ret);
 /* After ha_engine_free(): releases what is still queued, unmaps (and
  * unlinks) the region. */
@@ -58,9 +58,6 @@ unsigned ha_sockq_capacity(const HaSockq *q);
 uint64_t ha_sockq_completed(const HaSockq *q);
 /* cb runs (once) when nothing is in flight any more; now if already so. */
 void ha_sockq_on_drained(HaSockq *q, void (*cb)(void *), void *userdata);
-
-/* Take the settings that may change while running (max_payload). */
-void ha_sockq_set_config(HaSockq *q, const HaConfig *cfg);
 
 /* Adds the queue, pool and requests sections to o. */
 void ha_sockq_stats_json(HaSockq *q, cJSON *o);

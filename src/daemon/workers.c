@@ -229,17 +229,10 @@ static bool join_gone(HaPool *p)
 
 int ha_pool_stop(HaPool *p, bool drop, int wait_ms)
 {
-        struct timespec until;
+        struct timespec until = ha_mono_deadline((unsigned)wait_ms);
         bool all;
         int e = 0;
 
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_sec += wait_ms / 1000;
-        until.tv_nsec += (long)(wait_ms % 1000) * 1000000;
-        if (until.tv_nsec >= 1000000000) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000;
-        }
         pthread_mutex_lock(&p->lock);
         p->stop = true;
         __atomic_store_n(&p->stop_hint, true, __ATOMIC_RELAXED);

@@ -906,44 +906,34 @@ static void resume_read(HaZone *z, int fd)
                            suppressed ? "; similar reports were suppressed" : "");
 }
 
-static int send_reply(HaZone *z, int fd, uint64_t id, bool has_id)
+/* The attach reply's result and the fds that go with it. */
+static int grant_of(HaZone *z, HaAttachGrant *g)
 {
-        char json[512];
-        uint8_t hdr[HA_PROTO_HDR_SIZE];
         /* A resuming client keeps its memory: only the sockets are new. */
         bool resume = z->state == SLOT_RESUMING;
-        int fds[3] = { z->bell_peer, z->done_peer, z->memfd };
-        union {
-                char buf[CMSG_SPACE(sizeof(fds))];
-                struct cmsghdr align;
-        } u;
-        struct iovec iov[2];
-        struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2, .msg_control = u.buf };
-        char idbuf[32] = "";
-        ssize_t n;
-        int len;
+        cJSON *o = cJSON_CreateObject();
 
-        if (has_id)
-                snprintf(idbuf, sizeof(idbuf), "\"id\":%llu,", (unsigned long long)id);
-        len = snprintf(json, sizeof(json),
-                       "{\"v\":%d,%s\"result\":{\"slot\":%u,\"epoch\":%u,\"size\":%zu,\"resume\":%s,"
-                       "\"ctl_off\":%u,\"queue_off\":%u,\"done_off\":%u,\"pool_off\":%u,\"pool_size\":%llu,"
-                       "\"entries\":%u,\"ring\":%u}}",
-                       HA_PROTO_VERSION, idbuf, z->slot, z->epoch, HA_ZONE_SIZE(z->zs->pool_size),
-                       resume ? "true" : "false", CTL_OFF, QUEUE_OFF, DONE_OFF, POOL_OFF,
-                       (unsigned long long)z->zs->pool_size, HA_ZONE_ENTRIES, HA_ZONE_RING);
-        ha_frame_hdr_write(hdr, (uint32_t)len, 0);
-        iov[0] = (struct iovec){ hdr, sizeof(hdr) };
-        iov[1] = (struct iovec){ json, (size_t)len };
-        ha_fds_put(&mh, fds, resume ? 2 : 3);
-        n = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n < 0)
-                return -errno;
-        return (size_t)n == sizeof(hdr) + (size_t)len ? 0 : -EIO;
+        if (!o || !cJSON_AddNumberToObject(o, "slot", z->slot) ||
+            !cJSON_AddNumberToObject(o, "epoch", z->epoch) ||
+            !cJSON_AddNumberToObject(o, "size", (double)HA_ZONE_SIZE(z->zs->pool_size)) ||
+            !cJSON_AddBoolToObject(o, "resume", resume) ||
+            !cJSON_AddNumberToObject(o, "ctl_off", CTL_OFF) ||
+            !cJSON_AddNumberToObject(o, "queue_off", QUEUE_OFF) ||
+            !cJSON_AddNumberToObject(o, "done_off", DONE_OFF) ||
+            !cJSON_AddNumberToObject(o, "pool_off", POOL_OFF) ||
+            !cJSON_AddNumberToObject(o, "pool_size", (double)z->zs->pool_size) ||
+            !cJSON_AddNumberToObject(o, "entries", HA_ZONE_ENTRIES) ||
+            !cJSON_AddNumberToObject(o, "ring", HA_ZONE_RING)) {
+                cJSON_Delete(o);
+                return -ENOMEM;
+        }
+        *g = (HaAttachGrant){ .result = o, .fds = { z->bell_peer, z->done_peer, z->memfd },
+                              .nfds = resume ? 2 : 3 };
+        return 0;
 }
 
-int ha_zones_attach(HaZones *zs, int fd, uint64_t id, bool has_id, pid_t pid, uid_t uid,
-                    bool resume, HaZone **ret)
+int ha_zones_attach(HaZones *zs, pid_t pid, uid_t uid, bool resume, HaAttachGrant *grant,
+                    HaZone **ret)
 {
         HaZone *z = NULL;
         int r;
@@ -978,10 +968,22 @@ int ha_zones_attach(HaZones *zs, int fd, uint64_t id, bool has_id, pid_t pid, ui
                         r = -ENOMEM;
         }
         if (r == 0)
-                r = send_reply(z, fd, id, has_id);
+                r = grant_of(z, grant);
         if (r < 0) {
                 zone_close(z);
                 return r;
+        }
+        *ret = z;
+        return 0;
+}
+
+void ha_zones_attached(HaZone *z, int sent)
+{
+        bool resume = z->state == SLOT_RESUMING;
+
+        if (sent < 0) {
+                zone_close(z);
+                return;
         }
         /* The client has its ends now.  We keep a doorbell end to ring
          * ourselves (zone_drain); we only ever send on it with MSG_DONTWAIT. */
@@ -990,11 +992,9 @@ int ha_zones_attach(HaZones *zs, int fd, uint64_t id, bool has_id, pid_t pid, ui
         /* Polling workers may come in now. */
         if (!resume)
                 __atomic_store_n(&z->live, true, __ATOMIC_RELEASE);
-        ha_log_ctx(LOG_INFO, HA_LOG_CTX(.client_pid = (int)pid, .client_uid = (uint32_t)uid),
-                   "Zone client pid %d uid %u %s slot %u (epoch %u)", (int)pid, (unsigned)uid,
+        ha_log_ctx(LOG_INFO, HA_LOG_CTX(.client_pid = (int)z->pid, .client_uid = (uint32_t)z->uid),
+                   "Zone client pid %d uid %u %s slot %u (epoch %u)", (int)z->pid, (unsigned)z->uid,
                    resume ? "is resuming its lease in" : "attached to", z->slot, z->epoch);
-        *ret = z;
-        return 0;
 }
 
 void ha_zones_detach(HaZone *z)

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* libhyperamp: the client side of zone channels (include/hyperamp/zone.h). */
+/* libhyperamp: the client side of zone channels (src/core/hyperamp/zone.h). */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -19,6 +19,8 @@
 #include <cjson/cJSON.h>
 
 #include "alloc.h"
+#include "clock.h"
+#include "client.h"
 #include "cpu.h"
 #include "hyperamp/cleanup.h"
 #include "hyperamp/hyperamp.h"
@@ -63,71 +65,49 @@ struct hyperamp {
         hyperamp_req_t reqs[HA_ZONE_ENTRIES];
 };
 
-static int64_t now_ms(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ===== attach ===== */
 
-/* Send attach (or a resume) and take the reply with its want fds. */
-static int call_attach(int fd, bool resume, int fds[3], cJSON **ret)
+/*
+ * Connect and send attach (or a resume): the connection in *sock and the
+ * reply's want fds.  The client core bounds it all by timeout_ms.  A daemon
+ * at its connection limit sends E_LIMIT and closes: that reply is read too.
+ */
+static int call_attach(const char *path, int timeout_ms, bool resume, int *sock, int fds[3],
+                       cJSON **ret)
 {
-        static const char plain[] = "{\"v\":1,\"id\":1,\"method\":\"attach\"}";
-        static const char again[] = "{\"v\":1,\"id\":1,\"method\":\"attach\","
-                                    "\"params\":{\"resume\":true}}";
-        const char *req = resume ? again : plain;
-        size_t rlen = resume ? sizeof(again) - 1 : sizeof(plain) - 1;
-        int want = resume ? 2 : 3;
-        uint8_t hdr[HA_PROTO_HDR_SIZE], buf[1024];
-        union {
-                char c[CMSG_SPACE(3 * sizeof(int))];
-                struct cmsghdr align;
-        } u;
-        struct iovec iov = { buf, sizeof(buf) };
-        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.c,
-                             .msg_controllen = sizeof(u.c) };
-        uint32_t jlen, dlen;
-        enum ha_error err;
+        int want = resume ? 2 : 3, nfds = 0, r;
+        cJSON *params = NULL;
+        HaClient cl;
         HaReply rep;
-        ssize_t n;
-        int nfds, r = -EBADMSG;
 
-        ha_frame_hdr_write(hdr, (uint32_t)rlen, 0);
-        /* A daemon at its connection limit sends E_LIMIT and closes: after
-         * EPIPE that reply is still there to be read. */
-        if ((send(fd, hdr, sizeof(hdr), MSG_NOSIGNAL) != sizeof(hdr) ||
-             send(fd, req, rlen, MSG_NOSIGNAL) != (ssize_t)rlen) && errno != EPIPE)
-                return -ECONNRESET;
-        /* The daemon sends the whole reply, with the fds, in one message. */
-        n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
-        if (n < 0)
-                return errno == EAGAIN ? -ETIMEDOUT : -errno;
-        if (n == 0)
-                return -ECONNRESET;     /* the daemon went away meanwhile */
-        nfds = ha_fds_take(&mh, fds, 3);
-        if (nfds < 0)
-                return -EBADMSG;
-        if ((size_t)n < sizeof(hdr) || ha_frame_hdr_parse(buf, 0, &jlen, &dlen, &err) < 0 ||
-            (size_t)n != sizeof(hdr) + jlen ||
-            ha_reply_parse((const char *)buf + sizeof(hdr), jlen, &rep) < 0)
-                goto fail;
-        if (rep.error_code)
-                r = strcmp(rep.error_code, "E_LIMIT") == 0 ? -EBUSY :
-                    strcmp(rep.error_code, "E_SHUTDOWN") == 0 ? -ESHUTDOWN :
-                    strcmp(rep.error_code, "E_DISABLED") == 0 ? -EOPNOTSUPP : -EPROTO;
-        else if (nfds == want)
-                r = (*ret = cJSON_Duplicate(rep.result, true)) ? 0 : -ENOMEM;
-        ha_reply_done(&rep);
-        if (r == 0)
-                return 0;
-fail:
-        for (int i = 0; i < nfds; i++)
-                close(fds[i]);
-        return r;
+        r = ha_client_connect(&cl, path, timeout_ms);
+        if (r < 0)
+                return r;
+        if (resume && (!(params = cJSON_CreateObject()) || !cJSON_AddTrueToObject(params, "resume"))) {
+                cJSON_Delete(params);
+                ha_client_close(&cl);
+                return -ENOMEM;
+        }
+        r = ha_client_call_fds(&cl, HA_METHOD_ATTACH, params, &rep, fds, 3, &nfds);
+        if (r == 0) {
+                if (rep.error_code)
+                        r = strcmp(rep.error_code, "E_LIMIT") == 0 ? -EBUSY :
+                            strcmp(rep.error_code, "E_SHUTDOWN") == 0 ? -ESHUTDOWN :
+                            strcmp(rep.error_code, "E_DISABLED") == 0 ? -EOPNOTSUPP : -EPROTO;
+                else if (nfds != want)
+                        r = -EBADMSG;
+                else
+                        r = (*ret = cJSON_Duplicate(rep.result, true)) ? 0 : -ENOMEM;
+                ha_reply_done(&rep);
+        }
+        if (r < 0) {
+                for (int i = 0; i < nfds; i++)
+                        close(fds[i]);
+                ha_client_close(&cl);
+                return r;
+        }
+        *sock = cl.fd;
+        return 0;
 }
 
 static double num(const cJSON *o, const char *key)
@@ -163,25 +143,6 @@ static bool layout_ok(const cJSON *res)
                pool > 0 && pool <= UINT32_MAX && num(res, "size") == (double)HA_ZONE_SIZE((uint64_t)pool);
 }
 
-/* A connected control socket: -errno when nobody listens. */
-static int dial(const struct sockaddr_un *sa, int timeout_ms)
-{
-        struct timeval tv = { timeout_ms / 1000, (timeout_ms % 1000) * 1000 };
-        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-        if (fd < 0)
-                return -errno;
-        /* SO_SNDTIMEO bounds connect() too, when the backlog is full. */
-        if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
-            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0 ||
-            connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) < 0) {
-                int r = -errno;
-                close(fd);
-                return r;
-        }
-        return fd;
-}
-
 EXPORT int hyperamp_attach(const char *socket_path, hyperamp_t **ret)
 {
         int fds[3] = { -1, -1, -1 };
@@ -201,12 +162,7 @@ EXPORT int hyperamp_attach(const char *socket_path, hyperamp_t **ret)
         r = ha_socket_path(socket_path, h->addr.sun_path, sizeof(h->addr.sun_path));
         if (r < 0)
                 goto fail;
-        h->sock = dial(&h->addr, 10000);
-        if (h->sock < 0) {
-                r = h->sock;
-                goto fail;
-        }
-        r = call_attach(h->sock, false, fds, &res);
+        r = call_attach(h->addr.sun_path, 10000, false, &h->sock, fds, &res);
         if (r < 0)
                 goto fail;
         h->bell_fd = fds[0];
@@ -368,7 +324,7 @@ static int hand_back(hyperamp_t *h, int sock, const int fds[2], int64_t deadline
         ha_fds_put(&mh, &h->memfd, 1);
         if (sendmsg(fds[0], &mh, MSG_NOSIGNAL) != 1)
                 return -errno;
-        left = deadline - now_ms();
+        left = deadline - ha_mono_ms();
         if (left <= 0 || poll(p, 2, left > INT_MAX ? INT_MAX : (int)left) <= 0)
                 return -ETIMEDOUT;
         if (!(p[0].revents & POLLIN))
@@ -383,15 +339,14 @@ static int hand_back(hyperamp_t *h, int sock, const int fds[2], int64_t deadline
 static int resume_once(hyperamp_t *h, unsigned gen, int64_t deadline)
 {
         int sock, fds[3] = { -1, -1, -1 }, r;
-        int64_t left = deadline - now_ms();
+        int64_t left = deadline - ha_mono_ms();
         cJSON *res = NULL;
 
         if (left <= 0)
                 return -ETIMEDOUT;
-        sock = dial(&h->addr, left > 10000 ? 10000 : (int)left);
-        if (sock < 0)
-                return sock;
-        r = call_attach(sock, true, fds, &res);
+        r = call_attach(h->addr.sun_path, left > 10000 ? 10000 : (int)left, true, &sock, fds, &res);
+        if (r < 0)
+                return r;
         if (r == 0 && (!layout_ok(res) || (uint64_t)num(res, "pool_size") != h->pool_size))
                 r = -EPROTO;    /* a daemon configured another pool size */
         if (r == 0)
@@ -433,7 +388,7 @@ static int resume_once(hyperamp_t *h, unsigned gen, int64_t deadline)
  */
 static int resume(hyperamp_t *h, unsigned gen, int64_t deadline)
 {
-        int64_t cap = now_ms() + RESUME_MS;
+        int64_t cap = ha_mono_ms() + RESUME_MS;
         int backoff = 1, r;
 
         if (deadline > cap)
@@ -453,7 +408,7 @@ static int resume(hyperamp_t *h, unsigned gen, int64_t deadline)
                     r != -EPIPE && r != -EEXIST && r != -EBUSY && r != -ESHUTDOWN &&
                     r != -ETIMEDOUT)
                         break;
-                left = deadline - now_ms();
+                left = deadline - ha_mono_ms();
                 if (left <= 0) {
                         r = -ETIMEDOUT;
                         break;
@@ -470,7 +425,7 @@ EXPORT int hyperamp_wait(hyperamp_req_t *r, int timeout_ms)
         hyperamp_t *h = r->h;
         uint32_t *word = &h->v.done[r->idx].word;
         unsigned spin = __atomic_load_n(&h->spin, __ATOMIC_RELAXED);
-        int64_t deadline = timeout_ms < 0 ? INT64_MAX : now_ms() + timeout_ms;
+        int64_t deadline = timeout_ms < 0 ? INT64_MAX : ha_mono_ms() + timeout_ms;
         unsigned gen;
         uint32_t v;
 
@@ -500,7 +455,7 @@ EXPORT int hyperamp_wait(hyperamp_req_t *r, int timeout_ms)
                     !__atomic_compare_exchange_n(word, &v, v | HA_ZONE_WAITER, false,
                                                  __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
                         continue;       /* it changed under us: look again */
-                left = deadline - now_ms();
+                left = deadline - ha_mono_ms();
                 if (left <= 0)
                         return -ETIMEDOUT;
                 /* Sleep on the word; wake at least every LIVENESS_MS to
@@ -511,7 +466,7 @@ EXPORT int hyperamp_wait(hyperamp_req_t *r, int timeout_ms)
                 (void)syscall(SYS_futex, word, FUTEX_WAIT, v | HA_ZONE_WAITER, &ts, NULL, 0);
                 gen = __atomic_load_n(&h->gen, __ATOMIC_ACQUIRE);
                 if (!is_done(r, &v) && daemon_gone(h) && resume(h, gen, deadline) < 0)
-                        return now_ms() >= deadline ? -ETIMEDOUT : -ECONNRESET;
+                        return ha_mono_ms() >= deadline ? -ETIMEDOUT : -ECONNRESET;
         }
 }
 

@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BUILD = os.path.normpath(os.path.join(HERE, '..', '..', 'build'))
@@ -59,6 +60,29 @@ def note_killed(pid):
     if KILLED_LOG:
         with open(KILLED_LOG, 'a') as f:
             f.write('%d\n' % pid)
+
+# The test seams ($HYPERAMP_TEST_FAIL, _CRASH, _PAUSE, _STALL_FIFO) are in
+# hyperampd only when it was built with -Dtest_seams=true (scripts/setup.sh
+# and every test build do; a release build does not).  A daemon asked for
+# one in a build without them skips the test, saying so.
+SEAM_VARS = ('HYPERAMP_TEST_FAIL', 'HYPERAMP_TEST_CRASH', 'HYPERAMP_TEST_PAUSE',
+             'HYPERAMP_TEST_STALL_FIFO')
+_seams = None
+
+
+def has_test_seams():
+    global _seams
+    if _seams is None:
+        with open(HYPERAMPD, 'rb') as f:
+            _seams = b'HYPERAMP_TEST_FAIL' in f.read()
+    return _seams
+
+
+def require_seams(env):
+    wanted = [k for k in (env or {}) if k in SEAM_VARS]
+    if wanted and not has_test_seams():
+        raise unittest.SkipTest('%s: hyperampd was built without -Dtest_seams=true'
+                                % ', '.join(wanted))
 
 READY_TIMEOUT = 10.0 * TIMEOUT_SCALE
 # The daemon's own shutdown deadline is 10 s; allow for it plus slack.
@@ -225,6 +249,7 @@ def run_ctl(args, socket_path=None, input=None, timeout=None, env=None, preexec_
 def run_daemon_cmd(args, timeout=None, env=None):
     """Run hyperampd to completion (--help, --check-config, usage errors).
     Returns (rc, stdout str, stderr str)."""
+    require_seams(env)
     e = dict(os.environ)
     e.pop('NOTIFY_SOCKET', None)
     if env:
@@ -367,6 +392,7 @@ class Daemon:
 
     def __init__(self, config=None, args=(), socket_path=None, use_env_socket=False,
                  check_clean_exit=True, umask=None, env=None, preexec_fn=None):
+        require_seams(env)
         self.shm_name = unique_shm_name()
         self.config = {'shm_name': self.shm_name}
         for k, v in (config or {}).items():

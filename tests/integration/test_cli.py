@@ -757,7 +757,7 @@ class OversizeCliTest(unittest.TestCase):
         E_TOO_BIG after the header and closes, hyperampctl is still writing
         the payload, gets EPIPE/ECONNRESET and reports "connection to
         hyperampd lost" with exit 69 as if the daemon were gone
-        (src/ctl/client.c ha_client_call never reads the reply once a
+        (src/core/client.c ha_client_call never reads the reply once a
         write fails)."""
         with Daemon({'max_payload': 4096}) as d:
             for size in (4097, 1 << 20):

@@ -17,7 +17,7 @@ import tempfile
 import unittest
 
 import harness
-from harness import Daemon, request, scaled, wait_until
+from harness import Daemon, request, scaled, start_expect_failure, wait_until
 
 V1PEER = os.environ.get('V1PEER') or os.path.join(harness.BUILD, 'tests', 'peers', 'v1peer')
 V1CLIENT = os.environ.get('V1CLIENT') or os.path.join(harness.BUILD, 'tests', 'integration',
@@ -274,6 +274,23 @@ class GatewayTest(unittest.TestCase):
         self.assertIn('Stopped at the shutdown deadline', log)
         self.assertNotIn('stuck', log)
 
+    def test_start_failures(self):
+        """A zone that cannot be set up stops the start, with the reason;
+        nothing is written to the peer's memory."""
+        def fails(why, **zone):
+            f = start_expect_failure({'remote_zones': [dict(self.zone.config('linux', [1]),
+                                                            **zone)]})
+            self.assertNotEqual(f.rc, 0)
+            self.assertIn("remote zone 'rtos'", f.log)
+            self.assertIn(why, f.log)
+        fails('No such file', shm_config=os.path.join(self.tmp, 'no'))
+        fails('cannot open', mem=os.path.join(self.tmp, 'nomem'))
+        fails('not a multiple of the page size', base='0x7e000001')
+        fails('below base', base='0x7f000000')
+        fails('cannot open doorbell', doorbell={'kind': 'ioctl', 'zone': 1,
+                                                'device': os.path.join(self.tmp, 'nodev')})
+        self.assertEqual(self.zone.header(), (0, 0, 0, 0, 0))
+
     def faulty(self, profile, *args, counter=None, want=LINUX_HELLO, peer='linux'):
         self.zone.start(profile, *args)
         with self.daemon(self.zone.config(peer, [1])) as d:
@@ -318,8 +335,12 @@ class GatewayTest(unittest.TestCase):
         d1.kill()
         ctl.communicate(timeout=scaled(10))
         d1.__exit__(None, None, None)
-        with self.daemon(cfg) as d2:
-            self.assertEqual(self.submit(d2, 'encrypt', 'hello')[0], LINUX_HELLO)
+        # This peer holds every answer half-written until the next ring:
+        # the new request completes at its half-timeout re-ring (0.5 s).
+        with self.daemon(dict(cfg, timeout_ms=int(scaled(1000)))) as d2:
+            code, out, err = d2.ctl('--timeout', str(int(scaled(30))), 'submit', '-s',
+                                    'encrypt', 'hello')
+            self.assertEqual((code, out), (0, LINUX_HELLO), err)
             x = executor(d2, 'rtos')
             self.assertEqual((x['adopted'], x['resyncs'], x['late_answers']), (1, 0, 1))
             self.assertEqual(self.zone.header()[0], MARK_IDLE)

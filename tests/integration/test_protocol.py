@@ -858,6 +858,30 @@ class HalfCloseAndTimeoutTest(unittest.TestCase):
             idle.expect_closed()
             self.assertGreaterEqual(d.stats()['connections']['timeouts'], 1)
 
+    def test_reloaded_max_payload_reaches_every_reader(self):
+        """Control (the frame limit, ping) and the engine (submit) read
+        max_payload from the one config snapshot: a reload that raises it
+        reaches both, on a connection already open; one that lowers it too."""
+        with Daemon({'max_payload': 4096}) as d:
+            c = d.client()
+            self.addCleanup(c.close)
+            self.assertEqual(c.ping()['max_payload'], 4096)
+            with open(d.config_path, 'w') as f:
+                json.dump(dict(d.config, max_payload=8192), f)
+            rc, out, err = d.ctl('reload')
+            self.assertEqual(rc, 0, err)
+            self.assertEqual(c.ping()['max_payload'], 8192)
+            rep, data = c.submit('echo', b'x' * 6000)
+            self.assertNotIn('error', rep, rep)
+            self.assertEqual(data, b'x' * 6000)
+            with open(d.config_path, 'w') as f:
+                json.dump(dict(d.config, max_payload=4096), f)
+            rc, out, err = d.ctl('reload')
+            self.assertEqual(rc, 0, err)
+            c.send_raw(encode_frame(request('submit', 2, {'service': 'echo'}), b'y' * 6000))
+            rep, _ = c.recv_frame()
+            self.assertEqual(error_code(rep), 'E_TOO_BIG', rep)
+
     def test_shutdown_with_a_payload_and_a_frame_behind_it(self):
         """A shutdown frame carrying a payload, and a ping in the same
         write: the payload is skipped, the ping gets E_SHUTDOWN with its id,

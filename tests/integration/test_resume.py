@@ -32,7 +32,7 @@ ZCLIENT = os.environ.get('ZCLIENT') or os.path.join(BUILD_ROOT, 'tests', 'zone',
 # the daemon's speed.
 ZENV = dict(os.environ, ZCLIENT_WAIT_MS=str(int(scaled(10000))))
 
-# include/hyperamp/zone.h and wire.h
+# src/core/hyperamp/zone.h and wire.h
 QUEUE_OFF, DONE_OFF, JOURNAL_OFF, POOL_OFF = 4096, 8192, 24576, 32768
 CTL_MAGIC, ENTRIES, RING = 0x5a4f4e45, 255, 256
 J_FREE, J_TAKEN, J_COMMIT = 0, 1, 2

@@ -31,6 +31,10 @@ static int check_count;
                 }                                                               \
         } while (0)
 
+/* A part that needs a test seam (fault.h) in a build without them. */
+#define CHECK_SKIP_NO_SEAMS(what)                                               \
+        printf("SKIP %s: built without -Dtest_seams=true\n", (what))
+
 static inline int check_done(const char *name)
 {
         printf("%s: %d checks, %d failed\n", name, check_count, check_failures);

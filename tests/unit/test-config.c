@@ -270,5 +270,27 @@ int main(void)
 
         test_remote_zones();
         unlink(path);
+        /* The running snapshot: a copy, refcounted; a reader's reference
+         * outlives the swap that replaces it (ASan and valgrind see a use
+         * after free or a leak). */
+        {
+                HaConfig src;
+                HaConfigSlot slot;
+                const HaConfig *held;
+
+                ha_config_defaults(&src);
+                src.max_payload = 111;
+                slot.cur = ha_config_new(&src);
+                CHECK(slot.cur != NULL && slot.cur != &src);
+                src.max_payload = 222;
+                CHECK_EQ(ha_config_get(&slot)->max_payload, 111);
+                held = ha_config_ref(ha_config_get(&slot));
+                ha_config_swap(&slot, ha_config_new(&src));
+                CHECK_EQ(ha_config_get(&slot)->max_payload, 222);
+                CHECK_EQ(held->max_payload, 111);
+                ha_config_unref(held);
+                ha_config_swap(&slot, NULL);
+                CHECK(ha_config_get(&slot) == NULL);
+        }
         return check_done("test-config");
 }

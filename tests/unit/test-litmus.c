@@ -34,6 +34,7 @@
 #include <time.h>
 
 #include "check.h"
+#include "clock.h"
 #include "cpu.h"
 #include "queue.h"
 #include "zring.h"
@@ -56,14 +57,6 @@ static uint32_t drain_lock, head;       /* head: under drain_lock */
 static unsigned clients_left;           /* atomic */
 static unsigned long long errors, checked, rounds;     /* atomic */
 static uint64_t t0;
-
-static uint64_t now_ns(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static void fail(const char *what, unsigned idx, uint32_t val)
 {
@@ -134,14 +127,14 @@ static void client_check(unsigned idx, uint32_t val, uint32_t seq)
 {
         const uint32_t *word = &v.done[idx].word;
         const uint8_t *p = v.pool + (size_t)idx * SLICE;
-        uint64_t until = now_ns() + (mode == M_OK ? LOST_NS : LOST_NS / 10);
+        uint64_t until = ha_now_ns() + (mode == M_OK ? LOST_NS : LOST_NS / 10);
         unsigned n = 0;
         uint32_t len = length_of(val), got;
         uint16_t flag;
 
         while ((ha_zdone_load(word) & ~HA_ZONE_WAITER) == seq) {
                 spin(&n);
-                if (n % 1024 == 0 && now_ns() > until) {
+                if (n % 1024 == 0 && ha_now_ns() > until) {
                         fail("completion never came", idx, val);
                         return;
                 }
@@ -167,7 +160,7 @@ static void *client_main(void *arg)
         uint32_t val[WINDOW], seq[WINDOW];
         unsigned next = 0;
 
-        for (uint32_t r = 0; r < MAX_ROUNDS && now_ns() - t0 < BUDGET_NS; r++) {
+        for (uint32_t r = 0; r < MAX_ROUNDS && ha_now_ns() - t0 < BUDGET_NS; r++) {
                 for (unsigned w = 0; w < WINDOW; w++) {
                         /* This client's entries in turn: every index gets used. */
                         idx[w] = k + CLIENTS * (next++ % mine);
@@ -285,7 +278,7 @@ int main(int argc, char **argv)
         __atomic_store_n(&v.ctl->magic, HA_ZONE_CTL_MAGIC, __ATOMIC_RELEASE);
 
         clients_left = CLIENTS;
-        t0 = now_ns();
+        t0 = ha_now_ns();
         for (unsigned i = 0; i < DRAINERS; i++)
                 CHECK_EQ(pthread_create(&dr[i], NULL, drainer_main, NULL), 0);
         for (unsigned i = 0; i < CLIENTS; i++)
@@ -297,7 +290,7 @@ int main(int argc, char **argv)
 
         printf("litmus (%s): %llu requests checked in %llu windows, %u clients, %u drainers, "
                "%.2f s, %llu errors\n", argc > 1 ? argv[1] : "real steps", checked, rounds,
-               CLIENTS, DRAINERS, (double)(now_ns() - t0) / 1e9, errors);
+               CLIENTS, DRAINERS, (double)(ha_now_ns() - t0) / 1e9, errors);
         CHECK_EQ(errors, 0);
         /* Not vacuous: every client got through at least one window. */
         CHECK(rounds >= CLIENTS);

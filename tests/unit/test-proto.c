@@ -2,6 +2,8 @@
 /* The protocol codec on well-formed, malformed and oversize input. */
 #include <errno.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "proto.h"
@@ -197,6 +199,140 @@ static void test_replies(void)
         CHECK_EQ(HA_E_BUSY, 5);
 }
 
+/* The bytes every envelope had before proto.c wrote them all: old clients
+ * and tests match on them. */
+static void test_envelopes(void)
+{
+        char buf[256], small[12];
+        cJSON *p = cJSON_CreateObject(), *res;
+        size_t len = 0;
+        char *s;
+        HaReply rep;
+        HaRequest req;
+        enum ha_error err;
+        const char *msg;
+        int n;
+
+        /* Requests: bench's submit, lib's attach, ctl's tree. */
+        n = ha_request_write(buf, sizeof(buf), 7, HA_METHOD_SUBMIT, "{\"service\":1}");
+        CHECK(strcmp(buf, "{\"v\":1,\"id\":7,\"method\":\"submit\",\"params\":{\"service\":1}}") == 0);
+        CHECK_EQ(n, strlen(buf));
+        CHECK_EQ(ha_request_parse(buf, (size_t)n, &req, &err, &msg), 0);
+        CHECK(req.has_id && req.id == 7 && strcmp(req.method, "submit") == 0);
+        ha_request_done(&req);
+        n = ha_request_write(buf, sizeof(buf), HA_NO_ID, HA_METHOD_PING, NULL);
+        CHECK(strcmp(buf, "{\"v\":1,\"method\":\"ping\"}") == 0);
+        /* Too small: snprintf's rules, the length it needs and a cut string. */
+        CHECK_EQ(ha_request_write(small, sizeof(small), 7, HA_METHOD_PING, NULL), 30);
+        CHECK_EQ(strlen(small), sizeof(small) - 1);
+        CHECK_EQ(ha_request_write(NULL, 0, 123456789012345ull, HA_METHOD_PING, NULL), 44);
+        CHECK_EQ(ha_request_write(buf, sizeof(buf), 1, "pi\"ng", NULL), -EINVAL);
+        CHECK_EQ(ha_request_write(buf, sizeof(buf), 1, "pi\\ng", NULL), -EINVAL);
+        CHECK_EQ(ha_request_write(buf, sizeof(buf), 1, "pi\nng", NULL), -EINVAL);
+        CHECK(ha_request_print(1, "a\"b", NULL, &len) == NULL);
+        cJSON_AddTrueToObject(p, "resume");
+        s = ha_request_print(1, HA_METHOD_ATTACH, p, &len);
+        CHECK(s && strcmp(s, "{\"v\":1,\"id\":1,\"method\":\"attach\",\"params\":{\"resume\":true}}") == 0);
+        CHECK(s && len == strlen(s));
+        free(s);
+        s = ha_request_print(1, HA_METHOD_ATTACH, NULL, &len);
+        CHECK(s && strcmp(s, "{\"v\":1,\"id\":1,\"method\":\"attach\"}") == 0);
+        free(s);
+        cJSON_Delete(p);
+
+        /* Replies: ids up to 2^53-1 come back exact. */
+        res = cJSON_CreateObject();
+        cJSON_AddBoolToObject(res, "pong", true);
+        s = ha_reply_print(9007199254740991ull, res, &len);
+        CHECK(s && strcmp(s, "{\"v\":1,\"id\":9007199254740991,\"result\":{\"pong\":true}}") == 0);
+        CHECK(s && ha_reply_parse(s, len, &rep) == 0 && rep.has_id && rep.id == 9007199254740991ull &&
+              cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(rep.result, "pong")));
+        ha_reply_done(&rep);
+        free(s);
+        s = ha_reply_print(HA_NO_ID, res, &len);
+        CHECK(s && strcmp(s, "{\"v\":1,\"result\":{\"pong\":true}}") == 0);
+        free(s);
+        cJSON_Delete(res);
+
+        /* Errors: the connection-limit refusal, a default text, quoting. */
+        s = ha_reply_error_print(HA_NO_ID, HA_E_LIMIT, "connection limit (8) reached", &len);
+        CHECK(s && strcmp(s, "{\"v\":1,\"error\":{\"code\":\"E_LIMIT\",\"message\":"
+                             "\"connection limit (8) reached\"}}") == 0);
+        free(s);
+        s = ha_reply_error_print(5, HA_E_BUSY, NULL, &len);
+        CHECK(s && strcmp(s, "{\"v\":1,\"id\":5,\"error\":{\"code\":\"E_BUSY\",\"message\":"
+                             "\"queue or buffer pool full, try again\"}}") == 0);
+        free(s);
+        s = ha_reply_error_print(5, HA_E_INVALID, "bad \"x\xff\"", &len);
+        CHECK(s && strcmp(s, "{\"v\":1,\"id\":5,\"error\":{\"code\":\"E_INVALID\",\"message\":"
+                             "\"bad \\\"x\xef\xbf\xbd\\\"\"}}") == 0);
+        CHECK(s && len == strlen(s) && ha_utf8_valid_prefix(s, len) == len);
+        free(s);
+
+        /* The submit reply, formatted without a tree. */
+        n = ha_reply_submit_write(buf, sizeof(buf), 42, 3, "SUCCESS", 1, 12.345);
+        CHECK(strcmp(buf, "{\"v\":1,\"id\":42,\"result\":{\"service\":3,\"status\":\"SUCCESS\","
+                          "\"code\":1,\"latency_us\":12.3}}") == 0);
+        CHECK_EQ(n, strlen(buf));
+        ha_reply_submit_write(buf, sizeof(buf), HA_NO_ID, 65535, "FAIL", 2, 0);
+        CHECK(strcmp(buf, "{\"v\":1,\"result\":{\"service\":65535,\"status\":\"FAIL\","
+                          "\"code\":2,\"latency_us\":0.0}}") == 0);
+
+        /* The attach result zones builds as a tree prints as the format it
+         * replaced did, sizes past 2^31 too. */
+        res = cJSON_CreateObject();
+        cJSON_AddNumberToObject(res, "slot", 1);
+        cJSON_AddNumberToObject(res, "size", (double)4294971392ull);
+        cJSON_AddBoolToObject(res, "resume", false);
+        s = ha_reply_print(3, res, &len);
+        CHECK(s && strcmp(s, "{\"v\":1,\"id\":3,\"result\":{\"slot\":1,\"size\":4294971392,"
+                             "\"resume\":false}}") == 0);
+        free(s);
+        cJSON_Delete(res);
+}
+
+/* A frame with fds goes out in one message, the fds on its first byte. */
+static void test_frame_send(void)
+{
+        static const char json[] = "{\"v\":1,\"result\":{}}";
+        uint8_t buf[64], want[64];
+        int sv[2], fds[3], got[3];
+        union {
+                char c[CMSG_SPACE(3 * sizeof(int))];
+                struct cmsghdr align;
+        } u;
+        struct iovec iov = { buf, sizeof(buf) }, fiov[3];
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.c,
+                             .msg_controllen = sizeof(u.c) };
+        uint8_t hdr[HA_PROTO_HDR_SIZE];
+        ssize_t n;
+
+        CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+        for (int i = 0; i < 3; i++)
+                fds[i] = dup(STDERR_FILENO);
+        CHECK_EQ(ha_frame_send(sv[0], json, strlen(json), fds, 3, MSG_NOSIGNAL),
+                 HA_PROTO_HDR_SIZE + strlen(json));
+        CHECK_EQ(ha_frame_send(sv[0], json, strlen(json), fds, 4, 0), -EINVAL);
+        n = recvmsg(sv[1], &mh, MSG_CMSG_CLOEXEC);
+        CHECK_EQ(n, HA_PROTO_HDR_SIZE + strlen(json));
+        CHECK_EQ(ha_fds_take(&mh, got, 3), 3);
+        ha_frame_hdr_write(want, (uint32_t)strlen(json), 0);
+        memcpy(want + HA_PROTO_HDR_SIZE, json, strlen(json));
+        CHECK(memcmp(buf, want, (size_t)n) == 0);
+        for (int i = 0; i < 3; i++) {
+                close(fds[i]);
+                close(got[i]);
+        }
+        /* Without fds, with a payload: the iovecs in wire order. */
+        CHECK_EQ(ha_frame_iov(fiov, hdr, json, 5, "data", 4), 3);
+        CHECK(fiov[0].iov_base == hdr && fiov[0].iov_len == HA_PROTO_HDR_SIZE);
+        CHECK(fiov[1].iov_base == json && fiov[1].iov_len == 5);
+        CHECK(fiov[2].iov_len == 4 && hdr[3] == 5 && hdr[7] == 4);
+        CHECK_EQ(ha_frame_iov(fiov, hdr, json, 5, NULL, 0), 2);
+        close(sv[0]);
+        close(sv[1]);
+}
+
 int main(void)
 {
         test_header();
@@ -204,5 +340,7 @@ int main(void)
         test_replies();
         test_nul_in_strings();
         test_utf8();
+        test_envelopes();
+        test_frame_send();
         return check_done("test-proto");
 }

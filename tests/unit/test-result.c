@@ -113,6 +113,7 @@ int main(void)
         HaEngine *e = NULL;
         HaSockq *sq = NULL;
         HaConfig cfg;
+        HaConfigSlot slot = { &cfg };
         struct stat st;
         HaRegionHdr *hdr;
         HaMsgQueue *q;
@@ -126,7 +127,7 @@ int main(void)
         base = event_base_new();
         CHECK(base != NULL);
         CHECK_EQ(ha_engine_new(base, &cfg, &e), 0);
-        CHECK_EQ(ha_sockq_new(base, e, &cfg, done, NULL, &sq), 0);
+        CHECK_EQ(ha_sockq_new(base, e, &slot, done, NULL, &sq), 0);
         if (!e || !sq)
                 return check_done("result");
         fd = shm_open(cfg.shm_name, O_RDWR, 0);

@@ -45,6 +45,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "devmem.h"
 #include "hvcfg.h"
 #include "hyperamp/wire.h"
@@ -82,22 +83,14 @@ static void die(const char *fmt, ...)
         exit(2);
 }
 
-static uint64_t now_ms(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* Bounded wait: a few yields, then poll() sleeps growing to 10 ms. */
 static bool wait_for(Client *c, bool (*cond)(Client *, void *), void *arg)
 {
-        uint64_t deadline = now_ms() + (uint64_t)c->timeout_ms;
+        int64_t deadline = ha_mono_ms() + (int64_t)c->timeout_ms;
         int delay = 1;
 
         for (unsigned spins = 0; !cond(c, arg); spins++) {
-                if (now_ms() >= deadline)
+                if (ha_mono_ms() >= deadline)
                         return false;
                 if (spins < 200) {
                         sched_yield();

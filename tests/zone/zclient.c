@@ -47,19 +47,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "hyperamp/hyperamp.h"
 #include "hyperamp/zone.h"
 #include "services.h"
 
 static const char *sock;
-
-static int64_t now_ms(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 static hyperamp_t *h;
 static unsigned per_thread;
 static unsigned long failures;
@@ -215,11 +208,11 @@ static void *short_waits(void *arg)
         (void)arg;
 
         for (int i = 0; i < 40; i++) {
-                int64_t t = now_ms();
+                int64_t t = ha_mono_ms();
 
                 e = hyperamp_wait(second, 50);
-                if (now_ms() - t > longest)
-                        longest = now_ms() - t;
+                if (ha_mono_ms() - t > longest)
+                        longest = ha_mono_ms() - t;
                 if (e != -ETIMEDOUT)
                         break;
         }
@@ -283,9 +276,9 @@ static int hold(unsigned stalled)
 static bool wait_taken(const ZoneCtl *ctl, uint32_t t, int64_t limit_ms)
 {
         struct timespec ts = { 0, 200000 };
-        int64_t end = now_ms() + limit_ms;
+        int64_t end = ha_mono_ms() + limit_ms;
 
-        for (unsigned i = 0; now_ms() < end; i++) {
+        for (unsigned i = 0; ha_mono_ms() < end; i++) {
                 if (__atomic_load_n(&ctl->sq_head, __ATOMIC_ACQUIRE) == t)
                         return true;
                 if (i > 1000)
@@ -327,8 +320,8 @@ static int pollhold(unsigned n, bool journal)
                 return 1;
         /* The loop's drain ends with sleeping = 1 and a last look at the
          * tail: past that look, only a poller takes what comes next. */
-        for (int64_t end = now_ms() + 1000;
-             !__atomic_load_n(&ctl->sleeping, __ATOMIC_SEQ_CST) && now_ms() < end;)
+        for (int64_t end = ha_mono_ms() + 1000;
+             !__atomic_load_n(&ctl->sleeping, __ATOMIC_SEQ_CST) && ha_mono_ms() < end;)
                 sched_yield();
         t = ctl->sq_tail;
         for (unsigned i = 0; i <= n; i++) {
@@ -362,10 +355,10 @@ static int pollhold(unsigned n, bool journal)
         for (unsigned i = 1; i <= n; i++) {
                 const HaMsg *m = &q->entries[HA_ZONE_ENTRIES - 1 - i].msg;
                 uint8_t expect[1024];
-                int64_t end = now_ms() + wait_ms;
+                int64_t end = ha_mono_ms() + wait_ms;
 
                 while (!(__atomic_load_n(&m->flag, __ATOMIC_ACQUIRE) & HA_FLAG_DEAL_STATE))
-                        if (now_ms() > end)
+                        if (ha_mono_ms() > end)
                                 return 1;
                         else
                                 sched_yield();
@@ -418,15 +411,15 @@ static int hostile(const char *mode)
                 /* Zero-length entries, resubmitted as fast as they come
                  * back, for a second: the daemon must neither abort nor let
                  * this client starve the others. */
-                int64_t end = now_ms() + 1000;
+                int64_t end = ha_mono_ms() + 1000;
                 uint32_t tt = t;
-                while (now_ms() < end) {
+                while (ha_mono_ms() < end) {
                         for (uint16_t i = 0; i < 200; i++) {
                                 q->entries[i].msg.length = 0;
                                 ctl->sq[tt & (HA_ZONE_RING - 1)] = i;
                                 __atomic_store_n(&ctl->sq_tail, ++tt, __ATOMIC_SEQ_CST);
                                 while (tt - __atomic_load_n(&ctl->sq_head, __ATOMIC_ACQUIRE) > 200 &&
-                                       now_ms() < end)
+                                       ha_mono_ms() < end)
                                         sched_yield();
                         }
                 }
@@ -438,10 +431,10 @@ static int hostile(const char *mode)
                  * second so it overlaps the honest client however fast the
                  * machine: the daemon's workers must not block on it. */
                 int fd = hyperamp_fd(h);
-                int64_t end = now_ms() + 1000;
+                int64_t end = ha_mono_ms() + 1000;
 
                 fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-                for (int i = 0; i < 5000 || now_ms() < end; i++) {
+                for (int i = 0; i < 5000 || ha_mono_ms() < end; i++) {
                         hyperamp_arm(h);
                         memcpy(hyperamp_req_data(r), in, sizeof(in));
                         if (hyperamp_submit(r, 66, sizeof(in)) < 0 || hyperamp_wait(r, wait_ms) < 0) {
