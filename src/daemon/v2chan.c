@@ -4,6 +4,8 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "backoff.h"
 #include "devmem.h"
@@ -29,7 +31,8 @@ struct HaV2Chan {
         HaPhysMem mem;
         HaPhysMap map;
         volatile uint8_t *win;
-        struct event *job_ev;           /* the poller has a request for the loop */
+        int job_fd;                     /* eventfd: the poller has a request */
+        struct event *job_ev;           /* the loop's side of it (the base has no lock) */
         pthread_t thread;
         bool started;
         /* The one request: written by the poller before job_ev, read by
@@ -143,8 +146,11 @@ static void job_cb(evutil_socket_t fd, short what, void *arg)
 {
         HaV2Chan *c = arg;
         HaJobReq req = { 0, c->service };
+        uint64_t n;
 
-        (void)fd, (void)what;
+        (void)what;
+        if (read(fd, &n, sizeof(n)) != sizeof(n))
+                return;         /* EAGAIN: nothing new */
         ha_engine_dispatch(c->e, c->source, &req, 1);
 }
 
@@ -247,7 +253,13 @@ static bool run_one(HaV2Chan *c)
         pthread_mutex_lock(&c->lock);
         c->done = false;
         pthread_mutex_unlock(&c->lock);
-        event_active(c->job_ev, 0, 0);
+        {
+                uint64_t one = 1;
+
+                /* Only the loop touches the base: it is woken by the fd. */
+                while (write(c->job_fd, &one, sizeof(one)) < 0 && errno == EINTR)
+                        ;
+        }
         pthread_mutex_lock(&c->lock);
         while (!c->done && !c->stop)
                 pthread_cond_wait(&c->cond, &c->lock);
@@ -329,12 +341,15 @@ int ha_v2chan_start(struct event_base *base, HaEngine *e, const HaV2ChannelConfi
         c->base = base;
         c->e = e;
         c->mem.fd = -1;
+        c->job_fd = -1;
         c->rl = (HaRatelimit)HA_RATELIMIT_INIT(10000, 5);
         pthread_mutex_init(&c->lock, NULL);
         pthread_cond_init(&c->cond, NULL);
         c->staging = malloc(HA_V2_BULK_MAX);
-        c->job_ev = event_new(base, -1, 0, job_cb, c);
-        if (!c->staging || !c->job_ev) {
+        c->job_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        c->job_ev = c->job_fd < 0 ? NULL :
+                    event_new(base, c->job_fd, EV_READ | EV_PERSIST, job_cb, c);
+        if (!c->staging || !c->job_ev || event_add(c->job_ev, NULL) < 0) {
                 r = -ENOMEM;
                 snprintf(err, sizeof(err), "out of memory");
                 goto fail;
@@ -393,6 +408,8 @@ HaV2Chan *ha_v2chan_free(HaV2Chan *c)
         ha_physmem_close(&c->mem);
         if (c->job_ev)
                 event_free(c->job_ev);
+        if (c->job_fd >= 0)
+                close(c->job_fd);
         free(c->staging);
         pthread_cond_destroy(&c->cond);
         pthread_mutex_destroy(&c->lock);
