@@ -145,12 +145,18 @@ static const HaSourceOps v2c_ops = {
 static void job_cb(evutil_socket_t fd, short what, void *arg)
 {
         HaV2Chan *c = arg;
-        HaJobReq req = { 0, c->service };
+        HaJobReq req = { 0, 0 };
         uint64_t n;
 
         (void)what;
         if (read(fd, &n, sizeof(n)) != sizeof(n))
                 return;         /* EAGAIN: nothing new */
+        /* The lock orders the poller's copy before us (and, through the
+         * engine's queue, before the executor), as the eventfd does for
+         * the CPU but not for the race detector. */
+        pthread_mutex_lock(&c->lock);
+        req.service = c->service;
+        pthread_mutex_unlock(&c->lock);
         ha_engine_dispatch(c->e, c->source, &req, 1);
 }
 
