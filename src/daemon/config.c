@@ -61,7 +61,7 @@ unsigned ha_config_workers(const HaConfig *c)
 }
 
 enum key_type { K_UINT, K_U64, K_BOOL, K_SHM_NAME, K_MODE, K_LOGLEVEL, K_GROUP, K_V1CHANNELS,
-                K_LISTEN, K_REMOTE_ZONES };
+                K_LISTEN, K_REMOTE_ZONES, K_V2CHANNELS };
 
 static const struct config_key {
         const char *name;
@@ -93,6 +93,7 @@ static const struct config_key {
         { "metrics_listen", K_LISTEN, offsetof(HaConfig, metrics_listen), 0, 0, false },
         { "metrics_max_connections", K_UINT, offsetof(HaConfig, metrics_max_connections), 1, 1024, false },
         { "remote_zones", K_REMOTE_ZONES, offsetof(HaConfig, remote_zones), 0, 0, false },
+        { "v2_channels", K_V2CHANNELS, offsetof(HaConfig, v2_channels), 0, 0, false },
 };
 
 static bool shm_name_ok(const char *s)
@@ -322,6 +323,8 @@ static int set_key(HaConfig *c, const struct config_key *k, const cJSON *v,
                 return 0;
         case K_REMOTE_ZONES:
                 return ha_config_set_remote_zones(c, v, err, errlen);
+        case K_V2CHANNELS:
+                return ha_config_set_v2_channels(c, v, err, errlen);
         }
 type:
         snprintf(err, errlen, "\"%s\": wrong type (%s expected)", k->name,
@@ -572,6 +575,7 @@ char *ha_config_to_json(const HaConfig *c, const char *socket_path)
                 }
         }
         ha_config_remote_zones_json(c, o);
+        ha_config_v2_channels_json(c, o);
         s = cJSON_Print(o);
         cJSON_Delete(o);
         return s;
@@ -598,6 +602,7 @@ static size_t key_size(const struct config_key *k)
                 return sizeof(((HaConfig *)0)->metrics_listen);
         case K_V1CHANNELS:
         case K_REMOTE_ZONES:
+        case K_V2CHANNELS:
                 break;
         }
         return 0;
@@ -678,6 +683,9 @@ static bool key_differs(const struct config_key *k, const HaConfig *a, const HaC
         case K_REMOTE_ZONES:
                 return a->n_remote_zones != b->n_remote_zones ||
                        memcmp(a->remote_zones, b->remote_zones, sizeof(a->remote_zones)) != 0;
+        case K_V2CHANNELS:
+                return a->n_v2_channels != b->n_v2_channels ||
+                       memcmp(a->v2_channels, b->v2_channels, sizeof(a->v2_channels)) != 0;
         }
         return false;
 }

@@ -26,6 +26,8 @@ static const char *const bell_names[] = {
         [HA_BELL_FIFO] = "fifo",
 };
 
+static const char *const role_names[] = { "connector", "creator" };
+
 const char *ha_peer_name(enum ha_peer p)
 {
         return (unsigned)p < ELEMENTSOF(peer_names) ? peer_names[p] : "?";
@@ -207,6 +209,49 @@ static int set_services(HaRemoteZoneConfig *z, const Ctx *x, const cJSON *v)
         return 0;
 }
 
+/* "protocol": "v2": the rings' window instead of a queue and doorbell. */
+static int set_zone_v2(HaRemoteZoneConfig *z, const Ctx *x, const cJSON *o)
+{
+        static const char *const keys[] = { "name", "protocol", "address", "mem", "base",
+                                            "role", "services", "timeout_ms", "max_pending",
+                                            NULL };
+        const cJSON *v;
+        unsigned role = 0;
+        int r;
+
+        z->protocol = HA_PROTOCOL_V2;
+        r = only_keys(x, "", o, keys);
+        if (r == 0)
+                r = get_path(x, o, "mem", "mem", "/dev/mem", z->mem);
+        if (r < 0)
+                return r;
+        v = cJSON_GetObjectItemCaseSensitive(o, "address");
+        if (!v)
+                return bad(x, "address", "missing (the window's physical address)");
+        r = get_hex(x, v, "address", &z->address);
+        v = cJSON_GetObjectItemCaseSensitive(o, "base");
+        if (r == 0 && v)
+                r = get_hex(x, v, "base", &z->base);
+        if (r < 0)
+                return r;
+        if (z->address < z->base || ((z->address - z->base) & 0xfff))
+                return bad(x, "address", "must be 4 KiB aligned and not below base");
+        v = cJSON_GetObjectItemCaseSensitive(o, "role");
+        if (v && (r = get_choice(x, v, "role", role_names, ELEMENTSOF(role_names), &role)) < 0)
+                return r;
+        z->creator = role == 1;
+        r = set_services(z, x, cJSON_GetObjectItemCaseSensitive(o, "services"));
+        z->timeout_ms = 1000;
+        z->max_pending = 64;
+        if (r == 0)
+                r = get_uint(x, cJSON_GetObjectItemCaseSensitive(o, "timeout_ms"), "timeout_ms",
+                             false, 1, 3600000, &z->timeout_ms);
+        if (r == 0)
+                r = get_uint(x, cJSON_GetObjectItemCaseSensitive(o, "max_pending"),
+                             "max_pending", false, 1, 65535, &z->max_pending);
+        return r;
+}
+
 static int set_zone(HaRemoteZoneConfig *z, const Ctx *x, const cJSON *o)
 {
         static const char *const keys[] = { "name", "protocol", "peer", "shm_config", "mem",
@@ -218,9 +263,6 @@ static int set_zone(HaRemoteZoneConfig *z, const Ctx *x, const cJSON *o)
 
         if (!cJSON_IsObject(o))
                 return bad(x, "", "must be an object");
-        r = only_keys(x, "", o, keys);
-        if (r < 0)
-                return r;
         name = cJSON_GetObjectItemCaseSensitive(o, "name");
         if (!name)
                 return bad(x, "name", "missing");
@@ -231,9 +273,14 @@ static int set_zone(HaRemoteZoneConfig *z, const Ctx *x, const cJSON *o)
         snprintf(z->name, sizeof(z->name), "%s", name->valuestring);
         proto = cJSON_GetObjectItemCaseSensitive(o, "protocol");
         if (!proto)
-                return bad(x, "protocol", "missing (\"v1\")");
+                return bad(x, "protocol", "missing (\"v1\" or \"v2\")");
+        if (cJSON_IsString(proto) && strcmp(proto->valuestring, "v2") == 0)
+                return set_zone_v2(z, x, o);
         if (!cJSON_IsString(proto) || strcmp(proto->valuestring, "v1") != 0)
-                return bad(x, "protocol", "must be \"v1\"");
+                return bad(x, "protocol", "must be \"v1\" or \"v2\"");
+        r = only_keys(x, "", o, keys);
+        if (r < 0)
+                return r;
         r = get_choice(x, cJSON_GetObjectItemCaseSensitive(o, "peer"), "peer", peer_names,
                        ELEMENTSOF(peer_names), &peer);
         if (r < 0)
@@ -268,7 +315,12 @@ static int check_pair(const HaRemoteZoneConfig *a, unsigned ia, const HaRemoteZo
 {
         if (strcmp(a->name, b->name) == 0)
                 return bad(x, "name", "\"%s\" is also remote_zones[%u]'s", b->name, ia);
-        if (strcmp(a->shm_config, b->shm_config) == 0 && strcmp(a->mem, b->mem) == 0 &&
+        if (a->protocol == HA_PROTOCOL_V2 && b->protocol == HA_PROTOCOL_V2 &&
+            strcmp(a->mem, b->mem) == 0 && a->address - a->base == b->address - b->base)
+                return bad(x, "address", "same window as remote_zones[%u] (one owner per "
+                           "ring)", ia);
+        if (a->protocol == HA_PROTOCOL_V1 && b->protocol == HA_PROTOCOL_V1 &&
+            strcmp(a->shm_config, b->shm_config) == 0 && strcmp(a->mem, b->mem) == 0 &&
             a->base == b->base)
                 return bad(x, "shm_config", "same queue as remote_zones[%u] (one owner per "
                            "queue)", ia);
@@ -316,6 +368,25 @@ int ha_config_set_remote_zones(HaConfig *c, const cJSON *v, char *err, size_t er
         return 0;
 }
 
+static void zone_v2_json(const HaRemoteZoneConfig *z, cJSON *zo)
+{
+        char hex[24];
+        cJSON *s;
+
+        cJSON_AddStringToObject(zo, "protocol", "v2");
+        snprintf(hex, sizeof(hex), "0x%llx", (unsigned long long)z->address);
+        cJSON_AddStringToObject(zo, "address", hex);
+        cJSON_AddStringToObject(zo, "mem", z->mem);
+        snprintf(hex, sizeof(hex), "0x%llx", (unsigned long long)z->base);
+        cJSON_AddStringToObject(zo, "base", hex);
+        cJSON_AddStringToObject(zo, "role", role_names[z->creator]);
+        s = cJSON_AddArrayToObject(zo, "services");
+        for (unsigned k = 0; s && k < z->n_services; k++)
+                cJSON_AddItemToArray(s, cJSON_CreateNumber(z->services[k]));
+        cJSON_AddNumberToObject(zo, "timeout_ms", z->timeout_ms);
+        cJSON_AddNumberToObject(zo, "max_pending", z->max_pending);
+}
+
 void ha_config_remote_zones_json(const HaConfig *c, cJSON *o)
 {
         cJSON *a;
@@ -332,6 +403,10 @@ void ha_config_remote_zones_json(const HaConfig *c, cJSON *o)
                         return;
                 cJSON_AddItemToArray(a, zo);
                 cJSON_AddStringToObject(zo, "name", z->name);
+                if (z->protocol == HA_PROTOCOL_V2) {
+                        zone_v2_json(z, zo);
+                        continue;
+                }
                 cJSON_AddStringToObject(zo, "protocol", "v1");
                 cJSON_AddStringToObject(zo, "peer", ha_peer_name(z->peer));
                 cJSON_AddStringToObject(zo, "shm_config", z->shm_config);
@@ -358,5 +433,127 @@ void ha_config_remote_zones_json(const HaConfig *c, cJSON *o)
                         cJSON_AddItemToArray(s, cJSON_CreateNumber(z->services[k]));
                 cJSON_AddNumberToObject(zo, "timeout_ms", z->timeout_ms);
                 cJSON_AddNumberToObject(zo, "max_pending", z->max_pending);
+        }
+}
+
+/* ===== v2_channels: [{"name", "address", "mem", "base", "role"}] ===== */
+
+__attribute__((format(printf, 4, 5)))
+static int bad_chan(char *err, size_t errlen, unsigned i, const char *fmt, ...)
+{
+        char why[200];
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(why, sizeof(why), fmt, ap);
+        va_end(ap);
+        snprintf(err, errlen, "\"v2_channels[%u]\": %s", i, why);
+        return -EINVAL;
+}
+
+static int set_v2_channel(HaV2ChannelConfig *ch, const cJSON *o, unsigned i, char *err,
+                          size_t errlen)
+{
+        static const char *const keys[] = { "name", "address", "mem", "base", "role" };
+        const cJSON *item, *v;
+
+        if (!cJSON_IsObject(o))
+                return bad_chan(err, errlen, i, "must be an object");
+        cJSON_ArrayForEach(item, o) {
+                bool ok = false;
+
+                if (!item->string || item->string[0] == '#')
+                        continue;
+                for (size_t k = 0; k < ELEMENTSOF(keys); k++)
+                        ok = ok || strcmp(item->string, keys[k]) == 0;
+                if (!ok)
+                        return bad_chan(err, errlen, i, "unknown key \"%.64s\"", item->string);
+        }
+        v = cJSON_GetObjectItemCaseSensitive(o, "name");
+        if (!cJSON_IsString(v) || !v->valuestring[0] || strlen(v->valuestring) >= sizeof(ch->name) ||
+            strspn(v->valuestring, NAME_CHARS) != strlen(v->valuestring))
+                return bad_chan(err, errlen, i, "name: %s", !v ? "missing" :
+                                "must be 1-63 of [A-Za-z0-9._-]");
+        snprintf(ch->name, sizeof(ch->name), "%s", v->valuestring);
+        v = cJSON_GetObjectItemCaseSensitive(o, "mem");
+        if (v && (!cJSON_IsString(v) || v->valuestring[0] != '/' ||
+                  strlen(v->valuestring) >= sizeof(ch->mem)))
+                return bad_chan(err, errlen, i, "mem: must be an absolute path (under 256 bytes)");
+        snprintf(ch->mem, sizeof(ch->mem), "%s", v ? v->valuestring : "/dev/mem");
+        v = cJSON_GetObjectItemCaseSensitive(o, "address");
+        if (!cJSON_IsString(v) || ha_hvcfg_parse_hex(v->valuestring, &ch->address) < 0)
+                return bad_chan(err, errlen, i, "address: %s", !v ? "missing" :
+                                "must be a hex string such as \"0xde000000\"");
+        v = cJSON_GetObjectItemCaseSensitive(o, "base");
+        if (v && (!cJSON_IsString(v) || ha_hvcfg_parse_hex(v->valuestring, &ch->base) < 0))
+                return bad_chan(err, errlen, i, "base: must be a hex string");
+        if (ch->address < ch->base || ((ch->address - ch->base) & 0xfff))
+                return bad_chan(err, errlen, i, "address: must be 4 KiB aligned and not below base");
+        v = cJSON_GetObjectItemCaseSensitive(o, "role");
+        if (v && (!cJSON_IsString(v) || (strcmp(v->valuestring, "connector") != 0 &&
+                                         strcmp(v->valuestring, "creator") != 0)))
+                return bad_chan(err, errlen, i, "role: must be connector or creator");
+        ch->creator = v && strcmp(v->valuestring, "creator") == 0;
+        return 0;
+}
+
+int ha_config_set_v2_channels(HaConfig *c, const cJSON *v, char *err, size_t errlen)
+{
+        const cJSON *o;
+        unsigned n = 0;
+        int r;
+
+        if (!cJSON_IsArray(v)) {
+                snprintf(err, errlen, "\"v2_channels\": wrong type (an array expected)");
+                return -EINVAL;
+        }
+        memset(c->v2_channels, 0, sizeof(c->v2_channels));
+        c->n_v2_channels = 0;
+        cJSON_ArrayForEach(o, v) {
+                HaV2ChannelConfig *ch = &c->v2_channels[n];
+
+                if (n == HA_V2_MAX_CHANNELS) {
+                        snprintf(err, errlen, "\"v2_channels\": at most %d channels",
+                                 HA_V2_MAX_CHANNELS);
+                        return -EINVAL;
+                }
+                r = set_v2_channel(ch, o, n, err, errlen);
+                if (r < 0)
+                        return r;
+                for (unsigned j = 0; j < n; j++)
+                        if (strcmp(c->v2_channels[j].name, ch->name) == 0 ||
+                            (strcmp(c->v2_channels[j].mem, ch->mem) == 0 &&
+                             c->v2_channels[j].address - c->v2_channels[j].base ==
+                             ch->address - ch->base))
+                                return bad_chan(err, errlen, n, "same name or window as "
+                                                "v2_channels[%u]", j);
+                n++;
+        }
+        c->n_v2_channels = n;
+        return 0;
+}
+
+void ha_config_v2_channels_json(const HaConfig *c, cJSON *o)
+{
+        cJSON *a;
+
+        if (!c->n_v2_channels)
+                return;
+        a = cJSON_AddArrayToObject(o, "v2_channels");
+        for (unsigned i = 0; a && i < c->n_v2_channels; i++) {
+                const HaV2ChannelConfig *ch = &c->v2_channels[i];
+                cJSON *co = cJSON_CreateObject();
+                char hex[24];
+
+                if (!co)
+                        return;
+                cJSON_AddItemToArray(a, co);
+                cJSON_AddStringToObject(co, "name", ch->name);
+                snprintf(hex, sizeof(hex), "0x%llx", (unsigned long long)ch->address);
+                cJSON_AddStringToObject(co, "address", hex);
+                cJSON_AddStringToObject(co, "mem", ch->mem);
+                snprintf(hex, sizeof(hex), "0x%llx", (unsigned long long)ch->base);
+                cJSON_AddStringToObject(co, "base", hex);
+                cJSON_AddStringToObject(co, "role", role_names[ch->creator]);
         }
 }

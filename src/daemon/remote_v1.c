@@ -16,8 +16,8 @@
 #include "log.h"
 #include "physmem.h"
 #include "queue.h"
+#include "remote_stats.h"
 #include "remote_v1.h"
-#include "stats.h"
 
 /* Payloads start here: the Linux service writes "Test\0" at offset 0 at
  * its start and FreeRTOS A clears 0..63; the canary lives there. */
@@ -46,13 +46,7 @@ static const char canary[PAYLOAD_START] =
 
 /* Counters, declared once (stats.h): the JSON key and the metric. */
 #define REMOTE_COUNTERS(X)                                                              \
-        X(requests, "requests", "remote_requests", "", "Requests a remote zone's executor took") \
-        X(completed, "succeeded", "remote_succeeded", "", "Remote requests answered SUCCESS") \
-        X(failures, "failures", "remote_failures", "",                                  \
-          "Remote requests answered otherwise, or refused on a fault")                  \
-        X(timeouts, "timeouts", "remote_timeouts", "", "Remote requests that timed out (E_TIMEOUT)") \
-        X(peer_restarts, "peer_restarts", "remote_peer_restarts", "",                   \
-          "Restarts of a remote zone's service seen (re-format, canary)")               \
+        HA_REMOTE_COMMON_COUNTERS(X)                                                    \
         X(resyncs, "resyncs", "remote_resyncs", "", "Formats of a remote zone's root queue") \
         X(adopted, "adopted", "remote_adopted", "",                                     \
           "Root queues taken over as a previous run left them")                         \
@@ -887,8 +881,7 @@ const char *ha_remote_v1_state(void *ctx)
 
 void ha_remote_v1_stats(void *ctx, HaStats *s)
 {
-        static const HaMetric rtt = { "round_trip_us", "remote_round_trip", HA_MT_GAUGE, "",
-                                      "Round trips of a remote zone's requests" };
+        static const HaMetric rtt = HA_REMOTE_RTT_METRIC;
         HaRemoteV1 *r = ctx;
         const RemoteCounters *blk = &r->st;
 

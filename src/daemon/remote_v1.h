@@ -34,7 +34,7 @@
  * request that finds the peer still silent fails at once.
  *
  * Threads: new/free on the loop thread; call on one executor thread (the
- * zone's only one); stats_json and state on any thread.
+ * zone's only one); stats and state on any thread.
  */
 typedef struct HaRemoteV1 HaRemoteV1;
 
