@@ -158,6 +158,8 @@ const char *ha_result_name(enum ha_result r)
                 return "FAIL";
         case HA_RESULT_NOT_EXITS:
                 return "NOT_EXITS";
+        case HA_RESULT_TIMEOUT:
+                return "E_TIMEOUT";
         }
         return "INVALID";
 }

@@ -13,6 +13,7 @@ enum {
         EXIT_OK = 0,
         EXIT_FAILED = 1,        /* the daemon answered with an error, or the service failed */
         EXIT_USAGE = 2,
+        EXIT_REMOTE_TIMEOUT = 3, /* E_TIMEOUT: the remote zone serving it did not answer */
         EXIT_NOSERVICE = 4,     /* no such service, by name or id (as systemctl's "no such unit") */
         EXIT_UNAVAILABLE = 69,  /* cannot reach the daemon, or it went away */
         EXIT_TIMEOUT = 75,      /* no answer within --timeout */

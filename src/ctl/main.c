@@ -89,7 +89,8 @@ static const char global_help[] =
 
 static const char exit_help[] =
         "Exit status: 0 success; 1 the daemon reported an error or the service\n"
-        "failed; 2 usage error; 4 no such service (by name or id); 69 daemon\n"
+        "failed; 2 usage error; 3 the remote zone serving it did not answer\n"
+        "(E_TIMEOUT); 4 no such service (by name or id); 69 daemon\n"
         "unreachable or gone; 75 timed out.\n";
 
 /* Print text with every line indented. */
@@ -344,14 +345,17 @@ static int cmd_submit(Ctx *ctx, int argc, char **argv)
                 }
         }
         bool missing = cJSON_IsString(status) && strcmp(status->valuestring, "NOT_EXITS") == 0;
+        bool timeout = cJSON_IsString(status) && strcmp(status->valuestring, "E_TIMEOUT") == 0;
         if (!ok)
                 fprintf(stderr, "hyperampctl: service %s: %s%s\n", service,
                         cJSON_IsString(status) ? status->valuestring : "no status",
-                        missing ? " (no such service)" : "");
+                        missing ? " (no such service)" :
+                        timeout ? " (the remote zone serving it did not answer in time)" : "");
         ha_reply_done(&rep);
         if (fflush(stdout) != 0)
                 return EXIT_FAILED;
-        return ok ? EXIT_OK : missing ? EXIT_NOSERVICE : EXIT_FAILED;
+        return ok ? EXIT_OK : missing ? EXIT_NOSERVICE : timeout ? EXIT_REMOTE_TIMEOUT :
+               EXIT_FAILED;
 }
 
 /*
@@ -431,6 +435,21 @@ static void print_stats(const cJSON *res, double elapsed_us)
                 printf("%-10s %-6s %-9s %8.0f %10.0f %10.0f %8.0f %8.0f\n", str(s, "name"),
                        str(s, "kind"), state ? state : "-", num(s, "pid"), submitted,
                        num(s, "completed"), num(s, "failed"), bad);
+        }
+        /* Remote zones (docs/gateway.md): the executors with a protocol. */
+        bool header = false;
+        cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(res, "executors")) {
+                if (!cJSON_GetObjectItemCaseSensitive(s, "protocol"))
+                        continue;
+                if (!header)
+                        printf("\n%-10s %-6s %-13s %9s %8s %8s %8s %9s %9s\n", "ZONE", "PEER",
+                               "STATE", "REQUESTS", "FAILED", "TIMEOUTS", "RESTARTS", "RTT P50us",
+                               "RTT P99us");
+                header = true;
+                printf("%-10s %-6s %-13s %9.0f %8.0f %8.0f %8.0f %9.1f %9.1f\n", str(s, "name"),
+                       str(s, "peer"), str(s, "state"), num(s, "requests"), num(s, "failures"),
+                       num(s, "timeouts"), num(s, "peer_restarts"), num(s, "round_trip_us.p50"),
+                       num(s, "round_trip_us.p99"));
         }
         printf("\n%-6s %-14s %10s %8s %10s %10s %10s\n", "ID", "SERVICE", "REQUESTS", "FAILED",
                "P50 us", "P99 us", "MAX us");

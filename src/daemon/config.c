@@ -61,7 +61,7 @@ unsigned ha_config_workers(const HaConfig *c)
 }
 
 enum key_type { K_UINT, K_U64, K_BOOL, K_SHM_NAME, K_MODE, K_LOGLEVEL, K_GROUP, K_V1CHANNELS,
-                K_LISTEN };
+                K_LISTEN, K_REMOTE_ZONES, K_V2CHANNELS };
 
 static const struct config_key {
         const char *name;
@@ -92,6 +92,8 @@ static const struct config_key {
         { "v1_channels", K_V1CHANNELS, offsetof(HaConfig, v1_channels), 0, 0, false },
         { "metrics_listen", K_LISTEN, offsetof(HaConfig, metrics_listen), 0, 0, false },
         { "metrics_max_connections", K_UINT, offsetof(HaConfig, metrics_max_connections), 1, 1024, false },
+        { "remote_zones", K_REMOTE_ZONES, offsetof(HaConfig, remote_zones), 0, 0, false },
+        { "v2_channels", K_V2CHANNELS, offsetof(HaConfig, v2_channels), 0, 0, false },
 };
 
 static bool shm_name_ok(const char *s)
@@ -319,6 +321,10 @@ static int set_key(HaConfig *c, const struct config_key *k, const cJSON *v,
                 }
                 snprintf(field, sizeof(c->metrics_listen), "%s", v->valuestring);
                 return 0;
+        case K_REMOTE_ZONES:
+                return ha_config_set_remote_zones(c, v, err, errlen);
+        case K_V2CHANNELS:
+                return ha_config_set_v2_channels(c, v, err, errlen);
         }
 type:
         snprintf(err, errlen, "\"%s\": wrong type (%s expected)", k->name,
@@ -568,12 +574,14 @@ char *ha_config_to_json(const HaConfig *c, const char *socket_path)
                         cJSON_AddItemToArray(a, co);
                 }
         }
+        ha_config_remote_zones_json(c, o);
+        ha_config_v2_channels_json(c, o);
         s = cJSON_Print(o);
         cJSON_Delete(o);
         return s;
 }
 
-/* Bytes of a scalar or string key's field; v1_channels never changes live. */
+/* Bytes of a scalar or string key's field; the zone arrays never change live. */
 static size_t key_size(const struct config_key *k)
 {
         switch (k->type) {
@@ -593,6 +601,8 @@ static size_t key_size(const struct config_key *k)
         case K_LISTEN:
                 return sizeof(((HaConfig *)0)->metrics_listen);
         case K_V1CHANNELS:
+        case K_REMOTE_ZONES:
+        case K_V2CHANNELS:
                 break;
         }
         return 0;
@@ -670,6 +680,12 @@ static bool key_differs(const struct config_key *k, const HaConfig *a, const HaC
         case K_V1CHANNELS:
                 return a->n_v1_channels != b->n_v1_channels ||
                        memcmp(a->v1_channels, b->v1_channels, sizeof(a->v1_channels)) != 0;
+        case K_REMOTE_ZONES:
+                return a->n_remote_zones != b->n_remote_zones ||
+                       memcmp(a->remote_zones, b->remote_zones, sizeof(a->remote_zones)) != 0;
+        case K_V2CHANNELS:
+                return a->n_v2_channels != b->n_v2_channels ||
+                       memcmp(a->v2_channels, b->v2_channels, sizeof(a->v2_channels)) != 0;
         }
         return false;
 }

@@ -20,6 +20,44 @@ typedef struct HaV1ChannelConfig {
         uint64_t base;                          /* subtracted from addresses */
 } HaV1ChannelConfig;
 
+/* One remote service zone: hyperampd as the root-zone owner of its v1
+ * queue (remote_v1.h), or as the frontend of its v2 rings (remote_v2.h),
+ * forwarding the listed service ids there. */
+#define HA_REMOTE_MAX_ZONES 8
+#define HA_REMOTE_MAX_SERVICES 256
+enum ha_peer { HA_PEER_LINUX, HA_PEER_FREERTOS, HA_PEER_SEL4 };
+enum ha_bell { HA_BELL_NONE, HA_BELL_IOCTL, HA_BELL_MMIO, HA_BELL_FIFO };
+enum ha_protocol { HA_PROTOCOL_V1, HA_PROTOCOL_V2 };
+typedef struct HaRemoteZoneConfig {
+        char name[64];
+        enum ha_protocol protocol;
+        uint64_t address;                       /* v2: the window (page A) */
+        bool creator;                           /* v2: role creator, else connector */
+        enum ha_peer peer;                      /* v1: the payload convention */
+        char shm_config[HA_V1_PATH_MAX];
+        char mem[HA_V1_PATH_MAX];
+        uint64_t base;
+        enum ha_bell bell;
+        char bell_path[HA_V1_PATH_MAX];         /* ioctl: device; fifo: path */
+        unsigned bell_zone;                     /* ioctl, mmio: target zone */
+        uint64_t bell_address;                  /* mmio: physical address */
+        unsigned timeout_ms;                    /* per request */
+        unsigned max_pending;                   /* requests queued for the zone */
+        unsigned n_services;
+        uint16_t services[HA_REMOTE_MAX_SERVICES];
+} HaRemoteZoneConfig;
+
+/* One HyperAMP v2 backend channel (v2chan.h): a seL4 frontend's requests
+ * on the v2 rings, served here. */
+#define HA_V2_MAX_CHANNELS 8
+typedef struct HaV2ChannelConfig {
+        char name[64];
+        char mem[HA_V1_PATH_MAX];
+        uint64_t address;                       /* the window (page A) */
+        uint64_t base;                          /* subtracted from address */
+        bool creator;                           /* role creator, else connector */
+} HaV2ChannelConfig;
+
 typedef struct HaConfig {
         unsigned workers;               /* 0: one per online CPU */
         char shm_name[HA_SHM_NAME_MAX]; /* POSIX shm object, "/name" */
@@ -45,6 +83,10 @@ typedef struct HaConfig {
         unsigned metrics_max_connections;
         unsigned n_v1_channels;         /* restart to change */
         HaV1ChannelConfig v1_channels[HA_V1_MAX_CHANNELS];
+        unsigned n_remote_zones;        /* restart to change */
+        HaRemoteZoneConfig remote_zones[HA_REMOTE_MAX_ZONES];
+        unsigned n_v2_channels;         /* restart to change */
+        HaV2ChannelConfig v2_channels[HA_V2_MAX_CHANNELS];
 } HaConfig;
 
 /*
@@ -102,5 +144,16 @@ int ha_config_validate(const HaConfig *c, char *err, size_t errlen);
 char *ha_config_to_json(const HaConfig *c, const char *socket_path);
 
 unsigned ha_config_workers(const HaConfig *c);
+
+/* remote_zones (config_remote.c): parse the array over c (err names the
+ * key), and the names ha_config_to_json prints. */
+struct cJSON;
+int ha_config_set_remote_zones(HaConfig *c, const struct cJSON *v, char *err, size_t errlen);
+void ha_config_remote_zones_json(const HaConfig *c, struct cJSON *o);
+/* v2_channels, the same way. */
+int ha_config_set_v2_channels(HaConfig *c, const struct cJSON *v, char *err, size_t errlen);
+void ha_config_v2_channels_json(const HaConfig *c, struct cJSON *o);
+const char *ha_peer_name(enum ha_peer p);
+const char *ha_bell_name(enum ha_bell b);
 
 #endif

@@ -530,6 +530,22 @@ static void m_services(Conn *c, const HaRequest *req, uint64_t id, struct evbuff
                 ha_engine_route_json(c->ctl->engine, t[i].id, s);
                 cJSON_AddItemToArray(a, s);
         }
+        /* Ids routed to a remote zone that no local service has (seL4's
+         * proxy ids 10-13): named "-". */
+        for (unsigned sid = 0; sid <= 0xffff; sid++) {
+                unsigned x = ha_engine_route_of(c->ctl->engine, (uint16_t)sid);
+                cJSON *s;
+
+                if (x == HA_EXECUTOR_LOCAL || x == HA_EXECUTOR_NONE ||
+                    ha_service_by_id((uint16_t)sid))
+                        continue;
+                s = cJSON_CreateObject();
+                cJSON_AddNumberToObject(s, "id", sid);
+                cJSON_AddStringToObject(s, "name", "-");
+                cJSON_AddStringToObject(s, "summary", "only in the remote zone");
+                ha_engine_route_json(c->ctl->engine, (uint16_t)sid, s);
+                cJSON_AddItemToArray(a, s);
+        }
         send_result(c, id, r);
 }
 

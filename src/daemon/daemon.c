@@ -21,7 +21,10 @@
 #include "metrics.h"
 #include "services.h"
 #include "sockq.h"
+#include "remote_v1.h"
+#include "remote_v2.h"
 #include "v1chan.h"
+#include "v2chan.h"
 #include "zones.h"
 
 #define SHUTDOWN_DEADLINE_S 10
@@ -35,6 +38,9 @@ typedef struct Daemon {
         HaControl *control;
         HaMetrics *metrics;
         HaV1Chan *v1[HA_V1_MAX_CHANNELS];       /* v1 compatibility channels */
+        HaRemoteV1 *remote[HA_REMOTE_MAX_ZONES]; /* remote zones: executors */
+        HaRemoteV2 *v2[HA_REMOTE_MAX_ZONES];    /* those on the v2 rings */
+        HaV2Chan *v2chan[HA_V2_MAX_CHANNELS];   /* v2 backend channels: sources */
         HaZones *zones;
         struct event *sig_term, *sig_int, *sig_hup;
         struct event *deadline, *status_timer, *watchdog_timer;
@@ -328,6 +334,54 @@ static void engine_free(Daemon *d)
         d->engine = ha_engine_free(d->engine);
 }
 
+/* Each remote zone: an executor with one thread (stop-and-wait; for v2,
+ * also because the rings have no correlation id) and a queue of
+ * max_pending, and its service ids routed to it.  Before any source runs
+ * a job. */
+static int remote_start(Daemon *d)
+{
+        for (unsigned i = 0; i < cfg_of(d)->n_remote_zones; i++) {
+                const HaRemoteZoneConfig *z = &cfg_of(d)->remote_zones[i];
+                unsigned id;
+                int r;
+
+                if (z->protocol == HA_PROTOCOL_V2)
+                        r = ha_remote_v2_open(z, HA_V2_BULK_MAX, &d->v2[i]);
+                else
+                        r = ha_remote_v1_new(z, &d->remote[i]);
+                if (r < 0)
+                        return r;
+                if (z->protocol == HA_PROTOCOL_V2)
+                        r = ha_engine_add_executor(d->engine, &ha_executor_v2, d->v2[i], z->name,
+                                                   1, z->max_pending, &id);
+                else
+                        r = ha_engine_add_executor(d->engine, &ha_executor_remote_v1,
+                                                   d->remote[i], z->name, 1, z->max_pending, &id);
+                if (r < 0)
+                        return log_error_errno(r, "remote zone '%s': cannot add its executor: %m",
+                                               z->name);
+                for (unsigned k = 0; k < z->n_services; k++) {
+                        r = ha_engine_route(d->engine, z->services[k], id);
+                        if (r < 0)
+                                return log_error_errno(r, "remote zone '%s': cannot route "
+                                                       "service %u: %m", z->name,
+                                                       z->services[k]);
+                }
+                log_info("remote zone '%s': services %u%s routed to it", z->name, z->services[0],
+                         z->n_services > 1 ? " and more" : "");
+        }
+        return 0;
+}
+
+/* After the engine: its threads call them until joined. */
+static void remote_free(Daemon *d)
+{
+        for (unsigned i = 0; i < HA_REMOTE_MAX_ZONES; i++)
+                d->remote[i] = ha_remote_v1_free(d->remote[i]);
+        for (unsigned i = 0; i < HA_REMOTE_MAX_ZONES; i++)
+                d->v2[i] = ha_remote_v2_close(d->v2[i]);
+}
+
 /* The socket's queue: a source like the others, registered first. */
 static int sockq_start(Daemon *d)
 {
@@ -433,6 +487,33 @@ static void v1_free(Daemon *d)
 {
         for (unsigned i = 0; i < HA_V1_MAX_CHANNELS; i++)
                 d->v1[i] = ha_v1chan_free(d->v1[i]);
+}
+
+/* v2 backend channels: a seL4 frontend's requests, a poller thread each. */
+static int v2chan_start(Daemon *d)
+{
+        for (unsigned i = 0; i < cfg_of(d)->n_v2_channels; i++) {
+                int r = ha_v2chan_start(d->base, d->engine, &cfg_of(d)->v2_channels[i],
+                                        &d->v2chan[i]);
+
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* After the barrier: a poller waiting for a job the loop will not
+ * complete any more stops waiting. */
+static void v2chan_stop(Daemon *d)
+{
+        for (unsigned i = 0; i < HA_V2_MAX_CHANNELS; i++)
+                ha_v2chan_stop(d->v2chan[i]);
+}
+
+static void v2chan_free(Daemon *d)
+{
+        for (unsigned i = 0; i < HA_V2_MAX_CHANNELS; i++)
+                d->v2chan[i] = ha_v2chan_free(d->v2chan[i]);
 }
 
 static int signals_start(Daemon *d)
@@ -545,11 +626,13 @@ static const struct Subsystem {
         { "test seams", seams_start, NULL, NULL, NULL, NULL, false },
 #endif
         { "engine", engine_start, NULL, NULL, NULL, engine_free, true },
+        { "remote zones", remote_start, NULL, NULL, NULL, remote_free, true },
         { "socket queue", sockq_start, NULL, sockq_drain, NULL, sockq_free, true },
         { "zones", zones_start, NULL, zones_drain, NULL, zones_free, true },
         { "control", control_start, control_quiesce, control_drain, NULL, control_free, false },
         { "metrics", metrics_start, NULL, NULL, NULL, metrics_free, false },
         { "v1", v1_start, NULL, NULL, NULL, v1_free, true },
+        { "v2 channels", v2chan_start, NULL, NULL, v2chan_stop, v2chan_free, true },
         { "signals", signals_start, NULL, NULL, NULL, signals_free, false },
         { "systemd", systemd_start, systemd_quiesce, NULL, systemd_stop, systemd_free, false },
 };
@@ -587,6 +670,12 @@ static void begin_shutdown(void *userdata)
 /* The barrier: no worker runs after it, so nothing is freed under one. */
 static void join_workers(Daemon *d)
 {
+        /* A dead remote zone would hold every request queued for it for
+         * its timeout: they fail now instead. */
+        for (unsigned i = 0; i < HA_REMOTE_MAX_ZONES; i++) {
+                ha_remote_v1_cancel(d->remote[i]);
+                ha_remote_v2_cancel(d->v2[i]);
+        }
         if (ha_engine_stop(d->engine, d->abandoned) < 0) {
                 /* Its memory (engine, leases, v1 buffers) stays mapped for
                  * it; exit() ends it. */

@@ -475,6 +475,11 @@ int ha_engine_route(HaEngine *e, uint16_t service, unsigned executor)
         return 0;
 }
 
+unsigned ha_engine_route_of(const HaEngine *e, uint16_t service)
+{
+        return e->route[service];
+}
+
 void ha_engine_route_json(HaEngine *e, uint16_t service, cJSON *o)
 {
         unsigned id = e->route[service];

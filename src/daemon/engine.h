@@ -105,6 +105,8 @@ int ha_engine_add_executor(HaEngine *e, const HaExecutorOps *ops, void *ctx, con
  * than the local pool, idle local workers do not poll sources (a polled
  * job would run locally). */
 int ha_engine_route(HaEngine *e, uint16_t service, unsigned executor);
+/* The executor a service id is routed to (HA_EXECUTOR_LOCAL unless set). */
+unsigned ha_engine_route_of(const HaEngine *e, uint16_t service);
 /* "local", or the executor's name and state: for `services`. */
 void ha_engine_route_json(HaEngine *e, uint16_t service, cJSON *o);
 

@@ -20,6 +20,7 @@
 #include "queue.h"
 #include "services.h"
 #include "ownpath.h"
+#include "physmem.h"
 #include "sigbus.h"
 #include "v1chan.h"
 
@@ -35,10 +36,7 @@ typedef struct Slot {
         uint8_t result;
 } Slot;
 
-typedef struct Map {
-        void *addr;
-        size_t len;
-} Map;
+typedef HaPhysMap Map;
 
 /*
  * The journal (journal.h): what this channel has taken from the client's
@@ -106,9 +104,9 @@ struct HaV1Chan {
         HaV1ChannelConfig cfg;
         HaEngine *engine;
         unsigned source;
-        int mem_fd, bell_fd;
+        HaPhysMem mem;
+        int bell_fd;
         bool bell_read;                 /* the doorbell can be drained with read() */
-        uint64_t mem_size;              /* a regular file's size; 0: a device */
         Map buf_map, queue_map, ready_map;
         volatile uint8_t *buf;
         size_t buf_len;
@@ -705,57 +703,10 @@ static int fail(HaV1Chan *c, int r, const char *fmt, ...)
 static int map_phys(HaV1Chan *c, const char *what, uint64_t addr, uint64_t len, Map *m,
                     void **ret)
 {
-        uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE), off, aligned;
-        void *p;
+        char err[512];
+        int r = ha_physmem_map(&c->mem, what, addr, len, m, ret, err, sizeof(err));
 
-        if (addr < c->cfg.base)
-                return fail(c, -EINVAL, "%s at 0x%llx lies below base 0x%llx", what,
-                            (unsigned long long)addr, (unsigned long long)c->cfg.base);
-        off = addr - c->cfg.base;
-        aligned = off & ~(page - 1);
-        if (len > SIZE_MAX - (off - aligned) || aligned > (uint64_t)INT64_MAX)
-                return fail(c, -EINVAL, "%s at 0x%llx (0x%llx bytes) cannot be mapped", what,
-                            (unsigned long long)addr, (unsigned long long)len);
-        /* Touching a page past the end of a file would be SIGBUS. */
-        if (c->mem_size && (off > c->mem_size || len > c->mem_size - off))
-                return fail(c, -EINVAL, "%s at 0x%llx + 0x%llx is past the end of %s "
-                            "(%llu bytes; base 0x%llx)", what, (unsigned long long)addr,
-                            (unsigned long long)len, c->cfg.mem,
-                            (unsigned long long)c->mem_size, (unsigned long long)c->cfg.base);
-        p = mmap(NULL, (size_t)(off - aligned + len), PROT_READ | PROT_WRITE, MAP_SHARED,
-                 c->mem_fd, (off_t)aligned);
-        if (p == MAP_FAILED)
-                return fail(c, -errno, "cannot map %s at 0x%llx from %s: %s", what,
-                            (unsigned long long)addr, c->cfg.mem, strerror(errno));
-        /* A file the peer can write, it can also shrink: grow it back. */
-        if (c->mem_size && ha_sigbus_guard(p, (size_t)(off - aligned + len), c->mem_fd,
-                                           (off_t)aligned) < 0) {
-                (void)munmap(p, (size_t)(off - aligned + len));
-                return fail(c, -ENOSPC, "cannot guard the mapping of %s", what);
-        }
-        m->addr = p;
-        m->len = (size_t)(off - aligned + len);
-        *ret = (uint8_t *)p + (off - aligned);
-        return 0;
-}
-
-static int open_mem(HaV1Chan *c)
-{
-        struct stat st;
-
-        c->mem_fd = open(c->cfg.mem, O_RDWR | O_SYNC | O_CLOEXEC);
-        if (c->mem_fd < 0)
-                return fail(c, -errno, "cannot open %s: %s", c->cfg.mem, strerror(errno));
-        if (fstat(c->mem_fd, &st) < 0)
-                return fail(c, -errno, "cannot stat %s: %s", c->cfg.mem, strerror(errno));
-        if (S_ISREG(st.st_mode)) {
-                if (st.st_size <= 0)
-                        return fail(c, -EINVAL, "%s is empty", c->cfg.mem);
-                c->mem_size = (uint64_t)st.st_size;
-        } else if (!S_ISCHR(st.st_mode))
-                return fail(c, -EINVAL, "%s is neither a memory device nor a regular file",
-                            c->cfg.mem);
-        return 0;
+        return r < 0 ? fail(c, r, "%s", err) : 0;
 }
 
 /* ===== the journal (loop thread, at start and stop) ===== */
@@ -1039,19 +990,11 @@ static int open_doorbell(HaV1Chan *c)
 static int start(HaV1Chan *c, struct event_base *base, HaEngine *e, const char *shm_name)
 {
         size_t requeue;
-        uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
         HaHvConfig hv;
         char err[512];
         void *p;
         uint16_t bs;
         int r;
-
-        /* Offsets must keep the addresses' alignment: the queue is read
-         * with 16- and 32-bit accesses. */
-        if (c->cfg.base % page)
-                return fail(c, -EINVAL, "base 0x%llx is not a multiple of the page size "
-                            "(0x%llx)", (unsigned long long)c->cfg.base,
-                            (unsigned long long)page);
 
         r = ha_hvcfg_load(c->cfg.shm_config, &hv, err, sizeof(err));
         if (r < 0)
@@ -1060,9 +1003,9 @@ static int start(HaV1Chan *c, struct event_base *base, HaEngine *e, const char *
                 log_warning("v1 channel '%s': %s: %u region(s) with mem_size 0 skipped, "
                             "ignoring", c->cfg.name, c->cfg.shm_config, hv.skipped);
 
-        r = open_mem(c);
+        r = ha_physmem_open(&c->mem, c->cfg.mem, c->cfg.base, err, sizeof(err));
         if (r < 0)
-                return r;
+                return fail(c, r, "%s", err);
         r = map_phys(c, "the buf region", hv.buf_addr, hv.buf_size, &c->buf_map, &p);
         if (r < 0)
                 return r;
@@ -1152,7 +1095,7 @@ int ha_v1chan_start(struct event_base *base, HaEngine *e, const HaV1ChannelConfi
         if (!c)
                 return log_error_errno(-ENOMEM, "v1 channel '%s': %m", cfg->name);
         c->cfg = *cfg;
-        c->mem_fd = c->bell_fd = c->jfd = -1;
+        c->mem.fd = c->bell_fd = c->jfd = -1;
         c->rl = (HaRatelimit)HA_RATELIMIT_INIT(10000, 5);
         r = start(c, base, e, shm_name);
         if (r < 0) {
@@ -1166,11 +1109,7 @@ int ha_v1chan_start(struct event_base *base, HaEngine *e, const HaV1ChannelConfi
 
 static void unmap(Map *m)
 {
-        if (m->addr) {
-                ha_sigbus_unguard(m->addr);
-                (void)munmap(m->addr, m->len);
-        }
-        m->addr = NULL;
+        ha_physmap_unmap(m);
 }
 
 HaV1Chan *ha_v1chan_free(HaV1Chan *c)
@@ -1200,7 +1139,7 @@ HaV1Chan *ha_v1chan_free(HaV1Chan *c)
         unmap(&c->buf_map);
         unmap(&c->queue_map);
         unmap(&c->ready_map);
-        closep(&c->mem_fd);
+        ha_physmem_close(&c->mem);
         closep(&c->bell_fd);
         ha_walkset_fini(&c->walk);
         free(c->batch);

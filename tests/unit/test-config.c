@@ -13,6 +13,139 @@
 
 #include "config-check.h"
 
+/* Issue 12: remote_zones, every key and the mistakes a user will make. */
+#define RZ(body) "{\"remote_zones\":[" body "]}"
+#define RZ_OK "\"name\":\"rtos\",\"protocol\":\"v1\",\"peer\":\"freertos\"," \
+              "\"shm_config\":\"/etc/shm.json\",\"services\":[1,2,66]"
+static void test_remote_zones(void)
+{
+        HaConfig c;
+        char err[512], *json;
+
+        CHECK_EQ(load(RZ("{" RZ_OK ",\"mem\":\"/tmp/m\",\"base\":\"0xde000000\","
+                         "\"doorbell\":{\"kind\":\"ioctl\",\"zone\":1},\"timeout_ms\":250}"),
+                      &c, err, sizeof(err)), 0);
+        CHECK_EQ(c.n_remote_zones, 1);
+        CHECK(strcmp(c.remote_zones[0].name, "rtos") == 0);
+        CHECK_EQ(c.remote_zones[0].peer, HA_PEER_FREERTOS);
+        CHECK_EQ(c.remote_zones[0].base, 0xde000000u);
+        CHECK_EQ(c.remote_zones[0].bell, HA_BELL_IOCTL);
+        CHECK(strcmp(c.remote_zones[0].bell_path, "/dev/hvisor") == 0);
+        CHECK_EQ(c.remote_zones[0].bell_zone, 1);
+        CHECK_EQ(c.remote_zones[0].n_services, 3);
+        CHECK_EQ(c.remote_zones[0].services[2], 66);
+        CHECK_EQ(c.remote_zones[0].timeout_ms, 250);
+        CHECK_EQ(c.remote_zones[0].max_pending, 64);
+        json = ha_config_to_json(&c, NULL);
+        CHECK(json && strstr(json, "\"remote_zones\"") && strstr(json, "\"freertos\"") &&
+              strstr(json, "\"0xde000000\""));
+        free(json);
+        /* Defaults: mem /dev/mem, timeout 1 s; each doorbell kind. */
+        CHECK_EQ(load(RZ("{" RZ_OK ",\"doorbell\":{\"kind\":\"mmio\",\"address\":\"0x6e410000\","
+                         "\"zone\":1}},{\"name\":\"s\",\"protocol\":\"v1\",\"peer\":\"sel4\","
+                         "\"shm_config\":\"/b.json\",\"services\":[10,11,12,13,0,65535],"
+                         "\"doorbell\":{\"kind\":\"none\"}},{\"name\":\"l\",\"protocol\":\"v1\","
+                         "\"peer\":\"linux\",\"shm_config\":\"/c.json\",\"services\":[3],"
+                         "\"doorbell\":{\"kind\":\"fifo\",\"path\":\"/tmp/bell\"}}"),
+                      &c, err, sizeof(err)), 0);
+        CHECK_EQ(c.n_remote_zones, 3);
+        CHECK(strcmp(c.remote_zones[0].mem, "/dev/mem") == 0);
+        CHECK_EQ(c.remote_zones[0].timeout_ms, 1000);
+        CHECK_EQ(c.remote_zones[0].bell_address, 0x6e410000u);
+        CHECK_EQ(c.remote_zones[1].bell, HA_BELL_NONE);
+        CHECK_EQ(c.remote_zones[1].services[5], 65535);
+        CHECK(strcmp(c.remote_zones[2].bell_path, "/tmp/bell") == 0);
+
+        expect_error("{\"remote_zones\":{}}", "\"remote_zones\": wrong type");
+        expect_error(RZ("1"), "\"remote_zones[0]\": must be an object");
+        expect_error(RZ("{" RZ_OK ",\"doorbell\":{\"kind\":\"none\"},\"color\":1}"),
+                     "\"remote_zones[0]\": unknown key \"color\"");
+        expect_error(RZ("{\"protocol\":\"v1\"}"), "\"remote_zones[0].name\": missing");
+        expect_error(RZ("{\"name\":\"a b\"}"), "\"remote_zones[0].name\": must be 1-63");
+        expect_error(RZ("{\"name\":\"\"}"), "must be 1-63");
+        expect_error(RZ("{\"name\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"}"),
+                     "must be 1-63");
+        expect_error(RZ("{\"name\":\"a\"}"), "\"remote_zones[0].protocol\": missing");
+        expect_error(RZ("{\"name\":\"a\",\"protocol\":\"v3\"}"), "must be \"v1\"");
+        expect_error(RZ("{\"name\":\"a\",\"protocol\":\"v1\",\"peer\":\"zephyr\"}"),
+                     "\"remote_zones[0].peer\": must be one of linux, freertos, sel4");
+        expect_error(RZ("{\"name\":\"a\",\"protocol\":\"v1\",\"peer\":\"linux\"}"),
+                     "\"remote_zones[0].shm_config\": missing");
+        expect_error(RZ("{\"name\":\"a\",\"protocol\":\"v1\",\"peer\":\"linux\","
+                        "\"shm_config\":\"rel.json\"}"), "must be an absolute path");
+        expect_error(RZ("{" RZ_OK ",\"base\":\"-1\",\"doorbell\":{\"kind\":\"none\"}}"),
+                     "\"remote_zones[0].base\": must be a hex string");
+        expect_error(RZ("{" RZ_OK "}"), "\"remote_zones[0].doorbell\": missing");
+        expect_error(RZ("{" RZ_OK ",\"doorbell\":\"fifo\"}"), "must be an object");
+        expect_error(RZ("{" RZ_OK ",\"doorbell\":{\"kind\":\"irq\"}}"),
+                     "\"remote_zones[0].doorbell.kind\": must be one of none, ioctl, mmio, fifo");
+        expect_error(RZ("{" RZ_OK ",\"doorbell\":{\"kind\":\"none\",\"zone\":1}}"),
+                     "\"remote_zones[0].doorbell\": unknown key \"zone\"");
+        expect_error(RZ("{" RZ_OK ",\"doorbell\":{\"kind\":\"ioctl\"}}"),
+                     "\"remote_zones[0].doorbell.zone\": missing");
+        expect_error(RZ("{" RZ_OK ",\"doorbell\":{\"kind\":\"ioctl\",\"zone\":65536}}"),
+                     "\"remote_zones[0].doorbell.zone\": must be an integer from 0 to 65535");
+        expect_error(RZ("{" RZ_OK ",\"doorbell\":{\"kind\":\"mmio\",\"zone\":1}}"),
+                     "\"remote_zones[0].doorbell.address\": missing");
+        expect_error(RZ("{" RZ_OK ",\"doorbell\":{\"kind\":\"mmio\",\"zone\":1,"
+                        "\"address\":\"0x6e410002\"}}"), "must be 4-byte aligned");
+        expect_error(RZ("{" RZ_OK ",\"doorbell\":{\"kind\":\"fifo\"}}"),
+                     "\"remote_zones[0].doorbell.path\": missing");
+        expect_error(RZ("{\"name\":\"a\",\"protocol\":\"v1\",\"peer\":\"linux\","
+                        "\"shm_config\":\"/a\",\"doorbell\":{\"kind\":\"none\"}}"),
+                     "\"remote_zones[0].services\": missing");
+        expect_error(RZ("{\"name\":\"a\",\"protocol\":\"v1\",\"peer\":\"linux\","
+                        "\"shm_config\":\"/a\",\"doorbell\":{\"kind\":\"none\"},\"services\":[]}"),
+                     "non-empty array");
+        expect_error(RZ("{\"name\":\"a\",\"protocol\":\"v1\",\"peer\":\"linux\","
+                        "\"shm_config\":\"/a\",\"doorbell\":{\"kind\":\"none\"},"
+                        "\"services\":[1,65536]}"), "must be an integer from 0 to 65535");
+        expect_error(RZ("{\"name\":\"a\",\"protocol\":\"v1\",\"peer\":\"linux\","
+                        "\"shm_config\":\"/a\",\"doorbell\":{\"kind\":\"none\"},"
+                        "\"services\":[1,\"2\"]}"), "\"remote_zones[0].services\"");
+        expect_error(RZ("{\"name\":\"a\",\"protocol\":\"v1\",\"peer\":\"linux\","
+                        "\"shm_config\":\"/a\",\"doorbell\":{\"kind\":\"none\"},"
+                        "\"services\":[1,1.5]}"), "\"remote_zones[0].services\"");
+        expect_error(RZ("{\"name\":\"a\",\"protocol\":\"v1\",\"peer\":\"linux\","
+                        "\"shm_config\":\"/a\",\"doorbell\":{\"kind\":\"none\"},"
+                        "\"services\":[7,7]}"), "id 7 listed twice");
+        expect_error(RZ("{" RZ_OK ",\"doorbell\":{\"kind\":\"none\"},\"timeout_ms\":0}"),
+                     "\"remote_zones[0].timeout_ms\": must be an integer from 1");
+        expect_error(RZ("{" RZ_OK ",\"doorbell\":{\"kind\":\"none\"},\"max_pending\":0}"),
+                     "\"remote_zones[0].max_pending\"");
+        /* Two zones: no shared name, queue, FIFO or service id. */
+        expect_error(RZ("{" RZ_OK ",\"doorbell\":{\"kind\":\"none\"}},{" RZ_OK
+                        ",\"doorbell\":{\"kind\":\"none\"}}"),
+                     "\"remote_zones[1].name\": \"rtos\" is also remote_zones[0]'s");
+        expect_error(RZ("{" RZ_OK ",\"doorbell\":{\"kind\":\"none\"}},{\"name\":\"b\","
+                        "\"protocol\":\"v1\",\"peer\":\"linux\",\"shm_config\":\"/etc/shm.json\","
+                        "\"services\":[9],\"doorbell\":{\"kind\":\"none\"}}"),
+                     "same queue as remote_zones[0]");
+        expect_error(RZ("{" RZ_OK ",\"doorbell\":{\"kind\":\"none\"}},{\"name\":\"b\","
+                        "\"protocol\":\"v1\",\"peer\":\"linux\",\"shm_config\":\"/b.json\","
+                        "\"services\":[9,66],\"doorbell\":{\"kind\":\"none\"}}"),
+                     "\"remote_zones[1].services\": id 66 is routed to remote_zones[0]");
+        expect_error(RZ("{" RZ_OK ",\"doorbell\":{\"kind\":\"fifo\",\"path\":\"/f\"}},{\"name\":"
+                        "\"b\",\"protocol\":\"v1\",\"peer\":\"linux\",\"shm_config\":\"/b.json\","
+                        "\"services\":[9],\"doorbell\":{\"kind\":\"fifo\",\"path\":\"/f\"}}"),
+                     "same FIFO as remote_zones[0]");
+        expect_error("{\"remote_zones\":[{\"name\":\"a\\u0000b\"}]}", "\\u0000");
+        /* Changing them needs a restart. */
+        {
+                HaConfig a, b;
+                char live[256], restart[256];
+
+                CHECK_EQ(load(RZ("{" RZ_OK ",\"doorbell\":{\"kind\":\"none\"}}"), &a, err,
+                              sizeof(err)), 0);
+                CHECK_EQ(load(RZ("{" RZ_OK ",\"doorbell\":{\"kind\":\"none\"},\"timeout_ms\":5}"),
+                              &b, err, sizeof(err)), 0);
+                ha_config_diff(&a, &b, live, sizeof(live), restart, sizeof(restart));
+                CHECK(strcmp(restart, "remote_zones") == 0 && live[0] == '\0');
+                ha_config_diff(&a, &a, live, sizeof(live), restart, sizeof(restart));
+                CHECK(restart[0] == '\0');
+        }
+}
+
 int main(void)
 {
         HaConfig c;
@@ -135,6 +268,7 @@ int main(void)
                 CHECK(strstr(err, "larger than 1 MiB") != NULL);
         }
 
+        test_remote_zones();
         unlink(path);
         /* The running snapshot: a copy, refcounted; a reader's reference
          * outlives the swap that replaces it (ASan and valgrind see a use

@@ -58,5 +58,10 @@ int main(void)
         CHECK_EQ(ha_flag_make(HA_RESULT_FAIL), 0x0005);
         CHECK_EQ(ha_flag_make(HA_RESULT_NOT_EXITS), 0x0007);
         CHECK_EQ(ha_flag_result(0x0007), HA_RESULT_NOT_EXITS);
+        /* Issue 12: a remote zone's timeout has a name of its own, and
+         * goes on the 2-bit wire as FAIL, never into the reserved bits. */
+        CHECK(strcmp(ha_result_name(HA_RESULT_TIMEOUT), "E_TIMEOUT") == 0);
+        CHECK_EQ(HA_RESULT_TIMEOUT, 4);
+        CHECK_EQ(ha_flag_make(HA_RESULT_TIMEOUT), 0x0005);
         return check_done("test-services");
 }

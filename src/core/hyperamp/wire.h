@@ -26,6 +26,9 @@ enum ha_result {
         HA_RESULT_SUCCESS = 1,
         HA_RESULT_FAIL = 2,
         HA_RESULT_NOT_EXITS = 3,       /* sic: original spelling, means "no such service" */
+        /* hyperampd's own, never on the v1 wire (the flag has 2 bits):
+         * a remote zone did not answer in its timeout_ms ("E_TIMEOUT"). */
+        HA_RESULT_TIMEOUT = 4,
 };
 
 /* 32-bit marks written in AmpMsgQueue.working_mark */
@@ -80,8 +83,11 @@ static inline size_t ha_queue_bytes(unsigned n)
         return sizeof(HaMsgQueue) + (size_t)n * sizeof(HaMsgEntry);
 }
 
+/* A result hyperampd adds (TIMEOUT) goes on the wire as FAIL. */
 static inline uint16_t ha_flag_make(enum ha_result r)
 {
+        if ((unsigned)r > HA_RESULT_NOT_EXITS)
+                r = HA_RESULT_FAIL;
         return (uint16_t)(HA_FLAG_DEAL_STATE | ((unsigned)r << HA_FLAG_RESULT_SHIFT));
 }
 

@@ -1,0 +1,354 @@
+# SPDX-License-Identifier: MIT
+"""The v1 gateway (issue 12): hyperampd as the root-zone owner of a remote
+service zone's v1 queue, forwarding the routed service ids there.
+
+The remote zone is a simulated peer (tests/peers/v1peer: Linux, FreeRTOS A
+and B, seL4 v1, and the faulty ones) on a regular file standing in for
+/dev/mem, with a FIFO as the doorbell, as docs/gateway.md describes.  Every
+source reaches it: hyperampctl (control socket), a libhyperamp client (zone
+lease) and an original v1 client through a v1 channel."""
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import tempfile
+import unittest
+
+import harness
+from harness import Daemon, request, scaled, start_expect_failure, wait_until
+
+V1PEER = os.environ.get('V1PEER') or os.path.join(harness.BUILD, 'tests', 'peers', 'v1peer')
+V1CLIENT = os.environ.get('V1CLIENT') or os.path.join(harness.BUILD, 'tests', 'integration',
+                                                      'v1client')
+
+# The original's QEMU layout (reference §1.1, §4.1); the file starts at base.
+BASE = 0x7E000000
+QUEUE = 0x7E400000
+MEM_SIZE = 0x7E410000 + 0x1000 - BASE
+HEADER = struct.Struct('<IHHHH')        # working_mark, buf_size, empty_h, wait_h, proc_ing_h
+MARK_IDLE = 0xBBBBBBBB
+
+XOR5A_HELLO = bytes.fromhex('323f363635')       # FreeRTOS and seL4 encrypt
+LINUX_HELLO = bytes.fromhex('164e2c2f12')       # the Linux service's encrypt
+
+
+class Zone:
+    """One remote zone's stand-in hardware: memory file, FIFO, shm_config, peer."""
+
+    def __init__(self, tmp, name='rtos', addr=0x7E000000):
+        self.name = name
+        self.tmp = tmp
+        self.mem = os.path.join(tmp, name + '.mem')
+        self.bell = os.path.join(tmp, name + '.bell')
+        self.cfg = os.path.join(tmp, name + '.shm_config.json')
+        self.peer = None
+        with open(self.mem, 'wb') as f:
+            f.truncate(MEM_SIZE)
+        with open(self.cfg, 'w') as f:
+            json.dump({'shm_regions': [
+                {'region_flag': 'linux-2-npucore-buf', 'zone0_ram_ipa': '0x7e000000',
+                 'zonex_ram_ipa': '0x7e000000', 'mem_size': '0x400000'},
+                {'region_flag': 'linux-2-npucore-msg', 'zone0_ram_ipa': '0x7e400000',
+                 'zonex_ram_ipa': '0x7e410000', 'mem_size': '0x1000'}]}, f)
+
+    def config(self, peer, services, bell='fifo', timeout_ms=5000, **extra):
+        z = {'name': self.name, 'protocol': 'v1', 'peer': peer, 'shm_config': self.cfg,
+             'mem': self.mem, 'base': hex(BASE), 'services': services,
+             'timeout_ms': int(scaled(timeout_ms)) if timeout_ms >= 1000 else timeout_ms,
+             'doorbell': {'kind': 'fifo', 'path': self.bell} if bell == 'fifo'
+             else {'kind': 'none'}}
+        z.update(extra)
+        return z
+
+    def start(self, profile, *args):
+        """Start v1peer; returns once it has written its ready mark."""
+        self.stop()
+        cmd = [*harness.EXE_WRAPPER, V1PEER, '--profile', profile, '--shm-config', self.cfg,
+               '--mem', self.mem, '--base', hex(BASE), '--doorbell', self.bell, *args]
+        self.peer = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        line = self.peer.stdout.readline().decode()
+        if 'v1peer: ready' not in line:
+            raise AssertionError('v1peer %s did not start: %r %s'
+                                 % (profile, line, self.peer.stderr.read().decode()))
+
+    def stop(self):
+        if self.peer:
+            self.peer.send_signal(signal.SIGTERM)
+            self.peer.communicate(timeout=scaled(10))
+            self.peer = None
+
+    def header(self):
+        with open(self.mem, 'rb') as f:
+            return HEADER.unpack(os.pread(f.fileno(), HEADER.size, QUEUE - BASE))
+
+
+def executor(d, name):
+    for x in d.stats()['executors']:
+        if x['name'] == name:
+            return x
+    raise AssertionError('no executor %r in stats' % name)
+
+
+class GatewayTest(unittest.TestCase):
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix='hyperamp-gw-')
+        self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
+        self.zone = Zone(self.tmp)
+        self.addCleanup(self.zone.stop)
+
+    def daemon(self, *zones, **config):
+        cfg = {'workers': 2, 'remote_zones': list(zones)}
+        cfg.update(config)
+        return Daemon(cfg)
+
+    def submit(self, d, service, data, rc=0):
+        code, out, err = d.ctl('submit', '-s', str(service), data)
+        self.assertEqual(code, rc, err)
+        return out, err
+
+    def test_freertos_encrypt(self):
+        self.zone.start('freertos-b')
+        with self.daemon(self.zone.config('freertos', [1, 2, 66])) as d:
+            out, _ = self.submit(d, 'encrypt', 'hello')
+            self.assertEqual(out, XOR5A_HELLO)      # the peer's own algorithm
+            out, _ = self.submit(d, 'decrypt', XOR5A_HELLO.decode('latin-1'))
+            self.assertEqual(out, b'hello')
+            x = executor(d, 'rtos')
+            self.assertEqual(x['kind'], 'v1')
+            self.assertEqual(x['requests'], 2)
+            self.assertEqual(self.zone.header()[1], 255)    # formatted by us
+
+    def test_linux_encrypt(self):
+        self.zone.start('linux')
+        with self.daemon(self.zone.config('linux', [1])) as d:
+            out, _ = self.submit(d, 'encrypt', 'hello')
+            self.assertEqual(out, LINUX_HELLO)
+            # decrypt (2) is not routed: the local service, same algorithm
+            out, _ = self.submit(d, 'decrypt', LINUX_HELLO.decode('latin-1'))
+            self.assertEqual(out, b'hello')
+            self.assertEqual(executor(d, 'rtos')['requests'], 1)
+
+    def test_sel4_polling_no_doorbell(self):
+        self.zone.start('sel4')
+        with self.daemon(self.zone.config('sel4', [1, 10], bell='none')) as d:
+            for _ in range(20):
+                out, _ = self.submit(d, 'encrypt', 'hello')
+                self.assertEqual(out, XOR5A_HELLO)
+            # a proxy id the daemon does not know: the peer echoes it
+            out, _ = self.submit(d, '10', 'cafe')
+            self.assertEqual(out, b'cafe')
+
+    def test_freertos_a_restart_reformats(self):
+        self.zone.start('freertos-a')
+        with self.daemon(self.zone.config('freertos', [1])) as d:
+            self.assertEqual(self.submit(d, 'encrypt', 'hello')[0], XOR5A_HELLO)
+            self.zone.start('freertos-a')          # re-formats the queue at its start
+            self.assertEqual(self.zone.header()[1], 16)
+            self.assertEqual(self.submit(d, 'encrypt', 'hello')[0], XOR5A_HELLO)
+            x = executor(d, 'rtos')
+            self.assertEqual(x['peer_restarts'], 1)
+            self.assertEqual(x['state'], 'ready')
+            self.assertEqual(self.zone.header()[1], 255)
+
+    def test_services_show_where(self):
+        self.zone.start('freertos-b')
+        with self.daemon(self.zone.config('freertos', [1, 12])) as d:
+            svcs = {s['id']: s for s in d.ctl_json('services')['services']}
+            self.assertEqual(svcs[1]['runs_on'], 'rtos')
+            self.assertEqual(svcs[1]['executor_state'], 'ready')
+            self.assertEqual(svcs[66]['runs_on'], 'local')
+            self.assertEqual(svcs[12]['runs_on'], 'rtos')   # an id only the peer knows
+            rc, out, _ = d.ctl('services')
+            self.assertEqual(rc, 0)
+            self.assertIn(b'rtos', out)
+
+    def test_stats_per_zone(self):
+        self.zone.start('freertos-b')
+        with self.daemon(self.zone.config('freertos', [1])) as d:
+            for _ in range(10):
+                self.submit(d, 'encrypt', 'hello')
+            x = executor(d, 'rtos')
+            for key in ('state', 'requests', 'failures', 'timeouts', 'peer_restarts'):
+                self.assertIn(key, x)
+            self.assertEqual((x['state'], x['requests'], x['failures'], x['timeouts']),
+                             ('ready', 10, 0, 0))
+            self.assertGreater(x['round_trip_us']['p50'], 0)
+            self.assertGreaterEqual(x['round_trip_us']['p99'], x['round_trip_us']['p50'])
+            rc, out, _ = d.ctl('stats', '--format', 'openmetrics')
+            self.assertEqual(rc, 0)
+            self.assertIn(b'hyperamp_remote_requests_total{executor="rtos",kind="v1"} 10', out)
+            self.assertIn(b'hyperamp_remote_round_trip_seconds_count{executor="rtos"', out)
+            rc, out, _ = d.ctl('stats')
+            self.assertEqual(rc, 0)
+            row = [ln for ln in out.decode().splitlines() if ln.startswith('rtos ')]
+            self.assertEqual(row[0].split()[:7], ['rtos', 'freertos', 'ready', '10', '0', '0',
+                                                  '0'], out)
+
+    def test_lease_client_reaches_remote(self):
+        """libhyperamp (zone lease): every request verified by bench."""
+        self.zone.start('linux')
+        with self.daemon(self.zone.config('linux', [1])) as d:
+            rc, out, err = d.ctl('bench', '--transport', 'shm', '-s', 'encrypt', '-n', '200',
+                                 '-c', '4', timeout=scaled(120))
+            self.assertEqual(rc, 0, err)
+            self.assertEqual(executor(d, 'rtos')['requests'], 200)
+
+    def test_socket_bench_to_routed_service(self):
+        self.zone.start('freertos-b')
+        with self.daemon(self.zone.config('freertos', [66])) as d:
+            rc, out, err = d.ctl('bench', '-s', 'echo', '-n', '500', '-c', '8',
+                                 timeout=scaled(120))
+            self.assertEqual(rc, 0, err)
+            self.assertEqual(executor(d, 'rtos')['requests'], 500)
+
+    def test_v1_channel_reaches_remote(self):
+        """An original-protocol client -> hyperampd (v1 channel) -> a remote peer."""
+        self.zone.start('linux')
+        chan = Zone(self.tmp, name='npu')
+        os.mkfifo(chan.bell)
+        channel = {'name': 'npu', 'shm_config': chan.cfg, 'mem': chan.mem,
+                   'doorbell': chan.bell, 'base': hex(BASE)}
+        with self.daemon(self.zone.config('linux', [1]), v1_channels=[channel]) as d:
+            cmd = [*harness.EXE_WRAPPER, V1CLIENT, '--shm-config', chan.cfg, '--mem', chan.mem,
+                   '--doorbell', chan.bell, '--base', hex(BASE),
+                   '--timeout-ms', str(int(scaled(10000))), '--init', 'send', '1', 'hello']
+            p = subprocess.run(cmd, capture_output=True, timeout=scaled(60))
+            self.assertEqual(p.returncode, 0, p.stderr)
+            r = dict(kv.split('=', 1) for kv in p.stdout.decode().split())
+            self.assertEqual(r['result'], 'SUCCESS')
+            self.assertEqual(r['data'], LINUX_HELLO.hex())
+            self.assertEqual(executor(d, 'rtos')['requests'], 1)
+
+    def test_never_answers_times_out_then_down(self):
+        self.zone.start('mute')
+        with self.daemon(self.zone.config('linux', [1], timeout_ms=200)) as d:
+            for _ in range(3):
+                _, err = self.submit(d, 'encrypt', 'hello', rc=3)
+                self.assertIn('E_TIMEOUT', err)
+            x = executor(d, 'rtos')
+            self.assertEqual((x['state'], x['timeouts']), ('down', 3))
+            self.submit(d, 'encrypt', 'hello', rc=3)
+            self.assertEqual(executor(d, 'rtos')['fast_fails'], 1)
+            # other services are not held up by a dead zone
+            self.assertEqual(self.submit(d, 'echo', 'still here')[0], b'still here')
+            # a working peer in its place: the zone comes back by itself
+            self.zone.start('linux')
+            self.assertEqual(self.submit(d, 'encrypt', 'hello')[0], LINUX_HELLO)
+            self.assertEqual(executor(d, 'rtos')['state'], 'ready')
+
+    def test_pending_fifo_is_bounded(self):
+        """max_pending bounds what waits for the zone: past it E_BUSY, at
+        once; the rest are answered once each (here E_TIMEOUT, code 4)."""
+        self.zone.start('mute')
+        with self.daemon(self.zone.config('linux', [1], timeout_ms=300, max_pending=2)) as d:
+            with d.client(timeout=scaled(30)) as c:
+                for i in range(3):
+                    c.send(request('submit', id=i, params={'service': 1}), b'hello')
+                replies = {}
+                for _ in range(3):
+                    rep, data = c.recv_frame()
+                    replies[rep['id']] = rep
+                    self.assertEqual(data, b'')
+            self.assertEqual(replies[2]['error']['code'], 'E_BUSY')
+            for i in (0, 1):
+                self.assertEqual((replies[i]['result']['status'], replies[i]['result']['code']),
+                                 ('E_TIMEOUT', 4))
+            x = executor(d, 'rtos')
+            self.assertEqual((x['refused'], x['timeouts'], x['in_flight']), (1, 2, 0))
+
+    def test_shutdown_with_a_dead_zone(self):
+        """SIGTERM while a request waits on a zone that never answers (60 s
+        timeout): the daemon finishes what it can until its shutdown
+        deadline, then the zone's waits are cancelled and it exits cleanly,
+        not past a thread stuck in the zone."""
+        self.zone.start('mute')
+        with self.daemon(self.zone.config('linux', [1], timeout_ms=60000)) as d:
+            ctl = subprocess.Popen([*harness.EXE_WRAPPER, harness.HYPERAMPCTL, '--socket',
+                                    d.socket_path, 'submit', '-s', 'encrypt', 'hello'],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            wait_until(lambda: executor(d, 'rtos')['state'] == 'busy', 10,
+                       'the request at the peer')
+            d.check_clean_exit = False
+            self.assertEqual(d.terminate_and_wait(scaled(30)), 0, d.log())
+            log = d.log()
+        ctl.communicate(timeout=scaled(30))
+        self.assertIn('Stopped at the shutdown deadline', log)
+        self.assertNotIn('stuck', log)
+
+    def test_start_failures(self):
+        """A zone that cannot be set up stops the start, with the reason;
+        nothing is written to the peer's memory."""
+        def fails(why, **zone):
+            f = start_expect_failure({'remote_zones': [dict(self.zone.config('linux', [1]),
+                                                            **zone)]})
+            self.assertNotEqual(f.rc, 0)
+            self.assertIn("remote zone 'rtos'", f.log)
+            self.assertIn(why, f.log)
+        fails('No such file', shm_config=os.path.join(self.tmp, 'no'))
+        fails('cannot open', mem=os.path.join(self.tmp, 'nomem'))
+        fails('not a multiple of the page size', base='0x7e000001')
+        fails('below base', base='0x7f000000')
+        fails('cannot open doorbell', doorbell={'kind': 'ioctl', 'zone': 1,
+                                                'device': os.path.join(self.tmp, 'nodev')})
+        self.assertEqual(self.zone.header(), (0, 0, 0, 0, 0))
+
+    def faulty(self, profile, *args, counter=None, want=LINUX_HELLO, peer='linux'):
+        self.zone.start(profile, *args)
+        with self.daemon(self.zone.config(peer, [1])) as d:
+            for _ in range(6):
+                self.assertEqual(self.submit(d, 'encrypt', 'hello')[0], want)
+            x = executor(d, 'rtos')
+            self.assertEqual(x['timeouts'], 0)
+            self.assertEqual(x['requests'], 6)
+            if counter:
+                where = x['faults'] if counter in x['faults'] else x
+                self.assertGreaterEqual(where[counter], 1, x)
+            return x
+
+    def test_answers_twice(self):
+        self.faulty('twice', counter='double_answers')
+
+    def test_result_before_deal_state(self):
+        self.faulty('result-first', '--hold-ms', '20')
+
+    def test_idle_early(self):
+        self.faulty('idle-early', '--hold-ms', '20')
+
+    def test_restarts_mid_request(self):
+        self.faulty('restart', '--restart-at', '2', counter='peer_restarts', want=XOR5A_HELLO,
+                    peer='freertos')
+
+    def test_scribbles_header(self):
+        self.faulty('scribble', counter='bad_header')
+
+    def test_sigkill_with_request_at_remote(self):
+        """The restarted daemon takes the queue over (no re-format under the
+        peer), lets the peer finish the dead run's request, and serves on."""
+        self.zone.start('result-first', '--hold-ms', str(int(scaled(3000))))
+        cfg = self.zone.config('linux', [1])
+        d1 = self.daemon(cfg)
+        d1.check_clean_exit = False
+        d1.__enter__()
+        ctl = subprocess.Popen([*harness.EXE_WRAPPER, harness.HYPERAMPCTL, '--socket',
+                                d1.socket_path, 'submit', '-s', 'encrypt', 'hello'],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        wait_until(lambda: executor(d1, 'rtos')['state'] == 'busy', 10, 'a request at the peer')
+        d1.kill()
+        ctl.communicate(timeout=scaled(10))
+        d1.__exit__(None, None, None)
+        # This peer holds every answer half-written until the next ring:
+        # the new request completes at its half-timeout re-ring (0.5 s).
+        with self.daemon(dict(cfg, timeout_ms=int(scaled(1000)))) as d2:
+            code, out, err = d2.ctl('--timeout', str(int(scaled(30))), 'submit', '-s',
+                                    'encrypt', 'hello')
+            self.assertEqual((code, out), (0, LINUX_HELLO), err)
+            x = executor(d2, 'rtos')
+            self.assertEqual((x['adopted'], x['resyncs'], x['late_answers']), (1, 0, 1))
+            self.assertEqual(self.zone.header()[0], MARK_IDLE)
+
+
+if __name__ == '__main__':
+    unittest.main()
