@@ -153,7 +153,7 @@ static const HaSourceOps v2c_ops = {
 static void job_cb(evutil_socket_t fd, short what, void *arg)
 {
         HaV2Chan *c = arg;
-        HaJobReq req = { 0, 0 };
+        HaJobReq req = { 0, 0, 0 };   /* len 0: never run on the loop */
         uint64_t n;
 
         (void)what;
