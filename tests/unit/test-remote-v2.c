@@ -22,6 +22,7 @@
 
 #include "backoff.h"
 #include "check.h"
+#include "exec-wrapper.h"
 #include "remote_v2.h"
 #include "v2ring.h"
 
@@ -74,7 +75,7 @@ static void peer_start(Peer *p, const char *const *opts)
         if (p->pid == 0) {
                 dup2(fds[1], 1);
                 close(fds[0]);
-                execv(sel4v2, (char *const *)argv);
+                exec_wrapped(sel4v2, (char *const *)argv);
                 _exit(127);
         }
         close(fds[1]);

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "exec-wrapper.h"
 #include "devmem.h"
 #include "log.h"
 #include "queue.h"
@@ -79,8 +80,14 @@ static Peer peer_start(const char *profile, const char *extra1, const char *extr
         if (p.pid == 0) {
                 dup2(fds[1], 1);
                 close(fds[0]);
-                execl(v1peer, "v1peer", "--profile", profile, "--shm-config", cfg_path, "--mem",
-                      mem_path, "--doorbell", bell_path, extra1, extra2, (char *)NULL);
+                {
+                        char *const argv[] = { "v1peer", "--profile", (char *)profile,
+                                               "--shm-config", cfg_path, "--mem", mem_path,
+                                               "--doorbell", bell_path, (char *)extra1,
+                                               (char *)extra2, NULL };
+
+                        exec_wrapped(v1peer, argv);
+                }
                 _exit(127);
         }
         close(fds[1]);
