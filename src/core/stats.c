@@ -36,6 +36,9 @@ struct HaStats {
 };
 
 static void buf_printf(HaStats *s, Buf *b, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+
+static void buf_printf(HaStats *s, Buf *b, const char *fmt, ...)
 {
         va_list ap;
         int n;
