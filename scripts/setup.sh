@@ -18,7 +18,9 @@ ensure_packages gcc meson ninja-build pkg-config libevent-dev libcjson-dev libsy
 opts=(-Dtest_seams=true "$@")
 [ "${CI:-}" = "true" ] && opts+=(-Dwerror=true)
 if [ -f "$build/build.ninja" ]; then
-        meson configure "$build" "${opts[@]}" >/dev/null
+        # --reconfigure, not meson configure: a tree set up before an option
+        # existed (test_seams) does not know it, and configure refuses it.
+        meson setup --reconfigure "$build" "${opts[@]}" >/dev/null
 else
         meson setup "$build" "${opts[@]}" >/dev/null
 fi
