@@ -38,8 +38,9 @@ const char *ha_bell_name(enum ha_bell b)
         return (unsigned)b < ELEMENTSOF(bell_names) ? bell_names[b] : "?";
 }
 
-/* Errors are "remote_zones[i].key: why". */
+/* Errors are "array[i].key: why". */
 typedef struct Ctx {
+        const char *array;
         unsigned i;
         char *err;
         size_t errlen;
@@ -54,7 +55,7 @@ static int bad(const Ctx *x, const char *key, const char *fmt, ...)
         va_start(ap, fmt);
         vsnprintf(why, sizeof(why), fmt, ap);
         va_end(ap);
-        snprintf(x->err, x->errlen, "\"remote_zones[%u]%s%s\": %s", x->i, key[0] ? "." : "",
+        snprintf(x->err, x->errlen, "\"%s[%u]%s%s\": %s", x->array, x->i, key[0] ? "." : "",
                  key, why);
         return -EINVAL;
 }
@@ -128,6 +129,93 @@ static int get_choice(const Ctx *x, const cJSON *v, const char *shown,
         return bad(x, shown, "must be one of %s%s%s%s%s%s%s", names[0], n > 1 ? ", " : "",
                    n > 1 ? names[1] : "", n > 2 ? ", " : "", n > 2 ? names[2] : "",
                    n > 3 ? ", " : "", n > 3 ? names[3] : "");
+}
+
+static int get_name(const Ctx *x, const cJSON *o, char *dst, size_t size)
+{
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "name");
+
+        if (!v)
+                return bad(x, "name", "missing");
+        if (!cJSON_IsString(v) || !v->valuestring[0] || strlen(v->valuestring) >= size ||
+            strspn(v->valuestring, NAME_CHARS) != strlen(v->valuestring))
+                return bad(x, "name", "must be 1-63 of [A-Za-z0-9._-]");
+        snprintf(dst, size, "%s", v->valuestring);
+        return 0;
+}
+
+/* A v2 window: "address" (required) and "base", 4 KiB apart at least. */
+static int get_window(const Ctx *x, const cJSON *o, uint64_t *address, uint64_t *base)
+{
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "address");
+        int r;
+
+        if (!v)
+                return bad(x, "address", "missing (the window's physical address)");
+        r = get_hex(x, v, "address", address);
+        v = cJSON_GetObjectItemCaseSensitive(o, "base");
+        *base = 0;
+        if (r == 0 && v)
+                r = get_hex(x, v, "base", base);
+        if (r < 0)
+                return r;
+        if (*address < *base || ((*address - *base) & 0xfff))
+                return bad(x, "address", "must be 4 KiB aligned and not below base");
+        return 0;
+}
+
+/* "role": connector (the default) or creator. */
+static int get_role(const Ctx *x, const cJSON *o, bool *creator)
+{
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "role");
+        unsigned role = 0;
+        int r = 0;
+
+        if (v)
+                r = get_choice(x, v, "role", role_names, ELEMENTSOF(role_names), &role);
+        *creator = role == 1;
+        return r;
+}
+
+/* Each element of array v (at most max of size bytes at elems) set, then
+ * checked against those before it; *n: how many. */
+typedef int (*SetFn)(void *elem, const Ctx *x, const cJSON *o);
+typedef int (*PairFn)(const void *a, unsigned ia, const void *b, const Ctx *x);
+
+static int set_array(const cJSON *v, const char *array, void *elems, size_t size,
+                     unsigned max, SetFn set, PairFn pair, unsigned *n, char *err,
+                     size_t errlen)
+{
+        const cJSON *o;
+        unsigned k = 0;
+        int r;
+
+        if (!cJSON_IsArray(v)) {
+                snprintf(err, errlen, "\"%s\": wrong type (an array expected)", array);
+                return -EINVAL;
+        }
+        /* Zeroed first, so that ha_config_diff can compare the array bytes. */
+        memset(elems, 0, size * max);
+        *n = 0;
+        cJSON_ArrayForEach(o, v) {
+                char *e = (char *)elems + size * k;
+                Ctx x = { array, k, err, errlen };
+
+                if (k == max) {
+                        snprintf(err, errlen, "\"%s\": at most %u entries", array, max);
+                        return -EINVAL;
+                }
+                if (!cJSON_IsObject(o))
+                        return bad(&x, "", "must be an object");
+                r = set(e, &x, o);
+                for (unsigned j = 0; r == 0 && j < k; j++)
+                        r = pair((char *)elems + size * j, j, e, &x);
+                if (r < 0)
+                        return r;
+                k++;
+        }
+        *n = k;
+        return 0;
 }
 
 static int set_doorbell(HaRemoteZoneConfig *z, const Ctx *x, const cJSON *d)
@@ -215,32 +303,18 @@ static int set_zone_v2(HaRemoteZoneConfig *z, const Ctx *x, const cJSON *o)
         static const char *const keys[] = { "name", "protocol", "address", "mem", "base",
                                             "role", "services", "timeout_ms", "max_pending",
                                             NULL };
-        const cJSON *v;
-        unsigned role = 0;
         int r;
 
         z->protocol = HA_PROTOCOL_V2;
         r = only_keys(x, "", o, keys);
         if (r == 0)
                 r = get_path(x, o, "mem", "mem", "/dev/mem", z->mem);
-        if (r < 0)
-                return r;
-        v = cJSON_GetObjectItemCaseSensitive(o, "address");
-        if (!v)
-                return bad(x, "address", "missing (the window's physical address)");
-        r = get_hex(x, v, "address", &z->address);
-        v = cJSON_GetObjectItemCaseSensitive(o, "base");
-        if (r == 0 && v)
-                r = get_hex(x, v, "base", &z->base);
-        if (r < 0)
-                return r;
-        if (z->address < z->base || ((z->address - z->base) & 0xfff))
-                return bad(x, "address", "must be 4 KiB aligned and not below base");
-        v = cJSON_GetObjectItemCaseSensitive(o, "role");
-        if (v && (r = get_choice(x, v, "role", role_names, ELEMENTSOF(role_names), &role)) < 0)
-                return r;
-        z->creator = role == 1;
-        r = set_services(z, x, cJSON_GetObjectItemCaseSensitive(o, "services"));
+        if (r == 0)
+                r = get_window(x, o, &z->address, &z->base);
+        if (r == 0)
+                r = get_role(x, o, &z->creator);
+        if (r == 0)
+                r = set_services(z, x, cJSON_GetObjectItemCaseSensitive(o, "services"));
         z->timeout_ms = 1000;
         z->max_pending = 64;
         if (r == 0)
@@ -252,25 +326,19 @@ static int set_zone_v2(HaRemoteZoneConfig *z, const Ctx *x, const cJSON *o)
         return r;
 }
 
-static int set_zone(HaRemoteZoneConfig *z, const Ctx *x, const cJSON *o)
+static int set_zone(void *elem, const Ctx *x, const cJSON *o)
 {
         static const char *const keys[] = { "name", "protocol", "peer", "shm_config", "mem",
                                             "base", "doorbell", "services", "timeout_ms",
                                             "max_pending", NULL };
-        const cJSON *name, *proto, *base;
+        HaRemoteZoneConfig *z = elem;
+        const cJSON *proto, *base;
         unsigned peer;
         int r;
 
-        if (!cJSON_IsObject(o))
-                return bad(x, "", "must be an object");
-        name = cJSON_GetObjectItemCaseSensitive(o, "name");
-        if (!name)
-                return bad(x, "name", "missing");
-        if (!cJSON_IsString(name) || !name->valuestring[0] ||
-            strlen(name->valuestring) >= sizeof(z->name) ||
-            strspn(name->valuestring, NAME_CHARS) != strlen(name->valuestring))
-                return bad(x, "name", "must be 1-63 of [A-Za-z0-9._-]");
-        snprintf(z->name, sizeof(z->name), "%s", name->valuestring);
+        r = get_name(x, o, z->name, sizeof(z->name));
+        if (r < 0)
+                return r;
         proto = cJSON_GetObjectItemCaseSensitive(o, "protocol");
         if (!proto)
                 return bad(x, "protocol", "missing (\"v1\" or \"v2\")");
@@ -310,9 +378,10 @@ static int set_zone(HaRemoteZoneConfig *z, const Ctx *x, const cJSON *o)
 }
 
 /* What two zones must not share: a name, a queue, a doorbell, a service id. */
-static int check_pair(const HaRemoteZoneConfig *a, unsigned ia, const HaRemoteZoneConfig *b,
-                      const Ctx *x)
+static int check_pair(const void *pa, unsigned ia, const void *pb, const Ctx *x)
 {
+        const HaRemoteZoneConfig *a = pa, *b = pb;
+
         if (strcmp(a->name, b->name) == 0)
                 return bad(x, "name", "\"%s\" is also remote_zones[%u]'s", b->name, ia);
         if (a->protocol == HA_PROTOCOL_V2 && b->protocol == HA_PROTOCOL_V2 &&
@@ -337,35 +406,9 @@ static int check_pair(const HaRemoteZoneConfig *a, unsigned ia, const HaRemoteZo
 
 int ha_config_set_remote_zones(HaConfig *c, const cJSON *v, char *err, size_t errlen)
 {
-        const cJSON *o;
-        unsigned n = 0;
-        int r;
-
-        if (!cJSON_IsArray(v)) {
-                snprintf(err, errlen, "\"remote_zones\": wrong type (an array expected)");
-                return -EINVAL;
-        }
-        /* Zeroed first, so that ha_config_diff can compare the array bytes. */
-        memset(c->remote_zones, 0, sizeof(c->remote_zones));
-        c->n_remote_zones = 0;
-        cJSON_ArrayForEach(o, v) {
-                HaRemoteZoneConfig *z = &c->remote_zones[n];
-                Ctx x = { n, err, errlen };
-
-                if (n == HA_REMOTE_MAX_ZONES) {
-                        snprintf(err, errlen, "\"remote_zones\": at most %d zones",
-                                 HA_REMOTE_MAX_ZONES);
-                        return -EINVAL;
-                }
-                r = set_zone(z, &x, o);
-                for (unsigned j = 0; r == 0 && j < n; j++)
-                        r = check_pair(&c->remote_zones[j], j, z, &x);
-                if (r < 0)
-                        return r;
-                n++;
-        }
-        c->n_remote_zones = n;
-        return 0;
+        return set_array(v, "remote_zones", c->remote_zones, sizeof(c->remote_zones[0]),
+                         HA_REMOTE_MAX_ZONES, set_zone, check_pair, &c->n_remote_zones,
+                         err, errlen);
 }
 
 static void zone_v2_json(const HaRemoteZoneConfig *z, cJSON *zo)
@@ -438,99 +481,41 @@ void ha_config_remote_zones_json(const HaConfig *c, cJSON *o)
 
 /* ===== v2_channels: [{"name", "address", "mem", "base", "role"}] ===== */
 
-__attribute__((format(printf, 4, 5)))
-static int bad_chan(char *err, size_t errlen, unsigned i, const char *fmt, ...)
+static int set_v2_channel(void *elem, const Ctx *x, const cJSON *o)
 {
-        char why[200];
-        va_list ap;
+        static const char *const keys[] = { "name", "address", "mem", "base", "role", NULL };
+        HaV2ChannelConfig *ch = elem;
+        int r;
 
-        va_start(ap, fmt);
-        vsnprintf(why, sizeof(why), fmt, ap);
-        va_end(ap);
-        snprintf(err, errlen, "\"v2_channels[%u]\": %s", i, why);
-        return -EINVAL;
+        r = only_keys(x, "", o, keys);
+        if (r == 0)
+                r = get_name(x, o, ch->name, sizeof(ch->name));
+        if (r == 0)
+                r = get_path(x, o, "mem", "mem", "/dev/mem", ch->mem);
+        if (r == 0)
+                r = get_window(x, o, &ch->address, &ch->base);
+        if (r == 0)
+                r = get_role(x, o, &ch->creator);
+        return r;
 }
 
-static int set_v2_channel(HaV2ChannelConfig *ch, const cJSON *o, unsigned i, char *err,
-                          size_t errlen)
+/* One owner per name and per window. */
+static int check_channels(const void *pa, unsigned ia, const void *pb, const Ctx *x)
 {
-        static const char *const keys[] = { "name", "address", "mem", "base", "role" };
-        const cJSON *item, *v;
+        const HaV2ChannelConfig *a = pa, *b = pb;
 
-        if (!cJSON_IsObject(o))
-                return bad_chan(err, errlen, i, "must be an object");
-        cJSON_ArrayForEach(item, o) {
-                bool ok = false;
-
-                if (!item->string || item->string[0] == '#')
-                        continue;
-                for (size_t k = 0; k < ELEMENTSOF(keys); k++)
-                        ok = ok || strcmp(item->string, keys[k]) == 0;
-                if (!ok)
-                        return bad_chan(err, errlen, i, "unknown key \"%.64s\"", item->string);
-        }
-        v = cJSON_GetObjectItemCaseSensitive(o, "name");
-        if (!cJSON_IsString(v) || !v->valuestring[0] || strlen(v->valuestring) >= sizeof(ch->name) ||
-            strspn(v->valuestring, NAME_CHARS) != strlen(v->valuestring))
-                return bad_chan(err, errlen, i, "name: %s", !v ? "missing" :
-                                "must be 1-63 of [A-Za-z0-9._-]");
-        snprintf(ch->name, sizeof(ch->name), "%s", v->valuestring);
-        v = cJSON_GetObjectItemCaseSensitive(o, "mem");
-        if (v && (!cJSON_IsString(v) || v->valuestring[0] != '/' ||
-                  strlen(v->valuestring) >= sizeof(ch->mem)))
-                return bad_chan(err, errlen, i, "mem: must be an absolute path (under 256 bytes)");
-        snprintf(ch->mem, sizeof(ch->mem), "%s", v ? v->valuestring : "/dev/mem");
-        v = cJSON_GetObjectItemCaseSensitive(o, "address");
-        if (!cJSON_IsString(v) || ha_hvcfg_parse_hex(v->valuestring, &ch->address) < 0)
-                return bad_chan(err, errlen, i, "address: %s", !v ? "missing" :
-                                "must be a hex string such as \"0xde000000\"");
-        v = cJSON_GetObjectItemCaseSensitive(o, "base");
-        if (v && (!cJSON_IsString(v) || ha_hvcfg_parse_hex(v->valuestring, &ch->base) < 0))
-                return bad_chan(err, errlen, i, "base: must be a hex string");
-        if (ch->address < ch->base || ((ch->address - ch->base) & 0xfff))
-                return bad_chan(err, errlen, i, "address: must be 4 KiB aligned and not below base");
-        v = cJSON_GetObjectItemCaseSensitive(o, "role");
-        if (v && (!cJSON_IsString(v) || (strcmp(v->valuestring, "connector") != 0 &&
-                                         strcmp(v->valuestring, "creator") != 0)))
-                return bad_chan(err, errlen, i, "role: must be connector or creator");
-        ch->creator = v && strcmp(v->valuestring, "creator") == 0;
+        if (strcmp(a->name, b->name) == 0)
+                return bad(x, "name", "\"%s\" is also v2_channels[%u]'s", b->name, ia);
+        if (strcmp(a->mem, b->mem) == 0 && a->address - a->base == b->address - b->base)
+                return bad(x, "address", "same window as v2_channels[%u]", ia);
         return 0;
 }
 
 int ha_config_set_v2_channels(HaConfig *c, const cJSON *v, char *err, size_t errlen)
 {
-        const cJSON *o;
-        unsigned n = 0;
-        int r;
-
-        if (!cJSON_IsArray(v)) {
-                snprintf(err, errlen, "\"v2_channels\": wrong type (an array expected)");
-                return -EINVAL;
-        }
-        memset(c->v2_channels, 0, sizeof(c->v2_channels));
-        c->n_v2_channels = 0;
-        cJSON_ArrayForEach(o, v) {
-                HaV2ChannelConfig *ch = &c->v2_channels[n];
-
-                if (n == HA_V2_MAX_CHANNELS) {
-                        snprintf(err, errlen, "\"v2_channels\": at most %d channels",
-                                 HA_V2_MAX_CHANNELS);
-                        return -EINVAL;
-                }
-                r = set_v2_channel(ch, o, n, err, errlen);
-                if (r < 0)
-                        return r;
-                for (unsigned j = 0; j < n; j++)
-                        if (strcmp(c->v2_channels[j].name, ch->name) == 0 ||
-                            (strcmp(c->v2_channels[j].mem, ch->mem) == 0 &&
-                             c->v2_channels[j].address - c->v2_channels[j].base ==
-                             ch->address - ch->base))
-                                return bad_chan(err, errlen, n, "same name or window as "
-                                                "v2_channels[%u]", j);
-                n++;
-        }
-        c->n_v2_channels = n;
-        return 0;
+        return set_array(v, "v2_channels", c->v2_channels, sizeof(c->v2_channels[0]),
+                         HA_V2_MAX_CHANNELS, set_v2_channel, check_channels, &c->n_v2_channels,
+                         err, errlen);
 }
 
 void ha_config_v2_channels_json(const HaConfig *c, cJSON *o)

@@ -93,7 +93,12 @@ int main(void)
         expect_error("{\"v2_channels\":[{\"name\":\"fe\",\"address\":\"0x1000\","
                      "\"role\":\"x\"}]}", "role");
         expect_error("{\"v2_channels\":[{\"name\":\"a\",\"address\":\"0x1000\"},"
-                     "{\"name\":\"b\",\"address\":\"0x1000\"}]}", "same name or window");
+                     "{\"name\":\"b\",\"address\":\"0x1000\"}]}", "same window");
+        expect_error("{\"v2_channels\":[{\"name\":\"a\",\"address\":\"0x1000\"},"
+                     "{\"name\":\"a\",\"address\":\"0x2000\"}]}", "is also v2_channels[0]");
+        expect_error("{\"v2_channels\":[{\"name\":\"a\",\"address\":\"0x1000\",\"x\":1}]}",
+                     "v2_channels[0]\": unknown key");
+        expect_error("{\"v2_channels\":[7]}", "v2_channels[0]\": must be an object");
         expect_error("{\"v2_channels\":{}}", "v2_channels");
         unlink(path);
         return check_done("test-config-v2");
