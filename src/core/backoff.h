@@ -21,6 +21,7 @@ typedef struct HaBackoff {
         uint64_t deadline;      /* absolute, CLOCK_MONOTONIC ns */
         uint64_t spin_until;
         uint64_t step;
+        unsigned turns;         /* spin turns left before the next clock read */
         uint64_t spins;         /* counters over the HaBackoff's life; relaxed
                                  * atomics, since stats read them elsewhere */
         uint64_t timer_waits;

@@ -30,7 +30,7 @@
 #define MAX_STEP_NS 1000000u
 #define DOWN_PROBE_NS 1000000u          /* how long a down zone is given */
 #define CANARY_CHECK 8                  /* bytes of it looked at per check */
-#define CHANGE_EVERY 8                  /* polls of the flag per look at the header */
+#define CHANGE_EVERY 64                 /* spin turns per look at the header */
 
 /* hvisor.ko (hvisor-tool include/hvisor.h): the shm signal is the plain
  * request number 10 with a 24-byte argument; the zone list is
@@ -111,6 +111,7 @@ struct HaRemoteV1 {
         unsigned slot;
         unsigned in_a_row;              /* timeouts */
         unsigned polls;                 /* check_done calls */
+        uint64_t polled_waits;          /* bo.timer_waits at the last look at the header */
         HaRatelimit rl;
         /* Any thread. */
         int state;                      /* enum ha_remote_state, atomic */
@@ -537,10 +538,12 @@ static int check_done(HaRemoteV1 *r)
                 return 1;
         if (r->cfg.bell == HA_BELL_NONE)
                 reassert(r);
-        /* A restart under the request: looked for on every 8th poll, so
-         * the spin stays one load of the flag. */
-        if (++r->polls % CHANGE_EVERY)
+        /* A restart under the request: looked for after every timer
+         * wake-up, and every CHANGE_EVERY turns of the spin, so a turn
+         * stays one load of the flag. */
+        if (++r->polls % CHANGE_EVERY && r->bo.timer_waits == r->polled_waits)
                 return 0;
+        r->polled_waits = r->bo.timer_waits;
         return peer_changed(r) != PEER_SAME ? -EAGAIN : 0;
 }
 
