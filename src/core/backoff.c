@@ -38,14 +38,25 @@ void ha_backoff_fini(HaBackoff *b)
         b->tfd = -1;
 }
 
+static void start(HaBackoff *b, uint64_t now, uint64_t deadline)
+{
+        b->deadline = deadline;
+        b->spin_until = now + b->spin_ns;
+        b->step = FIRST_STEP_NS;
+        /* The clock was just read: the first turns need not read it. */
+        b->turns = b->spin_ns && deadline > now ? TURNS_PER_CLOCK : 0;
+}
+
 void ha_backoff_begin(HaBackoff *b, uint64_t timeout_ns)
 {
         uint64_t now = ha_backoff_now();
 
-        b->deadline = now + timeout_ns;
-        b->spin_until = now + b->spin_ns;
-        b->step = FIRST_STEP_NS;
-        b->turns = 0;
+        start(b, now, now + timeout_ns);
+}
+
+void ha_backoff_begin_until(HaBackoff *b, uint64_t deadline)
+{
+        start(b, ha_backoff_now(), deadline);
 }
 
 static void spin_turn(HaBackoff *b)

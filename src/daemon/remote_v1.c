@@ -338,14 +338,13 @@ static void ring_again(HaRemoteV1 *r)
 /* check: > 0 done, 0 not yet, < 0 give up with that. */
 static int wait_for(HaRemoteV1 *r, int (*check)(HaRemoteV1 *), uint64_t until)
 {
-        uint64_t now, spins = r->bo.spins, waits = r->bo.timer_waits;
+        uint64_t spins = r->bo.spins, waits = r->bo.timer_waits;
         int c = check(r);
 
         /* Most waits are over at the first look: no clock read for them. */
         if (c != 0)
                 return c > 0 ? 0 : c;
-        now = ha_backoff_now();
-        ha_backoff_begin(&r->bo, until > now ? until - now : 0);
+        ha_backoff_begin_until(&r->bo, until);
         while ((c = check(r)) == 0) {
                 if (__atomic_load_n(&r->cancel, __ATOMIC_RELAXED)) {
                         c = -ECANCELED;
@@ -487,10 +486,16 @@ static bool adopt(HaRemoteV1 *r)
  * peer restart (re-format), IDLE.  0, or -ETIMEDOUT / -ENOTCONN. */
 static int prepare(HaRemoteV1 *r, uint64_t deadline)
 {
-        bool down = get_state(r) == HA_REMOTE_DOWN;
-        uint64_t now = ha_backoff_now();
-        uint64_t until = down && deadline - now > DOWN_PROBE_NS ? now + DOWN_PROBE_NS : deadline;
+        uint64_t until = deadline;
         int why, c;
+
+        /* A down zone gets a short look; the clock only then. */
+        if (get_state(r) == HA_REMOTE_DOWN) {
+                uint64_t now = ha_backoff_now();
+
+                if (deadline > now + DOWN_PROBE_NS)
+                        until = now + DOWN_PROBE_NS;
+        }
 
         if (!ready_mark_ok(r)) {
                 /* Gone or never there: whatever it comes back as, it is a
@@ -599,7 +604,6 @@ static void publish(HaRemoteV1 *r, uint16_t service, const uint8_t *data, uint32
 static int complete(HaRemoteV1 *r, uint8_t *data, uint32_t len, uint64_t deadline,
                     enum ha_result *res)
 {
-        uint64_t now = ha_backoff_now();
         HaMsgEntry *en = entry(r, r->out.k);
         uint16_t flag;
         uint8_t trailer = 0;
@@ -607,11 +611,20 @@ static int complete(HaRemoteV1 *r, uint8_t *data, uint32_t len, uint64_t deadlin
         int c;
 
         /* Half the time, then ring again: an IRQ lost before the peer
-         * polled is otherwise fatal; duplicates are harmless. */
-        c = wait_for(r, check_done, now + (deadline - now) / 2);
-        if (c == -ETIMEDOUT) {
-                ring_again(r);
-                c = wait_for(r, check_done, deadline);
+         * polled is otherwise fatal; duplicates are harmless.  The clock
+         * is read only when the first look finds it not done. */
+        c = check_done(r);
+        if (c == 0) {
+                uint64_t now = ha_backoff_now();
+                uint64_t half = now < deadline ? now + (deadline - now) / 2 : deadline;
+
+                c = wait_for(r, check_done, half);
+                if (c == -ETIMEDOUT) {
+                        ring_again(r);
+                        c = wait_for(r, check_done, deadline);
+                }
+        } else if (c > 0) {
+                c = 0;
         }
         if (c == -EAGAIN) {
                 release(r, r->out.k);
