@@ -23,8 +23,12 @@
  *
  * Prints one line:
  *   raw-v1: requests=N ok=N failed=N timeouts=N req_s=R p50_us=P p99_us=Q
- *           reformats=N rerings=N reasserts=N twice=N idle_early=N
+ *           hist_p50_us=P hist_p99_us=Q reformats=N rerings=N reasserts=N twice=N idle_early=N
  *           result_first=N done_no_result=N scribbled=N bad_readback=N
+ * p50_us/p99_us are exact (sorted samples); hist_* are the same samples
+ * through hyperampd's histogram (src/core/hist.c: a bucket's upper bound,
+ * up to 12.5% high), as the gateway's round_trip_us is reported, so the
+ * two compare like with like (bench/gateway.py).
  * (--show: first the first reply, "reply: 16 4e 2c 2f 12").  Exit 0 when
  * every reply was right, 1 when one was wrong, 3 on a timeout, 2 on usage
  * or set-up errors.
@@ -40,6 +44,7 @@
 
 #include "cpu.h"
 #include "devmem.h"
+#include "hist.h"
 #include "queue.h"
 #include "v1sim.h"
 
@@ -328,6 +333,7 @@ int main(int argc, char **argv)
         Drv d = { .bell_fd = -1, .service = 1 };
         uint64_t base = 0, size = 64, requests = 1000, timeout_ms = 1000, rering_ms = 0;
         uint64_t ready_ms = 5000, *lat, t0, total, p50, p99;
+        static HaHist hist;
         uint8_t *data, *wire, *expect, *got;
         enum outcome worst = OK;
         bool show = false;
@@ -427,17 +433,20 @@ int main(int argc, char **argv)
                 }
         }
         total = v1sim_now_ns() - t0;
+        for (uint64_t i = 0; i < requests; i++)
+                ha_hist_add(&hist, lat[i]);
         qsort(lat, requests, sizeof(*lat), cmp_u64);
         p50 = lat[(requests - 1) / 2];
         p99 = lat[(requests * 99 + 99) / 100 - 1];
         printf("raw-v1: requests=%llu ok=%llu failed=%llu timeouts=%llu req_s=%.0f "
-               "p50_us=%.2f p99_us=%.2f reformats=%llu rerings=%llu reasserts=%llu twice=%llu "
+               "p50_us=%.2f p99_us=%.2f hist_p50_us=%.2f hist_p99_us=%.2f reformats=%llu rerings=%llu reasserts=%llu twice=%llu "
                "idle_early=%llu result_first=%llu done_no_result=%llu scribbled=%llu "
                "bad_readback=%llu\n",
                (unsigned long long)requests, (unsigned long long)d.st.ok,
                (unsigned long long)d.st.failed, (unsigned long long)d.st.timeouts,
                (double)requests * 1e9 / (double)(total ? total : 1), (double)p50 / 1e3,
-               (double)p99 / 1e3, (unsigned long long)d.st.reformats,
+               (double)p99 / 1e3, (double)ha_hist_quantile(&hist, 0.50) / 1e3,
+               (double)ha_hist_quantile(&hist, 0.99) / 1e3, (unsigned long long)d.st.reformats,
                (unsigned long long)d.st.rerings, (unsigned long long)d.st.reasserts,
                (unsigned long long)d.st.twice, (unsigned long long)d.st.idle_early,
                (unsigned long long)d.st.result_first, (unsigned long long)d.st.done_no_result,

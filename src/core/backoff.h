@@ -21,6 +21,7 @@ typedef struct HaBackoff {
         uint64_t deadline;      /* absolute, CLOCK_MONOTONIC ns */
         uint64_t spin_until;
         uint64_t step;
+        unsigned turns;         /* spin turns left before the next clock read */
         uint64_t spins;         /* counters over the HaBackoff's life; relaxed
                                  * atomics, since stats read them elsewhere */
         uint64_t timer_waits;
@@ -34,6 +35,8 @@ void ha_backoff_fini(HaBackoff *b);
 
 /* Start one wait that gives up timeout_ns from now. */
 void ha_backoff_begin(HaBackoff *b, uint64_t timeout_ns);
+/* The same, giving up at an absolute time (ha_backoff_now()'s clock). */
+void ha_backoff_begin_until(HaBackoff *b, uint64_t deadline);
 
 /* One step: 0 to re-check the condition, -ETIMEDOUT once past the
  * deadline (the caller re-checks once more before it gives up). */

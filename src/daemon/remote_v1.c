@@ -30,7 +30,7 @@
 #define MAX_STEP_NS 1000000u
 #define DOWN_PROBE_NS 1000000u          /* how long a down zone is given */
 #define CANARY_CHECK 8                  /* bytes of it looked at per check */
-#define CHANGE_EVERY 8                  /* polls of the flag per look at the header */
+#define CHANGE_EVERY 64                 /* spin turns per look at the header */
 
 /* hvisor.ko (hvisor-tool include/hvisor.h): the shm signal is the plain
  * request number 10 with a 24-byte argument; the zone list is
@@ -111,6 +111,7 @@ struct HaRemoteV1 {
         unsigned slot;
         unsigned in_a_row;              /* timeouts */
         unsigned polls;                 /* check_done calls */
+        uint64_t polled_waits;          /* bo.timer_waits at the last look at the header */
         HaRatelimit rl;
         /* Any thread. */
         int state;                      /* enum ha_remote_state, atomic */
@@ -337,14 +338,13 @@ static void ring_again(HaRemoteV1 *r)
 /* check: > 0 done, 0 not yet, < 0 give up with that. */
 static int wait_for(HaRemoteV1 *r, int (*check)(HaRemoteV1 *), uint64_t until)
 {
-        uint64_t now, spins = r->bo.spins, waits = r->bo.timer_waits;
+        uint64_t spins = r->bo.spins, waits = r->bo.timer_waits;
         int c = check(r);
 
         /* Most waits are over at the first look: no clock read for them. */
         if (c != 0)
                 return c > 0 ? 0 : c;
-        now = ha_backoff_now();
-        ha_backoff_begin(&r->bo, until > now ? until - now : 0);
+        ha_backoff_begin_until(&r->bo, until);
         while ((c = check(r)) == 0) {
                 if (__atomic_load_n(&r->cancel, __ATOMIC_RELAXED)) {
                         c = -ECANCELED;
@@ -486,10 +486,16 @@ static bool adopt(HaRemoteV1 *r)
  * peer restart (re-format), IDLE.  0, or -ETIMEDOUT / -ENOTCONN. */
 static int prepare(HaRemoteV1 *r, uint64_t deadline)
 {
-        bool down = get_state(r) == HA_REMOTE_DOWN;
-        uint64_t now = ha_backoff_now();
-        uint64_t until = down && deadline - now > DOWN_PROBE_NS ? now + DOWN_PROBE_NS : deadline;
+        uint64_t until = deadline;
         int why, c;
+
+        /* A down zone gets a short look; the clock only then. */
+        if (get_state(r) == HA_REMOTE_DOWN) {
+                uint64_t now = ha_backoff_now();
+
+                if (deadline > now + DOWN_PROBE_NS)
+                        until = now + DOWN_PROBE_NS;
+        }
 
         if (!ready_mark_ok(r)) {
                 /* Gone or never there: whatever it comes back as, it is a
@@ -537,10 +543,12 @@ static int check_done(HaRemoteV1 *r)
                 return 1;
         if (r->cfg.bell == HA_BELL_NONE)
                 reassert(r);
-        /* A restart under the request: looked for on every 8th poll, so
-         * the spin stays one load of the flag. */
-        if (++r->polls % CHANGE_EVERY)
+        /* A restart under the request: looked for after every timer
+         * wake-up, and every CHANGE_EVERY turns of the spin, so a turn
+         * stays one load of the flag. */
+        if (++r->polls % CHANGE_EVERY && r->bo.timer_waits == r->polled_waits)
                 return 0;
+        r->polled_waits = r->bo.timer_waits;
         return peer_changed(r) != PEER_SAME ? -EAGAIN : 0;
 }
 
@@ -596,7 +604,6 @@ static void publish(HaRemoteV1 *r, uint16_t service, const uint8_t *data, uint32
 static int complete(HaRemoteV1 *r, uint8_t *data, uint32_t len, uint64_t deadline,
                     enum ha_result *res)
 {
-        uint64_t now = ha_backoff_now();
         HaMsgEntry *en = entry(r, r->out.k);
         uint16_t flag;
         uint8_t trailer = 0;
@@ -604,11 +611,20 @@ static int complete(HaRemoteV1 *r, uint8_t *data, uint32_t len, uint64_t deadlin
         int c;
 
         /* Half the time, then ring again: an IRQ lost before the peer
-         * polled is otherwise fatal; duplicates are harmless. */
-        c = wait_for(r, check_done, now + (deadline - now) / 2);
-        if (c == -ETIMEDOUT) {
-                ring_again(r);
-                c = wait_for(r, check_done, deadline);
+         * polled is otherwise fatal; duplicates are harmless.  The clock
+         * is read only when the first look finds it not done. */
+        c = check_done(r);
+        if (c == 0) {
+                uint64_t now = ha_backoff_now();
+                uint64_t half = now < deadline ? now + (deadline - now) / 2 : deadline;
+
+                c = wait_for(r, check_done, half);
+                if (c == -ETIMEDOUT) {
+                        ring_again(r);
+                        c = wait_for(r, check_done, deadline);
+                }
+        } else if (c > 0) {
+                c = 0;
         }
         if (c == -EAGAIN) {
                 release(r, r->out.k);
