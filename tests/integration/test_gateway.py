@@ -523,7 +523,7 @@ class ReloadTest(GatewayBase):
         zone's request at its peer alone."""
         self.zone.start('result-first', '--hold-ms', str(int(scaled(1000))))
         zone = self.zone.config('linux', [1], timeout_ms=int(scaled(20000)))
-        with self.daemon(zone) as d:
+        with self.daemon(zone) as d, Load(d, {66: {b'echo': {b'echo'}}}) as load:
             ctl = subprocess.Popen([*harness.EXE_WRAPPER, harness.HYPERAMPCTL, '--socket',
                                     d.socket_path, 'submit', '-s', 'encrypt', 'hello'],
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -535,23 +535,29 @@ class ReloadTest(GatewayBase):
             self.assertEqual((executor(d, 'rtos')['requests'], executor(d, 'rtos')['timeouts']),
                              (1, 0))
             self.assertNotIn('retiring', d.log())
+        self.assertGreater(load.answered, 20)
 
     def test_bad_remote_config_is_refused(self):
         """A zone that cannot be set up, or a bad key, refuses the reload:
         the running zones stay as they were."""
         self.zone.start('freertos-b')
-        with self.daemon(self.zone.config('freertos', [1])) as d:
-            other = Zone(self.tmp, name='other', addr=0x7E000000)
-            bad = dict(other.config('linux', [2]), shm_config=os.path.join(self.tmp, 'no'))
-            out = self.reload(d, [self.zone.config('freertos', [1]), bad], rc=1)
+        with self.daemon(self.zone.config('freertos', [1])) as d, \
+                Load(d, ENCRYPT_ANYWHERE) as load:
+            two = Zone(self.tmp, name='two')        # can be set up: it is, then undone
+            other = Zone(self.tmp, name='other')
+            bad = dict(other.config('linux', [3]), shm_config=os.path.join(self.tmp, 'no'))
+            out = self.reload(d, [self.zone.config('freertos', [1]), two.config('linux', [2]),
+                                  bad], rc=1)
             self.assertIn("remote zone 'other' cannot be set up", out)
             out = self.reload(d, [dict(self.zone.config('freertos', [1]), timeout_ms=0)], rc=1)
             self.assertIn('timeout_ms', out)
-            self.assertEqual(self.executors(d), {'local': 'ready', 'rtos': 'ready'})
             self.assertEqual(self.runs_on(d, 2), 'local')
+            self.assertEqual(self.runs_on(d, 1), 'rtos')
             self.assertEqual(self.submit(d, 'encrypt', 'hello')[0], XOR5A_HELLO)
-            # The half-opened zone was retired again, never routed.
-            wait_until(lambda: 'other' not in self.executors(d), 30, 'the failed zone to go')
+            # The zone set up before the failure was retired again, never routed.
+            wait_until(lambda: 'two' not in self.executors(d), 30, 'the undone zone to go')
+            self.assertIn("executor 'two' (id 2) retired: 0 jobs completed", d.log())
+        self.assertGreater(load.answered, 20)
 
 
 if __name__ == '__main__':
