@@ -471,7 +471,7 @@ class ReloadTest(GatewayBase):
         """The request at the peer finishes there (this peer holds its
         answer half-written for a while); those queued behind it run where
         the service routes now (the local pool); each answered once."""
-        self.zone.start('result-first', '--hold-ms', str(int(scaled(2000))))
+        self.zone.start('result-first', '--hold-ms', str(int(scaled(5000))))
         zone = self.zone.config('linux', [1], timeout_ms=int(scaled(20000)))
         with self.daemon(zone) as d, d.client(timeout=scaled(60)) as c:
             c.send(request('submit', id=0, params={'service': 1}), b'hello')
