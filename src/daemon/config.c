@@ -92,7 +92,7 @@ static const struct config_key {
         { "v1_channels", K_V1CHANNELS, offsetof(HaConfig, v1_channels), 0, 0, false },
         { "metrics_listen", K_LISTEN, offsetof(HaConfig, metrics_listen), 0, 0, false },
         { "metrics_max_connections", K_UINT, offsetof(HaConfig, metrics_max_connections), 1, 1024, false },
-        { "remote_zones", K_REMOTE_ZONES, offsetof(HaConfig, remote_zones), 0, 0, false },
+        { "remote_zones", K_REMOTE_ZONES, offsetof(HaConfig, remote_zones), 0, 0, true },
         { "v2_channels", K_V2CHANNELS, offsetof(HaConfig, v2_channels), 0, 0, false },
 };
 
@@ -581,7 +581,8 @@ char *ha_config_to_json(const HaConfig *c, const char *socket_path)
         return s;
 }
 
-/* Bytes of a scalar or string key's field; the zone arrays never change live. */
+/* Bytes of a scalar or string key's field; the channel arrays never change
+ * live, remote_zones does (with its count). */
 static size_t key_size(const struct config_key *k)
 {
         switch (k->type) {
@@ -652,6 +653,9 @@ void ha_config_swap(HaConfigSlot *s, const HaConfig *snap)
 
 void ha_config_apply_live(HaConfig *dst, const HaConfig *src)
 {
+        /* The daemon opens, retires and re-routes the zones (daemon.c). */
+        dst->n_remote_zones = src->n_remote_zones;
+        memcpy(dst->remote_zones, src->remote_zones, sizeof(dst->remote_zones));
         for (size_t i = 0; i < ELEMENTSOF(keys); i++)
                 if (keys[i].live)
                         memcpy((char *)dst + keys[i].off, (const char *)src + keys[i].off,

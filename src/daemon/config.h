@@ -83,7 +83,7 @@ typedef struct HaConfig {
         unsigned metrics_max_connections;
         unsigned n_v1_channels;         /* restart to change */
         HaV1ChannelConfig v1_channels[HA_V1_MAX_CHANNELS];
-        unsigned n_remote_zones;        /* restart to change */
+        unsigned n_remote_zones;        /* a reload adds, changes, removes */
         HaRemoteZoneConfig remote_zones[HA_REMOTE_MAX_ZONES];
         unsigned n_v2_channels;         /* restart to change */
         HaV2ChannelConfig v2_channels[HA_V2_MAX_CHANNELS];
@@ -153,6 +153,9 @@ void ha_config_remote_zones_json(const HaConfig *c, struct cJSON *o);
 /* v2_channels, the same way. */
 int ha_config_set_v2_channels(HaConfig *c, const struct cJSON *v, char *err, size_t errlen);
 void ha_config_v2_channels_json(const HaConfig *c, struct cJSON *o);
+/* The key two zones must not share that they do ("name", "address": the
+ * same rings, "shm_config": the same queue), or NULL. */
+const char *ha_remote_zones_shared(const HaRemoteZoneConfig *a, const HaRemoteZoneConfig *b);
 const char *ha_peer_name(enum ha_peer p);
 const char *ha_bell_name(enum ha_bell b);
 

@@ -377,20 +377,32 @@ static int set_zone(void *elem, const Ctx *x, const cJSON *o)
         return r;
 }
 
+const char *ha_remote_zones_shared(const HaRemoteZoneConfig *a, const HaRemoteZoneConfig *b)
+{
+        if (strcmp(a->name, b->name) == 0)
+                return "name";
+        if (a->protocol == HA_PROTOCOL_V2 && b->protocol == HA_PROTOCOL_V2 &&
+            strcmp(a->mem, b->mem) == 0 && a->address - a->base == b->address - b->base)
+                return "address";
+        if (a->protocol == HA_PROTOCOL_V1 && b->protocol == HA_PROTOCOL_V1 &&
+            strcmp(a->shm_config, b->shm_config) == 0 && strcmp(a->mem, b->mem) == 0 &&
+            a->base == b->base)
+                return "shm_config";
+        return NULL;
+}
+
 /* What two zones must not share: a name, a queue, a doorbell, a service id. */
 static int check_pair(const void *pa, unsigned ia, const void *pb, const Ctx *x)
 {
         const HaRemoteZoneConfig *a = pa, *b = pb;
+        const char *key = ha_remote_zones_shared(a, b);
 
-        if (strcmp(a->name, b->name) == 0)
+        if (key && strcmp(key, "name") == 0)
                 return bad(x, "name", "\"%s\" is also remote_zones[%u]'s", b->name, ia);
-        if (a->protocol == HA_PROTOCOL_V2 && b->protocol == HA_PROTOCOL_V2 &&
-            strcmp(a->mem, b->mem) == 0 && a->address - a->base == b->address - b->base)
+        if (key && strcmp(key, "address") == 0)
                 return bad(x, "address", "same window as remote_zones[%u] (one owner per "
                            "ring)", ia);
-        if (a->protocol == HA_PROTOCOL_V1 && b->protocol == HA_PROTOCOL_V1 &&
-            strcmp(a->shm_config, b->shm_config) == 0 && strcmp(a->mem, b->mem) == 0 &&
-            a->base == b->base)
+        if (key)
                 return bad(x, "shm_config", "same queue as remote_zones[%u] (one owner per "
                            "queue)", ia);
         if (a->bell == b->bell && a->bell == HA_BELL_FIFO &&

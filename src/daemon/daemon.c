@@ -38,8 +38,9 @@ typedef struct Daemon {
         HaControl *control;
         HaMetrics *metrics;
         HaV1Chan *v1[HA_V1_MAX_CHANNELS];       /* v1 compatibility channels */
-        HaRemoteV1 *remote[HA_REMOTE_MAX_ZONES]; /* remote zones: executors */
-        HaRemoteV2 *v2[HA_REMOTE_MAX_ZONES];    /* those on the v2 rings */
+        /* The executor of each of the config's remote zones (the engine
+         * owns the zones themselves). */
+        unsigned remote_exec[HA_REMOTE_MAX_ZONES];
         HaV2Chan *v2chan[HA_V2_MAX_CHANNELS];   /* v2 backend channels: sources */
         HaZones *zones;
         struct event *sig_term, *sig_int, *sig_hup;
@@ -148,12 +149,154 @@ static void watchdog_cb(evutil_socket_t fd, short what, void *userdata)
         (void)sd_notify(0, "WATCHDOG=1");
 }
 
+/* ===== remote zones ===== */
+
+/* A remote zone: an executor with one thread (stop-and-wait; for v2,
+ * also because the rings have no correlation id) and a queue of
+ * max_pending, not routed yet.  The engine owns the zone from here. */
+static int remote_open(Daemon *d, const HaRemoteZoneConfig *z, unsigned *id)
+{
+        const bool v2 = z->protocol == HA_PROTOCOL_V2;
+        HaRemoteV1 *r1 = NULL;
+        HaRemoteV2 *r2 = NULL;
+        int r;
+
+        r = v2 ? ha_remote_v2_open(z, HA_V2_BULK_MAX, &r2) : ha_remote_v1_new(z, &r1);
+        if (r < 0)
+                return r;
+        r = ha_engine_add_executor(d->engine, v2 ? &ha_executor_v2 : &ha_executor_remote_v1,
+                                   v2 ? (void *)r2 : (void *)r1, z->name, 1, z->max_pending,
+                                   id);
+        if (r < 0) {
+                ha_remote_v2_close(r2);
+                ha_remote_v1_free(r1);
+                return log_error_errno(r, "remote zone '%s': cannot add its executor: %m",
+                                       z->name);
+        }
+        return 0;
+}
+
+/* Its service ids go to it from now on (after a predecessor on the same
+ * queue has retired: ha_engine_start_zone). */
+static void remote_route(Daemon *d, const HaRemoteZoneConfig *z, unsigned id)
+{
+        /* Cannot fail: id is a live executor, not retiring. */
+        (void)ha_engine_start_zone(d->engine, id, z);
+        for (unsigned k = 0; k < z->n_services; k++)
+                (void)ha_engine_route(d->engine, z->services[k], id);
+        log_info("remote zone '%s': services %u%s routed to it", z->name, z->services[0],
+                 z->n_services > 1 ? " and more" : "");
+}
+
+/* Before any source runs a job. */
+static int remote_start(Daemon *d)
+{
+        for (unsigned i = 0; i < cfg_of(d)->n_remote_zones; i++) {
+                const HaRemoteZoneConfig *z = &cfg_of(d)->remote_zones[i];
+                int r = remote_open(d, z, &d->remote_exec[i]);
+
+                if (r < 0)
+                        return r;
+                remote_route(d, z, d->remote_exec[i]);
+        }
+        return 0;
+}
+
+/* The zone of c named name, or -1. */
+static int zone_index(const HaConfig *c, const char *name)
+{
+        for (unsigned i = 0; i < c->n_remote_zones; i++)
+                if (strcmp(c->remote_zones[i].name, name) == 0)
+                        return (int)i;
+        return -1;
+}
+
+static bool zone_same(const HaRemoteZoneConfig *a, const HaRemoteZoneConfig *b)
+{
+        return strcmp(a->name, b->name) == 0 && a->protocol == b->protocol &&
+               a->address == b->address && a->creator == b->creator && a->peer == b->peer &&
+               strcmp(a->shm_config, b->shm_config) == 0 && strcmp(a->mem, b->mem) == 0 &&
+               a->base == b->base && a->bell == b->bell &&
+               strcmp(a->bell_path, b->bell_path) == 0 && a->bell_zone == b->bell_zone &&
+               a->bell_address == b->bell_address && a->timeout_ms == b->timeout_ms &&
+               a->max_pending == b->max_pending && a->n_services == b->n_services &&
+               memcmp(a->services, b->services, a->n_services * sizeof(a->services[0])) == 0;
+}
+
+/* n's zone i runs on as it is: same name, same keys. */
+static bool zone_kept(const HaConfig *old, const HaConfig *n, unsigned i)
+{
+        int k = zone_index(old, n->remote_zones[i].name);
+
+        return k >= 0 && zone_same(&old->remote_zones[k], &n->remote_zones[i]);
+}
+
+/* Undo step one for n's zones below upto: those opened are retired again
+ * (never routed, they had no job). */
+static void remote_abandon(Daemon *d, const HaConfig *old, const HaConfig *n,
+                           const unsigned *ids, unsigned upto)
+{
+        for (unsigned i = 0; i < upto; i++)
+                if (!zone_kept(old, n, i))
+                        (void)ha_engine_retire(d->engine, ids[i]);
+}
+
+/* A reload's remote zones, step one, with nothing changed yet: open each
+ * zone of n that is new or changed (ids[i]; a kept one keeps its
+ * executor).  On failure, nothing is left changed and the reload is
+ * refused. */
+static int remote_prepare(Daemon *d, const HaConfig *old, const HaConfig *n, unsigned *ids,
+                          char *err, size_t errlen)
+{
+        for (unsigned i = 0; i < n->n_remote_zones; i++) {
+                const HaRemoteZoneConfig *z = &n->remote_zones[i];
+                int r;
+
+                if (zone_kept(old, n, i)) {
+                        ids[i] = d->remote_exec[zone_index(old, z->name)];
+                        continue;
+                }
+                r = remote_open(d, z, &ids[i]);
+                if (r < 0) {
+                        snprintf(err, errlen, "remote zone '%s' cannot be set up: %s (the log "
+                                 "says why)", z->name, strerror(-r));
+                        remote_abandon(d, old, n, ids, i);
+                        return r;
+                }
+        }
+        return 0;
+}
+
+/* Step two, on the loop with no job dispatched in between: retire the
+ * zones removed or changed (their services route back to the local pool),
+ * then route the new ones. */
+static void remote_commit(Daemon *d, const HaConfig *old, const HaConfig *n,
+                          const unsigned *ids)
+{
+        for (unsigned k = 0; k < old->n_remote_zones; k++) {
+                const char *name = old->remote_zones[k].name;
+                int i = zone_index(n, name);
+
+                if (i >= 0 && zone_kept(old, n, (unsigned)i))
+                        continue;
+                log_info("remote zone '%s' %s by the reload: retiring its executor", name,
+                         i < 0 ? "removed" : "changed");
+                (void)ha_engine_retire(d->engine, d->remote_exec[k]);
+        }
+        for (unsigned i = 0; i < n->n_remote_zones; i++) {
+                if (!zone_kept(old, n, i))
+                        remote_route(d, &n->remote_zones[i], ids[i]);
+                d->remote_exec[i] = ids[i];
+        }
+}
+
 /* ===== reload ===== */
 
 static int reload(void *userdata, cJSON **ret, char *err, size_t errlen)
 {
         Daemon *d = userdata;
         char live[512], restart[512];
+        unsigned ids[HA_REMOTE_MAX_ZONES];
         HaConfig n, eff;
         HaConfig *snap = NULL;
         cJSON *o, *a;
@@ -170,8 +313,13 @@ static int reload(void *userdata, cJSON **ret, char *err, size_t errlen)
                 ha_config_apply_live(&eff, &n);
                 r = ha_config_validate(&eff, err, errlen);
         }
+        /* The zones it adds are set up first: one that cannot be refuses
+         * the reload, with nothing changed. */
+        if (r == 0)
+                r = remote_prepare(d, cfg_of(d), &eff, ids, err, errlen);
         if (r == 0 && !(snap = ha_config_new(&eff))) {
                 snprintf(err, errlen, "out of memory");
+                remote_abandon(d, cfg_of(d), &eff, ids, eff.n_remote_zones);
                 r = -ENOMEM;
         }
         if (r < 0) {
@@ -181,6 +329,7 @@ static int reload(void *userdata, cJSON **ret, char *err, size_t errlen)
                 return r;
         }
 
+        remote_commit(d, cfg_of(d), snap, ids);
         /* Everyone reads the slot: the engine and control see it from here on. */
         ha_config_swap(&d->cfg, snap);
         ha_log_set_level(eff.log_level);
@@ -332,54 +481,6 @@ static int engine_start(Daemon *d)
 static void engine_free(Daemon *d)
 {
         d->engine = ha_engine_free(d->engine);
-}
-
-/* Each remote zone: an executor with one thread (stop-and-wait; for v2,
- * also because the rings have no correlation id) and a queue of
- * max_pending, and its service ids routed to it.  Before any source runs
- * a job. */
-static int remote_start(Daemon *d)
-{
-        for (unsigned i = 0; i < cfg_of(d)->n_remote_zones; i++) {
-                const HaRemoteZoneConfig *z = &cfg_of(d)->remote_zones[i];
-                unsigned id;
-                int r;
-
-                if (z->protocol == HA_PROTOCOL_V2)
-                        r = ha_remote_v2_open(z, HA_V2_BULK_MAX, &d->v2[i]);
-                else
-                        r = ha_remote_v1_new(z, &d->remote[i]);
-                if (r < 0)
-                        return r;
-                if (z->protocol == HA_PROTOCOL_V2)
-                        r = ha_engine_add_executor(d->engine, &ha_executor_v2, d->v2[i], z->name,
-                                                   1, z->max_pending, &id);
-                else
-                        r = ha_engine_add_executor(d->engine, &ha_executor_remote_v1,
-                                                   d->remote[i], z->name, 1, z->max_pending, &id);
-                if (r < 0)
-                        return log_error_errno(r, "remote zone '%s': cannot add its executor: %m",
-                                               z->name);
-                for (unsigned k = 0; k < z->n_services; k++) {
-                        r = ha_engine_route(d->engine, z->services[k], id);
-                        if (r < 0)
-                                return log_error_errno(r, "remote zone '%s': cannot route "
-                                                       "service %u: %m", z->name,
-                                                       z->services[k]);
-                }
-                log_info("remote zone '%s': services %u%s routed to it", z->name, z->services[0],
-                         z->n_services > 1 ? " and more" : "");
-        }
-        return 0;
-}
-
-/* After the engine: its threads call them until joined. */
-static void remote_free(Daemon *d)
-{
-        for (unsigned i = 0; i < HA_REMOTE_MAX_ZONES; i++)
-                d->remote[i] = ha_remote_v1_free(d->remote[i]);
-        for (unsigned i = 0; i < HA_REMOTE_MAX_ZONES; i++)
-                d->v2[i] = ha_remote_v2_close(d->v2[i]);
 }
 
 /* The socket's queue: a source like the others, registered first. */
@@ -626,7 +727,7 @@ static const struct Subsystem {
         { "test seams", seams_start, NULL, NULL, NULL, NULL, false },
 #endif
         { "engine", engine_start, NULL, NULL, NULL, engine_free, true },
-        { "remote zones", remote_start, NULL, NULL, NULL, remote_free, true },
+        { "remote zones", remote_start, NULL, NULL, NULL, NULL, true },
         { "socket queue", sockq_start, NULL, sockq_drain, NULL, sockq_free, true },
         { "zones", zones_start, NULL, zones_drain, NULL, zones_free, true },
         { "control", control_start, control_quiesce, control_drain, NULL, control_free, false },
@@ -670,12 +771,6 @@ static void begin_shutdown(void *userdata)
 /* The barrier: no worker runs after it, so nothing is freed under one. */
 static void join_workers(Daemon *d)
 {
-        /* A dead remote zone would hold every request queued for it for
-         * its timeout: they fail now instead. */
-        for (unsigned i = 0; i < HA_REMOTE_MAX_ZONES; i++) {
-                ha_remote_v1_cancel(d->remote[i]);
-                ha_remote_v2_cancel(d->v2[i]);
-        }
         if (ha_engine_stop(d->engine, d->abandoned) < 0) {
                 /* Its memory (engine, leases, v1 buffers) stays mapped for
                  * it; exit() ends it. */

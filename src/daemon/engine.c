@@ -55,9 +55,21 @@ typedef struct Executor {
         char name[64];
         HaPool *pool;
         struct event *complete_ev;
-        unsigned capacity;              /* the pool holds this many */
-        unsigned queued;                /* dispatched, not completed */
+        unsigned id;
+        unsigned capacity;              /* jobs waiting, at most */
+        /* Atomic: dispatched, no thread has started them.  The loop adds,
+         * the thread takes one off as it starts a job: never more than
+         * what really waits, so an answered client's next job finds room
+         * however far the loop lags behind the completions. */
+        unsigned queued;
+        unsigned in_flight;             /* the loop's: dispatched, not completed */
         uint64_t completed, refused;
+        bool has_zone;                  /* zone: ha_engine_start_zone's */
+        HaRemoteZoneConfig zone;
+        bool retiring;                  /* ha_engine_retire: no new jobs, ends alone */
+        uint32_t waits_for;             /* held until these executors have retired */
+        HaJob *requeue;                 /* retiring: the jobs it never started */
+        size_t nrequeue;
 } Executor;
 
 /* A job answered without running (no route, executor full). */
@@ -72,8 +84,9 @@ struct HaEngine {
         Source sources[HA_ENGINE_MAX_SOURCES];
         unsigned nsources;
         unsigned total_capacity;        /* of every source: the local pool's capacity */
-        Executor *exec[HA_ENGINE_MAX_EXECUTORS];
-        unsigned nexec;
+        Executor *exec[HA_ENGINE_MAX_EXECUTORS];       /* NULL: a free id */
+        unsigned nexec;                 /* ids below this may be in use */
+        struct event *retire_ev;        /* a retiring executor may be done */
         uint8_t route[65536];
         unsigned not_local;             /* services routed elsewhere (polling off) */
         unsigned in_flight;
@@ -160,7 +173,7 @@ typedef struct Done {
         enum ha_result r;
 } Done;
 
-static void run_jobs(void *userdata, const HaJob *jobs, size_t n, unsigned worker)
+static void run_jobs(void *userdata, HaJob *jobs, size_t n, unsigned worker)
 {
         Executor *x = userdata;
         HaEngine *e = x->e;
@@ -180,13 +193,21 @@ static void run_jobs(void *userdata, const HaJob *jobs, size_t n, unsigned worke
                         d[j].source = (uint16_t)HA_JOB_SOURCE(jobs[i + j]);
                         d[j].t = __atomic_load_n(&s->rec[idx].t_dispatch, __ATOMIC_RELAXED);
                         d[j].service = __atomic_load_n(&s->rec[idx].service, __ATOMIC_RELAXED);
+                        __atomic_fetch_sub(&x->queued, 1, __ATOMIC_RELAXED);
+                        /* Taken in a batch, then retired: the loop sends
+                         * it where its service routes now. */
+                        if (__atomic_load_n(&x->retiring, __ATOMIC_ACQUIRE)) {
+                                jobs[i + j] |= HA_JOB_MARK;
+                                continue;
+                        }
                         d[j].r = s->ops->run(s->ctx, idx, &run);
                 }
                 /* One clock read per batch: the batch completes together. */
                 now = ha_now_ns();
                 for (size_t j = 0; j < k; j++)
-                        account(e, thread_block(e, x, d[j].source, worker), d[j].service,
-                                d[j].r, now - d[j].t);
+                        if (!(jobs[i + j] & HA_JOB_MARK))
+                                account(e, thread_block(e, x, d[j].source, worker),
+                                        d[j].service, d[j].r, now - d[j].t);
         }
 }
 
@@ -254,11 +275,28 @@ static void complete_one(Executor *x, unsigned source, uint16_t idx)
         HaEngine *e = x->e;
         Source *s = &e->sources[source];
 
-        x->queued--;
+        x->in_flight--;
         x->completed++;
         e->in_flight--;
         e->completed++;
         s->ops->complete(s->ctx, idx);
+}
+
+static void route_jobs(HaEngine *e, unsigned source, const HaJobReq *reqs, size_t n,
+                       bool fresh);
+
+/* A retiring executor's job that no thread started: dispatched again, as
+ * if it came now, where its service routes after the change (the record
+ * keeps its first dispatch time). */
+static void requeue(Executor *x, HaJob job)
+{
+        HaEngine *e = x->e;
+        unsigned src = HA_JOB_SOURCE(job);
+        uint16_t idx = HA_JOB_INDEX(job);
+        HaJobReq req = { idx, __atomic_load_n(&e->sources[src].rec[idx].service,
+                                              __ATOMIC_RELAXED), 0 };
+
+        route_jobs(e, src, &req, 1, false);
 }
 
 static void complete_cb(evutil_socket_t fd, short what, void *userdata)
@@ -270,9 +308,23 @@ static void complete_cb(evutil_socket_t fd, short what, void *userdata)
 
         do {
                 n = ha_pool_take_completed(x->pool, jobs, CHUNK);
-                for (size_t i = 0; i < n; i++)
-                        complete_one(x, HA_JOB_SOURCE(jobs[i]), HA_JOB_INDEX(jobs[i]));
+                for (size_t i = 0; i < n; i++) {
+                        if (!(jobs[i] & HA_JOB_MARK)) {
+                                complete_one(x, HA_JOB_SOURCE(jobs[i]), HA_JOB_INDEX(jobs[i]));
+                                continue;
+                        }
+                        x->in_flight--;
+                        requeue(x, jobs[i]);
+                }
         } while (n == CHUNK);
+        if (x->retiring) {
+                for (size_t i = 0; i < x->nrequeue; i++)
+                        requeue(x, x->requeue[i]);
+                x->nrequeue = 0;
+                /* Its threads write the eventfd as they leave: the
+                 * retirement ends on its own event, not under this one. */
+                event_active(x->e->retire_ev, 0, 0);
+        }
 }
 
 /* The jobs the loop runs itself: as a worker would (the source's run()
@@ -298,6 +350,7 @@ static void loop_cb(evutil_socket_t fd, short what, void *userdata)
                 Source *s = &e->sources[src[i]];
 
                 t[i] = __atomic_load_n(&s->rec[reqs[i].idx].t_dispatch, __ATOMIC_RELAXED);
+                __atomic_fetch_sub(&x->queued, 1, __ATOMIC_RELAXED);
                 r[i] = s->ops->run(s->ctx, reqs[i].idx, &run);
         }
         now = ha_now_ns();
@@ -363,21 +416,24 @@ static void refuse(HaEngine *e, unsigned source, const HaJobReq *req, int err)
 
 static void submit(Executor *x, const HaJob *jobs, size_t n)
 {
-        /* Cannot fail: queued never passes capacity, which the pool holds. */
+        /* Cannot fail: queued never passes capacity, which the pool's
+         * queue holds, and no source has more than its capacity
+         * outstanding, which every pool's done list holds. */
         if (n && ha_pool_submit(x->pool, jobs, n) < 0)
                 abort();
 }
 
-void ha_engine_dispatch(HaEngine *e, unsigned source, const HaJobReq *reqs, size_t n)
+/* fresh: a new job (its dispatch time recorded), else one requeued. */
+static void route_jobs(HaEngine *e, unsigned source, const HaJobReq *reqs, size_t n,
+                       bool fresh)
 {
         Source *s = &e->sources[source];
-        uint64_t now = ha_now_ns();
+        uint64_t now = fresh ? ha_now_ns() : 0;
         HaJob jobs[CHUNK];
         Executor *cur = NULL;
         int asleep = -1;
         size_t k = 0;
 
-        e->in_flight += (unsigned)n;
         for (size_t i = 0; i < n; i++) {
                 uint16_t idx = reqs[i].idx;
                 unsigned id = e->route[reqs[i].service];
@@ -388,7 +444,7 @@ void ha_engine_dispatch(HaEngine *e, unsigned source, const HaJobReq *reqs, size
                         continue;
                 }
                 x = e->exec[id];
-                if (x->queued >= x->capacity) {
+                if (__atomic_load_n(&x->queued, __ATOMIC_RELAXED) >= x->capacity) {
                         x->refused++;
                         refuse(e, source, &reqs[i], -EBUSY);
                         continue;
@@ -399,9 +455,13 @@ void ha_engine_dispatch(HaEngine *e, unsigned source, const HaJobReq *reqs, size
                         cur = x;
                         k = 0;
                 }
-                __atomic_store_n(&s->rec[idx].t_dispatch, now, __ATOMIC_RELAXED);
-                __atomic_store_n(&s->rec[idx].service, reqs[i].service, __ATOMIC_RELAXED);
-                x->queued++;
+                if (fresh) {
+                        __atomic_store_n(&s->rec[idx].t_dispatch, now, __ATOMIC_RELAXED);
+                        __atomic_store_n(&s->rec[idx].service, reqs[i].service,
+                                         __ATOMIC_RELAXED);
+                }
+                __atomic_fetch_add(&x->queued, 1, __ATOMIC_RELAXED);
+                x->in_flight++;
                 if (loop_takes(e, &reqs[i], &asleep)) {
                         e->loopq[e->loopq_cur][e->nloop] = reqs[i];
                         e->loopq_src[e->loopq_cur][e->nloop] = (uint16_t)source;
@@ -416,15 +476,39 @@ void ha_engine_dispatch(HaEngine *e, unsigned source, const HaJobReq *reqs, size
                 submit(cur, jobs, k);
 }
 
+void ha_engine_dispatch(HaEngine *e, unsigned source, const HaJobReq *reqs, size_t n)
+{
+        e->in_flight += (unsigned)n;
+        route_jobs(e, source, reqs, n, true);
+}
+
 /* ===== registration ===== */
+
+/* The executor's memory, its pool's threads gone (or never started). */
+static void executor_free(HaEngine *e, Executor *x)
+{
+        if (x->complete_ev)
+                event_free(x->complete_ev);
+        x->pool = ha_pool_free(x->pool);
+        if (x->ops->release)
+                x->ops->release(x->ctx);
+        for (unsigned j = 0; j < e->nsources; j++)
+                free(x->svc[j]);
+        free(x->requeue);
+        free(x);
+}
 
 int ha_engine_add_executor(HaEngine *e, const HaExecutorOps *ops, void *ctx, const char *name,
                            unsigned nthreads, unsigned capacity, unsigned *ret_id)
 {
+        unsigned id = 0;
         Executor *x;
         int r;
 
-        if (e->nexec >= HA_ENGINE_MAX_EXECUTORS)
+        /* The lowest free id: one retired is free once it fully ended. */
+        while (id < HA_ENGINE_MAX_EXECUTORS && e->exec[id])
+                id++;
+        if (id >= HA_ENGINE_MAX_EXECUTORS)
                 return -ENOSPC;
         if (nthreads == 0 || capacity == 0)
                 return -EINVAL;
@@ -432,30 +516,139 @@ int ha_engine_add_executor(HaEngine *e, const HaExecutorOps *ops, void *ctx, con
         if (!x)
                 return -ENOMEM;
         x->e = e;
+        x->id = id;
         x->ops = ops;
         x->ctx = ctx;
         x->capacity = capacity;
         snprintf(x->name, sizeof(x->name), "%s", name);
         r = ha_pool_new(nthreads, capacity, run_jobs, x, &x->pool);
-        if (r < 0) {
-                free(x);
-                return r;
-        }
+        /* Done but not yet taken: up to every source's entries at once. */
+        if (r == 0)
+                r = ha_pool_grow_done(x->pool, e->total_capacity);
+        /* Taken now, so that retiring it cannot fail. */
+        if (r == 0 && id != HA_EXECUTOR_LOCAL && !(x->requeue = calloc(capacity, sizeof(HaJob))))
+                r = -ENOMEM;
         for (unsigned i = 0; i < e->nsources && r == 0; i++)
                 r = alloc_blocks(e, x, i);
-        x->complete_ev = r < 0 ? NULL : event_new(e->base, ha_pool_fd(x->pool),
-                                                   EV_READ | EV_PERSIST, complete_cb, x);
-        if (!x->complete_ev || event_add(x->complete_ev, NULL) < 0) {
-                if (x->complete_ev)
-                        event_free(x->complete_ev);
-                ha_pool_free(x->pool);
-                for (unsigned i = 0; i < e->nsources; i++)
-                        free(x->svc[i]);
-                free(x);
-                return -ENOMEM;
+        if (r == 0) {
+                x->complete_ev = event_new(e->base, ha_pool_fd(x->pool), EV_READ | EV_PERSIST,
+                                           complete_cb, x);
+                if (!x->complete_ev || event_add(x->complete_ev, NULL) < 0)
+                        r = -ENOMEM;
         }
-        *ret_id = e->nexec;
-        e->exec[e->nexec++] = x;
+        if (r < 0) {
+                x->ctx = NULL;  /* the caller's still */
+                x->ops = &ha_executor_local;
+                executor_free(e, x);
+                return r;
+        }
+        *ret_id = id;
+        e->exec[id] = x;
+        if (id >= e->nexec)
+                e->nexec = id + 1;
+        return 0;
+}
+
+/* Held executors that waited only for x start. */
+static void release_waiters(HaEngine *e, const Executor *x)
+{
+        for (unsigned i = 0; i < e->nexec; i++) {
+                Executor *w = e->exec[i];
+
+                if (!w || !(w->waits_for & (UINT32_C(1) << x->id)))
+                        continue;
+                w->waits_for &= ~(UINT32_C(1) << x->id);
+                if (!w->waits_for) {
+                        ha_pool_hold(w->pool, false);
+                        log_info("remote zone '%s': its predecessor has retired, starting",
+                                 w->name);
+                }
+        }
+}
+
+int ha_engine_start_zone(HaEngine *e, unsigned id, const HaRemoteZoneConfig *zone)
+{
+        Executor *x = id < e->nexec ? e->exec[id] : NULL;
+
+        if (!x || x->retiring || x->has_zone)
+                return -EINVAL;
+        x->zone = *zone;
+        x->has_zone = true;
+        for (unsigned i = 0; i < e->nexec; i++) {
+                const Executor *o = e->exec[i];
+
+                if (o && o->retiring && o->has_zone && ha_remote_zones_shared(&o->zone, zone))
+                        x->waits_for |= UINT32_C(1) << i;
+        }
+        if (x->waits_for) {
+                ha_pool_hold(x->pool, true);
+                log_info("remote zone '%s': its jobs wait until the zone it replaces has "
+                         "retired", x->name);
+        }
+        return 0;
+}
+
+/* The retired executor's per-service counts stay in the totals: folded
+ * into the loop's block of each source (the loop writes both). */
+static void fold_counts(HaEngine *e, const Executor *x)
+{
+        for (unsigned src = 0; src < e->nsources; src++)
+                for (unsigned w = 0; w < ha_pool_size(x->pool); w++) {
+                        const SvcStats *from = &x->svc[src][(size_t)w * (e->nsvc + 1)];
+                        SvcStats *to = e->sources[src].loop;
+
+                        for (size_t i = 0; i <= e->nsvc; i++) {
+                                __atomic_store_n(&to[i].requests, to[i].requests +
+                                                 from[i].requests, __ATOMIC_RELAXED);
+                                __atomic_store_n(&to[i].failed, to[i].failed + from[i].failed,
+                                                 __ATOMIC_RELAXED);
+                                ha_hist_merge(&to[i].latency, &from[i].latency);
+                        }
+                }
+}
+
+/* Every retiring executor whose threads have left and whose completions
+ * were all taken ends here; the others come back on a later event. */
+static void retire_cb(evutil_socket_t fd, short what, void *userdata)
+{
+        HaEngine *e = userdata;
+        (void)fd, (void)what;
+
+        for (unsigned i = 0; i < e->nexec; i++) {
+                Executor *x = e->exec[i];
+
+                if (!x || !x->retiring || x->in_flight || !ha_pool_retired(x->pool))
+                        continue;
+                log_info("executor '%s' (id %u) retired: %llu jobs completed", x->name, x->id,
+                         (unsigned long long)x->completed);
+                fold_counts(e, x);
+                e->exec[i] = NULL;
+                release_waiters(e, x);
+                executor_free(e, x);
+        }
+        while (e->nexec > 0 && !e->exec[e->nexec - 1])
+                e->nexec--;
+}
+
+int ha_engine_retire(HaEngine *e, unsigned id)
+{
+        Executor *x = id < e->nexec ? e->exec[id] : NULL;
+
+        if (!x || id == HA_EXECUTOR_LOCAL || x->retiring)
+                return -EINVAL;
+        for (unsigned s = 0; s <= UINT16_MAX; s++)
+                if (e->route[s] == id)
+                        (void)ha_engine_route(e, (uint16_t)s, HA_EXECUTOR_LOCAL);
+        __atomic_store_n(&x->retiring, true, __ATOMIC_RELEASE);
+        x->nrequeue = ha_pool_retire(x->pool, x->requeue);
+        __atomic_fetch_sub(&x->queued, (unsigned)x->nrequeue, __ATOMIC_RELAXED);
+        x->in_flight -= (unsigned)x->nrequeue;
+        log_info("executor '%s' (id %u) retiring: %zu queued jobs go where their services "
+                 "route now, %u taken by its thread", x->name, x->id, x->nrequeue,
+                 x->in_flight);
+        /* Requeued and ended on the loop's next pass, after the caller's
+         * routes are in place. */
+        event_active(x->complete_ev, EV_READ, 0);
         return 0;
 }
 
@@ -463,7 +656,8 @@ int ha_engine_route(HaEngine *e, uint16_t service, unsigned executor)
 {
         unsigned old = e->route[service], n = e->not_local;   /* the loop's own */
 
-        if (executor != HA_EXECUTOR_NONE && executor >= e->nexec)
+        if (executor != HA_EXECUTOR_NONE &&
+            (executor >= e->nexec || !e->exec[executor] || e->exec[executor]->retiring))
                 return -EINVAL;
         if (old != HA_EXECUTOR_LOCAL && executor == HA_EXECUTOR_LOCAL)
                 n--;
@@ -480,6 +674,15 @@ unsigned ha_engine_route_of(const HaEngine *e, uint16_t service)
         return e->route[service];
 }
 
+static const char *executor_state(const Executor *x)
+{
+        if (x->retiring)
+                return "retiring";
+        if (x->waits_for)
+                return "waiting-predecessor";
+        return x->ops->state ? x->ops->state(x->ctx) : "ready";
+}
+
 void ha_engine_route_json(HaEngine *e, uint16_t service, cJSON *o)
 {
         unsigned id = e->route[service];
@@ -491,8 +694,7 @@ void ha_engine_route_json(HaEngine *e, uint16_t service, cJSON *o)
         }
         x = e->exec[id];
         cJSON_AddStringToObject(o, "runs_on", x->name);
-        cJSON_AddStringToObject(o, "executor_state", x->ops->state ? x->ops->state(x->ctx) :
-                                "ready");
+        cJSON_AddStringToObject(o, "executor_state", executor_state(x));
 }
 
 int ha_engine_add_source(HaEngine *e, const HaSourceOps *ops, void *ctx, const char *name,
@@ -520,12 +722,19 @@ int ha_engine_add_source(HaEngine *e, const HaSourceOps *ops, void *ctx, const c
                 e->refused_run = b;
         r = !s->rec || !s->loop || !a || !b ? -ENOMEM : 0;
         for (unsigned i = 0; i < e->nexec && r == 0; i++)
-                r = alloc_blocks(e, e->exec[i], e->nsources);
-        /* The local pool holds every source's entries at once. */
+                if (e->exec[i])
+                        r = alloc_blocks(e, e->exec[i], e->nsources);
+        /* The local pool holds every source's entries at once; any pool's
+         * done list may have to. */
         if (r == 0)
                 r = ha_pool_grow(local->pool, total);
+        for (unsigned i = 1; i < e->nexec && r == 0; i++)
+                if (e->exec[i])
+                        r = ha_pool_grow_done(e->exec[i]->pool, total);
         if (r < 0) {
                 for (unsigned i = 0; i < e->nexec; i++) {
+                        if (!e->exec[i])
+                                continue;
                         free(e->exec[i]->svc[e->nsources]);
                         e->exec[i]->svc[e->nsources] = NULL;
                 }
@@ -565,7 +774,8 @@ int ha_engine_new(struct event_base *base, const HaConfig *cfg, HaEngine **ret)
         e->svc_table = ha_services(&e->nsvc);
         e->refuse_ev = event_new(base, -1, 0, refuse_cb, e);
         e->loop_ev = event_new(base, -1, 0, loop_cb, e);
-        if (!e->refuse_ev || !e->loop_ev) {
+        e->retire_ev = event_new(base, -1, 0, retire_cb, e);
+        if (!e->refuse_ev || !e->loop_ev || !e->retire_ev) {
                 r = -ENOMEM;
                 goto fail;
         }
@@ -592,8 +802,14 @@ int ha_engine_stop(HaEngine *e, bool abandon)
          * only bound a worker stuck where nothing counted it (a poller). */
         if (!e)
                 return 0;
+        /* A dead remote zone would hold every job queued for it for its
+         * timeout: they fail now instead (a retiring one's too). */
         for (unsigned i = 0; i < e->nexec; i++)
-                if (ha_pool_stop(e->exec[i]->pool, abandon, abandon ? 1000 : 10000) < 0)
+                if (e->exec[i] && e->exec[i]->ops->cancel)
+                        e->exec[i]->ops->cancel(e->exec[i]->ctx);
+        for (unsigned i = 0; i < e->nexec; i++)
+                if (e->exec[i] &&
+                    ha_pool_stop(e->exec[i]->pool, abandon, abandon ? 1000 : 10000) < 0)
                         r = -ETIMEDOUT;
         return r;
 }
@@ -604,15 +820,11 @@ HaEngine *ha_engine_free(HaEngine *e)
                 return NULL;
         /* The completion events watch the pools' eventfds: drop them first.
          * Then join the threads: nothing may touch a pool after this. */
-        for (unsigned i = 0; i < e->nexec; i++) {
-                Executor *x = e->exec[i];
-
-                event_free(x->complete_ev);
-                x->pool = ha_pool_free(x->pool);
-                for (unsigned j = 0; j < e->nsources; j++)
-                        free(x->svc[j]);
-                free(x);
-        }
+        for (unsigned i = 0; i < e->nexec; i++)
+                if (e->exec[i])
+                        executor_free(e, e->exec[i]);
+        if (e->retire_ev)
+                event_free(e->retire_ev);
         if (e->refuse_ev)
                 event_free(e->refuse_ev);
         if (e->loop_ev)
@@ -634,7 +846,8 @@ void ha_engine_counts(HaEngine *e, HaEngineCounts *ret)
         ret->workers = ha_pool_size(e->exec[HA_EXECUTOR_LOCAL]->pool);
         ret->queued = 0;
         for (unsigned i = 0; i < e->nexec; i++)
-                ret->queued += ha_pool_queued(e->exec[i]->pool);
+                if (e->exec[i])
+                        ret->queued += ha_pool_queued(e->exec[i]->pool);
 }
 
 int ha_engine_stalled_worker(HaEngine *e, uint64_t min_ns, uint64_t *busy_ns)
@@ -660,7 +873,7 @@ static void sum_source(HaEngine *e, unsigned src, size_t i, uint64_t *requests,
 {
         sum_block(&e->sources[src].loop[i], requests, failed, h);
         for (unsigned x = 0; x < e->nexec; x++)
-                for (unsigned w = 0; w < ha_pool_size(e->exec[x]->pool); w++)
+                for (unsigned w = 0; e->exec[x] && w < ha_pool_size(e->exec[x]->pool); w++)
                         sum_block(&thread_block(e, e->exec[x], src, w)[i], requests, failed, h);
 }
 
@@ -727,7 +940,9 @@ static void services_stats(HaEngine *e, HaStats *s, HaHist *h, HaHist *hs)
         X("threads", "executor_threads", "", "Threads of an executor", ha_pool_size(x->pool)) \
         X("capacity", "executor_capacity", "", "Jobs an executor holds at most", x->capacity) \
         X("in_flight", "executor_in_flight", "", "Jobs dispatched to an executor, not completed", \
-          x->queued)
+          x->in_flight)                                                                 \
+        X("queued", "executor_queued", "", "Jobs waiting for an executor's threads",     \
+          __atomic_load_n(&x->queued, __ATOMIC_RELAXED))
 #define EXECUTOR_COUNTERS(X)                                                            \
         X("completed", "executor_jobs_completed", "", "Jobs an executor completed",     \
           x->completed)                                                                 \
@@ -765,11 +980,13 @@ void ha_engine_stats(HaEngine *e, HaStats *s)
         for (unsigned i = 0; i < e->nexec; i++) {
                 const Executor *x = e->exec[i];
 
+                if (!x)
+                        continue;
                 ha_stats_element(s, "executors", "executor", x->name);
                 ha_stats_label(s, "kind", x->ops->kind);
                 ha_stat_str(s, "name", x->name);
                 ha_stat_str(s, "kind", x->ops->kind);
-                ha_stat_str(s, "state", x->ops->state ? x->ops->state(x->ctx) : "ready");
+                ha_stat_str(s, "state", executor_state(x));
                 EXECUTOR_GAUGES(HA_GAUGE_EMIT)
                 EXECUTOR_COUNTERS(HA_COUNTER_EXPR_EMIT)
                 if (x->ops->stats)

@@ -62,6 +62,12 @@ typedef struct HaExecutorOps {
         void (*stats)(void *ctx, HaStats *s);
         /* Loop: "ready", "down", ... for `services`.  Optional ("ready"). */
         const char *(*state)(void *ctx);
+        /* Any thread, at shutdown: calls in progress and later ones stop
+         * waiting for a peer and fail at once.  Optional. */
+        void (*cancel)(void *ctx);
+        /* Loop: the executor has ended, no thread calls it any more: ctx
+         * is the engine's to free.  Optional (ctx stays the caller's). */
+        void (*release)(void *ctx);
 } HaExecutorOps;
 
 /* What a source's run() is handed: the executor its job was routed to. */
@@ -94,16 +100,39 @@ extern const HaExecutorOps ha_executor_local;
 
 /*
  * Add an executor with its own pool of nthreads threads (a remote zone: 1,
- * stop-and-wait) and completion eventfd.  capacity bounds its queue (jobs
- * dispatched to it and not completed): past it a job is answered through
- * its source's fail() with -EBUSY.  Before any job is routed to it.
+ * stop-and-wait) and completion eventfd, at start or at run time (a
+ * reload), under the lowest free id.  capacity bounds its queue (jobs
+ * dispatched to it that none of its threads has started; each thread runs
+ * one more): past it a job is answered through its source's fail() with
+ * -EBUSY.  From success on, ops->release (if any) frees ctx when the
+ * executor ends.
  */
 int ha_engine_add_executor(HaEngine *e, const HaExecutorOps *ops, void *ctx, const char *name,
                            unsigned nthreads, unsigned capacity, unsigned *ret_id);
-/* Route a service id to an executor (HA_EXECUTOR_NONE: no route).  Set at
- * start, before the sources run jobs; while any service routes elsewhere
- * than the local pool, idle local workers do not poll sources (a polled
- * job would run locally). */
+/*
+ * A remote zone's executor, before any route to it: record its zone, and
+ * hold its jobs (state "waiting-predecessor") while a retiring executor
+ * has the same name, queue or rings (one owner at a time); they start when
+ * the last of those has ended.
+ */
+int ha_engine_start_zone(HaEngine *e, unsigned id, const HaRemoteZoneConfig *zone);
+/* -EINVAL only (not an executor, the local pool, retiring already). */
+/*
+ * Retire an executor, without waiting (a reload that removes a zone): its
+ * services route to the local pool (where an id no local service has is
+ * answered NOT_EXITS) at once, it takes no new job, and the jobs none of
+ * its threads started are dispatched again on a later loop pass, where
+ * their services route then (set the new routes before returning to the
+ * loop).  The job at the peer finishes or times out; then its threads
+ * leave, their last completion wakes the loop, and it ends there: counts
+ * folded into the totals, the pool joined (its threads have returned),
+ * ops->release, the id free again.  Until then stats show it "retiring".
+ */
+int ha_engine_retire(HaEngine *e, unsigned id);
+/* Route a service id to an executor (HA_EXECUTOR_NONE: no route), never
+ * a retiring one.  At start, or on the loop between dispatches (a
+ * reload); while any service routes elsewhere than the local pool, idle
+ * local workers do not poll sources (a polled job would run locally). */
 int ha_engine_route(HaEngine *e, uint16_t service, unsigned executor);
 /* The executor a service id is routed to (HA_EXECUTOR_LOCAL unless set). */
 unsigned ha_engine_route_of(const HaEngine *e, uint16_t service);

@@ -914,10 +914,23 @@ void ha_remote_v1_stats(void *ctx, HaStats *s)
         ha_stats_leave(s);
 }
 
+/* The engine's: it owns the zone from the executor's start. */
+static void executor_cancel(void *ctx)
+{
+        ha_remote_v1_cancel(ctx);
+}
+
+static void executor_release(void *ctx)
+{
+        (void)ha_remote_v1_free(ctx);
+}
+
 const HaExecutorOps ha_executor_remote_v1 = {
         .kind = "v1",
         .remote = true,
         .call = ha_remote_v1_call,
         .stats = ha_remote_v1_stats,
         .state = ha_remote_v1_state,
+        .cancel = executor_cancel,
+        .release = executor_release,
 };

@@ -413,12 +413,25 @@ void ha_remote_v2_stats(void *ctx, HaStats *s)
                       ha_v2_ld32(z->win + HA_V2_PAGE_B, HA_V2Q_LOCK) != 0)
 }
 
+/* The engine's: it owns the zone from the executor's start. */
+static void executor_cancel(void *ctx)
+{
+        ha_remote_v2_cancel(ctx);
+}
+
+static void executor_release(void *ctx)
+{
+        (void)ha_remote_v2_close(ctx);
+}
+
 const HaExecutorOps ha_executor_v2 = {
         .kind = "v2",
         .remote = true,
         .call = ha_remote_v2_call,
         .stats = ha_remote_v2_stats,
         .state = ha_remote_v2_state,
+        .cancel = executor_cancel,
+        .release = executor_release,
 };
 
 static int fail(HaRemoteV2 *z, int r, const char *what)

@@ -35,8 +35,12 @@ struct HaPool {
         pthread_cond_t idle;    /* nothing queued or running */
         pthread_cond_t gone;    /* a worker left (CLOCK_MONOTONIC) */
         HaJob *ring;
-        unsigned capacity, head, count, running, idle_workers, outstanding;
+        unsigned capacity, head, count, running, idle_workers;
+        /* Submitted, not yet taken back: at most done_cap, the done
+         * list's size. */
+        unsigned outstanding, done_cap;
         bool stop;
+        bool held;              /* queued jobs wait (ha_pool_hold) */
 
         pthread_mutex_t done_lock;
         HaJob *done;
@@ -99,7 +103,7 @@ static void *worker_main(void *arg)
                 /* Poll once per idle spell, then sleep: a poll that found
                  * nothing must not turn into spinning on the lock. */
                 bool polled = false;
-                while (p->count == 0 && !p->stop) {
+                while ((p->count == 0 || p->held) && !p->stop) {
                         if (!polled && p->poll &&
                             !__atomic_exchange_n(&p->polling, 1, __ATOMIC_ACQUIRE)) {
                                 pthread_mutex_unlock(&p->lock);
@@ -155,6 +159,12 @@ static void *worker_main(void *arg)
         }
         w->gone = true;
         pthread_cond_broadcast(&p->gone);
+        /* Under the lock, so the loop that sees gone (ha_pool_retired) and
+         * closes the eventfd comes after this write. */
+        {
+                uint64_t one = 1;
+                (void)!write(p->efd, &one, sizeof(one));
+        }
         pthread_mutex_unlock(&p->lock);
         return NULL;
 }
@@ -180,7 +190,7 @@ int ha_pool_new(unsigned nworkers, unsigned capacity, ha_job_fn fn, void *userda
         pthread_cond_init(&p->work, NULL);
         pthread_cond_init(&p->idle, NULL);
         p->efd = -1;
-        p->capacity = capacity;
+        p->capacity = p->done_cap = capacity;
         p->fn = fn;
         p->userdata = userdata;
         p->ring = calloc(capacity, sizeof(HaJob));
@@ -274,31 +284,48 @@ HaPool *ha_pool_free(HaPool *p)
         return NULL;
 }
 
+/* Swap in a bigger array of n jobs holding the first keep of *a (from
+ * head, wrapping at old_cap). */
+static void regrow(HaJob **a, HaJob *n, unsigned head, unsigned keep, unsigned old_cap)
+{
+        for (unsigned i = 0; i < keep; i++)
+                n[i] = (*a)[(head + i) % old_cap];
+        free(*a);
+        *a = n;
+}
+
 int ha_pool_grow(HaPool *p, unsigned capacity)
 {
-        HaJob *ring, *done;
+        int r = ha_pool_grow_done(p, capacity);
+        HaJob *ring;
 
-        if (capacity <= p->capacity)
-                return 0;
+        if (r < 0 || capacity <= p->capacity)
+                return r;
         ring = calloc(capacity, sizeof(HaJob));
-        done = calloc(capacity, sizeof(HaJob));
-        if (!ring || !done) {
-                free(ring);
-                free(done);
+        if (!ring)
                 return -ENOMEM;
-        }
+        pthread_mutex_lock(&p->lock);
+        regrow(&p->ring, ring, p->head, p->count, p->capacity);
+        p->head = 0;
+        p->capacity = capacity;
+        pthread_mutex_unlock(&p->lock);
+        return 0;
+}
+
+int ha_pool_grow_done(HaPool *p, unsigned outstanding)
+{
+        HaJob *done;
+
+        if (outstanding <= p->done_cap)
+                return 0;
+        done = calloc(outstanding, sizeof(HaJob));
+        if (!done)
+                return -ENOMEM;
         /* Lock order as in the workers: the queue, then the done list. */
         pthread_mutex_lock(&p->lock);
-        for (unsigned i = 0; i < p->count; i++)
-                ring[i] = p->ring[(p->head + i) % p->capacity];
-        free(p->ring);
-        p->ring = ring;
-        p->head = 0;
         pthread_mutex_lock(&p->done_lock);
-        memcpy(done, p->done, p->ndone * sizeof(HaJob));
-        free(p->done);
-        p->done = done;
-        p->capacity = capacity;
+        regrow(&p->done, done, 0, p->ndone, p->done_cap);
+        p->done_cap = outstanding;
         pthread_mutex_unlock(&p->done_lock);
         pthread_mutex_unlock(&p->lock);
         return 0;
@@ -309,7 +336,7 @@ int ha_pool_submit(HaPool *p, const HaJob *jobs, size_t n)
         if (n == 0)
                 return 0;
         pthread_mutex_lock(&p->lock);
-        if (p->outstanding + n > p->capacity) {
+        if (p->count + n > p->capacity || p->outstanding + n > p->done_cap) {
                 pthread_mutex_unlock(&p->lock);
                 return -ENOSPC;
         }
@@ -375,6 +402,48 @@ size_t ha_pool_take_completed(HaPool *p, HaJob *out, size_t max)
         p->outstanding -= (unsigned)n;
         pthread_mutex_unlock(&p->lock);
         return n;
+}
+
+size_t ha_pool_retire(HaPool *p, HaJob *out)
+{
+        size_t n;
+
+        pthread_mutex_lock(&p->lock);
+        n = p->count;
+        for (size_t i = 0; i < n; i++)
+                out[i] = p->ring[(p->head + i) % p->capacity];
+        p->count = 0;
+        p->outstanding -= (unsigned)n;
+        __atomic_store_n(&p->count_hint, 0, __ATOMIC_RELAXED);
+        p->stop = true;
+        __atomic_store_n(&p->stop_hint, true, __ATOMIC_RELAXED);
+        pthread_cond_broadcast(&p->work);
+        pthread_mutex_unlock(&p->lock);
+        return n;
+}
+
+bool ha_pool_retired(HaPool *p)
+{
+        bool all;
+
+        pthread_mutex_lock(&p->lock);
+        all = join_gone(p);     /* a worker that set gone has as good as returned */
+        pthread_mutex_unlock(&p->lock);
+        if (!all)
+                return false;
+        pthread_mutex_lock(&p->done_lock);
+        all = p->ndone == 0;
+        pthread_mutex_unlock(&p->done_lock);
+        return all;
+}
+
+void ha_pool_hold(HaPool *p, bool held)
+{
+        pthread_mutex_lock(&p->lock);
+        p->held = held;
+        if (!held && p->count > 0)
+                pthread_cond_broadcast(&p->work);
+        pthread_mutex_unlock(&p->lock);
 }
 
 void ha_pool_wait_idle(HaPool *p)

@@ -19,11 +19,13 @@ typedef struct HaPool HaPool;
  * the entry index in the low half. */
 typedef uint32_t HaJob;
 #define HA_JOB(source, idx) ((HaJob)(source) << 16 | (uint16_t)(idx))
-#define HA_JOB_SOURCE(j)    ((unsigned)((j) >> 16))
+#define HA_JOB_SOURCE(j)    ((unsigned)(((j) & ~HA_JOB_MARK) >> 16))
 #define HA_JOB_INDEX(j)     ((uint16_t)((j) & 0xffff))
 
-/* Runs on a worker thread. */
-typedef void (*ha_job_fn)(void *userdata, const HaJob *jobs, size_t n, unsigned worker);
+/* Runs on a worker thread.  It may mark a job with HA_JOB_MARK: the mark
+ * comes back with the job through ha_pool_take_completed. */
+typedef void (*ha_job_fn)(void *userdata, HaJob *jobs, size_t n, unsigned worker);
+#define HA_JOB_MARK 0x80000000u
 
 int ha_pool_new(unsigned nworkers, unsigned capacity, ha_job_fn fn, void *userdata,
                 HaPool **ret);
@@ -49,11 +51,27 @@ HaPool *ha_pool_free(HaPool *p);
  * pool must not be freed. */
 int ha_pool_stop(HaPool *p, bool drop, int wait_ms);
 
-/* Room for capacity outstanding jobs from now on (never shrinks). */
+/* Room for capacity queued and capacity outstanding jobs from now on
+ * (never shrinks). */
 int ha_pool_grow(HaPool *p, unsigned capacity);
+/* Room for n outstanding jobs (submitted, not yet taken back through
+ * ha_pool_take_completed), the queue staying as it is. */
+int ha_pool_grow_done(HaPool *p, unsigned n);
 
-/* -ENOSPC when more than capacity jobs would be outstanding. */
+/* -ENOSPC when more than the capacity would be queued (submitted, no
+ * worker has taken them), or more than the outstanding room outstanding. */
 int ha_pool_submit(HaPool *p, const HaJob *jobs, size_t n);
+
+/* The pool's end without a wait (the loop): take back every job no worker
+ * has taken, into out (room for its queue's capacity), and tell the workers
+ * to leave once their current jobs are done.  Each worker writes the
+ * eventfd as it leaves. */
+size_t ha_pool_retire(HaPool *p, HaJob *out);
+/* After ha_pool_retire: every worker has left (joined here, at once) and
+ * every completion was taken.  Never waits. */
+bool ha_pool_retired(HaPool *p);
+/* Held: the workers leave queued jobs where they are until released. */
+void ha_pool_hold(HaPool *p, bool held);
 
 /* Readable when completions are waiting. */
 int ha_pool_fd(HaPool *p);

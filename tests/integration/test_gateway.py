@@ -14,6 +14,7 @@ import signal
 import struct
 import subprocess
 import tempfile
+import threading
 import unittest
 
 import harness
@@ -91,7 +92,7 @@ def executor(d, name):
     raise AssertionError('no executor %r in stats' % name)
 
 
-class GatewayTest(unittest.TestCase):
+class GatewayBase(unittest.TestCase):
 
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix='hyperamp-gw-')
@@ -108,6 +109,9 @@ class GatewayTest(unittest.TestCase):
         code, out, err = d.ctl('submit', '-s', str(service), data)
         self.assertEqual(code, rc, err)
         return out, err
+
+
+class GatewayTest(GatewayBase):
 
     def test_freertos_encrypt(self):
         self.zone.start('freertos-b')
@@ -240,24 +244,29 @@ class GatewayTest(unittest.TestCase):
             self.assertEqual(executor(d, 'rtos')['state'], 'ready')
 
     def test_pending_fifo_is_bounded(self):
-        """max_pending bounds what waits for the zone: past it E_BUSY, at
-        once; the rest are answered once each (here E_TIMEOUT, code 4)."""
+        """max_pending bounds what waits for the zone, besides the one
+        request at the peer: past it E_BUSY, at once; the rest are answered
+        once each (here E_TIMEOUT, code 4)."""
         self.zone.start('mute')
         with self.daemon(self.zone.config('linux', [1], timeout_ms=300, max_pending=2)) as d:
             with d.client(timeout=scaled(30)) as c:
-                for i in range(3):
+                c.send(request('submit', id=0, params={'service': 1}), b'hello')
+                wait_until(lambda: executor(d, 'rtos')['state'] == 'busy', 10,
+                           'the first request at the peer')
+                for i in range(1, 4):
                     c.send(request('submit', id=i, params={'service': 1}), b'hello')
                 replies = {}
-                for _ in range(3):
+                for _ in range(4):
                     rep, data = c.recv_frame()
                     replies[rep['id']] = rep
                     self.assertEqual(data, b'')
-            self.assertEqual(replies[2]['error']['code'], 'E_BUSY')
-            for i in (0, 1):
+            self.assertEqual(replies[3]['error']['code'], 'E_BUSY')
+            for i in (0, 1, 2):
                 self.assertEqual((replies[i]['result']['status'], replies[i]['result']['code']),
                                  ('E_TIMEOUT', 4))
             x = executor(d, 'rtos')
-            self.assertEqual((x['refused'], x['timeouts'], x['in_flight']), (1, 2, 0))
+            self.assertEqual((x['refused'], x['timeouts'], x['in_flight'], x['queued']),
+                             (1, 3, 0, 0))
 
     def test_shutdown_with_a_dead_zone(self):
         """SIGTERM while a request waits on a zone that never answers (60 s
@@ -348,6 +357,207 @@ class GatewayTest(unittest.TestCase):
             x = executor(d2, 'rtos')
             self.assertEqual((x['adopted'], x['resyncs'], x['late_answers']), (1, 0, 1))
             self.assertEqual(self.zone.header()[0], MARK_IDLE)
+
+
+class Load:
+    """Submits from a client of their own, a few at a time, for as long as
+    the with-block runs: each must be answered exactly once, SUCCESS, with
+    one of the outputs allowed for its service ({service: {payload:
+    {allowed outputs}}}).  Errors are kept and raised at the end."""
+
+    WINDOW = 4
+
+    def __init__(self, d, jobs):
+        self.d = d
+        self.jobs = [(svc, data, outs) for svc, by in jobs.items() for data, outs in by.items()]
+        self.stop = threading.Event()
+        self.errors = []
+        self.sent = self.answered = 0
+        self.thread = threading.Thread(target=self.run)
+
+    def __enter__(self):
+        self.thread.start()
+        # Under way before the test acts.
+        wait_until(lambda: self.answered >= 20 or self.errors, 30, 'the load to start')
+        return self
+
+    def run(self):
+        pending = {}
+        try:
+            with self.d.client(timeout=scaled(60)) as c:
+                while not self.stop.is_set() or pending:
+                    while not self.stop.is_set() and len(pending) < self.WINDOW:
+                        svc, data, outs = self.jobs[self.sent % len(self.jobs)]
+                        c.send(request('submit', id=self.sent, params={'service': svc}), data)
+                        pending[self.sent] = (svc, outs)
+                        self.sent += 1
+                    rep, out = c.recv_frame()
+                    rid = rep.get('id')
+                    if rid not in pending:
+                        raise AssertionError('reply to %r: not pending (twice?) %r' % (rid, rep))
+                    svc, outs = pending.pop(rid)
+                    status = rep.get('result', {}).get('status') or rep.get('error', {})
+                    if status != 'SUCCESS' or out not in outs:
+                        raise AssertionError('request %d (service %d): %r %r' % (rid, svc, rep,
+                                                                                out))
+                    self.answered += 1
+        except Exception as e:          # noqa: BLE001 (raised in the test's thread)
+            self.errors.append(e)
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(scaled(120))
+        if exc[0] is None:
+            if self.thread.is_alive():
+                raise AssertionError('the load did not finish')
+            if self.errors:
+                raise self.errors[0]
+            if self.answered != self.sent:
+                raise AssertionError('%d sent, %d answered' % (self.sent, self.answered))
+        return False
+
+
+# Where encrypt and echo run, the results they may give: the FreeRTOS
+# zone's XOR 0x5A or the local (Linux) cipher.
+ENCRYPT_ANYWHERE = {1: {b'hello': {XOR5A_HELLO, LINUX_HELLO}}, 66: {b'echo': {b'echo'}}}
+
+
+class ReloadTest(GatewayBase):
+    """Issue 12: a reload adds, changes and removes remote zones, while a
+    client of its own keeps submitting (Load): no request lost or answered
+    twice."""
+
+    def reload(self, d, zones, rc=0, **config):
+        with open(d.config_path, 'w') as f:
+            json.dump(dict(d.config, remote_zones=zones, **config), f)
+        code, out, err = d.ctl('reload')
+        self.assertEqual(code, rc, (out, err))
+        return out.decode(errors='replace') + err
+
+    def runs_on(self, d, sid):
+        return {s['id']: s for s in d.ctl_json('services')['services']}[sid]['runs_on']
+
+    def executors(self, d):
+        return {x['name']: x['state'] for x in d.stats()['executors']}
+
+    def test_add_then_remove(self):
+        self.zone.start('freertos-b')
+        with self.daemon() as d, Load(d, ENCRYPT_ANYWHERE) as load:
+            self.assertEqual(self.submit(d, 'encrypt', 'hello')[0], LINUX_HELLO)
+            self.assertEqual(self.runs_on(d, 1), 'local')
+            out = self.reload(d, [self.zone.config('freertos', [1, 12])])
+            self.assertIn('remote_zones', out)         # applied, not "needs a restart"
+            self.assertNotIn('needs a restart: remote_zones', out)
+            # At once: services, stats and the next submit.
+            self.assertEqual(self.runs_on(d, 1), 'rtos')
+            self.assertIn(self.executors(d)['rtos'], ('ready', 'busy'))
+            self.assertEqual(self.submit(d, 'encrypt', 'hello')[0], XOR5A_HELLO)
+            wait_until(lambda: executor(d, 'rtos')['requests'] >= 10, 30,
+                       'the load to reach the zone')
+            self.reload(d, [])
+            self.assertEqual(self.runs_on(d, 1), 'local')
+            self.assertEqual(self.submit(d, 'encrypt', 'hello')[0], LINUX_HELLO)
+            # An id only the zone had: nothing serves it now.
+            _, err = self.submit(d, '12', 'x', rc=4)
+            self.assertIn('NOT_EXITS', err)
+            wait_until(lambda: 'rtos' not in self.executors(d), 30, 'the zone to retire')
+            # And back: the executor id was free again.
+            self.reload(d, [self.zone.config('freertos', [1])])
+            self.assertEqual(self.submit(d, 'encrypt', 'hello')[0], XOR5A_HELLO)
+            self.assertIn("executor 'rtos' (id 1) retired", d.log())
+        self.assertGreater(load.answered, 20)
+
+    def test_remove_with_a_request_at_the_peer(self):
+        """The request at the peer finishes there (this peer holds its
+        answer half-written for a while); those queued behind it run where
+        the service routes now (the local pool); each answered once."""
+        self.zone.start('result-first', '--hold-ms', str(int(scaled(5000))))
+        zone = self.zone.config('linux', [1], timeout_ms=int(scaled(20000)))
+        with self.daemon(zone) as d, d.client(timeout=scaled(60)) as c:
+            c.send(request('submit', id=0, params={'service': 1}), b'hello')
+            wait_until(lambda: executor(d, 'rtos')['state'] == 'busy', 10,
+                       'the request at the peer')
+            for i in range(1, 4):
+                c.send(request('submit', id=i, params={'service': 1}), b'hello')
+            wait_until(lambda: executor(d, 'rtos')['queued'] == 3, 10, 'three queued')
+            # Local services only: this peer takes seconds per request.
+            with Load(d, {66: {b'echo': {b'echo'}}, 2: {LINUX_HELLO: {b'hello'}}}) as load:
+                self.reload(d, [])
+                self.assertEqual(self.executors(d)['rtos'], 'retiring')
+                replies = {}
+                for _ in range(4):
+                    rep, data = c.recv_frame()
+                    self.assertNotIn(rep['id'], replies)
+                    replies[rep['id']] = (rep['result']['status'], data)
+                self.assertEqual(replies, {i: ('SUCCESS', LINUX_HELLO) for i in range(4)})
+                wait_until(lambda: 'rtos' not in self.executors(d), 30, 'the zone to retire')
+            log = d.log()
+        self.assertIn("executor 'rtos' (id 1) retiring: 3 queued jobs", log)
+        self.assertIn("executor 'rtos' (id 1) retired: 1 jobs completed", log)
+        self.assertGreater(load.answered, 20)
+
+    def test_change_keys(self):
+        """Same name, other keys: the old executor retires, a new one takes
+        its services (decrypt now too), starting once the old has ended."""
+        self.zone.start('freertos-b')
+        with self.daemon(self.zone.config('freertos', [1])) as d, \
+                Load(d, ENCRYPT_ANYWHERE) as load:
+            self.assertEqual(self.submit(d, 'encrypt', 'hello')[0], XOR5A_HELLO)
+            self.reload(d, [self.zone.config('freertos', [1, 2], timeout_ms=3000)])
+            self.assertEqual(self.runs_on(d, 2), 'rtos')
+            self.assertEqual(self.submit(d, 'decrypt', XOR5A_HELLO.decode('latin-1'))[0],
+                             b'hello')
+            self.assertEqual(self.submit(d, 'encrypt', 'hello')[0], XOR5A_HELLO)
+            wait_until(lambda: list(self.executors(d).values()).count('ready') == 2, 30,
+                       'the old executor to retire')
+            log = d.log()
+            self.assertIn("remote zone 'rtos' changed by the reload", log)
+            # One owner of the queue at a time: the new one waited.
+            self.assertIn("remote zone 'rtos': its jobs wait until the zone it replaces has "
+                          "retired", log)
+            self.assertIn("remote zone 'rtos': its predecessor has retired, starting", log)
+        self.assertGreater(load.answered, 20)
+
+    def test_unchanged_zone_is_left_alone(self):
+        """A reload that touches another key (or another zone) leaves a
+        zone's request at its peer alone."""
+        self.zone.start('result-first', '--hold-ms', str(int(scaled(1000))))
+        zone = self.zone.config('linux', [1], timeout_ms=int(scaled(20000)))
+        with self.daemon(zone) as d, Load(d, {66: {b'echo': {b'echo'}}}) as load:
+            ctl = subprocess.Popen([*harness.EXE_WRAPPER, harness.HYPERAMPCTL, '--socket',
+                                    d.socket_path, 'submit', '-s', 'encrypt', 'hello'],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            wait_until(lambda: executor(d, 'rtos')['state'] == 'busy', 10, 'a request at the peer')
+            self.reload(d, [zone], client_timeout_ms=123456)
+            self.assertEqual(self.executors(d), {'local': 'ready', 'rtos': 'busy'})
+            out, err = ctl.communicate(timeout=scaled(30))
+            self.assertEqual((ctl.returncode, out), (0, LINUX_HELLO), err)
+            self.assertEqual((executor(d, 'rtos')['requests'], executor(d, 'rtos')['timeouts']),
+                             (1, 0))
+            self.assertNotIn('retiring', d.log())
+        self.assertGreater(load.answered, 20)
+
+    def test_bad_remote_config_is_refused(self):
+        """A zone that cannot be set up, or a bad key, refuses the reload:
+        the running zones stay as they were."""
+        self.zone.start('freertos-b')
+        with self.daemon(self.zone.config('freertos', [1])) as d, \
+                Load(d, ENCRYPT_ANYWHERE) as load:
+            two = Zone(self.tmp, name='two')        # can be set up: it is, then undone
+            other = Zone(self.tmp, name='other')
+            bad = dict(other.config('linux', [3]), shm_config=os.path.join(self.tmp, 'no'))
+            out = self.reload(d, [self.zone.config('freertos', [1]), two.config('linux', [2]),
+                                  bad], rc=1)
+            self.assertIn("remote zone 'other' cannot be set up", out)
+            out = self.reload(d, [dict(self.zone.config('freertos', [1]), timeout_ms=0)], rc=1)
+            self.assertIn('timeout_ms', out)
+            self.assertEqual(self.runs_on(d, 2), 'local')
+            self.assertEqual(self.runs_on(d, 1), 'rtos')
+            self.assertEqual(self.submit(d, 'encrypt', 'hello')[0], XOR5A_HELLO)
+            # The zone set up before the failure was retired again, never routed.
+            wait_until(lambda: 'two' not in self.executors(d), 30, 'the undone zone to go')
+            self.assertIn("executor 'two' (id 2) retired: 0 jobs completed", d.log())
+        self.assertGreater(load.answered, 20)
 
 
 if __name__ == '__main__':

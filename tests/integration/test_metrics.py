@@ -230,7 +230,7 @@ class MetricsTest(unittest.TestCase):
             self.assertEqual(local, {'name': 'local', 'kind': 'local', 'state': 'ready',
                                      'threads': o['workers']['count'],
                                      'capacity': local['capacity'], 'in_flight': 0,
-                                     'completed': 0, 'refused': 0})
+                                     'queued': 0, 'completed': 0, 'refused': 0})
             sock, zone = o['sources']
             self.assertEqual(sock, {'name': 'socket', 'kind': 'socket', 'submitted': 0,
                                     'completed': 0, 'failed': 0})

@@ -60,11 +60,16 @@ static void set_released(bool v)
 
 /* A job holds its thread until the test lets go, then runs echo through
  * its executor. */
+static unsigned rt_started;
+static Src seq, rt, bt;
+
 static enum ha_result src_run(void *ctx, uint16_t idx, const HaRun *run)
 {
         uint8_t buf[4] = { 1, 2, 3, 4 };
-        (void)ctx, (void)idx;
+        (void)idx;
 
+        if (ctx == &rt || ctx == &bt)
+                __atomic_fetch_add(&rt_started, 1, __ATOMIC_RELAXED);
         wait_release();
         return ha_run_call(run, ECHO, buf, sizeof(buf));
 }
@@ -123,6 +128,31 @@ static const HaExecutorOps remote_ops = {
         .kind = "v1", .remote = true, .call = remote_call, .state = remote_state,
 };
 
+/* Zones added and retired at run time: each counts its calls and its
+ * release (the engine frees it once it has ended). */
+typedef struct Zctx {
+        unsigned calls, released;
+} Zctx;
+
+static enum ha_result zone_call(void *ctx, uint16_t service, uint8_t *buf, uint32_t len,
+                                unsigned worker)
+{
+        Zctx *z = ctx;
+        (void)service, (void)buf, (void)len, (void)worker;
+
+        __atomic_fetch_add(&z->calls, 1, __ATOMIC_RELAXED);
+        return HA_RESULT_SUCCESS;
+}
+
+static void zone_release(void *ctx)
+{
+        ((Zctx *)ctx)->released++;
+}
+
+static const HaExecutorOps zone_ops = {
+        .kind = "v1", .remote = true, .call = zone_call, .release = zone_release,
+};
+
 static int socket_result = -1;
 static uint8_t socket_data[16];
 
@@ -162,6 +192,31 @@ static void loop_until(bool (*done)(void))
 
 static Src srcs[NSRC];
 static Src small;
+static HaEngine *engine;
+
+static unsigned answered(const Src *s)
+{
+        return s->completed + s->failed;
+}
+
+/* Entries 0..n-1 each answered exactly once, failed of them through fail(). */
+static void check_once(const Src *s, unsigned n, unsigned failed)
+{
+        CHECK_EQ(s->completed, n - failed);
+        CHECK_EQ(s->failed, failed);
+        for (unsigned k = 0; k < n; k++)
+                CHECK_EQ(s->answers[k], 1);
+}
+
+static bool seq_done(void)
+{
+        return answered(&seq) == 2;
+}
+
+static bool rt_done(void)
+{
+        return answered(&rt) == 4;
+}
 
 static bool all_done(void)
 {
@@ -216,14 +271,15 @@ static double loop_jobs(HaEngine *e)
         return n;
 }
 
-/* Workers go to sleep on their own, with no event to wait for: poll,
- * spinning briefly, then backing off up to 10 ms, for at most 30 s. */
-static bool wait_asleep(HaEngine *e)
+/* Poll for a condition that has no event to wait for, without running
+ * the loop: spinning briefly, then backing off up to 10 ms, for at most
+ * 30 s. */
+static bool poll_until(bool (*ok)(const void *), const void *arg)
 {
         struct timespec ts = { 0, 0 };
 
         for (unsigned i = 0; i < 100000; i++) {
-                if (ha_engine_workers_asleep(e))
+                if (ok(arg))
                         return true;
                 if (i < 1000)
                         continue;
@@ -232,6 +288,230 @@ static bool wait_asleep(HaEngine *e)
                 nanosleep(&ts, NULL);
         }
         return false;
+}
+
+static bool asleep_p(const void *e)
+{
+        return ha_engine_workers_asleep((HaEngine *)e);
+}
+
+/* Workers go to sleep on their own. */
+static bool wait_asleep(HaEngine *e)
+{
+        return poll_until(asleep_p, e);
+}
+
+static unsigned count_wanted;
+
+static bool count_p(const void *v)
+{
+        return __atomic_load_n((const unsigned *)v, __ATOMIC_RELAXED) >= count_wanted;
+}
+
+/* Wait for *v to reach n while the loop lags behind (does not run). */
+static bool wait_count(const unsigned *v, unsigned n)
+{
+        count_wanted = n;
+        return poll_until(count_p, v);
+}
+
+/* An executor's element of the stats, as JSON (NULL: none by that name);
+ * the caller deletes *root. */
+static cJSON *executor_json(HaEngine *e, const char *name, cJSON **root)
+{
+        cJSON *x;
+
+        *root = engine_stats(e);
+        cJSON_ArrayForEach(x, cJSON_GetObjectItemCaseSensitive(*root, "executors"))
+                if (strcmp(cJSON_GetObjectItemCaseSensitive(x, "name")->valuestring, name) == 0)
+                        return x;
+        return NULL;
+}
+
+static const char *state_of(HaEngine *e, const char *name, char *buf, size_t len)
+{
+        cJSON *root, *x = executor_json(e, name, &root);
+
+        snprintf(buf, len, "%s",
+                 x ? cJSON_GetObjectItemCaseSensitive(x, "state")->valuestring : "(none)");
+        cJSON_Delete(root);
+        return buf;
+}
+
+static double queued_on(HaEngine *e, const char *name)
+{
+        cJSON *root, *x = executor_json(e, name, &root);
+        double n = x ? cJSON_GetObjectItemCaseSensitive(x, "queued")->valuedouble : -1;
+
+        cJSON_Delete(root);
+        return n;
+}
+
+/* No executor is retiring any more. */
+static bool retired_p(void)
+{
+        cJSON *x, *root = engine_stats(engine);
+        bool none = true;
+
+        cJSON_ArrayForEach(x, cJSON_GetObjectItemCaseSensitive(root, "executors"))
+                if (strcmp(cJSON_GetObjectItemCaseSensitive(x, "state")->valuestring,
+                           "retiring") == 0)
+                        none = false;
+        cJSON_Delete(root);
+        return none;
+}
+
+/* The jobs a held executor keeps queued (-1: none held). */
+static double held_queued(void)
+{
+        cJSON *x, *root = engine_stats(engine);
+        double n = -1;
+
+        cJSON_ArrayForEach(x, cJSON_GetObjectItemCaseSensitive(root, "executors"))
+                if (strcmp(cJSON_GetObjectItemCaseSensitive(x, "state")->valuestring,
+                           "waiting-predecessor") == 0)
+                        n = cJSON_GetObjectItemCaseSensitive(x, "queued")->valuedouble;
+        cJSON_Delete(root);
+        return n;
+}
+
+static bool held_two_p(void)
+{
+        return held_queued() == 2;
+}
+
+/* A strictly sequential client whose answer comes before the loop has
+ * taken the completion: with room for one job, its next job is taken (it
+ * was refused -EBUSY while the queue count waited for the loop). */
+static unsigned seq_exec;
+
+static void test_sequential_client(HaEngine *e)
+{
+        static Zctx z;
+        HaJobReq r = { 0, 220, 0 };
+        unsigned id;
+
+        CHECK_EQ(ha_engine_add_executor(e, &zone_ops, &z, "seq", 1, 1, &id), 0);
+        seq_exec = id;
+        CHECK_EQ(ha_engine_route(e, 220, id), 0);
+        set_released(true);
+        ha_engine_dispatch(e, seq.id, &r, 1);
+        CHECK(wait_count(&z.calls, 1));         /* answered; the loop has not run */
+        r.idx = 1;
+        ha_engine_dispatch(e, seq.id, &r, 1);
+        loop_until(seq_done);
+        CHECK_EQ(seq.failed, 0);
+        CHECK_EQ(seq.completed, 2);
+        CHECK_EQ(z.calls, 2);
+        CHECK_EQ(ha_engine_retire(e, id), 0);
+}
+
+/* A zone retired with a job running and two queued, replaced by one of the
+ * same name: the running job finishes where it is, the queued ones go to
+ * the successor, which holds them until the old one has ended; every job
+ * is answered once, the counts stay, the id is reused only after. */
+static void test_retire(HaEngine *e)
+{
+        static Zctx old, next, later;
+        HaRemoteZoneConfig zone = { .name = "zc", .protocol = HA_PROTOCOL_V1,
+                                    .mem = "/x", .shm_config = "/y" };
+        HaJobReq r[] = { { 0, 2, 0 }, { 1, 2, 0 }, { 2, 2, 0 } };
+        double before = svc_requests(e, 2);
+        unsigned a, b, c;
+
+        engine = e;
+        char st[32];
+        cJSON *o;
+
+        CHECK_EQ(ha_engine_add_executor(e, &zone_ops, &old, "zc", 1, 4, &a), 0);
+        CHECK_EQ(ha_engine_start_zone(e, a, &zone), 0);
+        CHECK_EQ(ha_engine_route(e, 2, a), 0);
+        set_released(false);
+        ha_engine_dispatch(e, rt.id, r, 1);
+        CHECK(wait_count(&rt_started, 1));      /* one runs, two wait */
+        ha_engine_dispatch(e, rt.id, r + 1, 2);
+        CHECK_EQ(queued_on(e, "zc"), 2);
+
+        CHECK_EQ(ha_engine_add_executor(e, &zone_ops, &next, "zc", 1, 4, &b), 0);
+        CHECK(b != a);
+        CHECK_EQ(ha_engine_retire(e, a), 0);
+        CHECK_EQ(ha_engine_retire(e, a), -EINVAL);
+        CHECK_EQ(ha_engine_route(e, 2, a), -EINVAL);
+        CHECK_EQ(ha_engine_route_of(e, 2), HA_EXECUTOR_LOCAL);
+        CHECK_EQ(ha_engine_start_zone(e, b, &zone), 0);
+        CHECK_EQ(ha_engine_route(e, 2, b), 0);
+        CHECK(strcmp(state_of(e, "zc", st, sizeof(st)), "retiring") == 0);
+        /* The two queued jobs move to the successor, which holds them. */
+        loop_until(held_two_p);
+        CHECK_EQ(held_queued(), 2);
+        CHECK_EQ(__atomic_load_n(&rt_started, __ATOMIC_RELAXED), 1);
+        o = cJSON_CreateObject();
+        ha_engine_route_json(e, 2, o);
+        CHECK(strcmp(cJSON_GetObjectItemCaseSensitive(o, "executor_state")->valuestring,
+                     "waiting-predecessor") == 0);
+        cJSON_Delete(o);
+        CHECK_EQ(answered(&rt), 0);
+        CHECK_EQ(old.released, 0);
+
+        /* A new job for a third zone while a is retiring: not a's id. */
+        CHECK_EQ(ha_engine_add_executor(e, &zone_ops, &later, "zl", 1, 4, &c), 0);
+        CHECK(c != a);
+        CHECK_EQ(ha_engine_retire(e, c), 0);
+
+        set_released(true);
+        {
+                HaJobReq r4 = { 3, 2, 0 };
+
+                ha_engine_dispatch(e, rt.id, &r4, 1);
+        }
+        loop_until(rt_done);
+        loop_until(retired_p);
+        check_once(&rt, 4, 0);
+        CHECK_EQ(old.calls, 1);
+        CHECK_EQ(next.calls, 3);
+        CHECK_EQ(old.released, 1);
+        CHECK_EQ(later.released, 1);
+        CHECK_EQ(svc_requests(e, 2), before + 4);     /* the retired one's count too */
+        CHECK_EQ(ha_engine_retire(e, b), 0);
+        loop_until(retired_p);
+        CHECK_EQ(next.released, 1);
+        CHECK_EQ(svc_requests(e, 2), before + 4);
+        CHECK(strcmp(state_of(e, "zc", st, sizeof(st)), "(none)") == 0);
+        /* Ended: their ids are free again, the lowest first. */
+        CHECK_EQ(ha_engine_add_executor(e, &zone_ops, &later, "zl", 1, 4, &c), 0);
+        CHECK_EQ(c, seq_exec);
+        CHECK_EQ(ha_engine_add_executor(e, &zone_ops, &later, "zl2", 1, 4, &c), 0);
+        CHECK_EQ(c, a);
+}
+
+static bool bt_done(void)
+{
+        return answered(&bt) == 3;
+}
+
+/* Jobs its thread took in one batch but had not started when the zone was
+ * retired: they run where the service routes now (the local pool). */
+static void test_retire_batch(HaEngine *e)
+{
+        static Zctx z;
+        HaJobReq r[] = { { 0, 2, 0 }, { 1, 2, 0 }, { 2, 2, 0 } };
+        unsigned id;
+
+        CHECK_EQ(ha_engine_add_executor(e, &zone_ops, &z, "zb", 1, 4, &id), 0);
+        CHECK_EQ(ha_engine_route(e, 2, id), 0);
+        set_released(false);
+        __atomic_store_n(&rt_started, 0, __ATOMIC_RELAXED);
+        ha_engine_dispatch(e, bt.id, r, 3);     /* one submit: one batch */
+        CHECK(wait_count(&rt_started, 1));
+        CHECK_EQ(queued_on(e, "zb"), 2);
+        CHECK_EQ(ha_engine_retire(e, id), 0);
+        set_released(true);
+        loop_until(bt_done);
+        loop_until(retired_p);
+        check_once(&bt, 3, 0);
+        CHECK_EQ(z.calls, 1);
+        CHECK_EQ(z.released, 1);
+        CHECK_EQ(ha_engine_route_of(e, 2), HA_EXECUTOR_LOCAL);
 }
 
 /* Who runs a socket job: the loop for a small quick local one while every
@@ -335,10 +615,7 @@ int main(void)
         CHECK_EQ(small.failed, 0);      /* never from inside the dispatch */
         set_released(true);
         loop_until(small_done);
-        CHECK_EQ(small.completed, 2);
-        CHECK_EQ(small.failed, 2);
-        for (unsigned k = 0; k < 4; k++)
-                CHECK_EQ(small.answers[k], 1);
+        check_once(&small, 4, 2);
         CHECK_EQ(__atomic_load_n(&remote_calls, __ATOMIC_RELAXED), 2);
 
         /* services shows where each id runs. */
@@ -371,6 +648,16 @@ int main(void)
 
         test_loop_policy(e, q, payload);
 
+        seq.answers = calloc(2, 1);
+        rt.answers = calloc(4, 1);
+        CHECK_EQ(ha_engine_add_source(e, &src_ops, &seq, "seq", 2, &seq.id), 0);
+        CHECK_EQ(ha_engine_add_source(e, &src_ops, &rt, "rt", 4, &rt.id), 0);
+        test_sequential_client(e);
+        test_retire(e);
+        bt.answers = calloc(3, 1);
+        CHECK_EQ(ha_engine_add_source(e, &src_ops, &bt, "bt", 3, &bt.id), 0);
+        test_retire_batch(e);
+
         CHECK_EQ(ha_engine_stop(e, false), 0);
         ha_engine_free(e);
         ha_sockq_free(q);
@@ -378,6 +665,9 @@ int main(void)
         for (unsigned i = 0; i < NSRC; i++)
                 free(srcs[i].answers);
         free(small.answers);
+        free(seq.answers);
+        free(rt.answers);
+        free(bt.answers);
         event_base_free(base);
         return check_done("engine");
 }

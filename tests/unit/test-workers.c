@@ -13,7 +13,7 @@
 
 static unsigned runs[CAP];
 
-static void job(void *userdata, const HaJob *jobs, size_t n, unsigned worker)
+static void job(void *userdata, HaJob *jobs, size_t n, unsigned worker)
 {
         (void)userdata;
         (void)worker;
@@ -27,7 +27,7 @@ static pthread_cond_t stuck_cond = PTHREAD_COND_INITIALIZER;
 static bool stuck_entered, stuck_released;
 static unsigned stuck_runs;
 
-static void stuck_job(void *userdata, const HaJob *jobs, size_t n, unsigned worker)
+static void stuck_job(void *userdata, HaJob *jobs, size_t n, unsigned worker)
 {
         (void)userdata, (void)jobs, (void)worker;
         pthread_mutex_lock(&stuck_lock);
@@ -67,7 +67,7 @@ static pthread_mutex_t gate_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t gate_cond = PTHREAD_COND_INITIALIZER;
 static bool gate_open;
 
-static void gated_job(void *userdata, const HaJob *jobs, size_t n, unsigned worker)
+static void gated_job(void *userdata, HaJob *jobs, size_t n, unsigned worker)
 {
         pthread_mutex_lock(&gate_lock);
         while (!gate_open)
