@@ -348,7 +348,7 @@ static int remote_start(Daemon *d)
                 if (z->protocol == HA_PROTOCOL_V2)
                         r = ha_remote_v2_open(z, HA_V2_BULK_MAX, &d->v2[i]);
                 else
-                        r = ha_remote_v1_new(z, &d->remote[i]);
+                        r = ha_remote_v1_new(z, cfg_of(d)->shm_name, &d->remote[i]);
                 if (r < 0)
                         return r;
                 if (z->protocol == HA_PROTOCOL_V2)
