@@ -161,7 +161,8 @@ static int remote_open(Daemon *d, const HaRemoteZoneConfig *z, unsigned *id)
         HaRemoteV2 *r2 = NULL;
         int r;
 
-        r = v2 ? ha_remote_v2_open(z, HA_V2_BULK_MAX, &r2) : ha_remote_v1_new(z, &r1);
+        r = v2 ? ha_remote_v2_open(z, HA_V2_BULK_MAX, &r2) :
+                 ha_remote_v1_new(z, cfg_of(d)->shm_name, &r1);
         if (r < 0)
                 return r;
         r = ha_engine_add_executor(d->engine, v2 ? &ha_executor_v2 : &ha_executor_remote_v1,

@@ -549,15 +549,15 @@ int ha_engine_add_executor(HaEngine *e, const HaExecutorOps *ops, void *ctx, con
         return 0;
 }
 
-/* Held executors that waited only for x start. */
-static void release_waiters(HaEngine *e, const Executor *x)
+/* Held executors that waited only for executor id start. */
+static void release_waiters(HaEngine *e, unsigned id)
 {
         for (unsigned i = 0; i < e->nexec; i++) {
                 Executor *w = e->exec[i];
 
-                if (!w || !(w->waits_for & (UINT32_C(1) << x->id)))
+                if (!w || !(w->waits_for & (UINT32_C(1) << id)))
                         continue;
-                w->waits_for &= ~(UINT32_C(1) << x->id);
+                w->waits_for &= ~(UINT32_C(1) << id);
                 if (!w->waits_for) {
                         ha_pool_hold(w->pool, false);
                         log_info("remote zone '%s': its predecessor has retired, starting",
@@ -623,8 +623,10 @@ static void retire_cb(evutil_socket_t fd, short what, void *userdata)
                          (unsigned long long)x->completed);
                 fold_counts(e, x);
                 e->exec[i] = NULL;
-                release_waiters(e, x);
+                /* Freed first: what it holds (a zone's record, its lock)
+                 * is let go before a successor's thread can want it. */
                 executor_free(e, x);
+                release_waiters(e, i);
         }
         while (e->nexec > 0 && !e->exec[e->nexec - 1])
                 e->nexec--;

@@ -48,6 +48,23 @@ typedef struct HaEngine HaEngine;
  * zone reached over shared memory ("v1", "v2") that does a blocking
  * stop-and-wait round trip bounded by its own timeout.
  */
+/*
+ * Who a job is, for an executor that keeps its request across a daemon
+ * crash (remote_v1.c): the same for a zone lease's job as taken and as run
+ * again by the next daemon's recovery (zones.c), different for every
+ * other job.  Compared whole (memcmp): no padding.
+ */
+typedef struct HaJobKey {
+        uint64_t ino;                   /* the lease memfd's inode */
+        uint32_t pid;                   /* its client */
+        uint32_t pos;                   /* the ring position of the take */
+        uint32_t seq;                   /* the entry's completion count at the take */
+        uint16_t idx;                   /* the entry */
+        uint16_t zero;
+        uint32_t offset, length;        /* its data in the lease's pool */
+} HaJobKey;
+_Static_assert(sizeof(HaJobKey) == 32, "a job key has no padding");
+
 typedef struct HaExecutorOps {
         const char *kind;               /* "local", "v1", "v2" */
         /* Never given a client's or device memory buffer, only a private
@@ -57,6 +74,9 @@ typedef struct HaExecutorOps {
          * transform buf[0..len) in place, same length.  Bounded in time. */
         enum ha_result (*call)(void *ctx, uint16_t service, uint8_t *buf, uint32_t len,
                                unsigned worker);
+        /* Optional: call, for a job with a key (HaRun.key). */
+        enum ha_result (*call_key)(void *ctx, uint16_t service, uint8_t *buf, uint32_t len,
+                                   unsigned worker, const HaJobKey *key);
         /* Loop: its counters, into its `executors[]` element, through the
          * sink (stats.h; docs/ARCHITECTURE.md).  Optional. */
         void (*stats)(void *ctx, HaStats *s);
@@ -76,12 +96,15 @@ typedef struct HaRun {
         void *ctx;
         unsigned worker;                /* the thread within the executor */
         uint64_t since;                 /* a poll: when it began (ha_now_ns()) */
+        const HaJobKey *key;            /* set by a source whose jobs have one */
 } HaRun;
 
 /* Run the service on the job's executor (from a source's run()). */
 static inline enum ha_result ha_run_call(const HaRun *run, uint16_t service, uint8_t *buf,
                                          uint32_t len)
 {
+        if (run->key && run->ops->call_key)
+                return run->ops->call_key(run->ctx, service, buf, len, run->worker, run->key);
         return run->ops->call(run->ctx, service, buf, len, run->worker);
 }
 

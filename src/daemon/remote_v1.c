@@ -11,10 +11,12 @@
 
 #include "backoff.h"
 #include "devmem.h"
+#include "fault.h"
 #include "hist.h"
 #include "hvcfg.h"
 #include "log.h"
 #include "physmem.h"
+#include "privshm.h"
 #include "queue.h"
 #include "remote_stats.h"
 #include "remote_v1.h"
@@ -31,6 +33,8 @@
 #define DOWN_PROBE_NS 1000000u          /* how long a down zone is given */
 #define CANARY_CHECK 8                  /* bytes of it looked at per check */
 #define CHANGE_EVERY 64                 /* spin turns per look at the header */
+#define PARK_MIN_NS 60000000000ull      /* an unclaimed recovered answer: kept at least */
+#define PARK_TIMEOUTS 10                /* or this many timeout_ms, if longer */
 
 /* hvisor.ko (hvisor-tool include/hvisor.h): the shm signal is the plain
  * request number 10 with a 24-byte argument; the zone list is
@@ -52,6 +56,12 @@ static const char canary[PAYLOAD_START] =
           "Root queues taken over as a previous run left them")                         \
         X(late_answers, "late_answers", "remote_late_answers", "",                      \
           "Answers to timed-out requests, dropped")                                     \
+        X(recovered_answers, "recovered_answers", "remote_recovered_answers", "",       \
+          "Answers to a dead run's request delivered to its resumed lease client")      \
+        X(parked_answers, "parked_answers", "remote_parked_answers", "",                \
+          "Answers to a dead run's request kept for its lease client")                  \
+        X(unclaimed_answers, "unclaimed_answers", "remote_unclaimed_answers", "",       \
+          "Kept answers no lease client claimed in time, dropped")                      \
         X(rings, "rings", "remote_rings", "", "Doorbells rung")                         \
         X(rerings, "rerings", "remote_rerings", "", "Doorbells rung again at half the timeout") \
         X(reasserts, "reasserts", "remote_reasserts", "",                               \
@@ -83,9 +93,43 @@ typedef struct RemoteCounters {
 
 typedef struct Record {                 /* what we wrote: never re-read as truth */
         bool active;
+        bool keyed;                     /* a dead run's, for the lease job of key */
         uint16_t k, service;
         uint32_t offset, length;
+        HaJobKey key;
 } Record;
+
+/*
+ * The executor's own record, in a private shm object that outlives a crash
+ * (privshm.h): the request at the peer (written by publish, before the
+ * entry) and the answer to a dead run's request kept for its lease client
+ * (with its bytes at KEEP_DATA).  Only this executor writes it; it is
+ * checked anyway when read back.  docs/gateway.md, "When the daemon dies".
+ */
+#define KEEP_MAGIC 0x4b50315au          /* "Z1PK" */
+#define KEEP_VERSION 1
+#define KEEP_DATA 4096u
+enum { KEEP_NONE, KEEP_OUT, KEEP_PARKED };
+
+typedef struct Keep {
+        uint32_t magic, version;
+        uint64_t queue_addr, buf_addr, buf_len;         /* the queue it is for */
+        uint32_t n, half;
+        /* The request at the peer. */
+        uint32_t out_state;             /* KEEP_NONE, KEEP_OUT */
+        uint16_t out_k, out_service;
+        uint32_t out_offset, out_length;
+        uint32_t out_keyed;
+        HaJobKey out_key;
+        /* The kept answer. */
+        uint32_t park_state;            /* KEEP_NONE, KEEP_PARKED */
+        uint32_t park_result;
+        uint16_t park_service, park_pad;
+        uint32_t park_len;
+        uint64_t park_at;               /* ha_backoff_now() */
+        HaJobKey park_key;
+} Keep;
+_Static_assert(sizeof(Keep) <= KEEP_DATA, "the record fits before its data");
 
 struct HaRemoteV1 {
         HaRemoteZoneConfig cfg;
@@ -106,6 +150,8 @@ struct HaRemoteV1 {
         bool formatted;
         bool adopt_done;                /* the first look at the queue is over */
         Record out;                     /* the request at the peer, if any */
+        const HaJobKey *key;            /* the current call's job, if it has one */
+        bool parked;                    /* keep->park_* holds an answer */
         int released[2];                /* the entries released last, -1: none */
         uint16_t next_k;
         unsigned slot;
@@ -113,6 +159,12 @@ struct HaRemoteV1 {
         unsigned polls;                 /* check_done calls */
         uint64_t polled_waits;          /* bo.timer_waits at the last look at the header */
         HaRatelimit rl;
+        /* The private record: the executor thread only. */
+        bool keep_done;                 /* opened, or none to open */
+        uint64_t queue_addr, buf_addr;  /* what it is for */
+        Keep *keep;
+        HaPrivShm keep_shm;
+        char keep_name[HA_SHM_NAME_MAX + 80];
         /* Any thread. */
         int state;                      /* enum ha_remote_state, atomic */
         int cancel;                     /* atomic: the daemon is stopping */
@@ -419,6 +471,8 @@ static int check_out(HaRemoteV1 *r)
                 return 1;       /* resolved by the re-format that follows */
         if (__atomic_load_n(&entry(r, r->out.k)->msg.flag, __ATOMIC_ACQUIRE) &
             HA_FLAG_DEAL_STATE) {
+                if (r->out.keyed)
+                        return 1;       /* prepare() parks it for its lease job */
                 release(r, r->out.k);
                 COUNT(r, late_answers, 1);
                 return 1;
@@ -440,19 +494,99 @@ static void note_peer_change(HaRemoteV1 *r, int why)
                            "the queue header was overwritten");
 }
 
+/* ===== the private record: a dead run's request (crash safety) ===== */
+
+static bool nul_convention(const HaRemoteV1 *r);
+static int complete(HaRemoteV1 *r, uint8_t *data, uint32_t len, uint64_t deadline,
+                    enum ha_result *res);
+
+static uint8_t *keep_data(HaRemoteV1 *r)
+{
+        return (uint8_t *)r->keep + KEEP_DATA;
+}
+
+/* publish: the request, before the peer can see any of it.  Stores into
+ * the mapping, no syscall; KEEP_NONE first, so a crash half-way leaves no
+ * record mixing two requests. */
+static void keep_out(HaRemoteV1 *r, uint16_t k, uint16_t service, uint32_t off, uint32_t len)
+{
+        Keep *h = r->keep;
+
+        if (!h)
+                return;
+        h->out_state = KEEP_NONE;
+        ha_crash_order();
+        h->out_k = k;
+        h->out_service = service;
+        h->out_offset = off;
+        h->out_length = len;
+        h->out_keyed = r->key != NULL;
+        if (r->key)
+                h->out_key = *r->key;
+        ha_crash_order();
+        h->out_state = KEEP_OUT;
+        ha_crash_order();       /* before the entry's first store */
+}
+
+/* adopt: the entry our record says the dead run handed over, if the queue
+ * still holds it as written (answered, or at the peer's cursor); -1 when
+ * not: then it is not ours to deliver. */
+static int keep_held(HaRemoteV1 *r)
+{
+        const Keep *h = r->keep;
+        HaMsgEntry *en;
+
+        if (!h || h->out_state != KEEP_OUT || h->out_k >= r->n || h->out_length == 0 ||
+            h->out_offset < PAYLOAD_START || h->out_offset > r->buf_len ||
+            h->out_length > r->buf_len - h->out_offset)
+                return -1;
+        en = entry(r, h->out_k);
+        if (ha_ld32(&en->msg.length) != h->out_length ||
+            ha_ld32(&en->msg.offset) != h->out_offset ||
+            ha_ld16(&en->msg.service_id) != h->out_service)
+                return -1;
+        if (!(__atomic_load_n(&en->msg.flag, __ATOMIC_ACQUIRE) & HA_FLAG_DEAL_STATE) &&
+            ha_ld16(&r->q->proc_ing_h) != h->out_k)
+                return -1;
+        return h->out_k;
+}
+
+/* The job got its error answer (timeout, shutdown): a late answer to its
+ * request is nobody's, after a crash too.  Unless what is at the peer is
+ * a dead run's request no job has claimed yet (this one timed out behind
+ * it): that one stays its lease's. */
+static void keep_disown(HaRemoteV1 *r)
+{
+        if (r->keep && !(r->out.active && r->out.keyed))
+                r->keep->out_keyed = 0;
+}
+
+static Record keep_record(HaRemoteV1 *r)
+{
+        const Keep *h = r->keep;
+
+        return (Record){ .active = true, .keyed = h->out_keyed != 0, .k = h->out_k,
+                         .service = h->out_service, .offset = h->out_offset,
+                         .length = h->out_length, .key = h->out_key };
+}
+
 /*
  * The first time after a start: a queue that is still as a previous run of
  * the daemon left it (header and canary) is taken over, not re-formatted
  * under the peer: a request that run handed over (BUSY, proc_ing_h on an
  * entry with a length) becomes the quarantined one, answered or timed out
  * before anything else is sent; every other entry still holding a length
- * is released.  Its values are the previous run's, read back: used only
- * to release the entry, never to deliver anything.
+ * is released.  Which request that is, and what it must look like, comes
+ * from our private record (keep_held): only such an entry's answer is
+ * delivered (claim, park).  An entry BUSY at the peer that the record does
+ * not vouch for is quarantined just the same, with the values read back,
+ * used only to release it, never to deliver anything.
  */
 static bool adopt(HaRemoteV1 *r)
 {
         bool held;
         uint16_t p;
+        int mine;
 
         if (r->adopt_done)
                 return false;
@@ -460,12 +594,18 @@ static bool adopt(HaRemoteV1 *r)
         if (peer_changed(r) != PEER_SAME)
                 return false;
         p = ha_ld16(&r->q->proc_ing_h);
-        held = mark(r) == HA_MARK_BUSY && p < r->n && ha_ld32(&entry(r, p)->msg.length) != 0;
+        mine = keep_held(r);
+        held = mine >= 0 ||
+               (mark(r) == HA_MARK_BUSY && p < r->n && ha_ld32(&entry(r, p)->msg.length) != 0);
+        if (mine >= 0)
+                p = (uint16_t)mine;
         for (uint16_t i = 0; i < r->n; i++)
                 if ((!held || i != p) && ha_ld32(&entry(r, i)->msg.length) != 0)
                         release(r, i);
         r->out.active = false;
-        if (held) {
+        if (mine >= 0) {
+                r->out = keep_record(r);
+        } else if (held) {
                 HaMsgEntry *en = entry(r, p);
 
                 r->out = (Record){ .active = true, .k = p, .service = ha_ld16(&en->msg.service_id),
@@ -480,6 +620,113 @@ static bool adopt(HaRemoteV1 *r)
         log_notice("remote zone '%s': took over the queue as a previous run left it%s",
                    r->cfg.name, r->out.active ? ", with its request still at the peer" : "");
         return true;
+}
+
+/* ===== a dead run's answer for its lease job ===== */
+
+static void unpark(HaRemoteV1 *r)
+{
+        r->parked = false;
+        r->keep->park_state = KEEP_NONE;
+}
+
+/* How long a kept answer waits for its lease client. */
+static uint64_t park_ttl(const HaRemoteV1 *r)
+{
+        uint64_t t = (uint64_t)r->cfg.timeout_ms * 1000000u * PARK_TIMEOUTS;
+
+        return t > PARK_MIN_NS ? t : PARK_MIN_NS;
+}
+
+/*
+ * The dead run's request of a lease job, answered while another request
+ * waits behind it (its lease client has not resumed yet): read and checked
+ * as any answer, kept in the record with the job's key until claimed (one
+ * per zone), and the entry released, so the queue goes on.
+ */
+static void park(HaRemoteV1 *r, uint64_t deadline)
+{
+        Keep *h = r->keep;
+        Record o = r->out;
+        enum ha_result res = HA_RESULT_FAIL;
+        uint32_t len = o.length - (nul_convention(r) ? 1 : 0);
+
+        if (!(__atomic_load_n(&entry(r, o.k)->msg.flag, __ATOMIC_ACQUIRE) & HA_FLAG_DEAL_STATE))
+                return;         /* the peer restarted: the re-format drops it */
+        r->out.keyed = false;
+        if (r->parked) {
+                /* One per zone: the older one goes. */
+                COUNT(r, unclaimed_answers, 1);
+                unpark(r);
+        }
+        ha_crash_order();
+        if (complete(r, keep_data(r), len, deadline, &res) < 0)
+                return;
+        h->park_result = res;
+        h->park_service = o.service;
+        h->park_len = len;
+        h->park_at = ha_backoff_now();
+        h->park_key = o.key;
+        ha_crash_order();
+        h->park_state = KEEP_PARKED;
+        r->parked = true;
+        COUNT(r, parked_answers, 1);
+}
+
+static bool same_key(const HaJobKey *a, const HaJobKey *b)
+{
+        return memcmp(a, b, sizeof(*a)) == 0;
+}
+
+/*
+ * A lease job run again after a daemon crash (its key, r->key, is the one
+ * the dead run recorded): its answer, kept (park) or still to come from the
+ * adopted entry, which is waited for within this call's deadline.  The
+ * peer never sees the request twice.  0 (answered: *res), -ETIMEDOUT or
+ * -EAGAIN as complete(), or -ENOENT: nothing for this job, send it.
+ */
+static int claim(HaRemoteV1 *r, uint16_t service, uint8_t *buf, uint32_t len, uint64_t deadline,
+                 enum ha_result *res)
+{
+        const HaJobKey *key = r->key;
+        Keep *h = r->keep;
+        int c;
+
+        if (r->parked) {
+                uint64_t now = ha_backoff_now();
+
+                if (key && h->park_service == service && h->park_len == len &&
+                    same_key(&h->park_key, key)) {
+                        *res = h->park_result == HA_RESULT_SUCCESS ||
+                               h->park_result == HA_RESULT_NOT_EXITS ?
+                               (enum ha_result)h->park_result : HA_RESULT_FAIL;
+                        if (*res == HA_RESULT_SUCCESS)
+                                memcpy(buf, keep_data(r), len);
+                        unpark(r);
+                        COUNT(r, recovered_answers, 1);
+                        return 0;
+                }
+                if (now > h->park_at && now - h->park_at > park_ttl(r)) {
+                        unpark(r);
+                        COUNT(r, unclaimed_answers, 1);
+                        log_notice("remote zone '%s': a previous run's answer was not claimed "
+                                   "by its lease client in time, dropped", r->cfg.name);
+                }
+        }
+        /* After the first look at the queue, one test per request. */
+        if (!key || (r->formatted && !(r->out.active && r->out.keyed)) || !ready_mark_ok(r))
+                return -ENOENT;
+        if (!r->formatted)
+                (void)adopt(r);
+        if (!r->out.active || !r->out.keyed || r->out.service != service ||
+            r->out.length != len + (nul_convention(r) ? 1 : 0) || !same_key(&r->out.key, key))
+                return -ENOENT;
+        r->out.keyed = false;   /* claimed, whatever comes of it */
+        set_state(r, HA_REMOTE_BUSY);
+        c = complete(r, buf, len, deadline, res);
+        if (c == 0)
+                COUNT(r, recovered_answers, 1);
+        return c;
 }
 
 /* Everything before sending: the ready mark, the quarantined request, a
@@ -518,6 +765,8 @@ static int prepare(HaRemoteV1 *r, uint64_t deadline)
                         if (wait_for(r, check_out, until) < 0)
                                 return -ETIMEDOUT;
                 }
+                if (r->out.active && r->out.keyed)
+                        park(r, deadline);
         }
         for (int tries = 0;; tries++) {
                 if ((why = peer_changed(r)) != PEER_SAME) {
@@ -579,6 +828,7 @@ static void publish(HaRemoteV1 *r, uint16_t service, const uint8_t *data, uint32
         r->next_k = (uint16_t)(k + 1 < r->n ? k + 1 : (r->n > FIRST_ENTRY ? FIRST_ENTRY : 0));
         r->slot++;
         en = entry(r, k);
+        keep_out(r, k, service, off, wire);
 
         ha_devmem_write(r->buf + off, data, len);
         ha_devmem_write(r->buf + off + len, zeros, padded - len);
@@ -676,8 +926,68 @@ static int complete(HaRemoteV1 *r, uint8_t *data, uint32_t len, uint64_t deadlin
         return 0;
 }
 
-enum ha_result ha_remote_v1_call(void *ctx, uint16_t service, uint8_t *buf, uint32_t len,
-                                 unsigned worker)
+/* On the executor thread, per request until it works: rate limited. */
+static int keep_fail(HaRemoteV1 *r, int rc, const char *msg)
+{
+        uint64_t dropped;
+
+        if (ha_ratelimit_ok(&r->rl, &dropped))
+                log_error("remote zone '%s': %s; failing its requests until it can be "
+                          "opened", r->cfg.name, msg);
+        return rc;
+}
+
+/* The private record (the executor thread, before its first request):
+ * made for this zone's queue, or as a previous run left it.  No shm_name:
+ * none (tests).  A failure is retried by the next request. */
+static int keep_open(HaRemoteV1 *r)
+{
+        Keep want = { .magic = KEEP_MAGIC, .version = KEEP_VERSION, .queue_addr = r->queue_addr,
+                      .buf_addr = r->buf_addr, .buf_len = r->buf_len, .n = r->n,
+                      .half = r->half };
+        size_t size = KEEP_DATA + r->half;
+        bool matched = false;
+        char err[512];
+        Keep h;
+        int rc;
+
+        if (!r->keep_name[0]) {
+                r->keep_done = true;
+                return 0;
+        }
+        rc = ha_privshm_open(&r->keep_shm, r->keep_name, "record", err, sizeof(err));
+        if (rc < 0)
+                return keep_fail(r, rc, err);
+        if (r->keep_shm.found_size == size &&
+            pread(r->keep_shm.fd, &h, sizeof(h), 0) == (ssize_t)sizeof(h))
+                matched = memcmp(&h, &want, offsetof(Keep, out_state)) == 0;
+        if (!matched && r->keep_shm.found_size > 0)
+                log_warning("remote zone '%s': record /dev/shm%s is not for this zone's queue, "
+                            "starting a new one", r->cfg.name, r->keep_name);
+        rc = ha_privshm_map(&r->keep_shm, r->keep_name, "record", size, !matched, err,
+                            sizeof(err));
+        if (rc < 0) {
+                ha_privshm_close(&r->keep_shm, r->keep_name, r->keep_shm.created);
+                return keep_fail(r, rc, err);
+        }
+        r->keep_done = true;
+        r->keep = r->keep_shm.map.addr;
+        if (!matched) {
+                memset(r->keep, 0, KEEP_DATA);
+                *r->keep = want;
+        }
+        r->parked = r->keep->park_state == KEEP_PARKED && r->keep->park_len > 0 &&
+                    r->keep->park_len <= ha_remote_v1_max_payload(r);
+        if (!r->parked)
+                r->keep->park_state = KEEP_NONE;
+        else
+                log_notice("remote zone '%s': a previous run's answer is kept for its lease "
+                           "client", r->cfg.name);
+        return 0;
+}
+
+enum ha_result ha_remote_v1_call_key(void *ctx, uint16_t service, uint8_t *buf, uint32_t len,
+                                     unsigned worker, const HaJobKey *key)
 {
         HaRemoteV1 *r = ctx;
         uint64_t t0 = ha_backoff_now();
@@ -699,16 +1009,26 @@ enum ha_result ha_remote_v1_call(void *ctx, uint16_t service, uint8_t *buf, uint
                 }
                 r->bo_ready = true;
         }
+        /* The record is opened by the first request, not at new: a zone a
+         * reload changed is set up while its predecessor still holds it. */
+        if (!r->keep_done && keep_open(r) < 0) {
+                COUNT(r, failures, 1);
+                return HA_RESULT_FAIL;
+        }
         if (len == 0 || len > ha_remote_v1_max_payload(r)) {
                 COUNT(r, too_big, 1);
                 COUNT(r, failures, 1);
                 return HA_RESULT_FAIL;
         }
+        r->key = key;
         for (;;) {
-                c = prepare(r, deadline);
-                if (c == 0) {
-                        publish(r, service, buf, len);
-                        c = complete(r, buf, len, deadline, &res);
+                c = claim(r, service, buf, len, deadline, &res);
+                if (c == -ENOENT) {
+                        c = prepare(r, deadline);
+                        if (c == 0) {
+                                publish(r, service, buf, len);
+                                c = complete(r, buf, len, deadline, &res);
+                        }
                 }
                 if (c == -EAGAIN && ha_backoff_now() < deadline) {
                         note_peer_change(r, PEER_RESTARTED);
@@ -717,6 +1037,8 @@ enum ha_result ha_remote_v1_call(void *ctx, uint16_t service, uint8_t *buf, uint
                 }
                 break;
         }
+        if (c < 0)
+                keep_disown(r);
         if (c < 0 && __atomic_load_n(&r->cancel, __ATOMIC_RELAXED)) {
                 /* The daemon is stopping: not the zone's fault. */
                 COUNT(r, cancelled, 1);
@@ -749,6 +1071,12 @@ enum ha_result ha_remote_v1_call(void *ctx, uint16_t service, uint8_t *buf, uint
         return res;
 }
 
+enum ha_result ha_remote_v1_call(void *ctx, uint16_t service, uint8_t *buf, uint32_t len,
+                                 unsigned worker)
+{
+        return ha_remote_v1_call_key(ctx, service, buf, len, worker, NULL);
+}
+
 /* ===== set-up (loop thread) ===== */
 
 uint32_t ha_remote_v1_max_payload(const HaRemoteV1 *r)
@@ -763,7 +1091,7 @@ static int fail(HaRemoteV1 *r, int err, const char *msg)
         return err;
 }
 
-static int start(HaRemoteV1 *r)
+static int start(HaRemoteV1 *r, const char *shm_name)
 {
         char err[512];
         HaHvConfig hv;
@@ -803,6 +1131,11 @@ static int start(HaRemoteV1 *r)
                 return fail(r, rc, err);
         r->ready = p;
         r->next_k = r->n > FIRST_ENTRY ? FIRST_ENTRY : 0;
+        r->queue_addr = hv.queue_addr;
+        r->buf_addr = hv.buf_addr;
+        if (shm_name)
+                snprintf(r->keep_name, sizeof(r->keep_name), "%s.remote.%s", shm_name,
+                         r->cfg.name);
 
         switch (r->cfg.bell) {
         case HA_BELL_NONE:
@@ -841,7 +1174,7 @@ static int start(HaRemoteV1 *r)
         return 0;
 }
 
-int ha_remote_v1_new(const HaRemoteZoneConfig *cfg, HaRemoteV1 **ret)
+int ha_remote_v1_new(const HaRemoteZoneConfig *cfg, const char *shm_name, HaRemoteV1 **ret)
 {
         HaRemoteV1 *r = calloc(1, sizeof(*r));
         int rc;
@@ -849,17 +1182,35 @@ int ha_remote_v1_new(const HaRemoteZoneConfig *cfg, HaRemoteV1 **ret)
         if (!r)
                 return log_error_errno(-ENOMEM, "remote zone '%s': %m", cfg->name);
         r->cfg = *cfg;
-        r->mem.fd = r->bell_fd = r->bo.tfd = -1;
+        r->mem.fd = r->bell_fd = r->bo.tfd = r->keep_shm.fd = -1;
         r->released[0] = r->released[1] = -1;
         r->rl = (HaRatelimit)HA_RATELIMIT_INIT(10000, 5);
         pthread_mutex_init(&r->lock, NULL);
-        rc = start(r);
+        rc = start(r, shm_name);
         if (rc < 0) {
                 ha_remote_v1_free(r);
                 return rc;
         }
         *ret = r;
         return 0;
+}
+
+/* The record goes with the executor unless the next start needs it: a
+ * request left at the peer, or an answer kept for a lease client. */
+static void keep_close(HaRemoteV1 *r)
+{
+        bool need;
+
+        if (!r->keep) {
+                ha_privshm_close(&r->keep_shm, r->keep_name, r->keep_shm.created);
+                return;
+        }
+        need = r->parked || r->out.active || (!r->adopt_done && r->keep->out_state == KEEP_OUT);
+        if (need)
+                log_notice("remote zone '%s': %s kept in /dev/shm%s for the next start",
+                           r->cfg.name, r->parked ? "an answer for a lease client" :
+                           "the record of the request at the peer", r->keep_name);
+        ha_privshm_close(&r->keep_shm, r->keep_name, !need);
 }
 
 HaRemoteV1 *ha_remote_v1_free(HaRemoteV1 *r)
@@ -873,6 +1224,7 @@ HaRemoteV1 *ha_remote_v1_free(HaRemoteV1 *r)
         ha_physmap_unmap(&r->ready_map);
         ha_physmap_unmap(&r->bell_map);
         ha_physmem_close(&r->mem);
+        keep_close(r);
         if (r->bell_fd >= 0)
                 close(r->bell_fd);
         if (r->bo_ready)
@@ -929,6 +1281,7 @@ const HaExecutorOps ha_executor_remote_v1 = {
         .kind = "v1",
         .remote = true,
         .call = ha_remote_v1_call,
+        .call_key = ha_remote_v1_call_key,
         .stats = ha_remote_v1_stats,
         .state = ha_remote_v1_state,
         .cancel = executor_cancel,

@@ -46,9 +46,11 @@ enum ha_remote_state {
         HA_REMOTE_RESYNCING,            /* re-formatting after a peer restart */
 };
 
-/* Parse the shm_config, map the regions, open the doorbell.  Does not wait
- * for the peer.  Logs the reason on failure. */
-int ha_remote_v1_new(const HaRemoteZoneConfig *cfg, HaRemoteV1 **ret);
+/* Parse the shm_config, map the regions, open the doorbell and the
+ * private record "<shm_name>.remote.<name>" in /dev/shm (NULL: none, no
+ * answer survives a crash).  Does not wait for the peer.  Logs the reason
+ * on failure. */
+int ha_remote_v1_new(const HaRemoteZoneConfig *cfg, const char *shm_name, HaRemoteV1 **ret);
 HaRemoteV1 *ha_remote_v1_free(HaRemoteV1 *r);
 /* Any thread, at shutdown: the request at the peer and those queued stop
  * waiting (within a poll step) and fail, rather than each taking up to
@@ -60,6 +62,11 @@ void ha_remote_v1_cancel(HaRemoteV1 *r);
  * SUCCESS.  Returns within the zone's timeout_ms (plus one poll step). */
 enum ha_result ha_remote_v1_call(void *ctx, uint16_t service, uint8_t *buf, uint32_t len,
                                  unsigned worker);
+/* The same for a job with a key (a zone lease's, HaJobKey): the key goes
+ * into the private record with the request, so that after a daemon crash
+ * the job run again gets the answer to the request the peer already had. */
+enum ha_result ha_remote_v1_call_key(void *ctx, uint16_t service, uint8_t *buf, uint32_t len,
+                                     unsigned worker, const HaJobKey *key);
 void ha_remote_v1_stats(void *ctx, HaStats *s);
 const char *ha_remote_v1_state(void *ctx);
 const char *ha_remote_state_name(enum ha_remote_state s);

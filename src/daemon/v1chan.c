@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -19,7 +18,7 @@
 #include "log.h"
 #include "queue.h"
 #include "services.h"
-#include "ownpath.h"
+#include "privshm.h"
 #include "physmem.h"
 #include "sigbus.h"
 #include "v1chan.h"
@@ -113,9 +112,7 @@ struct HaV1Chan {
         HaMsgQueue *q;
         uint32_t *ready;
         char jname[HA_SHM_NAME_MAX + 80];
-        int jfd;
-        bool jcreated;                  /* we created the journal object */
-        Map jmap;
+        HaPrivShm js;                   /* the journal object */
         JHdr *jh;
         HaJrec *jent;                   /* the journal's records */
         uint8_t *stage;                 /* jh->stage_size bytes, one batch's results */
@@ -885,7 +882,7 @@ static int journal_open(HaV1Chan *c, const char *shm_name, const HaHvConfig *hv,
 {
         JHdr want, h;
         bool matched = false;
-        struct stat st;
+        char err[512];
         size_t size;
         void *p;
         int r;
@@ -894,29 +891,11 @@ static int journal_open(HaV1Chan *c, const char *shm_name, const HaHvConfig *hv,
         journal_layout(c, &want, hv);
         size = want.stage_off + want.stage_size;
         snprintf(c->jname, sizeof(c->jname), "%s.v1.%s", shm_name, c->cfg.name);
-        c->jfd = shm_open(c->jname, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        c->jcreated = c->jfd >= 0;
-        if (c->jfd < 0 && errno == EEXIST)
-                c->jfd = shm_open(c->jname, O_RDWR | O_CLOEXEC, 0600);
-        if (c->jfd < 0)
-                return fail(c, -errno, "cannot open journal /dev/shm%s: %s", c->jname,
-                            strerror(errno));
-        if (fstat(c->jfd, &st) < 0)
-                return fail(c, -errno, "cannot stat journal /dev/shm%s: %s", c->jname,
-                            strerror(errno));
-        /* It holds copies of the client's data and steers writes into its
-         * memory: a plain object of ours, linked once, for us alone. */
-        if (!S_ISREG(st.st_mode) || st.st_nlink != 1 || st.st_uid != geteuid() ||
-            (st.st_mode & 077))
-                return fail(c, -EPERM, "journal /dev/shm%s belongs to uid %u with mode %04o "
-                            "and %u links; expected uid %u, mode 0600 and one link: remove it",
-                            c->jname, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777),
-                            (unsigned)st.st_nlink, (unsigned)geteuid());
-        if (flock(c->jfd, LOCK_EX | LOCK_NB) < 0)
-                return fail(c, errno == EWOULDBLOCK ? -EBUSY : -errno,
-                            "journal /dev/shm%s is in use by another process", c->jname);
-        if ((uint64_t)st.st_size >= size &&
-            pread(c->jfd, &h, sizeof(h), 0) == (ssize_t)sizeof(h)) {
+        r = ha_privshm_open(&c->js, c->jname, "journal", err, sizeof(err));
+        if (r < 0)
+                return fail(c, r, "%s", err);
+        if (c->js.found_size >= size &&
+            pread(c->js.fd, &h, sizeof(h), 0) == (ssize_t)sizeof(h)) {
                 JHdr cmp = h;
 
                 cmp.batch_k = want.batch_k;
@@ -924,22 +903,13 @@ static int journal_open(HaV1Chan *c, const char *shm_name, const HaHvConfig *hv,
                 cmp.batch_head = want.batch_head;
                 matched = memcmp(&cmp, &want, sizeof(want)) == 0;
         }
-        if (!matched && st.st_size > 0)
+        if (!matched && c->js.found_size > 0)
                 log_warning("v1 channel '%s': journal /dev/shm%s is not for this channel's "
                             "layout, starting a new one", c->cfg.name, c->jname);
-        if (!matched && ftruncate(c->jfd, (off_t)size) < 0)
-                return fail(c, -errno, "cannot size journal /dev/shm%s: %s", c->jname,
-                            strerror(errno));
-        /* A full /dev/shm is an error now, not a SIGBUS mid-batch. */
-        r = -posix_fallocate(c->jfd, 0, (off_t)size);
+        r = ha_privshm_map(&c->js, c->jname, "journal", size, !matched, err, sizeof(err));
         if (r < 0)
-                return fail(c, r, "cannot allocate %zu bytes for journal /dev/shm%s: %s", size,
-                            c->jname, strerror(-r));
-        p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, c->jfd, 0);
-        if (p == MAP_FAILED)
-                return fail(c, -errno, "cannot map journal /dev/shm%s: %s", c->jname,
-                            strerror(errno));
-        c->jmap = (Map){ p, size };
+                return fail(c, r, "%s", err);
+        p = c->js.map.addr;
         c->jh = p;
         c->jent = (HaJrec *)(void *)((uint8_t *)p + want.ent_off);
         c->stage = (uint8_t *)p + want.stage_off;
@@ -1095,7 +1065,7 @@ int ha_v1chan_start(struct event_base *base, HaEngine *e, const HaV1ChannelConfi
         if (!c)
                 return log_error_errno(-ENOMEM, "v1 channel '%s': %m", cfg->name);
         c->cfg = *cfg;
-        c->mem.fd = c->bell_fd = c->jfd = -1;
+        c->mem.fd = c->bell_fd = c->js.fd = -1;
         c->rl = (HaRatelimit)HA_RATELIMIT_INIT(10000, 5);
         r = start(c, base, e, shm_name);
         if (r < 0) {
@@ -1129,13 +1099,10 @@ HaV1Chan *ha_v1chan_free(HaV1Chan *c)
                 if (open)
                         log_notice("v1 channel '%s': %zu requests not answered, kept in "
                                    "/dev/shm%s for the next start", c->cfg.name, open, c->jname);
-                else
-                        (void)ha_shm_unlink_if_ours(c->jname, c->jfd);
-        } else if (c->jcreated) {
-                (void)ha_shm_unlink_if_ours(c->jname, c->jfd);  /* ours, never used */
+                ha_privshm_close(&c->js, c->jname, !open);
+        } else {
+                ha_privshm_close(&c->js, c->jname, c->js.created);      /* ours, never used */
         }
-        unmap(&c->jmap);
-        closep(&c->jfd);
         unmap(&c->buf_map);
         unmap(&c->queue_map);
         unmap(&c->ready_map);

@@ -96,6 +96,7 @@ struct HaZone {
         uid_t uid;
 
         int memfd;
+        uint64_t ino;                   /* memfd's: the jobs' keys (HaJobKey) */
         /* Datagram socket pairs, not eventfds: the client's ends are its
          * own file descriptions, so it cannot make ours blocking. */
         int bell_fd, bell_peer;         /* client -> daemon doorbell; the daemon rings too */
@@ -211,8 +212,15 @@ static enum ha_result zone_run(void *ctx, uint16_t idx, const HaRun *run)
         } else if (!svc) {
                 r = HA_RESULT_NOT_EXITS;
         } else {
+                /* Who it is, the same for its run again after a crash: a
+                 * remote executor keeps it with the request at the peer. */
+                HaJobKey key = { .ino = z->ino, .pid = (uint32_t)z->pid, .pos = t->tag,
+                                 .seq = t->seq, .idx = idx, .offset = off, .length = len };
+                HaRun keyed = *run;
+
+                keyed.key = &key;
                 /* The stage mirrors the pool: t->stage_off is off. */
-                r = ha_journal_run(&z->j, t, svc, z->v.pool, run);
+                r = ha_journal_run(&z->j, t, svc, z->v.pool, &keyed);
                 if (r == HA_RESULT_SUCCESS && ha_journal_staged(svc, run))
                         ha_journal_commit(&z->j, idx, t, ha_flag_make(r), len);
         }
@@ -716,10 +724,15 @@ static void zone_bind(HaZone *z, void *base)
 static int zone_map(HaZone *z, int memfd)
 {
         size_t size = HA_ZONE_SIZE(z->zs->pool_size);
-        void *base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+        struct stat st;
+        void *base;
 
+        if (fstat(memfd, &st) < 0)
+                return -errno;
+        base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
         if (base == MAP_FAILED)
                 return -errno;
+        z->ino = (uint64_t)st.st_ino;
         z->memfd = memfd;
         z->base = base;
         z->size = size;

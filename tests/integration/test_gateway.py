@@ -7,8 +7,10 @@ and B, seL4 v1, and the faulty ones) on a regular file standing in for
 /dev/mem, with a FIFO as the doorbell, as docs/gateway.md describes.  Every
 source reaches it: hyperampctl (control socket), a libhyperamp client (zone
 lease) and an original v1 client through a v1 channel."""
+import glob
 import json
 import os
+import select
 import shutil
 import signal
 import struct
@@ -18,11 +20,13 @@ import threading
 import unittest
 
 import harness
-from harness import Daemon, request, scaled, start_expect_failure, wait_until
+from harness import (Daemon, request, scaled, shm_path, start_expect_failure,
+                     unique_shm_name, wait_until)
 
 V1PEER = os.environ.get('V1PEER') or os.path.join(harness.BUILD, 'tests', 'peers', 'v1peer')
 V1CLIENT = os.environ.get('V1CLIENT') or os.path.join(harness.BUILD, 'tests', 'integration',
                                                       'v1client')
+ZCLIENT = os.environ.get('ZCLIENT') or os.path.join(harness.BUILD, 'tests', 'zone', 'zclient')
 
 # The original's QEMU layout (reference §1.1, §4.1); the file starts at base.
 BASE = 0x7E000000
@@ -75,10 +79,32 @@ class Zone:
                                  % (profile, line, self.peer.stderr.read().decode()))
 
     def stop(self):
-        if self.peer:
-            self.peer.send_signal(signal.SIGTERM)
-            self.peer.communicate(timeout=scaled(10))
-            self.peer = None
+        """Stop v1peer; returns its summary line's counters (served=...)."""
+        if not self.peer:
+            return {}
+        self.peer.send_signal(signal.SIGTERM)
+        out, _ = self.peer.communicate(timeout=scaled(10))
+        self.peer = None
+        last = [ln for ln in out.decode().splitlines() if ln.startswith('v1peer: exit')]
+        return dict(kv.split('=', 1) for kv in last[0].split()[2:]) if last else {}
+
+    def line(self, prefix, timeout=10):
+        """The next line v1peer prints (--gate), which must start with prefix."""
+        fd = self.peer.stdout.fileno()
+        buf = b''
+        while not buf.endswith(b'\n'):
+            ready, _, _ = select.select([fd], [], [], scaled(timeout))
+            if not ready:
+                raise AssertionError('v1peer printed no %r within %.0f s (so far %r)'
+                                     % (prefix, scaled(timeout), buf))
+            b = os.read(fd, 1)
+            if not b:
+                raise AssertionError('v1peer exited before %r' % prefix)
+            buf += b
+        line = buf.decode().strip()
+        if not line.startswith('v1peer: ' + prefix):
+            raise AssertionError('v1peer: expected %r, got %r' % (prefix, line))
+        return line
 
     def header(self):
         with open(self.mem, 'rb') as f:
@@ -99,6 +125,19 @@ class GatewayBase(unittest.TestCase):
         self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
         self.zone = Zone(self.tmp)
         self.addCleanup(self.zone.stop)
+        # A remote zone's private record stays while a request is at its
+        # peer (a daemon killed, or stopped with one there).
+        self.addCleanup(lambda: [os.unlink(f) for f in glob.glob(
+            shm_path('/hyperamp-test-%d-' % os.getpid()) + '*.remote.*')])
+
+    def gated_peer(self):
+        """A Linux peer that answers each request only when the test writes
+        a byte to the returned fd (v1peer --gate): no clock decides."""
+        path = os.path.join(self.tmp, 'gate')
+        self.zone.start('linux', '--gate', path)
+        gate = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        self.addCleanup(os.close, gate)
+        return gate
 
     def daemon(self, *zones, **config):
         cfg = {'workers': 2, 'remote_zones': list(zones)}
@@ -359,6 +398,128 @@ class GatewayTest(GatewayBase):
             self.assertEqual(self.zone.header()[0], MARK_IDLE)
 
 
+    # -- a lease request at the peer when the daemon dies (issue 12 item 2) --
+
+    def crash_with_lease_request(self, timeout_ms=30000):
+        """A libhyperamp client's encrypt of 'hello' held at a gated Linux
+        peer, the daemon SIGKILLed.  Returns (client, gate fd, config of the
+        next daemon: same shm_name, so it finds the record; same socket)."""
+        self.gate = self.gated_peer()
+        sock = os.path.join(self.tmp, 'ctl.sock')
+        cfg = {'workers': 2, 'shm_name': unique_shm_name(),
+               'remote_zones': [self.zone.config('linux', [1], timeout_ms=30000)]}
+        d1 = Daemon(cfg, socket_path=sock, check_clean_exit=False)
+        d1.__enter__()
+        try:
+            env = dict(os.environ, ZCLIENT_WAIT_MS=str(int(scaled(60000))))
+            zc = subprocess.Popen([*harness.EXE_WRAPPER, ZCLIENT, sock, 'one', '1', 'hello'],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+            self.addCleanup(lambda: zc.poll() is None and (zc.kill(), zc.wait()))
+            self.assertEqual(zc.stdout.readline(), b'submitted\n')
+            self.zone.line('holding entry=')
+            d1.kill()
+        finally:
+            d1.__exit__(None, None, None)
+        cfg = dict(cfg, remote_zones=[self.zone.config('linux', [1], timeout_ms=timeout_ms)])
+        return zc, cfg, sock
+
+    def answer(self):
+        os.write(self.gate, b'!')
+        return self.zone.line('answered entry=')
+
+    def client_result(self, zc):
+        out, err = zc.communicate(timeout=scaled(90))
+        lines = out.decode().split()
+        self.assertEqual(len([w for w in lines if w.startswith('result=')]), 1, out + err)
+        return dict(w.split('=', 1) for w in lines if '=' in w)
+
+    def test_sigkill_lease_request_answered_after_resume(self):
+        """The client resumes, the restarted daemon waits for the entry the
+        peer holds and delivers its answer: the peer ran it once."""
+        zc, cfg, sock = self.crash_with_lease_request()
+        with Daemon(cfg, socket_path=sock) as d2:
+            # the resumed lease's job is at the executor, waiting on the entry
+            wait_until(lambda: executor(d2, 'rtos')['requests'] == 1, scaled(30),
+                       'the resumed request at the executor')
+            self.answer()
+            r = self.client_result(zc)
+            self.assertEqual((r['result'], r['data']), ('1', LINUX_HELLO.hex()))
+            x = executor(d2, 'rtos')
+            self.assertEqual((x['adopted'], x['resyncs'], x['recovered_answers'],
+                              x['late_answers']), (1, 0, 1, 0), x)
+            # and the zone serves on
+            self.os_write_gate_then_submit(d2, 'world')
+        self.assertEqual(self.zone.stop()['served'], '2')
+
+    def os_write_gate_then_submit(self, d, text):
+        os.write(self.gate, b'!')       # let the peer answer it at once
+        code, out, err = d.ctl('submit', '-s', 'encrypt', text)
+        self.assertEqual(code, 0, err)
+        self.zone.line('holding entry=')
+        self.zone.line('answered entry=')
+        return out
+
+    def test_sigkill_lease_request_answered_before_resume(self):
+        """The peer answers while no daemon runs: the next one finds the
+        answer in the entry and delivers it to the client that resumes."""
+        zc, cfg, sock = self.crash_with_lease_request()
+        self.answer()
+        with Daemon(cfg, socket_path=sock) as d2:
+            r = self.client_result(zc)
+            self.assertEqual((r['result'], r['data']), ('1', LINUX_HELLO.hex()))
+            x = executor(d2, 'rtos')
+            self.assertEqual((x['recovered_answers'], x['late_answers']), (1, 0), x)
+        self.assertEqual(self.zone.stop()['served'], '1')
+
+    def test_sigkill_lease_answer_kept_for_its_client(self):
+        """Another client's request comes first: it waits behind the held
+        entry (stop-and-wait), does not get that answer, and gets its own;
+        the held answer is kept until the lease client resumes."""
+        zc, cfg, sock = self.crash_with_lease_request()
+        zc.send_signal(signal.SIGSTOP)          # it cannot resume yet
+        try:
+            with Daemon(cfg, socket_path=sock) as d2:
+                other = subprocess.Popen([*harness.EXE_WRAPPER, harness.HYPERAMPCTL, '--socket',
+                                          sock, 'submit', '-s', 'encrypt', 'world'],
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                wait_until(lambda: executor(d2, 'rtos')['requests'] == 1, scaled(30),
+                           'the other request at the executor')
+                self.answer()                   # the held one
+                self.zone.line('holding entry=')        # then the other one is sent
+                self.assertEqual(executor(d2, 'rtos')['parked_answers'], 1)
+                os.write(self.gate, b'!')
+                out, err = other.communicate(timeout=scaled(30))
+                self.assertEqual(other.returncode, 0, err)
+                # its own answer: the local decrypt (the same cipher) undoes it
+                code, back, err = d2.ctl('submit', '-s', 'decrypt', out.decode('latin-1'))
+                self.assertEqual((code, back), (0, b'world'), err)
+                zc.send_signal(signal.SIGCONT)
+                r = self.client_result(zc)
+                self.assertEqual((r['result'], r['data']), ('1', LINUX_HELLO.hex()))
+                x = executor(d2, 'rtos')
+                self.assertEqual((x['parked_answers'], x['recovered_answers'],
+                                  x['late_answers'], x['unclaimed_answers']), (1, 1, 0, 0), x)
+        finally:
+            zc.send_signal(signal.SIGCONT)
+        self.assertEqual(self.zone.stop()['served'], '2')
+
+    def test_sigkill_lease_request_never_answered(self):
+        """The held entry times out: the resumed client gets one error
+        answer (FAIL: a lease has no E_TIMEOUT), and the peer's late answer
+        is dropped, never delivered again."""
+        zc, cfg, sock = self.crash_with_lease_request(timeout_ms=1000)
+        with Daemon(cfg, socket_path=sock) as d2:
+            r = self.client_result(zc)
+            self.assertEqual(r['result'], '2')
+            x = executor(d2, 'rtos')
+            self.assertEqual((x['timeouts'], x['recovered_answers']), (1, 0), x)
+            self.answer()                       # late: dropped at the next request
+            out = self.os_write_gate_then_submit(d2, 'hello')
+            self.assertEqual(out, LINUX_HELLO)
+            self.assertEqual(executor(d2, 'rtos')['late_answers'], 1)
+        self.assertEqual(self.zone.stop()['served'], '2')
+
+
 class Load:
     """Submits from a client of their own, a few at a time, for as long as
     the with-block runs: each must be answered exactly once, SUCCESS, with
@@ -468,22 +629,23 @@ class ReloadTest(GatewayBase):
         self.assertGreater(load.answered, 20)
 
     def test_remove_with_a_request_at_the_peer(self):
-        """The request at the peer finishes there (this peer holds its
-        answer half-written for a while); those queued behind it run where
+        """The request at the peer finishes there (the gated peer answers
+        it only once the reload is done); those queued behind it run where
         the service routes now (the local pool); each answered once."""
-        self.zone.start('result-first', '--hold-ms', str(int(scaled(5000))))
+        gate = self.gated_peer()
         zone = self.zone.config('linux', [1], timeout_ms=int(scaled(20000)))
         with self.daemon(zone) as d, d.client(timeout=scaled(60)) as c:
             c.send(request('submit', id=0, params={'service': 1}), b'hello')
-            wait_until(lambda: executor(d, 'rtos')['state'] == 'busy', 10,
-                       'the request at the peer')
+            self.zone.line('holding entry=')
             for i in range(1, 4):
                 c.send(request('submit', id=i, params={'service': 1}), b'hello')
             wait_until(lambda: executor(d, 'rtos')['queued'] == 3, 10, 'three queued')
-            # Local services only: this peer takes seconds per request.
+            # Local services only: the peer holds its one request.
             with Load(d, {66: {b'echo': {b'echo'}}, 2: {LINUX_HELLO: {b'hello'}}}) as load:
                 self.reload(d, [])
                 self.assertEqual(self.executors(d)['rtos'], 'retiring')
+                os.write(gate, b'!')
+                self.zone.line('answered entry=')
                 replies = {}
                 for _ in range(4):
                     rep, data = c.recv_frame()
@@ -494,6 +656,7 @@ class ReloadTest(GatewayBase):
             log = d.log()
         self.assertIn("executor 'rtos' (id 1) retiring: 3 queued jobs", log)
         self.assertIn("executor 'rtos' (id 1) retired: 1 jobs completed", log)
+        self.assertEqual(self.zone.stop()['served'], '1')
         self.assertGreater(load.answered, 20)
 
     def test_change_keys(self):
@@ -521,15 +684,16 @@ class ReloadTest(GatewayBase):
     def test_unchanged_zone_is_left_alone(self):
         """A reload that touches another key (or another zone) leaves a
         zone's request at its peer alone."""
-        self.zone.start('result-first', '--hold-ms', str(int(scaled(1000))))
+        gate = self.gated_peer()
         zone = self.zone.config('linux', [1], timeout_ms=int(scaled(20000)))
         with self.daemon(zone) as d, Load(d, {66: {b'echo': {b'echo'}}}) as load:
             ctl = subprocess.Popen([*harness.EXE_WRAPPER, harness.HYPERAMPCTL, '--socket',
                                     d.socket_path, 'submit', '-s', 'encrypt', 'hello'],
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            wait_until(lambda: executor(d, 'rtos')['state'] == 'busy', 10, 'a request at the peer')
+            self.zone.line('holding entry=')
             self.reload(d, [zone], client_timeout_ms=123456)
             self.assertEqual(self.executors(d), {'local': 'ready', 'rtos': 'busy'})
+            os.write(gate, b'!')
             out, err = ctl.communicate(timeout=scaled(30))
             self.assertEqual((ctl.returncode, out), (0, LINUX_HELLO), err)
             self.assertEqual((executor(d, 'rtos')['requests'], executor(d, 'rtos')['timeouts']),

@@ -7,7 +7,7 @@
  * shm_config.json) and a FIFO for the doorbell (one byte per ring).
  *
  *   v1peer --profile P --shm-config F --mem F [--base HEX] [--doorbell FIFO]
- *          [--spin] [--hold-ms N] [--restart-at N] [-v]
+ *          [--spin] [--hold-ms N] [--restart-at N] [--gate FIFO] [-v]
  *
  * Good profiles behave as the peers do (tests/peers/README.md):
  *   linux        one head per doorbell, IDLE after each, deal_state then
@@ -37,6 +37,12 @@
  * --hold-ms N: result-first and idle-early keep their half-written state
  * until the next doorbell byte or N ms (default 0: no hold), so a client
  * can see the fault.
+ * --gate FIFO (linux profile): each entry waits, once taken, until a byte
+ * arrives on FIFO (created if missing), after one line on stdout
+ *   v1peer: holding entry=K service=S
+ * and once answered, another:
+ *   v1peer: answered entry=K served=S
+ * so a test decides when the peer answers, with no clock.
  *
  * Ready: the ready page gets 0xEEEEEEEE last (RTOS profiles: also buf_size
  * 16 and heads 0 there), then one line on stdout:
@@ -103,6 +109,7 @@ typedef struct Peer {
         const Profile *p;
         V1Map m;
         int bell_fd;
+        int gate_fd;            /* --gate, -1: none */
         bool spin, verbose;
         unsigned hold_ms;
         unsigned restart_at;
@@ -189,6 +196,27 @@ static bool bell_wait(Peer *pr, uint64_t deadline_ns)
                 }
                 /* Signals are blocked except inside ppoll: none is missed. */
                 if (ppoll(&pfd, 1, tsp, &pr->waitmask) < 0 && errno != EINTR)
+                        v1sim_die("ppoll: %s", strerror(errno));
+        }
+}
+
+/* --gate: one byte lets the entry taken be answered.  false on a signal. */
+static bool gate_wait(Peer *pr, uint16_t head, uint16_t id)
+{
+        uint8_t b;
+
+        if (pr->gate_fd < 0)
+                return true;
+        printf("v1peer: holding entry=%u service=%u\n", head, id);
+        fflush(stdout);
+        for (;;) {
+                struct pollfd pfd = { .fd = pr->gate_fd, .events = POLLIN };
+
+                if (stop)
+                        return false;
+                if (read(pr->gate_fd, &b, 1) == 1)
+                        return true;
+                if (ppoll(&pfd, 1, NULL, &pr->waitmask) < 0 && errno != EINTR)
                         v1sim_die("ppoll: %s", strerror(errno));
         }
 }
@@ -347,6 +375,8 @@ static void serve_linux(Peer *pr)
                 set_mark(&q->working_mark, HA_MARK_IDLE);
                 hold(pr);
         }
+        if (!gate_wait(pr, head, ha_ld16(&e->msg.service_id)))
+                return;
         r = serve_entry(pr, head, e);
         publish(pr, e, r);
         if (pr->p->fault != IDLE_EARLY) {
@@ -362,6 +392,11 @@ static void serve_linux(Peer *pr)
         if (pr->p->fault == TWICE)
                 pr->last_head = head;
         set_mark(&q->working_mark, HA_MARK_IDLE);
+        if (pr->gate_fd >= 0) {
+                printf("v1peer: answered entry=%u served=%llu\n", head,
+                       (unsigned long long)pr->st.served);
+                fflush(stdout);
+        }
 }
 
 /* The RTOS peers' test for an entry to serve. */
@@ -472,10 +507,27 @@ static void run_polling(Peer *pr)
         ha_backoff_fini(&b);
 }
 
+/* A FIFO, made if missing, read-write: never EOF when a writer closes. */
+static int open_fifo(const char *path, const char *what)
+{
+        struct stat st;
+        int fd;
+
+        if (mkfifo(path, 0600) < 0 && errno != EEXIST)
+                v1sim_die("mkfifo %s: %s", path, strerror(errno));
+        fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0 || fstat(fd, &st) < 0)
+                v1sim_die("cannot open %s %s: %s", what, path, strerror(errno));
+        if (!S_ISFIFO(st.st_mode))
+                v1sim_die("%s %s is not a FIFO", what, path);
+        return fd;
+}
+
 static void usage(FILE *f)
 {
         fprintf(f, "usage: v1peer --profile P --shm-config F --mem F [--base HEX]\n"
-                   "              [--doorbell FIFO] [--spin] [--hold-ms N] [--restart-at N] [-v]\n"
+                   "              [--doorbell FIFO] [--spin] [--hold-ms N] [--restart-at N]\n"
+                   "              [--gate FIFO] [-v]\n"
                    "profiles:");
         for (size_t i = 0; i < sizeof(profiles) / sizeof(profiles[0]); i++)
                 fprintf(f, " %s", profiles[i].name);
@@ -493,12 +545,13 @@ int main(int argc, char **argv)
                 { "spin", no_argument, NULL, 's' },
                 { "hold-ms", required_argument, NULL, 'H' },
                 { "restart-at", required_argument, NULL, 'R' },
+                { "gate", required_argument, NULL, 'g' },
                 { "verbose", no_argument, NULL, 'v' },
                 { "help", no_argument, NULL, 'h' },
                 { NULL, 0, NULL, 0 },
         };
-        const char *profile = NULL, *cfg = NULL, *mem = NULL, *bell = NULL;
-        Peer pr = { .bell_fd = -1, .restart_at = 1, .last_head = -1 };
+        const char *profile = NULL, *cfg = NULL, *mem = NULL, *bell = NULL, *gate = NULL;
+        Peer pr = { .bell_fd = -1, .gate_fd = -1, .restart_at = 1, .last_head = -1 };
         struct sigaction sa = { .sa_handler = on_signal };
         uint64_t base = 0;
         sigset_t block;
@@ -516,6 +569,7 @@ int main(int argc, char **argv)
                                 v1sim_die("--base: not a hex number: %s", optarg);
                         break;
                 case 'd': bell = optarg; break;
+                case 'g': gate = optarg; break;
                 case 's': pr.spin = true; break;
                 case 'H': pr.hold_ms = (unsigned)v1sim_num("--hold-ms", optarg, 3600000u); break;
                 case 'R':
@@ -553,17 +607,12 @@ int main(int argc, char **argv)
         r = v1sim_map(&pr.m, cfg, mem, base, true, err, sizeof(err));
         if (r < 0)
                 v1sim_die("%s", err);
-        if (bell && !pr.p->polls) {
-                struct stat st;
-
-                if (mkfifo(bell, 0600) < 0 && errno != EEXIST)
-                        v1sim_die("mkfifo %s: %s", bell, strerror(errno));
-                /* Read-write: never EOF when a ringer closes its end. */
-                pr.bell_fd = open(bell, O_RDWR | O_NONBLOCK | O_CLOEXEC);
-                if (pr.bell_fd < 0 || fstat(pr.bell_fd, &st) < 0)
-                        v1sim_die("cannot open doorbell %s: %s", bell, strerror(errno));
-                if (!S_ISFIFO(st.st_mode))
-                        v1sim_die("doorbell %s is not a FIFO", bell);
+        if (bell && !pr.p->polls)
+                pr.bell_fd = open_fifo(bell, "doorbell");
+        if (gate) {
+                if (pr.p->style != LINUX)
+                        v1sim_die("--gate: linux-style profiles only");
+                pr.gate_fd = open_fifo(gate, "gate");
         }
 
         /* Spinning never blocks in ppoll: take signals at any time. */
@@ -586,6 +635,8 @@ int main(int argc, char **argv)
         fflush(stdout);
         if (pr.bell_fd >= 0)
                 close(pr.bell_fd);
+        if (pr.gate_fd >= 0)
+                close(pr.gate_fd);
         v1sim_unmap(&pr.m);
         return 0;
 }

@@ -121,7 +121,9 @@ static void peer_stop(Peer *p)
         p->pid = -1;
 }
 
-static HaRemoteV1 *gateway(enum ha_peer peer, enum ha_bell bell, unsigned timeout_ms)
+/* With a private record named shm (NULL: none). */
+static HaRemoteV1 *gateway_named(enum ha_peer peer, enum ha_bell bell, unsigned timeout_ms,
+                                 const char *shm)
 {
         HaRemoteZoneConfig z = { .peer = peer, .bell = bell, .timeout_ms = timeout_ms,
                                  .max_pending = 8, .n_services = 1, .services = { 1 } };
@@ -131,8 +133,13 @@ static HaRemoteV1 *gateway(enum ha_peer peer, enum ha_bell bell, unsigned timeou
         snprintf(z.shm_config, sizeof(z.shm_config), "%s", cfg_path);
         snprintf(z.mem, sizeof(z.mem), "%s", mem_path);
         snprintf(z.bell_path, sizeof(z.bell_path), "%s", bell_path);
-        CHECK_EQ(ha_remote_v1_new(&z, &r), 0);
+        CHECK_EQ(ha_remote_v1_new(&z, shm, &r), 0);
         return r;
+}
+
+static HaRemoteV1 *gateway(enum ha_peer peer, enum ha_bell bell, unsigned timeout_ms)
+{
+        return gateway_named(peer, bell, timeout_ms, NULL);
 }
 
 /* One submit; the bytes on SUCCESS. */
@@ -416,6 +423,106 @@ static void test_takeover(void)
         peer_stop(&p);
 }
 
+/* SIGTERM the peer and read its summary line: how many it served. */
+static long peer_stop_served(Peer *p)
+{
+        char out[4096], *at;
+        size_t n = 0;
+        ssize_t k;
+        int st = 0;
+
+        kill(p->pid, SIGTERM);
+        while (n < sizeof(out) - 1 && (k = read(p->out, out + n, sizeof(out) - 1 - n)) > 0)
+                n += (size_t)k;
+        out[n] = '\0';
+        CHECK_EQ(waitpid(p->pid, &st, 0), p->pid);
+        close(p->out);
+        p->pid = -1;
+        at = strstr(out, " served=");
+        return at ? strtol(at + 8, NULL, 10) : -1;
+}
+
+/*
+ * Crash safety with the private record: a lease job's request that a run
+ * which died left at the peer is answered once, to the job with the same
+ * key (HaJobKey), never to another request, and never sent again.
+ */
+static void test_keyed_takeover(void)
+{
+        static const uint8_t xor5a_world[] = { 0x2d, 0x35, 0x28, 0x36, 0x3e };
+        HaJobKey key = { .ino = 42, .pid = 7, .pos = 3, .seq = 9, .idx = 1, .length = 5 };
+        HaJobKey other = key;
+        struct timespec step = { 0, 1000000 };
+        char shm[64];
+        HaRemoteV1 *r;
+        HaMsgQueue *q;
+        HaMsgEntry *e;
+        uint8_t *mem, b[16];
+        uint32_t off;
+        pid_t child;
+        Peer p;
+        int fd, st = 0, i;
+
+        other.seq++;
+        snprintf(shm, sizeof(shm), "/hyperamp-test-remote-%d", (int)getpid());
+        fresh_memory();
+        fd = open(mem_path, O_RDWR);
+        mem = mmap(NULL, MEM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        close(fd);
+        CHECK(mem != MAP_FAILED);
+        q = (HaMsgQueue *)(mem + 0x10000);
+        /* A run that dies with the job's request at a peer that holds it. */
+        p = peer_start("mute", NULL, NULL);
+        child = fork();
+        CHECK(child >= 0);
+        if (child == 0) {
+                r = gateway_named(HA_PEER_FREERTOS, HA_BELL_FIFO, 60000, shm);
+                memcpy(b, "hello", 5);
+                (void)ha_remote_v1_call_key(r, 1, b, 5, 0, &key);
+                _exit(1);       /* not reached: killed while it waits */
+        }
+        for (i = 0; i < 10000; i++) {
+                uint16_t h = __atomic_load_n(&q->proc_ing_h, __ATOMIC_ACQUIRE);
+
+                if (__atomic_load_n(&q->working_mark, __ATOMIC_ACQUIRE) == HA_MARK_BUSY &&
+                    h < 255 && __atomic_load_n(&q->entries[h].msg.length, __ATOMIC_ACQUIRE))
+                        break;
+                nanosleep(&step, NULL);         /* bounded: 10 s */
+        }
+        CHECK(i < 10000);
+        kill(child, SIGKILL);
+        CHECK_EQ(waitpid(child, &st, 0), child);
+        peer_stop(&p);
+        /* The peer answers it while no gateway runs, as freertos-b does. */
+        e = &q->entries[q->proc_ing_h];
+        off = e->msg.offset;
+        for (i = 0; i < 5; i++)
+                mem[off + (uint32_t)i] ^= 0x5a;
+        __atomic_store_n(&e->msg.flag, ha_flag_make(HA_RESULT_SUCCESS), __ATOMIC_RELEASE);
+        __atomic_store_n(&q->working_mark, HA_MARK_IDLE, __ATOMIC_RELEASE);
+
+        p = peer_start("freertos-b", NULL, NULL);
+        r = gateway_named(HA_PEER_FREERTOS, HA_BELL_FIFO, 5000, shm);
+        /* Another job first: its own answer; the dead run's is kept. */
+        memcpy(b, "world", 5);
+        CHECK_EQ(ha_remote_v1_call_key(r, 1, b, 5, 0, &other), HA_RESULT_SUCCESS);
+        CHECK(memcmp(b, xor5a_world, 5) == 0);
+        CHECK_EQ(stat_of(r, "parked_answers"), 1);
+        CHECK_EQ(stat_of(r, "recovered_answers"), 0);
+        /* Its own job: the kept answer, not sent again. */
+        memcpy(b, "hello", 5);
+        CHECK_EQ(ha_remote_v1_call_key(r, 1, b, 5, 0, &key), HA_RESULT_SUCCESS);
+        CHECK(memcmp(b, xor5a_hello, 5) == 0);
+        CHECK_EQ(stat_of(r, "recovered_answers"), 1);
+        CHECK_EQ(stat_of(r, "adopted"), 1);
+        CHECK_EQ(stat_of(r, "late_answers"), 0);
+        ha_remote_v1_free(r);
+        /* Nothing left at the peer or kept: the record goes. */
+        CHECK(shm_open(shm, O_RDONLY, 0) < 0 && errno == ENOENT);
+        CHECK_EQ(peer_stop_served(&p), 1);      /* "world" only */
+        munmap(mem, MEM_SIZE);
+}
+
 static double thread_cpu_us(void)
 {
         struct timespec ts;
@@ -522,6 +629,7 @@ int main(void)
         test_faulty("scribble", NULL, NULL, "bad_header", 1);
         test_too_big();
         test_takeover();
+        test_keyed_takeover();
         measure_cpu();
         test_lie(LIE_LENGTH, "bad_entry");
         test_lie(LIE_OFFSET, "bad_entry");

@@ -32,6 +32,10 @@
  *                                          one with no limit (it resumes) while
  *                                          another thread waits 40 x 50 ms on the
  *                                          other and reports its longest wait
+ *   zclient SOCKET one SERVICE TEXT        one request: print "submitted", wait
+ *                                          (it resumes across a daemon restart),
+ *                                          print "result=R data=HEX" (R: the
+ *                                          result code, or a negative errno)
  * Exit 0 when every check passed.
  */
 #include <errno.h>
@@ -480,6 +484,29 @@ static int hostile(const char *mode)
         return 0;
 }
 
+static int one(uint16_t svc, const char *text)
+{
+        size_t len = strlen(text);
+        hyperamp_req_t *r;
+        int e;
+
+        e = hyperamp_alloc(h, len, &r);
+        if (e < 0)
+                return 1;
+        memcpy(hyperamp_req_data(r), text, len);
+        e = hyperamp_submit(r, svc, len);
+        printf("submitted\n");
+        fflush(stdout);
+        if (e == 0)
+                e = hyperamp_wait(r, wait_ms);
+        printf("result=%d data=", e);
+        for (size_t i = 0; e == HYPERAMP_SUCCESS && i < len; i++)
+                printf("%02x", ((const uint8_t *)hyperamp_req_data(r))[i]);
+        printf("\n");
+        hyperamp_release(r);
+        return e < 0 ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
         int e;
@@ -510,6 +537,8 @@ int main(int argc, char **argv)
                 e = pollhold((unsigned)atoi(argv[3]), true);
         else if (strcmp(argv[2], "hostile") == 0 && argc == 4)
                 e = hostile(argv[3]);
+        else if (strcmp(argv[2], "one") == 0 && argc == 5)
+                e = one((uint16_t)atoi(argv[3]), argv[4]);
         else if (strcmp(argv[2], "resume-waits") == 0 && argc == 3)
                 e = resume_waits();
         else {
