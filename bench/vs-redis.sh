@@ -7,7 +7,10 @@
 #   bench/vs-redis.sh [BUILD_DIR] [ROUNDS]
 # redis:    redis-benchmark -s SOCK --csv -c C [-P P] -n N ECHO <64 B>
 # hyperamp: hyperampctl bench -s echo --size 64 -c C*P --connections C -n N
-# hyperampctl bench verifies every response.  SCALE=0.5 halves every N.
+# hyperampctl bench verifies every response.  SCALE=0.5 halves every N;
+# THREADS=T gives both clients T threads (at most C; default 1).
+# Each server is waited for with a bound (READY=1 on its own notify socket)
+# and both are stopped, and the scratch directory removed, however it ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
@@ -15,39 +18,25 @@ rounds=${2:-3}
 . scripts/lib.sh
 command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null ||
         ensure_packages redis-server redis-tools
-exec python3 - "$build" "$rounds" "${SCALE:-1}" <<'PY'
-import json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile
+exec python3 - "$build" "$rounds" "${SCALE:-1}" "${THREADS:-1}" <<'PY'
+import json, os, statistics, subprocess, sys
 
-build, rounds, scale = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+sys.path.insert(0, "bench")
+from procs import Procs
+
+build, rounds, scale, threads = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
 # (connections, in flight per connection, requests per run)
 SHAPES = [(1, 1, 40000), (8, 1, 150000), (64, 1, 200000),
           (8, 16, 600000), (1, 16, 300000), (64, 16, 600000)]
 PAYLOAD = "x" * 64
-d = tempfile.mkdtemp(prefix="vs-redis.")
-procs = []
 
 
-def start(argv, name):
-    """Start argv with NOTIFY_SOCKET ours; wait (bounded) for READY=1."""
-    ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    ns.bind(f"{d}/{name}.notify")
-    ns.settimeout(15)
-    p = subprocess.Popen(argv, env=dict(os.environ, NOTIFY_SOCKET=f"{d}/{name}.notify"),
-                         stdout=subprocess.DEVNULL)
-    procs.append(p)
-    try:
-        while b"READY=1" not in ns.recv(4096):
-            pass
-    except socket.timeout:
-        sys.exit(f"{name} did not become ready")
-    ns.close()
-    return p
-
-
-def redis(c, p, n):
+def redis(d, c, p, n):
     argv = ["redis-benchmark", "-s", f"{d}/redis.sock", "--csv", "-c", str(c), "-n", str(n)]
     if p > 1:
         argv += ["-P", str(p)]
+    if threads > 1:
+        argv += ["--threads", str(min(threads, c))]
     out = subprocess.run(argv + ["ECHO", PAYLOAD], check=True, capture_output=True,
                          text=True, timeout=300).stdout
     # "test","rps",...  then one row per command
@@ -55,10 +44,11 @@ def redis(c, p, n):
     return float(rows[-1].split(",")[1].strip('"'))
 
 
-def hyperamp(c, p, n):
+def hyperamp(d, c, p, n):
     out = subprocess.run([f"{build}/src/ctl/hyperampctl", "--socket", f"{d}/ha.sock", "--json",
                           "bench", "-s", "echo", "--size", "64", "-c", str(c * p),
-                          "--connections", str(c), "-n", str(n)],
+                          "--connections", str(c), "--threads", str(min(threads, c)),
+                          "-n", str(n)],
                          check=True, capture_output=True, text=True, timeout=300).stdout
     r = json.loads(out)
     if r["failures"]:
@@ -66,16 +56,17 @@ def hyperamp(c, p, n):
     return float(r["req_per_s"])
 
 
-try:
-    start(["redis-server", "--port", "0", "--unixsocket", f"{d}/redis.sock",
-           "--save", "", "--appendonly", "no", "--supervised", "systemd",
-           "--loglevel", "warning"], "redis")
+with Procs("vs-redis.") as ps:
+    d = ps.dir
+    ps.start(["redis-server", "--port", "0", "--unixsocket", f"{d}/redis.sock",
+              "--save", "", "--appendonly", "no", "--supervised", "systemd",
+              "--loglevel", "warning"], "redis")
     with open(f"{d}/cfg.json", "w") as f:
         # Defaults, but a queue that holds 64 x 16 in flight (the default 255 would
         # refuse the requests past it with E_BUSY).
         json.dump({"shm_name": f"/hyperamp-vs-redis-{os.getpid()}", "queue_entries": 1024}, f)
-    start([f"{build}/src/daemon/hyperampd", "--config", f"{d}/cfg.json",
-           "--socket", f"{d}/ha.sock", "--log-level", "warning"], "hyperampd")
+    ps.start([f"{build}/src/daemon/hyperampd", "--config", f"{d}/cfg.json",
+              "--socket", f"{d}/ha.sock", "--log-level", "warning"], "hyperampd")
     res = {s: {"redis": [], "hyperamp": []} for s in SHAPES}
     for rnd in range(rounds):
         for s in SHAPES:
@@ -86,24 +77,17 @@ try:
             if rnd % 2:
                 order.reverse()
             for name, fn in order:
-                res[s][name].append(fn(c, p, n))
-            print(f"round {rnd + 1}: {c}x{p}: redis {res[s]['redis'][-1]:,.0f}, "
-                  f"hyperamp {res[s]['hyperamp'][-1]:,.0f} req/s", file=sys.stderr)
-    print(f"| shape (connections x in flight) | redis req/s | hyperamp req/s | ratio |")
-    print("|---|---|---|---|")
+                res[s][name].append(fn(d, c, p, n))
+            r, h = res[s]["redis"][-1], res[s]["hyperamp"][-1]
+            print(f"round {rnd + 1}: {c}x{p}: redis {r:,.0f}, hyperamp {h:,.0f} req/s, "
+                  f"ratio {h / r:.2f}", file=sys.stderr)
+    print(f"| shape (connections x in flight) | redis req/s | hyperamp req/s | ratio "
+          f"| ratio per round |")
+    print("|---|---|---|---|---|")
     for s in SHAPES:
         r = statistics.median(res[s]["redis"])
         h = statistics.median(res[s]["hyperamp"])
-        print(f"| {s[0]} x {s[1]} | {r:,.0f} | {h:,.0f} | {h / r:.2f} |")
-    print(f"(median of {rounds} interleaved rounds)")
-finally:
-    for p in procs:
-        p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-    shutil.rmtree(d, ignore_errors=True)
+        per = " / ".join(f"{b / a:.2f}" for a, b in zip(res[s]["redis"], res[s]["hyperamp"]))
+        print(f"| {s[0]} x {s[1]} | {r:,.0f} | {h:,.0f} | {h / r:.2f} | {per} |")
+    print(f"(median of {rounds} interleaved rounds; client threads: {threads})")
 PY

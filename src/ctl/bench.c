@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * hyperampctl bench: keep C requests in flight over K connections from one
- * thread (epoll), or from T threads through shared memory, verify every
+ * hyperampctl bench: keep C requests in flight over K connections from T
+ * threads (each its own connections on its own epoll), or from T threads
+ * through shared memory, verify every
  * response against the reference service, and report throughput and
  * latency percentiles.  -n runs a number of requests, --duration a time;
  * --mix cycles through every service and a ladder of sizes.
@@ -67,6 +68,7 @@ typedef struct Bench {
         unsigned long sent, done, failures, busy;
         char first_error[256];
         bool at_limit;          /* a connection refused with E_LIMIT */
+        bool quiet;             /* no progress bar: another thread draws it */
 } Bench;
 
 static const Variant *variant_of(const Bench *b, unsigned long id)
@@ -393,7 +395,7 @@ static int run(Bench *b, Ctx *ctx, BConn *conns, double *ret_secs)
         _cleanup_free_ struct epoll_event *evs = calloc(b->nconns, sizeof(*evs));
         _cleanup_free_ unsigned long *dirty = calloc(b->nconns, sizeof(*dirty));
         _cleanup_close_ int ep = epoll_create1(EPOLL_CLOEXEC);
-        bool tty = isatty(STDERR_FILENO) == 1;
+        bool tty = !b->quiet && isatty(STDERR_FILENO) == 1;
         unsigned long next_conn = 0, shown = 0, ndirty = 0;
         int64_t idle_deadline;
         uint64_t start;
@@ -474,6 +476,126 @@ static int run(Bench *b, Ctx *ctx, BConn *conns, double *ret_secs)
         if (tty && !ctx->json)
                 progress(b, start, true);
         return 0;
+}
+
+/* Socket requests are tracked by id % ring: every one with -n up to the
+ * ring's size, else a window far wider than what is in flight.  0 or
+ * -ENOMEM. */
+static int alloc_tracking(Bench *b)
+{
+        b->ring = b->conc * 4 > 65536 ? b->conc * 4 : 65536;
+        if (!b->duration_s && b->total < b->ring)
+                b->ring = b->total;
+        b->owner = calloc(b->ring, sizeof(*b->owner));
+        b->t_sent = calloc(b->ring, sizeof(*b->t_sent));
+        if (!b->duration_s)
+                b->lat = calloc(b->total, sizeof(uint64_t));
+        return !b->owner || !b->t_sent || (!b->duration_s && !b->lat) ? -ENOMEM : 0;
+}
+
+static void free_tracking(Bench *b)
+{
+        free(b->owner);
+        free(b->t_sent);
+        free(b->lat);
+}
+
+/* One socket thread: its share of the connections and requests, a Bench
+ * of its own (ring, counters, latencies), the same payloads. */
+typedef struct SockThread {
+        Bench b;
+        Ctx *ctx;
+        BConn *conns;
+        double secs;
+        int r;
+        pthread_t thread;
+} SockThread;
+
+static void *sock_thread(void *arg)
+{
+        SockThread *t = arg;
+
+        t->r = run(&t->b, t->ctx, t->conns, &t->secs);
+        return NULL;
+}
+
+/* The per-thread histograms and counters into b. */
+static void merge_hist(HaHist *to, const HaHist *from)
+{
+        for (unsigned k = 0; k < HA_HIST_BUCKETS; k++)
+                to->b[k] += from->b[k];
+        to->count += from->count;
+        if (from->max > to->max)
+                to->max = from->max;
+}
+
+/* run() over b->threads threads, each with its own connections; the
+ * results merged into b.  A negative errno as run's. */
+static int run_socket(Bench *b, Ctx *ctx, BConn *conns, double *ret_secs)
+{
+        SockThread *ts;
+        unsigned long T = b->threads, first_conn = 0, started = 0;
+        uint64_t start;
+        int r = 0;
+
+        if (T == 1)
+                return run(b, ctx, conns, ret_secs);
+        ts = calloc(T, sizeof(*ts));
+        if (!ts)
+                return -ENOMEM;
+        for (unsigned long i = 0; i < T && r == 0; i++) {
+                Bench *s = &ts[i].b;
+
+                *s = *b;        /* the payloads and settings, shared read-only */
+                s->conc = b->conc / T + (i < b->conc % T);
+                s->nconns = b->nconns / T + (i < b->nconns % T);
+                s->total = b->total / T + (i < b->total % T);
+                s->owner = NULL, s->t_sent = NULL, s->lat = NULL;
+                s->nlat = s->sent = s->done = s->failures = s->busy = 0;
+                s->first_error[0] = '\0';
+                memset(&s->hist, 0, sizeof(s->hist));
+                s->quiet = i > 0;       /* the first thread's share draws the bar */
+                ts[i].ctx = ctx;
+                ts[i].conns = conns + first_conn;
+                first_conn += s->nconns;
+                r = alloc_tracking(s);
+        }
+        start = ha_now_ns();
+        for (; r == 0 && started < T; started++) {
+                int e = pthread_create(&ts[started].thread, NULL, sock_thread, &ts[started]);
+
+                if (e) {
+                        fprintf(stderr, "hyperampctl: cannot start a thread: %s\n", strerror(e));
+                        r = -e;
+                        break;
+                }
+        }
+        b->sent = b->done = 0;
+        for (unsigned long i = 0; i < T; i++) {
+                Bench *s = &ts[i].b;
+
+                if (i < started) {
+                        pthread_join(ts[i].thread, NULL);
+                        if (ts[i].r < 0 && r == 0)
+                                r = ts[i].r;
+                        b->sent += s->sent;
+                        b->done += s->done;
+                        b->failures += s->failures;
+                        b->busy += s->busy;
+                        b->at_limit |= s->at_limit;
+                        if (!b->first_error[0] && s->first_error[0])
+                                memcpy(b->first_error, s->first_error, sizeof(b->first_error));
+                        if (b->lat)
+                                memcpy(b->lat + b->nlat, s->lat, s->nlat * sizeof(uint64_t));
+                        b->nlat += s->nlat;
+                        merge_hist(&b->hist, &s->hist);
+                }
+                free_tracking(s);
+        }
+        free(ts);
+        *ret_secs = (double)(ha_now_ns() - start) / 1e9;
+        b->total = b->sent;
+        return r;
 }
 
 /* ===== --transport shm: zone channel through libhyperamp ===== */
@@ -654,11 +776,7 @@ static int run_shm(Bench *b, Ctx *ctx, double *ret_secs)
                               ts[i].error == -ETIMEDOUT ? EXIT_TIMEOUT : EXIT_FAILED;
                 }
                 b->done += ts[i].done;
-                for (unsigned k = 0; k < HA_HIST_BUCKETS; k++)
-                        b->hist.b[k] += ts[i].hist.b[k];
-                b->hist.count += ts[i].hist.count;
-                if (ts[i].hist.max > b->hist.max)
-                        b->hist.max = ts[i].hist.max;
+                merge_hist(&b->hist, &ts[i].hist);
         }
         *ret_secs = (double)(ha_now_ns() - start) / 1e9;
         hyperamp_detach(h);
@@ -773,8 +891,7 @@ int cmd_bench(Ctx *ctx, int argc, char **argv)
         Bench b = { .service = 66, .conc = 64, .total = 10000, .size = 64, .nconns = 1,
                     .threads = 1 };
         const char *service = "echo";
-        bool have_n = false, have_s = false, have_size = false, have_conns = false,
-             have_threads = false;
+        bool have_n = false, have_s = false, have_size = false, have_conns = false;
         BConn *conns = NULL;
         double secs = 0;
         int c, r, ret = EXIT_FAILED;
@@ -802,7 +919,6 @@ int cmd_bench(Ctx *ctx, int argc, char **argv)
                         continue;
                 case OPT_THREADS:
                         dst = &b.threads, max = 64, what = "--threads: not a number from 1 to 64";
-                        have_threads = true;
                         break;
                 case OPT_DURATION:
                         dst = &b.duration_s, max = 30ul * 86400,
@@ -841,8 +957,6 @@ int cmd_bench(Ctx *ctx, int argc, char **argv)
         if (b.shm && (have_conns || b.overload))
                 return ctl_usage_error("bench: %s is for --transport socket",
                                        have_conns ? "--connections" : "--overload");
-        if (!b.shm && have_threads)
-                return ctl_usage_error("%s", "bench: --threads is for --transport shm");
         r = ha_service_parse(service, &b.service);
         if (r == -ENOENT || r == -ERANGE)
                 return ctl_no_such_service(service);
@@ -854,6 +968,11 @@ int cmd_bench(Ctx *ctx, int argc, char **argv)
                 b.nconns = b.conc;
         if (b.threads > b.conc)
                 b.threads = b.conc;
+        /* A socket thread needs a connection and a request of its own. */
+        if (!b.shm && b.threads > b.nconns)
+                b.threads = b.nconns;
+        if (!b.shm && !b.duration_s && b.threads > b.total)
+                b.threads = b.total;
 
         r = setup_variants(&b);
         if (r == -ENOENT) {
@@ -861,17 +980,8 @@ int cmd_bench(Ctx *ctx, int argc, char **argv)
                                        "implementation here to verify against", service);
                 goto out;
         }
-        /* Socket requests are tracked by id % ring: every one with -n up to
-         * the ring's size, else a window far wider than what is in flight. */
-        b.ring = b.conc * 4 > 65536 ? b.conc * 4 : 65536;
-        if (!b.duration_s && b.total < b.ring)
-                b.ring = b.total;
-        b.owner = calloc(b.ring, sizeof(*b.owner));
-        b.t_sent = calloc(b.ring, sizeof(*b.t_sent));
-        if (!b.duration_s)
-                b.lat = calloc(b.total, sizeof(uint64_t));
         conns = calloc(b.nconns, sizeof(*conns));
-        if (r < 0 || !b.owner || !b.t_sent || (!b.duration_s && !b.lat) || !conns) {
+        if (r < 0 || alloc_tracking(&b) < 0 || !conns) {
                 fprintf(stderr, "hyperampctl: out of memory\n");
                 goto out;
         }
@@ -898,7 +1008,7 @@ int cmd_bench(Ctx *ctx, int argc, char **argv)
                 ret = r;
                 goto out;
         }
-        r = run(&b, ctx, conns, &secs);
+        r = run_socket(&b, ctx, conns, &secs);
         if (r == -ECONNREFUSED) {
                 /* Refused at the door, as a missing daemon is, when at its limit. */
                 fprintf(stderr, "hyperampctl: %s\n", b.first_error);
@@ -916,7 +1026,7 @@ report:
                 qsort(b.lat, b.nlat, sizeof(uint64_t), cmp_u64);
         if (ctx->json) {
                 printf("{\"transport\":\"%s\",\"threads\":%lu,", b.shm ? "shm" : "socket",
-                       b.shm ? b.threads : 1ul);
+                       b.threads);
                 if (b.mix)
                         printf("\"service\":null,\"mix\":true,");
                 else
@@ -940,8 +1050,9 @@ report:
                         printf("%s, concurrency %lu over %lu thread%s, shared memory\n",
                                what, b.conc, b.threads, b.threads == 1 ? "" : "s");
                 else
-                        printf("%s, concurrency %lu over %lu connection%s\n",
-                               what, b.conc, b.nconns, b.nconns == 1 ? "" : "s");
+                        printf("%s, concurrency %lu over %lu connection%s, %lu thread%s\n",
+                               what, b.conc, b.nconns, b.nconns == 1 ? "" : "s", b.threads,
+                               b.threads == 1 ? "" : "s");
                 printf("requests  %lu, failures %lu (busy %lu), %.3f s\n", b.total, b.failures,
                        b.busy, secs);
                 printf("throughput %.1f req/s\n", (double)b.total / secs);
@@ -962,8 +1073,6 @@ out:
         free(b.var);
         free(b.payload);
         free(b.expect);
-        free(b.owner);
-        free(b.t_sent);
-        free(b.lat);
+        free_tracking(&b);
         return ret;
 }

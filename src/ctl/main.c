@@ -56,9 +56,10 @@ static const CtlCommand commands[] = {
           "Keep CONCURRENCY requests in flight over K connections, verify every\n"
           "response, report req/s and latency percentiles (defaults: echo,\n"
           "-c 64, -n 10000, 64 bytes, 1 connection); --overload allows more\n"
-          "in flight than the queue holds, counting E_BUSY replies; --transport shm\n"
-          "submits through shared memory (libhyperamp) from T threads (K and\n"
-          "--overload are for the socket, T for shm);\n"
+          "in flight than the queue holds, counting E_BUSY replies; --threads T\n"
+          "shares them among T client threads (on the socket each has its own\n"
+          "connections); --transport shm submits through shared memory\n"
+          "(libhyperamp) (K and --overload are for the socket);\n"
           "--duration runs for SEC seconds instead of a number of requests;\n"
           "--mix cycles through every service and sizes 16, 64, 256, ... up to\n"
           "--size (default 65536 with --mix)",
@@ -71,7 +72,8 @@ static const CtlCommand commands[] = {
           "      --connections K     socket connections to spread them over (default 1)\n"
           "      --overload          allow more in flight than the queue; count E_BUSY\n"
           "      --transport T       socket (default) or shm (libhyperamp)\n"
-          "      --threads T         with --transport shm: submitting threads (default 1)\n",
+          "      --threads T         client threads sharing them (default 1; on the\n"
+          "                          socket at most K, each with its own connections)\n",
           cmd_bench },
         { "reload", "", "Make the daemon re-read its config; returns once it confirms\n"
           "(admin: root, the daemon's user or its admin_group)", "", cmd_reload },

@@ -32,7 +32,8 @@
 
 #define NO_ID HA_NO_ID
 #define OUTPUT_HIGH (4u << 20)  /* stop reading a client that does not read replies */
-#define READ_CHUNK (64u << 10)  /* one readv takes up to this much */
+#define READ_CHUNK (64u << 10)  /* one read takes up to this much */
+#define OBUF_MAX (64u << 10)    /* replies gathered in a pass; more go to the bufferevent */
 /* Admins get in beyond max_connections while they hold fewer than this,
  * so that no one holding every connection can lock out reload. */
 #define ADMIN_RESERVE 4u
@@ -70,6 +71,15 @@ struct Conn {
         LIST_ENTRY(Conn) flush_link;
         void *lease;            /* a zone lease held by this connection */
         uint32_t jlen, dlen;
+        /* Frames read, not yet handled (ibuf[ihead..itail)), and the
+         * replies of this pass not yet written (obuf[0..olen)): flat
+         * buffers the connection keeps, so a request costs no malloc (an
+         * evbuffer frees its chain each time it empties).  obuf holds
+         * bytes only while the bufferevent's output is empty: they go
+         * out first. */
+        uint8_t *ibuf, *obuf;
+        uint32_t icap, ihead, itail;
+        uint32_t ocap, olen;
         /* Reply bytes on their way: the payloads of its requests in
          * flight (a failure's reply carries none, so this may overcount
          * until pending is 0 again).  Counted against its share of the
@@ -182,7 +192,52 @@ static void conn_to(Conn *c, enum conn_state s)
 
 static void conn_free(Conn *c)
 {
+        free(c->ibuf);
+        free(c->obuf);
         free(c);
+}
+
+static size_t in_len(const Conn *c)
+{
+        return c->itail - c->ihead;
+}
+
+static void in_take(Conn *c, size_t n)
+{
+        c->ihead += (uint32_t)n;
+        if (c->ihead == c->itail)
+                c->ihead = c->itail = 0;
+}
+
+/* Room after the bytes held for want more, moving them to the front;
+ * the buffer grows past READ_CHUNK only for a frame larger than that,
+ * and shrinks back once it is empty.  0 or -ENOMEM. */
+static int in_room(Conn *c, size_t want)
+{
+        size_t len = in_len(c), cap = len + want > READ_CHUNK ? len + want : READ_CHUNK;
+        uint8_t *p;
+
+        if (c->icap - c->itail >= want && (len > 0 || c->icap == READ_CHUNK))
+                return 0;
+        if (c->ihead > 0) {
+                memmove(c->ibuf, c->ibuf + c->ihead, len);
+                c->ihead = 0;
+                c->itail = (uint32_t)len;
+        }
+        if (c->icap == cap || (len > 0 && c->icap >= cap))
+                return 0;
+        p = realloc(c->ibuf, cap);
+        if (!p)
+                return -ENOMEM;
+        c->ibuf = p;
+        c->icap = (uint32_t)cap;
+        return 0;
+}
+
+/* Reply bytes not yet written, gathered and in the bufferevent. */
+static size_t out_len(const Conn *c)
+{
+        return c->olen + evbuffer_get_length(bufferevent_get_output(c->bev));
 }
 
 static void maybe_all_closed(HaControl *ctl)
@@ -217,11 +272,15 @@ static void conn_close(Conn *c)
         }
         /* Its unsent replies leave the budget with it. */
         evbuffer_remove_cb_entry(bufferevent_get_output(c->bev), c->out_cb);
-        ctl->out_bytes -= evbuffer_get_length(bufferevent_get_output(c->bev));
+        ctl->out_bytes -= out_len(c);
         event_free(c->rev);
         c->rev = NULL;
         bufferevent_free(c->bev);
         c->bev = NULL;
+        free(c->ibuf);
+        free(c->obuf);
+        c->ibuf = c->obuf = NULL;
+        c->icap = c->ihead = c->itail = c->ocap = c->olen = 0;
         conn_to(c, CONN_CLOSED);
         LIST_REMOVE(c, link);
         ctl->nconns--;
@@ -288,19 +347,18 @@ static bool conn_read(Conn *c);
  * Bounded by what is there now, however fast the client goes on sending. */
 static size_t conn_sweep(Conn *c)
 {
-        struct evbuffer *in = bufferevent_get_input(c->bev);
-        int fd = bufferevent_getfd(c->bev), waiting = 0, n;
+        int fd = bufferevent_getfd(c->bev), waiting = 0;
         size_t got = 0;
+        ssize_t n;
 
         conn_to(c, CONN_SWEPT);
         conn_read_off(c);
-        if (ioctl(fd, FIONREAD, &waiting) < 0)
+        if (ioctl(fd, FIONREAD, &waiting) < 0 || waiting <= 0 || in_room(c, (size_t)waiting) < 0)
                 return 0;
-        /* The bufferevent keeps its input's end frozen outside its own reads. */
-        evbuffer_unfreeze(in, 0);
-        while (got < (size_t)waiting && (n = evbuffer_read(in, fd, (int)((size_t)waiting - got))) > 0)
+        while (got < (size_t)waiting && (n = read(fd, c->ibuf + c->itail, (size_t)waiting - got)) > 0) {
+                c->itail += (uint32_t)n;
                 got += (size_t)n;
-        evbuffer_freeze(in, 0);
+        }
         return got;
 }
 
@@ -313,8 +371,7 @@ static size_t conn_sweep(Conn *c)
  */
 static bool conn_close_if_done(Conn *c)
 {
-        if (!c->bev || c->state < CONN_CLOSING || c->state == CONN_DOOMED ||
-            evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
+        if (!c->bev || c->state < CONN_CLOSING || c->state == CONN_DOOMED || out_len(c) > 0)
                 return true;
         if (conn_may_read(c) && c->state != CONN_SWEPT && !c->in_use && conn_sweep(c) > 0)
                 return conn_read(c);    /* comes back here, swept */
@@ -348,6 +405,49 @@ static bool conn_check_eof(Conn *c)
  * to the bufferevent (EV_WRITE and its write timeout) until it drains.
  */
 
+static void out_count(HaControl *ctl, size_t added, size_t deleted)
+{
+        ctl->out_bytes += added;
+        ctl->out_bytes -= deleted;
+        if (ctl->out_bytes > ctl->out_bytes_max)
+                ctl->out_bytes_max = ctl->out_bytes;
+}
+
+/* Whether obuf takes len more bytes, grown up to OBUF_MAX. */
+static bool obuf_fits(Conn *c, size_t len)
+{
+        size_t cap = c->ocap ? c->ocap : 4096;
+        uint8_t *p;
+
+        if (c->olen + len <= c->ocap)
+                return true;
+        if (c->olen + len > OBUF_MAX)
+                return false;
+        while (cap < c->olen + len)
+                cap *= 2;
+        p = realloc(c->obuf, cap < OBUF_MAX ? cap : OBUF_MAX);
+        if (!p)
+                return false;
+        c->obuf = p;
+        c->ocap = cap < OBUF_MAX ? (uint32_t)cap : OBUF_MAX;
+        return true;
+}
+
+/* off bytes of obuf were written: move the rest into the bufferevent's
+ * output (which counts them in out_bytes itself).  0 or -ENOMEM. */
+static int obuf_spill(Conn *c, size_t off)
+{
+        size_t left = c->olen - off;
+
+        if (c->olen == 0)
+                return 0;
+        out_count(c->ctl, 0, c->olen);
+        c->olen = 0;
+        if (left && evbuffer_add(bufferevent_get_output(c->bev), c->obuf + off, left) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
 static void queue_flush(Conn *c)
 {
         HaControl *ctl = c->ctl;
@@ -366,14 +466,29 @@ static void send_frame(Conn *c, const char *json, size_t jlen, const void *data,
         uint8_t hdr[HA_PROTO_HDR_SIZE];
         struct iovec iov[3];
         int n = ha_frame_iov(iov, hdr, json, jlen, data, dlen);
+        size_t len = HA_PROTO_HDR_SIZE + jlen + dlen;
 
-        for (int i = 0; i < n; i++)
-                if (evbuffer_add(out, iov[i].iov_base, iov[i].iov_len) < 0) {
-                        log_warning("Out of memory queueing a reply, closing the connection");
-                        conn_close(c);
-                        return;
+        if (evbuffer_get_length(out) == 0 && obuf_fits(c, len)) {
+                for (int i = 0; i < n; i++) {
+                        memcpy(c->obuf + c->olen, iov[i].iov_base, iov[i].iov_len);
+                        c->olen += (uint32_t)iov[i].iov_len;
                 }
+                out_count(c->ctl, len, 0);
+                queue_flush(c);
+                return;
+        }
+        /* Large, or behind replies a full socket holds back: the
+         * bufferevent's, after what was gathered. */
+        if (obuf_spill(c, 0) < 0)
+                goto oom;
+        for (int i = 0; i < n; i++)
+                if (evbuffer_add(out, iov[i].iov_base, iov[i].iov_len) < 0)
+                        goto oom;
         queue_flush(c);
+        return;
+oom:
+        log_warning("Out of memory queueing a reply, closing the connection");
+        conn_close(c);
 }
 
 /* s: a reply printed by proto.c, consumed. */
@@ -456,7 +571,7 @@ static int parse_service(const cJSON *v, uint16_t *ret, char *err, size_t errlen
 }
 
 /* A submit whose service is known: the fast path's and the general one's. */
-static void submit(Conn *c, uint64_t id, uint16_t sid, struct evbuffer *in, uint32_t dlen)
+static void submit(Conn *c, uint64_t id, uint16_t sid, const uint8_t *data, uint32_t dlen)
 {
         HaControl *ctl = c->ctl;
         int r;
@@ -471,7 +586,7 @@ static void submit(Conn *c, uint64_t id, uint16_t sid, struct evbuffer *in, uint
                 send_error(c, id, HA_E_BUSY, "too many requests in flight on this connection");
                 return;
         }
-        r = ha_sockq_submit(ctl->sockq, sid, in, dlen, c, id);
+        r = ha_sockq_submit_data(ctl->sockq, sid, data, dlen, c, id);
         if (r < 0) {
                 HA_INC(&ctl->st, rejected_requests);
                 log_request_error(c, id, sid, r == -EAGAIN ? "refused, queue or pool full" :
@@ -485,7 +600,7 @@ static void submit(Conn *c, uint64_t id, uint16_t sid, struct evbuffer *in, uint
         c->inflight_bytes += dlen;
 }
 
-static void m_submit(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer *in, uint32_t dlen)
+static void m_submit(Conn *c, const HaRequest *req, uint64_t id, const uint8_t *data, uint32_t dlen)
 {
         char err[128];
         uint16_t sid;
@@ -496,13 +611,13 @@ static void m_submit(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer
                 send_error(c, id, HA_E_INVALID, err);
                 return;
         }
-        submit(c, id, sid, in, dlen);
+        submit(c, id, sid, data, dlen);
 }
 
-static void m_ping(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer *in, uint32_t dlen)
+static void m_ping(Conn *c, const HaRequest *req, uint64_t id, const uint8_t *data, uint32_t dlen)
 {
         cJSON *r = cJSON_CreateObject();
-        (void)req, (void)in, (void)dlen;
+        (void)req, (void)data, (void)dlen;
 
         cJSON_AddBoolToObject(r, "pong", true);
         cJSON_AddStringToObject(r, "version", HA_VERSION);
@@ -514,12 +629,12 @@ static void m_ping(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer *
         send_result(c, id, r);
 }
 
-static void m_services(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer *in, uint32_t dlen)
+static void m_services(Conn *c, const HaRequest *req, uint64_t id, const uint8_t *data, uint32_t dlen)
 {
         cJSON *r = cJSON_CreateObject(), *a = cJSON_AddArrayToObject(r, "services");
         const HaService *t;
         size_t n;
-        (void)req, (void)in, (void)dlen;
+        (void)req, (void)data, (void)dlen;
 
         t = ha_services(&n);
         for (size_t i = 0; i < n; i++) {
@@ -583,13 +698,13 @@ void ha_control_stats(HaControl *ctl, HaStats *s)
                 ctl->stats_hooks[i].fn(ctl->stats_hooks[i].userdata, s);
 }
 
-static void m_stats(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer *in, uint32_t dlen)
+static void m_stats(Conn *c, const HaRequest *req, uint64_t id, const uint8_t *data, uint32_t dlen)
 {
         const cJSON *format = cJSON_GetObjectItemCaseSensitive(req->params, "format");
         bool text = cJSON_IsString(format) && strcmp(format->valuestring, "openmetrics") == 0;
         cJSON *r = cJSON_CreateObject();
         HaStats *s;
-        (void)in, (void)dlen;
+        (void)data, (void)dlen;
 
         if (format && !text &&
             !(cJSON_IsString(format) && strcmp(format->valuestring, "json") == 0)) {
@@ -621,12 +736,12 @@ static void m_stats(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer 
         send_result(c, id, r);
 }
 
-static void m_reload(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer *in, uint32_t dlen)
+static void m_reload(Conn *c, const HaRequest *req, uint64_t id, const uint8_t *data, uint32_t dlen)
 {
         HaControl *ctl = c->ctl;
         cJSON *result = NULL;
         char err[512] = "";
-        (void)req, (void)in, (void)dlen;
+        (void)req, (void)data, (void)dlen;
 
         if (!ctl->reload) {
                 send_error(c, id, HA_E_INTERNAL, "reload is not available");
@@ -647,11 +762,11 @@ static void shutdown_cb(evutil_socket_t fd, short what, void *userdata)
         ctl->shutdown(ctl->hooks_userdata);
 }
 
-static void m_shutdown(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer *in, uint32_t dlen)
+static void m_shutdown(Conn *c, const HaRequest *req, uint64_t id, const uint8_t *data, uint32_t dlen)
 {
         HaControl *ctl = c->ctl;
         cJSON *r = cJSON_CreateObject();
-        (void)req, (void)in, (void)dlen;
+        (void)req, (void)data, (void)dlen;
 
         cJSON_AddBoolToObject(r, "stopping", true);
         send_result(c, id, r);
@@ -679,14 +794,14 @@ static int send_with_fds(Conn *c, uint64_t id, HaAttachGrant *grant)
         return (size_t)n == HA_PROTO_HDR_SIZE + len ? 0 : -EIO;
 }
 
-static void m_attach(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer *in, uint32_t dlen)
+static void m_attach(Conn *c, const HaRequest *req, uint64_t id, const uint8_t *data, uint32_t dlen)
 {
         HaControl *ctl = c->ctl;
         const cJSON *resume = cJSON_GetObjectItemCaseSensitive(req->params, "resume");
         HaAttachGrant grant;
         void *lease;
         int r;
-        (void)in, (void)dlen;
+        (void)data, (void)dlen;
 
         if (resume && !cJSON_IsBool(resume)) {
                 send_error(c, id, HA_E_INVALID, "\"resume\" must be true or false");
@@ -702,7 +817,7 @@ static void m_attach(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer
         }
         /* The reply goes straight out with its fds: nothing may be queued
          * before it. */
-        if (evbuffer_get_length(bufferevent_get_output(c->bev)) > 0) {
+        if (out_len(c) > 0) {
                 send_error(c, id, HA_E_BUSY, "attach must wait for earlier replies");
                 return;
         }
@@ -775,7 +890,7 @@ enum { M_ADMIN = 1 << 0 };
 
 static const struct method {
         const char *name;
-        void (*fn)(Conn *c, const HaRequest *req, uint64_t id, struct evbuffer *in, uint32_t dlen);
+        void (*fn)(Conn *c, const HaRequest *req, uint64_t id, const uint8_t *data, uint32_t dlen);
         unsigned flags;
 } methods[] = {
         { HA_METHOD_SUBMIT, m_submit, 0 },
@@ -795,41 +910,32 @@ static const struct method {
  * name it does not know, or any frame while shutting down goes the general
  * way, so both make the same of every frame.
  */
-static bool handle_submit_fast(Conn *c, struct evbuffer *in, const char *json)
+static bool handle_submit_fast(Conn *c, const char *json, const uint8_t *data)
 {
-        uint32_t jlen = c->jlen, dlen = c->dlen;
         HaSubmitFast f;
-        size_t before;
 
-        if (c->ctl->quiesced || !ha_submit_parse_fast(json, jlen, &f) ||
+        if (c->ctl->quiesced || !ha_submit_parse_fast(json, c->jlen, &f) ||
             (f.name[0] && ha_service_parse(f.name, &f.service) < 0))
                 return false;
-        evbuffer_drain(in, jlen);
-        before = evbuffer_get_length(in);
-        submit(c, f.id, f.service, in, dlen);
-        /* Taken or not, the payload is consumed. */
-        evbuffer_drain(in, dlen - (before - evbuffer_get_length(in)));
+        submit(c, f.id, f.service, data, c->dlen);
         return true;
 }
 
-static void handle_frame(Conn *c, struct evbuffer *in)
+/* The frame at the front of c's input; its caller consumes it.  Nothing
+ * reads into the input meanwhile (c is in use). */
+static void handle_frame(Conn *c)
 {
         HaControl *ctl = c->ctl;
         uint32_t jlen = c->jlen, dlen = c->dlen;
-        const char *json = (const char *)evbuffer_pullup(in, jlen);
+        const char *json = (const char *)c->ibuf + c->ihead;
+        const uint8_t *data = c->ibuf + c->ihead + jlen;
         const struct method *m = NULL;
         enum ha_error err;
         const char *msg;
         HaRequest req;
-        size_t before;
         uint64_t id;
 
-        if (!json) {
-                log_warning("Out of memory reading a request, closing the connection");
-                conn_close(c);
-                return;
-        }
-        if (handle_submit_fast(c, in, json))
+        if (handle_submit_fast(c, json, data))
                 return;
         if (ha_request_parse(json, jlen, &req, &err, &msg) < 0) {
                 HA_INC(&ctl->st, protocol_errors);
@@ -868,26 +974,16 @@ static void handle_frame(Conn *c, struct evbuffer *in)
                            "or its admin_group");
                 goto out;
         }
-        evbuffer_drain(in, jlen);
-        jlen = 0;
-        before = evbuffer_get_length(in);
-        m->fn(c, &req, id, in, dlen);
-        /* The method took the payload or not; either way it is consumed. */
-        dlen -= (uint32_t)(before - evbuffer_get_length(in));
+        m->fn(c, &req, id, data, dlen);
 out:
-        evbuffer_drain(in, (size_t)jlen + dlen);
         ha_request_done(&req);
 }
 
 static void out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *userdata)
 {
-        HaControl *ctl = ((Conn *)userdata)->ctl;
         (void)buf;
 
-        ctl->out_bytes += info->n_added;
-        ctl->out_bytes -= info->n_deleted;
-        if (ctl->out_bytes > ctl->out_bytes_max)
-                ctl->out_bytes_max = ctl->out_bytes;
+        out_count(((Conn *)userdata)->ctl, info->n_added, info->n_deleted);
 }
 
 /*
@@ -904,7 +1000,7 @@ static bool conn_backlogged(Conn *c)
         HaControl *ctl = c->ctl;
         /* With the replies on their way: a connection whose output went
          * into its socket may not read a pool's worth more at once. */
-        uint64_t out = evbuffer_get_length(bufferevent_get_output(c->bev)) + c->inflight_bytes;
+        uint64_t out = out_len(c) + c->inflight_bytes;
         uint64_t suppressed;
 
         if (out > OUTPUT_HIGH)
@@ -935,8 +1031,6 @@ static void conn_pause(Conn *c)
 static bool conn_read(Conn *c)
 {
         HaControl *ctl = c->ctl;
-        struct bufferevent *bev = c->bev;
-        struct evbuffer *in = bufferevent_get_input(bev);
 
         conn_enter(c);
         while (conn_may_read(c) && !c->paused) {
@@ -946,14 +1040,15 @@ static bool conn_read(Conn *c)
                         break;
                 }
                 if (!c->have_hdr) {
-                        uint8_t hdr[HA_PROTO_HDR_SIZE];
                         enum ha_error err;
+                        int r;
 
-                        if (evbuffer_get_length(in) < sizeof(hdr))
+                        if (in_len(c) < HA_PROTO_HDR_SIZE)
                                 break;
-                        evbuffer_remove(in, hdr, sizeof(hdr));
-                        if (ha_frame_hdr_parse(hdr, (uint32_t)cfg_of(ctl)->max_payload, &c->jlen,
-                                               &c->dlen, &err) < 0) {
+                        r = ha_frame_hdr_parse(c->ibuf + c->ihead, (uint32_t)cfg_of(ctl)->max_payload,
+                                               &c->jlen, &c->dlen, &err);
+                        in_take(c, HA_PROTO_HDR_SIZE);
+                        if (r < 0) {
                                 char m[128];
                                 HA_INC(&ctl->st, protocol_errors);
                                 snprintf(m, sizeof(m), "frame of %u+%u bytes refused "
@@ -968,10 +1063,12 @@ static bool conn_read(Conn *c)
                         }
                         c->have_hdr = true;
                 }
-                if (evbuffer_get_length(in) < (size_t)c->jlen + c->dlen)
+                if (in_len(c) < (size_t)c->jlen + c->dlen)
                         break;
                 c->have_hdr = false;
-                handle_frame(c, in);
+                handle_frame(c);
+                /* Taken or not, the frame is consumed. */
+                in_take(c, (size_t)c->jlen + c->dlen);
         }
         /* Nor read its socket while its replies pile up. */
         if (c->state != CONN_DOOMED && !c->paused && conn_backlogged(c))
@@ -982,37 +1079,40 @@ static bool conn_read(Conn *c)
 
 static void conn_idle(Conn *c);
 
+/* Room to make before a read: half a chunk at least; for the rest of a
+ * large frame, at most as much again as is held, so a header alone does
+ * not buy its whole payload's memory. */
+static size_t read_want(const Conn *c)
+{
+        size_t len = in_len(c), need = c->have_hdr ? (size_t)c->jlen + c->dlen : 0;
+        size_t want = len < READ_CHUNK / 2 ? READ_CHUNK / 2 : len < READ_CHUNK ? READ_CHUNK - len : 1;
+
+        if (need > len + want) {
+                size_t more = need - len < len ? need - len : len;
+
+                if (more > want)
+                        want = more;
+        }
+        return want;
+}
+
 static void conn_rev_cb(evutil_socket_t fd, short what, void *userdata)
 {
         Conn *c = userdata;
-        struct evbuffer *in = bufferevent_get_input(c->bev);
-        struct evbuffer_iovec v[2];
         ssize_t n;
-        int nv;
 
         if (what & EV_TIMEOUT) {
                 conn_idle(c);
                 return;
         }
-        /* The bufferevent keeps its input's end frozen outside its own reads. */
-        evbuffer_unfreeze(in, 0);
-        nv = evbuffer_reserve_space(in, READ_CHUNK, v, 2);
-        n = nv < 0 ? -1 : readv(fd, (struct iovec *)v, nv);
-        if (n > 0) {
-                size_t left = (size_t)n;
-
-                for (int i = 0; i < nv; i++) {
-                        v[i].iov_len = v[i].iov_len < left ? v[i].iov_len : left;
-                        left -= v[i].iov_len;
-                }
-                evbuffer_commit_space(in, v, nv);
-        }
-        evbuffer_freeze(in, 0);
-        if (nv < 0) {
+        if (in_room(c, read_want(c)) < 0) {
                 log_warning("Out of memory reading a request, closing the connection");
                 conn_close(c);
                 return;
         }
+        n = read(fd, c->ibuf + c->itail, c->icap - c->itail);
+        if (n > 0)
+                c->itail += (uint32_t)n;
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
                 return;
         if (n < 0) {
@@ -1069,11 +1169,26 @@ static bool conn_flush(Conn *c)
                 return true;    /* the bufferevent writes it as the socket drains */
         if (c->state == CONN_DOOMED)
                 return true;    /* conn_leave closes it */
-        /* The bufferevent keeps its output's front frozen outside its own writes. */
-        evbuffer_unfreeze(out, 1);
-        while (evbuffer_get_length(out) > 0 && (n = evbuffer_write(out, fd)) > 0)
-                ;
-        evbuffer_freeze(out, 1);
+        if (c->olen > 0) {
+                /* The pass's replies, with one send; what the socket does
+                 * not take waits in the bufferevent. */
+                ssize_t w = send(fd, c->obuf, c->olen, MSG_DONTWAIT | MSG_NOSIGNAL);
+
+                if (w < 0 && errno != EAGAIN && errno != EINTR)
+                        n = -1;
+                else if (obuf_spill(c, w > 0 ? (size_t)w : 0) < 0) {
+                        log_warning("Out of memory queueing a reply, closing the connection");
+                        conn_close(c);
+                        return false;
+                }
+        }
+        if (n == 0 && evbuffer_get_length(out) > 0) {
+                /* The bufferevent keeps its output's front frozen outside its own writes. */
+                evbuffer_unfreeze(out, 1);
+                while (evbuffer_get_length(out) > 0 && (n = evbuffer_write(out, fd)) > 0)
+                        ;
+                evbuffer_freeze(out, 1);
+        }
         if (n < 0 && errno != EAGAIN && errno != EINTR) {
                 log_debug("Client pid %d: writing replies failed: %m, closing", (int)c->pid);
                 conn_close(c);
@@ -1119,9 +1234,8 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *userdata)
 static void conn_idle(Conn *c)
 {
         HaControl *ctl = c->ctl;
-        struct evbuffer *in = bufferevent_get_input(c->bev);
 
-        if ((c->pending > 0 || c->lease) && !c->have_hdr && evbuffer_get_length(in) == 0) {
+        if ((c->pending > 0 || c->lease) && !c->have_hdr && in_len(c) == 0) {
                 /* Quiet because it waits for replies, or because it holds
                  * a zone lease and talks through shared memory: closing
                  * would take its lease away.  Fine: the timeout restarts. */
@@ -1129,7 +1243,7 @@ static void conn_idle(Conn *c)
         }
         HA_INC(&ctl->st, timeouts);
         log_debug("Client pid %d %s for %u ms, closing", (int)c->pid,
-                  c->have_hdr || evbuffer_get_length(in) ? "stalled mid-frame" : "idle",
+                  c->have_hdr || in_len(c) ? "stalled mid-frame" : "idle",
                   cfg_of(ctl)->client_timeout_ms);
         conn_close(c);
 }

@@ -348,6 +348,23 @@ HaSockq *ha_sockq_free(HaSockq *q)
 int ha_sockq_submit(HaSockq *q, uint16_t service, struct evbuffer *src, size_t len,
                     void *owner, uint64_t req_id)
 {
+        const void *data;
+        int r;
+
+        if (len == 0 || len > evbuffer_get_length(src))
+                return -EINVAL;
+        data = evbuffer_pullup(src, (ssize_t)len);
+        if (!data)
+                return -ENOMEM;
+        r = ha_sockq_submit_data(q, service, data, len, owner, req_id);
+        if (r == 0)
+                evbuffer_drain(src, len);
+        return r;
+}
+
+int ha_sockq_submit_data(HaSockq *q, uint16_t service, const void *data, size_t len,
+                         void *owner, uint64_t req_id)
+{
         HaMsgEntry *en;
         ReqCtx *c;
         uint16_t idx;
@@ -368,8 +385,7 @@ int ha_sockq_submit(HaSockq *q, uint16_t service, struct evbuffer *src, size_t l
                 HA_INC(&q->st, busy);
                 return -EAGAIN;
         }
-        if (evbuffer_remove(src, q->region.pool + off, len) != (int)len)
-                abort();        /* caller guarantees len bytes are buffered */
+        memcpy(q->region.pool + off, data, len);
 
         en = ha_queue_entry(&q->queue, idx);
         en->msg.service_id = service;

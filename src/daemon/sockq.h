@@ -53,6 +53,9 @@ void ha_sockq_leave(HaSockq *q);
  */
 int ha_sockq_submit(HaSockq *q, uint16_t service, struct evbuffer *src, size_t len,
                     void *owner, uint64_t req_id);
+/* The same from len bytes at data, which the caller keeps. */
+int ha_sockq_submit_data(HaSockq *q, uint16_t service, const void *data, size_t len,
+                         void *owner, uint64_t req_id);
 
 unsigned ha_sockq_in_flight(const HaSockq *q);
 unsigned ha_sockq_capacity(const HaSockq *q);

@@ -11,6 +11,7 @@ import subprocess
 import time
 import random
 import socket
+import struct
 import tempfile
 import threading
 import unittest
@@ -240,7 +241,8 @@ class UsageTest(SharedDaemonTest):
                      ('bench', '--connections', '0'), ('bench', 'extra'),
                      ('bench', '--nosuchoption'),
                      ('bench', '--duration', '0'), ('bench', '-n', '10', '--duration', '1'),
-                     ('bench', '--mix', '-s', 'echo'), ('bench', '--threads', '2'),
+                     ('bench', '--mix', '-s', 'echo'), ('bench', '--threads', '0'),
+                     ('bench', '--threads', '65'),
                      ('bench', '--transport', 'shm', '--connections', '2'),
                      ('bench', '--transport', 'shm', '--overload')):
             with self.subTest(argv=argv):
@@ -639,6 +641,106 @@ class FakeServer:
         self.thread.join(timeout=5)
         for c in self.conns:
             c.close()
+
+
+class EchoServer:
+    """Answers ping and echo submits on every connection it accepts, one
+    thread each; the reply to request bad_id on connection bad_conn (in
+    accept order) has one byte changed."""
+
+    def __init__(self, path, bad_conn, bad_id):
+        self.path, self.bad_conn, self.bad_id = path, bad_conn, bad_id
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        self.sock.listen(64)
+        self.conns, self.threads = [], []
+        self.thread = threading.Thread(target=self.accept, daemon=True)
+        self.thread.start()
+
+    def accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            t = threading.Thread(target=self.serve, args=(c, len(self.conns)), daemon=True)
+            self.conns.append(c)
+            self.threads.append(t)
+            t.start()
+
+    def serve(self, c, n):
+        buf = b''
+        try:
+            while True:
+                while len(buf) < 8 or len(buf) < 8 + sum(struct.unpack('>II', buf[:8])):
+                    got = c.recv(65536)
+                    if not got:
+                        return
+                    buf += got
+                jl, dl = struct.unpack('>II', buf[:8])
+                req = json.loads(buf[8:8 + jl])
+                data = bytearray(buf[8 + jl:8 + jl + dl])
+                buf = buf[8 + jl + dl:]
+                if req['method'] == 'ping':
+                    res = {'pong': True, 'max_payload': 1 << 20, 'queue_capacity': 1024,
+                           'max_inflight_per_conn': 256}
+                else:
+                    res = {'service': 66, 'status': 'SUCCESS', 'code': 0, 'latency_us': 1}
+                    if n == self.bad_conn and req['id'] == self.bad_id:
+                        data[0] ^= 1
+                c.sendall(harness.encode_frame({'v': 1, 'id': req['id'], 'result': res},
+                                               bytes(data) if req['method'] == 'submit' else b''))
+        except OSError:
+            return
+
+    def close(self):
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+        self.thread.join(timeout=5)
+        for t in self.threads:
+            t.join(timeout=5)
+
+
+class BenchThreadsTest(unittest.TestCase):
+
+    def test_socket_threads_run_and_verify(self):
+        """--threads over the socket: every request sent and verified, on
+        the connections asked for, whatever thread ran it."""
+        with Daemon({'queue_entries': 1024}) as d:
+            before = d.stats()
+            rc, out, err = d.ctl('--json', 'bench', '-s', 'encrypt', '--size', '256', '-c', '64',
+                                 '--connections', '8', '--threads', '4', '-n', '20001',
+                                 timeout=harness.scaled(120))
+            self.assertEqual(rc, 0, err)
+            o = json.loads(out)
+            self.assertEqual((o['transport'], o['threads'], o['connections']), ('socket', 4, 8))
+            self.assertEqual((o['requests'], o['failures']), (20001, 0))
+            after = d.stats()
+            self.assertEqual(after['requests']['completed'] - before['requests']['completed'],
+                             20001)
+            # bench's 8 connections and the stats call's own
+            self.assertEqual(after['connections']['total'] - before['connections']['total'], 9)
+
+    def test_socket_threads_catch_a_wrong_reply(self):
+        """One changed byte in one reply on the last thread's connection
+        fails the run (exit 1), as with one thread."""
+        with tempfile.TemporaryDirectory(prefix='hyperamp-cli-') as tmp:
+            for n, (threads, bad_conn, failures) in enumerate((('1', 3, 1), ('4', 3, 1),
+                                                               ('4', -1, 0))):
+                with self.subTest(threads=threads, bad_conn=bad_conn):
+                    srv = EchoServer(os.path.join(tmp, '%d.sock' % n), bad_conn, bad_id=7)
+                    try:
+                        rc, out, err = run_ctl(['--json', 'bench', '-s', 'echo', '-c', '8',
+                                                '--connections', '4', '--threads', threads,
+                                                '-n', '400'], socket_path=srv.path,
+                                               timeout=harness.scaled(60))
+                    finally:
+                        srv.close()
+                    self.assertEqual(rc, 1 if failures else 0, err)
+                    self.assertEqual(json.loads(out)['failures'], failures, err)
+                    if failures:
+                        self.assertIn('result bytes differ from the reference', err)
 
 
 class BadServerTest(unittest.TestCase):

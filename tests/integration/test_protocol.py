@@ -6,6 +6,7 @@ import json
 import os
 import pwd
 import random
+import shutil
 import socket
 import struct
 import tempfile
@@ -583,6 +584,54 @@ class BackpressureTest(unittest.TestCase):
             self.assertEqual(len(seen), n)
             s = d.wait_idle()
             self.assertEqual(s['requests']['submitted'], n)
+
+    def test_output_budget_counts_replies_in_flight(self):
+        """Past output_budget, a connection's share counts the replies of
+        its requests in flight, not only the replies it holds: a client
+        whose requests are all still running (the stall service) holds no
+        output, and was read without bound (a pool's worth at once) while
+        another client's replies kept the daemon over the budget.  Here it
+        is paused within its share and one frame.  Deterministic, no
+        timing: the old test saw this in 2 of 8 runs."""
+        budget, size, n = 64 << 10, 16 << 10, 32
+        tmp = tempfile.mkdtemp(prefix='hyperamp-budget-')
+        self.addCleanup(shutil.rmtree, tmp)
+        fifo = os.path.join(tmp, 'stall')
+        os.mkfifo(fifo)
+        cfg = {'output_budget': budget, 'pool_size': 4 << 20, 'max_payload': 1 << 20,
+               'workers': 2}
+        with Daemon(cfg, env={'HYPERAMP_TEST_STALL_FIFO': fifo}) as d, \
+                d.client(timeout=60) as deaf, d.client(timeout=60) as running:
+            # One reply larger than a socket buffer, never read: the rest
+            # of it keeps the daemon over the budget for good.
+            deaf.send(request('submit', 1, {'service': 'echo'}), b'e' * (1 << 20))
+            wait_until(lambda: d.stats()['connections']['output_bytes'] > budget, 30,
+                       'the unread reply to hold the daemon over the budget')
+            # Stall requests: none is answered until the FIFO says so.
+            stall = encode_frame(request('submit', 2, {'service': 65000}), b's' * size)
+            sender = threading.Thread(target=lambda: running.sock.sendall(stall * n))
+            sender.start()
+            try:
+                s = wait_until(lambda: (lambda s: (s['connections']['output_paused'] == 1 or
+                                                   s['queue']['in_flight'] >= n) and s)(
+                    d.stats()), 30, 'the running client to be paused, or all its requests taken')
+                # Its share with 2 or 3 connections open (a stats call), and
+                # the frame read before the check; the deaf client's echo is
+                # answered, not in flight.
+                self.assertLessEqual(s['queue']['in_flight'], (budget // 2) // size + 1, s)
+                self.assertEqual(s['connections']['output_paused'], 1, s)
+            finally:
+                # Every stall request gets its byte: the rest are taken
+                # once the running client is read again.
+                fd = os.open(fifo, os.O_WRONLY)
+                os.write(fd, b'!' * n)
+                os.close(fd)
+                deaf.close()
+                sender.join(timeout=harness.scaled(30))
+            for _ in range(n):
+                obj, data = running.recv_frame()
+                self.assertEqual(obj['result']['status'], 'SUCCESS', obj)
+            d.wait_idle()
 
     def test_output_budget_bounds_replies_of_deaf_clients(self):
         """Issue 16 item 4: 255 clients sending echoes and reading nothing
