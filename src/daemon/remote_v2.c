@@ -56,6 +56,8 @@ struct HaRemoteV2 {
         bool bo_ready;
         HaBackoff bo;
         uint64_t half;          /* the call's point to stop waiting for owed replies */
+        uint64_t settle_ns;     /* how long a half re-created ring may take */
+        bool zero_real;         /* ring A's index stayed 0 past settle_ns: real */
         HaRatelimit rl;
         uint8_t slot[HA_V2_BLOCK];
         /* Read by the loop. */
@@ -145,6 +147,7 @@ static int attach(HaRemoteV2 *z)
                         break;
         }
         z->resync = false;
+        z->zero_real = false;
         if (e == 0)
                 z->owed = (unsigned)(z->tx.mine + HA_V2_CAPACITY - z->rx.mine) % HA_V2_CAPACITY;
         if (e < 0) {
@@ -156,19 +159,88 @@ static int attach(HaRemoteV2 *z)
         return 0;
 }
 
+/* Has the peer started re-creating the rings?  Within a few stores it
+ * zeroes a capacity or an index that only we write. */
+static bool recreating(HaRemoteV2 *z)
+{
+        volatile uint8_t *a = z->win + HA_V2_PAGE_A, *b = z->win + HA_V2_PAGE_B;
+
+        return ha_v2_ld16(a, HA_V2Q_CAPACITY) == 0 || ha_v2_ld16(b, HA_V2Q_CAPACITY) == 0 ||
+               ha_v2_ld16(a, HA_V2Q_TAIL) != z->rx.mine ||
+               ha_v2_ld16(b, HA_V2Q_HEADER) != z->tx.mine;
+}
+
+static uint16_t head_a(HaRemoteV2 *z)
+{
+        return __atomic_load_n((volatile uint16_t *)(volatile void *)
+                               (z->win + HA_V2_PAGE_A + HA_V2Q_HEADER), __ATOMIC_ACQUIRE);
+}
+
+/* Ring A's producer index just read as 0, the first field a re-creation
+ * writes, with more replies (n) than we have requests out: no peer that
+ * answers each request once gets there, one re-creating ring A passes
+ * through it.  Judged on the value the ring itself read, so nothing is
+ * taken on a later read. */
+static bool index_zeroed(HaRemoteV2 *z, unsigned n)
+{
+        return z->rx.seen == 0 && !z->zero_real &&
+               n > (z->tx.mine + HA_V2_CAPACITY - z->rx.mine) % HA_V2_CAPACITY;
+}
+
+/*
+ * The peer re-creates the rings one store at a time and we may look in
+ * between, when an index no longer fits (e) or ring A's has just gone
+ * back to 0 (e == 0).  Give it a bounded while to show the re-creation:
+ * -ECONNRESET when it does; 0 when ring A's index moves on or stays (then
+ * it was real, and the ring's own checks judge it); e for a bad index.
+ */
+static int settle_peer(HaRemoteV2 *z, int e)
+{
+        uint64_t end = ha_backoff_now() + z->settle_ns;
+        bool told = false;
+
+        for (;;) {
+                if (recreating(z))
+                        return -ECONNRESET;
+                if (e == 0 && head_a(z) != 0)
+                        return 0;
+                if (!told) {
+                        note(z, LOG_INFO, "the rings look mid-way through a re-creation: "
+                             "waiting for the peer", e ? e : -EINPROGRESS);
+                        told = true;
+                }
+                if (ha_backoff_now() >= end || step(z) < 0) {
+                        z->zero_real = e == 0;
+                        return e;
+                }
+        }
+}
+
 /* The next message on ring A; while there is none, also look at ring B
  * (a peer that re-created the rings shows there first). */
 static int next_reply(HaRemoteV2 *z, HaV2Hdr *h)
 {
-        int e = ha_v2_recv(&z->rx, h, z->slot, sizeof(z->slot));
+        int e = ha_v2_pending(&z->rx);
 
+        if (z->rx.seen)
+                z->zero_real = false;
+        if (e > 0 && index_zeroed(z, (unsigned)e)) {
+                e = settle_peer(z, 0);
+                if (e == 0)
+                        e = 1;
+        }
+        /* Only what that read showed: a later one is judged next time. */
+        if (e > 0)
+                e = ha_v2_recv(&z->rx, h, z->slot, sizeof(z->slot));
+        else if (e == 0)
+                e = -EAGAIN;
         if (e == -EAGAIN) {
                 int p = ha_v2_pending(&z->tx);
 
                 if (p < 0)
-                        return p;
+                        e = p;
         }
-        return e;
+        return e == -EPROTO ? settle_peer(z, e) : e;
 }
 
 /* Replies owed by timed-out requests come before ours: take them, for at
@@ -217,7 +289,7 @@ static int send_request(HaRemoteV2 *z, uint16_t service, const uint8_t *buf, uin
                -EAGAIN)
                 if (step(z) < 0)
                         return -ETIMEDOUT;
-        return e;
+        return e == -EPROTO ? settle_peer(z, e) : e;
 }
 
 /* Is h the reply to our request?  1 and the result in buf when it is, 0
@@ -362,6 +434,7 @@ enum ha_result ha_remote_v2_call(void *ctx, uint16_t service, uint8_t *buf, uint
         }
         ha_backoff_begin(&z->bo, budget);
         z->half = t0 + budget / 2;
+        z->settle_ns = budget / 2;
         e = z->attached ? 0 : attach(z);
         if (e == 0)
                 e = settle(z);

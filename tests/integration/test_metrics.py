@@ -117,6 +117,14 @@ class MetricsTest(unittest.TestCase):
                                capture_output=True, text=True, timeout=scaled(60))
             self.assertEqual(p.returncode, 0, p.stderr)
             d.wait_idle()
+            # A zone request is answered (the worker publishes it) before
+            # the loop counts it completed: the client may have seen all 7
+            # and left first.  Wait for the count in --json stats, so that
+            # the one scrape below sees it.
+            zone0 = value(before, 'hyperamp_source_requests_completed_total', source='zone-0',
+                          kind='shm')
+            wait_until(lambda: [z for z in d.stats()['sources'] if z['name'] == 'zone-0'][0]
+                       ['completed'] >= zone0 + 7, what='the 7 zone requests counted')
             st, _, text = http_get(addr)
             after = samples(text)
             enc = dict(service='encrypt', source='socket')

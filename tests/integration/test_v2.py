@@ -238,6 +238,27 @@ class FaultTest(V2Test):
             self.assertEqual((x['peer_restarts'], x['timeouts']), (1, 0))
             self.assertIn('re-created the rings', d.log())
 
+    def test_reboot_seen_half_done(self):
+        """The daemon reads the rings between the first store of the peer's
+        re-creation (ring A's producer index back to 0) and the rest: that
+        is a peer restart, not garbage, and nothing on ring A is taken."""
+        peer = self.peer('--fault', 'reboot', '--after', '3', '--stall')
+        with self.daemon(self.zone(timeout_ms=int(scaled(20000)))) as d, d.client() as c:
+            for _ in range(2):
+                self.assertEqual(sub(c, 1, b'abcd'), ('SUCCESS', xor5a(b'abcd')))
+            c.send(harness.request('submit', id=3, params={'service': 1}), b'abcd')
+            peer.wait_line('sel4v2 rebooting')
+            wait_until(lambda: 'mid-way through' in d.log() or self.executor(d)['faults'],
+                       10, 'the daemon to look at the half re-created rings')
+            peer.signal(signal.SIGUSR2)
+            peer.wait_line('sel4v2 recreated')
+            rep, _ = c.recv_frame()
+            self.assertEqual(rep['result']['status'], 'FAIL')
+            x = self.executor(d)
+            self.assertEqual((x['peer_restarts'], x['faults'], x['stale_replies'],
+                              x['timeouts']), (1, 0, 0, 0))
+            self.assertEqual(sub(c, 1, b'wxyz'), ('SUCCESS', xor5a(b'wxyz')))
+
     def test_reply_never_comes(self):
         self.peer('--fault', 'silent', '--after', '2')
         with self.daemon(self.zone(timeout_ms=300)) as d:

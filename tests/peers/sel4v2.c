@@ -18,7 +18,11 @@
  * Prints "sel4v2 ready" once the rings are up (and "sel4v2 recreated"
  * after each re-creation); SIGTERM ends it cleanly, SIGUSR1 re-creates the
  * rings (a reboot).  Faults, from the K-th request on (--after K):
- *   reboot   re-create both rings instead of answering request K
+ *   reboot   re-create both rings instead of answering request K; with
+ *            --stall, stop after the first field a re-creation writes
+ *            (ring A's producer index back to 0), print "sel4v2
+ *            rebooting" and finish on SIGUSR2: the other side sees the
+ *            rings half re-created for as long as a test needs
  *   silent   never answer again
  *   garbage  write a garbage producer index on ring A instead of answering
  *   lock     hold the fake queue lock from the start (a crashed holder)
@@ -45,7 +49,7 @@ enum fault { FT_NONE, FT_REBOOT, FT_SILENT, FT_GARBAGE, FT_LOCK, FT_HOLD };
 static volatile sig_atomic_t stop, reboot_now, release;
 static uint8_t *win;
 static HaV2Ring rx, tx;
-static int creator = 1, spin, frontend, front_bulk;
+static int creator = 1, spin, frontend, front_bulk, stall;
 static enum fault fault;
 static unsigned long after = 1, served, replied, silent, bad;
 static HaBackoff bo;
@@ -230,6 +234,17 @@ static int holding;
 
 static void answer(const HaV2Hdr *h, uint8_t *payload);
 
+/* The first store of a re-creation, then a pause until SIGUSR2. */
+static void stall_reboot(void)
+{
+        ha_v2_st16(page(HA_V2_PAGE_A), HA_V2Q_HEADER, 0);
+        printf("sel4v2 rebooting\n");
+        fflush(stdout);
+        while (!release && !stop)
+                idle();
+        release = 0;
+}
+
 static void serve(const HaV2Hdr *h, uint8_t *payload)
 {
         served++;
@@ -245,6 +260,8 @@ static void serve(const HaV2Hdr *h, uint8_t *payload)
                 return;
         if ((fault == FT_REBOOT || fault == FT_GARBAGE) && served == after) {
                 if (fault == FT_REBOOT) {
+                        if (stall)
+                                stall_reboot();
                         (void)attach(1);
                         printf("sel4v2 recreated\n");
                         fflush(stdout);
@@ -390,6 +407,7 @@ int main(int argc, char **argv)
                 { "service", required_argument, NULL, 'S' },
                 { "payload", required_argument, NULL, 'p' },
                 { "bulk", no_argument, NULL, 'B' },
+                { "stall", no_argument, NULL, 'T' },
                 { NULL, 0, NULL, 0 },
         };
         const char *mem = NULL, *msg = "hello";
@@ -412,12 +430,13 @@ int main(int argc, char **argv)
                 case 'S': service = (uint16_t)strtoul(optarg, NULL, 0); break;
                 case 'p': msg = optarg; break;
                 case 'B': front_bulk = 1; break;
+                case 'T': stall = 1; break;
                 default: return 2;
                 }
         }
         if (!mem || strlen(msg) > HA_V2_MAX_SLOT_PAYLOAD || after == 0) {
                 fprintf(stderr, "usage: sel4v2 --mem FILE [--offset N] [--connector] [--spin] "
-                        "[--fault reboot|silent|garbage|lock|hold --after K] "
+                        "[--fault reboot|silent|garbage|lock|hold --after K [--stall]] "
                         "[--frontend N --service S --payload MSG [--bulk]]\n");
                 return 2;
         }
