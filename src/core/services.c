@@ -53,7 +53,7 @@ static const HaService table[] = {
 };
 
 #if HA_TEST_SEAMS
-static int stall_fd = -1;
+static int stall_fd = -1, stall_entered_fd = -1;
 
 static enum ha_result svc_stall(uint8_t *buf, size_t len)
 {
@@ -62,6 +62,9 @@ static enum ha_result svc_stall(uint8_t *buf, size_t len)
         (void)buf;
         (void)len;
 
+        /* Best effort: a full FIFO only loses the notice. */
+        if (stall_entered_fd >= 0 && write(stall_entered_fd, "e", 1) < 0)
+                (void)0;
         do
                 n = read(stall_fd, &b, 1);
         while (n < 0 && errno == EINTR);
@@ -73,9 +76,10 @@ static const HaService stall_service = {
         false   /* blocks: never on the loop */
 };
 
-void ha_services_enable_stall(int fd)
+void ha_services_enable_stall(int fd, int entered_fd)
 {
         stall_fd = fd;
+        stall_entered_fd = entered_fd;
 }
 #endif
 

@@ -50,11 +50,13 @@ const char *ha_result_name(enum ha_result r);
  * Test seam: service HA_SERVICE_STALL, hidden from the table, blocks its
  * worker until one byte can be read from fd per request.  It lets tests
  * wedge a worker (watchdog) or slow a service down, without sleeping.
- * Only with -Dtest_seams=true (fault.h).
+ * entered_fd (-1: none, else non-blocking) gets one byte as each request
+ * starts to wait, so a test knows a worker is inside.  Only with
+ * -Dtest_seams=true (fault.h).
  */
 #define HA_SERVICE_STALL 65000
 #if HA_TEST_SEAMS
-void ha_services_enable_stall(int fd);
+void ha_services_enable_stall(int fd, int entered_fd);
 #endif
 
 #endif

@@ -453,12 +453,14 @@ static void loop_free(Daemon *d)
 }
 
 #if HA_TEST_SEAMS
-/* $HYPERAMP_TEST_STALL_FIFO turns on the stall service (services.h); the
- * fd stays open for the life of the process, on purpose. */
+/* $HYPERAMP_TEST_STALL_FIFO turns on the stall service (services.h), and
+ * $HYPERAMP_TEST_STALL_ENTERED names a FIFO told of each stall begun; the
+ * fds stay open for the life of the process, on purpose. */
 static int seams_start(Daemon *d)
 {
         const char *fifo = getenv("HYPERAMP_TEST_STALL_FIFO");
-        int fd;
+        const char *entered = getenv("HYPERAMP_TEST_STALL_ENTERED");
+        int fd, efd = -1;
         (void)d;
 
         if (!fifo || !*fifo)
@@ -468,7 +470,13 @@ static int seams_start(Daemon *d)
                 log_warning_errno(-errno, "HYPERAMP_TEST_STALL_FIFO=%s: %m, ignoring", fifo);
                 return 0;
         }
-        ha_services_enable_stall(fd);
+        if (entered && *entered) {
+                efd = open(entered, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+                if (efd < 0)
+                        log_warning_errno(-errno, "HYPERAMP_TEST_STALL_ENTERED=%s: %m, ignoring",
+                                          entered);
+        }
+        ha_services_enable_stall(fd, efd);
         log_warning("Test seam enabled: service %d blocks on %s", HA_SERVICE_STALL, fifo);
         return 0;
 }

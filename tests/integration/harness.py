@@ -61,12 +61,13 @@ def note_killed(pid):
         with open(KILLED_LOG, 'a') as f:
             f.write('%d\n' % pid)
 
-# The test seams ($HYPERAMP_TEST_FAIL, _CRASH, _PAUSE, _STALL_FIFO) are in
-# hyperampd only when it was built with -Dtest_seams=true (scripts/setup.sh
-# and every test build do; a release build does not).  A daemon asked for
-# one in a build without them skips the test, saying so.
+# The test seams ($HYPERAMP_TEST_FAIL, _CRASH, _PAUSE, _STALL_FIFO,
+# _STALL_ENTERED) are in hyperampd only when it was built with
+# -Dtest_seams=true (scripts/setup.sh and every test build do; a release
+# build does not).  A daemon asked for one in a build without them skips
+# the test, saying so.
 SEAM_VARS = ('HYPERAMP_TEST_FAIL', 'HYPERAMP_TEST_CRASH', 'HYPERAMP_TEST_PAUSE',
-             'HYPERAMP_TEST_STALL_FIFO')
+             'HYPERAMP_TEST_STALL_FIFO', 'HYPERAMP_TEST_STALL_ENTERED')
 _seams = None
 
 

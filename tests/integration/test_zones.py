@@ -6,6 +6,7 @@ program built against the installed library through pkg-config."""
 import errno
 import os
 import shlex
+import select
 import shutil
 import signal
 import subprocess
@@ -126,13 +127,32 @@ class ZoneTest(unittest.TestCase):
         tmp = tempfile.mkdtemp(prefix='hyperamp-poller-')
         self.addCleanup(shutil.rmtree, tmp)
         fifo = os.path.join(tmp, 'stall')
+        entered = os.path.join(tmp, 'entered')
         os.mkfifo(fifo)
-        d = Daemon(config, env={'HYPERAMP_TEST_STALL_FIFO': fifo})
+        os.mkfifo(entered)
+        # Opened first, so the daemon's writes of "entered" have a reader.
+        self.entered = os.open(entered, os.O_RDONLY | os.O_NONBLOCK)
+        self.addCleanup(os.close, self.entered)
+        d = Daemon(config, env={'HYPERAMP_TEST_STALL_FIFO': fifo,
+                                'HYPERAMP_TEST_STALL_ENTERED': entered})
         d.__enter__()
         self.addCleanup(d.__exit__, None, None, None)
         w = os.open(fifo, os.O_WRONLY)     # the daemon holds it open: no wait
         self.addCleanup(os.close, w)
         return d, w
+
+    def stall_entered(self):
+        """Wait (bounded) until a stall entry has begun: its worker is inside."""
+        ready, _, _ = select.select([self.entered], [], [], scaled(10))
+        if not ready or os.read(self.entered, 1) != b'e':
+            self.fail('no stall entry began within %.0f s' % scaled(10))
+
+    def drain_entered(self):
+        try:
+            while os.read(self.entered, 4096):
+                pass
+        except BlockingIOError:
+            pass
 
     def hold_poller(self, d, w, n, mode='pollhold'):
         """A polling worker inside the only slot's lease, held there by a
@@ -151,11 +171,16 @@ class ZoneTest(unittest.TestCase):
             z = wait_until(lambda: (lambda z: z if z['in_flight'] == n + 1 else None)(
                 zones(d.stats())[0]), 10, '%d entries in flight' % (n + 1))
             if z['in_pool'] == 0:
+                # in_flight counts them when handed over, before the worker
+                # reaches the stall: a detach in that gap has it abandon
+                # the entry instead of running it.
+                self.stall_entered()
                 return p, z
             p.kill()
             p.wait()
             os.write(w, b'x')
             self.assert_all_free(d)
+            self.drain_entered()
         self.fail('no polling worker took the entries in 20 attempts')
 
     def test_loop_answers_while_poller_is_inside_closed_lease(self):

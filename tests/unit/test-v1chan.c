@@ -216,7 +216,7 @@ static void test_policy_by_flag(void)
         unsigned why;
 
         CHECK(pipe(p) == 0);
-        ha_services_enable_stall(p[0]);
+        ha_services_enable_stall(p[0], -1);
         CHECK(!ha_service_staged(ha_service_by_id(HA_SERVICE_STALL)));
         memcpy(region + 300, "stall", 6);
         /* "" has nothing to read: SUCCESS, as echo, not a transform's FAIL. */
@@ -225,7 +225,7 @@ static void test_policy_by_flag(void)
         CHECK_EQ(write(p[1], "x", 1), 1);
         CHECK_EQ(serve(0, HA_SERVICE_STALL, 300, 6, &why), HA_RESULT_SUCCESS);
         CHECK(memcmp(region + 300, "stall", 6) == 0);
-        ha_services_enable_stall(-1);
+        ha_services_enable_stall(-1, -1);
         close(p[0]);
         close(p[1]);
 }
