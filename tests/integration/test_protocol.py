@@ -896,6 +896,29 @@ class InputBufferTest(unittest.TestCase):
             for c in clients:
                 self.assertTrue(c.ping()['pong'])
 
+    @unittest.skipIf(harness.WRAPPER, 'the daemon runs under a tool or an emulator')
+    def test_descriptors_sent_with_frames_are_not_kept(self):
+        """Frames are read with read(): descriptors a client passes along
+        (SCM_RIGHTS, here on both halves of each frame) are dropped by the
+        kernel, not left open in the daemon, and the frames around them
+        are read whole."""
+        with Daemon() as d, d.client() as c:
+            self.assertTrue(c.ping()['pong'])
+            fds = os.listdir('/proc/%d/fd' % d.proc.pid)
+            r, w = os.pipe()
+            self.addCleanup(os.close, r)
+            self.addCleanup(os.close, w)
+            for i in range(50):
+                f = encode_frame(request('ping', 100 + i))
+                c.sock.sendmsg([f[:5]], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                          struct.pack('ii', r, w))])
+                c.sock.sendmsg([f[5:]], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                          struct.pack('i', r))])
+            for i in range(50):
+                rep, _ = c.recv_frame()
+                self.assertEqual(rep['id'], 100 + i, rep)
+            self.assertEqual(len(os.listdir('/proc/%d/fd' % d.proc.pid)), len(fds))
+
     def test_frames_around_the_read_chunk(self):
         """Frames of 64 KiB - 1, exactly 64 KiB and 64 KiB + 1 (header
         included), each behind a small one and cut at every kind of point
