@@ -202,11 +202,19 @@ static size_t in_len(const Conn *c)
         return c->itail - c->ihead;
 }
 
+static int in_room(Conn *c, size_t want);
+
 static void in_take(Conn *c, size_t n)
 {
         c->ihead += (uint32_t)n;
-        if (c->ihead == c->itail)
-                c->ihead = c->itail = 0;
+        if (c->ihead != c->itail)
+                return;
+        c->ihead = c->itail = 0;
+        /* A large frame's room goes with it, not at the next read: a
+         * client that goes quiet (a lease, a long request) would keep it.
+         * A failed shrink keeps the larger buffer. */
+        if (c->icap > READ_CHUNK)
+                (void)in_room(c, READ_CHUNK / 2);
 }
 
 /* Room after the bytes held for want more, moving them to the front;

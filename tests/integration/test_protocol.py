@@ -856,6 +856,147 @@ class AllocatorLimitTest(unittest.TestCase):
         return path
 
 
+def rss_kib(pid):
+    with open('/proc/%d/status' % pid) as f:
+        for line in f:
+            if line.startswith('VmRSS:'):
+                return int(line.split()[1])
+    raise AssertionError('no VmRSS for pid %d' % pid)
+
+
+class InputBufferTest(unittest.TestCase):
+    """Each connection reads frames into a flat buffer it keeps (issue 14)."""
+
+    @unittest.skipIf(harness.WRAPPER, 'the daemon runs under a tool or an emulator')
+    @unittest.skipIf(os.environ.get('HYPERAMP_SANITIZE', 'none') not in ('', 'none'),
+                     'a sanitizer runtime keeps freed memory (quarantine)')
+    def test_large_frame_room_is_given_back_once_handled(self):
+        """A frame larger than 64 KiB grows the connection's buffer; once
+        it is handled the room goes back, even if the client then sends
+        nothing (a lease holder, a client waiting on a long request).  It
+        was shrunk only at the connection's next read: 4 quiet clients
+        that had each sent 8 MiB kept the daemon 32 MiB larger.  Memory,
+        not time: VmRSS after every reply is in."""
+        size, k = 8 << 20, 4
+        with Daemon({'max_payload': size, 'pool_size': 2 * size, 'workers': 1}) as d:
+            clients = [d.client(timeout=60) for _ in range(k)]
+            for c in clients:
+                self.addCleanup(c.close)
+                self.assertTrue(c.ping()['pong'])
+            before = rss_kib(d.proc.pid)
+            for c in clients:
+                # A payload on a ping is read and skipped: the input buffer
+                # is all the memory it takes.
+                rep, _ = c.call('ping', payload=b'p' * size)
+                self.assertTrue(rep['result']['pong'], rep)
+            grown = rss_kib(d.proc.pid) - before
+            self.assertLess(grown, (size >> 10) // 2,
+                            '%d KiB still held after %d frames of %d KiB were handled'
+                            % (grown, k, size >> 10))
+            for c in clients:
+                self.assertTrue(c.ping()['pong'])
+
+    @unittest.skipIf(harness.WRAPPER, 'the daemon runs under a tool or an emulator')
+    def test_descriptors_sent_with_frames_are_not_kept(self):
+        """Frames are read with read(): descriptors a client passes along
+        (SCM_RIGHTS, here on both halves of each frame) are dropped by the
+        kernel, not left open in the daemon, and the frames around them
+        are read whole."""
+        with Daemon() as d, d.client() as c:
+            self.assertTrue(c.ping()['pong'])
+            fds = os.listdir('/proc/%d/fd' % d.proc.pid)
+            r, w = os.pipe()
+            self.addCleanup(os.close, r)
+            self.addCleanup(os.close, w)
+            for i in range(50):
+                f = encode_frame(request('ping', 100 + i))
+                c.sock.sendmsg([f[:5]], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                          struct.pack('ii', r, w))])
+                c.sock.sendmsg([f[5:]], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                          struct.pack('i', r))])
+            for i in range(50):
+                rep, _ = c.recv_frame()
+                self.assertEqual(rep['id'], 100 + i, rep)
+            self.assertEqual(len(os.listdir('/proc/%d/fd' % d.proc.pid)), len(fds))
+
+    def test_frames_around_the_read_chunk(self):
+        """Frames of 64 KiB - 1, exactly 64 KiB and 64 KiB + 1 (header
+        included), each behind a small one and cut at every kind of point
+        (in the header, in the JSON, in the payload, at the chunk), sent
+        in one write and in pieces: every reply whole, in order."""
+        chunk = 64 << 10
+        with Daemon({'max_payload': 1 << 20, 'workers': 1}) as d, d.client(timeout=60) as c:
+            rid = 0
+            for total in (chunk - 1, chunk, chunk + 1, 2 * chunk + 3):
+                for cut in (None, 3, 8, 9, 40, chunk - 1, chunk, total - 1):
+                    with self.subTest(total=total, cut=cut):
+                        rid += 2
+                        ping = encode_frame(request('ping', rid - 1))
+                        dlen = total - len(encode_frame(request('submit', rid,
+                                                                {'service': 'echo'})))
+                        data = random.Random(rid).randbytes(dlen)
+                        stream = ping + encode_frame(request('submit', rid, {'service': 'echo'}),
+                                                     data)
+                        self.assertEqual(len(stream), len(ping) + total)
+                        if cut is None:
+                            c.send_raw(stream)
+                        else:
+                            cut += len(ping)
+                            c.send_raw(stream[:cut])
+                            c.send_raw(stream[cut:])
+                        rep, _ = c.recv_frame()
+                        self.assertEqual(rep['id'], rid - 1, rep)
+                        rep, out = c.recv_frame()
+                        self.assertEqual(rep['id'], rid, rep)
+                        self.assertEqual(rep['result']['status'], 'SUCCESS', rep)
+                        self.assertEqual(out, data)
+            d.wait_idle()
+
+    def test_replies_large_and_small_in_order_to_a_slow_reader(self):
+        """Replies of one connection go out through the pass's buffer and,
+        when the socket is full or a reply is larger than 64 KiB, through
+        the bufferevent: read in small bites, late, every reply is whole
+        and the synchronous ones (pings) keep their order around replies
+        of 1 MiB."""
+        with Daemon({'max_payload': 1 << 20, 'pool_size': 16 << 20, 'workers': 1}) as d, \
+                d.client(timeout=60) as c:
+            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            rng = random.Random(12)
+            blob, echoes = bytearray(), {}
+            for i in range(24):
+                blob += encode_frame(request('ping', 2 * i))
+                size = (1 << 20) if i % 5 == 0 else rng.randint(1, 70000)
+                echoes[2 * i + 1] = rng.randbytes(size)
+                blob += encode_frame(request('submit', 2 * i + 1, {'service': 'echo'}),
+                                     echoes[2 * i + 1])
+            sender = threading.Thread(target=lambda: c.sock.sendall(bytes(blob)))
+            sender.start()
+            pings, seen = [], set()
+            try:
+                while len(pings) + len(seen) < 48:
+                    c._fill(len(c.buf) + 1)         # one small read at a time
+                    while len(c.buf) >= 8:
+                        jlen, dlen = struct.unpack('>II', c.buf[:8])
+                        if len(c.buf) < 8 + jlen + dlen:
+                            break
+                        rep, out = c.recv_frame()
+                        if rep['id'] % 2 == 0:
+                            pings.append(rep['id'])
+                            self.assertTrue(rep['result']['pong'], rep)
+                        else:
+                            self.assertNotIn(rep['id'], seen)
+                            seen.add(rep['id'])
+                            self.assertEqual(rep['result']['status'], 'SUCCESS', rep)
+                            self.assertEqual(out, echoes[rep['id']], 'reply %d' % rep['id'])
+            finally:
+                sender.join(timeout=harness.scaled(60))
+            self.assertEqual(pings, sorted(pings))
+            self.assertEqual(len(pings), 24)
+            self.assertEqual(seen, set(echoes))
+            s = d.wait_idle()
+            self.assertEqual(s['connections']['output_bytes'], 0, s)
+
+
 class HalfCloseAndTimeoutTest(unittest.TestCase):
 
     def test_half_close_still_gets_every_reply(self):
