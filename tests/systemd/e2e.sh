@@ -54,6 +54,24 @@ MID_DENIED=8cae42a66f8744ba97ecc144a34f2049
 
 T0=$(date +%s)
 log() { printf '[%3ds] %s\n' "$(($(date +%s) - T0))" "$*"; }
+# poll_until SECONDS CMD...: run CMD until it succeeds (0) or SECONDS pass
+# (1).  For conditions with no event to wait on (a process gone, a unit's
+# state, a journal entry): the first looks come 10 ms apart, then the step
+# doubles up to 250 ms, so a quick condition is seen at once and a slow one
+# costs few looks.
+poll_until() {
+        local limit=$1 step=0.01 end
+        shift
+        end=$(($(date +%s%N) + limit * 1000000000))
+        until "$@"; do
+                [ "$(date +%s%N)" -lt "$end" ] || return 1
+                sleep "$step"
+                case "$step" in
+                0.01) step=0.02 ;; 0.02) step=0.04 ;; 0.04) step=0.08 ;;
+                0.08) step=0.16 ;; *) step=0.25 ;;
+                esac
+        done
+}
 
 skip() {
         echo "SKIP: $*"
@@ -141,6 +159,15 @@ fail() {
         exit 1
 }
 
+gone() { ! kill -0 "$1" 2>/dev/null; }
+pidns_procs() { find /proc -maxdepth 3 -path '/proc/[0-9]*/ns/pid' -lname "$PIDNS" 2>/dev/null; }
+pidns_empty() { [ -z "$(pidns_procs | head -n1)" ]; }
+# Its cgroups empty out as their processes are reaped: rmdir them, deepest first.
+cgroup_removed() {
+        find "$1" -depth -type d -exec rmdir {} + 2>/dev/null || true
+        [ ! -d "$1" ]
+}
+
 teardown() {
         local rc=$? p=
         trap - EXIT INT TERM HUP
@@ -152,31 +179,21 @@ teardown() {
                 # unshare then reaps it and exits; it is only killed if it
                 # does not (--kill-child takes the namespace with it).
                 [ -n "$NSPID" ] && kill -KILL "$NSPID" 2>/dev/null
-                for _ in $(seq 50); do
-                        kill -0 "$LAUNCHER" 2>/dev/null || break
-                        sleep 0.1
-                done
+                poll_until 5 gone "$LAUNCHER"
                 kill -KILL "$LAUNCHER" 2>/dev/null
                 wait "$LAUNCHER" 2>/dev/null
         fi
         if [ -n "$PIDNS" ]; then
-                for _ in $(seq 50); do
-                        p=$(find /proc -maxdepth 3 -path '/proc/[0-9]*/ns/pid' -lname "$PIDNS" 2>/dev/null | head -n1)
-                        [ -z "$p" ] && break
-                        sleep 0.1
-                done
+                poll_until 5 pidns_empty
+                p=$(pidns_procs | head -n1)
                 if [ -n "$p" ]; then
                         echo "FAIL: processes of the test's PID namespace are still running:" >&2
-                        find /proc -maxdepth 3 -path '/proc/[0-9]*/ns/pid' -lname "$PIDNS" 2>/dev/null >&2
+                        pidns_procs >&2
                         rc=1
                 fi
         fi
         for d in "${CG_DIRS[@]}"; do
-                for _ in $(seq 50); do
-                        [ -d "$d" ] || break
-                        find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
-                        [ -d "$d" ] && sleep 0.1
-                done
+                poll_until 5 cgroup_removed "$d"
                 if [ -d "$d" ]; then
                         echo "FAIL: could not remove the test's cgroup $d" >&2
                         rc=1
@@ -317,30 +334,32 @@ log "booting systemd in private PID/mount/UTS/cgroup namespaces"
 ) </dev/null >"$S/ns-init.log" 2>&1 &
 LAUNCHER=$!
 
-for _ in $(seq 100); do
+# The namespace's init: found, or the launcher gone.
+init_started() {
         NSPID=$(awk '{ print $1 }' "/proc/$LAUNCHER/task/$LAUNCHER/children" 2>/dev/null) || true
-        [ -n "$NSPID" ] && break
-        kill -0 "$LAUNCHER" 2>/dev/null || break
-        sleep 0.1
-done
+        [ -n "$NSPID" ] || gone "$LAUNCHER"
+}
+# ns-init.sh exec'ed systemd, or exited.
+systemd_execed() {
+        [ "$(cat "/proc/$NSPID/comm" 2>/dev/null)" = systemd ] || gone "$NSPID"
+}
+NSPID=
+poll_until 10 init_started || true
 [ -n "$NSPID" ] || fail "unshare did not start the namespace's init"
 PIDNS=$(readlink "/proc/$NSPID/ns/pid")
-for _ in $(seq 300); do
-        [ "$(cat "/proc/$NSPID/comm" 2>/dev/null)" = systemd ] && break
-        kill -0 "$NSPID" 2>/dev/null || fail "ns-init.sh exited before it started systemd"
-        sleep 0.1
-done
+poll_until 30 systemd_execed || true
+gone "$NSPID" && fail "ns-init.sh exited before it started systemd"
 [ "$(cat "/proc/$NSPID/comm" 2>/dev/null)" = systemd ] || fail "ns-init.sh did not exec systemd within 30 s"
 # --wait blocks until start-up is over (the event itself); it returns at
 # once only while systemd's private socket is not there yet.  120 s bounds a
 # boot on a loaded CI machine, where 30 s proved too short.
 state=
-boot_deadline=$((SECONDS + 120))
-while [ "$SECONDS" -lt "$boot_deadline" ]; do
+booted() {
         state=$(ns systemctl is-system-running --wait 2>/dev/null) || true
-        case "$state" in running | degraded | maintenance | stopping | offline) break ;; esac
-        sleep 0.25
-done
+        case "$state" in running | degraded | maintenance | stopping | offline) return 0 ;; esac
+        return 1
+}
+poll_until 120 booted || true
 [ "$state" = running ] || fail "the namespace's systemd did not reach 'running' within 120 s (state: '${state:-no answer}')"
 log "systemd is running as host pid $NSPID ($PIDNS)"
 
@@ -383,12 +402,13 @@ fi
 # restarted; a restart loop shows activating/auto-restart, then
 # start-limit-hit (RestartSec=2s x StartLimitBurst=5).
 show=
-for _ in $(seq 160); do
+settled() {
         show=$(ns systemctl show -p ActiveState -p SubState -p Result -p NRestarts \
                 -p ExecMainStatus hyperampd.service | sort | xargs)
-        case "$show" in *ActiveState=failed* | *ActiveState=inactive*) break ;; esac
-        sleep 0.25
-done
+        case "$show" in *ActiveState=failed* | *ActiveState=inactive*) return 0 ;; esac
+        return 1
+}
+poll_until 40 settled || true
 sock_state=$(ns systemctl is-active hyperampd.socket) || true
 log "bad config: $show; hyperampd.socket $sock_state"
 [ "$show" = "ActiveState=failed ExecMainStatus=78 NRestarts=0 Result=exit-code SubState=failed" ] ||
@@ -490,17 +510,19 @@ if bad:
     sys.exit("; ".join(bad))
 print(e["MESSAGE"])
 '
+# The entries of hyperampd.service with MESSAGE_ID $1, into json.
+journal_has() {
+        ns journalctl --sync 2>/dev/null || true
+        json=$(ns journalctl --no-pager -o json -u hyperampd.service "MESSAGE_ID=$1") || true
+        [ -n "$json" ]
+}
 # check_entry MESSAGE_ID WHAT [FIELD=VALUE|FIELD ...]: wait (bounded) for an
 # entry of hyperampd.service with that MESSAGE_ID, then check its fields.
 check_entry() {
-        local mid=$1 what=$2 json=
+        local mid=$1 what=$2
+        json=
         shift 2
-        for _ in $(seq 40); do
-                ns journalctl --sync 2>/dev/null || true
-                json=$(ns journalctl --no-pager -o json -u hyperampd.service "MESSAGE_ID=$mid") || true
-                [ -n "$json" ] && break
-                sleep 0.25
-        done
+        poll_until 10 journal_has "$mid" || true
         [ -n "$json" ] || fail "no $what entry (MESSAGE_ID=$mid) from hyperampd.service in the journal"
         out=$(python3 -c "$PY_CHECK" "$@" <<<"$json" 2>&1) || fail "the $what entry: $out"$'\n'"$json"
         log "journal $what: $out"
@@ -557,13 +579,13 @@ ns sh -c "hyperampctl --json --timeout 60 bench --transport shm --threads 2 -c 3
         --size 4096 --duration $D >/tmp/bench.json 2>/tmp/bench.err" &
 BENCH=$!
 done_shm=0
-for _ in $(seq 200); do
+shm_going() {
         done_shm=$(ns hyperampctl --json stats | python3 -c '
 import json, sys
 print(sum(s["completed"] for s in json.load(sys.stdin)["sources"] if s["kind"] == "shm"))') || true
-        [ "${done_shm:-0}" -ge 1000 ] && break
-        sleep 0.05
-done
+        [ "${done_shm:-0}" -ge 1000 ]
+}
+poll_until 10 shm_going || true
 [ "${done_shm:-0}" -ge 1000 ] || fail "bench --transport shm did not get going (${done_shm:-0} answered)"
 killed=$(ns systemctl show -p MainPID --value hyperampd.service)
 kill -0 "$BENCH" 2>/dev/null || fail "bench --duration $D ended before the SIGKILL; nothing would cross the restart"
