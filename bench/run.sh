@@ -7,30 +7,11 @@ cd "$(dirname "$0")/.."
 build=${1:-build}
 n=${2:-100000}
 d=$(mktemp -d)
-trap 'kill $pid 2>/dev/null || true; rm -rf "$d"' EXIT
+. bench/lib.sh
+trap 'stop_hyperampd; rm -rf "$d"' EXIT
 
 printf '{"shm_name":"/hyperamp-bench-%s"}\n' $$ > "$d/cfg.json"
-# Readiness: wait for READY=1 on our own notify socket, with a bound.
-python3 - "$d" "$build" <<'PY' &
-import os, socket, subprocess, sys
-d, build = sys.argv[1], sys.argv[2]
-s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-s.bind(f"{d}/notify")
-s.settimeout(10)
-env = dict(os.environ, NOTIFY_SOCKET=f"{d}/notify")
-p = subprocess.Popen([f"{build}/src/daemon/hyperampd", "--config", f"{d}/cfg.json",
-                      "--socket", f"{d}/ctl.sock", "--log-level", "warning"], env=env)
-open(f"{d}/pid", "w").write(str(p.pid))
-while b"READY=1" not in s.recv(4096):
-    pass
-with open(f"{d}/ready", "w") as f:
-    f.write("ready\n")
-p.wait()
-PY
-pid=$!
-mkfifo "$d/ready"
-exec 3<>"$d/ready"
-read -r -t 15 -u 3 _ || { echo "daemon did not become ready" >&2; exit 1; }
+start_hyperampd "$build" "$d" "$d/cfg.json"
 
 ctl="$build/src/ctl/hyperampctl --socket $d/ctl.sock"
 echo "| transport | service | size | concurrency | connections | req/s | p50 us | p90 us | p99 us | max us |"
@@ -63,5 +44,4 @@ $ctl bench --transport shm -s echo --size 64 -c 1 -n "$n" --json |
         python3 bench/row.py "shm, daemon busy" echo 1
 wait $busy
 
-kill -TERM "$(cat "$d/pid")"
-wait $pid
+stop_hyperampd

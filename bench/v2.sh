@@ -12,8 +12,9 @@ cd "$(dirname "$0")/.."
 build=${1:-build}
 n=${2:-20000}
 d=$(mktemp -d)
-peer= daemon= wrapper=
-trap 'kill $daemon $peer 2>/dev/null || true; rm -rf "$d"' EXIT
+peer=
+. bench/lib.sh
+trap 'stop_hyperampd; kill $peer 2>/dev/null || true; rm -rf "$d"' EXIT
 
 truncate -s $((0x402000)) "$d/window"
 mkfifo "$d/peer.out"
@@ -35,28 +36,7 @@ cat > "$d/cfg.json" <<EOF
  "remote_zones": [{"name": "sel4", "protocol": "v2", "address": "0x0",
                    "mem": "$d/window", "services": [1, 2], "timeout_ms": 5000}]}
 EOF
-# Readiness: READY=1 on our own notify socket, with a bound.
-python3 - "$d" "$build" <<'PY' &
-import os, socket, subprocess, sys
-d, build = sys.argv[1], sys.argv[2]
-s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-s.bind(f"{d}/notify")
-s.settimeout(15)
-env = dict(os.environ, NOTIFY_SOCKET=f"{d}/notify")
-p = subprocess.Popen([f"{build}/src/daemon/hyperampd", "--config", f"{d}/cfg.json",
-                      "--socket", f"{d}/ctl.sock", "--log-level", "warning"], env=env)
-open(f"{d}/pid", "w").write(str(p.pid))
-while b"READY=1" not in s.recv(4096):
-    pass
-with open(f"{d}/ready", "w") as f:
-    f.write("ready\n")
-p.wait()
-PY
-wrapper=$!
-mkfifo "$d/ready"
-exec 4<>"$d/ready"
-read -r -t 20 -u 4 _ || { echo "daemon did not become ready" >&2; exit 1; }
-daemon=$(cat "$d/pid")
+start_hyperampd "$build" "$d" "$d/cfg.json"
 row "hyperampd, zone lease end to end (lease-v2)" \
         "$("$build/tests/lease-v2" --socket "$d/ctl.sock" -n "$n")"
 stats=$("$build/src/ctl/hyperampctl" --socket "$d/ctl.sock" --json=short stats)
@@ -66,8 +46,6 @@ x = [e for e in json.loads(sys.argv[1])["executors"] if e["name"] == "sel4"][0]
 print("| hyperampd, the v2 executor's own round trip (stats) | %.1f | %.1f |"
       % (x["round_trip_us"]["p50"], x["round_trip_us"]["p99"]))
 PY
-kill -TERM "$daemon"
-wait $wrapper || true
-daemon=
+stop_hyperampd
 row "raw-v2, original poll step 1 ms" "$("$build/tests/raw-v2" --mem "$d/window" -n 200 --poll-us 1000)"
 row "raw-v2, original poll step 100 ms" "$("$build/tests/raw-v2" --mem "$d/window" -n 10 --poll-us 100000)"
