@@ -375,7 +375,7 @@ class GatewayTest(GatewayBase):
     def test_sigkill_with_request_at_remote(self):
         """The restarted daemon takes the queue over (no re-format under the
         peer), lets the peer finish the dead run's request, and serves on."""
-        self.zone.start('result-first', '--hold-ms', str(int(scaled(3000))))
+        gate = self.gated_peer()
         cfg = self.zone.config('linux', [1])
         d1 = self.daemon(cfg)
         d1.check_clean_exit = False
@@ -383,19 +383,29 @@ class GatewayTest(GatewayBase):
         ctl = subprocess.Popen([*harness.EXE_WRAPPER, harness.HYPERAMPCTL, '--socket',
                                 d1.socket_path, 'submit', '-s', 'encrypt', 'hello'],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        wait_until(lambda: executor(d1, 'rtos')['state'] == 'busy', 10, 'a request at the peer')
+        self.zone.line('holding entry=')
         d1.kill()
         ctl.communicate(timeout=scaled(10))
         d1.__exit__(None, None, None)
-        # This peer holds every answer half-written until the next ring:
-        # the new request completes at its half-timeout re-ring (0.5 s).
-        with self.daemon(dict(cfg, timeout_ms=int(scaled(1000)))) as d2:
-            code, out, err = d2.ctl('--timeout', str(int(scaled(30))), 'submit', '-s',
-                                    'encrypt', 'hello')
-            self.assertEqual((code, out), (0, LINUX_HELLO), err)
+        with self.daemon(cfg) as d2:
+            ctl = subprocess.Popen([*harness.EXE_WRAPPER, harness.HYPERAMPCTL, '--socket',
+                                    d2.socket_path, '--timeout', str(int(scaled(30))), 'submit',
+                                    '-s', 'encrypt', 'hello'],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            # The dead run's request first (the new one waits behind it),
+            # then the new one.
+            wait_until(lambda: executor(d2, 'rtos')['adopted'] == 1, 10, 'the take-over')
+            os.write(gate, b'!')
+            self.zone.line('answered entry=')
+            self.zone.line('holding entry=')
+            os.write(gate, b'!')
+            self.zone.line('answered entry=')
+            out, err = ctl.communicate(timeout=scaled(30))
+            self.assertEqual((ctl.returncode, out), (0, LINUX_HELLO), err)
             x = executor(d2, 'rtos')
             self.assertEqual((x['adopted'], x['resyncs'], x['late_answers']), (1, 0, 1))
             self.assertEqual(self.zone.header()[0], MARK_IDLE)
+        self.assertEqual(self.zone.stop()['served'], '2')
 
 
     # -- a lease request at the peer when the daemon dies (issue 12 item 2) --
