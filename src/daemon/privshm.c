@@ -18,6 +18,18 @@ static int fail(int r, char *err, size_t errlen, const char *verb, const char *w
         return r;
 }
 
+/* A failed open keeps nothing: the fd closed, an object we made removed
+ * (a remote zone tries again at its next request). */
+static int refuse(HaPrivShm *s, const char *name, int r)
+{
+        if (s->created)
+                (void)ha_shm_unlink_if_ours(name, s->fd);
+        close(s->fd);
+        s->fd = -1;
+        s->created = false;
+        return r;
+}
+
 int ha_privshm_open(HaPrivShm *s, const char *name, const char *what, char *err, size_t errlen)
 {
         struct stat st;
@@ -29,7 +41,7 @@ int ha_privshm_open(HaPrivShm *s, const char *name, const char *what, char *err,
         if (s->fd < 0)
                 return fail(-errno, err, errlen, "open", what, name);
         if (fstat(s->fd, &st) < 0)
-                return fail(-errno, err, errlen, "stat", what, name);
+                return refuse(s, name, fail(-errno, err, errlen, "stat", what, name));
         /* It holds copies of what clients sent and steers writes into
          * their memory: a plain object of ours, linked once, for us alone. */
         if (!S_ISREG(st.st_mode) || st.st_nlink != 1 || st.st_uid != geteuid() ||
@@ -38,13 +50,13 @@ int ha_privshm_open(HaPrivShm *s, const char *name, const char *what, char *err,
                          "links; expected uid %u, mode 0600 and one link: remove it", what, name,
                          (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777),
                          (unsigned)st.st_nlink, (unsigned)geteuid());
-                return -EPERM;
+                return refuse(s, name, -EPERM);
         }
         if (flock(s->fd, LOCK_EX | LOCK_NB) < 0) {
                 int r = errno == EWOULDBLOCK ? -EBUSY : -errno;
 
                 snprintf(err, errlen, "%s /dev/shm%s is in use by another process", what, name);
-                return r;
+                return refuse(s, name, r);
         }
         s->found_size = (uint64_t)st.st_size;
         return 0;

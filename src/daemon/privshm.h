@@ -25,7 +25,8 @@ typedef struct HaPrivShm {
 
 #define HA_PRIVSHM_INIT { .fd = -1 }
 
-/* Open or create name ("/..."); what names it in err ("journal").
+/* Open or create name ("/..."); what names it in err ("journal").  On
+ * failure nothing is kept (no fd; an object it created is removed).
  * -EPERM (not ours alone), -EBUSY (locked by another process), or another
  * negative errno, with the reason in err. */
 int ha_privshm_open(HaPrivShm *s, const char *name, const char *what, char *err, size_t errlen);

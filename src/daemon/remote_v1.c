@@ -615,6 +615,10 @@ static bool adopt(HaRemoteV1 *r)
         r->released[0] = r->released[1] = -1;
         r->next_k = (uint16_t)(r->out.active && r->out.k + 1 < r->n ? r->out.k + 1 :
                                r->n > FIRST_ENTRY ? FIRST_ENTRY : 0);
+        /* And the other payload slot (publish alternates them): a late
+         * write of the peer's to the held request's bytes misses the next. */
+        if (r->out.active)
+                r->slot = r->out.offset >= PAYLOAD_START + r->half ? 0 : 1;
         r->formatted = true;
         COUNT(r, adopted, 1);
         log_notice("remote zone '%s': took over the queue as a previous run left it%s",

@@ -110,6 +110,13 @@ class Zone:
         with open(self.mem, 'rb') as f:
             return HEADER.unpack(os.pread(f.fileno(), HEADER.size, QUEUE - BASE))
 
+    def entry_offset(self, holding_line):
+        """The payload offset of the entry a 'holding entry=K' line names."""
+        k = int(holding_line.split('entry=')[1].split()[0])
+        with open(self.mem, 'rb') as f:
+            at = QUEUE - BASE + HEADER.size + 16 * k + 4
+            return struct.unpack('<I', os.pread(f.fileno(), 4, at))[0]
+
 
 def executor(d, name):
     for x in d.stats()['executors']:
@@ -383,7 +390,7 @@ class GatewayTest(GatewayBase):
         ctl = subprocess.Popen([*harness.EXE_WRAPPER, harness.HYPERAMPCTL, '--socket',
                                 d1.socket_path, 'submit', '-s', 'encrypt', 'hello'],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.zone.line('holding entry=')
+        old = self.zone.entry_offset(self.zone.line('holding entry='))
         d1.kill()
         ctl.communicate(timeout=scaled(10))
         d1.__exit__(None, None, None)
@@ -397,7 +404,10 @@ class GatewayTest(GatewayBase):
             wait_until(lambda: executor(d2, 'rtos')['adopted'] == 1, 10, 'the take-over')
             os.write(gate, b'!')
             self.zone.line('answered entry=')
-            self.zone.line('holding entry=')
+            new = self.zone.entry_offset(self.zone.line('holding entry='))
+            # The other payload slot: a late write of the peer's to the
+            # taken-over request's bytes touches nothing in use.
+            self.assertNotEqual(new, old)
             os.write(gate, b'!')
             self.zone.line('answered entry=')
             out, err = ctl.communicate(timeout=scaled(30))
