@@ -298,6 +298,21 @@ static int set_services(HaRemoteZoneConfig *z, const Ctx *x, const cJSON *v)
 }
 
 /* "protocol": "v2": the rings' window instead of a queue and doorbell. */
+/* timeout_ms and max_pending, both protocols' (defaults 1000 and 64). */
+static int get_limits(HaRemoteZoneConfig *z, const Ctx *x, const cJSON *o)
+{
+        int r;
+
+        z->timeout_ms = 1000;
+        z->max_pending = 64;
+        r = get_uint(x, cJSON_GetObjectItemCaseSensitive(o, "timeout_ms"), "timeout_ms", false,
+                     1, 3600000, &z->timeout_ms);
+        if (r == 0)
+                r = get_uint(x, cJSON_GetObjectItemCaseSensitive(o, "max_pending"),
+                             "max_pending", false, 1, 65535, &z->max_pending);
+        return r;
+}
+
 static int set_zone_v2(HaRemoteZoneConfig *z, const Ctx *x, const cJSON *o)
 {
         static const char *const keys[] = { "name", "protocol", "address", "mem", "base",
@@ -315,15 +330,7 @@ static int set_zone_v2(HaRemoteZoneConfig *z, const Ctx *x, const cJSON *o)
                 r = get_role(x, o, &z->creator);
         if (r == 0)
                 r = set_services(z, x, cJSON_GetObjectItemCaseSensitive(o, "services"));
-        z->timeout_ms = 1000;
-        z->max_pending = 64;
-        if (r == 0)
-                r = get_uint(x, cJSON_GetObjectItemCaseSensitive(o, "timeout_ms"), "timeout_ms",
-                             false, 1, 3600000, &z->timeout_ms);
-        if (r == 0)
-                r = get_uint(x, cJSON_GetObjectItemCaseSensitive(o, "max_pending"),
-                             "max_pending", false, 1, 65535, &z->max_pending);
-        return r;
+        return r == 0 ? get_limits(z, x, o) : r;
 }
 
 static int set_zone(void *elem, const Ctx *x, const cJSON *o)
@@ -366,15 +373,7 @@ static int set_zone(void *elem, const Ctx *x, const cJSON *o)
         r = set_doorbell(z, x, cJSON_GetObjectItemCaseSensitive(o, "doorbell"));
         if (r == 0)
                 r = set_services(z, x, cJSON_GetObjectItemCaseSensitive(o, "services"));
-        z->timeout_ms = 1000;
-        z->max_pending = 64;
-        if (r == 0)
-                r = get_uint(x, cJSON_GetObjectItemCaseSensitive(o, "timeout_ms"), "timeout_ms",
-                             false, 1, 3600000, &z->timeout_ms);
-        if (r == 0)
-                r = get_uint(x, cJSON_GetObjectItemCaseSensitive(o, "max_pending"),
-                             "max_pending", false, 1, 65535, &z->max_pending);
-        return r;
+        return r == 0 ? get_limits(z, x, o) : r;
 }
 
 const char *ha_remote_zones_shared(const HaRemoteZoneConfig *a, const HaRemoteZoneConfig *b)
