@@ -31,8 +31,10 @@ typedef struct BConn {
         size_t out_len, out_off, out_cap;
         uint8_t *in;
         size_t in_len, in_cap;
+        unsigned long cap;      /* requests it keeps in flight */
+        unsigned long inflight;
         bool want_out;          /* EPOLLOUT armed: the socket was full */
-        bool dirty;             /* on the list of connections to flush */
+        bool refill;            /* on the list of connections to top up */
 } BConn;
 
 /* One kind of request: request id uses var[id % nvar]. */
@@ -49,6 +51,7 @@ typedef struct Bench {
         bool shm;               /* --transport shm: through libhyperamp */
         bool mix;               /* --mix: every service, sizes 16 B .. size */
         unsigned long threads;
+        uint64_t spin_ns;       /* --spin-us: look again this long before sleeping */
         unsigned long duration_s;       /* --duration: run this long instead of -n */
         uint64_t deadline_ns;   /* with --duration: no request starts after it */
         Variant *var;
@@ -59,6 +62,10 @@ typedef struct Bench {
         unsigned long ring;
         unsigned long *owner;
         uint64_t *t_sent;       /* ns, by the same slot */
+        uint32_t *conn_of;      /* the connection it was sent on, by the same slot */
+        BConn *conns;           /* the socket loop's */
+        unsigned long *refill;  /* connections below their cap, to top up this pass */
+        unsigned long nrefill;
         uint64_t now_ns;        /* the socket loop's clock: read once a pass */
         /* Latencies: each one with -n (exact percentiles); with --duration a
          * histogram, so memory stays fixed however long it runs. */
@@ -120,8 +127,25 @@ static void fail(Bench *b, unsigned long id, const char *what, const char *detai
         pthread_mutex_unlock(&lock);
 }
 
-static int queue_request(Bench *b, BConn *bc, unsigned long id)
+/* id is answered (or given up): its slot is free, and its connection is
+ * topped up on this pass. */
+static void retire(Bench *b, unsigned long id)
 {
+        unsigned long slot = id % b->ring, i = b->conn_of[slot];
+        BConn *bc = &b->conns[i];
+
+        b->owner[slot] = 0;
+        b->done++;
+        bc->inflight--;
+        if (!bc->refill) {
+                bc->refill = true;
+                b->refill[b->nrefill++] = i;
+        }
+}
+
+static int queue_request(Bench *b, unsigned long conn, unsigned long id)
+{
+        BConn *bc = &b->conns[conn];
         const Variant *v = variant_of(b, id);
         unsigned long slot = id % b->ring;
         char json[HA_SUBMIT_JSON_MAX];
@@ -134,8 +158,7 @@ static int queue_request(Bench *b, BConn *bc, unsigned long id)
                 /* Its slot came round again: that request is lost, and a
                  * late reply to it will be refused as unsent. */
                 fail(b, b->owner[slot] - 1, "no reply", " while a ring of later requests went by");
-                b->owner[slot] = 0;
-                b->done++;
+                retire(b, b->owner[slot] - 1);
         }
         if (bc->out_off > 0 && bc->out_off >= bc->out_len / 2) {
                 /* Drop what was already sent, so the buffer stays within
@@ -155,19 +178,24 @@ static int queue_request(Bench *b, BConn *bc, unsigned long id)
         bc->out_len = need;
         b->owner[slot] = id + 1;
         b->t_sent[slot] = b->now_ns;
+        b->conn_of[slot] = (uint32_t)conn;
+        bc->inflight++;
         return 0;
 }
 
-/* The reply to id, known to be outstanding: check it against the reference. */
-static void check_reply(Bench *b, unsigned long id, uint16_t service, bool success,
-                        const char *status, const uint8_t *data, uint32_t dlen)
+/* The reply to id, known to be outstanding, read on connection conn: check
+ * it against the reference. */
+static void check_reply(Bench *b, unsigned long conn, unsigned long id, uint16_t service,
+                        bool success, const char *status, const uint8_t *data, uint32_t dlen)
 {
         unsigned long slot = id % b->ring;
         const Variant *v = variant_of(b, id);
+        bool elsewhere = b->conn_of[slot] != conn;
 
-        b->owner[slot] = 0;
-        b->done++;
-        if (service != v->service)
+        retire(b, id);
+        if (elsewhere)
+                fail(b, id, "answered on another connection", "");
+        else if (service != v->service)
                 fail(b, id, "answered by another service", "");
         else if (!success)
                 fail(b, id, "status ", status);
@@ -183,7 +211,8 @@ static bool outstanding(const Bench *b, uint64_t id)
 }
 
 /* Check one reply frame; returns -EBADMSG for a stream we cannot follow. */
-static int handle_reply(Bench *b, const char *json, uint32_t jlen, const uint8_t *data, uint32_t dlen)
+static int handle_reply(Bench *b, unsigned long conn, const char *json, uint32_t jlen,
+                        const uint8_t *data, uint32_t dlen)
 {
         HaReply rep;
         const cJSON *st, *svc;
@@ -194,7 +223,8 @@ static int handle_reply(Bench *b, const char *json, uint32_t jlen, const uint8_t
 
         /* The daemon's own shape for a submit reply: no JSON tree. */
         if (ha_reply_submit_parse_fast(json, jlen, &fid, &fsvc, &ok) && ok && outstanding(b, fid)) {
-                check_reply(b, (unsigned long)fid, (uint16_t)fsvc, true, "SUCCESS", data, dlen);
+                check_reply(b, conn, (unsigned long)fid, (uint16_t)fsvc, true, "SUCCESS", data,
+                            dlen);
                 return 0;
         }
         if (ha_reply_parse(json, jlen, &rep) < 0) {
@@ -218,8 +248,9 @@ static int handle_reply(Bench *b, const char *json, uint32_t jlen, const uint8_t
         if (rep.error_code) {
                 unsigned long id = (unsigned long)rep.id;
 
-                b->owner[id % b->ring] = 0;
-                b->done++;
+                if (b->conn_of[id % b->ring] != conn)
+                        fail(b, id, "answered on another connection", "");
+                retire(b, id);
                 if (strcmp(rep.error_code, "E_BUSY") == 0)
                         b->busy++;
                 fail(b, id, "error ", rep.error_code);
@@ -229,7 +260,7 @@ static int handle_reply(Bench *b, const char *json, uint32_t jlen, const uint8_t
         svc = cJSON_GetObjectItemCaseSensitive(rep.result, "service");
         st = cJSON_GetObjectItemCaseSensitive(rep.result, "status");
         want = variant_of(b, rep.id)->service;
-        check_reply(b, (unsigned long)rep.id,
+        check_reply(b, conn, (unsigned long)rep.id,
                     cJSON_IsNumber(svc) && svc->valuedouble == want ? want : (uint16_t)(want + 1u),
                     cJSON_IsString(st) && strcmp(st->valuestring, "SUCCESS") == 0,
                     cJSON_IsString(st) ? st->valuestring : "missing", data, dlen);
@@ -237,8 +268,9 @@ static int handle_reply(Bench *b, const char *json, uint32_t jlen, const uint8_t
         return 0;
 }
 
-static int drain_input(Bench *b, BConn *bc)
+static int drain_input(Bench *b, unsigned long conn)
 {
+        BConn *bc = &b->conns[conn];
         size_t off = 0;
 
         for (;;) {
@@ -251,7 +283,7 @@ static int drain_input(Bench *b, BConn *bc)
                         return -EBADMSG;
                 if (bc->in_len - off < HA_PROTO_HDR_SIZE + (size_t)jlen + dlen)
                         break;
-                int r = handle_reply(b, (const char *)bc->in + off + HA_PROTO_HDR_SIZE, jlen,
+                int r = handle_reply(b, conn, (const char *)bc->in + off + HA_PROTO_HDR_SIZE, jlen,
                                      bc->in + off + HA_PROTO_HDR_SIZE + jlen, dlen);
 
                 if (r < 0)
@@ -355,8 +387,9 @@ static void flush_conn(int ep, BConn *bc, unsigned long i)
 
 /* Read what bc's socket holds and check every whole reply in it; returns
  * how many bytes came. */
-static ssize_t read_conn(Bench *b, BConn *bc)
+static ssize_t read_conn(Bench *b, unsigned long conn)
 {
+        BConn *bc = &b->conns[conn];
         ssize_t got = 0;
 
         for (;;) {
@@ -376,7 +409,7 @@ static ssize_t read_conn(Bench *b, BConn *bc)
                         return -ECONNRESET;
                 got += n;
                 bc->in_len += (size_t)n;
-                e = drain_input(b, bc);
+                e = drain_input(b, conn);
                 if (e < 0)
                         return e;   /* -EBADMSG, or -ECONNREFUSED: the daemon refused */
                 if ((size_t)n < room)
@@ -385,30 +418,39 @@ static ssize_t read_conn(Bench *b, BConn *bc)
 }
 
 /*
- * One thread, every connection on one epoll set: a pass reads the clock
- * once, reads the replies that came, queues as many requests as that made
- * room for (each on the next connection in turn), and writes each
- * connection's batch with one send.
+ * One thread, every connection on one epoll set.  Connection i keeps its
+ * own share of the requests in flight (-c over --connections), as
+ * redis-benchmark's -c with -P does.  A pass reads the clock once, reads
+ * the replies that came, and tops up each connection they came on with
+ * one send, so a batch answered together goes back together.  When a
+ * pass finds nothing it looks again without sleeping for up to spin_ns
+ * before it blocks: a reply that comes meanwhile costs no wake-up.
  */
 static int run(Bench *b, Ctx *ctx, BConn *conns, double *ret_secs)
 {
         _cleanup_free_ struct epoll_event *evs = calloc(b->nconns, sizeof(*evs));
-        _cleanup_free_ unsigned long *dirty = calloc(b->nconns, sizeof(*dirty));
+        _cleanup_free_ unsigned long *refill = calloc(b->nconns, sizeof(*refill));
         _cleanup_close_ int ep = epoll_create1(EPOLL_CLOEXEC);
         bool tty = !b->quiet && isatty(STDERR_FILENO) == 1;
-        unsigned long next_conn = 0, shown = 0, ndirty = 0;
+        unsigned long shown = 0;
         int64_t idle_deadline;
         uint64_t start;
 
-        if (!evs || !dirty)
+        if (!evs || !refill)
                 return -ENOMEM;
         if (ep < 0)
                 return -errno;
+        b->conns = conns;
+        b->refill = refill;
+        b->nrefill = 0;
         for (unsigned long i = 0; i < b->nconns; i++) {
                 struct epoll_event ev = { .events = EPOLLIN, .data.u64 = i };
 
                 if (epoll_ctl(ep, EPOLL_CTL_ADD, conns[i].cl.fd, &ev) < 0)
                         return -errno;
+                conns[i].cap = b->conc / b->nconns + (i < b->conc % b->nconns);
+                conns[i].refill = true;
+                refill[b->nrefill++] = i;
         }
         start = b->now_ns = ha_now_ns();
         /* From the same instant as the elapsed time: a run is never shorter. */
@@ -416,32 +458,40 @@ static int run(Bench *b, Ctx *ctx, BConn *conns, double *ret_secs)
         idle_deadline = ha_mono_ms() + ctx->timeout_ms;
         for (;;) {
                 bool more = socket_more(b), progressed = false;
-                int r;
+                int timeout, r;
 
                 if (!more && b->done >= b->sent)
                         break;
-                while (more && b->sent - b->done < b->conc) {
-                        BConn *bc = &conns[next_conn];
+                /* A request given up for lost in queue_request() puts its
+                 * connection on the list again: it is topped up below. */
+                for (unsigned long k = 0; k < b->nrefill; k++) {
+                        unsigned long i = refill[k];
+                        BConn *bc = &conns[i];
 
-                        if (queue_request(b, bc, b->sent) < 0)
-                                return -ENOMEM;
-                        if (!bc->dirty) {
-                                bc->dirty = true;
-                                dirty[ndirty++] = next_conn;
+                        bc->refill = false;
+                        while (more && bc->inflight < bc->cap) {
+                                if (queue_request(b, i, b->sent) < 0)
+                                        return -ENOMEM;
+                                b->sent++;
+                                more = b->duration_s || b->sent < b->total;
                         }
-                        b->sent++;
-                        next_conn = (next_conn + 1) % b->nconns;
-                        more = b->duration_s || b->sent < b->total;
+                        flush_conn(ep, bc, i);
                 }
-                for (unsigned long k = 0; k < ndirty; k++) {
-                        conns[dirty[k]].dirty = false;
-                        flush_conn(ep, &conns[dirty[k]], dirty[k]);
-                }
-                ndirty = 0;
+                b->nrefill = 0;
                 int64_t left = idle_deadline - ha_mono_ms();
                 if (left <= 0)
                         return -ETIMEDOUT;
-                r = epoll_wait(ep, evs, (int)b->nconns, (int)(left > INT32_MAX ? INT32_MAX : left));
+                timeout = (int)(left > INT32_MAX ? INT32_MAX : left);
+                r = epoll_wait(ep, evs, (int)b->nconns, 0);
+                if (r == 0 && b->spin_ns) {
+                        uint64_t until = ha_now_ns() + b->spin_ns;
+
+                        do
+                                r = epoll_wait(ep, evs, (int)b->nconns, 0);
+                        while (r == 0 && ha_now_ns() < until);
+                }
+                if (r == 0)
+                        r = epoll_wait(ep, evs, (int)b->nconns, timeout);
                 if (r < 0 && errno != EINTR)
                         return -errno;
                 b->now_ns = ha_now_ns();
@@ -452,7 +502,7 @@ static int run(Bench *b, Ctx *ctx, BConn *conns, double *ret_secs)
                         if (evs[k].events & EPOLLOUT)
                                 flush_conn(ep, bc, i);
                         if (evs[k].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-                                ssize_t n = read_conn(b, bc);
+                                ssize_t n = read_conn(b, i);
 
                                 if (n < 0)
                                         return (int)n;
@@ -488,15 +538,18 @@ static int alloc_tracking(Bench *b)
                 b->ring = b->total;
         b->owner = calloc(b->ring, sizeof(*b->owner));
         b->t_sent = calloc(b->ring, sizeof(*b->t_sent));
+        b->conn_of = calloc(b->ring, sizeof(*b->conn_of));
         if (!b->duration_s)
                 b->lat = calloc(b->total, sizeof(uint64_t));
-        return !b->owner || !b->t_sent || (!b->duration_s && !b->lat) ? -ENOMEM : 0;
+        return !b->owner || !b->t_sent || !b->conn_of || (!b->duration_s && !b->lat) ?
+                -ENOMEM : 0;
 }
 
 static void free_tracking(Bench *b)
 {
         free(b->owner);
         free(b->t_sent);
+        free(b->conn_of);
         free(b->lat);
 }
 
@@ -550,7 +603,7 @@ static int run_socket(Bench *b, Ctx *ctx, BConn *conns, double *ret_secs)
                 s->conc = b->conc / T + (i < b->conc % T);
                 s->nconns = b->nconns / T + (i < b->nconns % T);
                 s->total = b->total / T + (i < b->total % T);
-                s->owner = NULL, s->t_sent = NULL, s->lat = NULL;
+                s->owner = NULL, s->t_sent = NULL, s->conn_of = NULL, s->lat = NULL;
                 s->nlat = s->sent = s->done = s->failures = s->busy = 0;
                 s->first_error[0] = '\0';
                 memset(&s->hist, 0, sizeof(s->hist));
@@ -886,12 +939,15 @@ int cmd_bench(Ctx *ctx, int argc, char **argv)
                 { "threads", required_argument, NULL, OPT_THREADS },
                 { "duration", required_argument, NULL, OPT_DURATION },
                 { "mix", no_argument, NULL, OPT_MIX },
+                { "spin-us", required_argument, NULL, OPT_SPIN_US },
         };
         const struct option *opts = ctl_options(own, ELEMENTSOF(own));
         Bench b = { .service = 66, .conc = 64, .total = 10000, .size = 64, .nconns = 1,
                     .threads = 1 };
+        unsigned long spin_us = 50;
         const char *service = "echo";
         bool have_n = false, have_s = false, have_size = false, have_conns = false;
+        bool have_spin = false;
         BConn *conns = NULL;
         double secs = 0;
         int c, r, ret = EXIT_FAILED;
@@ -919,6 +975,11 @@ int cmd_bench(Ctx *ctx, int argc, char **argv)
                         continue;
                 case OPT_THREADS:
                         dst = &b.threads, max = 64, what = "--threads: not a number from 1 to 64";
+                        break;
+                case OPT_SPIN_US:
+                        dst = &spin_us, min = 0, max = 1000000,
+                        what = "--spin-us: not a number of microseconds from 0 to 1000000";
+                        have_spin = true;
                         break;
                 case OPT_DURATION:
                         dst = &b.duration_s, max = 30ul * 86400,
@@ -954,9 +1015,11 @@ int cmd_bench(Ctx *ctx, int argc, char **argv)
                 return ctl_usage_error("%s", "bench: give -n or --duration, not both");
         if (b.mix && have_s)
                 return ctl_usage_error("%s", "bench: --mix runs every service; it takes no -s");
-        if (b.shm && (have_conns || b.overload))
+        if (b.shm && (have_conns || b.overload || have_spin))
                 return ctl_usage_error("bench: %s is for --transport socket",
-                                       have_conns ? "--connections" : "--overload");
+                                       have_conns ? "--connections" :
+                                       b.overload ? "--overload" : "--spin-us");
+        b.spin_ns = (uint64_t)spin_us * 1000u;
         r = ha_service_parse(service, &b.service);
         if (r == -ENOENT || r == -ERANGE)
                 return ctl_no_such_service(service);
@@ -1031,6 +1094,8 @@ report:
                         printf("\"service\":null,\"mix\":true,");
                 else
                         printf("\"service\":%u,\"mix\":false,", b.service);
+                if (!b.shm)
+                        printf("\"spin_us\":%lu,", (unsigned long)(b.spin_ns / 1000u));
                 printf("\"concurrency\":%lu,\"connections\":%lu,\"size\":%lu,"
                        "\"requests\":%lu,\"failures\":%lu,\"busy\":%lu,\"seconds\":%.6f,"
                        "\"req_per_s\":%.1f,\"latency_us\":{\"p50\":%.1f,\"p90\":%.1f,"
@@ -1050,9 +1115,10 @@ report:
                         printf("%s, concurrency %lu over %lu thread%s, shared memory\n",
                                what, b.conc, b.threads, b.threads == 1 ? "" : "s");
                 else
-                        printf("%s, concurrency %lu over %lu connection%s, %lu thread%s\n",
-                               what, b.conc, b.nconns, b.nconns == 1 ? "" : "s", b.threads,
-                               b.threads == 1 ? "" : "s");
+                        printf("%s, concurrency %lu over %lu connection%s, %lu thread%s, "
+                               "spin %lu us\n", what, b.conc, b.nconns, b.nconns == 1 ? "" : "s",
+                               b.threads, b.threads == 1 ? "" : "s",
+                               (unsigned long)(b.spin_ns / 1000u));
                 printf("requests  %lu, failures %lu (busy %lu), %.3f s\n", b.total, b.failures,
                        b.busy, secs);
                 printf("throughput %.1f req/s\n", (double)b.total / secs);

@@ -46,7 +46,7 @@ int cmd_bench(Ctx *ctx, int argc, char **argv);
 
 /* Shared by the commands (common.c). */
 enum { OPT_SOCKET = 0x100, OPT_SIZE, OPT_CONNECTIONS, OPT_OVERLOAD, OPT_TRANSPORT, OPT_THREADS,
-       OPT_DURATION, OPT_MIX };
+       OPT_DURATION, OPT_MIX, OPT_SPIN_US };
 #define CTL_STOP_OK (-1000)     /* --version printed: exit 0 */
 #define CTL_STOP_HELP (-1001)   /* --help: main() prints it, exits 0 */
 int ctl_parse_uint(const char *s, unsigned long min, unsigned long max, unsigned long *ret);

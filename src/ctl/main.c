@@ -52,14 +52,17 @@ static const CtlCommand commands[] = {
         { "services", "", "List the services the daemon offers", "", cmd_services },
         { "ping", "", "Check that the daemon answers, and how fast", "", cmd_ping },
         { "bench", "[-s SERVICE | --mix] [-c CONCURRENCY] [-n REQUESTS | --duration SEC] [--size BYTES]\n"
-          "        [--connections K] [--overload] [--transport socket|shm] [--threads T]",
+          "        [--connections K] [--overload] [--transport socket|shm] [--threads T]\n"
+          "        [--spin-us US]",
           "Keep CONCURRENCY requests in flight over K connections, verify every\n"
           "response, report req/s and latency percentiles (defaults: echo,\n"
           "-c 64, -n 10000, 64 bytes, 1 connection); --overload allows more\n"
           "in flight than the queue holds, counting E_BUSY replies; --threads T\n"
           "shares them among T client threads (on the socket each has its own\n"
           "connections); --transport shm submits through shared memory\n"
-          "(libhyperamp) (K and --overload are for the socket);\n"
+          "(libhyperamp) (K, --overload and --spin-us are for the socket);\n"
+          "each connection keeps its share of CONCURRENCY in flight; a client\n"
+          "that finds no reply looks again for --spin-us before it sleeps;\n"
           "--duration runs for SEC seconds instead of a number of requests;\n"
           "--mix cycles through every service and sizes 16, 64, 256, ... up to\n"
           "--size (default 65536 with --mix)",
@@ -73,7 +76,9 @@ static const CtlCommand commands[] = {
           "      --overload          allow more in flight than the queue; count E_BUSY\n"
           "      --transport T       socket (default) or shm (libhyperamp)\n"
           "      --threads T         client threads sharing them (default 1; on the\n"
-          "                          socket at most K, each with its own connections)\n",
+          "                          socket at most K, each with its own connections)\n"
+          "      --spin-us US        after a pass with no reply, poll this long before\n"
+          "                          sleeping (default 50; 0 sleeps at once)\n",
           cmd_bench },
         { "reload", "", "Make the daemon re-read its config; returns once it confirms\n"
           "(admin: root, the daemon's user or its admin_group)", "", cmd_reload },

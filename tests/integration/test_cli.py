@@ -743,6 +743,137 @@ class BenchThreadsTest(unittest.TestCase):
                         self.assertIn('result bytes differ from the reference', err)
 
 
+class ShareServer:
+    """Serves bench's connections from one thread, in accept order.  Mode
+    'share': the first connection is answered at once; the second is held
+    until the first has had 40 submits (or its own count passes share,
+    which is the fault looked for), and the most it ever had outstanding
+    is kept.  Mode 'cross': the reply to request 5 goes out on the other
+    connection."""
+
+    def __init__(self, path, mode, share=4):
+        self.path, self.mode, self.share = path, mode, share
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        self.sock.listen(64)
+        self.r, self.w = os.pipe()
+        self.conns, self.bufs, self.held = [], [], []
+        self.seen_a, self.max_b, self.released = 0, 0, False
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+        self.thread.start()
+
+    def reply(self, i, req, data):
+        if req['method'] == 'ping':
+            res, data = {'pong': True, 'max_payload': 1 << 20, 'queue_capacity': 1024,
+                         'max_inflight_per_conn': 256}, b''
+        else:
+            res = {'service': 66, 'status': 'SUCCESS', 'code': 0, 'latency_us': 1}
+        if self.mode == 'cross' and req['method'] == 'submit' and req['id'] == 5:
+            i = 1 - i
+        self.conns[i].sendall(harness.encode_frame({'v': 1, 'id': req['id'], 'result': res},
+                                                   data))
+
+    def frames(self, i):
+        buf = self.bufs[i]
+        while len(buf) >= 8 and len(buf) >= 8 + sum(struct.unpack('>II', buf[:8])):
+            jl, dl = struct.unpack('>II', buf[:8])
+            yield json.loads(buf[8:8 + jl]), bytes(buf[8 + jl:8 + jl + dl])
+            buf = buf[8 + jl + dl:]
+            self.bufs[i] = buf
+
+    def loop(self):
+        try:
+            while True:
+                ready, _, _ = select.select([self.sock, self.r] + self.conns, [], [])
+                if self.r in ready:
+                    return
+                if self.sock in ready:
+                    c, _ = self.sock.accept()
+                    self.conns.append(c)
+                    self.bufs.append(b'')
+                for i, c in enumerate(self.conns):
+                    if c not in ready:
+                        continue
+                    got = c.recv(65536)
+                    if not got:
+                        return
+                    self.bufs[i] += got
+                    for req, data in list(self.frames(i)):
+                        if self.mode != 'share' or i != 1 or req['method'] != 'submit':
+                            if i == 0 and req['method'] == 'submit':
+                                self.seen_a += 1
+                            self.reply(i, req, data)
+                            continue
+                        self.held.append((req, data))
+                        self.max_b = max(self.max_b, len(self.held))
+                if self.held and (self.seen_a >= 40 or len(self.held) > self.share):
+                    for req, data in self.held:
+                        self.reply(1, req, data)
+                    self.held = []
+        except OSError:
+            return
+
+    def close(self):
+        os.write(self.w, b'x')
+        self.thread.join(timeout=5)
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+        os.close(self.r)
+        os.close(self.w)
+
+
+class BenchShareTest(unittest.TestCase):
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory(prefix='hyperamp-cli-')
+        self.addCleanup(self.tmp.cleanup)
+
+    def test_each_connection_keeps_its_share(self):
+        """-c 8 over 2 connections is 4 in flight on each, even while one
+        connection's replies are held back and the other's come at once
+        (the preflight checks max_inflight_per_conn against that share)."""
+        for spin in ('0', '50'):
+            with self.subTest(spin=spin):
+                srv = ShareServer(os.path.join(self.tmp.name, 'share%s.sock' % spin), 'share')
+                try:
+                    rc, out, err = run_ctl(['--json', 'bench', '-s', 'echo', '-c', '8',
+                                            '--connections', '2', '--spin-us', spin,
+                                            '-n', '200'], socket_path=srv.path,
+                                           timeout=harness.scaled(60))
+                finally:
+                    srv.close()
+                self.assertEqual(rc, 0, err)
+                o = json.loads(out)
+                self.assertEqual((o['requests'], o['failures'], o['spin_us']), (200, 0, int(spin)))
+                self.assertGreaterEqual(srv.seen_a, 40)
+                self.assertEqual(srv.max_b, 4)
+
+    def test_reply_on_another_connection_fails(self):
+        srv = ShareServer(os.path.join(self.tmp.name, 'cross.sock'), 'cross')
+        try:
+            rc, out, err = run_ctl(['--json', 'bench', '-s', 'echo', '-c', '8',
+                                    '--connections', '2', '-n', '100'], socket_path=srv.path,
+                                   timeout=harness.scaled(60))
+        finally:
+            srv.close()
+        self.assertEqual(rc, 1, err)
+        self.assertEqual(json.loads(out)['failures'], 1, err)
+        self.assertIn('request 5: answered on another connection', err)
+
+    def test_spin_us_checked(self):
+        for argv, what in ((['--spin-us', '-1'], '--spin-us: not a number of microseconds'),
+                           (['--spin-us', '1000001'], '--spin-us: not a number of microseconds'),
+                           (['--spin-us', 'x'], '--spin-us: not a number of microseconds'),
+                           (['--transport', 'shm', '--spin-us', '5'],
+                            '--spin-us is for --transport socket')):
+            with self.subTest(argv=argv):
+                rc, out, err = run_ctl(['bench'] + argv,
+                                       socket_path=os.path.join(self.tmp.name, 'none.sock'))
+                self.assertEqual(rc, 2, err)
+                self.assertIn(what, err)
+
+
 class BadServerTest(unittest.TestCase):
 
     def setUp(self):
