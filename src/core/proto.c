@@ -511,6 +511,25 @@ static bool scan_params(Scan *s, HaSubmitFast *f)
                scan_char(s, ':') && scan_service(s, f) && scan_char(s, '}');
 }
 
+/* Exactly the shape ha_request_submit_write makes (hyperampctl's, and the
+ * common case), matched as written: a subset of what the scanner below
+ * takes, read the same way, at a fraction of its cost. */
+static bool submit_canonical(const char *json, size_t len, HaSubmitFast *f)
+{
+        Scan s = { json, json + len };
+        uint64_t id, svc;
+
+        if (!scan_lit(&s, "{\"v\":1,\"id\":") || !scan_uint(&s, HA_PROTO_MAX_ID, &id) ||
+            !scan_lit(&s, ",\"method\":\"" HA_METHOD_SUBMIT "\",\"params\":{\"service\":") ||
+            !scan_uint(&s, UINT16_MAX, &svc) || !scan_lit(&s, "}}") || s.p != s.end)
+                return false;
+        f->has_id = true;
+        f->id = id;
+        f->service = (uint16_t)svc;
+        f->name[0] = '\0';
+        return true;
+}
+
 bool ha_submit_parse_fast(const char *json, size_t len, HaSubmitFast *f)
 {
         enum { K_V = 1, K_ID = 2, K_METHOD = 4, K_PARAMS = 8 };
@@ -518,6 +537,9 @@ bool ha_submit_parse_fast(const char *json, size_t len, HaSubmitFast *f)
         unsigned seen = 0;
         uint64_t v;
 
+        _Static_assert(HA_PROTO_VERSION == 1, "submit_canonical() spells the version out");
+        if (submit_canonical(json, len, f))
+                return true;
         memset(f, 0, sizeof(*f));
         if (!scan_char(&s, '{'))
                 return false;

@@ -372,6 +372,15 @@ static void test_submit_fast(void)
                 "{\"v\":1,\"method\":\"submit\",\"method\":\"ping\",\"params\":{\"service\":1}}",
                 "{\"v\":1,\"method\":\"submit\",\"params\":{\"service\":1,\"service\":2}}",
                 "{\"v\":1,\"method\":\"submit\",\"params\":{\"service\":65536}}",
+                /* The writer's own shape, one thing off (its matcher's edges). */
+                "{\"v\":1,\"id\":1,\"method\":\"submit\",\"params\":{\"service\":65536}}",
+                "{\"v\":1,\"id\":1,\"method\":\"submit\",\"params\":{\"service\":01}}",
+                "{\"v\":1,\"id\":1,\"method\":\"submit\",\"params\":{\"service\":1e2}}",
+                "{\"v\":1,\"id\":1,\"method\":\"submit\",\"params\":{\"service\":1.0}}",
+                "{\"v\":1,\"id\":1,\"method\":\"submit\",\"params\":{\"service\":}}",
+                "{\"v\":1,\"id\":,\"method\":\"submit\",\"params\":{\"service\":1}}",
+                "{\"v\":1,\"id\":1,\"method\":\"submit\",\"params\":{\"service\":1}}}",
+                "{\"v\":1,\"id\":1,\"method\":\"submits\",\"params\":{\"service\":1}}",
                 "{\"v\":1,\"method\":\"submit\",\"params\":{\"service\":true}}",
                 "{\"v\":1,\"method\":\"submit\",\"params\":{\"service\":\"\"}}",
                 "{\"v\":1,\"method\":\"submit\",\"params\":{\"service\":\"ec\\u0068o\"}}",
@@ -404,6 +413,12 @@ static void test_submit_fast(void)
         CHECK(fast(taken[1], &f) && f.has_id && f.id == 0 && strcmp(f.name, "echo") == 0);
         CHECK(fast(taken[2], &f) && !f.has_id && f.id == HA_NO_ID && f.service == 65535);
         CHECK(fast(taken[3], &f) && f.id == 9007199254740991ull && strcmp(f.name, "7") == 0);
+        /* The writer's shape after a named one: no name left over. */
+        CHECK(fast(taken[0], &f) && !f.name[0] && f.service == 1);
+        /* The writer's shape with a space or a newline is the scanner's,
+         * and read the same. */
+        CHECK(fast("{\"v\":1,\"id\":7,\"method\":\"submit\",\"params\":{\"service\": 3}}\n", &f) &&
+              f.has_id && f.id == 7 && f.service == 3 && !f.name[0]);
         for (size_t i = 0; i < ELEMENTSOF(declined); i++) {
                 if (fast(declined[i], &f))
                         fprintf(stderr, "taken: %s\n", declined[i]);
