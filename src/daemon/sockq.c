@@ -58,6 +58,7 @@ struct HaSockq {
         HaJobReq *reqs;
         struct event *collect_ev;
         bool collect_pending;
+        uint64_t burst_ns;      /* when the burst the collector will take began */
         ha_complete_fn complete;
         ha_refused_fn refused;
         unsigned in_flight;
@@ -394,7 +395,11 @@ int ha_sockq_submit_data(HaSockq *q, uint16_t service, const void *data, size_t 
         en->msg.flag = 0;
 
         c = &q->ctx[idx];
-        *c = (ReqCtx){ .owner = owner, .req_id = req_id, .t_submit = ha_now_ns(),
+        /* One clock read a burst: the requests one loop pass reads came
+         * together (a later one's latency counts from the first's). */
+        if (!q->collect_pending)
+                q->burst_ns = ha_now_ns();
+        *c = (ReqCtx){ .owner = owner, .req_id = req_id, .t_submit = q->burst_ns,
                        .off = off, .len = (uint32_t)len, .service = service, .live = true };
         ha_queue_enqueue(&q->queue, idx);
         q->in_flight++;
