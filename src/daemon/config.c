@@ -42,6 +42,7 @@ void ha_config_defaults(HaConfig *c)
         c->worker_stall_ms = 10000;
         c->zone_clients = 16;
         c->poll_us = 50;
+        c->socket_poll_us = 50;
         c->zone_pool_size = 1u << 20;
         c->admin_group[0] = '\0';
         c->admin_gid = (gid_t)-1;
@@ -86,6 +87,7 @@ static const struct config_key {
         { "worker_stall_ms", K_UINT, offsetof(HaConfig, worker_stall_ms), 10, 3600000, true },
         { "zone_clients", K_UINT, offsetof(HaConfig, zone_clients), 0, 32, false },
         { "poll_us", K_UINT, offsetof(HaConfig, poll_us), 0, 100000, false },
+        { "socket_poll_us", K_UINT, offsetof(HaConfig, socket_poll_us), 0, 100000, true },
         { "zone_pool_size", K_U64, offsetof(HaConfig, zone_pool_size), 4096, 1u << 30, false },
         { "admin_group", K_GROUP, offsetof(HaConfig, admin_group), 0, 0, true },
         { "log_level", K_LOGLEVEL, offsetof(HaConfig, log_level), 0, 0, true },
@@ -553,6 +555,7 @@ char *ha_config_to_json(const HaConfig *c, const char *socket_path)
         cJSON_AddNumberToObject(o, "worker_stall_ms", c->worker_stall_ms);
         cJSON_AddNumberToObject(o, "zone_clients", c->zone_clients);
         cJSON_AddNumberToObject(o, "poll_us", c->poll_us);
+        cJSON_AddNumberToObject(o, "socket_poll_us", c->socket_poll_us);
         cJSON_AddNumberToObject(o, "zone_pool_size", (double)c->zone_pool_size);
         cJSON_AddStringToObject(o, "admin_group", c->admin_group);
         cJSON_AddStringToObject(o, "log_level", ha_log_level_name(c->log_level));

@@ -75,6 +75,7 @@ typedef struct HaConfig {
         unsigned worker_stall_ms;       /* one job longer than this: wedged */
         unsigned zone_clients;          /* zone channel leases at once; 0: none */
         unsigned poll_us;               /* idle workers poll zone rings this long; 0: never */
+        unsigned socket_poll_us;        /* the loop polls after a socket read this long; 0: never */
         uint64_t zone_pool_size;        /* data pool bytes per lease */
         char admin_group[64];           /* may reload/shutdown; "" = none */
         gid_t admin_gid;                /* resolved; (gid_t)-1 when none */

@@ -149,6 +149,7 @@ struct HaControl {
         LIST_HEAD(, Conn) orphans;      /* closed, waiting for their requests */
         LIST_HEAD(, Conn) flushq;       /* with replies added this pass */
         struct event *flush_ev;         /* writes them, once per pass */
+        uint64_t reads;                 /* that brought bytes: ha_control_reads() */
         unsigned nconns;
         unsigned nadmins;       /* of them, admins */
         unsigned npaused;       /* of them, not read for their backlog of replies */
@@ -1119,8 +1120,10 @@ static void conn_rev_cb(evutil_socket_t fd, short what, void *userdata)
                 return;
         }
         n = read(fd, c->ibuf + c->itail, c->icap - c->itail);
-        if (n > 0)
+        if (n > 0) {
                 c->itail += (uint32_t)n;
+                c->ctl->reads++;
+        }
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
                 return;
         if (n < 0) {
@@ -1606,6 +1609,11 @@ void ha_control_set_zone_hooks(HaControl *ctl, ha_attach_fn attach, ha_attached_
         ctl->attached = attached;
         ctl->detach = detach;
         ctl->zone_userdata = userdata;
+}
+
+uint64_t ha_control_reads(const HaControl *ctl)
+{
+        return ctl->reads;
 }
 
 void ha_control_config_changed(HaControl *ctl)

@@ -57,6 +57,9 @@ void ha_control_set_zone_hooks(HaControl *c, ha_attach_fn attach, ha_attached_fn
 /* A reload swapped the config: apply client_timeout_ms to the open
  * connections too (new ones read it anyway). */
 void ha_control_config_changed(HaControl *c);
+/* Reads that brought bytes so far (loop thread): a pass that changed it
+ * served a client. */
+uint64_t ha_control_reads(const HaControl *ctl);
 
 /* The whole of `stats`: the process, the socket queue, the engine (with its
  * sources and executors), the control socket, then each part added by

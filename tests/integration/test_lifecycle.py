@@ -137,7 +137,7 @@ class CheckConfigTest(TmpDirTest):
                'max_inflight_per_conn': 7, 'log_level': 'debug', 'shm_persist': True,
                'client_timeout_ms': 1500, 'status_interval_ms': 250, 'worker_stall_ms': 700,
                'admin_group': 'root', 'zone_clients': 3, 'zone_pool_size': 65536,
-               'poll_us': 20, 'max_connections_per_uid': 5, 'output_budget': 1 << 21,
+               'poll_us': 20, 'socket_poll_us': 10, 'max_connections_per_uid': 5, 'output_budget': 1 << 21,
                'metrics_listen': '[::1]:9470', 'metrics_max_connections': 4}
         sock = os.path.join(self.tmp, 'x.sock')
         rc, out, err = run_daemon_cmd(['--check-config', '--config', self.write_config(cfg),

@@ -217,7 +217,10 @@ class MetricsTest(unittest.TestCase):
             o = d.ctl_json('stats')
             self.assertEqual(set(o), {'version', 'pid', 'uptime_s', 'queue', 'pool', 'requests',
                                       'services', 'sources', 'executors', 'workers',
-                                      'connections'})
+                                      'connections', 'loop'})
+            # socket_poll_us: issue 14's polling loop
+            self.assertEqual(set(o['loop']), {'socket_polls', 'socket_poll_found',
+                                              'socket_poll_seconds'})
             self.assertEqual(set(o['queue']), {
                 'shm_name', 'capacity', 'depth', 'in_flight', 'free', 'bad_index', 'cycles',
                 'bad_state', 'repairs', 'sigbus_repaired', 'sigbus_lost'})

@@ -997,6 +997,64 @@ class InputBufferTest(unittest.TestCase):
             self.assertEqual(s['connections']['output_bytes'], 0, s)
 
 
+class SocketPollTest(unittest.TestCase):
+    """socket_poll_us: after serving a socket client the loop looks for
+    more without sleeping for that long, the window starting over at each
+    read, so a client that sends again within it wakes nobody.  Seen by
+    the loop thread's own count of sleeps: it is the daemon's main thread,
+    and each wait in epoll_wait is one voluntary context switch."""
+
+    PINGS = 20
+
+    def loop_sleeps(self, d):
+        pid = d.proc.pid
+        with open('/proc/%d/task/%d/status' % (pid, pid)) as f:
+            for line in f:
+                if line.startswith('voluntary_ctxt_switches:'):
+                    return int(line.split()[1])
+        raise AssertionError('no voluntary_ctxt_switches for the loop thread')
+
+    def slept_over_pings(self, d):
+        with d.client() as c:
+            c.ping()
+            before = self.loop_sleeps(d)
+            for _ in range(self.PINGS):
+                self.assertTrue(c.ping()['pong'])
+            return self.loop_sleeps(d) - before
+
+    def test_polling_loop_sleeps_not_between_requests(self):
+        # 100 ms: far more than a ping's round trip, even under valgrind.
+        with Daemon({'socket_poll_us': 100000}) as d:
+            slept = self.slept_over_pings(d)
+            s = d.stats()['loop']
+        self.assertLessEqual(slept, 3)
+        self.assertGreaterEqual(s['socket_poll_found'], self.PINGS - 3, s)
+        self.assertGreaterEqual(s['socket_polls'], 1, s)
+        self.assertGreater(s['socket_poll_seconds'], 0, s)
+
+    def test_zero_sleeps_at_once_and_reload_turns_it_on(self):
+        with Daemon({'socket_poll_us': 0}) as d:
+            slept = self.slept_over_pings(d)
+            s = d.stats()['loop']
+            self.assertGreaterEqual(slept, self.PINGS // 2)
+            self.assertEqual((s['socket_polls'], s['socket_poll_found'], s['socket_poll_seconds']),
+                             (0, 0, 0), s)
+            # Applied by a reload, no restart.
+            with open(d.config_path, 'w') as f:
+                json.dump(dict(d.config, socket_poll_us=100000), f)
+            rc, out, err = d.ctl('reload')
+            self.assertEqual(rc, 0, err)
+            self.assertIn('applied: socket_poll_us', out.decode() if isinstance(out, bytes) else out)
+            self.assertLessEqual(self.slept_over_pings(d), 3)
+
+    def test_out_of_range_refused(self):
+        for v in (-1, 100001, 'x', 1.5):
+            with self.subTest(v=v):
+                f = harness.start_expect_failure({'socket_poll_us': v})
+                self.assertNotEqual(f.rc, 0)
+                self.assertIn('socket_poll_us', f.log)
+
+
 class HalfCloseAndTimeoutTest(unittest.TestCase):
 
     def test_half_close_still_gets_every_reply(self):
