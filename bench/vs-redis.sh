@@ -8,7 +8,15 @@
 # redis:    redis-benchmark -s SOCK --csv -c C [-P P] -n N ECHO <64 B>
 # hyperamp: hyperampctl bench -s echo --size 64 -c C*P --connections C -n N
 # hyperampctl bench verifies every response.  SCALE=0.5 halves every N;
-# THREADS=T gives both clients T threads (at most C; default 1).
+# THREADS=T gives both clients T threads (at most C; default 1);
+# SPIN_US=U passes --spin-us U to hyperampctl bench (its default is 50:
+# it polls that long for replies before it sleeps; redis-benchmark always
+# sleeps at once, so SPIN_US=0 is the like-for-like client);
+# SOCKET_POLL_US=U sets the daemon's socket_poll_us (default 50; 0: its
+# loop sleeps at once, as redis-server's does).
+# Besides req/s, each server's own CPU time (utime + stime of every thread,
+# from /proc) over the requests of each run: what a request costs the
+# server, whatever its client does.
 # Each server is waited for with a bound (READY=1 on its own notify socket)
 # and both are stopped, and the scratch directory removed, however it ends.
 set -euo pipefail
@@ -18,17 +26,27 @@ rounds=${2:-3}
 . scripts/lib.sh
 command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null ||
         ensure_packages redis-server redis-tools
-exec python3 - "$build" "$rounds" "${SCALE:-1}" "${THREADS:-1}" <<'PY'
+exec python3 - "$build" "$rounds" "${SCALE:-1}" "${THREADS:-1}" "${SPIN_US:-}" \
+        "${SOCKET_POLL_US:-}" <<'PY'
 import json, os, statistics, subprocess, sys
 
 sys.path.insert(0, "bench")
 from procs import Procs
 
 build, rounds, scale, threads = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+spin, socket_poll = sys.argv[5], sys.argv[6]
 # (connections, in flight per connection, requests per run)
 SHAPES = [(1, 1, 40000), (8, 1, 150000), (64, 1, 200000),
           (8, 16, 600000), (1, 16, 300000), (64, 16, 600000)]
 PAYLOAD = "x" * 64
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid):
+    """utime + stime of every thread of pid, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def redis(d, c, p, n):
@@ -51,6 +69,8 @@ def hyperamp(d, c, p, n):
     # Only when asked: a build from before --threads (a "before" run) has none.
     if threads > 1:
         argv += ["--threads", str(min(threads, c))]
+    if spin:
+        argv += ["--spin-us", spin]
     out = subprocess.run(argv, check=True, capture_output=True, text=True, timeout=300).stdout
     r = json.loads(out)
     if r["failures"]:
@@ -60,16 +80,21 @@ def hyperamp(d, c, p, n):
 
 with Procs("vs-redis.") as ps:
     d = ps.dir
-    ps.start(["redis-server", "--port", "0", "--unixsocket", f"{d}/redis.sock",
+    rpid = ps.start(["redis-server", "--port", "0", "--unixsocket", f"{d}/redis.sock",
               "--save", "", "--appendonly", "no", "--supervised", "systemd",
               "--loglevel", "warning"], "redis")
     with open(f"{d}/cfg.json", "w") as f:
         # Defaults, but a queue that holds 64 x 16 in flight (the default 255 would
         # refuse the requests past it with E_BUSY).
-        json.dump({"shm_name": f"/hyperamp-vs-redis-{os.getpid()}", "queue_entries": 1024}, f)
-    ps.start([f"{build}/src/daemon/hyperampd", "--config", f"{d}/cfg.json",
+        cfg = {"shm_name": f"/hyperamp-vs-redis-{os.getpid()}", "queue_entries": 1024}
+        if socket_poll:
+            cfg["socket_poll_us"] = int(socket_poll)
+        json.dump(cfg, f)
+    hpid = ps.start([f"{build}/src/daemon/hyperampd", "--config", f"{d}/cfg.json",
               "--socket", f"{d}/ha.sock", "--log-level", "warning"], "hyperampd")
+    pid = {"redis": rpid.pid, "hyperamp": hpid.pid}
     res = {s: {"redis": [], "hyperamp": []} for s in SHAPES}
+    cost = {s: {"redis": [], "hyperamp": []} for s in SHAPES}     # server CPU us a request
     for rnd in range(rounds):
         for s in SHAPES:
             c, p, n = s
@@ -79,17 +104,25 @@ with Procs("vs-redis.") as ps:
             if rnd % 2:
                 order.reverse()
             for name, fn in order:
+                before = cpu_s(pid[name])
                 res[s][name].append(fn(d, c, p, n))
+                cost[s][name].append((cpu_s(pid[name]) - before) / n * 1e6)
             r, h = res[s]["redis"][-1], res[s]["hyperamp"][-1]
             print(f"round {rnd + 1}: {c}x{p}: redis {r:,.0f}, hyperamp {h:,.0f} req/s, "
-                  f"ratio {h / r:.2f}", file=sys.stderr)
+                  f"ratio {h / r:.2f}; server CPU a request: redis "
+                  f"{cost[s]['redis'][-1]:.2f} us, hyperampd {cost[s]['hyperamp'][-1]:.2f} us",
+                  file=sys.stderr)
     print(f"| shape (connections x in flight) | redis req/s | hyperamp req/s | ratio "
-          f"| ratio per round |")
-    print("|---|---|---|---|---|")
+          f"| ratio per round | server CPU a request: redis-server | hyperampd |")
+    print("|---|---|---|---|---|---|---|")
     for s in SHAPES:
         r = statistics.median(res[s]["redis"])
         h = statistics.median(res[s]["hyperamp"])
         per = " / ".join(f"{b / a:.2f}" for a, b in zip(res[s]["redis"], res[s]["hyperamp"]))
-        print(f"| {s[0]} x {s[1]} | {r:,.0f} | {h:,.0f} | {h / r:.2f} | {per} |")
-    print(f"(median of {rounds} interleaved rounds; client threads: {threads})")
+        print(f"| {s[0]} x {s[1]} | {r:,.0f} | {h:,.0f} | {h / r:.2f} | {per} "
+              f"| {statistics.median(cost[s]['redis']):.2f} us "
+              f"| {statistics.median(cost[s]['hyperamp']):.2f} us |")
+    print(f"(median of {rounds} interleaved rounds; client threads: {threads}; "
+          f"hyperampctl --spin-us: {spin or 'default'}; "
+          f"hyperampd socket_poll_us: {socket_poll or 'default'})")
 PY
