@@ -702,6 +702,15 @@ class EchoServer:
             t.join(timeout=5)
 
 
+def bench_on(srv, args):
+    """hyperampctl --json bench ARGS against a fake server, closed after."""
+    try:
+        return run_ctl(['--json', 'bench'] + args, socket_path=srv.path,
+                       timeout=harness.scaled(60))
+    finally:
+        srv.close()
+
+
 class BenchThreadsTest(unittest.TestCase):
 
     def test_socket_threads_run_and_verify(self):
@@ -730,13 +739,8 @@ class BenchThreadsTest(unittest.TestCase):
                                                                ('4', -1, 0))):
                 with self.subTest(threads=threads, bad_conn=bad_conn):
                     srv = EchoServer(os.path.join(tmp, '%d.sock' % n), bad_conn, bad_id=7)
-                    try:
-                        rc, out, err = run_ctl(['--json', 'bench', '-s', 'echo', '-c', '8',
-                                                '--connections', '4', '--threads', threads,
-                                                '-n', '400'], socket_path=srv.path,
-                                               timeout=harness.scaled(60))
-                    finally:
-                        srv.close()
+                    rc, out, err = bench_on(srv, ['-s', 'echo', '-c', '8', '--connections', '4',
+                                                  '--threads', threads, '-n', '400'])
                     self.assertEqual(rc, 1 if failures else 0, err)
                     self.assertEqual(json.loads(out)['failures'], failures, err)
                     if failures:
@@ -836,13 +840,8 @@ class BenchShareTest(unittest.TestCase):
         for spin in ('0', '50'):
             with self.subTest(spin=spin):
                 srv = ShareServer(os.path.join(self.tmp.name, 'share%s.sock' % spin), 'share')
-                try:
-                    rc, out, err = run_ctl(['--json', 'bench', '-s', 'echo', '-c', '8',
-                                            '--connections', '2', '--spin-us', spin,
-                                            '-n', '200'], socket_path=srv.path,
-                                           timeout=harness.scaled(60))
-                finally:
-                    srv.close()
+                rc, out, err = bench_on(srv, ['-s', 'echo', '-c', '8', '--connections', '2',
+                                              '--spin-us', spin, '-n', '200'])
                 self.assertEqual(rc, 0, err)
                 o = json.loads(out)
                 self.assertEqual((o['requests'], o['failures'], o['spin_us']), (200, 0, int(spin)))
@@ -851,12 +850,8 @@ class BenchShareTest(unittest.TestCase):
 
     def test_reply_on_another_connection_fails(self):
         srv = ShareServer(os.path.join(self.tmp.name, 'cross.sock'), 'cross')
-        try:
-            rc, out, err = run_ctl(['--json', 'bench', '-s', 'echo', '-c', '8',
-                                    '--connections', '2', '-n', '100'], socket_path=srv.path,
-                                   timeout=harness.scaled(60))
-        finally:
-            srv.close()
+        rc, out, err = bench_on(srv, ['-s', 'echo', '-c', '8', '--connections', '2',
+                                      '-n', '100'])
         self.assertEqual(rc, 1, err)
         self.assertEqual(json.loads(out)['failures'], 1, err)
         self.assertIn('request 5: answered on another connection', err)
