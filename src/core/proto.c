@@ -511,9 +511,10 @@ static bool scan_params(Scan *s, HaSubmitFast *f)
                scan_char(s, ':') && scan_service(s, f) && scan_char(s, '}');
 }
 
-/* Exactly the shape ha_request_submit_write makes (hyperampctl's, and the
- * common case), matched as written: a subset of what the scanner below
- * takes, read the same way, at a fraction of its cost. */
+/* The shape ha_request_submit_write makes (hyperampctl's, and the common
+ * case), its literal parts compared whole (its numbers by scan_uint, which
+ * allows blanks before them as JSON does): a subset of what the scanner
+ * below takes, read the same way, at a fraction of its cost. */
 static bool submit_canonical(const char *json, size_t len, HaSubmitFast *f)
 {
         Scan s = { json, json + len };

@@ -247,13 +247,14 @@ static int handle_reply(Bench *b, unsigned long conn, const char *json, uint32_t
         }
         if (rep.error_code) {
                 unsigned long id = (unsigned long)rep.id;
+                bool elsewhere = b->conn_of[id % b->ring] != conn;
 
-                if (b->conn_of[id % b->ring] != conn)
-                        fail(b, id, "answered on another connection", "");
                 retire(b, id);
                 if (strcmp(rep.error_code, "E_BUSY") == 0)
                         b->busy++;
-                fail(b, id, "error ", rep.error_code);
+                /* One failure a request, as on the success path. */
+                fail(b, id, elsewhere ? "answered on another connection" : "error ",
+                     elsewhere ? "" : rep.error_code);
                 ha_reply_done(&rep);
                 return 0;
         }
@@ -450,7 +451,9 @@ static int run(Bench *b, Ctx *ctx, BConn *conns, double *ret_secs)
                         return -errno;
                 conns[i].cap = b->conc / b->nconns + (i < b->conc % b->nconns);
                 conns[i].refill = true;
-                refill[b->nrefill++] = i;
+                /* Popped from the top: the first fill goes in connection
+                 * order (ids 0, 1, ... on connection 0 first). */
+                refill[b->nrefill++] = b->nconns - 1 - i;
         }
         start = b->now_ns = ha_now_ns();
         /* From the same instant as the elapsed time: a run is never shorter. */
@@ -458,14 +461,16 @@ static int run(Bench *b, Ctx *ctx, BConn *conns, double *ret_secs)
         idle_deadline = ha_mono_ms() + ctx->timeout_ms;
         for (;;) {
                 bool more = socket_more(b), progressed = false;
-                int timeout, r;
+                int r;
 
                 if (!more && b->done >= b->sent)
                         break;
-                /* A request given up for lost in queue_request() puts its
-                 * connection on the list again: it is topped up below. */
-                for (unsigned long k = 0; k < b->nrefill; k++) {
-                        unsigned long i = refill[k];
+                /* A stack of the connections whose flag is set, each once:
+                 * a request given up for lost in queue_request() may put
+                 * one back, popped already, so it never holds more than
+                 * nconns. */
+                while (b->nrefill) {
+                        unsigned long i = refill[--b->nrefill];
                         BConn *bc = &conns[i];
 
                         bc->refill = false;
@@ -477,11 +482,8 @@ static int run(Bench *b, Ctx *ctx, BConn *conns, double *ret_secs)
                         }
                         flush_conn(ep, bc, i);
                 }
-                b->nrefill = 0;
-                int64_t left = idle_deadline - ha_mono_ms();
-                if (left <= 0)
+                if (idle_deadline - ha_mono_ms() <= 0)
                         return -ETIMEDOUT;
-                timeout = (int)(left > INT32_MAX ? INT32_MAX : left);
                 r = epoll_wait(ep, evs, (int)b->nconns, 0);
                 if (r == 0 && b->spin_ns) {
                         uint64_t until = ha_now_ns() + b->spin_ns;
@@ -490,8 +492,15 @@ static int run(Bench *b, Ctx *ctx, BConn *conns, double *ret_secs)
                                 r = epoll_wait(ep, evs, (int)b->nconns, 0);
                         while (r == 0 && ha_now_ns() < until);
                 }
-                if (r == 0)
-                        r = epoll_wait(ep, evs, (int)b->nconns, timeout);
+                if (r == 0) {
+                        /* After the spin: --timeout is not overshot by it. */
+                        int64_t left = idle_deadline - ha_mono_ms();
+
+                        if (left <= 0)
+                                return -ETIMEDOUT;
+                        r = epoll_wait(ep, evs, (int)b->nconns,
+                                       (int)(left > INT32_MAX ? INT32_MAX : left));
+                }
                 if (r < 0 && errno != EINTR)
                         return -errno;
                 b->now_ns = ha_now_ns();
@@ -600,8 +609,12 @@ static int run_socket(Bench *b, Ctx *ctx, BConn *conns, double *ret_secs)
                 Bench *s = &ts[i].b;
 
                 *s = *b;        /* the payloads and settings, shared read-only */
-                s->conc = b->conc / T + (i < b->conc % T);
                 s->nconns = b->nconns / T + (i < b->nconns % T);
+                /* The caps of its own connections, as if one thread ran
+                 * them all: none over the ceiling the preflight checks. */
+                s->conc = 0;
+                for (unsigned long g = first_conn; g < first_conn + s->nconns; g++)
+                        s->conc += b->conc / b->nconns + (g < b->conc % b->nconns);
                 s->total = b->total / T + (i < b->total % T);
                 s->owner = NULL, s->t_sent = NULL, s->conn_of = NULL, s->lat = NULL;
                 s->nlat = s->sent = s->done = s->failures = s->busy = 0;

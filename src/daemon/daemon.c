@@ -33,11 +33,11 @@
         X(polls, "socket_polls", "loop_socket_polls", "",                               \
           "Times the loop polled without sleeping after serving a socket client (socket_poll_us)") \
         X(poll_found, "socket_poll_found", "loop_socket_poll_found", "",                \
-          "Passes of those polls that found more to read")
+          "Passes in those polls that read a socket request again")
 
 typedef struct LoopCounters {
         LOOP_COUNTERS(HA_COUNTER_FIELD)
-        uint64_t poll_ns;               /* spent polling: CPU time while it did */
+        uint64_t poll_ns;               /* in poll windows, working or looking: a CPU busy */
 } LoopCounters;
 
 typedef struct Daemon {
@@ -549,7 +549,7 @@ static void loop_stats(void *userdata, HaStats *s)
         ha_stats_section(s, "loop");
         LOOP_COUNTERS(HA_COUNTER_EMIT)
         HA_COUNTER_EXPR_EMIT("socket_poll_seconds", "loop_socket_poll", "seconds",
-                             "Time the loop spent polling, a CPU kept busy",
+                             "Time the loop spent in those polls, working or looking: a CPU kept busy",
                              (double)blk->poll_ns / 1e9)
         ha_stats_leave(s);
 }
@@ -828,7 +828,9 @@ static bool loop_over(const Daemon *d)
  * socket_poll_us, the window starting over at each read: a client that
  * sends again within it costs no wake-up, which on a VM is a cross-CPU
  * interrupt of tens of microseconds.  0 sleeps at once, as
- * event_base_dispatch does.  0, or -EIO when libevent failed.
+ * event_base_dispatch does.  Each non-blocking call is one pass
+ * (EVLOOP_ONCE: NONBLOCK alone goes on until a pass finds nothing, and
+ * the window would not see its reads).  0, or -EIO when libevent failed.
  */
 static int run_loop(Daemon *d)
 {
@@ -846,7 +848,7 @@ static int run_loop(Daemon *d)
                 until = last + window;
                 do {
                         reads = ha_control_reads(d->control);
-                        r = event_base_loop(d->base, EVLOOP_NONBLOCK);
+                        r = event_base_loop(d->base, EVLOOP_NONBLOCK | EVLOOP_ONCE);
                         now = ha_now_ns();
                         d->loop.poll_ns += now - last;
                         last = now;

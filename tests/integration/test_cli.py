@@ -753,7 +753,10 @@ class ShareServer:
     until the first has had 40 submits (or its own count passes share,
     which is the fault looked for), and the most it ever had outstanding
     is kept.  Mode 'cross': the reply to request 5 goes out on the other
-    connection."""
+    connection.  Mode 'drop0': request 0 is never answered.  Mode 'count':
+    each read's submits are answered together, after the most one read
+    brought on any connection is kept (a connection's requests in flight:
+    a client sends a connection's fill with one write)."""
 
     def __init__(self, path, mode, share=4):
         self.path, self.mode, self.share = path, mode, share
@@ -763,6 +766,7 @@ class ShareServer:
         self.r, self.w = os.pipe()
         self.conns, self.bufs, self.held = [], [], []
         self.seen_a, self.max_b, self.released = 0, 0, False
+        self.max_outstanding = 0
         self.thread = threading.Thread(target=self.loop, daemon=True)
         self.thread.start()
 
@@ -774,6 +778,8 @@ class ShareServer:
             res = {'service': 66, 'status': 'SUCCESS', 'code': 0, 'latency_us': 1}
         if self.mode == 'cross' and req['method'] == 'submit' and req['id'] == 5:
             i = 1 - i
+        if self.mode == 'drop0' and req['method'] == 'submit' and req['id'] == 0:
+            return
         self.conns[i].sendall(harness.encode_frame({'v': 1, 'id': req['id'], 'result': res},
                                                    data))
 
@@ -802,7 +808,11 @@ class ShareServer:
                     if not got:
                         return
                     self.bufs[i] += got
-                    for req, data in list(self.frames(i)):
+                    batch = list(self.frames(i))
+                    if self.mode == 'count':
+                        self.max_outstanding = max(self.max_outstanding, sum(
+                            1 for req, _ in batch if req['method'] == 'submit'))
+                    for req, data in batch:
                         if self.mode != 'share' or i != 1 or req['method'] != 'submit':
                             if i == 0 and req['method'] == 'submit':
                                 self.seen_a += 1
@@ -855,6 +865,29 @@ class BenchShareTest(unittest.TestCase):
         self.assertEqual(rc, 1, err)
         self.assertEqual(json.loads(out)['failures'], 1, err)
         self.assertIn('request 5: answered on another connection', err)
+
+    def test_lost_request_given_up_once_the_ring_comes_round(self):
+        """A request never answered is a failure once its slot of the
+        65,536 comes round again; its connection is topped up (before, it
+        went on the refill list twice: ASan's heap-buffer-overflow in
+        retire())."""
+        srv = ShareServer(os.path.join(self.tmp.name, 'drop.sock'), 'drop0')
+        rc, out, err = bench_on(srv, ['-s', 'echo', '-c', '2', '--connections', '1',
+                                      '-n', '70000'])
+        self.assertEqual(rc, 1, err)
+        o = json.loads(out)
+        self.assertEqual((o['requests'], o['failures']), (70000, 1), err)
+        self.assertIn('request 0: no reply while a ring of later requests went by', err)
+
+    def test_threads_keep_each_connection_within_its_share(self):
+        """-c 6 over 3 connections and 2 threads: 2 on each connection, as
+        with one thread (the thread with one connection used to take 3)."""
+        srv = ShareServer(os.path.join(self.tmp.name, 'split.sock'), 'count')
+        rc, out, err = bench_on(srv, ['-s', 'echo', '-c', '6', '--connections', '3',
+                                      '--threads', '2', '-n', '600'])
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(json.loads(out)['failures'], 0, err)
+        self.assertEqual(srv.max_outstanding, 2)
 
     def test_spin_us_checked(self):
         for argv, what in ((['--spin-us', '-1'], '--spin-us: not a number of microseconds'),

@@ -415,8 +415,8 @@ static void test_submit_fast(void)
         CHECK(fast(taken[3], &f) && f.id == 9007199254740991ull && strcmp(f.name, "7") == 0);
         /* The writer's shape after a named one: no name left over. */
         CHECK(fast(taken[0], &f) && !f.name[0] && f.service == 1);
-        /* The writer's shape with a space or a newline is the scanner's,
-         * and read the same. */
+        /* The writer's shape with a blank before a number (the matcher's)
+         * and a newline after it (the scanner's): read the same. */
         CHECK(fast("{\"v\":1,\"id\":7,\"method\":\"submit\",\"params\":{\"service\": 3}}\n", &f) &&
               f.has_id && f.id == 7 && f.service == 3 && !f.name[0]);
         for (size_t i = 0; i < ELEMENTSOF(declined); i++) {
