@@ -346,23 +346,6 @@ HaSockq *ha_sockq_free(HaSockq *q)
         return NULL;
 }
 
-int ha_sockq_submit(HaSockq *q, uint16_t service, struct evbuffer *src, size_t len,
-                    void *owner, uint64_t req_id)
-{
-        const void *data;
-        int r;
-
-        if (len == 0 || len > evbuffer_get_length(src))
-                return -EINVAL;
-        data = evbuffer_pullup(src, (ssize_t)len);
-        if (!data)
-                return -ENOMEM;
-        r = ha_sockq_submit_data(q, service, data, len, owner, req_id);
-        if (r == 0)
-                evbuffer_drain(src, len);
-        return r;
-}
-
 int ha_sockq_submit_data(HaSockq *q, uint16_t service, const void *data, size_t len,
                          void *owner, uint64_t req_id)
 {

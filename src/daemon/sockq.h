@@ -6,7 +6,6 @@
 #include <stdint.h>
 
 #include <cjson/cJSON.h>
-#include <event2/buffer.h>
 #include <event2/event.h>
 
 #include "config.h"
@@ -47,13 +46,10 @@ HaSockq *ha_sockq_free(HaSockq *q);
 void ha_sockq_leave(HaSockq *q);
 
 /*
- * Take len bytes from the front of src as the payload of a request to
- * service.  0 once queued; -EAGAIN when no entry or buffer is free (src is
- * left untouched); -EINVAL for an empty or oversized payload.
+ * Copy len bytes at data (the caller keeps them) into the pool as the
+ * payload of a request to service.  0 once queued; -EAGAIN when no entry
+ * or buffer is free; -EINVAL for an empty or oversized payload.
  */
-int ha_sockq_submit(HaSockq *q, uint16_t service, struct evbuffer *src, size_t len,
-                    void *owner, uint64_t req_id);
-/* The same from len bytes at data, which the caller keeps. */
 int ha_sockq_submit_data(HaSockq *q, uint16_t service, const void *data, size_t len,
                          void *owner, uint64_t req_id);
 

@@ -517,7 +517,7 @@ static void test_retire_batch(HaEngine *e)
 /* Who runs a socket job: the loop for a small quick local one while every
  * worker sleeps; the pool for a large one; the remote executor for one
  * routed there. */
-static void test_loop_policy(HaEngine *e, HaSockq *q, struct evbuffer *payload)
+static void test_loop_policy(HaEngine *e, HaSockq *q)
 {
         static uint8_t big[2000];
         double before = loop_jobs(e), echoes = svc_requests(e, ECHO);
@@ -525,8 +525,7 @@ static void test_loop_policy(HaEngine *e, HaSockq *q, struct evbuffer *payload)
         CHECK(ha_service_by_id(ECHO)->quick && ha_service_by_id(1)->quick);
         CHECK(wait_asleep(e));
         socket_result = -1;
-        evbuffer_add(payload, "hello", 5);
-        CHECK_EQ(ha_sockq_submit(q, ECHO, payload, 5, NULL, 7), 0);
+        CHECK_EQ(ha_sockq_submit_data(q, ECHO, "hello", 5, NULL, 7), 0);
         loop_until(socket_done_p);
         CHECK_EQ(socket_result, HA_RESULT_SUCCESS);
         CHECK_EQ(loop_jobs(e), before + 1);
@@ -534,8 +533,7 @@ static void test_loop_policy(HaEngine *e, HaSockq *q, struct evbuffer *payload)
         /* Over HA_LOOP_JOB_BYTES: the pool, even with every worker asleep. */
         CHECK(wait_asleep(e));
         socket_result = -1;
-        evbuffer_add(payload, big, sizeof(big));
-        CHECK_EQ(ha_sockq_submit(q, ECHO, payload, sizeof(big), NULL, 8), 0);
+        CHECK_EQ(ha_sockq_submit_data(q, ECHO, big, sizeof(big), NULL, 8), 0);
         loop_until(socket_done_p);
         CHECK_EQ(socket_result, HA_RESULT_SUCCESS);
         CHECK_EQ(loop_jobs(e), before + 1);
@@ -545,7 +543,6 @@ int main(void)
 {
         static HaJobReq reqs[SRC_CAP];
         static const uint8_t cipher[] = { 0x16, 0x4e, 0x2c, 0x2f, 0x12 };
-        struct evbuffer *payload;
         HaEngine *e = NULL;
         HaSockq *q = NULL;
         HaConfig cfg;
@@ -582,9 +579,7 @@ int main(void)
                 ha_engine_dispatch(e, srcs[i].id, reqs, SRC_CAP);
         in_engine = false;
         /* A socket request still has room. */
-        payload = evbuffer_new();
-        evbuffer_add(payload, "hello", 5);
-        CHECK_EQ(ha_sockq_submit(q, ECHO, payload, 5, NULL, 7), 0);
+        CHECK_EQ(ha_sockq_submit_data(q, ECHO, "hello", 5, NULL, 7), 0);
         set_released(true);
         loop_until(all_done);
         CHECK_EQ(socket_result, HA_RESULT_SUCCESS);
@@ -636,8 +631,7 @@ int main(void)
         ran_on_loop = loop_jobs(e);
         CHECK(wait_asleep(e));  /* so only the route keeps it off the loop */
         socket_result = -1;
-        evbuffer_add(payload, "hello", 5);
-        CHECK_EQ(ha_sockq_submit(q, 1, payload, 5, NULL, 7), 0);
+        CHECK_EQ(ha_sockq_submit_data(q, 1, "hello", 5, NULL, 7), 0);
         loop_until(socket_done_p);
         CHECK_EQ(socket_result, HA_RESULT_SUCCESS);
         CHECK(memcmp(socket_data, cipher, 5) == 0);
@@ -646,7 +640,7 @@ int main(void)
         /* Small and quick, but routed to the remote executor: never the loop. */
         CHECK_EQ(loop_jobs(e), ran_on_loop);
 
-        test_loop_policy(e, q, payload);
+        test_loop_policy(e, q);
 
         seq.answers = calloc(2, 1);
         rt.answers = calloc(4, 1);
@@ -661,7 +655,6 @@ int main(void)
         CHECK_EQ(ha_engine_stop(e, false), 0);
         ha_engine_free(e);
         ha_sockq_free(q);
-        evbuffer_free(payload);
         for (unsigned i = 0; i < NSRC; i++)
                 free(srcs[i].answers);
         free(small.answers);

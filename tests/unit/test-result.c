@@ -15,7 +15,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <event2/buffer.h>
 #include <event2/event.h>
 
 #include "check.h"
@@ -78,8 +77,7 @@ static bool wait_done(HaMsgEntry *en)
 static int run_one(HaSockq *e, HaMsgQueue *q, unsigned n, uint16_t service,
                    const char *payload, uint16_t retarget, uint16_t forged)
 {
-        static const uint8_t pad[LEN];
-        struct evbuffer *b = evbuffer_new();
+        uint8_t buf[LEN] = { 0 };
         struct timeval limit = { 30, 0 };
         struct event *timer = evtimer_new(base, give_up, NULL);
         HaMsgEntry *en;
@@ -88,9 +86,8 @@ static int run_one(HaSockq *e, HaMsgQueue *q, unsigned n, uint16_t service,
         /* Padded past what the loop runs itself: this is about the pool's
          * path, where a peer can write between the worker and the
          * completion. */
-        evbuffer_add(b, payload, strlen(payload));
-        evbuffer_add(b, pad, LEN - strlen(payload));
-        CHECK_EQ(ha_sockq_submit(e, service, b, LEN, NULL, 1), 0);
+        memcpy(buf, payload, strlen(payload));
+        CHECK_EQ(ha_sockq_submit_data(e, service, buf, LEN, NULL, 1), 0);
         en = find_entry(q, n);
         CHECK(en != NULL);
         if (!en)
@@ -109,7 +106,6 @@ static int run_one(HaSockq *e, HaMsgQueue *q, unsigned n, uint16_t service,
         __atomic_store_n(&en->msg.service_id, 0, __ATOMIC_RELAXED);
 out:
         event_free(timer);
-        evbuffer_free(b);
         return result;
 }
 
