@@ -75,6 +75,7 @@ typedef struct Bench {
         unsigned long sent, done, failures, busy;
         char first_error[256];
         bool at_limit;          /* a connection refused with E_LIMIT */
+        bool *stop;             /* --threads: set when one thread failed, so all stop */
         bool quiet;             /* no progress bar: another thread draws it */
 } Bench;
 
@@ -465,6 +466,8 @@ static int run(Bench *b, Ctx *ctx, BConn *conns, double *ret_secs)
 
                 if (!more && b->done >= b->sent)
                         break;
+                if (b->stop && __atomic_load_n(b->stop, __ATOMIC_RELAXED))
+                        return -ECANCELED;      /* another thread failed: its error is the run's */
                 /* A stack of the connections whose flag is set, each once:
                  * a request given up for lost in queue_request() may put
                  * one back, popped already, so it never holds more than
@@ -578,6 +581,8 @@ static void *sock_thread(void *arg)
         SockThread *t = arg;
 
         t->r = run(&t->b, t->ctx, t->conns, &t->secs);
+        if (t->r < 0)
+                __atomic_store_n(t->b.stop, true, __ATOMIC_RELAXED);
         return NULL;
 }
 
@@ -596,7 +601,8 @@ static void merge_hist(HaHist *to, const HaHist *from)
 static int run_socket(Bench *b, Ctx *ctx, BConn *conns, double *ret_secs)
 {
         SockThread *ts;
-        unsigned long T = b->threads, first_conn = 0, started = 0;
+        unsigned long T = b->threads, first_conn = 0, started = 0, from = T;
+        bool stop = false;
         uint64_t start;
         int r = 0;
 
@@ -621,6 +627,7 @@ static int run_socket(Bench *b, Ctx *ctx, BConn *conns, double *ret_secs)
                 s->first_error[0] = '\0';
                 memset(&s->hist, 0, sizeof(s->hist));
                 s->quiet = i > 0;       /* the first thread's share draws the bar */
+                s->stop = &stop;
                 ts[i].ctx = ctx;
                 ts[i].conns = conns + first_conn;
                 first_conn += s->nconns;
@@ -632,6 +639,7 @@ static int run_socket(Bench *b, Ctx *ctx, BConn *conns, double *ret_secs)
 
                 if (e) {
                         fprintf(stderr, "hyperampctl: cannot start a thread: %s\n", strerror(e));
+                        __atomic_store_n(&stop, true, __ATOMIC_RELAXED);
                         r = -e;
                         break;
                 }
@@ -642,8 +650,11 @@ static int run_socket(Bench *b, Ctx *ctx, BConn *conns, double *ret_secs)
 
                 if (i < started) {
                         pthread_join(ts[i].thread, NULL);
-                        if (ts[i].r < 0 && r == 0)
+                        /* The first real failure, not the stops it caused. */
+                        if (ts[i].r < 0 && (r == 0 || (r == -ECANCELED && ts[i].r != -ECANCELED))) {
                                 r = ts[i].r;
+                                from = i;
+                        }
                         b->sent += s->sent;
                         b->done += s->done;
                         b->failures += s->failures;
@@ -658,6 +669,9 @@ static int run_socket(Bench *b, Ctx *ctx, BConn *conns, double *ret_secs)
                 }
                 free_tracking(s);
         }
+        /* The message goes with the exit status: the failed thread's. */
+        if (from < T && ts[from].b.first_error[0])
+                memcpy(b->first_error, ts[from].b.first_error, sizeof(b->first_error));
         free(ts);
         *ret_secs = (double)(ha_now_ns() - start) / 1e9;
         b->total = b->sent;

@@ -855,6 +855,9 @@ static int run_loop(Daemon *d)
                         if (r != 0 || loop_over(d))
                                 return r < 0 ? -EIO : 0;
                         if (ha_control_reads(d->control) != reads) {
+                                /* Again from the config: a reload read
+                                 * in this window may have changed it. */
+                                window = (uint64_t)cfg_of(d)->socket_poll_us * 1000u;
                                 d->loop.poll_found++;
                                 until = now + window;
                         }

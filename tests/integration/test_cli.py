@@ -1007,6 +1007,12 @@ class ConnectionLimitCliTest(unittest.TestCase):
             rc, out, err = d.ctl('bench', '-n', '200', '--connections', '3')
             self.assertEqual(rc, 69, err)
             self.assertIn('limit', err)
+            # With a thread each, the refused one stops the other: the
+            # run ends now, not at its 600 s (it ran them out before).
+            rc, out, err = d.ctl('bench', '-c', '2', '--connections', '2', '--threads', '2',
+                                 '--duration', '600', timeout=harness.scaled(60))
+            self.assertEqual(rc, 69, err)
+            self.assertIn('limit', err)
 
 
 class OversizeCliTest(unittest.TestCase):
