@@ -627,10 +627,17 @@ class BackpressureTest(unittest.TestCase):
                 os.write(fd, b'!' * n)
                 os.close(fd)
                 deaf.close()
-                sender.join(timeout=harness.scaled(30))
+                # After the daemon closes it, if the test failed above.
+                self.addCleanup(sender.join, harness.scaled(30))
+            # Read while the sender may still be sending: a client whose
+            # replies pile up unread is not read either (it deadlocked
+            # until client_timeout_ms closed it, when the replies came
+            # before the last frames went out: 1 run in 24 under qemu).
             for _ in range(n):
                 obj, data = running.recv_frame()
                 self.assertEqual(obj['result']['status'], 'SUCCESS', obj)
+            sender.join(timeout=harness.scaled(30))
+            self.assertFalse(sender.is_alive())
             d.wait_idle()
 
     def test_output_budget_bounds_replies_of_deaf_clients(self):
