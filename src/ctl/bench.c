@@ -435,8 +435,7 @@ static int run(Bench *b, Ctx *ctx, BConn *conns, double *ret_secs)
         _cleanup_close_ int ep = epoll_create1(EPOLL_CLOEXEC);
         bool tty = !b->quiet && isatty(STDERR_FILENO) == 1;
         unsigned long shown = 0;
-        int64_t idle_deadline;
-        uint64_t start;
+        uint64_t start, idle_ns = (uint64_t)ctx->timeout_ms * 1000000u, idle_deadline;
 
         if (!evs || !refill)
                 return -ENOMEM;
@@ -459,7 +458,7 @@ static int run(Bench *b, Ctx *ctx, BConn *conns, double *ret_secs)
         start = b->now_ns = ha_now_ns();
         /* From the same instant as the elapsed time: a run is never shorter. */
         b->deadline_ns = start + (uint64_t)b->duration_s * 1000000000ull;
-        idle_deadline = ha_mono_ms() + ctx->timeout_ms;
+        idle_deadline = start + idle_ns;
         for (;;) {
                 bool more = socket_more(b), progressed = false;
                 int r;
@@ -485,7 +484,8 @@ static int run(Bench *b, Ctx *ctx, BConn *conns, double *ret_secs)
                         }
                         flush_conn(ep, bc, i);
                 }
-                if (idle_deadline - ha_mono_ms() <= 0)
+                /* The pass's clock (b->now_ns) is fresh enough here. */
+                if (b->now_ns >= idle_deadline)
                         return -ETIMEDOUT;
                 r = epoll_wait(ep, evs, (int)b->nconns, 0);
                 if (r == 0 && b->spin_ns) {
@@ -497,12 +497,13 @@ static int run(Bench *b, Ctx *ctx, BConn *conns, double *ret_secs)
                 }
                 if (r == 0) {
                         /* After the spin: --timeout is not overshot by it. */
-                        int64_t left = idle_deadline - ha_mono_ms();
+                        uint64_t now = ha_now_ns(), left_ms;
 
-                        if (left <= 0)
+                        if (now >= idle_deadline)
                                 return -ETIMEDOUT;
+                        left_ms = (idle_deadline - now + 999999u) / 1000000u;
                         r = epoll_wait(ep, evs, (int)b->nconns,
-                                       (int)(left > INT32_MAX ? INT32_MAX : left));
+                                       (int)(left_ms > INT32_MAX ? INT32_MAX : left_ms));
                 }
                 if (r < 0 && errno != EINTR)
                         return -errno;
@@ -522,7 +523,7 @@ static int run(Bench *b, Ctx *ctx, BConn *conns, double *ret_secs)
                         }
                 }
                 if (progressed)
-                        idle_deadline = ha_mono_ms() + ctx->timeout_ms;
+                        idle_deadline = b->now_ns + idle_ns;
                 if (tty && !ctx->json) {
                         unsigned long pct = b->duration_s ?
                                 (unsigned long)((b->now_ns - start) / 10000000ull / b->duration_s) :

@@ -879,6 +879,17 @@ class BenchShareTest(unittest.TestCase):
         self.assertEqual((o['requests'], o['failures']), (70000, 1), err)
         self.assertIn('request 0: no reply while a ring of later requests went by', err)
 
+    def test_no_reply_within_timeout_exit_75(self):
+        """The only request in flight never answered: --timeout ends the
+        run (exit 75), spin or not."""
+        for spin in ('0', '50'):
+            with self.subTest(spin=spin):
+                srv = ShareServer(os.path.join(self.tmp.name, 'mute%s.sock' % spin), 'drop0')
+                rc, out, err = bench_on(srv, ['-s', 'echo', '-c', '1', '--connections', '1',
+                                              '-n', '10', '--timeout', '1', '--spin-us', spin])
+                self.assertEqual(rc, 75, err)
+                self.assertIn('within 1 s', err)
+
     def test_threads_keep_each_connection_within_its_share(self):
         """-c 6 over 3 connections and 2 threads: 2 on each connection, as
         with one thread (the thread with one connection used to take 3)."""
